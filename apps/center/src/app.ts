@@ -1,0 +1,130 @@
+import { Redis } from 'ioredis';
+import { AppDirectory } from '@push/apps';
+import type { Config } from '@push/config';
+import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
+import { createLogger, type Logger } from '@push/logger';
+import { InboxStore, connectNats, provisionStreams, type NatsConnection, type Subscription } from '@push/nats';
+import { PresenceRegistry } from '@push/presence';
+import { Subjects } from '@push/protocol';
+import type { Registry } from 'prom-client';
+import { AppAdmin } from './app-admin.js';
+import { ApiKeyVerifier } from './api-keys.js';
+import { mountHttpApi } from './http-api.js';
+import { createCenterMetrics } from './metrics.js';
+import { serveNatsApi } from './nats-api.js';
+import { PushService } from './push-service.js';
+import { RateLimiter } from './rate-limiter.js';
+
+/** A running center. */
+export interface Center {
+  start(): Promise<void>;
+  /** Refuses new requests, finishes those in flight, closes connections. Idempotent. */
+  stop(): Promise<void>;
+  readonly port: number;
+  readonly registry: Registry;
+  /** App administration (also used by the CLI and tests). */
+  readonly admin: AppAdmin;
+}
+
+/**
+ * Builds the center: HTTP API and NATS request/reply for business servers, app administration.
+ * On start it migrates Postgres, provisions the streams and syncs apps to the KV bucket, so
+ * one started center makes a deployment usable.
+ */
+export function createCenter(config: Config, opts: { logger?: Logger } = {}): Center {
+  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'center' })).child({
+    component: 'center',
+  });
+  const registry = createRegistry('center');
+  const metrics = createCenterMetrics(registry);
+  const subjects = new Subjects(config.prefix);
+  let nc: NatsConnection | undefined;
+  let store: InboxStore | undefined;
+  let apps: AppDirectory | undefined;
+  let db: Knex | undefined;
+  let redis: Redis | undefined;
+  let listening: Listening | undefined;
+  let natsSubs: Subscription[] = [];
+  let admin: AppAdmin | undefined;
+  let stopping = false;
+  let stopPromise: Promise<void> | undefined;
+
+  return {
+    get port() {
+      return listening?.port ?? 0;
+    },
+    registry,
+    get admin(): AppAdmin {
+      if (admin === undefined) throw new Error('center not started');
+      return admin;
+    },
+
+    async start() {
+      const uws = loadUws();
+      await ensureDatabase(config.databaseUrl);
+      db = createDatabase(config.databaseUrl);
+      const applied = await migrate(db);
+      if (applied.length > 0) log.info({ applied }, 'migrations applied');
+      nc = await connectNats({ servers: config.natsUrl, name: 'center', logger: log });
+      await provisionStreams(nc, subjects, config.inbox);
+      store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+      apps = await AppDirectory.open(nc, subjects, log);
+      admin = new AppAdmin(new AppsRepository(db), apps, {
+        maxTtlSeconds: config.inbox.maxAgeSeconds,
+        maxPerUser: config.inbox.maxPerUser,
+      });
+      const synced = await admin.syncAll();
+      log.info({ apps: synced }, 'apps synced to KV');
+      redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
+      redis.on('error', (err) => log.warn({ err }, 'redis error'));
+      await redis.connect();
+      const presence = new PresenceRegistry(redis, subjects, 'center');
+      const keys = new ApiKeyVerifier(apps);
+      const push = new PushService(
+        store,
+        subjects,
+        presence,
+        new RateLimiter(),
+        { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
+        metrics,
+      );
+      natsSubs = serveNatsApi(nc, subjects, { push, keys, metrics, log });
+      const app = uws.App();
+      mountHealth(app, registry, () => {
+        if (stopping) return 'stopping';
+        if (nc?.isClosed() !== false) return 'nats closed';
+        if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
+        return true;
+      });
+      mountHttpApi(app, {
+        push,
+        admin,
+        keys,
+        metrics,
+        log,
+        maxBodyBytes: config.center.maxBodyBytes,
+        adminKey: config.center.adminKey,
+      });
+      listening = await listen(app, config.center.host, config.center.port);
+      log.info({ port: listening.port }, 'center listening');
+    },
+
+    stop() {
+      stopPromise ??= (async () => {
+        stopping = true;
+        listening?.close();
+        for (const s of natsSubs) s.unsubscribe();
+        const deadline = Date.now() + 5000;
+        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        apps?.close();
+        store?.close();
+        if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
+        redis?.disconnect();
+        await db?.destroy();
+        log.info('center stopped');
+      })();
+      return stopPromise;
+    },
+  };
+}

@@ -1,0 +1,257 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { parseArgs } from 'node:util';
+import WebSocket from 'ws';
+import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
+import { ConfigError, loadConfig, type Config } from '@push/config';
+import { AppsRepository, createDatabase, ensureDatabase, migrate } from '@push/db';
+import { connectNats, provisionStreams } from '@push/nats';
+import { createLogger } from '@push/logger';
+import { PushError, Subjects, type AppRecord } from '@push/protocol';
+import { AppAdmin, adminView } from './app-admin.js';
+
+const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
+
+  migrate                                   apply Postgres migrations
+  provision                                 create/update JetStream streams and the apps bucket
+  apps create [--id ID] [--name NAME] [--settings JSON]
+  apps list
+  apps get ID
+  apps update ID [--name NAME] [--settings JSON] [--disable | --enable]
+  apps rotate-secret ID                     new signing secret (previous stays valid)
+  apps add-key ID                           new API key (printed once)
+  apps revoke-key ID KEY_ID
+  token --app ID --user USER [--device DEV] [--ttl SECONDS]
+                                            sign a client token with the app's newest secret
+  watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
+  dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds
+`;
+
+async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirectory) => Promise<T>): Promise<T> {
+  const log = createLogger({ level: 'warn', name: 'cli' });
+  await ensureDatabase(config.databaseUrl);
+  const db = createDatabase(config.databaseUrl, { min: 0, max: 2 });
+  const nc = await connectNats({ servers: config.natsUrl, name: 'cli', logger: log });
+  try {
+    await migrate(db);
+    const subjects = new Subjects(config.prefix);
+    await provisionStreams(nc, subjects, config.inbox);
+    const apps = await AppDirectory.open(nc, subjects, log);
+    try {
+      const admin = new AppAdmin(new AppsRepository(db), apps, {
+        maxTtlSeconds: config.inbox.maxAgeSeconds,
+        maxPerUser: config.inbox.maxPerUser,
+      });
+      return await fn(admin, apps);
+    } finally {
+      apps.close();
+    }
+  } finally {
+    await nc.drain().catch(() => undefined);
+    await db.destroy();
+  }
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+function parseJsonFlag(value: string | undefined, name: string): unknown {
+  if (value === undefined) return undefined;
+  try {
+    return JSON.parse(value);
+  } catch {
+    throw new PushError('bad_request', `--${name} must be JSON`);
+  }
+}
+
+async function token(app: AppRecord, user: string, device: string, ttl: number): Promise<string> {
+  const secret = app.secrets[0];
+  if (secret === undefined) throw new Error(`app ${app.id} has no secret`);
+  return signClientToken(secret, { app: app.id, user, device, ttlSeconds: ttl });
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      id: { type: 'string' },
+      name: { type: 'string' },
+      settings: { type: 'string' },
+      disable: { type: 'boolean' },
+      enable: { type: 'boolean' },
+      app: { type: 'string' },
+      user: { type: 'string' },
+      device: { type: 'string' },
+      ttl: { type: 'string' },
+      url: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [cmd, sub, arg1, arg2] = positionals;
+  if (values.help === true || cmd === undefined) {
+    process.stdout.write(USAGE);
+    return cmd === undefined && values.help !== true ? 2 : 0;
+  }
+  const config = loadConfig();
+  switch (cmd) {
+    case 'migrate': {
+      await ensureDatabase(config.databaseUrl);
+      const db = createDatabase(config.databaseUrl, { min: 0, max: 1 });
+      try {
+        print({ applied: await migrate(db) });
+      } finally {
+        await db.destroy();
+      }
+      return 0;
+    }
+    case 'provision': {
+      const nc = await connectNats({ servers: config.natsUrl, name: 'cli', logger: createLogger({ level: 'warn', name: 'cli' }) });
+      try {
+        await provisionStreams(nc, new Subjects(config.prefix), config.inbox);
+        print({ provisioned: true, prefix: config.prefix });
+      } finally {
+        await nc.drain();
+      }
+      return 0;
+    }
+    case 'apps':
+      return withAdmin(config, async (admin) => {
+        switch (sub) {
+          case 'create': {
+            const r = await admin.create({ id: values.id, name: values.name, settings: parseJsonFlag(values.settings, 'settings') });
+            print({ app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId });
+            return 0;
+          }
+          case 'list':
+            print({ apps: (await admin.list()).map(adminView) });
+            return 0;
+          case 'get':
+            print({ app: adminView(await admin.get(need(arg1, 'ID'))) });
+            return 0;
+          case 'update': {
+            const patch: Record<string, unknown> = {};
+            if (values.name !== undefined) patch['name'] = values.name;
+            if (values.settings !== undefined) patch['settings'] = parseJsonFlag(values.settings, 'settings');
+            if (values.disable === true) patch['disabled'] = true;
+            if (values.enable === true) patch['disabled'] = false;
+            print({ app: adminView(await admin.update(need(arg1, 'ID'), patch)) });
+            return 0;
+          }
+          case 'rotate-secret':
+            print({ app: adminView(await admin.rotateSecret(need(arg1, 'ID'))) });
+            return 0;
+          case 'add-key': {
+            const r = await admin.addApiKey(need(arg1, 'ID'));
+            print({ apiKey: r.apiKey, apiKeyId: r.apiKeyId });
+            return 0;
+          }
+          case 'revoke-key':
+            await admin.revokeApiKey(need(arg1, 'ID'), need(arg2, 'KEY_ID'));
+            print({ revoked: arg2 });
+            return 0;
+          default:
+            process.stderr.write(USAGE);
+            return 2;
+        }
+      });
+    case 'token':
+      return withAdmin(config, async (admin) => {
+        const app = await admin.get(need(values.app, '--app'));
+        process.stdout.write(`${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`);
+        return 0;
+      });
+    case 'watch': {
+      const t = await withAdmin(config, async (admin) =>
+        token(await admin.get(need(values.app, '--app')), need(values.user, '--user'), values.device ?? 'cli', 24 * 3600),
+      );
+      const url = values.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
+      return watch(url, t);
+    }
+    case 'dev-setup':
+      return withAdmin(config, async (admin, apps) => {
+        const out = values.out ?? '.data/demo.json';
+        let previous: { apiKey?: string } = {};
+        if (existsSync(out)) {
+          try {
+            previous = JSON.parse(readFileSync(out, 'utf8')) as { apiKey?: string };
+          } catch {
+            previous = {};
+          }
+        }
+        let app = apps.get('demo') ?? (await admin.get('demo').catch(() => undefined));
+        let apiKey = previous.apiKey;
+        if (app === undefined) {
+          const r = await admin.create({ id: 'demo', name: 'Demo', settings: { clientMessaging: true } });
+          app = r.app;
+          apiKey = r.apiKey;
+        } else if (apiKey === undefined || !app.apiKeys.some((k) => k.hash === hashApiKey(apiKey ?? ''))) {
+          const r = await admin.addApiKey('demo');
+          app = r.app;
+          apiKey = r.apiKey;
+        }
+        const creds = {
+          app: 'demo',
+          apiKey,
+          centerUrl: `http://127.0.0.1:${config.center.port}`,
+          edgeUrl: `ws://127.0.0.1:${config.edge.port}/ws`,
+          token: await token(app, 'alice', 'demo-device', 24 * 3600),
+        };
+        mkdirSync(dirname(out), { recursive: true });
+        writeFileSync(out, `${JSON.stringify(creds, null, 2)}\n`, { mode: 0o600 });
+        print(creds);
+        return 0;
+      });
+    default:
+      process.stderr.write(USAGE);
+      return 2;
+  }
+}
+
+function need(value: string | undefined, what: string): string {
+  if (value === undefined || value === '') throw new PushError('bad_request', `missing ${what}`);
+  return value;
+}
+
+/** Connects as a client, prints every frame, acks every message. Ends on Ctrl-C. */
+function watch(url: string, token: string): Promise<number> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`${url}?token=${encodeURIComponent(token)}`);
+    ws.on('open', () => process.stderr.write(`connected to ${url}; waiting for messages (Ctrl-C to stop)\n`));
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => {
+        process.stderr.write(`refused: ${res.statusCode} ${body}\n`);
+        resolve(1);
+      });
+    });
+    ws.on('message', (data: Buffer) => {
+      const text = data.toString('utf8');
+      process.stdout.write(`${text}\n`);
+      const f = JSON.parse(text) as { t: string; seq?: number };
+      if (f.t === 'msg' && f.seq !== undefined) ws.send(JSON.stringify({ t: 'ack', seqs: [f.seq] }));
+    });
+    ws.on('close', (code, reason) => {
+      process.stderr.write(`closed: ${code} ${reason.toString()}\n`);
+      resolve(0);
+    });
+    ws.on('error', (err) => {
+      process.stderr.write(`error: ${err.message}\n`);
+      resolve(1);
+    });
+    process.once('SIGINT', () => ws.close());
+  });
+}
+
+run(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
+    else if (err instanceof PushError) process.stderr.write(`error ${err.code}: ${err.message}\n`);
+    else process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

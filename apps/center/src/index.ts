@@ -1,0 +1,2 @@
+export { createCenter, type Center } from './app.js';
+export { AppAdmin, adminView } from './app-admin.js';

@@ -1,0 +1,1 @@
+export { createCoordinator, type Coordinator } from './app.js';

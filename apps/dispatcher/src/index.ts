@@ -1,0 +1,2 @@
+export { createDispatcher, type Dispatcher } from './app.js';
+export { rankEdges } from './rank-edges.js';

@@ -1,0 +1,299 @@
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { AppDirectory, peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
+import type { Config } from '@push/config';
+import { createLogger, type Logger } from '@push/logger';
+import {
+  createRegistry,
+  listen,
+  loadUws,
+  mountHealth,
+  statusLine,
+  toPushError,
+  type HttpResponse,
+  type Listening,
+  type TemplatedApp,
+} from '@push/http';
+import { InboxStore, connectNats, type NatsConnection } from '@push/nats';
+import { PresenceRegistry } from '@push/presence';
+import { CLOSE, PushError, Subjects } from '@push/protocol';
+import type { Registry } from 'prom-client';
+import { ClientConnection } from './client-connection.js';
+import type { EdgeContext } from './edge-context.js';
+import { createEdgeMetrics } from './metrics.js';
+import { UserChannels } from './user-channels.js';
+
+/** A running edge process (one worker). */
+export interface Edge {
+  start(): Promise<void>;
+  /** Refuses new connections, tells clients to reconnect elsewhere, drains. Idempotent. */
+  stop(): Promise<void>;
+  /** The port it listens on (after start). */
+  readonly port: number;
+  /** Open client connections. */
+  readonly connectionCount: number;
+  readonly registry: Registry;
+  readonly edgeId: string;
+}
+
+const TOKEN_SWEEP_MS = 5_000;
+
+function defaultEdgeId(): string {
+  const host = os.hostname().replace(/[^A-Za-z0-9_-]/g, '').slice(0, 24) || 'edge';
+  return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * Builds an edge: WebSocket gateway on uWebSockets.js that authenticates clients, delivers their
+ * inbox (backlog then live), takes acks and client-to-client sends. See DESIGN.md.
+ */
+export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge {
+  const edgeConfig = config.edge;
+  const edgeId = edgeConfig.id ?? defaultEdgeId();
+  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'edge' })).child({
+    component: 'edge',
+    edge: edgeId,
+  });
+  const registry = createRegistry('edge');
+  const metrics = createEdgeMetrics(registry);
+  const subjects = new Subjects(config.prefix);
+  const connections = new Set<ClientConnection>();
+
+  let nc: NatsConnection | undefined;
+  let store: InboxStore | undefined;
+  let apps: AppDirectory | undefined;
+  let redis: Redis | undefined;
+  let presence: PresenceRegistry | undefined;
+  let listening: Listening | undefined;
+  let sweeper: NodeJS.Timeout | undefined;
+  let ctx: EdgeContext | undefined;
+  let pendingUpgrades = 0;
+  let counter = 0;
+  let stopping = false;
+  let stopPromise: Promise<void> | undefined;
+
+  function refuse(res: HttpResponse, err: unknown, retryAfter?: number): void {
+    const e = toPushError(err);
+    metrics.upgradesRefused.inc({ code: e.code });
+    res.cork(() => {
+      res.writeStatus(statusLine(e.status)).writeHeader('content-type', 'application/json');
+      if (retryAfter !== undefined) res.writeHeader('retry-after', String(retryAfter));
+      res.end(JSON.stringify({ error: e.toJSON() }), true);
+    });
+  }
+
+  async function authenticate(token: string, appParam: string): Promise<ClientIdentity> {
+    if (token === '') throw new PushError('token_missing');
+    const appId = peekTokenApp(token);
+    if (appParam !== '' && appParam !== appId) throw new PushError('wrong_app', 'the token is for another app');
+    const app = apps?.get(appId);
+    if (app === undefined) throw new PushError('app_not_found');
+    if (app.disabled) throw new PushError('app_disabled');
+    return verifyClientToken(token, app);
+  }
+
+  function clampPing(raw: string): number {
+    const p = edgeConfig.ping;
+    const n = Number(raw);
+    if (raw === '' || !Number.isFinite(n)) return p.defaultSeconds;
+    return Math.min(p.maxSeconds, Math.max(p.minSeconds, Math.round(n)));
+  }
+
+  function mountWebSocket(app: TemplatedApp): void {
+    app.ws<ClientConnection>('/ws', {
+      compression: 0,
+      maxPayloadLength: edgeConfig.maxFrameBytes,
+      idleTimeout: edgeConfig.idleTimeoutSeconds,
+      maxBackpressure: edgeConfig.maxBackpressureBytes,
+      closeOnBackpressureLimit: 0,
+      sendPingsAutomatically: true,
+      upgrade: (res, req, context) => {
+        const key = req.getHeader('sec-websocket-key');
+        const protocol = req.getHeader('sec-websocket-protocol');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        const auth = req.getHeader('authorization');
+        const token = req.getQuery('token') || (auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
+        const appParam = req.getQuery('app') ?? '';
+        const ping = clampPing(req.getQuery('ping') ?? '');
+        if (stopping) {
+          refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
+          return;
+        }
+        if (connections.size + pendingUpgrades >= edgeConfig.maxConnections) {
+          refuse(res, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
+          return;
+        }
+        pendingUpgrades++;
+        let aborted = false;
+        res.onAborted(() => {
+          aborted = true;
+        });
+        authenticate(token, appParam).then(
+          (id) => {
+            pendingUpgrades--;
+            if (aborted) return;
+            if (stopping || ctx === undefined) {
+              refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
+              return;
+            }
+            const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
+            pings.set(conn, ping);
+            res.cork(() => {
+              res.upgrade(conn, key, protocol, extensions, context);
+            });
+          },
+          (err: unknown) => {
+            pendingUpgrades--;
+            if (aborted) return;
+            const e = toPushError(err);
+            if (e.code === 'internal') log.error({ err }, 'upgrade failed');
+            else log.debug({ code: e.code }, 'upgrade refused');
+            refuse(res, e);
+          },
+        );
+      },
+      open: (ws) => {
+        const conn = ws.getUserData();
+        const ping = pings.get(conn) ?? edgeConfig.ping.defaultSeconds;
+        pings.delete(conn);
+        connections.add(conn);
+        metrics.connections.set(connections.size);
+        const app = apps?.get(conn.app);
+        conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
+        metrics.users.set(ctx?.channels.size ?? 0);
+        presence?.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
+          metrics.errors.inc({ code: 'presence' });
+          log.warn({ err }, 'presence write failed');
+        });
+      },
+      message: (ws, message, isBinary) => {
+        const conn = ws.getUserData();
+        if (isBinary) {
+          conn.rejectFrame(new PushError('bad_frame', 'binary frames are not accepted; send JSON text'));
+          return;
+        }
+        conn.onFrame(Buffer.from(message).toString('utf8'));
+      },
+      drain: (ws) => {
+        ws.getUserData().drained();
+      },
+      close: (ws) => {
+        const conn = ws.getUserData();
+        conn.closed();
+        connections.delete(conn);
+        metrics.connections.set(connections.size);
+        metrics.users.set(ctx?.channels.size ?? 0);
+        presence?.disconnected(conn.app, conn.user, conn.id).catch((err: unknown) => {
+          metrics.errors.inc({ code: 'presence' });
+          log.warn({ err }, 'presence delete failed');
+        });
+      },
+    });
+  }
+
+  // Ping interval asked for at upgrade, handed to open() (WeakMap: nothing kept per connection).
+  const pings = new WeakMap<ClientConnection, number>();
+
+  function sweepTokens(): void {
+    const now = Date.now() / 1000;
+    for (const conn of connections) if (conn.exp <= now) conn.end(CLOSE.TOKEN_EXPIRED, 'token expired');
+  }
+
+  const edge: Edge = {
+    get port() {
+      return listening?.port ?? 0;
+    },
+    get connectionCount() {
+      return connections.size;
+    },
+    registry,
+    edgeId,
+
+    async start() {
+      const uws = loadUws();
+      nc = await connectNats({
+        servers: config.natsUrl,
+        name: `edge-${edgeId}`,
+        logger: log,
+        // Core NATS may have dropped live messages while disconnected: every connection rereads
+        // the store from its cursor.
+        onReconnect: () => {
+          for (const c of connections) c.resync();
+        },
+      });
+      store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+      try {
+        apps = await AppDirectory.open(nc, subjects, log);
+      } catch (err) {
+        throw new Error(`cannot open the apps bucket ${subjects.appsBucket}: provision first (center CLI: provision)`, {
+          cause: err,
+        });
+      }
+      apps.onChange((id, record) => {
+        if (record !== undefined && !record.disabled) return;
+        for (const c of connections) if (c.app === id) c.end(CLOSE.APP_GONE, 'app disabled');
+      });
+      redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
+      redis.on('error', (err) => log.warn({ err }, 'redis error'));
+      await redis.connect();
+      presence = new PresenceRegistry(redis, subjects, edgeId);
+      await presence.start();
+      ctx = {
+        edgeId,
+        config: edgeConfig,
+        subjects,
+        store,
+        channels: new UserChannels(nc, subjects),
+        apps,
+        presence,
+        metrics,
+        log,
+        highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
+      };
+      const app = uws.App();
+      mountWebSocket(app);
+      mountHealth(app, registry, () => {
+        if (stopping) return 'stopping';
+        if (nc?.isClosed() !== false) return 'nats closed';
+        if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
+        return true;
+      });
+      app.any('/*', (res) => {
+        res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ error: new PushError('not_found').toJSON() }));
+      });
+      listening = await listen(app, edgeConfig.host, edgeConfig.port);
+      sweeper = setInterval(sweepTokens, TOKEN_SWEEP_MS);
+      sweeper.unref();
+      log.info({ port: listening.port }, 'edge listening');
+    },
+
+    stop() {
+      stopPromise ??= (async () => {
+        stopping = true;
+        if (sweeper !== undefined) clearInterval(sweeper);
+        listening?.close();
+        // Tell every client to reconnect (elsewhere) after a jittered delay, so a restart does
+        // not bring every client back in the same instant.
+        for (const c of connections) {
+          const delay = Math.floor(Math.random() * Math.max(1, edgeConfig.drainMs));
+          c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`);
+        }
+        const deadline = Date.now() + 2000;
+        while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        // Let in-flight removals and sends reach the store.
+        const pipeDeadline = Date.now() + 2000;
+        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
+        apps?.close();
+        store?.close();
+        await presence?.stop().catch(() => undefined);
+        if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
+        redis?.disconnect();
+        log.info('edge stopped');
+      })();
+      return stopPromise;
+    },
+  };
+  return edge;
+}

@@ -1,0 +1,302 @@
+import type { WebSocket } from '@push/http';
+import type { InboxMessage } from '@push/nats';
+import { PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
+import type { EdgeContext } from './edge-context.js';
+import type { LiveReceiver } from './user-channels.js';
+
+/** Reading the backlog from the store; live messages are buffered meanwhile. */
+const LOADING = 0;
+/** Caught up: live messages go straight to the socket. */
+const LIVE = 1;
+/** Window full or socket slow: nothing is sent; the store keeps what arrives; resync later. */
+const STALLED = 2;
+const CLOSED = 3;
+
+/**
+ * One client WebSocket: delivery state and frame handling.
+ *
+ * Delivery follows DESIGN.md: subscribe to the user's live subject first, then read the backlog
+ * (Direct Get from `cursor + 1`), then flush live messages buffered meanwhile, skipping any at
+ * or below the cursor: no gap, no duplicate. At most `window` messages are in flight (delivered,
+ * not acked) and a socket buffering past `highWaterBytes` gets nothing more; in both cases the
+ * connection stalls, leaving messages in the store, and resyncs from the store when acks or
+ * drain make room. Memory per connection never grows with a slow or silent client.
+ *
+ * Kept small on purpose (one per connection): sets and buffers are created only when needed.
+ */
+export class ClientConnection implements LiveReceiver {
+  ws: WebSocket<ClientConnection> | undefined;
+  /** Highest sequence delivered or skipped: the backlog is read after it. */
+  private cursor = 0;
+  private inflight: Set<number> | undefined;
+  private mode = LOADING;
+  private loading = false;
+  private again = false;
+  private overflow = false;
+  private buffered: InboxMessage[] | undefined;
+
+  constructor(
+    private readonly ctx: EdgeContext,
+    readonly n: number,
+    readonly app: string,
+    readonly user: string,
+    readonly device: string,
+    /** Token expiry, epoch seconds. */
+    readonly exp: number,
+  ) {}
+
+  /** Connection id, unique across edges (edge id + counter). */
+  get id(): string {
+    return `${this.ctx.edgeId}-${this.n}`;
+  }
+
+  get isClosed(): boolean {
+    return this.mode === CLOSED;
+  }
+
+  /** Called on WebSocket open: greet, subscribe, then read the backlog. */
+  open(ws: WebSocket<ClientConnection>, pingSeconds: number, maxMessageBytes: number): void {
+    this.ws = ws;
+    const { ctx } = this;
+    ctx.channels.join(this.app, this.user, this);
+    ws.send(
+      ServerFrames.hello({
+        conn: this.id,
+        app: this.app,
+        user: this.user,
+        device: this.device,
+        ping: pingSeconds,
+        window: ctx.config.window,
+        maxMessageBytes,
+      }),
+    );
+    this.resync();
+  }
+
+  /** Called on WebSocket close (any reason). Undelivered and unacked messages stay stored. */
+  closed(): void {
+    if (this.mode === CLOSED) return;
+    this.mode = CLOSED;
+    this.ctx.channels.leave(this.app, this.user, this);
+    this.ws = undefined;
+    this.inflight = undefined;
+    this.buffered = undefined;
+  }
+
+  /**
+   * Reads the store from `cursor + 1` until caught up or blocked, then goes live. Safe to call
+   * any time (after a NATS reconnect, an ack, a drain): one read loop runs at a time.
+   */
+  resync(): void {
+    if (this.mode === CLOSED) return;
+    if (this.loading) {
+      this.again = true;
+      return;
+    }
+    this.mode = LOADING;
+    this.loading = true;
+    this.loadBacklog()
+      .catch((err: unknown) => {
+        // The store is unreachable: stay stalled; the next trigger (reconnect, ack) retries.
+        this.ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
+        this.ctx.log.warn({ err, conn: this.id }, 'backlog read failed');
+        if (this.mode !== CLOSED) this.stall();
+      })
+      .finally(() => {
+        this.loading = false;
+      });
+  }
+
+  private async loadBacklog(): Promise<void> {
+    const { ctx } = this;
+    ctx.metrics.backlogLoads.inc();
+    for (;;) {
+      this.again = false;
+      this.overflow = false;
+      for (;;) {
+        if (this.mode === CLOSED) return;
+        if (!this.canSend()) {
+          this.stall();
+          return;
+        }
+        const m = await ctx.store.next(this.app, this.user, this.cursor + 1);
+        if (this.mode === CLOSED) return;
+        if (m === null) break;
+        ctx.metrics.backlogReads.inc();
+        if (m.seq > this.cursor) this.deliver(m);
+      }
+      // Live messages were dropped while reading (buffer full), or a resync was asked for:
+      // read again; whatever was dropped is in the store.
+      if (this.overflow || this.again) continue;
+      const buffered = this.buffered;
+      this.buffered = undefined;
+      this.mode = LIVE;
+      if (buffered !== undefined) for (const m of buffered) this.onLive(m);
+      return;
+    }
+  }
+
+  /** A live (republished) message of this user. */
+  onLive(m: InboxMessage): void {
+    switch (this.mode) {
+      case LIVE:
+        if (m.seq <= this.cursor) return;
+        if (!this.canSend()) {
+          this.stall();
+          return;
+        }
+        this.deliver(m);
+        return;
+      case LOADING:
+        if (this.buffered === undefined) this.buffered = [];
+        if (this.buffered.length < this.ctx.config.window) this.buffered.push(m);
+        else this.overflow = true;
+        return;
+      default:
+        return; // stalled or closed: the store has it
+    }
+  }
+
+  private canSend(): boolean {
+    const ws = this.ws;
+    if (ws === undefined) return false;
+    return (this.inflight?.size ?? 0) < this.ctx.config.window && ws.getBufferedAmount() < this.ctx.highWaterBytes;
+  }
+
+  private stall(): void {
+    if (this.mode === STALLED) return;
+    this.mode = STALLED;
+    this.buffered = undefined;
+    this.ctx.metrics.stalls.inc();
+  }
+
+  private deliver(m: InboxMessage): void {
+    const { ctx } = this;
+    const previous = this.cursor;
+    this.cursor = m.seq;
+    if (m.expires <= Date.now()) {
+      ctx.metrics.expired.inc();
+      this.removeStored(m.seq);
+      return;
+    }
+    const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
+    const ws = this.ws as WebSocket<ClientConnection>;
+    let status = 1;
+    ws.cork(() => {
+      status = ws.send(frame);
+    });
+    if (status === 2) {
+      // Dropped by uWS (backpressure limit): not sent; read it again after drain.
+      this.cursor = previous;
+      this.stall();
+      return;
+    }
+    (this.inflight ??= new Set()).add(m.seq);
+    ctx.metrics.messagesOut.inc();
+  }
+
+  /** The socket drained: resume if stalled. */
+  drained(): void {
+    if (this.mode === STALLED && this.canSend()) this.resync();
+  }
+
+  /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
+  onFrame(text: string): void {
+    let frame;
+    try {
+      frame = parseClientFrame(text);
+    } catch (err) {
+      this.sendError(err);
+      return;
+    }
+    switch (frame.t) {
+      case 'ack':
+        this.ack(frame.seqs);
+        return;
+      case 'ping':
+        this.sendText(ServerFrames.pong());
+        return;
+      case 'send':
+        void this.handleSend(frame);
+        return;
+    }
+  }
+
+  /** Answers a frame the edge will not read with an error; the socket stays open. */
+  rejectFrame(err: PushError): void {
+    this.sendError(err);
+  }
+
+  private ack(seqs: number[]): void {
+    const { ctx } = this;
+    let unknown: number[] | undefined;
+    for (const seq of seqs) {
+      if (this.inflight?.delete(seq) === true) {
+        ctx.metrics.acks.inc();
+        this.removeStored(seq);
+      } else {
+        (unknown ??= []).push(seq);
+      }
+    }
+    if (unknown !== undefined) this.sendError(new PushError('ack_unknown'), { seqs: unknown });
+    if (this.mode === STALLED && this.canSend()) this.resync();
+  }
+
+  private removeStored(seq: number): void {
+    const { ctx } = this;
+    ctx.store.remove(seq).then(
+      (removed) => {
+        if (removed) ctx.metrics.removed.inc();
+      },
+      (err: unknown) => {
+        // Not removed: it will be delivered again (at-least-once).
+        ctx.metrics.errors.inc({ code: 'store_unavailable' });
+        ctx.log.warn({ err, seq }, 'inbox remove failed');
+      },
+    );
+  }
+
+  private async handleSend(f: SendFrame): Promise<void> {
+    const { ctx } = this;
+    try {
+      const app = ctx.apps.get(this.app);
+      if (app === undefined || app.disabled) throw new PushError('app_disabled');
+      if (!app.settings.clientMessaging) throw new PushError('client_messaging_disabled');
+      if (f.payload.bytes.length > app.settings.maxMessageBytes) {
+        throw new PushError('payload_too_large', `the message is larger than ${app.settings.maxMessageBytes} bytes`);
+      }
+      const ttlSeconds = Math.min(f.ttl ?? app.settings.defaultTtlSeconds, app.settings.defaultTtlSeconds);
+      const r = await ctx.store.publish(this.app, f.to, f.payload, {
+        ttlMs: Math.round(ttlSeconds * 1000),
+        msgId: ctx.subjects.clientMessageId(this.app, this.user, f.id),
+        from: this.user,
+      });
+      if (!r.duplicate) ctx.metrics.messagesIn.inc();
+      this.sendText(ServerFrames.sent(f.id, r.seq, r.duplicate));
+    } catch (err) {
+      this.sendError(err, { id: f.id });
+    }
+  }
+
+  private sendError(err: unknown, extra?: { id?: string; seqs?: number[] }): void {
+    const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
+    if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
+    this.ctx.metrics.errors.inc({ code: e.code });
+    this.sendText(ServerFrames.error(e.code, e.message, extra));
+  }
+
+  private sendText(text: string): void {
+    const ws = this.ws;
+    if (ws === undefined || this.mode === CLOSED) return;
+    ws.cork(() => {
+      ws.send(text);
+    });
+  }
+
+  /** Closes the socket with a code and reason. */
+  end(code: number, reason: string): void {
+    const ws = this.ws;
+    if (ws === undefined || this.mode === CLOSED) return;
+    ws.end(code, reason);
+  }
+}

@@ -1,0 +1,1 @@
+export { createEdge, type Edge } from './app.js';

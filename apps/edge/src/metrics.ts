@@ -1,0 +1,27 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/** The edge's Prometheus metrics. Hot-path counters carry no labels. */
+export function createEdgeMetrics(registry: Registry) {
+  const r = [registry];
+  return {
+    connections: new Gauge({ name: 'push_edge_connections', help: 'Open client connections', registers: r }),
+    users: new Gauge({ name: 'push_edge_users', help: 'Users with at least one connection here', registers: r }),
+    upgradesRefused: new Counter({
+      name: 'push_edge_upgrades_refused_total',
+      help: 'WebSocket upgrades refused, by error code',
+      labelNames: ['code'],
+      registers: r,
+    }),
+    messagesOut: new Counter({ name: 'push_edge_messages_out_total', help: 'Messages delivered to clients', registers: r }),
+    messagesIn: new Counter({ name: 'push_edge_messages_in_total', help: 'Messages clients sent to other users (stored)', registers: r }),
+    acks: new Counter({ name: 'push_edge_acks_total', help: 'Acks received for delivered messages', registers: r }),
+    removed: new Counter({ name: 'push_edge_inbox_removed_total', help: 'Inbox messages removed after an ack', registers: r }),
+    expired: new Counter({ name: 'push_edge_expired_total', help: 'Messages past their TTL, dropped instead of delivered', registers: r }),
+    backlogLoads: new Counter({ name: 'push_edge_backlog_loads_total', help: 'Backlog reads from the store (connect, resume)', registers: r }),
+    backlogReads: new Counter({ name: 'push_edge_backlog_messages_total', help: 'Messages read from the store by Direct Get', registers: r }),
+    stalls: new Counter({ name: 'push_edge_stalls_total', help: 'Times a connection stopped live delivery (window full or slow socket)', registers: r }),
+    errors: new Counter({ name: 'push_edge_errors_total', help: 'Errors by code (sent to clients or internal)', labelNames: ['code'], registers: r }),
+  };
+}
+
+export type EdgeMetrics = ReturnType<typeof createEdgeMetrics>;

@@ -1,0 +1,3 @@
+export * from './app-directory.js';
+export * from './client-token.js';
+export * from './api-key.js';

@@ -1,0 +1,168 @@
+import os from 'node:os';
+import { z } from 'zod';
+
+const int = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+const bool = (def: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .default(def ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const str = (def: string) => z.string().min(1).default(def);
+
+/**
+ * Every setting, by environment variable. README.md's configuration table lists the same names,
+ * defaults and meanings.
+ */
+const schema = z.object({
+  PUSH_PREFIX: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/).default('push'),
+  PUSH_NATS_URL: str('nats://127.0.0.1:4222'),
+  PUSH_REDIS_URL: str('redis://127.0.0.1:6379'),
+  PUSH_DATABASE_URL: str('postgres://postgres@127.0.0.1:5432/push'),
+  PUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PUSH_LOG_PRETTY: bool(false),
+
+  PUSH_INBOX_MAX_PER_USER: int(10_000, 1, 1_000_000),
+  PUSH_INBOX_MAX_AGE: int(30 * 24 * 3600, 60),
+  PUSH_DUPLICATE_WINDOW: int(120, 1, 24 * 3600),
+  PUSH_REPLICAS: int(1, 1, 5),
+  PUSH_STORE_TIMEOUT_MS: int(5000, 100, 60_000),
+
+  PUSH_EDGE_HOST: str('0.0.0.0'),
+  PUSH_EDGE_PORT: int(8081, 0, 65535),
+  PUSH_EDGE_WORKERS: int(0, 0, 256),
+  PUSH_EDGE_MAX_CONNECTIONS: int(19_000, 1, 10_000_000),
+  PUSH_EDGE_WINDOW: int(100, 1, 10_000),
+  PUSH_EDGE_MAX_BACKPRESSURE: int(64 * 1024, 1024, 64 * 1024 * 1024),
+  PUSH_EDGE_MAX_FRAME: int(1024 * 1024, 1024, 64 * 1024 * 1024),
+  PUSH_EDGE_IDLE_TIMEOUT: int(60, 8, 960),
+  PUSH_EDGE_PING_DEFAULT: int(25, 1, 900),
+  PUSH_EDGE_PING_MIN: int(10, 1, 900),
+  PUSH_EDGE_PING_MAX: int(50, 1, 900),
+  PUSH_EDGE_RETRY_AFTER: int(5, 1, 3600),
+  PUSH_EDGE_DRAIN_MS: int(5000, 0, 120_000),
+  PUSH_EDGE_ID: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+
+  PUSH_CENTER_HOST: str('0.0.0.0'),
+  PUSH_CENTER_PORT: int(8080, 0, 65535),
+  PUSH_CENTER_MAX_BODY: int(4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+  PUSH_CENTER_MAX_BATCH: int(1000, 1, 100_000),
+  PUSH_ADMIN_KEY: z.string().min(16).optional(),
+
+  PUSH_COORDINATOR_HOST: str('0.0.0.0'),
+  PUSH_COORDINATOR_PORT: int(8083, 0, 65535),
+  PUSH_DISPATCHER_HOST: str('0.0.0.0'),
+  PUSH_DISPATCHER_PORT: int(8082, 0, 65535),
+  PUSH_DISPATCHER_EDGES: z.string().default('ws://127.0.0.1:8081/ws'),
+});
+
+export type RawConfig = z.infer<typeof schema>;
+
+/** The parsed, frozen configuration of a process. */
+export interface Config {
+  prefix: string;
+  natsUrl: string;
+  redisUrl: string;
+  databaseUrl: string;
+  log: { level: RawConfig['PUSH_LOG_LEVEL']; pretty: boolean };
+  inbox: { maxPerUser: number; maxAgeSeconds: number; duplicateWindowSeconds: number; replicas: number; timeoutMs: number };
+  edge: {
+    host: string;
+    port: number;
+    /** Worker processes sharing the port (SO_REUSEPORT); resolved from 0 to the core count. */
+    workers: number;
+    maxConnections: number;
+    /** Most unacked messages in flight per connection. */
+    window: number;
+    maxBackpressureBytes: number;
+    maxFrameBytes: number;
+    idleTimeoutSeconds: number;
+    ping: { defaultSeconds: number; minSeconds: number; maxSeconds: number };
+    retryAfterSeconds: number;
+    drainMs: number;
+    id: string | undefined;
+  };
+  center: { host: string; port: number; maxBodyBytes: number; maxBatch: number; adminKey: string | undefined };
+  coordinator: { host: string; port: number };
+  dispatcher: { host: string; port: number; edges: string[] };
+}
+
+/** Thrown when the environment does not describe a valid configuration; lists every problem. */
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/**
+ * Parses the environment (process.env by default) into a frozen Config. Throws ConfigError
+ * listing every bad variable at once.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const relevant: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (k.startsWith('PUSH_') && v !== undefined && v !== '') relevant[k] = v;
+  const parsed = schema.safeParse(relevant);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const r = parsed.data;
+  const problems: string[] = [];
+  if (r.PUSH_EDGE_PING_MIN > r.PUSH_EDGE_PING_MAX) problems.push('PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX');
+  if (r.PUSH_EDGE_PING_MAX >= r.PUSH_EDGE_IDLE_TIMEOUT) {
+    problems.push('PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT (pings keep connections alive)');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const config: Config = {
+    prefix: r.PUSH_PREFIX,
+    natsUrl: r.PUSH_NATS_URL,
+    redisUrl: r.PUSH_REDIS_URL,
+    databaseUrl: r.PUSH_DATABASE_URL,
+    log: { level: r.PUSH_LOG_LEVEL, pretty: r.PUSH_LOG_PRETTY },
+    inbox: {
+      maxPerUser: r.PUSH_INBOX_MAX_PER_USER,
+      maxAgeSeconds: r.PUSH_INBOX_MAX_AGE,
+      duplicateWindowSeconds: r.PUSH_DUPLICATE_WINDOW,
+      replicas: r.PUSH_REPLICAS,
+      timeoutMs: r.PUSH_STORE_TIMEOUT_MS,
+    },
+    edge: {
+      host: r.PUSH_EDGE_HOST,
+      port: r.PUSH_EDGE_PORT,
+      workers: r.PUSH_EDGE_WORKERS === 0 ? os.availableParallelism() : r.PUSH_EDGE_WORKERS,
+      maxConnections: r.PUSH_EDGE_MAX_CONNECTIONS,
+      window: r.PUSH_EDGE_WINDOW,
+      maxBackpressureBytes: r.PUSH_EDGE_MAX_BACKPRESSURE,
+      maxFrameBytes: r.PUSH_EDGE_MAX_FRAME,
+      idleTimeoutSeconds: r.PUSH_EDGE_IDLE_TIMEOUT,
+      ping: { defaultSeconds: r.PUSH_EDGE_PING_DEFAULT, minSeconds: r.PUSH_EDGE_PING_MIN, maxSeconds: r.PUSH_EDGE_PING_MAX },
+      retryAfterSeconds: r.PUSH_EDGE_RETRY_AFTER,
+      drainMs: r.PUSH_EDGE_DRAIN_MS,
+      id: r.PUSH_EDGE_ID,
+    },
+    center: {
+      host: r.PUSH_CENTER_HOST,
+      port: r.PUSH_CENTER_PORT,
+      maxBodyBytes: r.PUSH_CENTER_MAX_BODY,
+      maxBatch: r.PUSH_CENTER_MAX_BATCH,
+      adminKey: r.PUSH_ADMIN_KEY,
+    },
+    coordinator: { host: r.PUSH_COORDINATOR_HOST, port: r.PUSH_COORDINATOR_PORT },
+    dispatcher: {
+      host: r.PUSH_DISPATCHER_HOST,
+      port: r.PUSH_DISPATCHER_PORT,
+      edges: r.PUSH_DISPATCHER_EDGES.split(',').map((s) => s.trim()).filter((s) => s.length > 0),
+    },
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

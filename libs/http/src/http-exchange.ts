@@ -1,0 +1,128 @@
+import { PushError, isPushError, type ErrorCode } from '@push/protocol';
+import type { HttpRequest, HttpResponse } from './uws.js';
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  201: '201 Created',
+  202: '202 Accepted',
+  204: '204 No Content',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  429: '429 Too Many Requests',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+/** `"NNN Text"` for a status code. */
+export function statusLine(status: number): string {
+  return STATUS_TEXT[status] ?? `${status} Status`;
+}
+
+/**
+ * One HTTP request/response on uWebSockets.js, safe to use across awaits: it registers the
+ * abort handler uWS requires, copies what it needs from the stack-allocated request up front,
+ * and corks every write.
+ */
+export class HttpExchange {
+  readonly method: string;
+  readonly url: string;
+  readonly query: string;
+  private readonly res: HttpResponse;
+  private readonly headers: Map<string, string>;
+  private aborted = false;
+  private done = false;
+
+  constructor(res: HttpResponse, req: HttpRequest, wantHeaders: readonly string[] = []) {
+    this.res = res;
+    this.method = req.getMethod();
+    this.url = req.getUrl();
+    this.query = req.getQuery() ?? '';
+    this.headers = new Map();
+    for (const h of wantHeaders) this.headers.set(h, req.getHeader(h));
+    res.onAborted(() => {
+      this.aborted = true;
+    });
+  }
+
+  /** A header copied at construction (lowercase name, empty when absent). */
+  header(name: string): string {
+    return this.headers.get(name) ?? '';
+  }
+
+  /** Whether the client went away; nothing can be sent then. */
+  get isAborted(): boolean {
+    return this.aborted;
+  }
+
+  /**
+   * Reads the whole body, refusing more than `maxBytes` with PushError `body_too_large`.
+   * Must be called before the first await of the handler (uWS streams the body right away).
+   */
+  readBody(maxBytes: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let failed = false;
+      this.res.onData((chunk, isLast) => {
+        if (failed) return;
+        size += chunk.byteLength;
+        if (size > maxBytes) {
+          failed = true;
+          reject(new PushError('body_too_large', `the request body is larger than ${maxBytes} bytes`));
+          return;
+        }
+        // uWS neuters the ArrayBuffer after the callback: copy it.
+        chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+        if (isLast) resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+      });
+    });
+  }
+
+  /** Reads and parses a JSON body; PushError `bad_json` when it is not JSON. */
+  async readJson(maxBytes: number): Promise<unknown> {
+    const body = await this.readBody(maxBytes);
+    try {
+      return JSON.parse(body.toString('utf8'));
+    } catch (err) {
+      throw new PushError('bad_json', undefined, { cause: err });
+    }
+  }
+
+  /** Sends a JSON body with a status; ignored when aborted or already answered. */
+  json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
+    this.send(status, JSON.stringify(body), 'application/json', extraHeaders);
+  }
+
+  /** Sends a text body. */
+  send(status: number, body: string, contentType = 'text/plain; charset=utf-8', extraHeaders?: Record<string, string>): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    this.res.cork(() => {
+      this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType);
+      if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
+      this.res.end(body);
+    });
+  }
+
+  /** Answers with an error body `{ error: { code, message } }` and the code's status. */
+  error(err: unknown): void {
+    const e = toPushError(err);
+    this.json(e.status, { error: e.toJSON() });
+  }
+}
+
+/** Any thrown value as a PushError (unknown errors become `internal`, their cause kept). */
+export function toPushError(err: unknown): PushError {
+  if (isPushError(err)) return err;
+  return new PushError('internal', undefined, { cause: err });
+}
+
+/** Convenience: a PushError by code. */
+export function fail(code: ErrorCode, message?: string): never {
+  throw new PushError(code, message);
+}

@@ -1,0 +1,4 @@
+export * from './uws.js';
+export * from './http-exchange.js';
+export * from './health.js';
+export * from './listen.js';

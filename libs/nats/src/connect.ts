@@ -1,0 +1,48 @@
+import { connect } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Logger } from 'pino';
+
+export interface NatsConnectOptions {
+  servers: string | string[];
+  /** Connection name shown by the server (monitoring, logs). */
+  name: string;
+  logger: Logger;
+  /** Called after every reconnect, so callers can resync what core NATS may have dropped. */
+  onReconnect?: () => void;
+}
+
+/**
+ * Connects to NATS and keeps reconnecting forever: a push system outlives NATS restarts.
+ * Logs every status change. Fails if the first connection cannot be made.
+ */
+export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: opts.servers,
+    name: opts.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 250,
+    pingInterval: 10_000,
+    waitOnFirstConnect: false,
+  });
+  const log = opts.logger;
+  void (async () => {
+    for await (const s of nc.status()) {
+      switch (s.type) {
+        case 'disconnect':
+          log.warn({ server: s.server }, 'nats disconnected');
+          break;
+        case 'reconnect':
+          log.info({ server: s.server }, 'nats reconnected');
+          opts.onReconnect?.();
+          break;
+        case 'error':
+          log.error({ err: s.error }, 'nats error');
+          break;
+        default:
+          break;
+      }
+    }
+  })().catch((err: unknown) => log.error({ err }, 'nats status loop failed'));
+  return nc;
+}

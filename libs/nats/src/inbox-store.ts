@@ -1,0 +1,171 @@
+import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Subjects } from '@push/protocol';
+import { RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+
+/** One message read from a user's inbox (by Direct Get or from the live RePublish). */
+export interface InboxMessage {
+  seq: number;
+  /** Epoch ms when the message was accepted. */
+  ts: number;
+  /** Epoch ms after which it must not be delivered. */
+  expires: number;
+  bytes: Uint8Array;
+  binary: boolean;
+  /** Sending user, for client-to-client messages. */
+  from: string | undefined;
+}
+
+export interface PublishOptions {
+  ttlMs: number;
+  /** Nats-Msg-Id: a repeat within the stream's duplicate window is stored once. */
+  msgId?: string;
+  from?: string;
+  now?: number;
+}
+
+export interface PublishResult {
+  seq: number;
+  duplicate: boolean;
+}
+
+const API = '$JS.API';
+
+/**
+ * Reads a stored or republished inbox message. Returns undefined for a message without a
+ * sequence or envelope (never produced by the system; ignored rather than trusted).
+ */
+export function readInboxMessage(msg: Msg): InboxMessage | undefined {
+  const seq = Number(msg.headers?.get('Nats-Sequence'));
+  if (!Number.isSafeInteger(seq) || seq <= 0) return undefined;
+  const env = decodeEnvelope(msg.data);
+  if (env === undefined) return undefined;
+  return { seq, ts: env.meta.ts, expires: env.meta.expires, bytes: env.payload, binary: env.meta.binary, from: env.meta.from };
+}
+
+function storeError(err: unknown): PushError {
+  if (err instanceof PushError) return err;
+  const message = err instanceof RequestTimeoutError ? 'the message store did not answer in time' : undefined;
+  return new PushError('store_unavailable', message, { cause: err });
+}
+
+interface JsApiError {
+  code: number;
+  err_code?: number;
+  description?: string;
+}
+
+/**
+ * Users' inboxes in the inbox stream: store (pipelined publish), read the backlog (Direct Get
+ * `next_by_subj`), remove on ack (delete by sequence), count pending. No consumers.
+ */
+export class InboxStore {
+  readonly pipeline: RequestPipeline;
+  private readonly subjects: Subjects;
+  private readonly directGetSubject: string;
+  private readonly deleteSubject: string;
+  private readonly infoSubject: string;
+
+  constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
+    this.subjects = subjects;
+    this.pipeline = new RequestPipeline(nc, opts);
+    this.directGetSubject = `${API}.DIRECT.GET.${subjects.inboxStream}`;
+    this.deleteSubject = `${API}.STREAM.MSG.DELETE.${subjects.inboxStream}`;
+    this.infoSubject = `${API}.STREAM.INFO.${subjects.inboxStream}`;
+  }
+
+  /**
+   * Stores a message in a user's inbox; resolves once JetStream has it (and so once it has been
+   * republished live). Rejects with PushError `store_unavailable` when the store cannot take it.
+   */
+  async publish(app: string, user: string, payload: MessagePayload, opts: PublishOptions): Promise<PublishResult> {
+    const now = opts.now ?? Date.now();
+    const stored = encodeEnvelope(
+      { ts: now, expires: now + opts.ttlMs, binary: payload.binary, from: opts.from },
+      payload.bytes,
+    );
+    let h: MsgHdrs | undefined;
+    if (opts.msgId !== undefined) {
+      h = headers();
+      h.set('Nats-Msg-Id', opts.msgId);
+    }
+    let reply: Msg;
+    try {
+      reply = await this.pipeline.request(this.subjects.inbox(app, user), stored, h);
+    } catch (err) {
+      throw storeError(err);
+    }
+    if (reply.headers?.code === 503) throw new PushError('store_unavailable', 'no stream answers for inboxes');
+    const ack = parseJson(reply) as { seq?: number; duplicate?: boolean; error?: JsApiError };
+    if (ack.error !== undefined || typeof ack.seq !== 'number') {
+      throw new PushError('store_unavailable', `store refused the message: ${ack.error?.description ?? 'no sequence'}`);
+    }
+    return { seq: ack.seq, duplicate: ack.duplicate === true };
+  }
+
+  /** The first message of the user's inbox with sequence >= `fromSeq`, or null when none. */
+  async next(app: string, user: string, fromSeq: number): Promise<InboxMessage | null> {
+    let reply: Msg;
+    try {
+      reply = await this.pipeline.request(
+        this.directGetSubject,
+        `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(this.subjects.inbox(app, user))}}`,
+      );
+    } catch (err) {
+      throw storeError(err);
+    }
+    const code = reply.headers?.code ?? 0;
+    if (code === 404) return null;
+    if (code !== 0 && code !== 200) {
+      throw new PushError('store_unavailable', `direct get failed: ${code} ${reply.headers?.description ?? ''}`);
+    }
+    const m = readInboxMessage(reply);
+    if (m === undefined) throw new PushError('store_unavailable', 'direct get answer has no sequence');
+    return m;
+  }
+
+  /**
+   * Removes one message by sequence. Resolves true when it was removed, false when it was
+   * already gone (acked by another device, expired or evicted).
+   */
+  async remove(seq: number): Promise<boolean> {
+    let reply: Msg;
+    try {
+      reply = await this.pipeline.request(this.deleteSubject, `{"seq":${seq},"no_erase":true}`);
+    } catch (err) {
+      throw storeError(err);
+    }
+    const r = parseJson(reply) as { success?: boolean; error?: JsApiError };
+    if (r.success === true) return true;
+    // 10057: no message found at that sequence.
+    if (r.error?.err_code === 10057 || /no message found/i.test(r.error?.description ?? '')) return false;
+    throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
+  }
+
+  /** Messages stored for the user (not yet acked, evicted or aged out). */
+  async pending(app: string, user: string): Promise<number> {
+    const subject = this.subjects.inbox(app, user);
+    let reply: Msg;
+    try {
+      reply = await this.pipeline.request(this.infoSubject, JSON.stringify({ subjects_filter: subject }));
+    } catch (err) {
+      throw storeError(err);
+    }
+    const r = parseJson(reply) as { state?: { subjects?: Record<string, number> }; error?: JsApiError };
+    if (r.error !== undefined) throw new PushError('store_unavailable', r.error.description);
+    return r.state?.subjects?.[subject] ?? 0;
+  }
+
+  close(): void {
+    this.pipeline.close();
+  }
+}
+
+const decoder = new TextDecoder();
+
+function parseJson(msg: Msg): unknown {
+  try {
+    return JSON.parse(decoder.decode(msg.data));
+  } catch (err) {
+    throw new PushError('store_unavailable', 'the store answered with malformed JSON', { cause: err });
+  }
+}

@@ -1,0 +1,5 @@
+export * from './connect.js';
+export * from './request-pipeline.js';
+export * from './streams.js';
+export * from './inbox-store.js';
+export type { NatsConnection, Msg, Subscription } from '@nats-io/nats-core';

@@ -1,0 +1,41 @@
+/** Per-app settings, stored in Postgres and mirrored to edges. */
+export interface AppSettings {
+  /** Default message time to live, seconds (also the most a push may ask for). */
+  defaultTtlSeconds: number;
+  /** Most messages kept per user; older ones are evicted when more arrive. */
+  maxPendingPerUser: number;
+  /** Largest message payload, bytes. */
+  maxMessageBytes: number;
+  /** Whether clients may send messages to other users of the app. */
+  clientMessaging: boolean;
+  /** Most messages per second the center accepts for this app (per center process); 0 = no limit. */
+  pushRateLimit: number;
+}
+
+export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
+  defaultTtlSeconds: 7 * 24 * 3600,
+  maxPendingPerUser: 1000,
+  maxMessageBytes: 64 * 1024,
+  clientMessaging: false,
+  pushRateLimit: 0,
+});
+
+/** A signing secret for client tokens; `kid` names it in the token header. */
+export interface AppSecret {
+  kid: string;
+  secret: string;
+  createdAt: string;
+}
+
+/** What edges and centers know of an app (mirrored from Postgres into the apps KV bucket). */
+export interface AppRecord {
+  id: string;
+  name: string;
+  disabled: boolean;
+  /** Newest first; at most two are valid at once (rotation). */
+  secrets: AppSecret[];
+  settings: AppSettings;
+  /** SHA-256 hashes of the app's API keys (never the keys), so centers verify without Postgres. */
+  apiKeys: Array<{ id: string; hash: string }>;
+  updatedAt: string;
+}

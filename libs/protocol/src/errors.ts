@@ -1,0 +1,68 @@
+/**
+ * The error registry: every failure a client, a business server or an operator can see has a
+ * stable code here, with its HTTP status (for the center API and refused upgrades) and a default
+ * message. docs/protocol.md and docs/api.md list the same codes; a test keeps them in step.
+ */
+export const ERRORS = {
+  // --- Input (400) ------------------------------------------------------------------------
+  bad_request: { status: 400, message: 'the request is malformed' },
+  bad_json: { status: 400, message: 'the body is not valid JSON' },
+  invalid_id: { status: 400, message: 'an id is empty, too long or contains control characters' },
+  invalid_ttl: { status: 400, message: 'ttl must be a positive number of seconds' },
+  invalid_data: { status: 400, message: 'give exactly one of data (JSON) or b64 (base64 bytes)' },
+  bad_frame: { status: 400, message: 'the frame is not a JSON object with a known shape' },
+  unknown_frame: { status: 400, message: 'the frame type is not known' },
+  token_missing: { status: 401, message: 'no token was presented' },
+  token_malformed: { status: 400, message: 'the token is not a well-formed signed token' },
+  // --- Auth (401/403) ---------------------------------------------------------------------
+  token_invalid: { status: 401, message: 'the token signature does not verify' },
+  token_expired: { status: 401, message: 'the token has expired' },
+  api_key_missing: { status: 401, message: 'no API key was presented (Authorization: Bearer <key>)' },
+  api_key_invalid: { status: 401, message: 'the API key is not valid' },
+  admin_key_invalid: { status: 401, message: 'the admin key is missing or not valid' },
+  wrong_app: { status: 403, message: 'the credential belongs to another app' },
+  app_disabled: { status: 403, message: 'the app is disabled' },
+  client_messaging_disabled: { status: 403, message: 'this app does not let clients message other users' },
+  // --- Not found / conflict ---------------------------------------------------------------
+  app_not_found: { status: 404, message: 'no such app' },
+  not_found: { status: 404, message: 'no such route' },
+  method_not_allowed: { status: 405, message: 'method not allowed on this route' },
+  app_exists: { status: 409, message: 'an app with this id exists' },
+  // --- Size and rate ----------------------------------------------------------------------
+  payload_too_large: { status: 413, message: 'the message is larger than the app allows' },
+  body_too_large: { status: 413, message: 'the request body is too large' },
+  batch_too_large: { status: 413, message: 'the batch has too many messages' },
+  rate_limited: { status: 429, message: 'too many requests; slow down' },
+  // --- Acks -------------------------------------------------------------------------------
+  ack_unknown: { status: 400, message: 'ack for a sequence not delivered to this connection (or already acked)' },
+  // --- Server side ------------------------------------------------------------------------
+  edge_full: { status: 503, message: 'this edge is at its connection limit; retry later or elsewhere' },
+  shutting_down: { status: 503, message: 'the server is shutting down; reconnect elsewhere' },
+  store_unavailable: { status: 503, message: 'the message store is unavailable; retry' },
+  internal: { status: 500, message: 'internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** Base error of the system: a stable `code`, its HTTP status, a message and an optional cause. */
+export class PushError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].message, options);
+    this.name = 'PushError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+  }
+
+  /** The JSON body the API and the edge send for this error. */
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** True when `err` is a PushError (also across package copies). */
+export function isPushError(err: unknown): err is PushError {
+  return err instanceof PushError;
+}
