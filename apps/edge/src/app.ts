@@ -19,7 +19,7 @@ import { InboxStore, connectNats, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { CLOSE, PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
-import { ClientConnection } from './client-connection.js';
+import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeContext } from './edge-context.js';
 import { createEdgeMetrics } from './metrics.js';
 import { UserChannels } from './user-channels.js';
@@ -101,7 +101,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   }
 
   function mountWebSocket(app: TemplatedApp): void {
-    app.ws<ClientConnection>('/ws', {
+    app.ws<SocketData>('/ws', {
       compression: 0,
       maxPayloadLength: edgeConfig.maxFrameBytes,
       idleTimeout: edgeConfig.idleTimeoutSeconds,
@@ -140,7 +140,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
             const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
             pings.set(conn, ping);
             res.cork(() => {
-              res.upgrade(conn, key, protocol, extensions, context);
+              res.upgrade<SocketData>({ conn }, key, protocol, extensions, context);
             });
           },
           (err: unknown) => {
@@ -154,7 +154,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         );
       },
       open: (ws) => {
-        const conn = ws.getUserData();
+        const { conn } = ws.getUserData();
         const ping = pings.get(conn) ?? edgeConfig.ping.defaultSeconds;
         pings.delete(conn);
         connections.add(conn);
@@ -168,7 +168,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         });
       },
       message: (ws, message, isBinary) => {
-        const conn = ws.getUserData();
+        const { conn } = ws.getUserData();
         if (isBinary) {
           conn.rejectFrame(new PushError('bad_frame', 'binary frames are not accepted; send JSON text'));
           return;
@@ -176,10 +176,10 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         conn.onFrame(Buffer.from(message).toString('utf8'));
       },
       drain: (ws) => {
-        ws.getUserData().drained();
+        ws.getUserData().conn.drained();
       },
       close: (ws) => {
-        const conn = ws.getUserData();
+        const { conn } = ws.getUserData();
         conn.closed();
         connections.delete(conn);
         metrics.connections.set(connections.size);

@@ -13,6 +13,14 @@ const STALLED = 2;
 const CLOSED = 3;
 
 /**
+ * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
+ * its own user data (dropping the prototype), so the connection object is wrapped.
+ */
+export interface SocketData {
+  conn: ClientConnection;
+}
+
+/**
  * One client WebSocket: delivery state and frame handling.
  *
  * Delivery follows DESIGN.md: subscribe to the user's live subject first, then read the backlog
@@ -25,7 +33,7 @@ const CLOSED = 3;
  * Kept small on purpose (one per connection): sets and buffers are created only when needed.
  */
 export class ClientConnection implements LiveReceiver {
-  ws: WebSocket<ClientConnection> | undefined;
+  ws: WebSocket<SocketData> | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;
   private inflight: Set<number> | undefined;
@@ -55,7 +63,7 @@ export class ClientConnection implements LiveReceiver {
   }
 
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */
-  open(ws: WebSocket<ClientConnection>, pingSeconds: number, maxMessageBytes: number): void {
+  open(ws: WebSocket<SocketData>, pingSeconds: number, maxMessageBytes: number): void {
     this.ws = ws;
     const { ctx } = this;
     ctx.channels.join(this.app, this.user, this);
@@ -180,7 +188,7 @@ export class ClientConnection implements LiveReceiver {
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
-    const ws = this.ws as WebSocket<ClientConnection>;
+    const ws = this.ws as WebSocket<SocketData>;
     let status = 1;
     ws.cork(() => {
       status = ws.send(frame);

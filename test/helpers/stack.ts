@@ -1,0 +1,180 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { signClientToken } from '@push/apps';
+import { createCenter, type Center } from '@push/center';
+import { loadConfig, type Config } from '@push/config';
+import { dropDatabase } from '@push/db';
+import { createEdge, type Edge } from '@push/edge';
+import { createLogger } from '@push/logger';
+import type { AppRecord } from '@push/protocol';
+import { TestClient } from './ws-client.js';
+
+const PG_BASE = process.env['PUSH_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** Answer of an HTTP call to the center. */
+export interface HttpAnswer<T = Record<string, unknown>> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+/**
+ * A whole system for one test file: a unique subject prefix (its own streams, KV bucket and
+ * Redis keys on the shared services), its own Postgres database, a center and any number of
+ * edges in this process on free ports. `close()` removes everything it made.
+ */
+export class Stack {
+  readonly prefix = `t${randomBytes(4).toString('hex')}`;
+  readonly adminKey = `admin-${randomBytes(12).toString('hex')}`;
+  readonly databaseUrl: string;
+  center!: Center;
+  readonly edges: Edge[] = [];
+  private readonly env: Record<string, string>;
+
+  constructor(env: Record<string, string> = {}) {
+    const u = new URL(PG_BASE);
+    u.pathname = `/push_${this.prefix}`;
+    this.databaseUrl = u.toString();
+    this.env = {
+      PUSH_PREFIX: this.prefix,
+      PUSH_DATABASE_URL: this.databaseUrl,
+      PUSH_ADMIN_KEY: this.adminKey,
+      PUSH_CENTER_HOST: '127.0.0.1',
+      PUSH_CENTER_PORT: '0',
+      PUSH_EDGE_HOST: '127.0.0.1',
+      PUSH_EDGE_PORT: '0',
+      PUSH_EDGE_DRAIN_MS: '0',
+      PUSH_LOG_LEVEL: process.env['PUSH_TEST_LOG_LEVEL'] ?? 'silent',
+      ...env,
+    };
+  }
+
+  config(extra: Record<string, string> = {}): Config {
+    return loadConfig({ ...this.env, ...extra });
+  }
+
+  static async start(env: Record<string, string> = {}): Promise<Stack> {
+    const s = new Stack(env);
+    const cfg = s.config();
+    s.center = createCenter(cfg, { logger: createLogger({ level: cfg.log.level, name: 'center' }) });
+    await s.center.start();
+    await s.startEdge();
+    return s;
+  }
+
+  /** Starts one more edge (extra env on top of the stack's). */
+  async startEdge(extra: Record<string, string> = {}): Promise<Edge> {
+    const cfg = this.config(extra);
+    const edge = createEdge(cfg, { logger: createLogger({ level: cfg.log.level, name: 'edge' }) });
+    await edge.start();
+    this.edges.push(edge);
+    return edge;
+  }
+
+  get edge(): Edge {
+    const e = this.edges[0];
+    if (e === undefined) throw new Error('no edge');
+    return e;
+  }
+
+  wsUrl(edge: Edge = this.edge): string {
+    return `ws://127.0.0.1:${edge.port}/ws`;
+  }
+
+  get httpUrl(): string {
+    return `http://127.0.0.1:${this.center.port}`;
+  }
+
+  /** Creates an app through the center's admin HTTP API; returns its record and API key. */
+  async createApp(settings: Record<string, unknown> = {}, id?: string): Promise<TestApp> {
+    const r = await this.http<{ app: AppRecord; apiKey: string }>('POST', '/v1/admin/apps', this.adminKey, {
+      ...(id !== undefined ? { id } : {}),
+      settings,
+    });
+    if (r.status !== 201 && r.status !== 200) throw new Error(`create app: ${r.status} ${JSON.stringify(r.body)}`);
+    return new TestApp(this, r.body.app, r.body.apiKey);
+  }
+
+  async http<T = Record<string, unknown>>(method: string, path: string, bearer?: string, body?: unknown, raw?: string): Promise<HttpAnswer<T>> {
+    const headers: Record<string, string> = {};
+    if (bearer !== undefined) headers['authorization'] = `Bearer ${bearer}`;
+    if (body !== undefined || raw !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(`${this.httpUrl}${path}`, {
+      method,
+      headers,
+      body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+    });
+    const text = await res.text();
+    let parsed: unknown = {};
+    try {
+      parsed = text.length > 0 ? JSON.parse(text) : {};
+    } catch {
+      parsed = { raw: text };
+    }
+    return { status: res.status, body: parsed as T, headers: res.headers };
+  }
+
+  /** Stops every part and deletes the streams, KV bucket, Redis keys and database it made. */
+  async close(): Promise<void> {
+    await Promise.allSettled(this.edges.map((e) => e.stop()));
+    await this.center?.stop().catch(() => undefined);
+    const nc = await connect({ servers: this.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222' });
+    try {
+      const jsm = await jetstreamManager(nc);
+      for (const name of [`${this.prefix.toUpperCase()}_INBOX`, `KV_${this.prefix}_apps`]) {
+        await jsm.streams.delete(name).catch(() => undefined);
+      }
+    } finally {
+      await nc.close();
+    }
+    const redis = new Redis(this.env['PUSH_REDIS_URL'] ?? 'redis://127.0.0.1:6379');
+    try {
+      const keys = await redis.keys(`${this.prefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+    } finally {
+      redis.disconnect();
+    }
+    await dropDatabase(this.databaseUrl).catch(() => undefined);
+  }
+}
+
+/** An app created in a stack, with helpers to mint tokens, connect clients and push. */
+export class TestApp {
+  constructor(
+    readonly stack: Stack,
+    public record: AppRecord,
+    readonly apiKey: string,
+  ) {}
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  async token(user: string, device = 'default', ttlSeconds = 3600): Promise<string> {
+    const secret = this.record.secrets[0];
+    if (secret === undefined) throw new Error('app without secret');
+    return signClientToken(secret, { app: this.id, user, device, ttlSeconds });
+  }
+
+  async connect(user: string, device = 'default', query = '', edge?: Edge): Promise<TestClient> {
+    return TestClient.connect(this.stack.wsUrl(edge), await this.token(user, device), query);
+  }
+
+  /** POST /v1/apps/:app/push with this app's key. */
+  push(body: unknown): Promise<HttpAnswer> {
+    return this.stack.http('POST', `/v1/apps/${encodeURIComponent(this.id)}/push`, this.apiKey, body);
+  }
+
+  /** Pushes and expects success; returns the sequence. */
+  async pushOk(user: string, data: unknown, extra: Record<string, unknown> = {}): Promise<number> {
+    const r = await this.push({ user, data, ...extra });
+    if (r.status !== 200) throw new Error(`push failed: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body['seq'] as number;
+  }
+
+  user(user: string): Promise<HttpAnswer> {
+    return this.stack.http('GET', `/v1/apps/${encodeURIComponent(this.id)}/users/${encodeURIComponent(user)}`, this.apiKey);
+  }
+}
