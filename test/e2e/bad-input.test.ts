@@ -1,0 +1,307 @@
+import { expect } from 'chai';
+import { SignJWT } from 'jose';
+import { signClientToken } from '@push/apps';
+import { Stack, type TestApp } from '../helpers/stack.js';
+import { TestClient } from '../helpers/ws-client.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('bad input', function () {
+  let stack: Stack;
+  let app: TestApp;
+  let other: TestApp;
+  const clients: TestClient[] = [];
+  /** A bystander connected for the whole file: it must keep being served whatever others send. */
+  let bystander: TestClient;
+
+  before(async function () {
+    stack = await Stack.start({ PUSH_EDGE_MAX_FRAME: '4096' });
+    app = await stack.createApp({ clientMessaging: true, maxMessageBytes: 1024 });
+    other = await stack.createApp({ clientMessaging: true });
+    bystander = await connect(app, 'bystander');
+  });
+  afterEach(async function () {
+    // The edge keeps serving everyone else, whatever the test sent.
+    const seq = await app.pushOk('bystander', { check: this.currentTest?.title });
+    const got = await bystander.waitFor((f) => f.t === 'msg' && f['seq'] === seq);
+    bystander.ack([got['seq'] as number]);
+  });
+  after(async function () {
+    for (const c of clients) c.terminate();
+    await stack?.close();
+  });
+
+  async function connect(a: TestApp, user: string, device = 'default'): Promise<TestClient> {
+    const c = await a.connect(user, device);
+    clients.push(c);
+    return c;
+  }
+
+  describe('tokens at the upgrade', function () {
+    it('refuses a missing token with 401 token_missing', async function () {
+      const r = await TestClient.refused(stack.wsUrl(), undefined);
+      expect(r.status).to.equal(401);
+      expect(r.body.error?.code).to.equal('token_missing');
+    });
+
+    it('refuses garbage with 400 token_malformed', async function () {
+      for (const t of ['x', 'a.b.c', 'not a token at all', '...']) {
+        const r = await TestClient.refused(stack.wsUrl(), t);
+        expect(r.status, t).to.equal(400);
+        expect(r.body.error?.code, t).to.equal('token_malformed');
+      }
+    });
+
+    it('refuses a token signed with another secret (forged) with 401 token_invalid', async function () {
+      const forged = await signClientToken(
+        { kid: app.record.secrets[0]!.kid, secret: 'c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1hcHBzLXNlY3JldA' },
+        { app: app.id, user: 'mallory', ttlSeconds: 600 },
+      );
+      const r = await TestClient.refused(stack.wsUrl(), forged);
+      expect(r.status).to.equal(401);
+      expect(r.body.error?.code).to.equal('token_invalid');
+    });
+
+    it('refuses an unsigned (alg none) token', async function () {
+      const header = Buffer.from(JSON.stringify({ alg: 'none', kid: app.record.secrets[0]!.kid })).toString('base64url');
+      const body = Buffer.from(JSON.stringify({ app: app.id, sub: 'mallory', dev: 'd', exp: Date.now() / 1000 + 600 })).toString(
+        'base64url',
+      );
+      const r = await TestClient.refused(stack.wsUrl(), `${header}.${body}.`);
+      expect(r.status).to.be.oneOf([400, 401]);
+      expect(r.body.error?.code).to.be.oneOf(['token_invalid', 'token_malformed']);
+    });
+
+    it('refuses an expired token with 401 token_expired', async function () {
+      const expired = await signClientToken(app.record.secrets[0]!, { app: app.id, user: 'u', ttlSeconds: 60 }, Math.floor(Date.now() / 1000) - 3600);
+      const r = await TestClient.refused(stack.wsUrl(), expired);
+      expect(r.status).to.equal(401);
+      expect(r.body.error?.code).to.equal('token_expired');
+    });
+
+    it("refuses one app's token presented for another app with 403 wrong_app", async function () {
+      const r = await TestClient.refused(stack.wsUrl(), await app.token('u'), `&app=${encodeURIComponent(other.id)}`);
+      expect(r.status).to.equal(403);
+      expect(r.body.error?.code).to.equal('wrong_app');
+    });
+
+    it("refuses a token claiming another app but signed with this app's secret", async function () {
+      const t = await new SignJWT({ app: other.id, dev: 'd' })
+        .setProtectedHeader({ alg: 'HS256', kid: app.record.secrets[0]!.kid })
+        .setSubject('mallory')
+        .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
+        .sign(Buffer.from(app.record.secrets[0]!.secret, 'base64url'));
+      const r = await TestClient.refused(stack.wsUrl(), t);
+      expect(r.status).to.equal(401);
+      expect(r.body.error?.code).to.equal('token_invalid');
+    });
+
+    it('refuses a token for an unknown app with 404 app_not_found', async function () {
+      const t = await signClientToken(app.record.secrets[0]!, { app: 'no-such-app', user: 'u', ttlSeconds: 600 });
+      const r = await TestClient.refused(stack.wsUrl(), t);
+      expect(r.status).to.equal(404);
+      expect(r.body.error?.code).to.equal('app_not_found');
+    });
+  });
+
+  describe('frames', function () {
+    it('answers malformed JSON, non-objects and unknown frames with an error frame and keeps the socket', async function () {
+      const c = await connect(app, 'frames');
+      const cases: Array<[string, string]> = [
+        ['{not json', 'bad_frame'],
+        ['[]', 'bad_frame'],
+        ['42', 'bad_frame'],
+        ['{"t":"dance"}', 'unknown_frame'],
+        ['{"no":"type"}', 'bad_frame'],
+        ['{"t":"ack","seqs":"1"}', 'bad_frame'],
+        ['{"t":"ack","seqs":[-1]}', 'bad_frame'],
+        ['{"t":"ack","seqs":[1.5]}', 'bad_frame'],
+      ];
+      for (const [text, code] of cases) {
+        const before = c.frames.length;
+        c.sendRaw(text);
+        const f = await c.waitFor((x) => c.frames.indexOf(x) >= before && x.t === 'error');
+        expect(f['code'], text).to.equal(code);
+      }
+      await c.ping();
+      expect(c.closeCode).to.equal(undefined);
+    });
+
+    it('refuses binary frames with bad_frame', async function () {
+      const c = await connect(app, 'binary');
+      c.sendRaw(Buffer.from([1, 2, 3]), true);
+      const f = await c.waitFor((x) => x.t === 'error');
+      expect(f['code']).to.equal('bad_frame');
+      await c.ping();
+    });
+
+    it('drops a connection that sends a frame over the size limit', async function () {
+      const c = await connect(app, 'huge');
+      c.sendRaw(JSON.stringify({ t: 'ping', pad: 'x'.repeat(8192) }));
+      // uWebSockets.js closes the TCP connection at once: the client sees 1006 (no close frame).
+      expect(await c.waitClosed()).to.be.oneOf([1006, 1009]);
+    });
+  });
+
+  describe('acks', function () {
+    it('answers an ack for a sequence never delivered to this connection with ack_unknown', async function () {
+      const c = await connect(app, 'acker');
+      c.ack([999_999]);
+      const f = await c.waitFor((x) => x.t === 'error');
+      expect(f['code']).to.equal('ack_unknown');
+      expect(f['seqs']).to.deep.equal([999_999]);
+    });
+
+    it("cannot remove another user's message by acking its sequence", async function () {
+      const victim = 'victim';
+      const seq = await app.pushOk(victim, 'private');
+      const attacker = await connect(app, 'attacker');
+      const attackerOther = await connect(other, victim);
+      attacker.ack([seq]);
+      attackerOther.ack([seq]);
+      expect((await attacker.waitFor((x) => x.t === 'error'))['code']).to.equal('ack_unknown');
+      expect((await attackerOther.waitFor((x) => x.t === 'error'))['code']).to.equal('ack_unknown');
+      expect((await app.user(victim)).body['pending']).to.equal(1);
+      const v = await connect(app, victim);
+      const [m] = await v.waitForMessages(1);
+      expect(m?.seq).to.equal(seq);
+      expect(attacker.messages).to.have.length(0);
+      expect(attackerOther.messages).to.have.length(0);
+    });
+
+    it('answers a second ack of the same sequence with ack_unknown', async function () {
+      const c = await connect(app, 'twice');
+      const seq = await app.pushOk('twice', 1);
+      await c.waitForMessages(1);
+      c.ack([seq]);
+      c.ack([seq]);
+      const f = await c.waitFor((x) => x.t === 'error');
+      expect(f['code']).to.equal('ack_unknown');
+    });
+  });
+
+  describe('ids with dots, wildcards, spaces and unicode', function () {
+    // Pairs chosen so that a naive subject would collide or match by wildcard.
+    const users = ['a.b', 'a', 'a.*', '*', '>', 'a.>', 'with space', ' ', 'tab\u00a0nbsp', 'ünï©ødé', '用户', '🙂', '~', '~YQ', 'YQ', '-', '_'];
+
+    it('delivers to each such user only their own messages', async function () {
+      this.timeout(30_000);
+      const conns = new Map<string, TestClient>();
+      for (const u of users) conns.set(u, await connect(app, u));
+      const seqs = new Map<string, number>();
+      for (const u of users) seqs.set(u, await app.pushOk(u, { for: u }));
+      for (const u of users) {
+        const c = conns.get(u)!;
+        const [m] = await c.waitForMessages(1);
+        expect(m?.data, u).to.deep.equal({ for: u });
+      }
+      await sleep(200);
+      for (const u of users) {
+        const c = conns.get(u)!;
+        expect(c.messages.map((m) => m.data), u).to.deep.equal([{ for: u }]);
+        expect(c.hello['user']).to.equal(u);
+        c.ack([seqs.get(u)!]);
+      }
+      for (const u of users) {
+        const deadline = Date.now() + 3000;
+        let r = await app.user(u);
+        while (r.body['pending'] !== 0 && Date.now() < deadline) {
+          await sleep(25);
+          r = await app.user(u);
+        }
+        expect(r.body['pending'], u).to.equal(0);
+        expect(r.body['user']).to.equal(u);
+      }
+    });
+
+    it('lets such users message each other', async function () {
+      const from = await connect(app, 'sender.*');
+      const to = await connect(app, 'rcpt >');
+      from.send({ t: 'send', to: 'rcpt >', id: 'm.1 *', data: 'hi' });
+      const sent = await from.waitFor((f) => f.t === 'sent');
+      expect(sent['id']).to.equal('m.1 *');
+      const [m] = await to.waitForMessages(1);
+      expect(m?.from).to.equal('sender.*');
+      expect(m?.data).to.equal('hi');
+    });
+
+    it('refuses ids that are empty, too long or contain control characters', async function () {
+      for (const user of ['', 'x'.repeat(257), 'a\nb', 'nul\u0000']) {
+        const r = await app.push({ user, data: 1 });
+        expect(r.status, JSON.stringify(user)).to.equal(400);
+        expect((r.body['error'] as { code: string }).code).to.equal('invalid_id');
+      }
+      const r = await TestClient.refused(stack.wsUrl(), await app.token('a\u0001b'));
+      expect(r.status).to.equal(400);
+    });
+  });
+
+  describe('client-to-client sends', function () {
+    it('rejects a send without to or id, with both data and b64, or with a bad ttl', async function () {
+      const c = await connect(app, 'sender');
+      const cases: Array<[unknown, string]> = [
+        [{ t: 'send', id: '1', data: 1 }, 'invalid_id'],
+        [{ t: 'send', to: 'x', data: 1 }, 'invalid_id'],
+        [{ t: 'send', to: 'x', id: '1', data: 1, b64: 'AA==' }, 'invalid_data'],
+        [{ t: 'send', to: 'x', id: '1' }, 'invalid_data'],
+        [{ t: 'send', to: 'x', id: '1', b64: 'not base64!' }, 'invalid_data'],
+        [{ t: 'send', to: 'x', id: '1', data: 1, ttl: -5 }, 'invalid_ttl'],
+      ];
+      for (const [frame, code] of cases) {
+        const before = c.frames.length;
+        c.send(frame);
+        const f = await c.waitFor((x) => c.frames.indexOf(x) >= before && x.t === 'error');
+        expect(f['code'], JSON.stringify(frame)).to.be.oneOf([code, 'bad_frame']);
+        expect(f['code'], JSON.stringify(frame)).to.equal(code);
+      }
+    });
+
+    it('rejects a message larger than the app allows with payload_too_large', async function () {
+      const c = await connect(app, 'big-sender');
+      c.send({ t: 'send', to: 'x', id: 'big', data: 'y'.repeat(2000) });
+      const f = await c.waitFor((x) => x.t === 'error');
+      expect(f).to.include({ code: 'payload_too_large', id: 'big' });
+    });
+  });
+
+  describe('center HTTP API', function () {
+    it('answers bad requests with a status and a stable code', async function () {
+      const path = `/v1/apps/${encodeURIComponent(app.id)}/push`;
+      const cases: Array<[string, string | undefined, unknown, string | undefined, number, string]> = [
+        ['POST', undefined, { user: 'u', data: 1 }, undefined, 401, 'api_key_missing'],
+        ['POST', 'pk_wrong', { user: 'u', data: 1 }, undefined, 401, 'api_key_invalid'],
+        ['POST', app.apiKey, undefined, '{nope', 400, 'bad_json'],
+        ['POST', app.apiKey, { user: 'u' }, undefined, 400, 'invalid_data'],
+        ['POST', app.apiKey, { user: 'u', data: 1, ttl: 'soon' }, undefined, 400, 'invalid_ttl'],
+        ['POST', app.apiKey, { user: 'u', data: 'z'.repeat(2000) }, undefined, 413, 'payload_too_large'],
+        ['POST', app.apiKey, { messages: [] }, undefined, 400, 'bad_request'],
+      ];
+      for (const [method, key, body, raw, status, code] of cases) {
+        const r = await stack.http(method, path, key, body, raw);
+        expect(r.status, `${code}`).to.equal(status);
+        expect((r.body['error'] as { code: string }).code).to.equal(code);
+      }
+    });
+
+    it("refuses one app's key on another app with 403 wrong_app, and an unknown app with 404", async function () {
+      const r = await stack.http('POST', `/v1/apps/${encodeURIComponent(other.id)}/push`, app.apiKey, { user: 'u', data: 1 });
+      expect(r.status).to.equal(403);
+      expect((r.body['error'] as { code: string }).code).to.equal('wrong_app');
+      const n = await stack.http('POST', '/v1/apps/nope/push', app.apiKey, { user: 'u', data: 1 });
+      expect(n.status).to.be.oneOf([403, 404]);
+      const route = await stack.http('GET', '/v1/nothing', app.apiKey);
+      expect(route.status).to.equal(404);
+      expect((route.body['error'] as { code: string }).code).to.equal('not_found');
+    });
+
+    it('answers rate-limited pushes with 429', async function () {
+      const limited = await stack.createApp({ pushRateLimit: 5 });
+      const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => limited.push({ user: 'u', data: i })));
+      const codes = answers.map((a) => a.status);
+      expect(codes).to.include(200);
+      expect(codes).to.include(429);
+      const limitedOne = answers.find((a) => a.status === 429)!;
+      expect((limitedOne.body['error'] as { code: string }).code).to.equal('rate_limited');
+    });
+  });
+});
