@@ -234,4 +234,18 @@ describe('inbox delivery', function () {
     const all = await c.waitForMessages(total);
     expect(all.map((m) => m.data)).to.deep.equal(Array.from({ length: total }, (_, i) => i));
   });
+
+  it("holds a user's inbox to the app's per-user cap, keeping the newest", async function () {
+    const capped = await stack.createApp({ maxPendingPerUser: 3 });
+    const seqs: number[] = [];
+    for (let i = 0; i < 6; i++) seqs.push(await capped.pushOk('max', i));
+    const c = await capped.connect('max');
+    clients.push(c);
+    const ms = await c.waitForMessages(3);
+    await c.ping();
+    await sleep(100);
+    expect(c.messages.map((m) => m.data)).to.deep.equal([3, 4, 5]);
+    expect(ms.map((m) => m.seq)).to.deep.equal(seqs.slice(3));
+    expect((await capped.user('max')).body['pending']).to.equal(3);
+  });
 });

@@ -118,6 +118,15 @@ export class ClientConnection implements LiveReceiver {
   private async loadBacklog(): Promise<void> {
     const { ctx } = this;
     ctx.metrics.backlogLoads.inc();
+    if (this.cursor === 0) {
+      // First load of this connection: hold the user's inbox to the app's per-user cap (the
+      // stream's own cap is deployment-wide), oldest out, counted.
+      const cap = ctx.apps.get(this.app)?.settings.maxPendingPerUser;
+      if (cap !== undefined) {
+        const evicted = await ctx.store.trim(this.app, this.user, cap);
+        if (evicted > 0) ctx.metrics.evicted.inc(evicted);
+      }
+    }
     for (;;) {
       this.again = false;
       this.overflow = false;

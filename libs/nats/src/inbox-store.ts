@@ -64,6 +64,7 @@ export class InboxStore {
   private readonly directGetSubject: string;
   private readonly deleteSubject: string;
   private readonly infoSubject: string;
+  private readonly purgeSubject: string;
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
@@ -71,6 +72,7 @@ export class InboxStore {
     this.directGetSubject = `${API}.DIRECT.GET.${subjects.inboxStream}`;
     this.deleteSubject = `${API}.STREAM.MSG.DELETE.${subjects.inboxStream}`;
     this.infoSubject = `${API}.STREAM.INFO.${subjects.inboxStream}`;
+    this.purgeSubject = `${API}.STREAM.PURGE.${subjects.inboxStream}`;
   }
 
   /**
@@ -153,6 +155,23 @@ export class InboxStore {
     const r = parseJson(reply) as { state?: { subjects?: Record<string, number> }; error?: JsApiError };
     if (r.error !== undefined) throw new PushError('store_unavailable', r.error.description);
     return r.state?.subjects?.[subject] ?? 0;
+  }
+
+  /**
+   * Evicts the oldest messages of a user's inbox beyond the newest `keep` (the app's per-user
+   * cap); resolves with how many were evicted. The inbox stream has no consumers, so the
+   * 2.9.x purge-by-subject bug that moves consumers' floors does not apply here.
+   */
+  async trim(app: string, user: string, keep: number): Promise<number> {
+    let reply: Msg;
+    try {
+      reply = await this.pipeline.request(this.purgeSubject, JSON.stringify({ filter: this.subjects.inbox(app, user), keep }));
+    } catch (err) {
+      throw storeError(err);
+    }
+    const r = parseJson(reply) as { success?: boolean; purged?: number; error?: JsApiError };
+    if (r.success !== true) throw new PushError('store_unavailable', `trim failed: ${r.error?.description ?? 'unknown'}`);
+    return r.purged ?? 0;
   }
 
   close(): void {
