@@ -21,6 +21,7 @@ import { CLOSE, PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeContext } from './edge-context.js';
+import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics } from './metrics.js';
 import { UserChannels } from './user-channels.js';
 
@@ -59,6 +60,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   const metrics = createEdgeMetrics(registry);
   const subjects = new Subjects(config.prefix);
   const connections = new Set<ClientConnection>();
+  const maxConnections = connectionBudget(edgeConfig.maxConnections, openFileLimit());
 
   let nc: NatsConnection | undefined;
   let store: InboxStore | undefined;
@@ -120,7 +122,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
           refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
           return;
         }
-        if (connections.size + pendingUpgrades >= edgeConfig.maxConnections) {
+        if (connections.size + pendingUpgrades >= maxConnections) {
           refuse(res, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
           return;
         }
@@ -266,7 +268,13 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
       listening = await listen(app, edgeConfig.host, edgeConfig.port);
       sweeper = setInterval(sweepTokens, TOKEN_SWEEP_MS);
       sweeper.unref();
-      log.info({ port: listening.port }, 'edge listening');
+      if (maxConnections < edgeConfig.maxConnections) {
+        log.warn(
+          { configured: edgeConfig.maxConnections, maxConnections, fdLimit: openFileLimit() },
+          'PUSH_EDGE_MAX_CONNECTIONS lowered to fit the open-file limit (raise `ulimit -n` to hold more)',
+        );
+      }
+      log.info({ port: listening.port, maxConnections }, 'edge listening');
     },
 
     stop() {
