@@ -96,6 +96,14 @@ describe('bad input', function () {
       expect(r.body.error?.code).to.equal('token_invalid');
     });
 
+    it('closes a connection whose token expires with 4005', async function () {
+      this.timeout(15_000);
+      const short = await signClientToken(app.record.secrets[0]!, { app: app.id, user: 'brief', ttlSeconds: 2 });
+      const c = await TestClient.connect(stack.wsUrl(), short);
+      clients.push(c);
+      expect(await c.waitClosed(10_000)).to.equal(4005);
+    });
+
     it('refuses a token for an unknown app with 404 app_not_found', async function () {
       const t = await signClientToken(app.record.secrets[0]!, { app: 'no-such-app', user: 'u', ttlSeconds: 600 });
       const r = await TestClient.refused(stack.wsUrl(), t);
