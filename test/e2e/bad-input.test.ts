@@ -54,7 +54,7 @@ describe('bad input', function () {
 
     it('refuses a token signed with another secret (forged) with 401 token_invalid', async function () {
       const forged = await signClientToken(
-        { kid: app.record.secrets[0]!.kid, secret: 'c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1hcHBzLXNlY3JldA' },
+        { ...app.record.secrets[0]!, secret: 'c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1hcHBzLXNlY3JldA' },
         { app: app.id, user: 'mallory', ttlSeconds: 600 },
       );
       const r = await TestClient.refused(stack.wsUrl(), forged);

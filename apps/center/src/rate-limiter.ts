@@ -6,8 +6,8 @@ export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
   /**
-   * Takes `n` tokens from the app's bucket. Returns 0 when allowed, otherwise the seconds to
-   * wait before `n` tokens are there. A rate of 0 means no limit.
+   * Takes `n` tokens from the app's bucket. Returns 0 when allowed, otherwise the whole seconds
+   * to wait before the same request is allowed. A rate of 0 means no limit.
    */
   take(app: string, rate: number, n: number, now = Date.now()): number {
     if (rate <= 0) return 0;
@@ -18,11 +18,15 @@ export class RateLimiter {
     }
     b.tokens = Math.min(rate, b.tokens + ((now - b.at) / 1000) * rate);
     b.at = now;
-    if (n > rate) return Math.ceil(n / rate);
-    if (b.tokens >= n) {
+    // The bucket never holds more than `rate` tokens, so a request for more would never get in
+    // (and a client obeying the returned wait would retry forever). Such a request is admitted
+    // once the bucket is full and leaves it in debt, which holds back what follows: the average
+    // stays at `rate`.
+    const needed = Math.min(n, rate);
+    if (b.tokens >= needed) {
       b.tokens -= n;
       return 0;
     }
-    return Math.max(1, Math.ceil((n - b.tokens) / rate));
+    return Math.max(1, Math.ceil((needed - b.tokens) / rate));
   }
 }

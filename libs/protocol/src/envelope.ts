@@ -9,7 +9,8 @@
  * - `1`: envelope version.
  * - `ts`, `expires`: epoch milliseconds (accepted at, not to be delivered after).
  * - `enc`: `j` for UTF-8 JSON text, `b` for raw bytes (delivered base64-encoded).
- * - `from`: subject-token encoding of the sending user, or `-` when the business pushed it.
+ * - `from`: subject-token encoding of the sending user, or `!` when the business pushed it (`!` is
+ *   never a token: tokens are `[A-Za-z0-9_-]+` or `~` + base64url).
  */
 import { decodeToken, encodeToken } from './ids.js';
 
@@ -22,9 +23,12 @@ export interface EnvelopeMeta {
 
 const NEWLINE = 0x0a;
 
+/** The `from` field meaning "no sender": outside the token alphabet, so no user id maps to it. */
+const NO_SENDER = '!';
+
 /** Builds the stored bytes of a message. */
 export function encodeEnvelope(meta: EnvelopeMeta, payload: Uint8Array): Buffer {
-  const line = `1 ${meta.ts} ${meta.expires} ${meta.binary ? 'b' : 'j'} ${meta.from === undefined ? '-' : encodeToken(meta.from)}\n`;
+  const line = `1 ${meta.ts} ${meta.expires} ${meta.binary ? 'b' : 'j'} ${meta.from === undefined ? NO_SENDER : encodeToken(meta.from)}\n`;
   const head = Buffer.from(line, 'latin1');
   return Buffer.concat([head, payload], head.length + payload.length);
 }
@@ -35,12 +39,12 @@ export function decodeEnvelope(stored: Uint8Array): { meta: EnvelopeMeta; payloa
   if (nl < 0 || nl > 600) return undefined;
   const buf = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
   const parts = buf.toString('latin1', 0, nl).split(' ');
-  if (parts.length !== 5 || parts[0] !== '1') return undefined;
+  if (parts.length !== 5 || parts[0] !== '1' || (parts[3] !== 'j' && parts[3] !== 'b')) return undefined;
   const ts = Number(parts[1]);
   const expires = Number(parts[2]);
   if (!Number.isFinite(ts) || !Number.isFinite(expires)) return undefined;
   let from: string | undefined;
-  if (parts[4] !== '-' && parts[4] !== undefined) {
+  if (parts[4] !== NO_SENDER && parts[4] !== undefined) {
     try {
       from = decodeToken(parts[4]);
     } catch {

@@ -45,9 +45,24 @@ export function readPayload(obj: Record<string, unknown>): MessagePayload {
   const hasData = obj['data'] !== undefined;
   const hasB64 = obj['b64'] !== undefined;
   if (hasData === hasB64) throw new PushError('invalid_data');
-  if (hasData) return { bytes: Buffer.from(JSON.stringify(obj['data']), 'utf8'), binary: false };
+  if (hasData) {
+    let text: string;
+    try {
+      text = JSON.stringify(obj['data']);
+    } catch (err) {
+      // JSON.parse takes any depth but JSON.stringify recurses: deep nesting overflows the stack.
+      throw new PushError('invalid_data', 'data is nested too deeply', { cause: err });
+    }
+    return { bytes: Buffer.from(text, 'utf8'), binary: false };
+  }
   const b64 = obj['b64'];
-  if (typeof b64 !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) {
+  // Standard or URL-safe alphabet (not mixed), optional padding; a length that leaves one
+  // character over cannot be base64 (Node would silently drop it).
+  if (
+    typeof b64 !== 'string' ||
+    !/^(?:[A-Za-z0-9+/]*|[A-Za-z0-9_-]*)={0,2}$/.test(b64) ||
+    b64.replace(/=+$/, '').length % 4 === 1
+  ) {
     throw new PushError('invalid_data', 'b64 must be a base64 string');
   }
   return { bytes: Buffer.from(b64, 'base64'), binary: true };

@@ -1,0 +1,193 @@
+import { expect } from 'chai';
+import { SignJWT, UnsecuredJWT } from 'jose';
+import { peekTokenApp, signClientToken, verifyClientToken } from '@push/apps';
+import { DEFAULT_APP_SETTINGS, PushError, type AppRecord, type AppSecret, type ErrorCode } from '@push/protocol';
+
+const NOW = 1_700_000_000;
+
+function secret(kid: string, fill: string): AppSecret {
+  return { kid, secret: fill.repeat(40), createdAt: '2024-01-01T00:00:00Z' };
+}
+
+function app(id: string, secrets: AppSecret[]): AppRecord {
+  return { id, name: id, disabled: false, secrets, settings: { ...DEFAULT_APP_SETTINGS }, apiKeys: [], updatedAt: '2024-01-01T00:00:00Z' };
+}
+
+async function verifyFails(promise: Promise<unknown>, code: ErrorCode): Promise<PushError> {
+  let caught: unknown;
+  try {
+    await promise;
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught, `expected ${code}`).to.be.instanceOf(PushError);
+  expect((caught as PushError).code).to.equal(code);
+  return caught as PushError;
+}
+
+function peekFails(token: string): PushError {
+  let caught: unknown;
+  try {
+    peekTokenApp(token);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught, token).to.be.instanceOf(PushError);
+  expect((caught as PushError).code).to.equal('token_malformed');
+  return caught as PushError;
+}
+
+/** Signs arbitrary claims with `s`, for tokens signClientToken would never make. */
+async function rawToken(s: AppSecret, claims: Record<string, unknown>, header: Record<string, unknown> = {}): Promise<string> {
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256', kid: s.kid, ...header })
+    .sign(Buffer.from(s.secret, 'utf8'));
+}
+
+describe('client tokens', () => {
+  const s1 = secret('k1', 'a');
+  const s2 = secret('k2', 'b');
+  const chat = app('chat', [s1]);
+
+  it('round-trips: the verified identity is what was signed', async () => {
+    const token = await signClientToken(s1, { app: 'chat', user: 'alice', device: 'phone', ttlSeconds: 3600 }, NOW);
+    expect(await verifyClientToken(token, chat, NOW)).to.deep.equal({ app: 'chat', user: 'alice', device: 'phone', exp: NOW + 3600 });
+  });
+
+  it('defaults the device to "default"', async () => {
+    const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+    expect((await verifyClientToken(token, chat, NOW)).device).to.equal('default');
+  });
+
+  it('carries ids with dots, spaces and unicode intact', async () => {
+    const token = await signClientToken(s1, { app: 'chat', user: 'bob.smith 😀', device: 'tab 2', ttlSeconds: 60 }, NOW);
+    const id = await verifyClientToken(token, chat, NOW);
+    expect(id.user).to.equal('bob.smith 😀');
+    expect(id.device).to.equal('tab 2');
+  });
+
+  it('accepts a token until its expiry and refuses it from then on with token_expired', async () => {
+    const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+    expect((await verifyClientToken(token, chat, NOW + 59.5)).user).to.equal('alice');
+    await verifyFails(verifyClientToken(token, chat, NOW + 60), 'token_expired');
+    await verifyFails(verifyClientToken(token, chat, NOW + 86_400), 'token_expired');
+  });
+
+  it('refuses a token signed with another secret with token_invalid', async () => {
+    const forged = await signClientToken(secret('k1', 'z'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+    await verifyFails(verifyClientToken(forged, chat, NOW), 'token_invalid');
+    // Without a kid the app's secrets are all tried; none verifies.
+    const noKid = await new SignJWT({ app: 'chat' }).setProtectedHeader({ alg: 'HS256' }).setSubject('alice')
+      .setExpirationTime(NOW + 60).sign(Buffer.from('z'.repeat(40)));
+    await verifyFails(verifyClientToken(noKid, chat, NOW), 'token_invalid');
+  });
+
+  it('refuses a token naming a secret the app does not have with token_invalid', async () => {
+    const token = await signClientToken(secret('gone', 'a'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+    await verifyFails(verifyClientToken(token, chat, NOW), 'token_invalid');
+  });
+
+  it('refuses a token whose claims were edited after signing', async () => {
+    const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+    const [h, p, sig] = token.split('.');
+    const claims = JSON.parse(Buffer.from(p ?? '', 'base64url').toString()) as Record<string, unknown>;
+    claims['sub'] = 'admin';
+    const edited = `${h}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${sig}`;
+    await verifyFails(verifyClientToken(edited, chat, NOW), 'token_invalid');
+  });
+
+  it('refuses an expired token signed with the wrong secret as token_invalid, not token_expired', async () => {
+    const forged = await signClientToken(secret('k1', 'z'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW - 3600);
+    await verifyFails(verifyClientToken(forged, chat, NOW), 'token_invalid');
+  });
+
+  it('refuses an unsigned (alg none) token', async () => {
+    const token = new UnsecuredJWT({ app: 'chat', sub: 'alice', exp: NOW + 60 }).encode();
+    await verifyFails(verifyClientToken(token, chat, NOW), 'token_invalid');
+  });
+
+  it('refuses garbage with token_malformed', async () => {
+    for (const token of ['', 'garbage', 'a.b.c', 'a.b', '...', 'eyJhbGciOiJIUzI1NiJ9', '{"alg":"HS256"}']) {
+      await verifyFails(verifyClientToken(token, chat, NOW), 'token_malformed');
+    }
+  });
+
+  it('refuses a well-signed token without the required claims or with bad ids as token_malformed', async () => {
+    await verifyFails(verifyClientToken(await rawToken(s1, { app: 'chat', sub: 'alice' }), chat, NOW), 'token_malformed');
+    await verifyFails(verifyClientToken(await rawToken(s1, { app: 'chat', exp: NOW + 60 }), chat, NOW), 'token_malformed');
+    const badUser = await rawToken(s1, { app: 'chat', sub: 'a\nb', exp: NOW + 60 });
+    await verifyFails(verifyClientToken(badUser, chat, NOW), 'token_malformed');
+    const longDevice = await rawToken(s1, { app: 'chat', sub: 'alice', dev: 'd'.repeat(129), exp: NOW + 60 });
+    await verifyFails(verifyClientToken(longDevice, chat, NOW), 'token_malformed');
+  });
+
+  describe('secret rotation', () => {
+    it('accepts tokens signed with the new and the previous secret', async () => {
+      const rotated = app('chat', [s2, s1]);
+      const old = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+      const fresh = await signClientToken(s2, { app: 'chat', user: 'bob', ttlSeconds: 60 }, NOW);
+      expect((await verifyClientToken(old, rotated, NOW)).user).to.equal('alice');
+      expect((await verifyClientToken(fresh, rotated, NOW)).user).to.equal('bob');
+    });
+
+    it('tries every current secret for a token without a kid', async () => {
+      const rotated = app('chat', [s2, s1]);
+      const noKid = await new SignJWT({ app: 'chat' }).setProtectedHeader({ alg: 'HS256' }).setSubject('carol')
+        .setExpirationTime(NOW + 60).sign(Buffer.from(s1.secret));
+      expect((await verifyClientToken(noKid, rotated, NOW)).user).to.equal('carol');
+    });
+
+    it('refuses tokens of a secret once it is dropped', async () => {
+      const old = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+      await verifyFails(verifyClientToken(old, app('chat', [s2]), NOW), 'token_invalid');
+    });
+
+    it('still reports an expired token under the previous secret as token_expired', async () => {
+      const old = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW - 120);
+      await verifyFails(verifyClientToken(old, app('chat', [s2, s1]), NOW), 'token_expired');
+    });
+  });
+
+  describe('apps are kept apart', () => {
+    it('a token for app A does not open app B', async () => {
+      const a = app('app-a', [secret('ka', 'a')]);
+      const b = app('app-b', [secret('kb', 'b')]);
+      const token = await signClientToken(secret('ka', 'a'), { app: 'app-a', user: 'alice', ttlSeconds: 60 }, NOW);
+      expect((await verifyClientToken(token, a, NOW)).app).to.equal('app-a');
+      await verifyFails(verifyClientToken(token, b, NOW), 'token_invalid');
+    });
+
+    it('not even when both apps share a secret and kid', async () => {
+      const shared = secret('k', 's');
+      const token = await signClientToken(shared, { app: 'app-a', user: 'alice', ttlSeconds: 60 }, NOW);
+      const err = await verifyFails(verifyClientToken(token, app('app-b', [shared]), NOW), 'token_invalid');
+      expect(err.message).to.match(/app claim/);
+    });
+
+    it('a token without an app claim opens no app', async () => {
+      const token = await rawToken(s1, { sub: 'alice', exp: NOW + 60 });
+      await verifyFails(verifyClientToken(token, chat, NOW), 'token_invalid');
+    });
+  });
+
+  describe('peekTokenApp', () => {
+    it('reads the app claim without verifying', async () => {
+      const token = await signClientToken(secret('x', 'q'), { app: 'my app.1', user: 'alice', ttlSeconds: 60 }, NOW);
+      expect(peekTokenApp(token)).to.equal('my app.1');
+    });
+
+    it('reads it even from an expired token (the verify step refuses it)', async () => {
+      const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 1 }, 1000);
+      expect(peekTokenApp(token)).to.equal('chat');
+    });
+
+    it('refuses garbage and tokens without a valid app claim with token_malformed', async () => {
+      for (const token of ['', 'garbage', 'a.b.c', '...']) peekFails(token);
+      expect(peekFails(await rawToken(s1, { sub: 'alice' })).message).to.match(/app claim/);
+      peekFails(await rawToken(s1, { app: 42 }));
+      peekFails(await rawToken(s1, { app: '' }));
+      peekFails(await rawToken(s1, { app: 'a'.repeat(65) }));
+      peekFails(await rawToken(s1, { app: 'a\u0000' }));
+    });
+  });
+});

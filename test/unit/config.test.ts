@@ -1,0 +1,177 @@
+import os from 'node:os';
+import { expect } from 'chai';
+import { ConfigError, loadConfig } from '@push/config';
+
+/** Loads `env`, expecting a ConfigError; returns its problems. */
+function problems(env: Record<string, string | undefined>): string[] {
+  let caught: unknown;
+  try {
+    loadConfig(env);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught, JSON.stringify(env)).to.be.instanceOf(ConfigError);
+  const err = caught as ConfigError;
+  expect(err.message).to.contain('invalid configuration');
+  for (const p of err.problems) expect(err.message).to.contain(p);
+  return err.problems;
+}
+
+describe('config', () => {
+  it('has working defaults with an empty environment', () => {
+    const c = loadConfig({});
+    expect(c.prefix).to.equal('push');
+    expect(c.natsUrl).to.equal('nats://127.0.0.1:4222');
+    expect(c.redisUrl).to.equal('redis://127.0.0.1:6379');
+    expect(c.databaseUrl).to.equal('postgres://postgres@127.0.0.1:5432/push');
+    expect(c.log).to.deep.equal({ level: 'info', pretty: false });
+    expect(c.inbox).to.deep.equal({
+      maxPerUser: 10_000,
+      maxAgeSeconds: 30 * 24 * 3600,
+      duplicateWindowSeconds: 120,
+      replicas: 1,
+      timeoutMs: 5000,
+    });
+    expect(c.edge).to.deep.equal({
+      host: '0.0.0.0',
+      port: 8081,
+      workers: os.availableParallelism(),
+      maxConnections: 19_000,
+      window: 100,
+      maxBackpressureBytes: 64 * 1024,
+      maxFrameBytes: 1024 * 1024,
+      idleTimeoutSeconds: 60,
+      ping: { defaultSeconds: 25, minSeconds: 10, maxSeconds: 50 },
+      retryAfterSeconds: 5,
+      drainMs: 5000,
+      id: undefined,
+    });
+    expect(c.center).to.deep.equal({
+      host: '0.0.0.0',
+      port: 8080,
+      maxBodyBytes: 4 * 1024 * 1024,
+      maxBatch: 1000,
+      adminKey: undefined,
+    });
+    expect(c.coordinator).to.deep.equal({ host: '0.0.0.0', port: 8083 });
+    expect(c.dispatcher).to.deep.equal({ host: '0.0.0.0', port: 8082, edges: ['ws://127.0.0.1:8081/ws'] });
+  });
+
+  it('reads overrides from the environment', () => {
+    const c = loadConfig({
+      PUSH_PREFIX: 'test_1',
+      PUSH_NATS_URL: 'nats://nats:4222',
+      PUSH_LOG_LEVEL: 'debug',
+      PUSH_LOG_PRETTY: 'yes',
+      PUSH_INBOX_MAX_PER_USER: '50',
+      PUSH_REPLICAS: '3',
+      PUSH_EDGE_PORT: '0',
+      PUSH_EDGE_WORKERS: '4',
+      PUSH_EDGE_WINDOW: '7',
+      PUSH_EDGE_IDLE_TIMEOUT: '120',
+      PUSH_EDGE_PING_MIN: '5',
+      PUSH_EDGE_PING_DEFAULT: '30',
+      PUSH_EDGE_PING_MAX: '100',
+      PUSH_EDGE_ID: 'edge-a_1',
+      PUSH_CENTER_PORT: '9000',
+      PUSH_ADMIN_KEY: 'k'.repeat(16),
+      PUSH_DISPATCHER_EDGES: ' ws://a:1/ws , ws://b:2/ws,,',
+    });
+    expect(c.prefix).to.equal('test_1');
+    expect(c.natsUrl).to.equal('nats://nats:4222');
+    expect(c.log).to.deep.equal({ level: 'debug', pretty: true });
+    expect(c.inbox.maxPerUser).to.equal(50);
+    expect(c.inbox.replicas).to.equal(3);
+    expect(c.edge.port).to.equal(0);
+    expect(c.edge.workers).to.equal(4);
+    expect(c.edge.window).to.equal(7);
+    expect(c.edge.idleTimeoutSeconds).to.equal(120);
+    expect(c.edge.ping).to.deep.equal({ defaultSeconds: 30, minSeconds: 5, maxSeconds: 100 });
+    expect(c.edge.id).to.equal('edge-a_1');
+    expect(c.center.port).to.equal(9000);
+    expect(c.center.adminKey).to.equal('k'.repeat(16));
+    expect(c.dispatcher.edges).to.deep.equal(['ws://a:1/ws', 'ws://b:2/ws']);
+  });
+
+  it('reads every spelling of a boolean', () => {
+    for (const [v, expected] of [['true', true], ['1', true], ['yes', true], ['false', false], ['0', false], ['no', false]] as const) {
+      expect(loadConfig({ PUSH_LOG_PRETTY: v }).log.pretty, v).to.equal(expected);
+    }
+    expect(problems({ PUSH_LOG_PRETTY: 'maybe' })[0]).to.match(/^PUSH_LOG_PRETTY: /);
+  });
+
+  it('treats an empty variable as unset and ignores variables outside PUSH_', () => {
+    const c = loadConfig({ PUSH_EDGE_PORT: '', PUSH_ADMIN_KEY: '', PORT: 'abc', PATH: '/bin', PUSH_EDGE_WINDOW: undefined });
+    expect(c.edge.port).to.equal(8081);
+    expect(c.edge.window).to.equal(100);
+    expect(c.center.adminKey).to.equal(undefined);
+  });
+
+  it('returns a frozen config', () => {
+    const c = loadConfig({});
+    expect(Object.isFrozen(c)).to.equal(true);
+    expect(Object.isFrozen(c.edge)).to.equal(true);
+    expect(Object.isFrozen(c.edge.ping)).to.equal(true);
+    expect(Object.isFrozen(c.dispatcher.edges)).to.equal(true);
+    expect(Reflect.set(c.edge, 'port', 1)).to.equal(false);
+    expect(c.edge.port).to.equal(8081);
+  });
+
+  it('names the variable of a non-numeric number', () => {
+    for (const v of ['abc', '80a', '8080 8081']) {
+      const p = problems({ PUSH_EDGE_PORT: v });
+      expect(p, v).to.have.length(1);
+      expect(p[0]).to.match(/^PUSH_EDGE_PORT: /);
+    }
+  });
+
+  it('names the variable of an out-of-range or fractional number', () => {
+    const cases: Array<[string, string]> = [
+      ['PUSH_EDGE_WINDOW', '-1'],
+      ['PUSH_EDGE_WINDOW', '0'],
+      ['PUSH_EDGE_WINDOW', '10001'],
+      ['PUSH_EDGE_PORT', '65536'],
+      ['PUSH_CENTER_PORT', '-80'],
+      ['PUSH_REPLICAS', '6'],
+      ['PUSH_EDGE_MAX_CONNECTIONS', '1.5'],
+      ['PUSH_INBOX_MAX_AGE', '59'],
+      ['PUSH_DUPLICATE_WINDOW', '0'],
+    ];
+    for (const [name, value] of cases) {
+      const p = problems({ [name]: value });
+      expect(p, `${name}=${value}`).to.have.length(1);
+      expect(p[0], `${name}=${value}`).to.match(new RegExp(`^${name}: `));
+    }
+  });
+
+  it('names the variable of a bad string setting', () => {
+    const cases: Array<[string, string]> = [
+      ['PUSH_PREFIX', 'Push'],
+      ['PUSH_PREFIX', 'a.b'],
+      ['PUSH_LOG_LEVEL', 'verbose'],
+      ['PUSH_EDGE_ID', 'edge 1'],
+      ['PUSH_ADMIN_KEY', 'short'],
+    ];
+    for (const [name, value] of cases) {
+      expect(problems({ [name]: value })[0], `${name}=${value}`).to.match(new RegExp(`^${name}: `));
+    }
+  });
+
+  it('lists every bad variable at once', () => {
+    const p = problems({ PUSH_EDGE_PORT: 'abc', PUSH_EDGE_WINDOW: '-1', PUSH_LOG_LEVEL: 'loud' });
+    expect(p.map((s) => s.split(':')[0]).sort()).to.deep.equal(['PUSH_EDGE_PORT', 'PUSH_EDGE_WINDOW', 'PUSH_LOG_LEVEL']);
+  });
+
+  it('refuses ping bounds that contradict each other or the idle timeout', () => {
+    expect(problems({ PUSH_EDGE_PING_MIN: '40', PUSH_EDGE_PING_MAX: '30' })).to.deep.equal([
+      'PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX',
+    ]);
+    expect(problems({ PUSH_EDGE_PING_MAX: '60' })[0]).to.match(/^PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT/);
+    expect(problems({ PUSH_EDGE_IDLE_TIMEOUT: '30' })[0]).to.match(/^PUSH_EDGE_PING_MAX: /);
+    expect(loadConfig({ PUSH_EDGE_PING_MAX: '59' }).edge.ping.maxSeconds).to.equal(59);
+  });
+
+  it('resolves PUSH_EDGE_WORKERS=0 to the number of cores', () => {
+    expect(loadConfig({ PUSH_EDGE_WORKERS: '0' }).edge.workers).to.equal(os.availableParallelism());
+  });
+});

@@ -1,0 +1,109 @@
+import { expect } from 'chai';
+import { Subjects, decodeToken, encodeToken } from '@push/protocol';
+
+/**
+ * What a JetStream RePublish does with `src` and `dest`: if `subject` matches the source pattern,
+ * `{{wildcard(n)}}` in the destination is replaced by the token the n-th `*` matched.
+ */
+function republish(src: string, dest: string, subject: string): string | undefined {
+  const pattern = src.split('.');
+  const tokens = subject.split('.');
+  if (pattern.length !== tokens.length) return undefined;
+  const wild: string[] = [];
+  for (let i = 0; i < pattern.length; i++) {
+    const p = pattern[i];
+    const t = tokens[i] ?? '';
+    if (p === '*') wild.push(t);
+    else if (p !== t) return undefined;
+  }
+  return dest.replace(/\{\{wildcard\((\d+)\)\}\}/g, (_, n: string) => wild[Number(n) - 1] ?? '<missing>');
+}
+
+describe('subjects', () => {
+  it('uses "push" as the default prefix', () => {
+    const s = new Subjects();
+    expect(s.prefix).to.equal('push');
+    expect(s.inbox('app1', 'alice')).to.equal('push.inbox.app1.alice');
+  });
+
+  it('builds the documented names for a custom prefix', () => {
+    const s = new Subjects('t1');
+    expect(s.inboxStream).to.equal('T1_INBOX');
+    expect(s.appsBucket).to.equal('t1_apps');
+    expect(s.inboxAll).to.equal('t1.inbox.>');
+    expect(s.inbox('app1', 'alice')).to.equal('t1.inbox.app1.alice');
+    expect(s.liveUser('app1', 'alice')).to.equal('t1.live.u.app1.alice');
+    expect(s.control('app1', 'alice')).to.equal('t1.ctl.app1.alice');
+    expect(s.api('push')).to.equal('t1.api.push');
+    expect(s.api('user')).to.equal('t1.api.user');
+    expect(s.apiQueue).to.equal('t1-center');
+    expect(s.appKey('app1')).to.equal('app1');
+    expect(s.presenceKey('app1', 'alice')).to.equal('t1:presence:app1:alice');
+    expect(s.edgeAliveKey('edge-7')).to.equal('t1:edge:edge-7');
+    expect(s.apiMessageId('app1', 'alice', 'm-1')).to.equal('api.app1.alice.m-1');
+    expect(s.clientMessageId('app1', 'alice', 'm-1')).to.equal('c2c.app1.alice.m-1');
+  });
+
+  it('declares the inbox stream RePublish source and destination', () => {
+    const s = new Subjects('t1');
+    expect(s.inboxRepublishSource).to.equal('t1.inbox.*.*');
+    expect(s.inboxRepublishDest).to.equal('t1.live.u.{{wildcard(1)}}.{{wildcard(2)}}');
+  });
+
+  it('RePublish maps every inbox subject onto the matching live subject, for any ids', () => {
+    const s = new Subjects('t1');
+    const ids = ['alice', 'a.b', '*', '>', 'x y', '😀', '~abc', '-'];
+    for (const app of ['app1', 'my.app', '*']) {
+      for (const user of ids) {
+        const live = republish(s.inboxRepublishSource, s.inboxRepublishDest, s.inbox(app, user));
+        expect(live, `${app}/${user}`).to.equal(s.liveUser(app, user));
+      }
+    }
+  });
+
+  it('the inbox stream captures every inbox subject and nothing of the live ones', () => {
+    const s = new Subjects('t1');
+    const all = s.inboxAll.slice(0, -1); // 't1.inbox.'
+    expect(s.inbox('my.app', 'a.b.>').startsWith(all)).to.equal(true);
+    expect(s.liveUser('my.app', 'a').startsWith(all)).to.equal(false);
+  });
+
+  it('ids with subject syntax stay in their own token and cannot reach another user', () => {
+    const s = new Subjects();
+    const subjects = [
+      s.inbox('app1', 'a.b'),
+      s.inbox('app1.a', 'b'),
+      s.inbox('app1', '*'),
+      s.inbox('app1', '>'),
+      s.inbox('app1', 'a b'),
+      s.liveUser('app1', '*'),
+      s.control('app1', '>'),
+    ];
+    for (const subject of subjects) {
+      const tokens = subject.split('.');
+      expect(tokens, subject).to.have.length(subject.startsWith('push.live.') ? 5 : 4);
+      for (const t of tokens) expect(t, subject).to.match(/^[A-Za-z0-9_~-]+$/);
+    }
+    // Distinct (app, user) pairs that join to the same text must not share an inbox.
+    expect(s.inbox('app1', 'a.b')).not.to.equal(s.inbox('app1.a', 'b'));
+    expect(new Set(subjects).size).to.equal(subjects.length);
+  });
+
+  it('encodes ids the same way everywhere, so they can be read back', () => {
+    const s = new Subjects();
+    const [, , app, user] = s.inbox('my app', 'bob.smith').split('.');
+    expect(decodeToken(app ?? '')).to.equal('my app');
+    expect(decodeToken(user ?? '')).to.equal('bob.smith');
+    expect(s.appKey('my app')).to.equal(encodeToken('my app'));
+    expect(s.presenceKey('a:b', 'c')).to.equal(`push:presence:${encodeToken('a:b')}:c`);
+    expect(s.apiMessageId('a', 'b', 'x.y')).to.equal(`api.a.b.${encodeToken('x.y')}`);
+  });
+
+  it('refuses a prefix that would not be one lowercase token', () => {
+    for (const bad of ['', 'Push', '1push', 'pu.sh', 'push*', 'a b', 'push-x', 'p'.repeat(33)]) {
+      expect(() => new Subjects(bad), JSON.stringify(bad)).to.throw(/subject prefix must match/);
+    }
+    expect(new Subjects('p'.repeat(32)).prefix).to.have.length(32);
+    expect(new Subjects('a_1').inboxStream).to.equal('A_1_INBOX');
+  });
+});
