@@ -12,9 +12,9 @@ export const ERRORS = {
   invalid_data: { status: 400, message: 'give exactly one of data (JSON) or b64 (base64 bytes)' },
   bad_frame: { status: 400, message: 'the frame is not a JSON object with a known shape' },
   unknown_frame: { status: 400, message: 'the frame type is not known' },
-  token_missing: { status: 401, message: 'no token was presented' },
   token_malformed: { status: 400, message: 'the token is not a well-formed signed token' },
   // --- Auth (401/403) ---------------------------------------------------------------------
+  token_missing: { status: 401, message: 'no token was presented' },
   token_invalid: { status: 401, message: 'the token signature does not verify' },
   token_expired: { status: 401, message: 'the token has expired' },
   api_key_missing: { status: 401, message: 'no API key was presented (Authorization: Bearer <key>)' },
@@ -64,5 +64,8 @@ export class PushError extends Error {
 
 /** True when `err` is a PushError (also across package copies). */
 export function isPushError(err: unknown): err is PushError {
-  return err instanceof PushError;
+  if (err instanceof PushError) return true;
+  if (!(err instanceof Error) || err.name !== 'PushError') return false;
+  const { code, status } = err as Partial<PushError>;
+  return typeof code === 'string' && Object.hasOwn(ERRORS, code) && status === ERRORS[code].status;
 }
