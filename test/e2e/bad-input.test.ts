@@ -200,7 +200,9 @@ describe('bad input', function () {
       for (const u of users) seqs.set(u, await app.pushOk(u, { for: u }));
       for (const u of users) {
         const c = conns.get(u)!;
-        const [m] = await c.waitForMessages(1);
+        const [m] = await c.waitForMessages(1).catch((err: Error) => {
+          throw new Error(`user ${JSON.stringify(u)}: ${err.message} ${c.closeReason}`);
+        });
         expect(m?.data, u).to.deep.equal({ for: u });
       }
       await sleep(200);

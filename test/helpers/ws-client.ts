@@ -26,6 +26,8 @@ export class TestClient {
   readonly frames: Frame[] = [];
   closeCode: number | undefined;
   closeReason = '';
+  /** The last socket error (e.g. an invalid frame from the server), for diagnostics. */
+  error: Error | undefined;
   private readonly ws: WebSocket;
   private waiters: Array<() => void> = [];
 
@@ -34,6 +36,9 @@ export class TestClient {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       this.frames.push(isBinary ? { t: '<binary>' } : (JSON.parse(data.toString('utf8')) as Frame));
       this.wake();
+    });
+    ws.on('error', (err) => {
+      this.error = err;
     });
     ws.on('close', (code, reason) => {
       this.closeCode = code;
@@ -123,7 +128,9 @@ export class TestClient {
   async waitForMessages(n: number, timeoutMs = 10_000): Promise<MsgFrame[]> {
     const deadline = Date.now() + timeoutMs;
     while (this.messages.length < n) {
-      if (this.closeCode !== undefined) throw new Error(`closed (${this.closeCode}) with ${this.messages.length}/${n} messages`);
+      if (this.closeCode !== undefined) {
+        throw new Error(`closed (${this.closeCode} ${this.error?.message ?? ''}) with ${this.messages.length}/${n} messages`);
+      }
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out with ${this.messages.length}/${n} messages`);
       await new Promise<void>((resolve) => {

@@ -162,8 +162,13 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         connections.add(conn);
         metrics.connections.set(connections.size);
         const app = apps?.get(conn.app);
-        conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
-        metrics.users.set(ctx?.channels.size ?? 0);
+        // Greet after the upgrade's cork has ended: uWS 20.30's cork() misreads the state of a
+        // socket upgraded inside it, and a send from open() can make it close the new socket
+        // (uWebSockets.js#1108, fixed upstream by uWebSockets#1929).
+        queueMicrotask(() => {
+          conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
+          metrics.users.set(ctx?.channels.size ?? 0);
+        });
         presence?.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
           metrics.errors.inc({ code: 'presence' });
           log.warn({ err }, 'presence write failed');
@@ -180,8 +185,9 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
       drain: (ws) => {
         ws.getUserData().conn.drained();
       },
-      close: (ws) => {
+      close: (ws, code) => {
         const { conn } = ws.getUserData();
+        log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
         conn.closed();
         connections.delete(conn);
         metrics.connections.set(connections.size);

@@ -11,6 +11,8 @@ const LIVE = 1;
 /** Window full or socket slow: nothing is sent; the store keeps what arrives; resync later. */
 const STALLED = 2;
 const CLOSED = 3;
+/** Base delay before a failed backlog read is retried (plus up to as much jitter). */
+const RETRY_MS = 1000;
 
 /**
  * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
@@ -64,10 +66,11 @@ export class ClientConnection implements LiveReceiver {
 
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */
   open(ws: WebSocket<SocketData>, pingSeconds: number, maxMessageBytes: number): void {
+    if (this.mode === CLOSED) return; // closed before it was greeted
     this.ws = ws;
     const { ctx } = this;
     ctx.channels.join(this.app, this.user, this);
-    ws.send(
+    this.sendText(
       ServerFrames.hello({
         conn: this.id,
         app: this.app,
@@ -105,13 +108,22 @@ export class ClientConnection implements LiveReceiver {
     this.loading = true;
     this.loadBacklog()
       .catch((err: unknown) => {
-        // The store is unreachable: stay stalled; the next trigger (reconnect, ack) retries.
+        // The store did not answer: stall, and retry after a jittered delay (a NATS reconnect,
+        // an ack or a drain may retry sooner). Without the timer a connection with nothing in
+        // flight would get no further trigger and its messages would sit in the store.
         this.ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
         this.ctx.log.warn({ err, conn: this.id }, 'backlog read failed');
-        if (this.mode !== CLOSED) this.stall();
+        if (this.mode === CLOSED) return;
+        this.stall();
+        setTimeout(() => {
+          if (this.mode === STALLED) this.resync();
+        }, RETRY_MS + Math.random() * RETRY_MS).unref();
       })
       .finally(() => {
         this.loading = false;
+        // A resync asked for while this read was failing (typically the NATS reconnect that
+        // ends the outage which failed it) runs now.
+        if (this.again && this.mode === STALLED) this.resync();
       });
   }
 
