@@ -151,7 +151,18 @@ describe('faults: nats-server killed mid-stream', function () {
     const fault = (async () => {
       while (next < total / 3) await sleep(5);
       await server.kill();
-      await sleep(1000);
+      // While the store is away, neither the edge nor the center says it is ready.
+      for (const url of [`http://127.0.0.1:${stack!.edge.port}`, stack!.httpUrl]) {
+        const deadline = Date.now() + 3000;
+        let r = await fetch(`${url}/readyz`);
+        while (r.status === 200 && Date.now() < deadline) {
+          await sleep(20);
+          r = await fetch(`${url}/readyz`);
+        }
+        expect(r.status, `${url}/readyz during the outage`).to.equal(503);
+        expect(((await r.json()) as { reason: string }).reason).to.equal('nats reconnecting');
+      }
+      await sleep(500);
       await server.start();
       restarted = true;
     })();

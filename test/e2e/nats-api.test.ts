@@ -148,6 +148,20 @@ describe('center API over NATS request/reply', function () {
     expect((await call('push', { app: app.id, user: 'sue', data: 'fine' }, key())).ok).to.equal(true);
   });
 
+  it('answers a rate-limited push with rate_limited and when to retry', async function () {
+    const limited = await stack.createApp({ pushRateLimit: 2 });
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => call('push', { app: limited.id, user: 'u', data: i }, key(limited))),
+    );
+    const refused = answers.filter((a) => a.error !== undefined);
+    expect(answers.filter((a) => a['ok'] === true)).to.have.length.greaterThan(0);
+    expect(refused).to.have.length.greaterThan(0);
+    for (const r of refused) {
+      expect(r.error).to.include({ code: 'rate_limited', status: 429 });
+      expect((r.error as unknown as { retryAfter: number }).retryAfter).to.be.a('number').greaterThan(0);
+    }
+  });
+
   it('dedupes by idempotency id over NATS, and across NATS and HTTP', async function () {
     const c = await connectClient('tess');
     const a = await call('push', { app: app.id, user: 'tess', data: 'once', id: 'invoice-9' }, key());

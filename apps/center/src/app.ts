@@ -4,7 +4,7 @@ import type { Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
-import { InboxStore, connectNats, provisionStreams, type NatsConnection, type Subscription } from '@push/nats';
+import { InboxStore, connectNats, natsReadiness, provisionStreams, type NatsConnection, type Subscription } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -90,10 +90,12 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         metrics,
       );
       natsSubs = serveNatsApi(nc, subjects, { push, keys, metrics, log });
+      await nc.flush(); // the API subscriptions are on the server before start() resolves
       const app = uws.App();
       mountHealth(app, registry, () => {
         if (stopping) return 'stopping';
-        if (nc?.isClosed() !== false) return 'nats closed';
+        const natsReady = natsReadiness(nc);
+        if (natsReady !== true) return natsReady;
         if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
         return true;
       });

@@ -47,7 +47,12 @@ export function serveNatsApi(
       status = e.status;
       deps.metrics.errors.inc({ code: e.code });
       if (e.code === 'internal') deps.log.error({ err, op }, 'nats api request failed');
-      reply = { error: { ...e.toJSON(), status: e.status } };
+      // A partly stored batch keeps its per-message results; a rate limit says when to retry.
+      const { results, retryAfter } = err as { results?: unknown; retryAfter?: unknown };
+      reply = {
+        error: { ...e.toJSON(), status: e.status, ...(typeof retryAfter === 'number' ? { retryAfter } : {}) },
+        ...(results !== undefined ? { results } : {}),
+      };
     }
     deps.metrics.requests.inc({ op, transport: 'nats', status });
     if (msg.reply !== undefined && msg.reply !== '') msg.respond(JSON.stringify(reply));

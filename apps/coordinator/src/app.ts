@@ -1,7 +1,7 @@
 import type { Config } from '@push/config';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import { connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import type { Registry } from 'prom-client';
 
 /** A running coordinator. */
@@ -36,7 +36,7 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
       const uws = loadUws();
       nc = await connectNats({ servers: config.natsUrl, name: 'coordinator', logger: log });
       const app = uws.App();
-      mountHealth(app, registry, () => (stopping ? 'stopping' : nc?.isClosed() === false ? true : 'nats closed'));
+      mountHealth(app, registry, () => (stopping ? 'stopping' : natsReadiness(nc)));
       listening = await listen(app, config.coordinator.host, config.coordinator.port);
       log.info({ port: listening.port }, 'coordinator listening');
     },

@@ -15,7 +15,7 @@ import {
   type Listening,
   type TemplatedApp,
 } from '@push/http';
-import { InboxStore, connectNats, type NatsConnection } from '@push/nats';
+import { InboxStore, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { CLOSE, PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -263,7 +263,8 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
       mountWebSocket(app);
       mountHealth(app, registry, () => {
         if (stopping) return 'stopping';
-        if (nc?.isClosed() !== false) return 'nats closed';
+        const natsReady = natsReadiness(nc);
+        if (natsReady !== true) return natsReady;
         if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
         return true;
       });

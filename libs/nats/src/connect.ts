@@ -11,6 +11,20 @@ export interface NatsConnectOptions {
   onReconnect?: () => void;
 }
 
+/** Connections currently between a disconnect and the reconnect that ends it. */
+const disconnected = new WeakSet<NatsConnection>();
+
+/**
+ * Readiness of a connection made by `connectNats`: true when connected, otherwise why not
+ * (for `/readyz`: while NATS is away, stores and reads fail, so the process is not ready).
+ */
+export function natsReadiness(nc: NatsConnection | undefined): true | string {
+  if (nc === undefined) return 'nats not connected';
+  if (nc.isClosed()) return 'nats closed';
+  if (disconnected.has(nc)) return 'nats reconnecting';
+  return true;
+}
+
 /**
  * Connects to NATS and keeps reconnecting forever: a push system outlives NATS restarts.
  * Logs every status change. Fails if the first connection cannot be made.
@@ -30,9 +44,11 @@ export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnect
     for await (const s of nc.status()) {
       switch (s.type) {
         case 'disconnect':
+          disconnected.add(nc);
           log.warn({ server: s.server }, 'nats disconnected');
           break;
         case 'reconnect':
+          disconnected.delete(nc);
           log.info({ server: s.server }, 'nats reconnected');
           opts.onReconnect?.();
           break;
