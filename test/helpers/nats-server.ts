@@ -55,7 +55,8 @@ export class PrivateNatsServer {
   private proc: ChildProcess | undefined;
   private readonly bin: string;
 
-  constructor() {
+  /** Extra nats-server arguments (e.g. `--user`, `--pass`). */
+  constructor(private readonly extraArgs: string[] = []) {
     this.bin = findBinary('nats-server', ['/usr/sbin', '/usr/local/bin', '/usr/bin']);
     this.storeDir = mkdtempSync(path.join(os.tmpdir(), 'push-nats-'));
   }
@@ -66,7 +67,7 @@ export class PrivateNatsServer {
 
   async start(): Promise<void> {
     if (this.port === 0) this.port = await freePort();
-    this.proc = spawn(this.bin, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir], { stdio: 'ignore' });
+    this.proc = spawn(this.bin, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir, ...this.extraArgs], { stdio: 'ignore' });
     await waitForPort(this.port, 10_000);
   }
 

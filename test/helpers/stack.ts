@@ -120,7 +120,11 @@ export class Stack {
   async close(): Promise<void> {
     await Promise.allSettled(this.edges.map((e) => e.stop()));
     await this.center?.stop().catch(() => undefined);
-    const nc = await connect({ servers: this.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222' });
+    const cfg = this.config();
+    const nc = await connect({
+      servers: cfg.natsUrl.split(',').map((u) => u.trim()),
+      ...(cfg.natsAuth !== undefined ? { user: cfg.natsAuth.user, pass: cfg.natsAuth.pass } : {}),
+    });
     try {
       const jsm = await jetstreamManager(nc);
       for (const name of [`${this.prefix.toUpperCase()}_INBOX`, `KV_${this.prefix}_apps`]) {

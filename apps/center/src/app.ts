@@ -66,7 +66,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       db = createDatabase(config.databaseUrl);
       const applied = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
-      nc = await connectNats({ servers: config.natsUrl, name: 'center', logger: log });
+      nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'center', logger: log });
       await provisionStreams(nc, subjects, config.inbox);
       store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       apps = await AppDirectory.open(nc, subjects, log);

@@ -31,7 +31,7 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
   const log = createLogger({ level: 'warn', name: 'cli' });
   await ensureDatabase(config.databaseUrl);
   const db = createDatabase(config.databaseUrl, { min: 0, max: 2 });
-  const nc = await connectNats({ servers: config.natsUrl, name: 'cli', logger: log });
+  const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
   try {
     await migrate(db);
     const subjects = new Subjects(config.prefix);
@@ -108,7 +108,7 @@ async function run(argv: string[]): Promise<number> {
       return 0;
     }
     case 'provision': {
-      const nc = await connectNats({ servers: config.natsUrl, name: 'cli', logger: createLogger({ level: 'warn', name: 'cli' }) });
+      const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: createLogger({ level: 'warn', name: 'cli' }) });
       try {
         await provisionStreams(nc, new Subjects(config.prefix), config.inbox);
         print({ provisioned: true, prefix: config.prefix });

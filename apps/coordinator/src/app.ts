@@ -34,7 +34,7 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
     registry,
     async start() {
       const uws = loadUws();
-      nc = await connectNats({ servers: config.natsUrl, name: 'coordinator', logger: log });
+      nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'coordinator', logger: log });
       const app = uws.App();
       mountHealth(app, registry, () => (stopping ? 'stopping' : natsReadiness(nc)));
       listening = await listen(app, config.coordinator.host, config.coordinator.port);

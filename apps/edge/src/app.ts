@@ -221,7 +221,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     async start() {
       const uws = loadUws();
       nc = await connectNats({
-        servers: config.natsUrl,
+        servers: config.natsUrl, auth: config.natsAuth,
         name: `edge-${edgeId}`,
         logger: log,
         // Core NATS may have dropped live messages while disconnected: every connection rereads

@@ -17,6 +17,8 @@ const str = (def: string) => z.string().min(1).default(def);
 const schema = z.object({
   PUSH_PREFIX: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/).default('push'),
   PUSH_NATS_URL: str('nats://127.0.0.1:4222'),
+  PUSH_NATS_USER: z.string().min(1).optional(),
+  PUSH_NATS_PASSWORD: z.string().min(1).optional(),
   PUSH_REDIS_URL: str('redis://127.0.0.1:6379'),
   PUSH_DATABASE_URL: str('postgres://postgres@127.0.0.1:5432/push'),
   PUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -61,7 +63,10 @@ export type RawConfig = z.infer<typeof schema>;
 /** The parsed, frozen configuration of a process. */
 export interface Config {
   prefix: string;
+  /** One NATS URL, or several separated by commas (cluster seeds). */
   natsUrl: string;
+  /** User and password for NATS (accounts, see nats/accounts.conf), when set. */
+  natsAuth: { user: string; pass: string } | undefined;
   redisUrl: string;
   databaseUrl: string;
   log: { level: RawConfig['PUSH_LOG_LEVEL']; pretty: boolean };
@@ -114,10 +119,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (r.PUSH_EDGE_PING_MAX >= r.PUSH_EDGE_IDLE_TIMEOUT) {
     problems.push('PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT (pings keep connections alive)');
   }
+  if ((r.PUSH_NATS_USER === undefined) !== (r.PUSH_NATS_PASSWORD === undefined)) {
+    problems.push('PUSH_NATS_USER: set it together with PUSH_NATS_PASSWORD');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   const config: Config = {
     prefix: r.PUSH_PREFIX,
     natsUrl: r.PUSH_NATS_URL,
+    natsAuth:
+      r.PUSH_NATS_USER !== undefined && r.PUSH_NATS_PASSWORD !== undefined
+        ? { user: r.PUSH_NATS_USER, pass: r.PUSH_NATS_PASSWORD }
+        : undefined,
     redisUrl: r.PUSH_REDIS_URL,
     databaseUrl: r.PUSH_DATABASE_URL,
     log: { level: r.PUSH_LOG_LEVEL, pretty: r.PUSH_LOG_PRETTY },

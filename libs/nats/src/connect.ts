@@ -3,7 +3,10 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 
 export interface NatsConnectOptions {
+  /** URLs, or one string of comma-separated URLs. */
   servers: string | string[];
+  /** User and password, when the server requires them. */
+  auth?: { user: string; pass: string } | undefined;
   /** Connection name shown by the server (monitoring, logs). */
   name: string;
   logger: Logger;
@@ -30,8 +33,10 @@ export function natsReadiness(nc: NatsConnection | undefined): true | string {
  * Logs every status change. Fails if the first connection cannot be made.
  */
 export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnection> {
+  const servers = typeof opts.servers === 'string' ? opts.servers.split(',').map((u) => u.trim()).filter((u) => u !== '') : opts.servers;
   const nc = await connect({
-    servers: opts.servers,
+    servers,
+    ...(opts.auth !== undefined ? { user: opts.auth.user, pass: opts.auth.pass } : {}),
     name: opts.name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
