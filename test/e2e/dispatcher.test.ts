@@ -56,6 +56,12 @@ describe('dispatcher', function () {
     }
   });
 
+  it('answers unknown paths with 404 not_found', async function () {
+    const r = await fetch(`http://127.0.0.1:${d.port}/v1/nothing`);
+    expect(r.status).to.equal(404);
+    expect(((await r.json()) as { error: { code: string } }).error.code).to.equal('not_found');
+  });
+
   it('serves health and readiness', async function () {
     expect((await fetch(`http://127.0.0.1:${d.port}/healthz`)).status).to.equal(200);
     expect((await fetch(`http://127.0.0.1:${d.port}/readyz`)).status).to.equal(200);

@@ -44,6 +44,9 @@ export function createDispatcher(config: Config, opts: { logger?: Logger } = {})
         }
         ex.json(200, { edges: rankEdges(config.dispatcher.edges, appId, user) });
       });
+      app.any('/*', (res, req) => {
+        new HttpExchange(res, req).error(new PushError('not_found'));
+      });
       listening = await listen(app, config.dispatcher.host, config.dispatcher.port);
       log.info({ port: listening.port, edges: config.dispatcher.edges.length }, 'dispatcher listening');
     },
