@@ -1,5 +1,6 @@
-// ESLint flat config: typescript-eslint's recommended rules, syntax only (no type information, so
-// linting needs no build and stays fast).
+// ESLint flat config: typescript-eslint's recommended rules, plus the two type-checked rules
+// STYLE.md requires as errors (no-floating-promises, no-misused-promises), which guard the async
+// callbacks given to uWS and NATS. Type information comes from each file's nearest tsconfig.
 import js from '@eslint/js';
 import { defineConfig, globalIgnores } from 'eslint/config';
 import tseslint from 'typescript-eslint';
@@ -39,6 +40,14 @@ export default defineConfig(
         'error',
         { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_', ignoreRestSiblings: true },
       ],
+    },
+  },
+  {
+    files: ['**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
     },
   },
   {
