@@ -63,17 +63,23 @@ describe('bad input', function () {
     });
 
     it('refuses an unsigned (alg none) token', async function () {
-      const header = Buffer.from(JSON.stringify({ alg: 'none', kid: app.record.secrets[0]!.kid })).toString('base64url');
-      const body = Buffer.from(JSON.stringify({ app: app.id, sub: 'mallory', dev: 'd', exp: Date.now() / 1000 + 600 })).toString(
+      const header = Buffer.from(JSON.stringify({ alg: 'none', kid: app.record.secrets[0]!.kid })).toString(
         'base64url',
       );
+      const body = Buffer.from(
+        JSON.stringify({ app: app.id, sub: 'mallory', dev: 'd', exp: Date.now() / 1000 + 600 }),
+      ).toString('base64url');
       const r = await TestClient.refused(stack.wsUrl(), `${header}.${body}.`);
       expect(r.status).to.be.oneOf([400, 401]);
       expect(r.body.error?.code).to.be.oneOf(['token_invalid', 'token_malformed']);
     });
 
     it('refuses an expired token with 401 token_expired', async function () {
-      const expired = await signClientToken(app.record.secrets[0]!, { app: app.id, user: 'u', ttlSeconds: 60 }, Math.floor(Date.now() / 1000) - 3600);
+      const expired = await signClientToken(
+        app.record.secrets[0]!,
+        { app: app.id, user: 'u', ttlSeconds: 60 },
+        Math.floor(Date.now() / 1000) - 3600,
+      );
       const r = await TestClient.refused(stack.wsUrl(), expired);
       expect(r.status).to.equal(401);
       expect(r.body.error?.code).to.equal('token_expired');
@@ -190,7 +196,25 @@ describe('bad input', function () {
 
   describe('ids with dots, wildcards, spaces and unicode', function () {
     // Pairs chosen so that a naive subject would collide or match by wildcard.
-    const users = ['a.b', 'a', 'a.*', '*', '>', 'a.>', 'with space', ' ', 'tab\u00a0nbsp', 'ünï©ødé', '用户', '🙂', '~', '~YQ', 'YQ', '-', '_'];
+    const users = [
+      'a.b',
+      'a',
+      'a.*',
+      '*',
+      '>',
+      'a.>',
+      'with space',
+      ' ',
+      'tab\u00a0nbsp',
+      'ünï©ødé',
+      '用户',
+      '🙂',
+      '~',
+      '~YQ',
+      'YQ',
+      '-',
+      '_',
+    ];
 
     it('delivers to each such user only their own messages', async function () {
       this.timeout(30_000);
@@ -208,7 +232,10 @@ describe('bad input', function () {
       await sleep(200);
       for (const u of users) {
         const c = conns.get(u)!;
-        expect(c.messages.map((m) => m.data), u).to.deep.equal([{ for: u }]);
+        expect(
+          c.messages.map((m) => m.data),
+          u,
+        ).to.deep.equal([{ for: u }]);
         expect(c.hello['user']).to.equal(u);
         c.ack([seqs.get(u)!]);
       }
@@ -294,7 +321,10 @@ describe('bad input', function () {
     });
 
     it("refuses one app's key on another app with 403 wrong_app, and an unknown app with 404", async function () {
-      const r = await stack.http('POST', `/v1/apps/${encodeURIComponent(other.id)}/push`, app.apiKey, { user: 'u', data: 1 });
+      const r = await stack.http('POST', `/v1/apps/${encodeURIComponent(other.id)}/push`, app.apiKey, {
+        user: 'u',
+        data: 1,
+      });
       expect(r.status).to.equal(403);
       expect((r.body['error'] as { code: string }).code).to.equal('wrong_app');
       const n = await stack.http('POST', '/v1/apps/nope/push', app.apiKey, { user: 'u', data: 1 });

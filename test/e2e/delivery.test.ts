@@ -135,7 +135,10 @@ describe('inbox delivery', function () {
       const until = Date.now() + 150;
       let last = 0;
       let taken = 0;
-      while (Date.now() < until || (pushed.length === total && acked.size + taken < total && Date.now() < until + 5000)) {
+      while (
+        Date.now() < until ||
+        (pushed.length === total && acked.size + taken < total && Date.now() < until + 5000)
+      ) {
         const ms = c.messages;
         for (; taken < ms.length; taken++) {
           const m = ms[taken]!;
@@ -144,7 +147,13 @@ describe('inbox delivery', function () {
           seen.push(m.seq);
           if (!acked.has(m.seq)) acked.add(m.seq);
         }
-        if (taken > 0) c.ack(ms.slice(0, taken).map((m) => m.seq).filter((s, i, a) => a.indexOf(s) === i));
+        if (taken > 0)
+          c.ack(
+            ms
+              .slice(0, taken)
+              .map((m) => m.seq)
+              .filter((s, i, a) => a.indexOf(s) === i),
+          );
         await sleep(10);
         if (acked.size >= total) break;
       }

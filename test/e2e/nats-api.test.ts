@@ -158,7 +158,9 @@ describe('center API over NATS request/reply', function () {
     expect(refused).to.have.length.greaterThan(0);
     for (const r of refused) {
       expect(r.error).to.include({ code: 'rate_limited', status: 429 });
-      expect((r.error as unknown as { retryAfter: number }).retryAfter).to.be.a('number').greaterThan(0);
+      expect((r.error as unknown as { retryAfter: number }).retryAfter)
+        .to.be.a('number')
+        .greaterThan(0);
     }
   });
 

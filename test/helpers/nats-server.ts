@@ -67,7 +67,11 @@ export class PrivateNatsServer {
 
   async start(): Promise<void> {
     if (this.port === 0) this.port = await freePort();
-    this.proc = spawn(this.bin, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir, ...this.extraArgs], { stdio: 'ignore' });
+    this.proc = spawn(
+      this.bin,
+      ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir, ...this.extraArgs],
+      { stdio: 'ignore' },
+    );
     await waitForPort(this.port, 10_000);
   }
 

@@ -97,7 +97,13 @@ export class Stack {
     return new TestApp(this, r.body.app, r.body.apiKey);
   }
 
-  async http<T = Record<string, unknown>>(method: string, path: string, bearer?: string, body?: unknown, raw?: string): Promise<HttpAnswer<T>> {
+  async http<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    bearer?: string,
+    body?: unknown,
+    raw?: string,
+  ): Promise<HttpAnswer<T>> {
     const headers: Record<string, string> = {};
     if (bearer !== undefined) headers['authorization'] = `Bearer ${bearer}`;
     if (body !== undefined || raw !== undefined) headers['content-type'] = 'application/json';
@@ -179,6 +185,10 @@ export class TestApp {
   }
 
   user(user: string): Promise<HttpAnswer> {
-    return this.stack.http('GET', `/v1/apps/${encodeURIComponent(this.id)}/users/${encodeURIComponent(user)}`, this.apiKey);
+    return this.stack.http(
+      'GET',
+      `/v1/apps/${encodeURIComponent(this.id)}/users/${encodeURIComponent(user)}`,
+      this.apiKey,
+    );
   }
 }

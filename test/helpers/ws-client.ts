@@ -69,14 +69,16 @@ export class TestClient {
           } catch {
             parsed = {};
           }
-          reject(Object.assign(new Error(`refused ${res.statusCode}`), { refusal: { status: res.statusCode ?? 0, body: parsed, headers: res.headers } }));
+          reject(
+            Object.assign(new Error(`refused ${res.statusCode}`), {
+              refusal: { status: res.statusCode ?? 0, body: parsed, headers: res.headers },
+            }),
+          );
         });
       });
       ws.once('error', (err) => reject(err));
       ws.once('open', () => {
-        client
-          .waitFor((f) => f.t === 'hello', 5000)
-          .then(() => resolve(client), reject);
+        client.waitFor((f) => f.t === 'hello', 5000).then(() => resolve(client), reject);
       });
     });
   }
@@ -111,9 +113,11 @@ export class TestClient {
     for (;;) {
       const f = this.frames.find(pred);
       if (f !== undefined) return f;
-      if (this.closeCode !== undefined) throw new Error(`closed (${this.closeCode} ${this.closeReason}) before the frame came`);
+      if (this.closeCode !== undefined)
+        throw new Error(`closed (${this.closeCode} ${this.closeReason}) before the frame came`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for a frame; have ${JSON.stringify(this.frames).slice(0, 500)}`);
+      if (left <= 0)
+        throw new Error(`timed out waiting for a frame; have ${JSON.stringify(this.frames).slice(0, 500)}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => {
@@ -129,7 +133,9 @@ export class TestClient {
     const deadline = Date.now() + timeoutMs;
     while (this.messages.length < n) {
       if (this.closeCode !== undefined) {
-        throw new Error(`closed (${this.closeCode} ${this.error?.message ?? ''}) with ${this.messages.length}/${n} messages`);
+        throw new Error(
+          `closed (${this.closeCode} ${this.error?.message ?? ''}) with ${this.messages.length}/${n} messages`,
+        );
       }
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out with ${this.messages.length}/${n} messages`);

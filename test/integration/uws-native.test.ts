@@ -10,7 +10,14 @@ const HOOK = fileURLToPath(new URL('../helpers/break-uws-binary.cjs', import.met
 function run(entry: string, env: Record<string, string>, args: string[] = []) {
   return spawnSync(process.execPath, [...args, entry], {
     cwd: ROOT,
-    env: { ...process.env, PUSH_LOG_LEVEL: 'info', PUSH_EDGE_WORKERS: '1', PUSH_EDGE_PORT: '0', PUSH_PREFIX: 'nativecheck', ...env },
+    env: {
+      ...process.env,
+      PUSH_LOG_LEVEL: 'info',
+      PUSH_EDGE_WORKERS: '1',
+      PUSH_EDGE_PORT: '0',
+      PUSH_PREFIX: 'nativecheck',
+      ...env,
+    },
     encoding: 'utf8',
     timeout: 20_000,
   });

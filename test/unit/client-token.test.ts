@@ -10,7 +10,15 @@ function secret(kid: string, fill: string): AppSecret {
 }
 
 function app(id: string, secrets: AppSecret[]): AppRecord {
-  return { id, name: id, disabled: false, secrets, settings: { ...DEFAULT_APP_SETTINGS }, apiKeys: [], updatedAt: '2024-01-01T00:00:00Z' };
+  return {
+    id,
+    name: id,
+    disabled: false,
+    secrets,
+    settings: { ...DEFAULT_APP_SETTINGS },
+    apiKeys: [],
+    updatedAt: '2024-01-01T00:00:00Z',
+  };
 }
 
 async function verifyFails(promise: Promise<unknown>, code: ErrorCode): Promise<PushError> {
@@ -38,7 +46,11 @@ function peekFails(token: string): PushError {
 }
 
 /** Signs arbitrary claims with `s`, for tokens signClientToken would never make. */
-async function rawToken(s: AppSecret, claims: Record<string, unknown>, header: Record<string, unknown> = {}): Promise<string> {
+async function rawToken(
+  s: AppSecret,
+  claims: Record<string, unknown>,
+  header: Record<string, unknown> = {},
+): Promise<string> {
   return new SignJWT(claims)
     .setProtectedHeader({ alg: 'HS256', kid: s.kid, ...header })
     .sign(Buffer.from(s.secret, 'utf8'));
@@ -51,7 +63,12 @@ describe('client tokens', () => {
 
   it('round-trips: the verified identity is what was signed', async () => {
     const token = await signClientToken(s1, { app: 'chat', user: 'alice', device: 'phone', ttlSeconds: 3600 }, NOW);
-    expect(await verifyClientToken(token, chat, NOW)).to.deep.equal({ app: 'chat', user: 'alice', device: 'phone', exp: NOW + 3600 });
+    expect(await verifyClientToken(token, chat, NOW)).to.deep.equal({
+      app: 'chat',
+      user: 'alice',
+      device: 'phone',
+      exp: NOW + 3600,
+    });
   });
 
   it('defaults the device to "default"', async () => {
@@ -60,7 +77,11 @@ describe('client tokens', () => {
   });
 
   it('carries ids with dots, spaces and unicode intact', async () => {
-    const token = await signClientToken(s1, { app: 'chat', user: 'bob.smith 😀', device: 'tab 2', ttlSeconds: 60 }, NOW);
+    const token = await signClientToken(
+      s1,
+      { app: 'chat', user: 'bob.smith 😀', device: 'tab 2', ttlSeconds: 60 },
+      NOW,
+    );
     const id = await verifyClientToken(token, chat, NOW);
     expect(id.user).to.equal('bob.smith 😀');
     expect(id.device).to.equal('tab 2');
@@ -77,8 +98,11 @@ describe('client tokens', () => {
     const forged = await signClientToken(secret('k1', 'z'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
     await verifyFails(verifyClientToken(forged, chat, NOW), 'token_invalid');
     // Without a kid the app's secrets are all tried; none verifies.
-    const noKid = await new SignJWT({ app: 'chat' }).setProtectedHeader({ alg: 'HS256' }).setSubject('alice')
-      .setExpirationTime(NOW + 60).sign(Buffer.from('z'.repeat(40)));
+    const noKid = await new SignJWT({ app: 'chat' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setExpirationTime(NOW + 60)
+      .sign(Buffer.from('z'.repeat(40)));
     await verifyFails(verifyClientToken(noKid, chat, NOW), 'token_invalid');
   });
 
@@ -113,8 +137,14 @@ describe('client tokens', () => {
   });
 
   it('refuses a well-signed token without the required claims or with bad ids as token_malformed', async () => {
-    await verifyFails(verifyClientToken(await rawToken(s1, { app: 'chat', sub: 'alice' }), chat, NOW), 'token_malformed');
-    await verifyFails(verifyClientToken(await rawToken(s1, { app: 'chat', exp: NOW + 60 }), chat, NOW), 'token_malformed');
+    await verifyFails(
+      verifyClientToken(await rawToken(s1, { app: 'chat', sub: 'alice' }), chat, NOW),
+      'token_malformed',
+    );
+    await verifyFails(
+      verifyClientToken(await rawToken(s1, { app: 'chat', exp: NOW + 60 }), chat, NOW),
+      'token_malformed',
+    );
     const badUser = await rawToken(s1, { app: 'chat', sub: 'a\nb', exp: NOW + 60 });
     await verifyFails(verifyClientToken(badUser, chat, NOW), 'token_malformed');
     const longDevice = await rawToken(s1, { app: 'chat', sub: 'alice', dev: 'd'.repeat(129), exp: NOW + 60 });
@@ -132,8 +162,11 @@ describe('client tokens', () => {
 
     it('tries every current secret for a token without a kid', async () => {
       const rotated = app('chat', [s2, s1]);
-      const noKid = await new SignJWT({ app: 'chat' }).setProtectedHeader({ alg: 'HS256' }).setSubject('carol')
-        .setExpirationTime(NOW + 60).sign(Buffer.from(s1.secret));
+      const noKid = await new SignJWT({ app: 'chat' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('carol')
+        .setExpirationTime(NOW + 60)
+        .sign(Buffer.from(s1.secret));
       expect((await verifyClientToken(noKid, rotated, NOW)).user).to.equal('carol');
     });
 

@@ -94,14 +94,27 @@ describe('config', () => {
   });
 
   it('reads every spelling of a boolean', () => {
-    for (const [v, expected] of [['true', true], ['1', true], ['yes', true], ['false', false], ['0', false], ['no', false]] as const) {
+    for (const [v, expected] of [
+      ['true', true],
+      ['1', true],
+      ['yes', true],
+      ['false', false],
+      ['0', false],
+      ['no', false],
+    ] as const) {
       expect(loadConfig({ PUSH_LOG_PRETTY: v }).log.pretty, v).to.equal(expected);
     }
     expect(problems({ PUSH_LOG_PRETTY: 'maybe' })[0]).to.match(/^PUSH_LOG_PRETTY: /);
   });
 
   it('treats an empty variable as unset and ignores variables outside PUSH_', () => {
-    const c = loadConfig({ PUSH_EDGE_PORT: '', PUSH_ADMIN_KEY: '', PORT: 'abc', PATH: '/bin', PUSH_EDGE_WINDOW: undefined });
+    const c = loadConfig({
+      PUSH_EDGE_PORT: '',
+      PUSH_ADMIN_KEY: '',
+      PORT: 'abc',
+      PATH: '/bin',
+      PUSH_EDGE_WINDOW: undefined,
+    });
     expect(c.edge.port).to.equal(8081);
     expect(c.edge.window).to.equal(100);
     expect(c.center.adminKey).to.equal(undefined);
@@ -159,14 +172,20 @@ describe('config', () => {
 
   it('lists every bad variable at once', () => {
     const p = problems({ PUSH_EDGE_PORT: 'abc', PUSH_EDGE_WINDOW: '-1', PUSH_LOG_LEVEL: 'loud' });
-    expect(p.map((s) => s.split(':')[0]).sort()).to.deep.equal(['PUSH_EDGE_PORT', 'PUSH_EDGE_WINDOW', 'PUSH_LOG_LEVEL']);
+    expect(p.map((s) => s.split(':')[0]).sort()).to.deep.equal([
+      'PUSH_EDGE_PORT',
+      'PUSH_EDGE_WINDOW',
+      'PUSH_LOG_LEVEL',
+    ]);
   });
 
   it('refuses ping bounds that contradict each other or the idle timeout', () => {
     expect(problems({ PUSH_EDGE_PING_MIN: '40', PUSH_EDGE_PING_MAX: '30' })).to.deep.equal([
       'PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX',
     ]);
-    expect(problems({ PUSH_EDGE_PING_MAX: '60' })[0]).to.match(/^PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT/);
+    expect(problems({ PUSH_EDGE_PING_MAX: '60' })[0]).to.match(
+      /^PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT/,
+    );
     expect(problems({ PUSH_EDGE_IDLE_TIMEOUT: '30' })[0]).to.match(/^PUSH_EDGE_PING_MAX: /);
     expect(loadConfig({ PUSH_EDGE_PING_MAX: '59' }).edge.ping.maxSeconds).to.equal(59);
   });

@@ -14,7 +14,10 @@ function roundTrip(meta: EnvelopeMeta, payload: Uint8Array): { meta: EnvelopeMet
 function delivered(stored: Uint8Array): Record<string, unknown> {
   const env = decodeEnvelope(stored);
   if (env === undefined) throw new Error('not an envelope');
-  return JSON.parse(ServerFrames.message(5, env.meta.ts, env.payload, env.meta.binary, env.meta.from)) as Record<string, unknown>;
+  return JSON.parse(ServerFrames.message(5, env.meta.ts, env.payload, env.meta.binary, env.meta.from)) as Record<
+    string,
+    unknown
+  >;
 }
 
 describe('envelope', () => {
@@ -38,7 +41,21 @@ describe('envelope', () => {
   });
 
   it('round-trips senders whose ids need encoding', () => {
-    for (const from of ['bob.smith', 'a b', '*', '>', '😀', 'jürgen', '~x', '~', '_', '-', '--', 'u'.repeat(256), '中'.repeat(85)]) {
+    for (const from of [
+      'bob.smith',
+      'a b',
+      '*',
+      '>',
+      '😀',
+      'jürgen',
+      '~x',
+      '~',
+      '_',
+      '-',
+      '--',
+      'u'.repeat(256),
+      '中'.repeat(85),
+    ]) {
       const { meta } = roundTrip({ ts: TS, expires: EXPIRES, binary: false, from }, Buffer.from('1'));
       expect(meta.from, from).to.equal(from);
     }
@@ -47,12 +64,18 @@ describe('envelope', () => {
   it('a user whose id is "-" still shows as the sender (not as a business push)', () => {
     const stored = encodeEnvelope({ ts: TS, expires: EXPIRES, binary: false, from: '-' }, Buffer.from('{"x":1}'));
     expect(delivered(stored)).to.deep.equal({ t: 'msg', seq: 5, ts: TS, from: '-', data: { x: 1 } });
-    const business = encodeEnvelope({ ts: TS, expires: EXPIRES, binary: false, from: undefined }, Buffer.from('{"x":1}'));
+    const business = encodeEnvelope(
+      { ts: TS, expires: EXPIRES, binary: false, from: undefined },
+      Buffer.from('{"x":1}'),
+    );
     expect(delivered(business)).to.deep.equal({ t: 'msg', seq: 5, ts: TS, data: { x: 1 } });
   });
 
   it('the recipient gets the stored message as sent', () => {
-    const stored = encodeEnvelope({ ts: TS, expires: EXPIRES, binary: true, from: 'bob smith' }, Buffer.from([1, 2, 3]));
+    const stored = encodeEnvelope(
+      { ts: TS, expires: EXPIRES, binary: true, from: 'bob smith' },
+      Buffer.from([1, 2, 3]),
+    );
     expect(delivered(stored)).to.deep.equal({ t: 'msg', seq: 5, ts: TS, from: 'bob smith', b64: 'AQID' });
   });
 

@@ -9,7 +9,9 @@ Max open files            20000                20000                files
 describe('edge connection budget from the open-file limit', function () {
   it('reads the soft open-file limit', function () {
     expect(openFileLimit(LIMITS)).to.equal(20000);
-    expect(openFileLimit(LIMITS.replace('20000                20000', 'unlimited            unlimited'))).to.equal(undefined);
+    expect(openFileLimit(LIMITS.replace('20000                20000', 'unlimited            unlimited'))).to.equal(
+      undefined,
+    );
     expect(openFileLimit('')).to.equal(undefined);
   });
 

@@ -128,7 +128,20 @@ describe('frames: parsing client frames', () => {
   });
 
   it('refuses b64 that is not a base64 string with invalid_data', () => {
-    for (const b64 of ['not base64!', 'QUJDR', 'QU+_', 'AQ==AQ==', 'A Q==', 'AQ\n==', 'AQ===', 'é', 42, null, ['AQ=='], { b: 1 }]) {
+    for (const b64 of [
+      'not base64!',
+      'QUJDR',
+      'QU+_',
+      'AQ==AQ==',
+      'A Q==',
+      'AQ\n==',
+      'AQ===',
+      'é',
+      42,
+      null,
+      ['AQ=='],
+      { b: 1 },
+    ]) {
       rejects(send({ b64 }), 'invalid_data');
     }
   });
@@ -156,8 +169,32 @@ describe('frames: parsing client frames', () => {
       a = (Math.imul(a, 1103515245) + 12345) >>> 0;
       return a / 4294967296;
     };
-    const parts = ['{', '}', '[', ']', '"t"', ':', ',', '"ack"', '"send"', '"ping"', '"seqs"', '"to"', '"id"', '"data"',
-      '"b64"', '"ttl"', '1', '-1', '0.5', 'null', 'true', '"AQ=="', '"x"', ' '];
+    const parts = [
+      '{',
+      '}',
+      '[',
+      ']',
+      '"t"',
+      ':',
+      ',',
+      '"ack"',
+      '"send"',
+      '"ping"',
+      '"seqs"',
+      '"to"',
+      '"id"',
+      '"data"',
+      '"b64"',
+      '"ttl"',
+      '1',
+      '-1',
+      '0.5',
+      'null',
+      'true',
+      '"AQ=="',
+      '"x"',
+      ' ',
+    ];
     for (let i = 0; i < 5000; i++) {
       let text = '';
       const n = 1 + Math.floor(next() * 20);
@@ -173,9 +210,24 @@ describe('frames: parsing client frames', () => {
 
 describe('frames: server frames', () => {
   it('hello carries the connection parameters', () => {
-    const text = ServerFrames.hello({ conn: 'c1', app: 'a', user: 'u', device: 'd', ping: 25, window: 100, maxMessageBytes: 65536 });
+    const text = ServerFrames.hello({
+      conn: 'c1',
+      app: 'a',
+      user: 'u',
+      device: 'd',
+      ping: 25,
+      window: 100,
+      maxMessageBytes: 65536,
+    });
     expect(JSON.parse(text)).to.deep.equal({
-      t: 'hello', conn: 'c1', app: 'a', user: 'u', device: 'd', ping: 25, window: 100, maxMessageBytes: 65536,
+      t: 'hello',
+      conn: 'c1',
+      app: 'a',
+      user: 'u',
+      device: 'd',
+      ping: 25,
+      window: 100,
+      maxMessageBytes: 65536,
     });
   });
 
@@ -189,12 +241,22 @@ describe('frames: server frames', () => {
   });
 
   it('error carries code and message, plus id or seqs when given', () => {
-    expect(JSON.parse(ServerFrames.error('bad_frame', 'nope'))).to.deep.equal({ t: 'error', code: 'bad_frame', message: 'nope' });
+    expect(JSON.parse(ServerFrames.error('bad_frame', 'nope'))).to.deep.equal({
+      t: 'error',
+      code: 'bad_frame',
+      message: 'nope',
+    });
     expect(JSON.parse(ServerFrames.error('invalid_id', 'x', { id: 'm1' }))).to.deep.equal({
-      t: 'error', code: 'invalid_id', message: 'x', id: 'm1',
+      t: 'error',
+      code: 'invalid_id',
+      message: 'x',
+      id: 'm1',
     });
     expect(JSON.parse(ServerFrames.error('ack_unknown', 'y', { seqs: [4, 5] }))).to.deep.equal({
-      t: 'error', code: 'ack_unknown', message: 'y', seqs: [4, 5],
+      t: 'error',
+      code: 'ack_unknown',
+      message: 'y',
+      seqs: [4, 5],
     });
   });
 
@@ -212,7 +274,10 @@ describe('frames: server frames', () => {
   it('msg with JSON data splices the stored JSON in as data', () => {
     const bytes = Buffer.from('{"hello":"wörld","n":[1,2]}', 'utf8');
     expect(JSON.parse(ServerFrames.message(9, 1700000000000, bytes, false, undefined))).to.deep.equal({
-      t: 'msg', seq: 9, ts: 1700000000000, data: { hello: 'wörld', n: [1, 2] },
+      t: 'msg',
+      seq: 9,
+      ts: 1700000000000,
+      data: { hello: 'wörld', n: [1, 2] },
     });
   });
 
@@ -225,7 +290,12 @@ describe('frames: server frames', () => {
   it('msg reads only its own bytes from a view into a larger buffer', () => {
     const big = Buffer.from('xxxx{"a":1}yyyy', 'utf8');
     const view = big.subarray(4, 11);
-    expect(JSON.parse(ServerFrames.message(1, 2, view, false, undefined))).to.deep.equal({ t: 'msg', seq: 1, ts: 2, data: { a: 1 } });
+    expect(JSON.parse(ServerFrames.message(1, 2, view, false, undefined))).to.deep.equal({
+      t: 'msg',
+      seq: 1,
+      ts: 2,
+      data: { a: 1 },
+    });
     const bin = new Uint8Array([9, 9, 1, 2, 3, 9]).subarray(2, 5);
     expect(JSON.parse(ServerFrames.message(1, 2, bin, true, undefined))).to.include({ b64: 'AQID' });
   });

@@ -46,7 +46,10 @@ export class AppAdmin {
     if (value === undefined) return base;
     const r = settingsSchema(this.limits).safeParse(value);
     if (!r.success) {
-      throw new PushError('bad_request', `settings: ${r.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
+      throw new PushError(
+        'bad_request',
+        `settings: ${r.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
+      );
     }
     const patch = Object.fromEntries(Object.entries(r.data).filter(([, v]) => v !== undefined)) as Partial<AppSettings>;
     return { ...base, ...patch };

@@ -4,7 +4,14 @@ import type { Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
-import { InboxStore, connectNats, natsReadiness, provisionStreams, type NatsConnection, type Subscription } from '@push/nats';
+import {
+  InboxStore,
+  connectNats,
+  natsReadiness,
+  provisionStreams,
+  type NatsConnection,
+  type Subscription,
+} from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -33,7 +40,9 @@ export interface Center {
  * one started center makes a deployment usable.
  */
 export function createCenter(config: Config, opts: { logger?: Logger } = {}): Center {
-  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'center' })).child({
+  const log = (
+    opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'center' })
+  ).child({
     component: 'center',
   });
   const registry = createRegistry('center');
@@ -118,7 +127,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         listening?.close();
         for (const s of natsSubs) s.unsubscribe();
         const deadline = Date.now() + 5000;
-        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 10));
         apps?.close();
         store?.close();
         if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);

@@ -108,7 +108,12 @@ async function run(argv: string[]): Promise<number> {
       return 0;
     }
     case 'provision': {
-      const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: createLogger({ level: 'warn', name: 'cli' }) });
+      const nc = await connectNats({
+        servers: config.natsUrl,
+        auth: config.natsAuth,
+        name: 'cli',
+        logger: createLogger({ level: 'warn', name: 'cli' }),
+      });
       try {
         await provisionStreams(nc, new Subjects(config.prefix), config.inbox);
         print({ provisioned: true, prefix: config.prefix });
@@ -121,7 +126,11 @@ async function run(argv: string[]): Promise<number> {
       return withAdmin(config, async (admin) => {
         switch (sub) {
           case 'create': {
-            const r = await admin.create({ id: values.id, name: values.name, settings: parseJsonFlag(values.settings, 'settings') });
+            const r = await admin.create({
+              id: values.id,
+              name: values.name,
+              settings: parseJsonFlag(values.settings, 'settings'),
+            });
             print({ app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId });
             return 0;
           }
@@ -160,12 +169,19 @@ async function run(argv: string[]): Promise<number> {
     case 'token':
       return withAdmin(config, async (admin) => {
         const app = await admin.get(need(values.app, '--app'));
-        process.stdout.write(`${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`);
+        process.stdout.write(
+          `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`,
+        );
         return 0;
       });
     case 'watch': {
       const t = await withAdmin(config, async (admin) =>
-        token(await admin.get(need(values.app, '--app')), need(values.user, '--user'), values.device ?? 'cli', 24 * 3600),
+        token(
+          await admin.get(need(values.app, '--app')),
+          need(values.user, '--user'),
+          values.device ?? 'cli',
+          24 * 3600,
+        ),
       );
       const url = values.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
       return watch(url, t);

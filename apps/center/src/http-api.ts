@@ -66,7 +66,11 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
           metrics.errors.inc({ code: e.code });
           if (e.code === 'internal') log.error({ err, op }, 'request failed');
           const retryAfter = (err as { retryAfter?: number }).retryAfter;
-          ex.json(e.status, { error: e.toJSON() }, retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : undefined);
+          ex.json(
+            e.status,
+            { error: e.toJSON() },
+            retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : undefined,
+          );
         },
       );
     });
@@ -76,7 +80,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     const auth = ex.header('authorization');
     const given = Buffer.from(auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
     const expected = Buffer.from(deps.adminKey ?? '');
-    if (deps.adminKey === undefined) throw new PushError('admin_key_invalid', 'the admin API is off: set PUSH_ADMIN_KEY');
+    if (deps.adminKey === undefined)
+      throw new PushError('admin_key_invalid', 'the admin API is off: set PUSH_ADMIN_KEY');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new PushError('admin_key_invalid');
   };
 
@@ -129,7 +134,9 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
 
   app.any('/*', (res, req) => {
     const ex = new HttpExchange(res, req);
-    const known = /^\/v1\/(apps\/[^/]+\/(push|users\/[^/]+)|admin\/apps(\/[^/]+(\/secrets|\/keys(\/[^/]+)?)?)?)$/.test(ex.url);
+    const known = /^\/v1\/(apps\/[^/]+\/(push|users\/[^/]+)|admin\/apps(\/[^/]+(\/secrets|\/keys(\/[^/]+)?)?)?)$/.test(
+      ex.url,
+    );
     ex.error(new PushError(known ? 'method_not_allowed' : 'not_found'));
   });
 }

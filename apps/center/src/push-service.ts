@@ -64,7 +64,8 @@ export class PushService {
     const batch = body['messages'] !== undefined;
     const raw: unknown[] = batch ? (body['messages'] as unknown[]) : [body];
     if (batch) {
-      if (!Array.isArray(raw) || raw.length === 0) throw new PushError('bad_request', 'messages must be a non-empty array');
+      if (!Array.isArray(raw) || raw.length === 0)
+        throw new PushError('bad_request', 'messages must be a non-empty array');
       if (raw.length > this.limits.maxBatch) {
         throw new PushError('batch_too_large', `a batch holds at most ${this.limits.maxBatch} messages`);
       }
@@ -85,7 +86,10 @@ export class PushService {
     const user = readId(m, 'user', 'user');
     const payload = readPayload(m);
     if (payload.bytes.length > app.settings.maxMessageBytes) {
-      throw new PushError('payload_too_large', `the message is ${payload.bytes.length} bytes; the app allows ${app.settings.maxMessageBytes}`);
+      throw new PushError(
+        'payload_too_large',
+        `the message is ${payload.bytes.length} bytes; the app allows ${app.settings.maxMessageBytes}`,
+      );
     }
     const ttlSeconds = readTtl(m);
     if (ttlSeconds !== undefined && ttlSeconds > this.limits.maxTtlSeconds) {
@@ -130,7 +134,10 @@ export class PushService {
     }
     if (failed.length > 0) {
       // Some were not stored: 503 so a naive client retries the batch (idempotency ids make that safe).
-      const e = new PushError('store_unavailable', `${failed.length} of ${results.length} messages were not stored; retry them`);
+      const e = new PushError(
+        'store_unavailable',
+        `${failed.length} of ${results.length} messages were not stored; retry them`,
+      );
       return { status: 503, body: { error: e.toJSON(), results } };
     }
     return { status: 200, body: { results } };
@@ -138,7 +145,10 @@ export class PushService {
 
   /** Pending count and presence of one user. */
   async user(app: AppRecord, user: string): Promise<UserStatus> {
-    const [pending, connections] = await Promise.all([this.store.pending(app.id, user), this.presence.lookup(app.id, user)]);
+    const [pending, connections] = await Promise.all([
+      this.store.pending(app.id, user),
+      this.presence.lookup(app.id, user),
+    ]);
     return { user, pending, online: connections.length > 0, connections };
   }
 }

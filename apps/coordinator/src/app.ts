@@ -19,7 +19,9 @@ export interface Coordinator {
  * pass through here. Upstream and webhooks arrive with the PUSH_UP and PUSH_EVENTS streams.
  */
 export function createCoordinator(config: Config, opts: { logger?: Logger } = {}): Coordinator {
-  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'coordinator' })).child({
+  const log = (
+    opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'coordinator' })
+  ).child({
     component: 'coordinator',
   });
   const registry = createRegistry('coordinator');

@@ -18,7 +18,9 @@ export interface Dispatcher {
  * `{ edges: [url, ...] }`, ranked and sticky per user (rendezvous hashing over PUSH_DISPATCHER_EDGES).
  */
 export function createDispatcher(config: Config, opts: { logger?: Logger } = {}): Dispatcher {
-  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'dispatcher' })).child({
+  const log = (
+    opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'dispatcher' })
+  ).child({
     component: 'dispatcher',
   });
   const registry = createRegistry('dispatcher');
@@ -32,7 +34,9 @@ export function createDispatcher(config: Config, opts: { logger?: Logger } = {})
     async start() {
       const uws = loadUws();
       const app = uws.App();
-      mountHealth(app, registry, () => (stopping ? 'stopping' : config.dispatcher.edges.length > 0 ? true : 'no edges configured'));
+      mountHealth(app, registry, () =>
+        stopping ? 'stopping' : config.dispatcher.edges.length > 0 ? true : 'no edges configured',
+      );
       app.get('/v1/edges', (res, req) => {
         const ex = new HttpExchange(res, req);
         const appId = req.getQuery('app') ?? '';

@@ -41,7 +41,11 @@ export interface Edge {
 const TOKEN_SWEEP_MS = 5_000;
 
 function defaultEdgeId(): string {
-  const host = os.hostname().replace(/[^A-Za-z0-9_-]/g, '').slice(0, 24) || 'edge';
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9_-]/g, '')
+      .slice(0, 24) || 'edge';
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
@@ -52,10 +56,12 @@ function defaultEdgeId(): string {
 export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge {
   const edgeConfig = config.edge;
   const edgeId = edgeConfig.id ?? defaultEdgeId();
-  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'edge' })).child({
-    component: 'edge',
-    edge: edgeId,
-  });
+  const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'edge' })).child(
+    {
+      component: 'edge',
+      edge: edgeId,
+    },
+  );
   const registry = createRegistry('edge');
   const metrics = createEdgeMetrics(registry);
   const subjects = new Subjects(config.prefix);
@@ -221,7 +227,8 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     async start() {
       const uws = loadUws();
       nc = await connectNats({
-        servers: config.natsUrl, auth: config.natsAuth,
+        servers: config.natsUrl,
+        auth: config.natsAuth,
         name: `edge-${edgeId}`,
         logger: log,
         // Core NATS may have dropped live messages while disconnected: every connection rereads
@@ -299,7 +306,8 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         // Let in-flight removals and sends reach the store.
         const pipeDeadline = Date.now() + 2000;
-        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
+        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < pipeDeadline)
+          await new Promise((r) => setTimeout(r, 10));
         apps?.close();
         store?.close();
         await presence?.stop().catch(() => undefined);

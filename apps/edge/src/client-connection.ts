@@ -115,9 +115,12 @@ export class ClientConnection implements LiveReceiver {
         this.ctx.log.warn({ err, conn: this.id }, 'backlog read failed');
         if (this.mode === CLOSED) return;
         this.stall();
-        setTimeout(() => {
-          if (this.mode === STALLED) this.resync();
-        }, RETRY_MS + Math.random() * RETRY_MS).unref();
+        setTimeout(
+          () => {
+            if (this.mode === STALLED) this.resync();
+          },
+          RETRY_MS + Math.random() * RETRY_MS,
+        ).unref();
       })
       .finally(() => {
         this.loading = false;

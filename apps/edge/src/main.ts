@@ -62,7 +62,10 @@ async function runWorker(config: Config, logger: Logger): Promise<void> {
   // Workers must not share an edge id (it names connections, presence and the alive key).
   const id = config.edge.id;
   const worker = cluster.worker;
-  const own = id !== undefined && worker !== undefined ? { ...config, edge: { ...config.edge, id: `${id}-w${worker.id}` } } : config;
+  const own =
+    id !== undefined && worker !== undefined
+      ? { ...config, edge: { ...config.edge, id: `${id}-w${worker.id}` } }
+      : config;
   const edge = createEdge(own, { logger });
   const shutdown = (signal: string): void => {
     logger.info({ signal }, 'edge stopping');

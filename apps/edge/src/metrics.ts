@@ -12,16 +12,53 @@ export function createEdgeMetrics(registry: Registry) {
       labelNames: ['code'],
       registers: r,
     }),
-    messagesOut: new Counter({ name: 'push_edge_messages_out_total', help: 'Messages delivered to clients', registers: r }),
-    messagesIn: new Counter({ name: 'push_edge_messages_in_total', help: 'Messages clients sent to other users (stored)', registers: r }),
+    messagesOut: new Counter({
+      name: 'push_edge_messages_out_total',
+      help: 'Messages delivered to clients',
+      registers: r,
+    }),
+    messagesIn: new Counter({
+      name: 'push_edge_messages_in_total',
+      help: 'Messages clients sent to other users (stored)',
+      registers: r,
+    }),
     acks: new Counter({ name: 'push_edge_acks_total', help: 'Acks received for delivered messages', registers: r }),
-    removed: new Counter({ name: 'push_edge_inbox_removed_total', help: 'Inbox messages removed after an ack', registers: r }),
-    evicted: new Counter({ name: 'push_edge_evicted_total', help: "Stored messages evicted at connect by the app's per-user cap", registers: r }),
-    expired: new Counter({ name: 'push_edge_expired_total', help: 'Messages past their TTL, dropped instead of delivered', registers: r }),
-    backlogLoads: new Counter({ name: 'push_edge_backlog_loads_total', help: 'Backlog reads from the store (connect, resume)', registers: r }),
-    backlogReads: new Counter({ name: 'push_edge_backlog_messages_total', help: 'Messages read from the store by Direct Get', registers: r }),
-    stalls: new Counter({ name: 'push_edge_stalls_total', help: 'Times a connection stopped live delivery (window full or slow socket)', registers: r }),
-    errors: new Counter({ name: 'push_edge_errors_total', help: 'Errors by code (sent to clients or internal)', labelNames: ['code'], registers: r }),
+    removed: new Counter({
+      name: 'push_edge_inbox_removed_total',
+      help: 'Inbox messages removed after an ack',
+      registers: r,
+    }),
+    evicted: new Counter({
+      name: 'push_edge_evicted_total',
+      help: "Stored messages evicted at connect by the app's per-user cap",
+      registers: r,
+    }),
+    expired: new Counter({
+      name: 'push_edge_expired_total',
+      help: 'Messages past their TTL, dropped instead of delivered',
+      registers: r,
+    }),
+    backlogLoads: new Counter({
+      name: 'push_edge_backlog_loads_total',
+      help: 'Backlog reads from the store (connect, resume)',
+      registers: r,
+    }),
+    backlogReads: new Counter({
+      name: 'push_edge_backlog_messages_total',
+      help: 'Messages read from the store by Direct Get',
+      registers: r,
+    }),
+    stalls: new Counter({
+      name: 'push_edge_stalls_total',
+      help: 'Times a connection stopped live delivery (window full or slow socket)',
+      registers: r,
+    }),
+    errors: new Counter({
+      name: 'push_edge_errors_total',
+      help: 'Errors by code (sent to clients or internal)',
+      labelNames: ['code'],
+      registers: r,
+    }),
   };
 }
 

@@ -18,10 +18,13 @@ const keyCache = new Map<string, CryptoKey>();
 async function hmacKey(secret: string): Promise<CryptoKey> {
   let key = keyCache.get(secret);
   if (key === undefined) {
-    key = await webcrypto.subtle.importKey('raw', Buffer.from(secret, 'utf8'), { name: 'HMAC', hash: 'SHA-256' }, false, [
-      'sign',
-      'verify',
-    ]);
+    key = await webcrypto.subtle.importKey(
+      'raw',
+      Buffer.from(secret, 'utf8'),
+      { name: 'HMAC', hash: 'SHA-256' },
+      false,
+      ['sign', 'verify'],
+    );
     if (keyCache.size > 10_000) keyCache.clear();
     keyCache.set(secret, key);
   }
@@ -50,7 +53,11 @@ export function peekTokenApp(token: string): string {
  * against the app's current secrets. Throws PushError `token_malformed`, `token_invalid`
  * (signature, including a token signed by another app's secret) or `token_expired`.
  */
-export async function verifyClientToken(token: string, app: AppRecord, nowSeconds = Date.now() / 1000): Promise<ClientIdentity> {
+export async function verifyClientToken(
+  token: string,
+  app: AppRecord,
+  nowSeconds = Date.now() / 1000,
+): Promise<ClientIdentity> {
   let kid: string | undefined;
   try {
     kid = decodeProtectedHeader(token).kid;
@@ -69,8 +76,10 @@ export async function verifyClientToken(token: string, app: AppRecord, nowSecond
       const user = payload.sub;
       const device = payload['dev'] ?? 'default';
       if (payload['app'] !== app.id) throw new PushError('token_invalid', 'token app claim does not match');
-      if (idProblem('user', user) !== undefined) throw new PushError('token_malformed', 'token sub (user) is not a valid id');
-      if (idProblem('device', device) !== undefined) throw new PushError('token_malformed', 'token dev (device) is not a valid id');
+      if (idProblem('user', user) !== undefined)
+        throw new PushError('token_malformed', 'token sub (user) is not a valid id');
+      if (idProblem('device', device) !== undefined)
+        throw new PushError('token_malformed', 'token dev (device) is not a valid id');
       return { app: app.id, user: user as string, device: device as string, exp: payload.exp as number };
     } catch (err) {
       if (err instanceof PushError) throw err;

@@ -15,7 +15,10 @@ const str = (def: string) => z.string().min(1).default(def);
  * defaults and meanings.
  */
 const schema = z.object({
-  PUSH_PREFIX: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/).default('push'),
+  PUSH_PREFIX: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]{0,31}$/)
+    .default('push'),
   PUSH_NATS_URL: str('nats://127.0.0.1:4222'),
   PUSH_NATS_USER: z.string().min(1).optional(),
   PUSH_NATS_PASSWORD: z.string().min(1).optional(),
@@ -43,7 +46,10 @@ const schema = z.object({
   PUSH_EDGE_PING_MAX: int(50, 1, 900),
   PUSH_EDGE_RETRY_AFTER: int(5, 1, 3600),
   PUSH_EDGE_DRAIN_MS: int(5000, 0, 120_000),
-  PUSH_EDGE_ID: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+  PUSH_EDGE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/)
+    .optional(),
 
   PUSH_CENTER_HOST: str('0.0.0.0'),
   PUSH_CENTER_PORT: int(8080, 0, 65535),
@@ -70,7 +76,13 @@ export interface Config {
   redisUrl: string;
   databaseUrl: string;
   log: { level: RawConfig['PUSH_LOG_LEVEL']; pretty: boolean };
-  inbox: { maxPerUser: number; maxAgeSeconds: number; duplicateWindowSeconds: number; replicas: number; timeoutMs: number };
+  inbox: {
+    maxPerUser: number;
+    maxAgeSeconds: number;
+    duplicateWindowSeconds: number;
+    replicas: number;
+    timeoutMs: number;
+  };
   edge: {
     host: string;
     port: number;
@@ -115,7 +127,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const r = parsed.data;
   const problems: string[] = [];
-  if (r.PUSH_EDGE_PING_MIN > r.PUSH_EDGE_PING_MAX) problems.push('PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX');
+  if (r.PUSH_EDGE_PING_MIN > r.PUSH_EDGE_PING_MAX)
+    problems.push('PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX');
   if (r.PUSH_EDGE_PING_MAX >= r.PUSH_EDGE_IDLE_TIMEOUT) {
     problems.push('PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT (pings keep connections alive)');
   }
@@ -149,7 +162,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxBackpressureBytes: r.PUSH_EDGE_MAX_BACKPRESSURE,
       maxFrameBytes: r.PUSH_EDGE_MAX_FRAME,
       idleTimeoutSeconds: r.PUSH_EDGE_IDLE_TIMEOUT,
-      ping: { defaultSeconds: r.PUSH_EDGE_PING_DEFAULT, minSeconds: r.PUSH_EDGE_PING_MIN, maxSeconds: r.PUSH_EDGE_PING_MAX },
+      ping: {
+        defaultSeconds: r.PUSH_EDGE_PING_DEFAULT,
+        minSeconds: r.PUSH_EDGE_PING_MIN,
+        maxSeconds: r.PUSH_EDGE_PING_MAX,
+      },
       retryAfterSeconds: r.PUSH_EDGE_RETRY_AFTER,
       drainMs: r.PUSH_EDGE_DRAIN_MS,
       id: r.PUSH_EDGE_ID,
@@ -165,7 +182,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dispatcher: {
       host: r.PUSH_DISPATCHER_HOST,
       port: r.PUSH_DISPATCHER_PORT,
-      edges: r.PUSH_DISPATCHER_EDGES.split(',').map((s) => s.trim()).filter((s) => s.length > 0),
+      edges: r.PUSH_DISPATCHER_EDGES.split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0),
     },
   };
   return deepFreeze(config);

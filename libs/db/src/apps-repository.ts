@@ -24,7 +24,13 @@ export class AppsRepository {
   }
 
   /** Creates an app with one secret and one API key (whose hash is stored). */
-  async create(input: { id: string; name: string; settings: AppSettings; secret: string; apiKeyHash: string }): Promise<{
+  async create(input: {
+    id: string;
+    name: string;
+    settings: AppSettings;
+    secret: string;
+    apiKeyHash: string;
+  }): Promise<{
     record: AppRecord;
     apiKeyId: string;
   }> {
@@ -73,7 +79,10 @@ export class AppsRepository {
       await trx('app_secrets').insert({ kid: newId('kid'), app_id: id, secret });
       const keep = await trx('app_secrets')
         .where({ app_id: id })
-        .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'kid', order: 'desc' }])
+        .orderBy([
+          { column: 'created_at', order: 'desc' },
+          { column: 'kid', order: 'desc' },
+        ])
         .limit(SECRETS_KEPT)
         .pluck('kid');
       await trx('app_secrets').where({ app_id: id }).whereNotIn('kid', keep).delete();
@@ -112,7 +121,10 @@ export class AppsRepository {
     const [secrets, keys] = await Promise.all([
       this.db('app_secrets')
         .where({ app_id: row.id })
-        .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'kid', order: 'desc' }])
+        .orderBy([
+          { column: 'created_at', order: 'desc' },
+          { column: 'kid', order: 'desc' },
+        ])
         .limit(SECRETS_KEPT)
         .select<Array<{ kid: string; secret: string; created_at: Date }>>('kid', 'secret', 'created_at'),
       this.db('api_keys')

@@ -99,7 +99,12 @@ export class HttpExchange {
   }
 
   /** Sends a text body. */
-  send(status: number, body: string, contentType = 'text/plain; charset=utf-8', extraHeaders?: Record<string, string>): void {
+  send(
+    status: number,
+    body: string,
+    contentType = 'text/plain; charset=utf-8',
+    extraHeaders?: Record<string, string>,
+  ): void {
     if (this.aborted || this.done) return;
     this.done = true;
     this.res.cork(() => {

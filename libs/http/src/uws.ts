@@ -20,7 +20,8 @@ export function loadUws(): Uws {
   const require = createRequire(import.meta.url);
   const uws = require('uWebSockets.js') as Uws;
   const native =
-    typeof uws.us_socket_local_port === 'function' && Function.prototype.toString.call(uws.App).includes('[native code]');
+    typeof uws.us_socket_local_port === 'function' &&
+    Function.prototype.toString.call(uws.App).includes('[native code]');
   if (!native) {
     throw new Error(
       `uWebSockets.js native binary did not load for ${process.platform}-${process.arch} ` +

@@ -33,7 +33,13 @@ export function natsReadiness(nc: NatsConnection | undefined): true | string {
  * Logs every status change. Fails if the first connection cannot be made.
  */
 export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnection> {
-  const servers = typeof opts.servers === 'string' ? opts.servers.split(',').map((u) => u.trim()).filter((u) => u !== '') : opts.servers;
+  const servers =
+    typeof opts.servers === 'string'
+      ? opts.servers
+          .split(',')
+          .map((u) => u.trim())
+          .filter((u) => u !== '')
+      : opts.servers;
   const nc = await connect({
     servers,
     ...(opts.auth !== undefined ? { user: opts.auth.user, pass: opts.auth.pass } : {}),

@@ -39,7 +39,14 @@ export function readInboxMessage(msg: Msg): InboxMessage | undefined {
   if (!Number.isSafeInteger(seq) || seq <= 0) return undefined;
   const env = decodeEnvelope(msg.data);
   if (env === undefined) return undefined;
-  return { seq, ts: env.meta.ts, expires: env.meta.expires, bytes: env.payload, binary: env.meta.binary, from: env.meta.from };
+  return {
+    seq,
+    ts: env.meta.ts,
+    expires: env.meta.expires,
+    bytes: env.payload,
+    binary: env.meta.binary,
+    from: env.meta.from,
+  };
 }
 
 function storeError(err: unknown): PushError {
@@ -165,12 +172,16 @@ export class InboxStore {
   async trim(app: string, user: string, keep: number): Promise<number> {
     let reply: Msg;
     try {
-      reply = await this.pipeline.request(this.purgeSubject, JSON.stringify({ filter: this.subjects.inbox(app, user), keep }));
+      reply = await this.pipeline.request(
+        this.purgeSubject,
+        JSON.stringify({ filter: this.subjects.inbox(app, user), keep }),
+      );
     } catch (err) {
       throw storeError(err);
     }
     const r = parseJson(reply) as { success?: boolean; purged?: number; error?: JsApiError };
-    if (r.success !== true) throw new PushError('store_unavailable', `trim failed: ${r.error?.description ?? 'unknown'}`);
+    if (r.success !== true)
+      throw new PushError('store_unavailable', `trim failed: ${r.error?.description ?? 'unknown'}`);
     return r.purged ?? 0;
   }
 

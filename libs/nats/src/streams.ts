@@ -17,7 +17,10 @@ export interface InboxStreamOptions {
 const NANOS = 1_000_000_000;
 
 /** The inbox stream's configuration, as the contract in DESIGN.md describes it. */
-export function inboxStreamConfig(subjects: Subjects, opts: InboxStreamOptions): Partial<StreamConfig> & { name: string } {
+export function inboxStreamConfig(
+  subjects: Subjects,
+  opts: InboxStreamOptions,
+): Partial<StreamConfig> & { name: string } {
   return {
     name: subjects.inboxStream,
     subjects: [subjects.inboxRepublishSource],
@@ -37,7 +40,11 @@ export function inboxStreamConfig(subjects: Subjects, opts: InboxStreamOptions):
  * Creates the streams and KV buckets the system needs, or brings their mutable settings up to
  * date. Safe to run any number of times, from any process.
  */
-export async function provisionStreams(nc: NatsConnection, subjects: Subjects, opts: InboxStreamOptions): Promise<void> {
+export async function provisionStreams(
+  nc: NatsConnection,
+  subjects: Subjects,
+  opts: InboxStreamOptions,
+): Promise<void> {
   const jsm = await jetstreamManager(nc);
   const config = inboxStreamConfig(subjects, opts);
   const existing = await jsm.streams.info(subjects.inboxStream).catch((err: unknown) => {

@@ -32,9 +32,12 @@ export class PresenceRegistry {
   /** Marks this edge alive now and every third of the TTL until `stop()`. */
   async start(): Promise<void> {
     await this.beat();
-    this.timer = setInterval(() => {
-      this.beat().catch(() => undefined); // a missed beat is retried on the next tick
-    }, (this.aliveTtlSeconds * 1000) / 3);
+    this.timer = setInterval(
+      () => {
+        this.beat().catch(() => undefined); // a missed beat is retried on the next tick
+      },
+      (this.aliveTtlSeconds * 1000) / 3,
+    );
     this.timer.unref();
   }
 
