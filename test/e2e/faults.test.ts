@@ -1,13 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { PrivateNatsServer, freePort } from '../helpers/nats-server.js';
+import { EdgeProcess } from '../helpers/edge-process.js';
+import { PrivateNatsServer } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /**
  * A device that stays online the way a real SDK does: acks everything it gets, and reconnects
@@ -222,58 +219,6 @@ describe('faults: nats-server killed mid-stream', function () {
     }
   });
 });
-
-/** An edge in its own process, so it can be killed without a goodbye. */
-class EdgeProcess {
-  private proc: ChildProcess | undefined;
-  private output = '';
-  port = 0;
-
-  async start(env: Record<string, string>): Promise<void> {
-    this.port = await freePort();
-    const proc = spawn(process.execPath, [path.join(ROOT, 'apps/edge/dist/main.js')], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env['PATH'] ?? '',
-        ...env,
-        PUSH_EDGE_WORKERS: '1',
-        PUSH_EDGE_HOST: '127.0.0.1',
-        PUSH_EDGE_PORT: String(this.port),
-        PUSH_LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.proc = proc;
-    proc.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
-    proc.stderr?.on('data', (c: Buffer) => (this.output += c.toString()));
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      if (proc.exitCode !== null) throw new Error(`edge exited with ${proc.exitCode}: ${this.output}`);
-      const ok = await fetch(`http://127.0.0.1:${this.port}/readyz`).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) return;
-      if (Date.now() > deadline) throw new Error(`edge did not get ready: ${this.output}`);
-      await sleep(50);
-    }
-  }
-
-  get wsUrl(): string {
-    return `ws://127.0.0.1:${this.port}/ws`;
-  }
-
-  /** SIGKILL: no drain, no close frames, no presence cleanup. */
-  async kill(): Promise<void> {
-    const p = this.proc;
-    this.proc = undefined;
-    if (p === undefined || p.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
-      p.kill('SIGKILL');
-    });
-  }
-}
 
 describe('faults: edge killed abruptly', function () {
   this.timeout(60_000);

@@ -1,0 +1,44 @@
+import { expect } from 'chai';
+import { EdgeProcess } from '../helpers/edge-process.js';
+import { Stack, type TestApp } from '../helpers/stack.js';
+import { TestClient } from '../helpers/ws-client.js';
+
+describe('edge workers sharing one port', function () {
+  this.timeout(60_000);
+  let stack: Stack;
+  let app: TestApp;
+  const edge = new EdgeProcess();
+  const clients: TestClient[] = [];
+
+  before(async function () {
+    stack = await Stack.start();
+    app = await stack.createApp();
+    await edge.start(
+      {
+        PUSH_PREFIX: stack.prefix,
+        PUSH_NATS_URL: 'nats://127.0.0.1:4222',
+        PUSH_REDIS_URL: 'redis://127.0.0.1:6379',
+        PUSH_EDGE_ID: 'shared',
+      },
+      2,
+    );
+  });
+  after(async function () {
+    for (const c of clients) c.terminate();
+    await edge.kill();
+    await stack?.close();
+  });
+
+  it('spreads connections over two workers (SO_REUSEPORT), each with its own id, all delivering', async function () {
+    const users = Array.from({ length: 40 }, (_, i) => `w${i}`);
+    for (const u of users) clients.push(await TestClient.connect(edge.wsUrl, await app.token(u)));
+    const workers = new Set(clients.map((c) => String(c.hello['conn']).replace(/-\d+$/, '')));
+    expect([...workers].sort()).to.deep.equal(['shared-w1', 'shared-w2']);
+    const seqs = await Promise.all(users.map((u) => app.pushOk(u, { to: u })));
+    for (const [i, c] of clients.entries()) {
+      const [m] = await c.waitForMessages(1);
+      expect(m?.seq).to.equal(seqs[i]);
+      expect(m?.data).to.deep.equal({ to: users[i] });
+    }
+  });
+});

@@ -1,0 +1,59 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './nats-server.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** An edge in its own process, so it can be killed without a goodbye. */
+export class EdgeProcess {
+  private proc: ChildProcess | undefined;
+  private output = '';
+  port = 0;
+
+  async start(env: Record<string, string>, workers = 1): Promise<void> {
+    this.port = await freePort();
+    const proc = spawn(process.execPath, [path.join(ROOT, 'apps/edge/dist/main.js')], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env['PATH'] ?? '',
+        ...env,
+        PUSH_EDGE_WORKERS: String(workers),
+        PUSH_EDGE_HOST: '127.0.0.1',
+        PUSH_EDGE_PORT: String(this.port),
+        PUSH_LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.proc = proc;
+    proc.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
+    proc.stderr?.on('data', (c: Buffer) => (this.output += c.toString()));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`edge exited with ${proc.exitCode}: ${this.output}`);
+      const ok = await fetch(`http://127.0.0.1:${this.port}/readyz`).then(
+        (r) => r.status === 200,
+        () => false,
+      );
+      if (ok) return;
+      if (Date.now() > deadline) throw new Error(`edge did not get ready: ${this.output}`);
+      await sleep(50);
+    }
+  }
+
+  get wsUrl(): string {
+    return `ws://127.0.0.1:${this.port}/ws`;
+  }
+
+  /** SIGKILL: no drain, no close frames, no presence cleanup. */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    this.proc = undefined;
+    if (p === undefined || p.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      p.once('exit', () => resolve());
+      p.kill('SIGKILL');
+    });
+  }
+}
