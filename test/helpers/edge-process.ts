@@ -7,6 +7,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** An edge in its own process, so it can be killed without a goodbye. */
+/** Every edge started by this process, killed when it exits (mocha --exit skips hooks on a crash). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
 export class EdgeProcess {
   private proc: ChildProcess | undefined;
   private output = '';
@@ -27,6 +33,8 @@ export class EdgeProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = proc;
+    running.add(proc);
+    proc.once('exit', () => running.delete(proc));
     proc.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
     proc.stderr?.on('data', (c: Buffer) => (this.output += c.toString()));
     const deadline = Date.now() + 15_000;

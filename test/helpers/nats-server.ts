@@ -49,6 +49,12 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
  * A private nats-server with JetStream and a file store in a temp dir, on a free port, for tests
  * that inject faults: `kill()` sends SIGKILL, `start()` brings it back on the same port and store.
  */
+/** Every server started by this process, killed when it exits (mocha --exit skips hooks on a crash). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
 export class PrivateNatsServer {
   readonly storeDir: string;
   port = 0;
@@ -72,6 +78,9 @@ export class PrivateNatsServer {
       ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir, ...this.extraArgs],
       { stdio: 'ignore' },
     );
+    const proc = this.proc;
+    running.add(proc);
+    proc.once('exit', () => running.delete(proc));
     await waitForPort(this.port, 10_000);
   }
 
