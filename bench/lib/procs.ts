@@ -1,0 +1,367 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (bench/lib/../..). */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+type Cleanup = () => Promise<void> | void;
+
+/**
+ * Cleanups run in reverse order of registration, once, on normal completion (`runCleanups()`)
+ * or on SIGINT/SIGTERM, so a failed or interrupted benchmark leaves no process, stream,
+ * database or Redis key behind.
+ */
+const cleanups: Array<{ name: string; fn: Cleanup }> = [];
+let signalsHooked = false;
+
+export function onCleanup(name: string, fn: Cleanup): () => void {
+  hookSignals();
+  const entry = { name, fn };
+  cleanups.push(entry);
+  return () => {
+    const i = cleanups.indexOf(entry);
+    if (i >= 0) cleanups.splice(i, 1);
+  };
+}
+
+/** Runs (and forgets) every registered cleanup, newest first; logs but survives failures. */
+export async function runCleanups(): Promise<void> {
+  while (cleanups.length > 0) {
+    const c = cleanups.pop();
+    if (c === undefined) break;
+    try {
+      await c.fn();
+    } catch (err) {
+      process.stderr.write(`cleanup ${c.name} failed: ${String(err)}\n`);
+    }
+  }
+}
+
+function hookSignals(): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  const handler = (signal: NodeJS.Signals): void => {
+    process.stderr.write(`\n${signal}: cleaning up\n`);
+    void runCleanups().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+}
+
+/** A port that was free a moment ago on 127.0.0.1 (children get a fixed port to listen on). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+const ECHO_LIMIT = 30;
+
+/** A child process this benchmark started, with the tail of its output for error messages. */
+export class Child {
+  readonly proc: ChildProcess;
+  readonly name: string;
+  private tail: string[] = [];
+  exited = false;
+  exitCode: number | null = null;
+  private readonly exitPromise: Promise<void>;
+
+  constructor(name: string, proc: ChildProcess, echo: boolean) {
+    this.name = name;
+    this.proc = proc;
+    const partial = { out: '', err: '' };
+    const take = (stream: 'out' | 'err', chunk: Buffer): void => {
+      // Chunks split lines anywhere: keep the unfinished end for the next chunk.
+      const lines = (partial[stream] + chunk.toString('utf8')).split('\n');
+      partial[stream] = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.length === 0) continue;
+        this.tail.push(line);
+        if (this.tail.length > 40) this.tail.shift();
+        if (echo) this.echo(line);
+      }
+    };
+    proc.stdout?.on('data', (c: Buffer) => take('out', c));
+    proc.stderr?.on('data', (c: Buffer) => take('err', c));
+    this.exitPromise = new Promise((resolve) => {
+      proc.once('exit', (code) => {
+        if (this.repeats > 0)
+          process.stderr.write(`  [${this.name}] (the line above repeated ${this.repeats} times)\n`);
+        this.repeats = 0;
+        this.exited = true;
+        this.exitCode = code;
+        resolve();
+      });
+    });
+  }
+
+  private lastEcho = '';
+  private repeats = 0;
+
+  /** Lines of output by kind: pino's `msg` for JSON logs, else the line's start. */
+  readonly lineCounts: Record<string, number> = {};
+  private echoed = 0;
+  private suppressed = 0;
+
+  /**
+   * Echoes a line to stderr, folding runs of the same line (a warning per connection, say) and
+   * stopping after ECHO_LIMIT lines (a warning per message would drown the figures); every line
+   * is still counted by kind in `lineCounts`.
+   */
+  private echo(line: string): void {
+    const kind = /"msg":"([^"]*)"/.exec(line)?.[1] ?? line.slice(0, 100);
+    this.lineCounts[kind] = (this.lineCounts[kind] ?? 0) + 1;
+    if (this.echoed >= ECHO_LIMIT) {
+      if (this.suppressed++ === 0) process.stderr.write(`  [${this.name}] (more output is counted, not shown)\n`);
+      return;
+    }
+    if (line === this.lastEcho) {
+      this.repeats++;
+      if (this.repeats % 10_000 === 0)
+        process.stderr.write(`  [${this.name}] (the line above, ${this.repeats} times so far)\n`);
+      return;
+    }
+    if (this.repeats > 0) process.stderr.write(`  [${this.name}] (the line above repeated ${this.repeats} times)\n`);
+    this.lastEcho = line;
+    this.repeats = 0;
+    this.echoed++;
+    process.stderr.write(`  [${this.name}] ${line.slice(0, 400)}\n`);
+  }
+
+  get pid(): number {
+    return this.proc.pid ?? 0;
+  }
+
+  output(): string {
+    return this.tail.join('\n');
+  }
+
+  /** Resolves when the process has exited. */
+  wait(): Promise<void> {
+    return this.exitPromise;
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`. Resolves when it is gone. Idempotent. */
+  async stop(graceMs = 8000): Promise<void> {
+    if (this.exited) return;
+    this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      if (!this.exited) this.proc.kill('SIGKILL');
+    }, graceMs);
+    await this.exitPromise;
+    clearTimeout(timer);
+  }
+
+  /** Resident set size from /proc, bytes. */
+  rss(): number {
+    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+) kB/.exec(status);
+    if (m === null) throw new Error(`no VmRSS for ${this.name}`);
+    return Number(m[1]) * 1024;
+  }
+}
+
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  /** Extra node flags (before the script). */
+  nodeArgs?: string[];
+  args?: string[];
+  /** Open an IPC channel (for bench client children). */
+  ipc?: boolean;
+  /** Echo the child's output to stderr (default true). */
+  echo?: boolean;
+}
+
+/**
+ * Starts `node [nodeArgs] script [args]` from the repository root; TypeScript scripts get tsx.
+ * The child is stopped by the cleanups if the benchmark does not stop it first.
+ */
+export function spawnNode(name: string, script: string, opts: SpawnOptions = {}): Child {
+  const nodeArgs = [...(opts.nodeArgs ?? [])];
+  if (script.endsWith('.ts')) nodeArgs.push('--import', 'tsx');
+  const proc = spawn(process.execPath, [...nodeArgs, script, ...(opts.args ?? [])], {
+    cwd: ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: opts.ipc === true ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+  });
+  const child = new Child(name, proc, opts.echo ?? true);
+  const forget = onCleanup(`stop ${name}`, () => child.stop());
+  void child.wait().then(forget);
+  return child;
+}
+
+/** Polls `url` until it answers 200; fails early if the child exits, or after `timeoutMs`. */
+export async function waitHttpOk(url: string, child: Child, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exited) throw new Error(`${child.name} exited (${child.exitCode}) before ready:\n${child.output()}`);
+    try {
+      const res = await fetch(url);
+      await res.text();
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline)
+      throw new Error(`${child.name} not ready at ${url} after ${timeoutMs} ms:\n${child.output()}`);
+    await sleep(100);
+  }
+}
+
+/** Messages a bench child sends its parent over IPC. */
+export type ChildMessage = { type: string } & Record<string, unknown>;
+
+/**
+ * Sends `msg` to a child over IPC and resolves with its first answer of type `answer`; rejects
+ * when the child exits first or after `timeoutMs`.
+ */
+export function ask<T = ChildMessage>(
+  child: Child,
+  msg: ChildMessage,
+  answer: string,
+  timeoutMs = 120_000,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onMessage = (m: ChildMessage): void => {
+      if (m.type === 'error') {
+        done();
+        reject(new Error(`${child.name}: ${String(m['message'])}`));
+      } else if (m.type === answer) {
+        done();
+        resolve(m as unknown as T);
+      }
+    };
+    const onExit = (): void => {
+      done();
+      reject(new Error(`${child.name} exited (${child.exitCode}) while waiting for ${answer}:\n${child.output()}`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${child.name}: no ${answer} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      child.proc.off('message', onMessage);
+      child.proc.off('exit', onExit);
+    };
+    child.proc.on('message', onMessage);
+    child.proc.once('exit', onExit);
+    if (child.exited) onExit();
+    else child.proc.send(msg);
+  });
+}
+
+/** In a bench child: answers parent messages with `handler`; exits when the parent goes away. */
+export function serveParent(handler: (msg: ChildMessage) => Promise<ChildMessage | undefined>): void {
+  if (process.send === undefined) throw new Error('this script is a bench child: start it through its benchmark');
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', (m: ChildMessage) => {
+    handler(m).then(
+      (reply) => {
+        if (reply !== undefined) process.send?.(reply);
+      },
+      (err: unknown) => {
+        process.send?.({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+      },
+    );
+  });
+}
+
+/** CPU time (user + system) a process has used, seconds, from /proc (clock ticks of 1/100 s). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * The pid of the nats-server listening on `port`, found by its command line (`-p <port>` or
+ * `--port <port>`, or the default 4222 with no port flag); undefined when not found (e.g. NATS
+ * runs elsewhere). Used only to report the server's CPU time next to the client's.
+ */
+export function natsServerPid(port: number): number | undefined {
+  let found: number | undefined;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+        .split('\0')
+        .filter((a) => a.length > 0);
+    } catch {
+      continue;
+    }
+    if (!(argv[0] ?? '').endsWith('nats-server')) continue;
+    const i = argv.findIndex((a) => a === '-p' || a === '--port');
+    const p = i >= 0 ? Number(argv[i + 1]) : 4222;
+    if (p === port) found = Number(entry);
+  }
+  return found;
+}
+
+/** Measures CPU seconds used by processes between `start()` and `stop()`. */
+export class CpuMeter {
+  private readonly pids: Array<[string, number]>;
+  private before = new Map<string, number>();
+  private t0 = 0;
+
+  constructor(pids: Record<string, number | undefined>) {
+    this.pids = Object.entries(pids).filter((e): e is [string, number] => e[1] !== undefined && e[1] > 0);
+  }
+
+  start(): void {
+    this.t0 = performance.now();
+    this.before = new Map(this.pids.map(([name, pid]) => [name, cpuSeconds(pid)]));
+  }
+
+  /** Cores used by each process over the interval (1.0 = one core busy all along). */
+  stop(): Record<string, number> {
+    const seconds = (performance.now() - this.t0) / 1000;
+    const out: Record<string, number> = {};
+    for (const [name, pid] of this.pids) {
+      try {
+        out[name] = Math.round(((cpuSeconds(pid) - (this.before.get(name) ?? 0)) / seconds) * 100) / 100;
+      } catch {
+        // the process is gone
+      }
+    }
+    return out;
+  }
+}
+
+/** Resolves with the next IPC message of `type` from the child (without sending anything). */
+export function nextMessage<T = ChildMessage>(child: Child, type: string, timeoutMs = 30_000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onMessage = (m: ChildMessage): void => {
+      if (m.type !== type) return;
+      done();
+      resolve(m as unknown as T);
+    };
+    const onExit = (): void => {
+      done();
+      reject(new Error(`${child.name} exited (${child.exitCode}) before ${type}:\n${child.output()}`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${child.name}: no ${type} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      child.proc.off('message', onMessage);
+      child.proc.off('exit', onExit);
+    };
+    child.proc.on('message', onMessage);
+    child.proc.once('exit', onExit);
+  });
+}
