@@ -127,8 +127,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         listening?.close();
         for (const s of natsSubs) s.unsubscribe();
         const deadline = Date.now() + 5000;
-        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < deadline)
-          await new Promise((r) => setTimeout(r, 10));
+        while ((store?.busy ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         apps?.close();
         store?.close();
         if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);

@@ -77,6 +77,8 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   let sweeper: NodeJS.Timeout | undefined;
   let ctx: EdgeContext | undefined;
   let pendingUpgrades = 0;
+  let removeFailures = 0;
+  let removeFailuresLogged = 0;
   let counter = 0;
   let stopping = false;
   let stopPromise: Promise<void> | undefined;
@@ -265,6 +267,18 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         metrics,
         log,
         highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
+        removeFailed: (err) => {
+          metrics.removeFailed.inc();
+          removeFailures++;
+          const now = Date.now();
+          if (now - removeFailuresLogged < 5000) return;
+          log.warn(
+            { err, failed: removeFailures },
+            'acked messages not removed from the store (they may be delivered again)',
+          );
+          removeFailures = 0;
+          removeFailuresLogged = now;
+        },
       };
       const app = uws.App();
       mountWebSocket(app);
@@ -306,8 +320,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         // Let in-flight removals and sends reach the store.
         const pipeDeadline = Date.now() + 2000;
-        while ((store?.pipeline.inFlight ?? 0) > 0 && Date.now() < pipeDeadline)
-          await new Promise((r) => setTimeout(r, 10));
+        while ((store?.busy ?? 0) > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
         apps?.close();
         store?.close();
         await presence?.stop().catch(() => undefined);

@@ -280,11 +280,7 @@ export class ClientConnection implements LiveReceiver {
       (removed) => {
         if (removed) ctx.metrics.removed.inc();
       },
-      (err: unknown) => {
-        // Not removed: it will be delivered again (at-least-once).
-        ctx.metrics.errors.inc({ code: 'store_unavailable' });
-        ctx.log.warn({ err, seq }, 'inbox remove failed');
-      },
+      (err: unknown) => ctx.removeFailed(err), // stays stored: delivered again (at-least-once)
     );
   }
 

@@ -18,6 +18,8 @@ export interface EdgeContext {
   presence: PresenceRegistry;
   metrics: EdgeMetrics;
   log: Logger;
+  /** Records an acked message the store could not remove (counted; logged at most every few seconds). */
+  removeFailed(err: unknown): void;
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
 }

@@ -28,6 +28,11 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Inbox messages removed after an ack',
       registers: r,
     }),
+    removeFailed: new Counter({
+      name: 'push_edge_inbox_remove_failed_total',
+      help: 'Acked messages the store did not remove in time (they stay stored and may be delivered again)',
+      registers: r,
+    }),
     evicted: new Counter({
       name: 'push_edge_evicted_total',
       help: "Stored messages evicted at connect by the app's per-user cap",

@@ -1,6 +1,6 @@
 import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
 import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Subjects } from '@push/protocol';
-import { RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
 export interface InboxMessage {
@@ -51,7 +51,12 @@ export function readInboxMessage(msg: Msg): InboxMessage | undefined {
 
 function storeError(err: unknown): PushError {
   if (err instanceof PushError) return err;
-  const message = err instanceof RequestTimeoutError ? 'the message store did not answer in time' : undefined;
+  const message =
+    err instanceof RequestTimeoutError
+      ? 'the message store did not answer in time'
+      : err instanceof PipelineFullError
+        ? 'the message store is not keeping up; retry later'
+        : undefined;
   return new PushError('store_unavailable', message, { cause: err });
 }
 
@@ -61,12 +66,21 @@ interface JsApiError {
   description?: string;
 }
 
+/** Deletes in flight at once: enough to keep the server busy, few enough not to crowd reads. */
+const REMOVALS_IN_FLIGHT = 1024;
+
 /**
  * Users' inboxes in the inbox stream: store (pipelined publish), read the backlog (Direct Get
  * `next_by_subj`), remove on ack (delete by sequence), count pending. No consumers.
+ *
+ * Deletes go through their own pipeline with a small in-flight bound: nats-server 2.9 spends
+ * more than ten times the CPU on a delete than on a store, so a burst of acks must not queue
+ * ahead of the reads and stores that clients wait for. When deletes fall far behind they fail
+ * (the message stays stored and may be delivered again: at-least-once).
  */
 export class InboxStore {
   readonly pipeline: RequestPipeline;
+  private readonly removals: RequestPipeline;
   private readonly subjects: Subjects;
   private readonly directGetSubject: string;
   private readonly deleteSubject: string;
@@ -76,6 +90,11 @@ export class InboxStore {
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
     this.pipeline = new RequestPipeline(nc, opts);
+    this.removals = new RequestPipeline(nc, {
+      timeoutMs: opts.timeoutMs,
+      maxInFlight: REMOVALS_IN_FLIGHT,
+      maxQueued: 200_000,
+    });
     this.directGetSubject = `${API}.DIRECT.GET.${subjects.inboxStream}`;
     this.deleteSubject = `${API}.STREAM.MSG.DELETE.${subjects.inboxStream}`;
     this.infoSubject = `${API}.STREAM.INFO.${subjects.inboxStream}`;
@@ -139,7 +158,7 @@ export class InboxStore {
   async remove(seq: number): Promise<boolean> {
     let reply: Msg;
     try {
-      reply = await this.pipeline.request(this.deleteSubject, `{"seq":${seq},"no_erase":true}`);
+      reply = await this.removals.request(this.deleteSubject, `{"seq":${seq},"no_erase":true}`);
     } catch (err) {
       throw storeError(err);
     }
@@ -185,8 +204,14 @@ export class InboxStore {
     return r.purged ?? 0;
   }
 
+  /** Requests in flight or waiting (to let them finish before a shutdown). */
+  get busy(): number {
+    return this.pipeline.inFlight + this.pipeline.queued + this.removals.inFlight + this.removals.queued;
+  }
+
   close(): void {
     this.pipeline.close();
+    this.removals.close();
   }
 }
 

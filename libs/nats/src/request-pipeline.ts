@@ -8,6 +8,14 @@ export class RequestTimeoutError extends Error {
   }
 }
 
+/** Raised when more requests wait for a slot than the pipeline holds (the server is behind). */
+export class PipelineFullError extends Error {
+  constructor(queued: number) {
+    super(`${queued} requests already wait for a slot; the server is not keeping up`);
+    this.name = 'PipelineFullError';
+  }
+}
+
 interface Pending {
   resolve: (msg: Msg) => void;
   reject: (err: Error) => void;
@@ -15,11 +23,19 @@ interface Pending {
   deadline: number;
 }
 
+/** A request waiting for a free slot. */
+interface Queued extends Pending {
+  payload: Uint8Array | string;
+  headers: MsgHdrs | undefined;
+}
+
 export interface RequestPipelineOptions {
-  /** Per-request deadline, ms. */
+  /** Per-request deadline, ms, counted from the call (time spent queued included). */
   timeoutMs?: number;
   /** Most requests awaiting a reply at once; further ones wait for a free slot. */
   maxInFlight?: number;
+  /** Most requests waiting for a slot; past it `request()` rejects with PipelineFullError. */
+  maxQueued?: number;
 }
 
 /**
@@ -29,17 +45,20 @@ export interface RequestPipelineOptions {
  * arms a timer per request. Here every request gets a reply subject under one wildcard
  * subscription, replies resolve a map entry, and one sweep timer expires the late ones, so
  * JetStream publishes, direct gets and deletes stream at the rate the server stores them.
+ * Past `maxInFlight` requests wait in a bounded FIFO, sent in order as replies free slots, and
+ * expire by the same deadline: memory stays bounded when the server falls behind.
  */
 export class RequestPipeline {
   private readonly nc: NatsConnection;
   private readonly prefix: string;
   private readonly sub: Subscription;
   private readonly pending = new Map<number, Pending>();
-  /** FIFO of callers waiting for a free slot; `waitHead` indexes the first (no O(n) shift). */
-  private waiting: Array<() => void> = [];
-  private waitHead = 0;
+  /** FIFO of requests waiting for a free slot; `queueHead` indexes the first (no O(n) shift). */
+  private queue: Queued[] = [];
+  private queueHead = 0;
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
+  private readonly maxQueued: number;
   private readonly sweeper: NodeJS.Timeout;
   private next = 1;
   private closed = false;
@@ -48,6 +67,7 @@ export class RequestPipeline {
     this.nc = nc;
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.maxInFlight = opts.maxInFlight ?? 16384;
+    this.maxQueued = opts.maxQueued ?? 100_000;
     this.prefix = `${createInbox()}.`;
     this.sub = nc.subscribe(`${this.prefix}*`, {
       callback: (err, msg) => {
@@ -69,52 +89,80 @@ export class RequestPipeline {
     return this.pending.size;
   }
 
+  /** Requests waiting for a slot now. */
+  get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
   /**
    * Publishes `payload` to `subject` with a reply subject of this pipeline and resolves with the
-   * reply. Rejects with RequestTimeoutError past the deadline, or when the pipeline is closed.
+   * reply. Rejects with RequestTimeoutError past the deadline, PipelineFullError when too many
+   * wait, or an Error when the pipeline is closed.
    */
   request(subject: string, payload: Uint8Array | string, headers?: MsgHdrs): Promise<Msg> {
     if (this.closed) return Promise.reject(new Error('request pipeline is closed'));
-    if (this.pending.size >= this.maxInFlight) {
-      return new Promise<void>((resolve) => this.waiting.push(resolve)).then(() =>
-        this.request(subject, payload, headers),
-      );
-    }
     return new Promise<Msg>((resolve, reject) => {
-      const id = this.next++;
-      this.pending.set(id, { resolve, reject, subject, deadline: Date.now() + this.timeoutMs });
-      try {
-        this.nc.publish(subject, payload, headers ? { reply: this.prefix + id, headers } : { reply: this.prefix + id });
-      } catch (err) {
-        this.pending.delete(id);
-        this.release();
-        reject(err as Error);
+      const deadline = Date.now() + this.timeoutMs;
+      if (this.pending.size < this.maxInFlight && this.queued === 0) {
+        this.send({ resolve, reject, subject, deadline, payload, headers });
+        return;
       }
+      if (this.queued >= this.maxQueued) {
+        reject(new PipelineFullError(this.queued));
+        return;
+      }
+      this.queue.push({ resolve, reject, subject, deadline, payload, headers });
     });
   }
 
-  private release(): void {
-    if (this.waitHead >= this.waiting.length) return;
-    const w = this.waiting[this.waitHead++];
-    if (this.waitHead > 1024 && this.waitHead * 2 > this.waiting.length) {
-      this.waiting = this.waiting.slice(this.waitHead);
-      this.waitHead = 0;
+  private send(q: Queued): void {
+    const id = this.next++;
+    this.pending.set(id, { resolve: q.resolve, reject: q.reject, subject: q.subject, deadline: q.deadline });
+    try {
+      const reply = this.prefix + id;
+      this.nc.publish(q.subject, q.payload, q.headers ? { reply, headers: q.headers } : { reply });
+    } catch (err) {
+      this.pending.delete(id);
+      q.reject(err as Error);
     }
-    w?.();
+  }
+
+  private shift(): Queued | undefined {
+    if (this.queueHead >= this.queue.length) return undefined;
+    const q = this.queue[this.queueHead++];
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+    return q;
+  }
+
+  /** A slot is free: send the oldest waiting request. */
+  private release(): void {
+    const q = this.shift();
+    if (q !== undefined) this.send(q);
   }
 
   private sweep(): void {
     const now = Date.now();
+    // The queue is FIFO with one timeout: its expired entries are at the head. Expire them
+    // first, so that slots freed below are not spent sending requests already too late.
+    for (;;) {
+      const q = this.queue[this.queueHead];
+      if (q === undefined || q.deadline > now) break;
+      this.shift();
+      q.reject(new RequestTimeoutError(q.subject, this.timeoutMs));
+    }
     // Ids grow with time and Map keeps insertion order: the oldest come first.
     for (const [id, p] of this.pending) {
       if (p.deadline > now) break;
       this.pending.delete(id);
-      this.release();
       p.reject(new RequestTimeoutError(p.subject, this.timeoutMs));
+      this.release();
     }
   }
 
-  /** Fails every request in flight and stops. Idempotent. */
+  /** Fails every request in flight or waiting and stops. Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -123,9 +171,9 @@ export class RequestPipeline {
     const err = new Error('request pipeline is closed');
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    const waiting = this.waiting.slice(this.waitHead);
-    this.waiting = [];
-    this.waitHead = 0;
-    for (const w of waiting) w();
+    const queued = this.queue.slice(this.queueHead);
+    this.queue = [];
+    this.queueHead = 0;
+    for (const q of queued) q.reject(err);
   }
 }

@@ -1,0 +1,77 @@
+import { expect } from 'chai';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { PipelineFullError, RequestPipeline, RequestTimeoutError } from '@push/nats';
+
+describe('RequestPipeline (against the real NATS server)', function () {
+  let nc: NatsConnection;
+  const subject = `pipeline-test.${process.pid}.${Date.now()}`;
+  /** Replies held back by the test responder, released on demand. */
+  const held: Array<() => void> = [];
+
+  before(async function () {
+    nc = await connect({ servers: 'nats://127.0.0.1:4222' });
+    nc.subscribe(`${subject}.echo`, { callback: (_e, m) => m.respond(m.data) });
+    nc.subscribe(`${subject}.hold`, { callback: (_e, m) => held.push(() => m.respond(m.data)) });
+    await nc.flush();
+  });
+  after(async function () {
+    await nc?.close();
+  });
+
+  it('keeps many requests in flight and answers each with its own reply', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 64 });
+    const answers = await Promise.all(Array.from({ length: 5000 }, (_, i) => p.request(`${subject}.echo`, String(i))));
+    expect(answers.map((m) => m.string())).to.deep.equal(Array.from({ length: 5000 }, (_, i) => String(i)));
+    p.close();
+  });
+
+  it('past maxInFlight, queues in order, and rejects with PipelineFullError past maxQueued', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 2, maxQueued: 3, timeoutMs: 5000 });
+    const order: string[] = [];
+    const reqs = ['a', 'b', 'c', 'd', 'e'].map((x) =>
+      p.request(`${subject}.hold`, x).then((m) => order.push(m.string())),
+    );
+    let full: unknown;
+    await p.request(`${subject}.hold`, 'f').catch((err: unknown) => (full = err));
+    expect(full).to.be.instanceOf(PipelineFullError);
+    expect(p.inFlight).to.equal(2);
+    expect(p.queued).to.equal(3);
+    // Release replies one by one: queued requests go out in call order.
+    while (order.length < 5) {
+      await nc.flush();
+      const h = held.shift();
+      if (h === undefined) {
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
+      h();
+      await nc.flush();
+    }
+    await Promise.all(reqs);
+    expect(order).to.deep.equal(['a', 'b', 'c', 'd', 'e']);
+    p.close();
+  });
+
+  it('times out requests in flight and requests still queued, by one deadline from the call', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 1, timeoutMs: 200 });
+    const results = await Promise.allSettled([p.request(`${subject}.hold`, '1'), p.request(`${subject}.hold`, '2')]);
+    expect(results.map((r) => r.status)).to.deep.equal(['rejected', 'rejected']);
+    for (const r of results) expect((r as PromiseRejectedResult).reason).to.be.instanceOf(RequestTimeoutError);
+    expect(p.inFlight + p.queued).to.equal(0);
+    // The queued one expired while waiting: it was never sent.
+    await nc.flush();
+    expect(held).to.have.length(1);
+    held.length = 0;
+    p.close();
+  });
+
+  it('fails everything in flight or queued on close', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 1 });
+    const a = p.request(`${subject}.hold`, '1');
+    const b = p.request(`${subject}.hold`, '2');
+    p.close();
+    const results = await Promise.allSettled([a, b]);
+    expect(results.map((r) => r.status)).to.deep.equal(['rejected', 'rejected']);
+    held.length = 0;
+  });
+});
