@@ -20,7 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { InboxStore, inboxStreamConfig, provisionStreams } from '@push/nats';
+import { InboxStore, ensureInboxStream, inboxStreamConfig } from '@push/nats';
 import { Subjects, encodeEnvelope, type MessagePayload } from '@push/protocol';
 import { CpuMeter, natsServerPid, onCleanup, runCleanups, sleep } from './lib/procs.js';
 import { runIfMain } from './lib/main.js';
@@ -127,8 +127,9 @@ export async function runPublish(): Promise<BenchResult> {
   const nc = await connect({ servers: NATS_URL, name: 'bench-publish' });
   onCleanup('nats', () => nc.close());
   const streamOpts = { maxPerUser: 10_000, maxAgeSeconds: 3600, duplicateWindowSeconds: 120, replicas: 1 };
-  await provisionStreams(nc, subjects, streamOpts);
-  const stream = inboxStreamConfig(subjects, streamOpts).name;
+  const streamApp = { id: APP, settings: { maxPendingPerUser: streamOpts.maxPerUser } };
+  await ensureInboxStream(nc, subjects, streamApp, streamOpts);
+  const stream = inboxStreamConfig(subjects, streamApp, streamOpts).name;
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   const store = new InboxStore(nc, subjects, { timeoutMs: 30_000 });
@@ -181,7 +182,7 @@ export async function runPublish(): Promise<BenchResult> {
     );
     if (r < ROUNDS_PLAIN) {
       const d = await metered(() =>
-        windowed(IN_FLIGHT, SECONDS_PLAIN, (i) => store.remove(seqs[i % seqs.length] as number)),
+        windowed(IN_FLIGHT, SECONDS_PLAIN, (i) => store.remove(APP, seqs[i % seqs.length] as number)),
       );
       removals.push(d);
       note(
@@ -231,7 +232,7 @@ export async function runPublish(): Promise<BenchResult> {
       secondsPipelined: SECONDS_PIPELINED,
       roundsPlain: ROUNDS_PLAIN,
       secondsPlain: SECONDS_PLAIN,
-      stream: 'file storage, 1 replica, RePublish on, as provisionStreams makes it',
+      stream: "file storage, 1 replica, RePublish on, as ensureInboxStream makes an app's stream",
     },
     pipelinedMsgsPerSec: round(mPipe),
     plainMsgsPerSec: round(mPlain),

@@ -20,7 +20,7 @@
  */
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import type { AppSecret } from '@push/protocol';
+import { Subjects, type AppSecret } from '@push/protocol';
 import { runIfMain } from './lib/main.js';
 import { CpuMeter, ask, natsServerPid, onCleanup, sleep, spawnNode, type Child } from './lib/procs.js';
 import { note, type BenchResult } from './lib/results.js';
@@ -243,7 +243,7 @@ export async function runUnicast(): Promise<BenchResult> {
   const nc = await connect({ servers: NATS_URL, name: 'bench-unicast' });
   onCleanup('nats', () => nc.close());
   const jsm = await jetstreamManager(nc);
-  const stream = `${stack.prefix.toUpperCase()}_INBOX`;
+  const stream = new Subjects(stack.prefix).inboxStream(app.record.id);
   const pusher = new Pusher(stack.centerUrl, app, users);
   const logged = { edge: stack.edges[0]?.child, center: stack.center };
   const natsPort = Number(new URL(NATS_URL).port || 4222);

@@ -16,16 +16,17 @@ export function benchPrefix(): string {
 }
 
 /**
- * Deletes what a prefix made on the shared services: the inbox stream, the apps KV bucket, the
+ * Deletes what a prefix made on the shared services: the apps' inbox streams, the apps KV bucket, the
  * Redis keys and (when given) the database.
  */
 export async function removePrefix(prefix: string, databaseUrl?: string): Promise<void> {
   const nc = await connect({ servers: NATS_URL });
   try {
     const jsm = await jetstreamManager(nc);
-    for (const name of [`${prefix.toUpperCase()}_INBOX`, `KV_${prefix}_apps`]) {
-      await jsm.streams.delete(name).catch(() => undefined);
-    }
+    const mine: string[] = [`KV_${prefix}_apps`];
+    for await (const name of jsm.streams.names())
+      if (name.startsWith(`${prefix.toUpperCase()}_INBOX-`)) mine.push(name);
+    for (const name of mine) await jsm.streams.delete(name).catch(() => undefined);
   } finally {
     await nc.close();
   }

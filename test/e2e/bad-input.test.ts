@@ -251,6 +251,20 @@ describe('bad input', function () {
       }
     });
 
+    it('works for an app whose id needs encoding, and keeps it apart from a look-alike app', async function () {
+      const dotted = await stack.createApp({}, 'my.app *');
+      const plain = await stack.createApp({}, 'my');
+      const a = await connect(dotted, 'u');
+      const b = await connect(plain, 'u');
+      const seq = await dotted.pushOk('u', 'for the dotted app');
+      const [m] = await a.waitForMessages(1);
+      expect(m?.seq).to.equal(seq);
+      await plain.pushOk('u', 'for the plain app');
+      expect((await b.waitForMessages(1)).map((x) => x.data)).to.deep.equal(['for the plain app']);
+      await a.ping();
+      expect(a.messages.map((x) => x.data)).to.deep.equal(['for the dotted app']);
+    });
+
     it('lets such users message each other', async function () {
       const from = await connect(app, 'sender.*');
       const to = await connect(app, 'rcpt >');

@@ -244,8 +244,9 @@ describe('inbox delivery', function () {
     expect(all.map((m) => m.data)).to.deep.equal(Array.from({ length: total }, (_, i) => i));
   });
 
-  it("holds a user's inbox to the app's per-user cap, keeping the newest", async function () {
+  it("holds a user's inbox to the app's per-user cap, keeping the newest, and follows a changed cap", async function () {
     const capped = await stack.createApp({ maxPendingPerUser: 3 });
+    expect((await capped.user('max')).body['pending']).to.equal(0);
     const seqs: number[] = [];
     for (let i = 0; i < 6; i++) seqs.push(await capped.pushOk('max', i));
     const c = await capped.connect('max');
@@ -256,6 +257,13 @@ describe('inbox delivery', function () {
     expect(c.messages.map((m) => m.data)).to.deep.equal([3, 4, 5]);
     expect(ms.map((m) => m.seq)).to.deep.equal(seqs.slice(3));
     expect((await capped.user('max')).body['pending']).to.equal(3);
+    // Raise the cap: more are kept from now on.
+    const r = await stack.http('PATCH', `/v1/admin/apps/${capped.id}`, stack.adminKey, {
+      settings: { maxPendingPerUser: 5 },
+    });
+    expect(r.status).to.equal(200);
+    for (let i = 0; i < 7; i++) await capped.pushOk('nora', i);
+    expect((await capped.user('nora')).body['pending']).to.equal(5);
   });
 
   it('keeps every freshly opened connection open (uWS async-upgrade cork bug)', async function () {

@@ -133,9 +133,10 @@ export class Stack {
     });
     try {
       const jsm = await jetstreamManager(nc);
-      for (const name of [`${this.prefix.toUpperCase()}_INBOX`, `KV_${this.prefix}_apps`]) {
-        await jsm.streams.delete(name).catch(() => undefined);
-      }
+      const mine: string[] = [`KV_${this.prefix}_apps`];
+      for await (const name of jsm.streams.names())
+        if (name.startsWith(`${this.prefix.toUpperCase()}_INBOX-`)) mine.push(name);
+      for (const name of mine) await jsm.streams.delete(name).catch(() => undefined);
     } finally {
       await nc.close();
     }

@@ -10,8 +10,16 @@ describe('RequestPipeline (against the real NATS server)', function () {
 
   before(async function () {
     nc = await connect({ servers: 'nats://127.0.0.1:4222' });
-    nc.subscribe(`${subject}.echo`, { callback: (_e, m) => m.respond(m.data) });
-    nc.subscribe(`${subject}.hold`, { callback: (_e, m) => held.push(() => m.respond(m.data)) });
+    nc.subscribe(`${subject}.echo`, {
+      callback: (_e, m) => {
+        m.respond(m.data);
+      },
+    });
+    nc.subscribe(`${subject}.hold`, {
+      callback: (_e, m) => {
+        held.push(() => m.respond(m.data));
+      },
+    });
     await nc.flush();
   });
   after(async function () {

@@ -28,7 +28,9 @@ describe('subjects', () => {
 
   it('builds the documented names for a custom prefix', () => {
     const s = new Subjects('t1');
-    expect(s.inboxStream).to.equal('T1_INBOX');
+    expect(s.inboxStream('app1')).to.equal('T1_INBOX-app1');
+    expect(s.inboxStream('my.app')).to.equal(`T1_INBOX-~${Buffer.from('my.app').toString('base64url')}`);
+    expect(s.inboxOfApp('app1')).to.equal('t1.inbox.app1.*');
     expect(s.appsBucket).to.equal('t1_apps');
     expect(s.inboxAll).to.equal('t1.inbox.>');
     expect(s.inbox('app1', 'alice')).to.equal('t1.inbox.app1.alice');
@@ -38,16 +40,34 @@ describe('subjects', () => {
     expect(s.api('user')).to.equal('t1.api.user');
     expect(s.apiQueue).to.equal('t1-center');
     expect(s.appKey('app1')).to.equal('app1');
+    expect(s.appKey('my.app *')).to.equal(`=${Buffer.from('my.app *').toString('base64url')}`);
+    // Valid NATS KV keys: [-/=.\w]+
+    for (const id of ['a', 'my.app', '~x', '😀', 'a b', '-']) expect(s.appKey(id), id).to.match(/^[-/=.\w]+$/);
     expect(s.presenceKey('app1', 'alice')).to.equal('t1:presence:app1:alice');
     expect(s.edgeAliveKey('edge-7')).to.equal('t1:edge:edge-7');
     expect(s.apiMessageId('app1', 'alice', 'm-1')).to.equal('api.app1.alice.m-1');
     expect(s.clientMessageId('app1', 'alice', 'm-1')).to.equal('c2c.app1.alice.m-1');
   });
 
-  it('declares the inbox stream RePublish source and destination', () => {
+  it("declares each app's inbox stream RePublish source and destination", () => {
     const s = new Subjects('t1');
-    expect(s.inboxRepublishSource).to.equal('t1.inbox.*.*');
-    expect(s.inboxRepublishDest).to.equal('t1.live.u.{{wildcard(1)}}.{{wildcard(2)}}');
+    expect(s.inboxOfApp('app1')).to.equal('t1.inbox.app1.*');
+    expect(s.inboxRepublishDest('app1')).to.equal('t1.live.u.app1.{{wildcard(1)}}');
+  });
+
+  it('never gives two apps, or two prefixes, the same stream name', () => {
+    const names = new Set<string>();
+    const cases: Array<[string, string]> = [
+      ['push', 'INBOX-x'],
+      ['push_inbox', 'x'],
+      ['push', 'a'],
+      ['push', '~YQ'],
+      ['push', 'a.b'],
+      ['pus', 'h_INBOX-a'],
+    ];
+    for (const [prefix, app] of cases) names.add(new Subjects(prefix).inboxStream(app));
+    expect(names.size).to.equal(cases.length);
+    for (const n of names) expect(n).to.match(/^[A-Z0-9_]+_INBOX-[A-Za-z0-9_~-]+$/);
   });
 
   it('RePublish maps every inbox subject onto the matching live subject, for any ids', () => {
@@ -55,7 +75,7 @@ describe('subjects', () => {
     const ids = ['alice', 'a.b', '*', '>', 'x y', '😀', '~abc', '-'];
     for (const app of ['app1', 'my.app', '*']) {
       for (const user of ids) {
-        const live = republish(s.inboxRepublishSource, s.inboxRepublishDest, s.inbox(app, user));
+        const live = republish(s.inboxOfApp(app), s.inboxRepublishDest(app), s.inbox(app, user));
         expect(live, `${app}/${user}`).to.equal(s.liveUser(app, user));
       }
     }
@@ -94,7 +114,7 @@ describe('subjects', () => {
     const [, , app, user] = s.inbox('my app', 'bob.smith').split('.');
     expect(decodeToken(app ?? '')).to.equal('my app');
     expect(decodeToken(user ?? '')).to.equal('bob.smith');
-    expect(s.appKey('my app')).to.equal(encodeToken('my app'));
+    expect(s.appKey('my app')).to.equal(`=${encodeToken('my app').slice(1)}`);
     expect(s.presenceKey('a:b', 'c')).to.equal(`push:presence:${encodeToken('a:b')}:c`);
     expect(s.apiMessageId('a', 'b', 'x.y')).to.equal(`api.a.b.${encodeToken('x.y')}`);
   });
@@ -104,6 +124,6 @@ describe('subjects', () => {
       expect(() => new Subjects(bad), JSON.stringify(bad)).to.throw(/subject prefix must match/);
     }
     expect(new Subjects('p'.repeat(32)).prefix).to.have.length(32);
-    expect(new Subjects('a_1').inboxStream).to.equal('A_1_INBOX');
+    expect(new Subjects('a_1').inboxStream('x')).to.equal('A_1_INBOX-x');
   });
 });

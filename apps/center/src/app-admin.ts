@@ -40,7 +40,15 @@ export class AppAdmin {
     private readonly repo: AppsRepository,
     private readonly directory: AppDirectory,
     private readonly limits: SettingsLimits,
+    /** Creates or updates the app's inbox stream (its per-user cap) before edges hear of it. */
+    private readonly ensureStream: (app: AppRecord) => Promise<void>,
   ) {}
+
+  /** Makes a saved app live: its stream first, then the KV bucket every edge and center watches. */
+  private async publish(record: AppRecord): Promise<void> {
+    await this.ensureStream(record);
+    await this.directory.put(record);
+  }
 
   private parseSettings(value: unknown, base: AppSettings): AppSettings {
     if (value === undefined) return base;
@@ -82,7 +90,7 @@ export class AppAdmin {
       secret: generateSecret(),
       apiKeyHash: hashApiKey(apiKey),
     });
-    await this.directory.put(record);
+    await this.publish(record);
     return { app: record, apiKey, apiKeyId };
   }
 
@@ -113,34 +121,38 @@ export class AppAdmin {
     }
     if (body['settings'] !== undefined) patch.settings = this.parseSettings(body['settings'], current.settings);
     const record = await this.repo.update(id, patch);
-    await this.directory.put(record);
+    await this.publish(record);
     return record;
   }
 
   /** Adds a new signing secret; the previous one stays valid until the next rotation. */
   async rotateSecret(id: string): Promise<AppRecord> {
     const record = await this.repo.rotateSecret(id, generateSecret());
-    await this.directory.put(record);
+    await this.publish(record);
     return record;
   }
 
   async addApiKey(id: string): Promise<{ app: AppRecord; apiKey: string; apiKeyId: string }> {
     const apiKey = generateApiKey();
     const { record, apiKeyId } = await this.repo.addApiKey(id, hashApiKey(apiKey));
-    await this.directory.put(record);
+    await this.publish(record);
     return { app: record, apiKey, apiKeyId };
   }
 
   async revokeApiKey(id: string, keyId: string): Promise<AppRecord> {
     const record = await this.repo.revokeApiKey(id, keyId);
-    await this.directory.put(record);
+    await this.publish(record);
     return record;
   }
 
-  /** Writes every app from Postgres to the KV bucket (at start: repairs a lost or new bucket). */
+  /**
+   * Writes every app from Postgres to its stream and the KV bucket (at start: repairs a lost or
+   * new bucket, creates missing streams, applies changed deployment limits).
+   */
   async syncAll(): Promise<number> {
     const all = await this.repo.list();
     for (const r of all) {
+      await this.ensureStream(r);
       const seen = this.directory.get(r.id);
       if (JSON.stringify(seen) !== JSON.stringify(r)) await this.directory.put(r);
     }

@@ -8,6 +8,7 @@ import {
   InboxStore,
   connectNats,
   natsReadiness,
+  ensureInboxStream,
   provisionStreams,
   type NatsConnection,
   type Subscription,
@@ -75,14 +76,20 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       db = createDatabase(config.databaseUrl);
       const applied = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
-      nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'center', logger: log });
-      await provisionStreams(nc, subjects, config.inbox);
+      const conn = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'center', logger: log });
+      nc = conn;
+      await provisionStreams(conn, subjects, config.inbox);
       store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       apps = await AppDirectory.open(nc, subjects, log);
-      admin = new AppAdmin(new AppsRepository(db), apps, {
-        maxTtlSeconds: config.inbox.maxAgeSeconds,
-        maxPerUser: config.inbox.maxPerUser,
-      });
+      admin = new AppAdmin(
+        new AppsRepository(db),
+        apps,
+        {
+          maxTtlSeconds: config.inbox.maxAgeSeconds,
+          maxPerUser: config.inbox.maxPerUser,
+        },
+        (record) => ensureInboxStream(conn, subjects, record, config.inbox),
+      );
       const synced = await admin.syncAll();
       log.info({ apps: synced }, 'apps synced to KV');
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });

@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate } from '@push/db';
-import { connectNats, provisionStreams } from '@push/nats';
+import { connectNats, ensureInboxStream, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, type AppRecord } from '@push/protocol';
 import { AppAdmin, adminView } from './app-admin.js';
@@ -13,7 +13,7 @@ import { AppAdmin, adminView } from './app-admin.js';
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
 
   migrate                                   apply Postgres migrations
-  provision                                 create/update JetStream streams and the apps bucket
+  provision                                 create/update the apps bucket and every app's inbox stream
   apps create [--id ID] [--name NAME] [--settings JSON]
   apps list
   apps get ID
@@ -38,10 +38,15 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
     await provisionStreams(nc, subjects, config.inbox);
     const apps = await AppDirectory.open(nc, subjects, log);
     try {
-      const admin = new AppAdmin(new AppsRepository(db), apps, {
-        maxTtlSeconds: config.inbox.maxAgeSeconds,
-        maxPerUser: config.inbox.maxPerUser,
-      });
+      const admin = new AppAdmin(
+        new AppsRepository(db),
+        apps,
+        {
+          maxTtlSeconds: config.inbox.maxAgeSeconds,
+          maxPerUser: config.inbox.maxPerUser,
+        },
+        (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+      );
       return await fn(admin, apps);
     } finally {
       apps.close();
@@ -107,21 +112,12 @@ async function run(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    case 'provision': {
-      const nc = await connectNats({
-        servers: config.natsUrl,
-        auth: config.natsAuth,
-        name: 'cli',
-        logger: createLogger({ level: 'warn', name: 'cli' }),
+    case 'provision':
+      // withAdmin creates the apps bucket; syncAll creates or updates every app's inbox stream.
+      return withAdmin(config, async (admin) => {
+        print({ provisioned: true, prefix: config.prefix, apps: await admin.syncAll() });
+        return 0;
       });
-      try {
-        await provisionStreams(nc, new Subjects(config.prefix), config.inbox);
-        print({ provisioned: true, prefix: config.prefix });
-      } finally {
-        await nc.drain();
-      }
-      return 0;
-    }
     case 'apps':
       return withAdmin(config, async (admin) => {
         switch (sub) {

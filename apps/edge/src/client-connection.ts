@@ -133,15 +133,6 @@ export class ClientConnection implements LiveReceiver {
   private async loadBacklog(): Promise<void> {
     const { ctx } = this;
     ctx.metrics.backlogLoads.inc();
-    if (this.cursor === 0) {
-      // First load of this connection: hold the user's inbox to the app's per-user cap (the
-      // stream's own cap is deployment-wide), oldest out, counted.
-      const cap = ctx.apps.get(this.app)?.settings.maxPendingPerUser;
-      if (cap !== undefined) {
-        const evicted = await ctx.store.trim(this.app, this.user, cap);
-        if (evicted > 0) ctx.metrics.evicted.inc(evicted);
-      }
-    }
     for (;;) {
       this.again = false;
       this.overflow = false;
@@ -276,7 +267,7 @@ export class ClientConnection implements LiveReceiver {
 
   private removeStored(seq: number): void {
     const { ctx } = this;
-    ctx.store.remove(seq).then(
+    ctx.store.remove(this.app, seq).then(
       (removed) => {
         if (removed) ctx.metrics.removed.inc();
       },

@@ -33,11 +33,6 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Acked messages the store did not remove in time (they stay stored and may be delivered again)',
       registers: r,
     }),
-    evicted: new Counter({
-      name: 'push_edge_evicted_total',
-      help: "Stored messages evicted at connect by the app's per-user cap",
-      registers: r,
-    }),
     expired: new Counter({
       name: 'push_edge_expired_total',
       help: 'Messages past their TTL, dropped instead of delivered',

@@ -70,7 +70,7 @@ interface JsApiError {
 const REMOVALS_IN_FLIGHT = 1024;
 
 /**
- * Users' inboxes in the inbox stream: store (pipelined publish), read the backlog (Direct Get
+ * Users' inboxes in their app's inbox stream: store (pipelined publish), read the backlog (Direct Get
  * `next_by_subj`), remove on ack (delete by sequence), count pending. No consumers.
  *
  * Deletes go through their own pipeline with a small in-flight bound: nats-server 2.9 spends
@@ -82,10 +82,6 @@ export class InboxStore {
   readonly pipeline: RequestPipeline;
   private readonly removals: RequestPipeline;
   private readonly subjects: Subjects;
-  private readonly directGetSubject: string;
-  private readonly deleteSubject: string;
-  private readonly infoSubject: string;
-  private readonly purgeSubject: string;
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
@@ -95,10 +91,11 @@ export class InboxStore {
       maxInFlight: REMOVALS_IN_FLIGHT,
       maxQueued: 200_000,
     });
-    this.directGetSubject = `${API}.DIRECT.GET.${subjects.inboxStream}`;
-    this.deleteSubject = `${API}.STREAM.MSG.DELETE.${subjects.inboxStream}`;
-    this.infoSubject = `${API}.STREAM.INFO.${subjects.inboxStream}`;
-    this.purgeSubject = `${API}.STREAM.PURGE.${subjects.inboxStream}`;
+  }
+
+  /** `$JS.API.<op>.<stream of the app>`. */
+  private api(op: string, app: string): string {
+    return `${API}.${op}.${this.subjects.inboxStream(app)}`;
   }
 
   /**
@@ -122,7 +119,8 @@ export class InboxStore {
     } catch (err) {
       throw storeError(err);
     }
-    if (reply.headers?.code === 503) throw new PushError('store_unavailable', 'no stream answers for inboxes');
+    if (reply.headers?.code === 503)
+      throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
     const ack = parseJson(reply) as { seq?: number; duplicate?: boolean; error?: JsApiError };
     if (ack.error !== undefined || typeof ack.seq !== 'number') {
       throw new PushError('store_unavailable', `store refused the message: ${ack.error?.description ?? 'no sequence'}`);
@@ -135,7 +133,7 @@ export class InboxStore {
     let reply: Msg;
     try {
       reply = await this.pipeline.request(
-        this.directGetSubject,
+        this.api('DIRECT.GET', app),
         `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(this.subjects.inbox(app, user))}}`,
       );
     } catch (err) {
@@ -155,10 +153,10 @@ export class InboxStore {
    * Removes one message by sequence. Resolves true when it was removed, false when it was
    * already gone (acked by another device, expired or evicted).
    */
-  async remove(seq: number): Promise<boolean> {
+  async remove(app: string, seq: number): Promise<boolean> {
     let reply: Msg;
     try {
-      reply = await this.removals.request(this.deleteSubject, `{"seq":${seq},"no_erase":true}`);
+      reply = await this.removals.request(this.api('STREAM.MSG.DELETE', app), `{"seq":${seq},"no_erase":true}`);
     } catch (err) {
       throw storeError(err);
     }
@@ -174,34 +172,13 @@ export class InboxStore {
     const subject = this.subjects.inbox(app, user);
     let reply: Msg;
     try {
-      reply = await this.pipeline.request(this.infoSubject, JSON.stringify({ subjects_filter: subject }));
+      reply = await this.pipeline.request(this.api('STREAM.INFO', app), JSON.stringify({ subjects_filter: subject }));
     } catch (err) {
       throw storeError(err);
     }
     const r = parseJson(reply) as { state?: { subjects?: Record<string, number> }; error?: JsApiError };
     if (r.error !== undefined) throw new PushError('store_unavailable', r.error.description);
     return r.state?.subjects?.[subject] ?? 0;
-  }
-
-  /**
-   * Evicts the oldest messages of a user's inbox beyond the newest `keep` (the app's per-user
-   * cap); resolves with how many were evicted. The inbox stream has no consumers, so the
-   * 2.9.x purge-by-subject bug that moves consumers' floors does not apply here.
-   */
-  async trim(app: string, user: string, keep: number): Promise<number> {
-    let reply: Msg;
-    try {
-      reply = await this.pipeline.request(
-        this.purgeSubject,
-        JSON.stringify({ filter: this.subjects.inbox(app, user), keep }),
-      );
-    } catch (err) {
-      throw storeError(err);
-    }
-    const r = parseJson(reply) as { success?: boolean; purged?: number; error?: JsApiError };
-    if (r.success !== true)
-      throw new PushError('store_unavailable', `trim failed: ${r.error?.description ?? 'unknown'}`);
-    return r.purged ?? 0;
   }
 
   /** Requests in flight or waiting (to let them finish before a shutdown). */

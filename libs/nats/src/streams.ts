@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import type { Subjects } from '@push/protocol';
 
 export interface InboxStreamOptions {
-  /** Most messages kept per user (JetStream `max_msgs_per_subject`); older ones are evicted. */
+  /** Highest per-user cap any app may have (`max_msgs_per_subject` of its stream). */
   maxPerUser: number;
   /** Most a message may live, seconds (stream `max_age`); bounds every app's TTL. */
   maxAgeSeconds: number;
@@ -14,48 +14,77 @@ export interface InboxStreamOptions {
   replicas: number;
 }
 
+/** What an app's inbox stream depends on. */
+export interface InboxStreamApp {
+  id: string;
+  settings: { maxPendingPerUser: number };
+}
+
 const NANOS = 1_000_000_000;
 
-/** The inbox stream's configuration, as the contract in DESIGN.md describes it. */
+/** The configuration of one app's inbox stream, as the contract in DESIGN.md describes it. */
 export function inboxStreamConfig(
   subjects: Subjects,
+  app: InboxStreamApp,
   opts: InboxStreamOptions,
 ): Partial<StreamConfig> & { name: string } {
   return {
-    name: subjects.inboxStream,
-    subjects: [subjects.inboxRepublishSource],
+    name: subjects.inboxStream(app.id),
+    subjects: [subjects.inboxOfApp(app.id)],
     retention: 'limits',
     storage: 'file',
     discard: 'old',
-    max_msgs_per_subject: opts.maxPerUser,
+    max_msgs_per_subject: Math.min(app.settings.maxPendingPerUser, opts.maxPerUser),
     max_age: opts.maxAgeSeconds * NANOS,
     duplicate_window: Math.min(opts.duplicateWindowSeconds, opts.maxAgeSeconds) * NANOS,
     num_replicas: opts.replicas,
     allow_direct: true,
-    republish: { src: subjects.inboxRepublishSource, dest: subjects.inboxRepublishDest },
+    republish: { src: subjects.inboxOfApp(app.id), dest: subjects.inboxRepublishDest(app.id) },
   };
 }
 
+function isNotFound(err: unknown): boolean {
+  return err instanceof Error && /stream not found/i.test(err.message);
+}
+
 /**
- * Creates the streams and KV buckets the system needs, or brings their mutable settings up to
- * date. Safe to run any number of times, from any process.
+ * Creates an app's inbox stream, or brings its settings (per-user cap, max age, duplicate
+ * window, replicas) up to date. Idempotent; the center calls it whenever it saves an app.
  */
-export async function provisionStreams(
+export async function ensureInboxStream(
   nc: NatsConnection,
   subjects: Subjects,
+  app: InboxStreamApp,
   opts: InboxStreamOptions,
 ): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  const config = inboxStreamConfig(subjects, opts);
-  const existing = await jsm.streams.info(subjects.inboxStream).catch((err: unknown) => {
-    if (err instanceof Error && /stream not found/i.test(err.message)) return undefined;
+  const config = inboxStreamConfig(subjects, app, opts);
+  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
     throw err;
   });
   if (existing === undefined) {
     await jsm.streams.add(config);
-  } else {
-    await jsm.streams.update(subjects.inboxStream, { ...existing.config, ...config });
+    return;
   }
+  const c = existing.config;
+  const same =
+    c.max_msgs_per_subject === config.max_msgs_per_subject &&
+    c.max_age === config.max_age &&
+    c.duplicate_window === config.duplicate_window &&
+    c.num_replicas === config.num_replicas;
+  if (!same) await jsm.streams.update(config.name, { ...c, ...config });
+}
+
+/**
+ * Creates the KV bucket that mirrors apps to edges. Inbox streams are per app (see
+ * `ensureInboxStream`). Safe to run any number of times, from any process.
+ */
+export async function provisionStreams(
+  nc: NatsConnection,
+  subjects: Subjects,
+  opts: { replicas: number },
+): Promise<void> {
   const kvm = new Kvm(nc);
   await kvm.create(subjects.appsBucket, { history: 1, replicas: opts.replicas });
 }

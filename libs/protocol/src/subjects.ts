@@ -9,8 +9,8 @@ import { encodeToken } from './ids.js';
  */
 export class Subjects {
   readonly prefix: string;
-  /** Stream holding every user's inbox: `<PREFIX>_INBOX`. */
-  readonly inboxStream: string;
+  /** Name prefix of the per-app inbox streams: `<PREFIX>_INBOX-` (the prefix never holds `-`). */
+  readonly inboxStreamPrefix: string;
   /** KV bucket mirroring app config for edges: `<prefix>_apps`. */
   readonly appsBucket: string;
 
@@ -19,11 +19,20 @@ export class Subjects {
       throw new Error(`subject prefix must match [a-z][a-z0-9_]{0,31}, got ${JSON.stringify(prefix)}`);
     }
     this.prefix = prefix;
-    this.inboxStream = `${prefix.toUpperCase()}_INBOX`;
+    this.inboxStreamPrefix = `${prefix.toUpperCase()}_INBOX-`;
     this.appsBucket = `${prefix}_apps`;
   }
 
-  /** `push.inbox.>`: every inbox subject, the subjects of the inbox stream. */
+  /**
+   * The stream holding one app's inboxes: `<PREFIX>_INBOX-<app>`. One stream per app, so that
+   * the app's per-user cap is the stream's `max_msgs_per_subject`, enforced by JetStream as it
+   * stores, and apps never share storage.
+   */
+  inboxStream(app: string): string {
+    return this.inboxStreamPrefix + encodeToken(app);
+  }
+
+  /** `push.inbox.>`: every inbox subject of every app. */
   get inboxAll(): string {
     return `${this.prefix}.inbox.>`;
   }
@@ -33,14 +42,14 @@ export class Subjects {
     return `${this.prefix}.inbox.${encodeToken(app)}.${encodeToken(user)}`;
   }
 
-  /** RePublish source pattern for the inbox stream. */
-  get inboxRepublishSource(): string {
-    return `${this.prefix}.inbox.*.*`;
+  /** `push.inbox.<app>.*`: the subjects of the app's inbox stream, and its RePublish source. */
+  inboxOfApp(app: string): string {
+    return `${this.prefix}.inbox.${encodeToken(app)}.*`;
   }
 
-  /** RePublish destination: `push.live.u.<app>.<user>` mirrors `push.inbox.<app>.<user>`. */
-  get inboxRepublishDest(): string {
-    return `${this.prefix}.live.u.{{wildcard(1)}}.{{wildcard(2)}}`;
+  /** RePublish destination of the app's stream: `push.live.u.<app>.<user>` mirrors `push.inbox.<app>.<user>`. */
+  inboxRepublishDest(app: string): string {
+    return `${this.prefix}.live.u.${encodeToken(app)}.{{wildcard(1)}}`;
   }
 
   /** `push.live.u.<app>.<user>`: live copies of stored inbox messages, for edges. */
@@ -63,9 +72,13 @@ export class Subjects {
     return `${this.prefix}-center`;
   }
 
-  /** KV key of an app in the apps bucket. */
+  /**
+   * KV key of an app in the apps bucket. KV keys allow `[-/=.\w]` but not `~`, so an id outside
+   * the safe alphabet is written as `=` + base64url (`=` is never part of a safe id).
+   */
   appKey(app: string): string {
-    return encodeToken(app);
+    const token = encodeToken(app);
+    return token.startsWith('~') ? `=${token.slice(1)}` : token;
   }
 
   /** Redis hash of one user's live connections: field = connection id, value = edge + device. */
