@@ -121,6 +121,8 @@ export class InboxStore {
     }
     if (reply.headers?.code === 503)
       throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
+    const fast = readPubAck(reply.data);
+    if (fast !== undefined) return fast;
     const ack = parseJson(reply) as { seq?: number; duplicate?: boolean; error?: JsApiError };
     if (ack.error !== undefined || typeof ack.seq !== 'number') {
       throw new PushError('store_unavailable', `store refused the message: ${ack.error?.description ?? 'no sequence'}`);
@@ -193,6 +195,35 @@ export class InboxStore {
 }
 
 const decoder = new TextDecoder();
+
+const SEQ_KEY = Buffer.from('"seq":');
+const DUPLICATE_TRUE = Buffer.from('"duplicate":true');
+const ERROR_KEY = Buffer.from('"error"');
+
+/**
+ * Reads a JetStream publish ack (`{"stream":"S","seq":N}` or with `"duplicate":true`) straight
+ * from its bytes: the store's hot path, where decoding and parsing JSON per message cost a
+ * measurable share of the client's CPU and garbage. Undefined for anything else (an error
+ * answer, an unexpected shape), which the caller then parses in full.
+ */
+export function readPubAck(data: Uint8Array): PublishResult | undefined {
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (buf.length > 512 || buf.includes(ERROR_KEY)) return undefined;
+  const at = buf.indexOf(SEQ_KEY);
+  if (at < 0) return undefined;
+  let seq = 0;
+  let i = at + SEQ_KEY.length;
+  const start = i;
+  for (; i < buf.length; i++) {
+    const c = buf[i] as number;
+    if (c < 0x30 || c > 0x39) break;
+    seq = seq * 10 + (c - 0x30);
+  }
+  if (i === start || seq === 0 || !Number.isSafeInteger(seq)) return undefined;
+  const next = buf[i];
+  if (next !== 0x2c && next !== 0x7d) return undefined; // ',' or '}'
+  return { seq, duplicate: buf.includes(DUPLICATE_TRUE) };
+}
 
 function parseJson(msg: Msg): unknown {
   try {

@@ -29,8 +29,11 @@ const NO_SENDER = '!';
 /** Builds the stored bytes of a message. */
 export function encodeEnvelope(meta: EnvelopeMeta, payload: Uint8Array): Buffer {
   const line = `1 ${meta.ts} ${meta.expires} ${meta.binary ? 'b' : 'j'} ${meta.from === undefined ? NO_SENDER : encodeToken(meta.from)}\n`;
-  const head = Buffer.from(line, 'latin1');
-  return Buffer.concat([head, payload], head.length + payload.length);
+  // One allocation: the line is ASCII, so its length in bytes is its length in characters.
+  const out = Buffer.allocUnsafe(line.length + payload.length);
+  out.write(line, 0, 'latin1');
+  out.set(payload, line.length);
+  return out;
 }
 
 /** Splits stored bytes into metadata and payload; undefined when they are not an envelope. */
