@@ -15,7 +15,7 @@ import {
   type Listening,
   type TemplatedApp,
 } from '@push/http';
-import { InboxStore, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
+import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { CLOSE, PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -69,6 +69,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   const maxConnections = connectionBudget(edgeConfig.maxConnections, openFileLimit());
 
   let nc: NatsConnection | undefined;
+  let live: LiveSubscriber | undefined;
   let store: InboxStore | undefined;
   let apps: AppDirectory | undefined;
   let redis: Redis | undefined;
@@ -240,6 +241,16 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         },
       });
       store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+      // Live subscriptions (one per connected user) on their own lean NATS connection.
+      live = await LiveSubscriber.connect({
+        servers: config.natsUrl,
+        auth: config.natsAuth,
+        name: `edge-${edgeId}-live`,
+        logger: log,
+        onReconnect: () => {
+          for (const c of connections) c.resync();
+        },
+      });
       try {
         apps = await AppDirectory.open(nc, subjects, log);
       } catch (err) {
@@ -261,7 +272,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         config: edgeConfig,
         subjects,
         store,
-        channels: new UserChannels(nc, subjects),
+        channels: new UserChannels(live, subjects),
         apps,
         presence,
         metrics,
@@ -286,6 +297,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         if (stopping) return 'stopping';
         const natsReady = natsReadiness(nc);
         if (natsReady !== true) return natsReady;
+        if (live?.isConnected !== true) return 'nats reconnecting';
         if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
         return true;
       });
@@ -323,6 +335,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         while ((store?.busy ?? 0) > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
         apps?.close();
         store?.close();
+        live?.close();
         await presence?.stop().catch(() => undefined);
         if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
         redis?.disconnect();

@@ -69,7 +69,7 @@ export class ClientConnection implements LiveReceiver {
     if (this.mode === CLOSED) return; // closed before it was greeted
     this.ws = ws;
     const { ctx } = this;
-    ctx.channels.join(this.app, this.user, this);
+    const subscribed = ctx.channels.join(this.app, this.user, this);
     this.sendText(
       ServerFrames.hello({
         conn: this.id,
@@ -81,7 +81,8 @@ export class ClientConnection implements LiveReceiver {
         maxMessageBytes,
       }),
     );
-    this.resync();
+    // Read the backlog once the live subscription is active: no gap between the two.
+    void subscribed.then(() => this.resync());
   }
 
   /** Called on WebSocket close (any reason). Undelivered and unacked messages stay stored. */

@@ -1,5 +1,4 @@
-import type { NatsConnection, Subscription } from '@nats-io/nats-core';
-import { readInboxMessage, type InboxMessage } from '@push/nats';
+import { readLiveMessage, type InboxMessage, type LiveSubscriber } from '@push/nats';
 import type { Subjects } from '@push/protocol';
 
 /** Something that takes a user's live messages: a client connection. */
@@ -7,22 +6,28 @@ export interface LiveReceiver {
   onLive(msg: InboxMessage): void;
 }
 
+/** The receivers of one user on this edge: one, or an array when several devices connect here. */
+type Receivers = LiveReceiver | LiveReceiver[];
+
 interface Channel {
-  sub: Subscription;
-  receivers: LiveReceiver[];
+  sid: number;
+  receivers: Receivers;
+  /** Settles once the server has the SUB (undefined after that). */
+  ready: Promise<void> | undefined;
 }
 
 /**
  * One NATS subscription per connected user on this edge (`push.live.u.<app>.<user>`), shared by
  * all of that user's connections here and dropped with the last one. Never one per connection.
+ * Subscriptions go through the lean LiveSubscriber (a Map entry each, not a nats.js object).
  */
 export class UserChannels {
-  private readonly nc: NatsConnection;
+  private readonly live: LiveSubscriber;
   private readonly subjects: Subjects;
   private readonly channels = new Map<string, Channel>();
 
-  constructor(nc: NatsConnection, subjects: Subjects) {
-    this.nc = nc;
+  constructor(live: LiveSubscriber, subjects: Subjects) {
+    this.live = live;
     this.subjects = subjects;
   }
 
@@ -32,30 +37,31 @@ export class UserChannels {
   }
 
   /**
-   * Adds a receiver for the user's live messages, subscribing when it is the first. The SUB is
-   * written before anything the caller sends next on this connection (such as the backlog
-   * read), so every message stored after that read is seen live.
+   * Adds a receiver for the user's live messages, subscribing when it is the first. Resolves
+   * once the server has the subscription: the backlog is read after that (it goes out on another
+   * NATS connection), so every message stored after the read is also seen live.
    */
-  join(app: string, user: string, receiver: LiveReceiver): void {
+  join(app: string, user: string, receiver: LiveReceiver): Promise<void> {
     const subject = this.subjects.liveUser(app, user);
     const ch = this.channels.get(subject);
     if (ch !== undefined) {
-      ch.receivers.push(receiver);
-      return;
+      ch.receivers = Array.isArray(ch.receivers) ? [...ch.receivers, receiver] : [ch.receivers, receiver];
+      return ch.ready ?? Promise.resolve();
     }
-    const channel: Channel = {
-      receivers: [receiver],
-      sub: this.nc.subscribe(subject, {
-        callback: (err, msg) => {
-          if (err !== null) return;
-          const m = readInboxMessage(msg);
-          if (m === undefined) return;
-          const rs = channel.receivers;
-          for (let i = 0; i < rs.length; i++) rs[i]?.onLive(m);
-        },
-      }),
-    };
+    const channel: Channel = { sid: 0, receivers: receiver, ready: undefined };
+    channel.sid = this.live.subscribe(subject, (headers, payload) => {
+      const m = readLiveMessage(headers, payload);
+      if (m === undefined) return;
+      const rs = channel.receivers;
+      if (Array.isArray(rs)) for (const r of rs) r.onLive(m);
+      else rs.onLive(m);
+    });
     this.channels.set(subject, channel);
+    const ready = this.live.flush().then(() => {
+      channel.ready = undefined;
+    });
+    channel.ready = ready;
+    return ready;
   }
 
   /** Removes a receiver; unsubscribes when it was the last of its user. */
@@ -63,11 +69,14 @@ export class UserChannels {
     const subject = this.subjects.liveUser(app, user);
     const ch = this.channels.get(subject);
     if (ch === undefined) return;
-    const i = ch.receivers.indexOf(receiver);
-    if (i >= 0) ch.receivers.splice(i, 1);
-    if (ch.receivers.length === 0) {
-      this.channels.delete(subject);
-      ch.sub.unsubscribe();
+    if (Array.isArray(ch.receivers)) {
+      const rest = ch.receivers.filter((r) => r !== receiver);
+      ch.receivers = rest.length === 1 ? (rest[0] as LiveReceiver) : rest;
+      if (rest.length > 0) return;
+    } else if (ch.receivers !== receiver) {
+      return;
     }
+    this.channels.delete(subject);
+    this.live.unsubscribe(ch.sid);
   }
 }

@@ -1,5 +1,6 @@
 import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
 import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Subjects } from '@push/protocol';
+import { headerSequence } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
@@ -38,6 +39,22 @@ export function readInboxMessage(msg: Msg): InboxMessage | undefined {
   const seq = Number(msg.headers?.get('Nats-Sequence'));
   if (!Number.isSafeInteger(seq) || seq <= 0) return undefined;
   const env = decodeEnvelope(msg.data);
+  if (env === undefined) return undefined;
+  return {
+    seq,
+    ts: env.meta.ts,
+    expires: env.meta.expires,
+    bytes: env.payload,
+    binary: env.meta.binary,
+    from: env.meta.from,
+  };
+}
+
+/** Reads a live (republished) message from the live subscriber's headers block and payload. */
+export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage | undefined {
+  const seq = headerSequence(headers);
+  if (seq <= 0) return undefined;
+  const env = decodeEnvelope(payload);
   if (env === undefined) return undefined;
   return {
     seq,
@@ -197,18 +214,18 @@ export class InboxStore {
 const decoder = new TextDecoder();
 
 const SEQ_KEY = Buffer.from('"seq":');
-const DUPLICATE_TRUE = Buffer.from('"duplicate":true');
+const DUPLICATE_KEY = Buffer.from('"duplicate"');
 const ERROR_KEY = Buffer.from('"error"');
 
 /**
- * Reads a JetStream publish ack (`{"stream":"S","seq":N}` or with `"duplicate":true`) straight
- * from its bytes: the store's hot path, where decoding and parsing JSON per message cost a
- * measurable share of the client's CPU and garbage. Undefined for anything else (an error
- * answer, an unexpected shape), which the caller then parses in full.
+ * Reads a JetStream publish ack (`{"stream":"S","seq":N}`) straight from its bytes: the store's hot path, where decoding and parsing JSON per message cost a
+ * measurable share of the client's CPU and garbage. Undefined for anything else (an error,
+ * a duplicate, an unexpected shape), which the caller then parses in full.
  */
 export function readPubAck(data: Uint8Array): PublishResult | undefined {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  if (buf.length > 512 || buf.includes(ERROR_KEY)) return undefined;
+  // Errors and duplicates (the server formats those by hand, with spaces) take the full parse.
+  if (buf.length > 512 || buf.includes(ERROR_KEY) || buf.includes(DUPLICATE_KEY)) return undefined;
   const at = buf.indexOf(SEQ_KEY);
   if (at < 0) return undefined;
   let seq = 0;
@@ -222,7 +239,7 @@ export function readPubAck(data: Uint8Array): PublishResult | undefined {
   if (i === start || seq === 0 || !Number.isSafeInteger(seq)) return undefined;
   const next = buf[i];
   if (next !== 0x2c && next !== 0x7d) return undefined; // ',' or '}'
-  return { seq, duplicate: buf.includes(DUPLICATE_TRUE) };
+  return { seq, duplicate: false };
 }
 
 function parseJson(msg: Msg): unknown {

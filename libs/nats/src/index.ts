@@ -3,3 +3,4 @@ export * from './request-pipeline.js';
 export * from './streams.js';
 export * from './inbox-store.js';
 export type { NatsConnection, Msg, Subscription } from '@nats-io/nats-core';
+export * from './live-subscriber.js';

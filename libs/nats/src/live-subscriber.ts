@@ -1,0 +1,349 @@
+import net from 'node:net';
+import type { Logger } from 'pino';
+
+/** Receives the messages of one subscription: NATS headers block (empty when none) and payload. */
+export type LiveHandler = (headers: Buffer, payload: Buffer) => void;
+
+export interface LiveSubscriberOptions {
+  /** `nats://host:port` URLs, or one string of comma-separated URLs. */
+  servers: string | string[];
+  auth?: { user: string; pass: string } | undefined;
+  name: string;
+  logger: Logger;
+  /** Called after every reconnect, once every subscription is back: live messages may be lost. */
+  onReconnect?: () => void;
+  /** Seconds between pings; a connection that misses two pongs is replaced. */
+  pingSeconds?: number;
+}
+
+const CRLF = Buffer.from('\r\n');
+/** Largest control line accepted from the server. */
+const MAX_LINE = 64 * 1024;
+
+/**
+ * A minimal NATS client for the edge's live subscriptions: SUB, UNSUB, MSG/HMSG, PING/PONG,
+ * reconnect with every subscription restored. Nothing else.
+ *
+ * Why not the nats.js client for these? A nats.js subscription object costs about 1.5 KB of heap
+ * (an async-iterator queue with deferred promises), and an edge holds one per connected user:
+ * that alone would double the edge's memory per connection. Here a subscription is one Map
+ * entry from its sid to a handler. Everything else (JetStream, KV, requests) uses nats.js.
+ */
+export class LiveSubscriber {
+  private readonly servers: string[];
+  private readonly opts: LiveSubscriberOptions;
+  private readonly log: Logger;
+  private readonly handlers = new Map<number, { subject: string; handler: LiveHandler }>();
+  private socket: net.Socket | undefined;
+  private connected = false;
+  private closed = false;
+  private nextSid = 1;
+  private serverIndex = 0;
+  private attempts = 0;
+  private out: string[] = [];
+  private flushQueued = false;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private pingsOut = 0;
+  // Parser state: bytes not yet consumed; when `expect` > 0, a payload of that many bytes (plus
+  // CRLF) is awaited for `sid` with `hdrLen` header bytes at its start.
+  private buf: Buffer = Buffer.alloc(0);
+  private expect = 0;
+  private expectSid = 0;
+  private expectHdr = 0;
+
+  private constructor(opts: LiveSubscriberOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    const list = typeof opts.servers === 'string' ? opts.servers.split(',') : opts.servers;
+    this.servers = list.map((s) => s.trim()).filter((s) => s !== '');
+    if (this.servers.length === 0) throw new Error('no NATS server URL');
+  }
+
+  /** Connects (to the first server that answers); rejects when none does. */
+  static async connect(opts: LiveSubscriberOptions): Promise<LiveSubscriber> {
+    const s = new LiveSubscriber(opts);
+    let lastErr: unknown;
+    for (let i = 0; i < s.servers.length; i++) {
+      try {
+        await s.open();
+        return s;
+      } catch (err) {
+        lastErr = err;
+        s.serverIndex = (s.serverIndex + 1) % s.servers.length;
+      }
+    }
+    throw lastErr instanceof Error ? lastErr : new Error(String(lastErr));
+  }
+
+  /** Subscriptions held now. */
+  get size(): number {
+    return this.handlers.size;
+  }
+
+  /** True while connected (false while reconnecting). */
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  subscribe(subject: string, handler: LiveHandler): number {
+    if (this.closed) throw new Error('live subscriber is closed');
+    const sid = this.nextSid++;
+    this.handlers.set(sid, { subject, handler });
+    if (this.connected) this.write(`SUB ${subject} ${sid}\r\n`);
+    return sid;
+  }
+
+  unsubscribe(sid: number): void {
+    if (!this.handlers.delete(sid)) return;
+    if (this.connected) this.write(`UNSUB ${sid}\r\n`);
+  }
+
+  /**
+   * Resolves once the server has processed everything written so far (its PONG to a PING sent
+   * after it), so a subscription made before is active. Calls in one tick share one PING.
+   * Resolves at once while disconnected (the reconnect restores subscriptions and reports).
+   */
+  flush(): Promise<void> {
+    if (!this.connected) return Promise.resolve();
+    if (this.flushing !== undefined) return this.flushing;
+    const p = new Promise<void>((resolve) => {
+      this.pongWaiters.push(resolve);
+      this.write('PING\r\n');
+    });
+    this.flushing = p;
+    queueMicrotask(() => {
+      if (this.flushing === p) this.flushing = undefined;
+    });
+    return p;
+  }
+
+  private flushing: Promise<void> | undefined;
+  private pongWaiters: Array<() => void> = [];
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.connected = false;
+    if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
+    this.socket?.destroy();
+    this.handlers.clear();
+    for (const w of this.pongWaiters.splice(0)) w();
+  }
+
+  private url(): URL {
+    const raw = this.servers[this.serverIndex] as string;
+    return new URL(raw.includes('://') ? raw : `nats://${raw}`);
+  }
+
+  /** Opens a connection, handshakes, restores every subscription; resolves when the server confirmed. */
+  private open(): Promise<void> {
+    const u = this.url();
+    return new Promise<void>((resolve, reject) => {
+      const socket = net.connect({ host: u.hostname, port: Number(u.port || 4222) });
+      socket.setNoDelay(true);
+      let greeted = false;
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        socket.destroy();
+        reject(err);
+      };
+      const timer = setTimeout(() => fail(new Error(`NATS ${u.host}: no handshake within 5 s`)), 5000);
+      this.buf = Buffer.alloc(0);
+      this.expect = 0;
+      socket.on('error', (err) => fail(err));
+      socket.on('data', (chunk: Buffer) => {
+        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+        if (!greeted) {
+          // The server speaks first: INFO {...}\r\n. Answer CONNECT, then PING to learn the verdict.
+          const nl = this.buf.indexOf(CRLF);
+          if (nl < 0) return;
+          const line = this.buf.toString('latin1', 0, nl);
+          this.buf = this.buf.subarray(nl + 2);
+          if (!line.startsWith('INFO ')) return fail(new Error(`NATS ${u.host}: unexpected greeting`));
+          const info = JSON.parse(line.slice(5)) as { tls_required?: boolean };
+          if (info.tls_required === true)
+            return fail(new Error(`NATS ${u.host} requires TLS, which the live subscriber does not speak`));
+          greeted = true;
+          const connect = {
+            verbose: false,
+            pedantic: false,
+            headers: true,
+            no_responders: false,
+            protocol: 1,
+            lang: 'push-live',
+            version: '1',
+            name: this.opts.name,
+            ...(this.opts.auth !== undefined ? { user: this.opts.auth.user, pass: this.opts.auth.pass } : {}),
+          };
+          let subs = '';
+          for (const [sid, h] of this.handlers) subs += `SUB ${h.subject} ${sid}\r\n`;
+          socket.write(`CONNECT ${JSON.stringify(connect)}\r\n${subs}PING\r\n`);
+          this.pongWaiters.push(() => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve();
+          });
+          this.socket = socket;
+        }
+        this.onData(socket);
+      });
+      socket.on('close', () => {
+        clearTimeout(timer);
+        if (!settled) {
+          fail(new Error(`NATS ${u.host}: connection closed during the handshake`));
+          return;
+        }
+        if (this.socket !== socket) return;
+        this.socket = undefined;
+        const was = this.connected;
+        this.connected = false;
+        // Unsent writes are superseded: the next connection resends every subscription.
+        this.out = [];
+        for (const w of this.pongWaiters.splice(0)) w();
+        if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
+        if (this.closed) return;
+        if (was) this.log.warn({ server: u.host }, 'live subscriber disconnected');
+        this.reconnectSoon();
+      });
+    }).then(() => {
+      this.connected = true;
+      this.attempts = 0;
+      this.pingsOut = 0;
+      this.pingTimer = setInterval(() => this.ping(), (this.opts.pingSeconds ?? 10) * 1000);
+      this.pingTimer.unref();
+      this.flushOut();
+    });
+  }
+
+  private reconnectSoon(): void {
+    this.attempts++;
+    const delay = Math.min(2000, 100 * this.attempts) + Math.random() * 250;
+    setTimeout(() => {
+      if (this.closed) return;
+      this.serverIndex = (this.serverIndex + 1) % this.servers.length;
+      this.open().then(
+        () => {
+          this.log.info({ server: this.url().host, subscriptions: this.handlers.size }, 'live subscriber reconnected');
+          this.opts.onReconnect?.();
+        },
+        () => this.reconnectSoon(),
+      );
+    }, delay).unref();
+  }
+
+  private ping(): void {
+    if (!this.connected) return;
+    if (this.pingsOut >= 2) {
+      this.log.warn('live subscriber: server stopped answering pings; reconnecting');
+      this.socket?.destroy();
+      return;
+    }
+    this.pingsOut++;
+    this.pongWaiters.push(() => undefined); // answers come in order: keep the queue aligned
+    this.write('PING\r\n');
+  }
+
+  private write(s: string): void {
+    this.out.push(s);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => this.flushOut());
+  }
+
+  private flushOut(): void {
+    this.flushQueued = false;
+    if (this.out.length === 0 || this.socket === undefined || !this.connected) return;
+    const text = this.out.join('');
+    this.out = [];
+    this.socket.write(text);
+  }
+
+  private onData(socket: net.Socket): void {
+    for (;;) {
+      if (this.expect > 0) {
+        if (this.buf.length < this.expect + 2) return;
+        const body = this.buf.subarray(0, this.expect);
+        this.buf = this.buf.subarray(this.expect + 2);
+        this.expect = 0;
+        const h = this.handlers.get(this.expectSid);
+        if (h !== undefined) {
+          try {
+            h.handler(body.subarray(0, this.expectHdr), body.subarray(this.expectHdr));
+          } catch (err) {
+            this.log.error({ err }, 'live message handler failed');
+          }
+        }
+        continue;
+      }
+      const nl = this.buf.indexOf(CRLF);
+      if (nl < 0) {
+        if (this.buf.length > MAX_LINE) socket.destroy(new Error('NATS control line too long'));
+        return;
+      }
+      const line = this.buf.toString('latin1', 0, nl);
+      this.buf = this.buf.subarray(nl + 2);
+      this.control(line, socket);
+    }
+  }
+
+  private control(line: string, socket: net.Socket): void {
+    if (line.startsWith('MSG ') || line.startsWith('HMSG ')) {
+      // MSG <subject> <sid> [reply] <#bytes>; HMSG <subject> <sid> [reply] <#hdr> <#total>
+      const parts = line.split(' ');
+      const headers = parts[0] === 'HMSG';
+      const total = Number(parts[parts.length - 1]);
+      const hdr = headers ? Number(parts[parts.length - 2]) : 0;
+      const sid = Number(parts[2]);
+      if (!Number.isInteger(total) || !Number.isInteger(hdr) || hdr > total) {
+        socket.destroy(new Error(`bad NATS message line: ${line.slice(0, 100)}`));
+        return;
+      }
+      this.expectSid = sid;
+      this.expectHdr = hdr;
+      this.expect = total;
+      if (total === 0) {
+        // Zero-length message: consume the trailing CRLF on the next pass.
+        this.expect = 0;
+        this.buf = this.buf.subarray(2);
+        this.handlers.get(sid)?.handler(Buffer.alloc(0), Buffer.alloc(0));
+      }
+      return;
+    }
+    if (line === 'PING') {
+      socket.write('PONG\r\n');
+      return;
+    }
+    if (line === 'PONG') {
+      this.pingsOut = 0;
+      this.pongWaiters.shift()?.();
+      return;
+    }
+    if (line.startsWith('-ERR')) {
+      this.log.error({ err: line }, 'NATS error on the live subscriber');
+      if (/authorization|authentication/i.test(line)) socket.destroy(new Error(line));
+      return;
+    }
+    // INFO updates and +OK need nothing.
+  }
+}
+
+const SEQ_HEADER = Buffer.from('Nats-Sequence:');
+
+/** The `Nats-Sequence` header of a NATS headers block, or 0 when absent or malformed. */
+export function headerSequence(headers: Buffer): number {
+  const at = headers.indexOf(SEQ_HEADER);
+  if (at < 0) return 0;
+  let i = at + SEQ_HEADER.length;
+  while (headers[i] === 0x20) i++;
+  let n = 0;
+  const start = i;
+  for (; i < headers.length; i++) {
+    const c = headers[i] as number;
+    if (c < 0x30 || c > 0x39) break;
+    n = n * 10 + (c - 0x30);
+  }
+  return i > start && Number.isSafeInteger(n) ? n : 0;
+}
