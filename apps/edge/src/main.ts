@@ -1,5 +1,5 @@
 import cluster from 'node:cluster';
-import { ConfigError, loadConfig, type Config } from '@push/config';
+import { loadConfigOrExit, runService } from '@push/config';
 import { createLogger, type Logger } from '@push/logger';
 import { createEdge } from './app.js';
 
@@ -8,16 +8,10 @@ import { createEdge } from './app.js';
  * many workers; each listens on the same port (uWS sets SO_REUSEPORT, the kernel balances
  * connections) with its own NATS connection and its own file-descriptor budget.
  */
-async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    process.stderr.write(`${err instanceof ConfigError ? err.message : String(err)}\n`);
-    process.exit(2);
-  }
-  const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'edge' });
+function main(): void {
+  const config = loadConfigOrExit();
   if (config.edge.workers > 1 && cluster.isPrimary) {
+    const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'edge' });
     if (config.edge.port === 0) {
       logger.fatal('PUSH_EDGE_PORT=0 needs PUSH_EDGE_WORKERS=1 (workers must share one known port)');
       process.exit(2);
@@ -25,7 +19,14 @@ async function main(): Promise<void> {
     runPrimary(config.edge.workers, logger);
     return;
   }
-  await runWorker(config, logger);
+  // Workers must not share an edge id (it names connections, presence and the alive key).
+  const id = config.edge.id;
+  const worker = cluster.worker;
+  const own =
+    id !== undefined && worker !== undefined
+      ? { ...config, edge: { ...config.edge, id: `${id}-w${worker.id}` } }
+      : config;
+  void runService('edge', (c, logger) => createEdge(c, { logger }), { config: own });
 }
 
 function runPrimary(workers: number, logger: Logger): void {
@@ -58,35 +59,4 @@ function runPrimary(workers: number, logger: Logger): void {
   process.on('SIGINT', stop);
 }
 
-async function runWorker(config: Config, logger: Logger): Promise<void> {
-  // Workers must not share an edge id (it names connections, presence and the alive key).
-  const id = config.edge.id;
-  const worker = cluster.worker;
-  const own =
-    id !== undefined && worker !== undefined
-      ? { ...config, edge: { ...config.edge, id: `${id}-w${worker.id}` } }
-      : config;
-  const edge = createEdge(own, { logger });
-  const shutdown = (signal: string): void => {
-    logger.info({ signal }, 'edge stopping');
-    const force = setTimeout(() => process.exit(1), 15_000);
-    force.unref();
-    edge.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'edge stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  try {
-    await edge.start();
-  } catch (err) {
-    logger.fatal({ err }, 'edge failed to start');
-    process.exit(1);
-  }
-}
-
-void main();
+main();
