@@ -85,6 +85,8 @@ interface JsApiError {
 
 /** Deletes in flight at once: enough to keep the server busy, few enough not to crowd reads. */
 const REMOVALS_IN_FLIGHT = 1024;
+/** Deadline of a delete, queued time included. */
+const REMOVAL_TIMEOUT_MS = 120_000;
 
 /**
  * Users' inboxes in their app's inbox stream: store (pipelined publish), read the backlog (Direct Get
@@ -103,8 +105,10 @@ export class InboxStore {
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
     this.pipeline = new RequestPipeline(nc, opts);
+    // A delete is worth waiting for: the server works through a backlog of them at its own
+    // pace, and one given up on leaves the message stored (delivered again on reconnect).
     this.removals = new RequestPipeline(nc, {
-      timeoutMs: opts.timeoutMs,
+      timeoutMs: Math.max(REMOVAL_TIMEOUT_MS, opts.timeoutMs ?? 0),
       maxInFlight: REMOVALS_IN_FLIGHT,
       maxQueued: 200_000,
     });
