@@ -50,6 +50,18 @@ export function readInboxMessage(msg: Msg): InboxMessage | undefined {
   };
 }
 
+/** Reads the answer to a store: the sequence, or PushError store_unavailable. */
+function readStored(reply: Msg): PublishResult {
+  if (reply.headers?.code === 503) throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
+  const fast = readPubAck(reply.data);
+  if (fast !== undefined) return fast;
+  const ack = parseJson(reply) as { seq?: number; duplicate?: boolean; error?: JsApiError };
+  if (ack.error !== undefined || typeof ack.seq !== 'number') {
+    throw new PushError('store_unavailable', `store refused the message: ${ack.error?.description ?? 'no sequence'}`);
+  }
+  return { seq: ack.seq, duplicate: ack.duplicate === true };
+}
+
 /** Reads a live (republished) message from the live subscriber's headers block and payload. */
 export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage | undefined {
   const seq = headerSequence(headers);
@@ -123,32 +135,28 @@ export class InboxStore {
    * Stores a message in a user's inbox; resolves once JetStream has it (and so once it has been
    * republished live). Rejects with PushError `store_unavailable` when the store cannot take it.
    */
-  async publish(app: string, user: string, payload: MessagePayload, opts: PublishOptions): Promise<PublishResult> {
-    const now = opts.now ?? Date.now();
-    const stored = encodeEnvelope(
-      { ts: now, expires: now + opts.ttlMs, binary: payload.binary, from: opts.from },
-      payload.bytes,
-    );
+  publish(app: string, user: string, payload: MessagePayload, opts: PublishOptions): Promise<PublishResult> {
+    let stored: Buffer;
+    let subject: string;
+    try {
+      const now = opts.now ?? Date.now();
+      stored = encodeEnvelope(
+        { ts: now, expires: now + opts.ttlMs, binary: payload.binary, from: opts.from },
+        payload.bytes,
+      );
+      subject = this.subjects.inbox(app, user);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     let h: MsgHdrs | undefined;
     if (opts.msgId !== undefined) {
       h = headers();
       h.set('Nats-Msg-Id', opts.msgId);
     }
-    let reply: Msg;
-    try {
-      reply = await this.pipeline.request(this.subjects.inbox(app, user), stored, h);
-    } catch (err) {
+    // One promise per message on this hot path: the pipeline's, mapped once.
+    return this.pipeline.request(subject, stored, h).then(readStored, (err: unknown) => {
       throw storeError(err);
-    }
-    if (reply.headers?.code === 503)
-      throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
-    const fast = readPubAck(reply.data);
-    if (fast !== undefined) return fast;
-    const ack = parseJson(reply) as { seq?: number; duplicate?: boolean; error?: JsApiError };
-    if (ack.error !== undefined || typeof ack.seq !== 'number') {
-      throw new PushError('store_unavailable', `store refused the message: ${ack.error?.description ?? 'no sequence'}`);
-    }
-    return { seq: ack.seq, duplicate: ack.duplicate === true };
+    });
   }
 
   /** The first message of the user's inbox with sequence >= `fromSeq`, or null when none. */
