@@ -81,8 +81,14 @@ describe('inbox delivery', function () {
     expect(conns[0]?.edge).to.equal(stack.edge.edgeId);
     c.close();
     await c.waitClosed();
-    await sleep(100);
-    expect((await app.user('carol')).body['online']).to.equal(false);
+    // The edge removes the presence entry as the socket closes: poll until it shows.
+    const until = Date.now() + 3000;
+    r = await app.user('carol');
+    while (r.body['online'] !== false && Date.now() < until) {
+      await sleep(25);
+      r = await app.user('carol');
+    }
+    expect(r.body['online']).to.equal(false);
   });
 
   it('delivers an unacked message again after a reconnect', async function () {
