@@ -85,6 +85,29 @@ export async function provisionStreams(
   subjects: Subjects,
   opts: { replicas: number },
 ): Promise<void> {
+  await retireLegacyInboxStream(nc, subjects);
   const kvm = new Kvm(nc);
   await kvm.create(subjects.appsBucket, { history: 1, replicas: opts.replicas });
+}
+
+/**
+ * Before inboxes had one stream per app, one `<PREFIX>_INBOX` stream held every app's inboxes;
+ * its subjects overlap the per-app streams'. An empty one is deleted; one still holding messages
+ * stops the start with what to do, rather than losing them silently.
+ */
+async function retireLegacyInboxStream(nc: NatsConnection, subjects: Subjects): Promise<void> {
+  const legacy = `${subjects.prefix.toUpperCase()}_INBOX`;
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(legacy).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
+  if (info === undefined) return;
+  if (info.state.messages > 0) {
+    throw new Error(
+      `the legacy stream ${legacy} (one stream for every app) still holds ${info.state.messages} messages; ` +
+        `deliver or drop them, then delete it (e.g. \`nats stream rm ${legacy}\`): inboxes now live in one stream per app`,
+    );
+  }
+  await jsm.streams.delete(legacy);
 }
