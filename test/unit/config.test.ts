@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { expect } from 'chai';
-import { ConfigError, loadConfig } from '@push/config';
+import { ConfigError, loadConfig, unknownSettings } from '@push/config';
 
 /** Loads `env`, expecting a ConfigError; returns its problems. */
 function problems(env: Record<string, string | undefined>): string[] {
@@ -91,6 +91,13 @@ describe('config', () => {
     expect(c.center.port).to.equal(9000);
     expect(c.center.adminKey).to.equal('k'.repeat(16));
     expect(c.dispatcher.edges).to.deep.equal(['ws://a:1/ws', 'ws://b:2/ws']);
+  });
+
+  it('names PUSH_ variables that no setting reads (misspellings), but not test or bench ones', () => {
+    expect(
+      unknownSettings({ PUSH_NATS_URL: 'x', PUSH_EGDE_PORT: '1', PUSH_TEST_LOG_LEVEL: 'x', PUSH_BENCH_X: '1', HOME: '/' }),
+    ).to.deep.equal(['PUSH_EGDE_PORT']);
+    expect(unknownSettings({ PUSH_EDGE_PORT: '1' })).to.deep.equal([]);
   });
 
   it('reads every spelling of a boolean', () => {

@@ -1,5 +1,5 @@
 import { createLogger, type Logger } from '@push/logger';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, unknownSettings, type Config } from './config.js';
 
 /** What a service process runs: started once, stopped on SIGTERM or SIGINT. */
 export interface Service {
@@ -30,6 +30,9 @@ export async function runService(
 ): Promise<void> {
   const config = opts.config ?? loadConfigOrExit();
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, name });
+  const unknown = unknownSettings();
+  if (unknown.length > 0)
+    logger.warn({ unknown }, 'ignoring environment variables that are not settings (misspelled?)');
   const service = build(config, logger);
   const shutdown = (signal: string): void => {
     logger.info({ signal }, `${name} stopping`);
