@@ -93,9 +93,20 @@ describe('config', () => {
     expect(c.dispatcher.edges).to.deep.equal(['ws://a:1/ws', 'ws://b:2/ws']);
   });
 
+  it('refuses a default ping interval outside the allowed range', () => {
+    expect(() => loadConfig({ PUSH_EDGE_PING_DEFAULT: '5' })).to.throw(ConfigError, /PUSH_EDGE_PING_DEFAULT/);
+    expect(() => loadConfig({ PUSH_EDGE_PING_DEFAULT: '55' })).to.throw(ConfigError, /PUSH_EDGE_PING_DEFAULT/);
+  });
+
   it('names PUSH_ variables that no setting reads (misspellings), but not test or bench ones', () => {
     expect(
-      unknownSettings({ PUSH_NATS_URL: 'x', PUSH_EGDE_PORT: '1', PUSH_TEST_LOG_LEVEL: 'x', PUSH_BENCH_X: '1', HOME: '/' }),
+      unknownSettings({
+        PUSH_NATS_URL: 'x',
+        PUSH_EGDE_PORT: '1',
+        PUSH_TEST_LOG_LEVEL: 'x',
+        PUSH_BENCH_X: '1',
+        HOME: '/',
+      }),
     ).to.deep.equal(['PUSH_EGDE_PORT']);
     expect(unknownSettings({ PUSH_EDGE_PORT: '1' })).to.deep.equal([]);
   });
@@ -189,6 +200,8 @@ describe('config', () => {
   it('refuses ping bounds that contradict each other or the idle timeout', () => {
     expect(problems({ PUSH_EDGE_PING_MIN: '40', PUSH_EDGE_PING_MAX: '30' })).to.deep.equal([
       'PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX',
+      // No default can lie in an empty range either.
+      'PUSH_EDGE_PING_DEFAULT: must lie between PUSH_EDGE_PING_MIN and PUSH_EDGE_PING_MAX',
     ]);
     expect(problems({ PUSH_EDGE_PING_MAX: '60' })[0]).to.match(
       /^PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT/,

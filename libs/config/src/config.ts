@@ -141,6 +141,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const problems: string[] = [];
   if (r.PUSH_EDGE_PING_MIN > r.PUSH_EDGE_PING_MAX)
     problems.push('PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX');
+  if (r.PUSH_EDGE_PING_DEFAULT < r.PUSH_EDGE_PING_MIN || r.PUSH_EDGE_PING_DEFAULT > r.PUSH_EDGE_PING_MAX) {
+    problems.push('PUSH_EDGE_PING_DEFAULT: must lie between PUSH_EDGE_PING_MIN and PUSH_EDGE_PING_MAX');
+  }
   if (r.PUSH_EDGE_PING_MAX >= r.PUSH_EDGE_IDLE_TIMEOUT) {
     problems.push('PUSH_EDGE_PING_MAX: must be below PUSH_EDGE_IDLE_TIMEOUT (pings keep connections alive)');
   }
