@@ -19,6 +19,7 @@ import type { Registry } from 'prom-client';
 import { AppAdmin } from './app-admin.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
+import { Kicker } from './kick.js';
 import { createCenterMetrics } from './metrics.js';
 import { serveNatsApi } from './nats-api.js';
 import { PushService } from './push-service.js';
@@ -105,7 +106,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
       );
-      natsSubs = serveNatsApi(nc, subjects, { push, keys, metrics, log });
+      const kicker = new Kicker(conn, subjects);
+      natsSubs = serveNatsApi(nc, subjects, { push, kicker, keys, metrics, log });
       await nc.flush(); // the API subscriptions are on the server before start() resolves
       const app = uws.App();
       mountHealth(app, registry, () => {
@@ -117,6 +119,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       mountHttpApi(app, {
         push,
+        kicker,
         admin,
         keys,
         metrics,

@@ -4,11 +4,13 @@ import { PushError, idProblem } from '@push/protocol';
 import type { Logger } from 'pino';
 import { adminView, type AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
+import type { Kicker } from './kick.js';
 import type { CenterMetrics } from './metrics.js';
 import type { PushService, Reply } from './push-service.js';
 
 export interface HttpApiDeps {
   push: PushService;
+  kicker: Kicker;
   admin: AppAdmin;
   keys: ApiKeyVerifier;
   metrics: CenterMetrics;
@@ -44,7 +46,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     pattern: string,
     op: string,
     params: number,
-    withBody: boolean,
+    withBody: boolean | 'optional',
     handler: Handler,
   ): void => {
     app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
@@ -52,7 +54,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       const ps: string[] = [];
       for (let i = 0; i < params; i++) ps.push(req.getParameter(i) ?? '');
       // uWS streams the body right away: start reading before any await.
-      const body = withBody ? ex.readJson(deps.maxBodyBytes) : undefined;
+      const body =
+        withBody === false ? undefined : ex.readJson(deps.maxBodyBytes, { optional: withBody === 'optional' });
       body?.catch(() => undefined); // handled where awaited
       handler(ex, ps, body).then(
         (reply) => {
@@ -98,6 +101,13 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     return { status: 200, body: await push.user(record, user) };
   });
 
+  route('post', '/v1/apps/:app/users/:user/kick', 'kick', 2, 'optional', async (ex, [rawApp, rawUser], body) => {
+    const appId = param(rawApp, 'app');
+    const user = param(rawUser, 'user');
+    const record = keys.verify(appId, ex.header('authorization'));
+    return { status: 202, body: deps.kicker.kick(record, user, await body) };
+  });
+
   // --- admin API --------------------------------------------------------------------------
   route('post', '/v1/admin/apps', 'admin.create', 0, true, async (ex, _p, body) => {
     requireAdmin(ex);
@@ -134,9 +144,10 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
 
   app.any('/*', (res, req) => {
     const ex = new HttpExchange(res, req);
-    const known = /^\/v1\/(apps\/[^/]+\/(push|users\/[^/]+)|admin\/apps(\/[^/]+(\/secrets|\/keys(\/[^/]+)?)?)?)$/.test(
-      ex.url,
-    );
+    const known =
+      /^\/v1\/(apps\/[^/]+\/(push|users\/[^/]+(\/kick)?)|admin\/apps(\/[^/]+(\/secrets|\/keys(\/[^/]+)?)?)?)$/.test(
+        ex.url,
+      );
     ex.error(new PushError(known ? 'method_not_allowed' : 'not_found'));
   });
 }

@@ -1,8 +1,9 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { toPushError } from '@push/http';
-import { PushError, isObject, readId, type Subjects } from '@push/protocol';
+import { PushError, isObject, readId, type ApiOperation, type Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { ApiKeyVerifier } from './api-keys.js';
+import type { Kicker } from './kick.js';
 import type { CenterMetrics } from './metrics.js';
 import type { PushService } from './push-service.js';
 
@@ -18,9 +19,9 @@ const decoder = new TextDecoder();
 export function serveNatsApi(
   nc: NatsConnection,
   subjects: Subjects,
-  deps: { push: PushService; keys: ApiKeyVerifier; metrics: CenterMetrics; log: Logger },
+  deps: { push: PushService; kicker: Kicker; keys: ApiKeyVerifier; metrics: CenterMetrics; log: Logger },
 ): Subscription[] {
-  const handle = (op: 'push' | 'user', work: (req: Record<string, unknown>, auth: string) => Promise<unknown>) =>
+  const handle = (op: ApiOperation, work: (req: Record<string, unknown>, auth: string) => Promise<unknown>) =>
     nc.subscribe(subjects.api(op), {
       queue: subjects.apiQueue,
       callback: (err, msg) => {
@@ -72,6 +73,11 @@ export function serveNatsApi(
     handle('user', async (req, auth) => {
       const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
       return deps.push.user(app, readId(req, 'user', 'user'));
+    }),
+    handle('kick', async (req, auth) => {
+      const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
+      const { app: _app, user: _user, ...body } = req;
+      return deps.kicker.kick(app, readId(req, 'user', 'user'), body);
     }),
   ];
 }

@@ -17,7 +17,7 @@ import {
 } from '@push/http';
 import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
-import { CLOSE, PushError, Subjects } from '@push/protocol';
+import { CLOSE, PushError, Subjects, decodeToken } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeContext } from './edge-context.js';
@@ -209,6 +209,28 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     });
   }
 
+  /** A control message on `push.ctl.<app>.<user>`: kick the user's (or one device's) connections here. */
+  function onControl(subject: string, payload: Buffer): void {
+    const tokens = subject.split('.');
+    let app: string;
+    let user: string;
+    let command: { op?: unknown; device?: unknown; reason?: unknown };
+    try {
+      app = decodeToken(tokens[2] ?? '');
+      user = decodeToken(tokens[3] ?? '');
+      command = JSON.parse(payload.toString('utf8')) as typeof command;
+    } catch (err) {
+      log.warn({ err, subject }, 'unreadable control message ignored');
+      return;
+    }
+    if (command.op !== 'kick' || ctx === undefined) return;
+    const reason = typeof command.reason === 'string' ? command.reason : 'kicked';
+    for (const r of ctx.channels.receivers(app, user)) {
+      const conn = r as ClientConnection;
+      if (command.device === undefined || conn.device === command.device) conn.kick(reason);
+    }
+  }
+
   // Ping interval asked for at upgrade, handed to open() (WeakMap: nothing kept per connection).
   const pings = new WeakMap<ClientConnection, number>();
 
@@ -251,6 +273,8 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
           for (const c of connections) c.resync();
         },
       });
+      // Control (kick) for users connected here: one wildcard subscription; control is rare.
+      live.subscribe(subjects.controlAll, (_h, payload, subject) => onControl(subject, payload));
       try {
         apps = await AppDirectory.open(nc, subjects, log);
       } catch (err) {

@@ -1,8 +1,8 @@
 import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
-import { PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
+import { CLOSE, PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
-import type { LiveReceiver } from './user-channels.js';
+import type { Kickable } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
 const LOADING = 0;
@@ -34,7 +34,7 @@ export interface SocketData {
  *
  * Kept small on purpose (one per connection): sets and buffers are created only when needed.
  */
-export class ClientConnection implements LiveReceiver {
+export class ClientConnection implements Kickable {
   ws: WebSocket<SocketData> | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;
@@ -311,6 +311,12 @@ export class ClientConnection implements LiveReceiver {
     ws.cork(() => {
       ws.send(text);
     });
+  }
+
+  /** Closes the connection for a kick (close code 4004): the client must not come back with this token. */
+  kick(reason: string): void {
+    this.ctx.metrics.kicked.inc();
+    this.end(CLOSE.KICKED, reason);
   }
 
   /** Closes the socket with a code and reason. */

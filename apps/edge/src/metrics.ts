@@ -33,6 +33,7 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Acked messages the store did not remove in time (they stay stored and may be delivered again)',
       registers: r,
     }),
+    kicked: new Counter({ name: 'push_edge_kicked_total', help: 'Connections closed by a kick (4004)', registers: r }),
     expired: new Counter({
       name: 'push_edge_expired_total',
       help: 'Messages past their TTL, dropped instead of delivered',

@@ -6,6 +6,12 @@ export interface LiveReceiver {
   onLive(msg: InboxMessage): void;
 }
 
+/** A receiver that can be kicked (a client connection). */
+export interface Kickable extends LiveReceiver {
+  readonly device: string;
+  kick(reason: string): void;
+}
+
 /** The receivers of one user on this edge: one, or an array when several devices connect here. */
 type Receivers = LiveReceiver | LiveReceiver[];
 
@@ -62,6 +68,13 @@ export class UserChannels {
     });
     channel.ready = ready;
     return ready;
+  }
+
+  /** The receivers of one user here (none when the user has no connection on this edge). */
+  receivers(app: string, user: string): LiveReceiver[] {
+    const rs = this.channels.get(this.subjects.liveUser(app, user))?.receivers;
+    if (rs === undefined) return [];
+    return Array.isArray(rs) ? [...rs] : [rs];
   }
 
   /** Removes a receiver; unsubscribes when it was the last of its user. */

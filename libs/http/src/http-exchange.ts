@@ -84,8 +84,9 @@ export class HttpExchange {
   }
 
   /** Reads and parses a JSON body; PushError `bad_json` when it is not JSON. */
-  async readJson(maxBytes: number): Promise<unknown> {
+  async readJson(maxBytes: number, opts: { optional?: boolean } = {}): Promise<unknown> {
     const body = await this.readBody(maxBytes);
+    if (opts.optional === true && body.length === 0) return undefined;
     try {
       return JSON.parse(body.toString('utf8'));
     } catch (err) {

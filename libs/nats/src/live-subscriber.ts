@@ -1,8 +1,8 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 
-/** Receives the messages of one subscription: NATS headers block (empty when none) and payload. */
-export type LiveHandler = (headers: Buffer, payload: Buffer) => void;
+/** Receives the messages of one subscription: NATS headers block (empty when none), payload, subject. */
+export type LiveHandler = (headers: Buffer, payload: Buffer, subject: string) => void;
 
 export interface LiveSubscriberOptions {
   /** `nats://host:port` URLs, or one string of comma-separated URLs. */
@@ -50,6 +50,7 @@ export class LiveSubscriber {
   private expect = 0;
   private expectSid = 0;
   private expectHdr = 0;
+  private expectSubject = '';
 
   private constructor(opts: LiveSubscriberOptions) {
     this.opts = opts;
@@ -271,7 +272,7 @@ export class LiveSubscriber {
         const h = this.handlers.get(this.expectSid);
         if (h !== undefined) {
           try {
-            h.handler(body.subarray(0, this.expectHdr), body.subarray(this.expectHdr));
+            h.handler(body.subarray(0, this.expectHdr), body.subarray(this.expectHdr), this.expectSubject);
           } catch (err) {
             this.log.error({ err }, 'live message handler failed');
           }
@@ -303,12 +304,13 @@ export class LiveSubscriber {
       }
       this.expectSid = sid;
       this.expectHdr = hdr;
+      this.expectSubject = parts[1] ?? '';
       this.expect = total;
       if (total === 0) {
         // Zero-length message: consume the trailing CRLF on the next pass.
         this.expect = 0;
         this.buf = this.buf.subarray(2);
-        this.handlers.get(sid)?.handler(Buffer.alloc(0), Buffer.alloc(0));
+        this.handlers.get(sid)?.handler(Buffer.alloc(0), Buffer.alloc(0), parts[1] ?? '');
       }
       return;
     }

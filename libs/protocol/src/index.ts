@@ -5,3 +5,4 @@ export * from './close-codes.js';
 export * from './frames.js';
 export * from './envelope.js';
 export * from './app-settings.js';
+export * from './control.js';

@@ -57,6 +57,11 @@ export class Subjects {
     return `${this.prefix}.live.u.${encodeToken(app)}.${encodeToken(user)}`;
   }
 
+  /** `push.ctl.>`: every control subject (what an edge subscribes to; control is rare). */
+  get controlAll(): string {
+    return `${this.prefix}.ctl.>`;
+  }
+
   /** `push.ctl.<app>.<user>`: control (kick, logout) for one user's connections. */
   control(app: string, user: string): string {
     return `${this.prefix}.ctl.${encodeToken(app)}.${encodeToken(user)}`;
@@ -103,4 +108,4 @@ export class Subjects {
 }
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
-export type ApiOperation = 'push' | 'user';
+export type ApiOperation = 'push' | 'user' | 'kick';
