@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
-import pg from 'pg';
+import { dropDatabase } from '@push/db';
 import type { AppRecord } from '@push/protocol';
 import { freePort, onCleanup, spawnNode, waitHttpOk, type Child } from './procs.js';
 
@@ -42,18 +42,7 @@ export async function removePrefix(prefix: string, databaseUrl?: string): Promis
   } finally {
     redis.disconnect();
   }
-  if (databaseUrl !== undefined) {
-    const u = new URL(databaseUrl);
-    const name = u.pathname.slice(1);
-    u.pathname = '/postgres';
-    const client = new pg.Client({ connectionString: u.toString() });
-    await client.connect();
-    try {
-      await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    } finally {
-      await client.end();
-    }
-  }
+  if (databaseUrl !== undefined) await dropDatabase(databaseUrl);
 }
 
 /** An app created through the center's admin API. */

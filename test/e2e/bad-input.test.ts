@@ -240,14 +240,8 @@ describe('bad input', function () {
         c.ack([seqs.get(u)!]);
       }
       for (const u of users) {
-        const deadline = Date.now() + 3000;
-        let r = await app.user(u);
-        while (r.body['pending'] !== 0 && Date.now() < deadline) {
-          await sleep(25);
-          r = await app.user(u);
-        }
-        expect(r.body['pending'], u).to.equal(0);
-        expect(r.body['user']).to.equal(u);
+        await app.waitPending(u, 0);
+        expect((await app.user(u)).body['user']).to.equal(u);
       }
     });
 

@@ -24,17 +24,6 @@ describe('inbox delivery', function () {
     return c;
   }
 
-  /** Waits until the center reports `pending` stored messages for the user. */
-  async function pendingBecomes(user: string, pending: number): Promise<void> {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const r = await app.user(user);
-      if (r.body['pending'] === pending) return;
-      if (Date.now() > deadline) throw new Error(`pending stayed ${String(r.body['pending'])}, wanted ${pending}`);
-      await sleep(25);
-    }
-  }
-
   it('delivers a push to an online user in real time', async function () {
     const c = await connect('alice');
     const seq = await app.pushOk('alice', { hello: 'world' });
@@ -43,7 +32,7 @@ describe('inbox delivery', function () {
     expect(m?.data).to.deep.equal({ hello: 'world' });
     expect(m?.ts).to.be.a('number');
     c.ack([seq]);
-    await pendingBecomes('alice', 0);
+    await app.waitPending('alice', 0);
   });
 
   it('keeps messages for an offline user, delivers them in order on connect, and an ack consumes them', async function () {
@@ -56,7 +45,7 @@ describe('inbox delivery', function () {
     expect(ms.map((m) => m.seq)).to.deep.equal(seqs);
     expect(ms.map((m) => (m.data as { n: number }).n)).to.deep.equal([0, 1, 2, 3, 4]);
     c.ack(seqs);
-    await pendingBecomes('bob', 0);
+    await app.waitPending('bob', 0);
     c.close();
     await c.waitClosed();
 
@@ -109,7 +98,7 @@ describe('inbox delivery', function () {
     expect((await phone.waitForMessages(1))[0]?.seq).to.equal(seq);
     expect((await laptop.waitForMessages(1))[0]?.seq).to.equal(seq);
     phone.ack([seq]);
-    await pendingBecomes('erin', 0);
+    await app.waitPending('erin', 0);
     laptop.terminate();
     const tablet = await connect('erin', 'tablet');
     await tablet.ping();
@@ -202,7 +191,7 @@ describe('inbox delivery', function () {
     expect(c.messages.map((m) => m.data)).to.deep.equal(['long-lived']);
     expect(ms[0]?.seq).to.equal(keep);
     // The expired one was dropped from the store when the edge met it.
-    await pendingBecomes('hank', 1);
+    await app.waitPending('hank', 1);
   });
 
   it('carries binary data as base64', async function () {

@@ -52,9 +52,9 @@ describe('the plain JavaScript client in docs/protocol.md', function () {
     await stack?.close();
   });
 
-  async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  async function until(cond: () => boolean, what: string): Promise<void> {
     const deadline = Date.now() + 10_000;
-    while (!(await cond())) {
+    while (!cond()) {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
       await sleep(20);
     }
@@ -78,7 +78,7 @@ describe('the plain JavaScript client in docs/protocol.md', function () {
     await app.push({ messages: Array.from({ length: 150 }, (_, i) => ({ user: 'doc-alice', data: { n: 150 + i } })) });
     await until(() => got.length === 300, '150 live messages');
     expect(got.map((m) => (m.data as { n: number }).n)).to.deep.equal(Array.from({ length: 300 }, (_, i) => i));
-    await until(async () => (await app.user('doc-alice')).body['pending'] === 0, 'every message acked');
+    await app.waitPending('doc-alice', 0);
 
     const bobGot: Array<{ seq: number; data?: unknown; from?: string }> = [];
     const bob = docs.startClient({

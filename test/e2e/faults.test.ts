@@ -237,16 +237,6 @@ describe('faults: edge killed abruptly', function () {
     await stack?.close();
   });
 
-  async function pendingBecomes(user: string, pending: number): Promise<void> {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const r = await app.user(user);
-      if (r.body['pending'] === pending) return;
-      if (Date.now() > deadline) throw new Error(`pending stayed ${String(r.body['pending'])}, wanted ${pending}`);
-      await sleep(25);
-    }
-  }
-
   it('delivers every unacked message, in order, through another edge after SIGKILL', async function () {
     await edgeA.start({
       PUSH_PREFIX: stack.prefix,
@@ -266,7 +256,7 @@ describe('faults: edge killed abruptly', function () {
     // Ack every third message; the rest stay unacked.
     const acked = seqs.filter((_, i) => i % 3 === 0);
     a.ack(acked);
-    await pendingBecomes('zoe', seqs.length - acked.length);
+    await app.waitPending('zoe', seqs.length - acked.length);
 
     await edgeA.kill();
     expect(await a.waitClosed(), 'the socket drops without a close frame').to.equal(1006);
@@ -285,6 +275,6 @@ describe('faults: edge killed abruptly', function () {
       seqs.map((_, i) => i).filter((i) => i % 3 !== 0 || i >= 12),
     );
     b.ack(ms.map((m) => m.seq));
-    await pendingBecomes('zoe', 0);
+    await app.waitPending('zoe', 0);
   });
 });

@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { signClientToken } from '@push/apps';
 import { createCenter, type Center } from '@push/center';
 import { loadConfig, type Config } from '@push/config';
 import { dropDatabase } from '@push/db';
 import { createEdge, type Edge } from '@push/edge';
 import { createLogger } from '@push/logger';
+import { connectNats } from '@push/nats';
 import type { AppRecord } from '@push/protocol';
 import { TestClient } from './ws-client.js';
 
@@ -127,9 +127,11 @@ export class Stack {
     await Promise.allSettled(this.edges.map((e) => e.stop()));
     await this.center?.stop().catch(() => undefined);
     const cfg = this.config();
-    const nc = await connect({
-      servers: cfg.natsUrl.split(',').map((u) => u.trim()),
-      ...(cfg.natsAuth !== undefined ? { user: cfg.natsAuth.user, pass: cfg.natsAuth.pass } : {}),
+    const nc = await connectNats({
+      servers: cfg.natsUrl,
+      auth: cfg.natsAuth,
+      name: 'test-cleanup',
+      logger: createLogger({ level: 'silent', name: 'test' }),
     });
     try {
       const jsm = await jetstreamManager(nc);
@@ -183,6 +185,18 @@ export class TestApp {
     const r = await this.push({ user, data, ...extra });
     if (r.status !== 200) throw new Error(`push failed: ${r.status} ${JSON.stringify(r.body)}`);
     return r.body['seq'] as number;
+  }
+
+  /** Waits until the center reports `pending` stored messages for the user (acks remove asynchronously). */
+  async waitPending(user: string, pending: number, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.user(user);
+      if (r.body['pending'] === pending) return;
+      if (Date.now() > deadline)
+        throw new Error(`pending of ${user} stayed ${String(r.body['pending'])}, wanted ${pending}`);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
   }
 
   user(user: string): Promise<HttpAnswer> {

@@ -225,8 +225,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     }
     if (command.op !== 'kick' || ctx === undefined) return;
     const reason = typeof command.reason === 'string' ? command.reason : 'kicked';
-    for (const r of ctx.channels.receivers(app, user)) {
-      const conn = r as ClientConnection;
+    for (const conn of ctx.channels.receivers(app, user)) {
       if (command.device === undefined || conn.device === command.device) conn.kick(reason);
     }
   }

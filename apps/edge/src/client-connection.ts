@@ -2,7 +2,7 @@ import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
 import { CLOSE, PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
-import type { Kickable } from './user-channels.js';
+import type { LiveReceiver } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
 const LOADING = 0;
@@ -34,7 +34,7 @@ export interface SocketData {
  *
  * Kept small on purpose (one per connection): sets and buffers are created only when needed.
  */
-export class ClientConnection implements Kickable {
+export class ClientConnection implements LiveReceiver {
   ws: WebSocket<SocketData> | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;

@@ -1,14 +1,10 @@
 import { readLiveMessage, type InboxMessage, type LiveSubscriber } from '@push/nats';
 import type { Subjects } from '@push/protocol';
 
-/** Something that takes a user's live messages: a client connection. */
+/** A client connection as its user's channel sees it: takes live messages, can be kicked. */
 export interface LiveReceiver {
-  onLive(msg: InboxMessage): void;
-}
-
-/** A receiver that can be kicked (a client connection). */
-export interface Kickable extends LiveReceiver {
   readonly device: string;
+  onLive(msg: InboxMessage): void;
   kick(reason: string): void;
 }
 

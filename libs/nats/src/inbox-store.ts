@@ -37,8 +37,13 @@ const API = '$JS.API';
  */
 export function readInboxMessage(msg: Msg): InboxMessage | undefined {
   const seq = Number(msg.headers?.get('Nats-Sequence'));
-  if (!Number.isSafeInteger(seq) || seq <= 0) return undefined;
-  const env = decodeEnvelope(msg.data);
+  return Number.isSafeInteger(seq) ? inboxMessage(seq, msg.data) : undefined;
+}
+
+/** A message from its sequence and stored bytes; undefined for a bad sequence or envelope. */
+function inboxMessage(seq: number, stored: Uint8Array): InboxMessage | undefined {
+  if (seq <= 0) return undefined;
+  const env = decodeEnvelope(stored);
   if (env === undefined) return undefined;
   return {
     seq,
@@ -64,18 +69,7 @@ function readStored(reply: Msg): PublishResult {
 
 /** Reads a live (republished) message from the live subscriber's headers block and payload. */
 export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage | undefined {
-  const seq = headerSequence(headers);
-  if (seq <= 0) return undefined;
-  const env = decodeEnvelope(payload);
-  if (env === undefined) return undefined;
-  return {
-    seq,
-    ts: env.meta.ts,
-    expires: env.meta.expires,
-    bytes: env.payload,
-    binary: env.meta.binary,
-    from: env.meta.from,
-  };
+  return inboxMessage(headerSequence(headers), payload);
 }
 
 function storeError(err: unknown): PushError {
