@@ -15,7 +15,8 @@ process.once('exit', () => {
 
 export class EdgeProcess {
   private proc: ChildProcess | undefined;
-  private output = '';
+  /** Everything the edge printed (stdout and stderr), for failure messages. */
+  output = '';
   port = 0;
 
   async start(env: Record<string, string>, workers = 1): Promise<void> {

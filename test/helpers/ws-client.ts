@@ -114,7 +114,9 @@ export class TestClient {
       const f = this.frames.find(pred);
       if (f !== undefined) return f;
       if (this.closeCode !== undefined)
-        throw new Error(`closed (${this.closeCode} ${this.closeReason}) before the frame came`);
+        throw new Error(
+          `closed (${this.closeCode} ${this.closeReason}) before the frame came${this.error ? `: ${this.error.message}` : ''}`,
+        );
       const left = deadline - Date.now();
       if (left <= 0)
         throw new Error(`timed out waiting for a frame; have ${JSON.stringify(this.frames).slice(0, 500)}`);

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { SignJWT, UnsecuredJWT } from 'jose';
+import { createHmac } from 'node:crypto';
 import { peekTokenApp, signClientToken, verifyClientToken } from '@push/apps';
 import { DEFAULT_APP_SETTINGS, PushError, type AppRecord, type AppSecret, type ErrorCode } from '@push/protocol';
 
@@ -21,10 +22,10 @@ function app(id: string, secrets: AppSecret[]): AppRecord {
   };
 }
 
-async function verifyFails(promise: Promise<unknown>, code: ErrorCode): Promise<PushError> {
+function verifyFails(verify: () => unknown, code: ErrorCode): PushError {
   let caught: unknown;
   try {
-    await promise;
+    verify();
   } catch (err) {
     caught = err;
   }
@@ -63,7 +64,7 @@ describe('client tokens', () => {
 
   it('round-trips: the verified identity is what was signed', async () => {
     const token = await signClientToken(s1, { app: 'chat', user: 'alice', device: 'phone', ttlSeconds: 3600 }, NOW);
-    expect(await verifyClientToken(token, chat, NOW)).to.deep.equal({
+    expect(verifyClientToken(token, chat, NOW)).to.deep.equal({
       app: 'chat',
       user: 'alice',
       device: 'phone',
@@ -73,7 +74,7 @@ describe('client tokens', () => {
 
   it('defaults the device to "default"', async () => {
     const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
-    expect((await verifyClientToken(token, chat, NOW)).device).to.equal('default');
+    expect(verifyClientToken(token, chat, NOW).device).to.equal('default');
   });
 
   it('carries ids with dots, spaces and unicode intact', async () => {
@@ -82,33 +83,33 @@ describe('client tokens', () => {
       { app: 'chat', user: 'bob.smith 😀', device: 'tab 2', ttlSeconds: 60 },
       NOW,
     );
-    const id = await verifyClientToken(token, chat, NOW);
+    const id = verifyClientToken(token, chat, NOW);
     expect(id.user).to.equal('bob.smith 😀');
     expect(id.device).to.equal('tab 2');
   });
 
   it('accepts a token until its expiry and refuses it from then on with token_expired', async () => {
     const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
-    expect((await verifyClientToken(token, chat, NOW + 59.5)).user).to.equal('alice');
-    await verifyFails(verifyClientToken(token, chat, NOW + 60), 'token_expired');
-    await verifyFails(verifyClientToken(token, chat, NOW + 86_400), 'token_expired');
+    expect(verifyClientToken(token, chat, NOW + 59.5).user).to.equal('alice');
+    verifyFails(() => verifyClientToken(token, chat, NOW + 60), 'token_expired');
+    verifyFails(() => verifyClientToken(token, chat, NOW + 86_400), 'token_expired');
   });
 
   it('refuses a token signed with another secret with token_invalid', async () => {
     const forged = await signClientToken(secret('k1', 'z'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
-    await verifyFails(verifyClientToken(forged, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(forged, chat, NOW), 'token_invalid');
     // Without a kid the app's secrets are all tried; none verifies.
     const noKid = await new SignJWT({ app: 'chat' })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject('alice')
       .setExpirationTime(NOW + 60)
       .sign(Buffer.from('z'.repeat(40)));
-    await verifyFails(verifyClientToken(noKid, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(noKid, chat, NOW), 'token_invalid');
   });
 
   it('refuses a token naming a secret the app does not have with token_invalid', async () => {
     const token = await signClientToken(secret('gone', 'a'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
-    await verifyFails(verifyClientToken(token, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(token, chat, NOW), 'token_invalid');
   });
 
   it('refuses a token whose claims were edited after signing', async () => {
@@ -117,38 +118,62 @@ describe('client tokens', () => {
     const claims = JSON.parse(Buffer.from(p ?? '', 'base64url').toString()) as Record<string, unknown>;
     claims['sub'] = 'admin';
     const edited = `${h}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${sig}`;
-    await verifyFails(verifyClientToken(edited, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(edited, chat, NOW), 'token_invalid');
   });
 
   it('refuses an expired token signed with the wrong secret as token_invalid, not token_expired', async () => {
     const forged = await signClientToken(secret('k1', 'z'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW - 3600);
-    await verifyFails(verifyClientToken(forged, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(forged, chat, NOW), 'token_invalid');
   });
 
   it('refuses an unsigned (alg none) token', async () => {
     const token = new UnsecuredJWT({ app: 'chat', sub: 'alice', exp: NOW + 60 }).encode();
-    await verifyFails(verifyClientToken(token, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(token, chat, NOW), 'token_invalid');
+  });
+
+  it('refuses another algorithm, unknown critical headers and a token not yet valid', async () => {
+    const hs512 = await new SignJWT({ app: 'chat', sub: 'alice', exp: NOW + 60 })
+      .setProtectedHeader({ alg: 'HS512', kid: 'k1' })
+      .sign(Buffer.from(s1.secret, 'utf8'));
+    verifyFails(() => verifyClientToken(hs512, chat, NOW), 'token_invalid');
+    // Signed by hand: jose will not sign a header with an extension it does not know.
+    const part = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const signed = `${part({ alg: 'HS256', kid: 'k1', crit: ['x'], x: 1 })}.${part({ app: 'chat', sub: 'alice', exp: NOW + 60 })}`;
+    const crit = `${signed}.${createHmac('sha256', s1.secret).update(signed).digest('base64url')}`;
+    verifyFails(() => verifyClientToken(crit, chat, NOW), 'token_malformed');
+    const later = await rawToken(s1, { app: 'chat', sub: 'alice', exp: NOW + 600, nbf: NOW + 60 });
+    verifyFails(() => verifyClientToken(later, chat, NOW), 'token_malformed');
+    expect(verifyClientToken(later, chat, NOW + 60).user).to.equal('alice');
+  });
+
+  it('refuses a token whose parts were cut, padded or re-encoded', async () => {
+    const token = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
+    const [h, c, sig] = token.split('.') as [string, string, string];
+    verifyFails(() => verifyClientToken(`${h}.${c}.${sig.slice(0, -2)}`, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(`${h}.${c}.${sig}AA`, chat, NOW), 'token_invalid');
+    verifyFails(() => verifyClientToken(`${h}.${c}.${sig}=`, chat, NOW), 'token_malformed');
+    verifyFails(() => verifyClientToken(`${token}.x`, chat, NOW), 'token_malformed');
+    const array = Buffer.from('[1]').toString('base64url');
+    verifyFails(() => verifyClientToken(`${h}.${array}.${sig}`, chat, NOW), 'token_malformed');
   });
 
   it('refuses garbage with token_malformed', async () => {
     for (const token of ['', 'garbage', 'a.b.c', 'a.b', '...', 'eyJhbGciOiJIUzI1NiJ9', '{"alg":"HS256"}']) {
-      await verifyFails(verifyClientToken(token, chat, NOW), 'token_malformed');
+      verifyFails(() => verifyClientToken(token, chat, NOW), 'token_malformed');
     }
   });
 
   it('refuses a well-signed token without the required claims or with bad ids as token_malformed', async () => {
-    await verifyFails(
-      verifyClientToken(await rawToken(s1, { app: 'chat', sub: 'alice' }), chat, NOW),
-      'token_malformed',
-    );
-    await verifyFails(
-      verifyClientToken(await rawToken(s1, { app: 'chat', exp: NOW + 60 }), chat, NOW),
-      'token_malformed',
-    );
+    const noExp = await rawToken(s1, { app: 'chat', sub: 'alice' });
+    expect(verifyFails(() => verifyClientToken(noExp, chat, NOW), 'token_malformed').message).to.match(/exp/);
+    const noSub = await rawToken(s1, { app: 'chat', exp: NOW + 60 });
+    expect(verifyFails(() => verifyClientToken(noSub, chat, NOW), 'token_malformed').message).to.match(/sub/);
+    const textExp = await rawToken(s1, { app: 'chat', sub: 'alice', exp: String(NOW + 60) });
+    verifyFails(() => verifyClientToken(textExp, chat, NOW), 'token_malformed');
     const badUser = await rawToken(s1, { app: 'chat', sub: 'a\nb', exp: NOW + 60 });
-    await verifyFails(verifyClientToken(badUser, chat, NOW), 'token_malformed');
+    verifyFails(() => verifyClientToken(badUser, chat, NOW), 'token_malformed');
     const longDevice = await rawToken(s1, { app: 'chat', sub: 'alice', dev: 'd'.repeat(129), exp: NOW + 60 });
-    await verifyFails(verifyClientToken(longDevice, chat, NOW), 'token_malformed');
+    verifyFails(() => verifyClientToken(longDevice, chat, NOW), 'token_malformed');
   });
 
   describe('secret rotation', () => {
@@ -156,8 +181,8 @@ describe('client tokens', () => {
       const rotated = app('chat', [s2, s1]);
       const old = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
       const fresh = await signClientToken(s2, { app: 'chat', user: 'bob', ttlSeconds: 60 }, NOW);
-      expect((await verifyClientToken(old, rotated, NOW)).user).to.equal('alice');
-      expect((await verifyClientToken(fresh, rotated, NOW)).user).to.equal('bob');
+      expect(verifyClientToken(old, rotated, NOW).user).to.equal('alice');
+      expect(verifyClientToken(fresh, rotated, NOW).user).to.equal('bob');
     });
 
     it('tries every current secret for a token without a kid', async () => {
@@ -167,17 +192,17 @@ describe('client tokens', () => {
         .setSubject('carol')
         .setExpirationTime(NOW + 60)
         .sign(Buffer.from(s1.secret));
-      expect((await verifyClientToken(noKid, rotated, NOW)).user).to.equal('carol');
+      expect(verifyClientToken(noKid, rotated, NOW).user).to.equal('carol');
     });
 
     it('refuses tokens of a secret once it is dropped', async () => {
       const old = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
-      await verifyFails(verifyClientToken(old, app('chat', [s2]), NOW), 'token_invalid');
+      verifyFails(() => verifyClientToken(old, app('chat', [s2]), NOW), 'token_invalid');
     });
 
     it('still reports an expired token under the previous secret as token_expired', async () => {
       const old = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW - 120);
-      await verifyFails(verifyClientToken(old, app('chat', [s2, s1]), NOW), 'token_expired');
+      verifyFails(() => verifyClientToken(old, app('chat', [s2, s1]), NOW), 'token_expired');
     });
   });
 
@@ -186,20 +211,20 @@ describe('client tokens', () => {
       const a = app('app-a', [secret('ka', 'a')]);
       const b = app('app-b', [secret('kb', 'b')]);
       const token = await signClientToken(secret('ka', 'a'), { app: 'app-a', user: 'alice', ttlSeconds: 60 }, NOW);
-      expect((await verifyClientToken(token, a, NOW)).app).to.equal('app-a');
-      await verifyFails(verifyClientToken(token, b, NOW), 'token_invalid');
+      expect(verifyClientToken(token, a, NOW).app).to.equal('app-a');
+      verifyFails(() => verifyClientToken(token, b, NOW), 'token_invalid');
     });
 
     it('not even when both apps share a secret and kid', async () => {
       const shared = secret('k', 's');
       const token = await signClientToken(shared, { app: 'app-a', user: 'alice', ttlSeconds: 60 }, NOW);
-      const err = await verifyFails(verifyClientToken(token, app('app-b', [shared]), NOW), 'token_invalid');
+      const err = verifyFails(() => verifyClientToken(token, app('app-b', [shared]), NOW), 'token_invalid');
       expect(err.message).to.match(/app claim/);
     });
 
     it('a token without an app claim opens no app', async () => {
       const token = await rawToken(s1, { sub: 'alice', exp: NOW + 60 });
-      await verifyFails(verifyClientToken(token, chat, NOW), 'token_invalid');
+      verifyFails(() => verifyClientToken(token, chat, NOW), 'token_invalid');
     });
   });
 

@@ -77,7 +77,6 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   let listening: Listening | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let ctx: EdgeContext | undefined;
-  let pendingUpgrades = 0;
   let removeFailures = 0;
   let removeFailuresLogged = 0;
   let counter = 0;
@@ -94,7 +93,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     });
   }
 
-  async function authenticate(token: string, appParam: string): Promise<ClientIdentity> {
+  function authenticate(token: string, appParam: string): ClientIdentity {
     if (token === '') throw new PushError('token_missing');
     const appId = peekTokenApp(token);
     if (appParam !== '' && appParam !== appId) throw new PushError('wrong_app', 'the token is for another app');
@@ -127,42 +126,29 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         const token = req.getQuery('token') || (auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
         const appParam = req.getQuery('app') ?? '';
         const ping = clampPing(req.getQuery('ping') ?? '');
-        if (stopping) {
+        if (stopping || ctx === undefined) {
           refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
           return;
         }
-        if (connections.size + pendingUpgrades >= maxConnections) {
+        if (connections.size >= maxConnections) {
           refuse(res, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
           return;
         }
-        pendingUpgrades++;
-        let aborted = false;
-        res.onAborted(() => {
-          aborted = true;
-        });
-        authenticate(token, appParam).then(
-          (id) => {
-            pendingUpgrades--;
-            if (aborted) return;
-            if (stopping || ctx === undefined) {
-              refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
-              return;
-            }
-            const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
-            pings.set(conn, ping);
-            res.cork(() => {
-              res.upgrade<SocketData>({ conn }, key, protocol, extensions, context);
-            });
-          },
-          (err: unknown) => {
-            pendingUpgrades--;
-            if (aborted) return;
-            const e = toPushError(err);
-            if (e.code === 'internal') log.error({ err }, 'upgrade failed');
-            else log.debug({ code: e.code }, 'upgrade refused');
-            refuse(res, e);
-          },
-        );
+        let id: ClientIdentity;
+        try {
+          id = authenticate(token, appParam);
+        } catch (err) {
+          const e = toPushError(err);
+          if (e.code === 'internal') log.error({ err }, 'upgrade failed');
+          else log.debug({ code: e.code }, 'upgrade refused');
+          refuse(res, e);
+          return;
+        }
+        const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
+        pings.set(conn, ping);
+        // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
+        // there is no await between the request and the upgrade.
+        res.upgrade<SocketData>({ conn }, key, protocol, extensions, context);
       },
       open: (ws) => {
         const { conn } = ws.getUserData();
@@ -171,13 +157,8 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         connections.add(conn);
         metrics.connections.set(connections.size);
         const app = apps?.get(conn.app);
-        // Greet after the upgrade's cork has ended: uWS 20.30's cork() misreads the state of a
-        // socket upgraded inside it, and a send from open() can make it close the new socket
-        // (uWebSockets.js#1108, fixed upstream by uWebSockets#1929).
-        queueMicrotask(() => {
-          conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
-          metrics.users.set(ctx?.channels.size ?? 0);
-        });
+        conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
+        metrics.users.set(ctx?.channels.size ?? 0);
         presence?.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
           metrics.errors.inc({ code: 'presence' });
           log.warn({ err }, 'presence write failed');

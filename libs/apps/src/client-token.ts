@@ -1,5 +1,5 @@
-import { SignJWT, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
-import { webcrypto } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { PushError, idProblem, type AppRecord, type AppSecret } from '@push/protocol';
 
 /** Who a verified client token says the client is. */
@@ -11,24 +11,72 @@ export interface ClientIdentity {
   exp: number;
 }
 
-type CryptoKey = webcrypto.CryptoKey;
+/** A client token split and decoded, not yet verified. */
+interface DecodedToken {
+  header: Record<string, unknown>;
+  claims: Record<string, unknown>;
+  /** `header.payload`, the bytes the signature covers. */
+  signed: string;
+  signature: Buffer;
+}
 
-const keyCache = new Map<string, CryptoKey>();
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
 
-async function hmacKey(secret: string): Promise<CryptoKey> {
-  let key = keyCache.get(secret);
+function decodeJson(part: string): Record<string, unknown> {
+  if (part === '' || !BASE64URL.test(part)) throw new PushError('token_malformed', 'token is not a compact JWS');
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+  } catch (err) {
+    throw new PushError('token_malformed', 'token header or claims are not JSON', { cause: err });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new PushError('token_malformed', 'token header or claims are not a JSON object');
+  return value as Record<string, unknown>;
+}
+
+/** Splits and decodes a compact JWS (`header.claims.signature`). Throws PushError `token_malformed`. */
+function decodeToken(token: string): DecodedToken {
+  const dot1 = token.indexOf('.');
+  const dot2 = token.indexOf('.', dot1 + 1);
+  if (dot1 < 0 || dot2 < 0 || token.indexOf('.', dot2 + 1) >= 0)
+    throw new PushError('token_malformed', 'token is not a compact JWS');
+  const sig = token.slice(dot2 + 1);
+  if (!BASE64URL.test(sig)) throw new PushError('token_malformed', 'token signature is not base64url');
+  return {
+    header: decodeJson(token.slice(0, dot1)),
+    claims: decodeJson(token.slice(dot1 + 1, dot2)),
+    signed: token.slice(0, dot2),
+    signature: Buffer.from(sig, 'base64url'),
+  };
+}
+
+const macKeys = new Map<string, KeyObject>();
+
+function macKey(secret: string): KeyObject {
+  let key = macKeys.get(secret);
   if (key === undefined) {
-    key = await webcrypto.subtle.importKey(
-      'raw',
-      Buffer.from(secret, 'utf8'),
-      { name: 'HMAC', hash: 'SHA-256' },
-      false,
-      ['sign', 'verify'],
-    );
-    if (keyCache.size > 10_000) keyCache.clear();
-    keyCache.set(secret, key);
+    key = createSecretKey(Buffer.from(secret, 'utf8'));
+    if (macKeys.size > 10_000) macKeys.clear();
+    macKeys.set(secret, key);
   }
   return key;
+}
+
+function signatureMatches(t: DecodedToken, secret: string): boolean {
+  const expected = createHmac('sha256', macKey(secret)).update(t.signed).digest();
+  return expected.length === t.signature.length && timingSafeEqual(expected, t.signature);
+}
+
+function numericClaim(claims: Record<string, unknown>, name: string, required: boolean): number | undefined {
+  const v = claims[name];
+  if (v === undefined) {
+    if (required) throw new PushError('token_malformed', `token claim ${name}: missing`);
+    return undefined;
+  }
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new PushError('token_malformed', `token claim ${name}: must be a number`);
+  return v;
 }
 
 /**
@@ -36,14 +84,7 @@ async function hmacKey(secret: string): Promise<CryptoKey> {
  * Throws PushError `token_malformed`.
  */
 export function peekTokenApp(token: string): string {
-  let claims: Record<string, unknown>;
-  try {
-    claims = decodeJwt(token);
-    decodeProtectedHeader(token);
-  } catch (err) {
-    throw new PushError('token_malformed', undefined, { cause: err });
-  }
-  const app = claims['app'];
+  const app = decodeToken(token).claims['app'];
   if (idProblem('app', app) !== undefined) throw new PushError('token_malformed', 'token has no valid app claim');
   return app as string;
 }
@@ -52,49 +93,36 @@ export function peekTokenApp(token: string): string {
  * Verifies a client token (HS256 JWT: claims `app`, `sub` = user, `dev` = device, `exp`)
  * against the app's current secrets. Throws PushError `token_malformed`, `token_invalid`
  * (signature, including a token signed by another app's secret) or `token_expired`.
+ *
+ * Synchronous on purpose: the edge verifies inside uWS's upgrade handler and upgrades there,
+ * because an upgrade after an await must be corked, and uWS 20.30 then misreads the new socket's
+ * state and may close it (uNetworking/uWebSockets#1929). It is also several times faster than an
+ * async WebCrypto verify, which matters in a reconnect storm.
  */
-export async function verifyClientToken(
-  token: string,
-  app: AppRecord,
-  nowSeconds = Date.now() / 1000,
-): Promise<ClientIdentity> {
-  let kid: string | undefined;
-  try {
-    kid = decodeProtectedHeader(token).kid;
-  } catch (err) {
-    throw new PushError('token_malformed', undefined, { cause: err });
-  }
+export function verifyClientToken(token: string, app: AppRecord, nowSeconds = Date.now() / 1000): ClientIdentity {
+  const t = decodeToken(token);
+  const { header, claims } = t;
+  if (header['crit'] !== undefined) throw new PushError('token_malformed', 'token header crit is not supported');
+  if (header['alg'] !== 'HS256') throw new PushError('token_invalid', 'token must be signed with HS256');
+  const kid = header['kid'];
   const candidates = kid === undefined ? app.secrets : app.secrets.filter((s) => s.kid === kid);
-  let lastErr: unknown = new PushError('token_invalid');
-  for (const s of candidates) {
-    try {
-      const { payload } = await jwtVerify(token, await hmacKey(s.secret), {
-        algorithms: ['HS256'],
-        currentDate: new Date(nowSeconds * 1000),
-        requiredClaims: ['exp', 'sub'],
-      });
-      const user = payload.sub;
-      const device = payload['dev'] ?? 'default';
-      if (payload['app'] !== app.id) throw new PushError('token_invalid', 'token app claim does not match');
-      if (idProblem('user', user) !== undefined)
-        throw new PushError('token_malformed', 'token sub (user) is not a valid id');
-      if (idProblem('device', device) !== undefined)
-        throw new PushError('token_malformed', 'token dev (device) is not a valid id');
-      return { app: app.id, user: user as string, device: device as string, exp: payload.exp as number };
-    } catch (err) {
-      if (err instanceof PushError) throw err;
-      if (err instanceof joseErrors.JWTExpired) throw new PushError('token_expired', undefined, { cause: err });
-      if (err instanceof joseErrors.JWTClaimValidationFailed) {
-        throw new PushError('token_malformed', `token claim ${err.claim}: ${err.reason}`, { cause: err });
-      }
-      if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) {
-        throw new PushError('token_malformed', undefined, { cause: err });
-      }
-      lastErr = err;
-    }
-  }
-  if (lastErr instanceof PushError) throw lastErr;
-  throw new PushError('token_invalid', undefined, { cause: lastErr });
+  if (!candidates.some((s) => signatureMatches(t, s.secret))) throw new PushError('token_invalid');
+  // The claims are read only once the signature holds (as a JWT library would).
+  const now = Math.floor(nowSeconds);
+  const exp = numericClaim(claims, 'exp', true) as number;
+  const nbf = numericClaim(claims, 'nbf', false);
+  numericClaim(claims, 'iat', false);
+  if (claims['sub'] === undefined) throw new PushError('token_malformed', 'token claim sub: missing');
+  if (nbf !== undefined && nbf > now) throw new PushError('token_malformed', 'token claim nbf: not yet valid');
+  if (exp <= now) throw new PushError('token_expired');
+  const user = claims['sub'];
+  const device = claims['dev'] ?? 'default';
+  if (claims['app'] !== app.id) throw new PushError('token_invalid', 'token app claim does not match');
+  if (idProblem('user', user) !== undefined)
+    throw new PushError('token_malformed', 'token sub (user) is not a valid id');
+  if (idProblem('device', device) !== undefined)
+    throw new PushError('token_malformed', 'token dev (device) is not a valid id');
+  return { app: app.id, user: user as string, device: device as string, exp };
 }
 
 /** Signs a client token with the app's newest secret (for business servers, tests and the CLI). */
@@ -108,5 +136,5 @@ export async function signClientToken(
     .setSubject(claims.user)
     .setIssuedAt(nowSeconds)
     .setExpirationTime(nowSeconds + claims.ttlSeconds)
-    .sign(await hmacKey(secret.secret));
+    .sign(macKey(secret.secret));
 }
