@@ -94,6 +94,12 @@ export class Stack {
       settings,
     });
     if (r.status !== 201 && r.status !== 200) throw new Error(`create app: ${r.status} ${JSON.stringify(r.body)}`);
+    // Edges hear of a new app through a KV watch: a connect in the same millisecond may not.
+    const deadline = Date.now() + 5000;
+    while (!this.edges.every((e) => e.knowsApp(r.body.app.id))) {
+      if (Date.now() > deadline) throw new Error(`the edges did not hear of app ${r.body.app.id} within 5 s`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     return new TestApp(this, r.body.app, r.body.apiKey);
   }
 

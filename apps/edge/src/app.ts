@@ -36,6 +36,8 @@ export interface Edge {
   readonly connectionCount: number;
   readonly registry: Registry;
   readonly edgeId: string;
+  /** Whether this edge has heard of the app yet (apps reach edges through a KV watch, in ms). */
+  knowsApp(id: string): boolean;
 }
 
 const TOKEN_SWEEP_MS = 5_000;
@@ -228,6 +230,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     },
     registry,
     edgeId,
+    knowsApp: (id) => apps?.get(id) !== undefined,
 
     async start() {
       const uws = loadUws();
