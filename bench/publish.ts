@@ -26,12 +26,9 @@ import { CpuMeter, natsServerPid, onCleanup, runCleanups, sleep } from './lib/pr
 import { runIfMain } from './lib/main.js';
 import { note, type BenchResult } from './lib/results.js';
 import { NATS_URL, benchPrefix, removePrefix } from './lib/stack.js';
+import { env, type RunOptions } from './lib/scenario.js';
 import { median, round } from './lib/stats.js';
 
-const ROUNDS_PIPELINED = Number(process.env['BENCH_PUBLISH_ROUNDS'] ?? 5);
-const ROUNDS_PLAIN = Math.min(3, ROUNDS_PIPELINED);
-const SECONDS_PIPELINED = Number(process.env['BENCH_PUBLISH_SECONDS'] ?? 3);
-const SECONDS_PLAIN = 2;
 const IN_FLIGHT = 5000;
 const USERS = 10_000;
 const PAYLOAD_BYTES = 100;
@@ -120,7 +117,11 @@ async function sequential(
   return { msgs: n, seconds: secondsTaken, rate: n / secondsTaken };
 }
 
-export async function runPublish(): Promise<BenchResult> {
+export async function runPublish(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const ROUNDS_PIPELINED = opts.smoke ? 1 : env('BENCH_PUBLISH_ROUNDS', 5);
+  const ROUNDS_PLAIN = Math.min(3, ROUNDS_PIPELINED);
+  const SECONDS_PIPELINED = opts.smoke ? 0.5 : env('BENCH_PUBLISH_SECONDS', 3);
+  const SECONDS_PLAIN = opts.smoke ? 0.5 : 2;
   const prefix = benchPrefix();
   const subjects = new Subjects(prefix);
   onCleanup(`streams ${prefix}`, () => removePrefix(prefix));
@@ -292,4 +293,4 @@ export async function runPublish(): Promise<BenchResult> {
   };
 }
 
-runIfMain(import.meta.url, runPublish);
+runIfMain(import.meta.url, () => runPublish({ smoke: process.argv.includes('--smoke') }));

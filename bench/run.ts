@@ -1,24 +1,34 @@
 /**
- * Runs the benchmarks in sequence (or those named), writes bench/results/<name>.json for each and
- * prints one summary table.
+ * Runs the benchmark scenarios in sequence (or those named), writes
+ * bench/results/<date>-<name>.json, .md and .svg for each, and prints one summary table.
  *
- *   npx tsx bench/run.ts                 # publish, unicast, memory
- *   npx tsx bench/run.ts unicast memory  # only those
+ *   npx tsx bench/run.ts                    # every scenario (about 25 minutes)
+ *   npx tsx bench/run.ts idle fanout        # only those
+ *   npx tsx bench/run.ts --smoke            # tiny sizes, one round each (seconds; part of make test)
  */
-import { runMemory } from './memory.js';
+import { runBacklog } from './backlog.js';
+import { runFanout } from './fanout.js';
+import { runIdle } from './idle.js';
 import { runCleanups } from './lib/procs.js';
 import { note, printSummary, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
+import type { RunOptions } from './lib/scenario.js';
 import { runPublish } from './publish.js';
+import { runStorm } from './storm.js';
 import { runUnicast } from './unicast.js';
 
-const BENCHES: Record<string, () => Promise<BenchResult>> = {
-  publish: runPublish,
+const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
+  idle: runIdle,
+  storm: runStorm,
   unicast: runUnicast,
-  memory: runMemory,
+  backlog: runBacklog,
+  fanout: runFanout,
+  publish: runPublish,
 };
 
 async function main(): Promise<number> {
-  const asked = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const smoke = args.includes('--smoke');
+  const asked = args.filter((a) => a !== '--smoke');
   const unknown = asked.filter((n) => BENCHES[n] === undefined);
   if (unknown.length > 0) {
     process.stderr.write(`unknown benchmark ${unknown.join(', ')}; choose from ${Object.keys(BENCHES).join(', ')}\n`);
@@ -28,10 +38,10 @@ async function main(): Promise<number> {
   const rows: SummaryRow[] = [];
   let failed = 0;
   for (const name of names) {
-    const bench = BENCHES[name] as () => Promise<BenchResult>;
-    note(`=== ${name}`);
+    const bench = BENCHES[name] as (o: RunOptions) => Promise<BenchResult>;
+    note(`=== ${name}${smoke ? ' (smoke)' : ''}`);
     try {
-      const result = await bench();
+      const result = await bench({ smoke });
       note(`wrote ${writeResult(result)}`);
       rows.push(...result.summary);
     } catch (err) {

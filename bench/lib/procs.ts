@@ -120,6 +120,8 @@ export class Child {
    * is still counted by kind in `lineCounts`.
    */
   private echo(line: string): void {
+    // The inspector's own chatter when a benchmark forces a GC through it.
+    if (/^(Debugger (listening|attached|ending)|For help, see)/.test(line)) return;
     const kind = /"msg":"([^"]*)"/.exec(line)?.[1] ?? line.slice(0, 100);
     this.lineCounts[kind] = (this.lineCounts[kind] ?? 0) + 1;
     if (this.echoed >= ECHO_LIMIT) {
@@ -364,4 +366,57 @@ export function nextMessage<T = ChildMessage>(child: Child, type: string, timeou
     child.proc.on('message', onMessage);
     child.proc.once('exit', onExit);
   });
+}
+
+/** The pid of the first process whose command line matches, or undefined. */
+export function findPid(match: (argv: string[]) => boolean): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+        .split('\0')
+        .filter((a) => a.length > 0);
+      if (argv.length > 0 && match(argv)) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+/** The redis-server serving `port` (its command line names the port), for CPU accounting. */
+export function redisServerPid(port: number): number | undefined {
+  return findPid((argv) => (argv[0] ?? '').includes('redis-server') && argv.join(' ').includes(`:${port}`));
+}
+
+function cpuTicks(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((s, x) => s + x, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/** Share of all cores busy over `ms` (0..1), from /proc/stat. */
+export async function machineBusy(ms = 1000): Promise<number> {
+  const a = cpuTicks();
+  await sleep(ms);
+  const b = cpuTicks();
+  return b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0;
+}
+
+/**
+ * Waits until the machine is quiet (under `threshold` of all cores busy for two seconds in a
+ * row), at most `maxMs`; says whether it got quiet and how busy the last second was.
+ */
+export async function waitQuiet(maxMs = 60_000, threshold = 0.15): Promise<{ quiet: boolean; busy: number }> {
+  const deadline = Date.now() + maxMs;
+  let calm = 0;
+  let busy = 1;
+  while (Date.now() < deadline) {
+    busy = await machineBusy(1000);
+    calm = busy < threshold ? calm + 1 : 0;
+    if (calm >= 2) return { quiet: true, busy };
+  }
+  return { quiet: false, busy };
 }

@@ -1,9 +1,16 @@
 import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { renderCharts, type BarChart } from './chart.js';
 
-/** Where each benchmark writes its figures: bench/results/<name>.json. */
-export const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
+/**
+ * Where each benchmark writes its figures: bench/results/<date>-<name>.json, .md and .svg
+ * (BENCH_RESULTS_DIR elsewhere, as the smoke test does).
+ */
+export function resultsDir(): string {
+  const dir = process.env['BENCH_RESULTS_DIR'] ?? fileURLToPath(new URL('../results/', import.meta.url));
+  return dir.endsWith('/') ? dir : `${dir}/`;
+}
 
 /** One line of the summary table printed by bench/run.ts. */
 export interface SummaryRow {
@@ -15,11 +22,12 @@ export interface SummaryRow {
   met?: string;
 }
 
-/** What a benchmark hands back: its figures (written to JSON) and summary rows. */
+/** What a benchmark hands back: its figures (written to JSON), summary rows and charts. */
 export interface BenchResult {
   name: string;
   figures: Record<string, unknown>;
   summary: SummaryRow[];
+  charts?: BarChart[];
 }
 
 /** The machine a figure was measured on. */
@@ -35,19 +43,36 @@ export function machine(): Record<string, unknown> {
   };
 }
 
-/** Writes bench/results/<name>.json with the date and machine; returns its path. */
+/**
+ * Writes <date>-<name>.json (figures, date, machine, summary, charts), .md (the summary table)
+ * and, when there are charts, .svg into resultsDir(); returns the JSON path.
+ */
 export function writeResult(result: BenchResult): string {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const path = `${RESULTS_DIR}${result.name}.json`;
+  const dir = resultsDir();
+  mkdirSync(dir, { recursive: true });
+  const date = new Date().toISOString();
+  const base = `${dir}${date.slice(0, 10)}-${result.name}`;
   const doc = {
     name: result.name,
-    date: new Date().toISOString(),
+    date,
     machine: machine(),
     ...result.figures,
     summary: result.summary,
+    ...(result.charts !== undefined ? { charts: result.charts } : {}),
   };
-  writeFileSync(path, `${JSON.stringify(doc, null, 2)}\n`);
-  return path;
+  writeFileSync(`${base}.json`, `${JSON.stringify(doc, null, 2)}\n`);
+  writeFileSync(`${base}.md`, `# ${result.name} (${date})\n\n${markdownSummary(result.summary)}`);
+  if (result.charts !== undefined && result.charts.length > 0)
+    writeFileSync(`${base}.svg`, renderCharts(result.charts));
+  return `${base}.json`;
+}
+
+/** Summary rows as a markdown table. */
+export function markdownSummary(rows: readonly SummaryRow[]): string {
+  const esc = (v: string | undefined): string => (v ?? '').replace(/\|/g, '\\|');
+  const lines = ['| bench | figure | value | target | met |', '| --- | --- | --- | --- | --- |'];
+  for (const r of rows) lines.push(`| ${[r.bench, r.figure, r.value, r.target, r.met].map(esc).join(' | ')} |`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** Prints summary rows as an aligned table. */

@@ -4,7 +4,7 @@ import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { dropDatabase } from '@push/db';
 import type { AppRecord } from '@push/protocol';
-import { freePort, onCleanup, spawnNode, waitHttpOk, type Child } from './procs.js';
+import { freePort, onCleanup, sleep, spawnNode, waitHttpOk, type Child } from './procs.js';
 
 export const NATS_URL = process.env['PUSH_BENCH_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 export const REDIS_URL = process.env['PUSH_BENCH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -168,6 +168,25 @@ export async function streamMessages(stream: string): Promise<number> {
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info(stream);
     return info.state.messages;
+  } finally {
+    await nc.close();
+  }
+}
+
+/**
+ * Waits until a stream holds no message (every delivered message acked and removed), at most
+ * `timeoutMs`; returns what is left and how long it took.
+ */
+export async function waitStreamEmpty(stream: string, timeoutMs: number): Promise<{ left: number; ms: number }> {
+  const nc = await connect({ servers: NATS_URL });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const start = Date.now();
+    for (;;) {
+      const left = (await jsm.streams.info(stream)).state.messages;
+      if (left === 0 || Date.now() - start > timeoutMs) return { left, ms: Date.now() - start };
+      await sleep(100);
+    }
   } finally {
     await nc.close();
   }

@@ -1,0 +1,134 @@
+/**
+ * Scenario 4, offline backlog: USERS users each with PENDING messages stored while they were
+ * offline connect (1,000 handshakes in flight): time until every message has reached its client
+ * (each client acks as it goes), and until the store is empty again (every message removed).
+ * Our system only: the peers keep nothing for an offline user.
+ *
+ *   npx tsx bench/backlog.ts
+ */
+import { LoadFleet } from './lib/fleet.js';
+import { monoMs } from './lib/hist.js';
+import { runIfMain } from './lib/main.js';
+import { note, type BenchResult, type SummaryRow } from './lib/results.js';
+import { CpuByRole, env, expectAll, quietFirst, showSpread, spread, type RunOptions } from './lib/scenario.js';
+import { streamMessages, waitStreamEmpty } from './lib/stack.js';
+import { OursTarget, type Message } from './lib/targets.js';
+
+interface BacklogRound {
+  storedPerSecond: number;
+  drainMs: number;
+  deliveredPerSecond: number;
+  duplicates: number;
+  removeMs: number;
+  leftInStore: number;
+  cpu: Record<string, number>;
+}
+
+export async function runBacklog(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const smoke = opts.smoke;
+  const users = smoke ? 50 : env('BENCH_BACKLOG_USERS', 10_000);
+  const pending = smoke ? 5 : env('BENCH_BACKLOG_PENDING', 100);
+  const rounds = smoke ? 1 : env('BENCH_BACKLOG_ROUNDS', 1);
+  const removeWaitMs = smoke ? 30_000 : env('BENCH_BACKLOG_REMOVE_WAIT_MS', 180_000);
+  const total = users * pending;
+  const out: BacklogRound[] = [];
+  const fleet = LoadFleet.start(LoadFleet.sizeFor(users));
+  try {
+    for (let r = 0; r < rounds; r++) {
+      await quietFirst(smoke);
+      const target = await OursTarget.start(1);
+      try {
+        note(`backlog round ${r + 1}/${rounds}: storing ${total} messages for ${users} offline users`);
+        const t0 = monoMs();
+        const messages: Message[] = [];
+        for (let k = 0; k < pending; k++)
+          for (let u = 0; u < users; u++) messages.push({ user: `bl${u}`, data: { k } });
+        await target.send(messages);
+        const storedPerSecond = Math.round((total / (monoMs() - t0)) * 1000);
+        const stored = await streamMessages(target.inboxStream);
+        if (stored !== total) throw new Error(`stored ${stored} of ${total}`);
+        await fleet.stats(true);
+        const cpu = new CpuByRole(target, fleet);
+        cpu.start();
+        const t1 = monoMs();
+        const open = await fleet.open({
+          protocol: 'push',
+          ports: target.ports,
+          userPrefix: 'bl',
+          total: users,
+          concurrency: 1000,
+          ...(target.token !== undefined ? { token: target.token } : {}),
+        });
+        if (open.failed > 0) throw new Error(`connects failed: ${JSON.stringify(open.failures)}`);
+        const got = await fleet.waitReceived(total, 600_000);
+        const used = cpu.stop();
+        expectAll('backlog', got.received, total);
+        const drainMs = got.lastReceiveAt - t1;
+        note(`backlog: ${total} delivered in ${Math.round(drainMs)} ms; waiting for the store to empty`);
+        const removed = await waitStreamEmpty(target.inboxStream, removeWaitMs);
+        out.push({
+          storedPerSecond,
+          drainMs: Math.round(drainMs),
+          deliveredPerSecond: Math.round((total / drainMs) * 1000),
+          duplicates: got.duplicates,
+          removeMs: Math.round(monoMs() - t1),
+          leftInStore: removed.left,
+          cpu: used,
+        });
+      } finally {
+        await fleet.reset();
+        await target.close();
+      }
+    }
+  } finally {
+    await fleet.stop();
+  }
+  const drain = spread(out.map((r) => r.drainMs));
+  const summary: SummaryRow[] = [
+    {
+      bench: 'backlog',
+      figure: `${users.toLocaleString('en-US')} users x ${pending} pending connect: all delivered`,
+      value: `${showSpread(drain, 'ms')} (${showSpread(spread(out.map((r) => r.deliveredPerSecond)), 'msgs/s')})`,
+    },
+    {
+      bench: 'backlog',
+      figure: 'store empty again (acked and removed), from the first connect',
+      value: out
+        .map((r) =>
+          r.leftInStore === 0
+            ? `${r.removeMs.toLocaleString('en-US')} ms`
+            : `${r.leftInStore} left after ${r.removeMs} ms`,
+        )
+        .join(' / '),
+    },
+    {
+      bench: 'backlog',
+      figure: 'stored beforehand (batch calls)',
+      value: showSpread(spread(out.map((r) => r.storedPerSecond)), 'msgs/s'),
+    },
+  ];
+  return {
+    name: 'backlog',
+    figures: { users, pending, rounds, runs: out },
+    summary,
+    charts: [
+      {
+        title: `Offline backlog: ${users.toLocaleString('en-US')} users x ${pending} messages`,
+        unit: 's',
+        categories: ['all delivered', 'store empty again'],
+        series: [
+          {
+            name: 'our system',
+            values: [
+              drain.median / 1000,
+              out.every((r) => r.leftInStore === 0) ? spread(out.map((r) => r.removeMs)).median / 1000 : null,
+            ],
+          },
+        ],
+        note: 'from the first connect; n/a = the store was not empty within the wait',
+      },
+    ],
+  };
+}
+
+runIfMain(import.meta.url, () => runBacklog({ smoke: process.argv.includes('--smoke') }));

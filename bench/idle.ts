@@ -1,0 +1,228 @@
+/**
+ * Scenario 1, idle connections: memory per idle connection and connects per second, for our edge
+ * (authenticated: token check, presence write, live subscription, backlog check) and its peers
+ * (bare uWebSockets.js, Socket.IO 4 with the Redis adapter), at 10,000 and 19,000 connections in
+ * one server process; and our edge alone at 100,000 over several one-worker edge processes (a
+ * process here may hold 20,000 file descriptors; Socket.IO and bare uWS are not run that wide).
+ *
+ * Each round starts every server afresh, in turn (ours, uws, sio), so the ratios compare servers
+ * measured minutes apart on the same machine. Per connection = (memory at N - memory at 0) / N,
+ * both after a forced full GC. Connects per second: STEP1 connections opened with CONCURRENCY
+ * handshakes in flight, from the first connect to the last connection ready.
+ *
+ *   npx tsx bench/idle.ts
+ */
+import { LoadFleet, PER_CHILD, type OpenResult } from './lib/fleet.js';
+import { runIfMain } from './lib/main.js';
+import { sleep } from './lib/procs.js';
+import { note, type BenchResult, type SummaryRow } from './lib/results.js';
+import { CpuByRole, env, quietFirst, showSpread, spread, type RunOptions, type Spread } from './lib/scenario.js';
+import { round } from './lib/stats.js';
+import { LABELS, OursTarget, startTarget, type Memory, type Target, type TargetName } from './lib/targets.js';
+
+const TARGETS: TargetName[] = ['ours', 'uws', 'sio'];
+const MEMORY_TARGET_KB = 3;
+const SIO_RATIO_TARGET = 5;
+const CONNECTS_TARGET = 10_000;
+
+interface StepFigures {
+  connections: number;
+  rssPerConnKB: number;
+  heapPerConnKB: number;
+}
+
+interface RoundFigures {
+  connectsPerSecond: number;
+  connectCpu: Record<string, number>;
+  steps: StepFigures[];
+  failures: Record<string, number>;
+}
+
+function perConn(m: Memory, base: Memory, n: number): StepFigures {
+  return {
+    connections: n,
+    rssPerConnKB: round((m.rss - base.rss) / n / 1024, 2),
+    heapPerConnKB: round((m.heapUsed - base.heapUsed) / n / 1024, 2),
+  };
+}
+
+async function measure(
+  target: Target,
+  fleet: LoadFleet,
+  steps: number[],
+  concurrency: number,
+  settleMs: number,
+): Promise<RoundFigures> {
+  await sleep(settleMs);
+  const base = await target.memory();
+  const cpu = new CpuByRole(target, fleet);
+  const out: RoundFigures = { connectsPerSecond: 0, connectCpu: {}, steps: [], failures: {} };
+  let open = 0;
+  for (const [i, n] of steps.entries()) {
+    if (i === 0) cpu.start();
+    const r: OpenResult = await fleet.open({
+      protocol: target.protocol,
+      ports: target.ports,
+      userPrefix: 'idle',
+      first: open,
+      total: n - open,
+      concurrency,
+      ...(target.token !== undefined ? { token: target.token } : {}),
+    });
+    for (const [k, v] of Object.entries(r.failures)) out.failures[k] = (out.failures[k] ?? 0) + v;
+    if (r.failed > 0)
+      throw new Error(`${target.label}: ${r.failed} of ${n - open} connects failed: ${JSON.stringify(r.failures)}`);
+    if (i === 0) {
+      out.connectsPerSecond = Math.round(r.perSecond);
+      out.connectCpu = cpu.stop();
+    }
+    open = n;
+    await sleep(settleMs);
+    const m = await target.memory();
+    if (m.connections !== n) throw new Error(`${target.label} reports ${m.connections} connections, expected ${n}`);
+    out.steps.push(perConn(m, base, n));
+    note(
+      `${target.name} ${n}: ${out.steps.at(-1)?.rssPerConnKB} KB RSS/conn, ${out.steps.at(-1)?.heapPerConnKB} KB heap/conn`,
+    );
+  }
+  return out;
+}
+
+export async function runIdle(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const smoke = opts.smoke;
+  const steps = smoke ? [100, 200] : [env('BENCH_IDLE_STEP1', 10_000), env('BENCH_IDLE_STEP2', 19_000)];
+  const big = smoke ? 0 : env('BENCH_IDLE_BIG', 100_000);
+  const rounds = smoke ? 1 : env('BENCH_IDLE_ROUNDS', 3);
+  const concurrency = env('BENCH_IDLE_CONCURRENCY', smoke ? 50 : 1000);
+  const settleMs = smoke ? 100 : env('BENCH_IDLE_SETTLE_MS', 3000);
+  const maxStep = Math.max(...steps);
+
+  const byTarget: Record<string, RoundFigures[]> = {};
+  const fleet = LoadFleet.start(LoadFleet.sizeFor(maxStep));
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (const name of TARGETS) {
+        await quietFirst(smoke);
+        note(`idle round ${r + 1}/${rounds}: ${name}`);
+        const target = await startTarget(name);
+        try {
+          (byTarget[name] ??= []).push(await measure(target, fleet, steps, concurrency, settleMs));
+        } finally {
+          await fleet.reset();
+          await target.close();
+        }
+      }
+    }
+  } finally {
+    await fleet.stop();
+  }
+
+  // Ours at 100k: several edge processes, each under the descriptor limit.
+  let wide: RoundFigures | undefined;
+  if (big > 0) {
+    await quietFirst(smoke);
+    const edges = Math.ceil(big / PER_CHILD);
+    note(`idle: ours at ${big} over ${edges} edge processes`);
+    const target = await OursTarget.start(edges);
+    const wideFleet = LoadFleet.start(edges);
+    try {
+      wide = await measure(target, wideFleet, [big], concurrency, settleMs);
+    } finally {
+      await wideFleet.reset();
+      await wideFleet.stop();
+      await target.close();
+    }
+  }
+
+  const fig = (name: string, pick: (r: RoundFigures) => number, digits = 2): Spread =>
+    spread((byTarget[name] ?? []).map(pick), digits);
+  const summary: SummaryRow[] = [];
+  const figures: Record<string, unknown> = { steps, rounds, concurrency, big, targets: {} };
+  const targetsFig = figures['targets'] as Record<string, unknown>;
+  for (const name of TARGETS) {
+    const t: Record<string, unknown> = {
+      connectsPerSecond: fig(name, (r) => r.connectsPerSecond, 0),
+      connectCpu: byTarget[name]?.map((r) => r.connectCpu),
+    };
+    for (const [i, n] of steps.entries()) {
+      t[`rssPerConnKB@${n}`] = fig(name, (r) => r.steps[i]?.rssPerConnKB ?? Number.NaN);
+      t[`heapPerConnKB@${n}`] = fig(name, (r) => r.steps[i]?.heapPerConnKB ?? Number.NaN);
+    }
+    targetsFig[name] = t;
+  }
+  if (wide !== undefined) targetsFig['ours@wide'] = wide;
+
+  const rss = (name: string, i: number): number => fig(name, (r) => r.steps[i]?.rssPerConnKB ?? Number.NaN).median;
+  const heap = (name: string, i: number): number => fig(name, (r) => r.steps[i]?.heapPerConnKB ?? Number.NaN).median;
+  for (const [i, n] of steps.entries()) {
+    const ours = rss('ours', i);
+    summary.push({
+      bench: 'idle',
+      figure: `our edge RSS / heap per connection at ${n.toLocaleString('en-US')}`,
+      value: `${ours} / ${heap('ours', i)} KB`,
+      target: `< ${MEMORY_TARGET_KB} KB`,
+      met: ours < MEMORY_TARGET_KB ? 'yes' : 'no',
+    });
+    for (const peer of ['uws', 'sio'] as const) {
+      const p = rss(peer, i);
+      const ratio = round(p / ours, 1);
+      summary.push({
+        bench: 'idle',
+        figure: `${LABELS[peer]} RSS / heap per connection at ${n.toLocaleString('en-US')}`,
+        value: `${p} / ${heap(peer, i)} KB (${peer === 'uws' ? `ours is ${round((ours / p) * 100, 0)}% of it` : `${ratio}x ours`})`,
+        ...(peer === 'sio'
+          ? { target: `>= ${SIO_RATIO_TARGET}x ours`, met: ratio >= SIO_RATIO_TARGET ? 'yes' : 'no' }
+          : {}),
+      });
+    }
+  }
+  for (const name of TARGETS) {
+    const c = fig(name, (r) => r.connectsPerSecond, 0);
+    summary.push({
+      bench: 'idle',
+      figure: `${LABELS[name]}: connects/s (${steps[0]?.toLocaleString('en-US')}, ${concurrency} in flight)`,
+      value: showSpread(c, '/s'),
+      ...(name === 'ours'
+        ? { target: `>= ${CONNECTS_TARGET.toLocaleString('en-US')}/s`, met: c.median >= CONNECTS_TARGET ? 'yes' : 'no' }
+        : {}),
+    });
+  }
+  if (wide !== undefined) {
+    const w = wide.steps[0];
+    summary.push({
+      bench: 'idle',
+      figure: `our edge at ${big.toLocaleString('en-US')} (${Math.ceil(big / PER_CHILD)} edge processes): RSS / heap per connection; connects/s`,
+      value: `${w?.rssPerConnKB} / ${w?.heapPerConnKB} KB; ${wide.connectsPerSecond.toLocaleString('en-US')}/s`,
+      target: `< ${MEMORY_TARGET_KB} KB`,
+      met: (w?.rssPerConnKB ?? Infinity) < MEMORY_TARGET_KB ? 'yes' : 'no',
+    });
+  }
+
+  const categories = steps.map((n) => `${n.toLocaleString('en-US')} conns`);
+  return {
+    name: 'idle',
+    figures,
+    summary,
+    charts: [
+      {
+        title: 'Memory per idle connection (RSS, after GC)',
+        unit: 'KB',
+        categories,
+        series: TARGETS.map((name) => ({ name: LABELS[name], values: steps.map((_, i) => rss(name, i)) })),
+        note: 'lower is better; median of rounds',
+      },
+      {
+        title: 'Connects per second (handshake to ready)',
+        unit: 'connects/s',
+        categories: [`${steps[0]?.toLocaleString('en-US')} conns, ${concurrency} in flight`],
+        series: TARGETS.map((name) => ({
+          name: LABELS[name],
+          values: [fig(name, (r) => r.connectsPerSecond, 0).median],
+        })),
+        note: 'higher is better; ours includes token check, presence, subscription and backlog check',
+      },
+    ],
+  };
+}
+
+runIfMain(import.meta.url, () => runIdle({ smoke: process.argv.includes('--smoke') }));

@@ -1,0 +1,179 @@
+import type { OpenCommand, Protocol } from '../loadgen.js';
+import { LatencyHistogram } from './hist.js';
+import { ask, sleep, spawnNode, type Child } from './procs.js';
+
+/** Connections one load child holds at most (a process here may hold 20,000 file descriptors). */
+export const PER_CHILD = 18_000;
+
+export interface OpenResult {
+  ok: number;
+  failed: number;
+  failures: Record<string, number>;
+  /** From the first connect to the last connection ready, ms (one clock for every child). */
+  ms: number;
+  perSecond: number;
+}
+
+export interface FleetStats {
+  ready: number;
+  received: number;
+  duplicates: number;
+  firstReceiveAt: number;
+  lastReceiveAt: number;
+  unexpectedCloses: number;
+  closeKinds: Record<string, number>;
+  hist: LatencyHistogram;
+}
+
+interface ChildStats {
+  ready: number;
+  received: number;
+  duplicates: number;
+  firstReceiveAt: number;
+  lastReceiveAt: number;
+  unexpectedCloses: number;
+  closeKinds: Record<string, number>;
+  hist: Array<[number, number]>;
+  histMax: number;
+}
+
+export interface OpenOptions {
+  protocol: Protocol;
+  /** Ports to spread the connections over (child i connects to ports[i % ports.length]). */
+  ports: number[];
+  userPrefix: string;
+  /** Users [first, first + total) are split evenly over the children (first: 0 by default). */
+  total: number;
+  first?: number;
+  /** Handshakes in flight at once, over the whole fleet. */
+  concurrency: number;
+  timeoutMs?: number;
+  token?: OpenCommand['token'];
+}
+
+/**
+ * The load-generator children (bench/loadgen.ts), each connecting from its own loopback address
+ * 127.0.0.(2 + i). Users are split evenly, so a user's index tells which child holds it.
+ */
+export class LoadFleet {
+  private constructor(readonly children: Child[]) {}
+
+  static start(count: number): LoadFleet {
+    return new LoadFleet(
+      Array.from({ length: count }, (_, i) => spawnNode(`load${i}`, 'bench/loadgen.ts', { ipc: true })),
+    );
+  }
+
+  /** How many children `connections` need. */
+  static sizeFor(connections: number): number {
+    return Math.max(1, Math.ceil(connections / PER_CHILD));
+  }
+
+  get pids(): number[] {
+    return this.children.map((c) => c.pid);
+  }
+
+  /** Users [from, to) of child i. */
+  range(i: number, total: number): [number, number] {
+    const n = this.children.length;
+    return [Math.floor((total * i) / n), Math.floor((total * (i + 1)) / n)];
+  }
+
+  async open(o: OpenOptions): Promise<OpenResult> {
+    const n = this.children.length;
+    const answers = await Promise.all(
+      this.children.map((child, i) => {
+        const [a, b] = this.range(i, o.total);
+        const [from, to] = [a + (o.first ?? 0), b + (o.first ?? 0)];
+        const cmd: OpenCommand = {
+          type: 'open',
+          protocol: o.protocol,
+          port: o.ports[i % o.ports.length] as number,
+          source: `127.0.0.${2 + i}`,
+          userPrefix: o.userPrefix,
+          from,
+          count: to - from,
+          concurrency: Math.max(1, Math.ceil(o.concurrency / n)),
+          timeoutMs: o.timeoutMs ?? 60_000,
+          ...(o.token !== undefined ? { token: o.token } : {}),
+        };
+        return ask<{
+          ok: number;
+          failed: number;
+          failures: Record<string, number>;
+          startedAt: number;
+          endedAt: number;
+        }>(
+          child,
+          cmd as unknown as Record<string, unknown> & { type: string },
+          'opened',
+          (o.timeoutMs ?? 60_000) + 600_000,
+        );
+      }),
+    );
+    const failures: Record<string, number> = {};
+    for (const a of answers) for (const [k, v] of Object.entries(a.failures)) failures[k] = (failures[k] ?? 0) + v;
+    const ms = Math.max(...answers.map((a) => a.endedAt)) - Math.min(...answers.map((a) => a.startedAt));
+    const ok = answers.reduce((s, a) => s + a.ok, 0);
+    return {
+      ok,
+      failed: answers.reduce((s, a) => s + a.failed, 0),
+      failures,
+      ms,
+      perSecond: ms > 0 ? (ok / ms) * 1000 : 0,
+    };
+  }
+
+  /** Merged counters of every child; `reset` starts them again from zero. */
+  async stats(reset = false, histogram = true): Promise<FleetStats> {
+    const all = await Promise.all(
+      this.children.map((c) => ask<ChildStats>(c, { type: 'stats', reset, histogram }, 'stats')),
+    );
+    const hist = new LatencyHistogram();
+    const closeKinds: Record<string, number> = {};
+    for (const s of all) {
+      hist.add(s.hist, s.histMax);
+      for (const [k, v] of Object.entries(s.closeKinds)) closeKinds[k] = (closeKinds[k] ?? 0) + v;
+    }
+    const firsts = all.map((s) => s.firstReceiveAt).filter((t) => t > 0);
+    return {
+      ready: all.reduce((s, a) => s + a.ready, 0),
+      received: all.reduce((s, a) => s + a.received, 0),
+      duplicates: all.reduce((s, a) => s + a.duplicates, 0),
+      firstReceiveAt: firsts.length > 0 ? Math.min(...firsts) : 0,
+      lastReceiveAt: Math.max(0, ...all.map((s) => s.lastReceiveAt)),
+      unexpectedCloses: all.reduce((s, a) => s + a.unexpectedCloses, 0),
+      closeKinds,
+      hist,
+    };
+  }
+
+  /**
+   * Waits until the children received `target` messages in all, polling; gives up after
+   * `timeoutMs` or when nothing arrived for `idleMs`. Returns the final counters.
+   */
+  async waitReceived(target: number, timeoutMs: number, idleMs = 15_000): Promise<FleetStats> {
+    const deadline = Date.now() + timeoutMs;
+    let last = -1;
+    let lastChange = Date.now();
+    for (;;) {
+      const s = await this.stats(false, false);
+      if (s.received >= target || Date.now() > deadline) return s;
+      if (s.received !== last) {
+        last = s.received;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > idleMs) return s;
+      await sleep(20);
+    }
+  }
+
+  /** Closes every connection with RST. */
+  async reset(): Promise<number> {
+    const answers = await Promise.all(this.children.map((c) => ask<{ closed: number }>(c, { type: 'reset' }, 'reset')));
+    return answers.reduce((s, a) => s + a.closed, 0);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.children.map((c) => c.stop()));
+  }
+}

@@ -1,0 +1,246 @@
+import WebSocket from 'ws';
+import { Subjects } from '@push/protocol';
+import type { OpenCommand, Protocol } from '../loadgen.js';
+import { freePort, spawnNode, waitHttpOk, type Child } from './procs.js';
+import { BenchStack, scrapeMetrics, type BenchApp } from './stack.js';
+
+export interface Memory {
+  rss: number;
+  heapUsed: number;
+  connections: number;
+}
+
+export interface Message {
+  user: string;
+  data: unknown;
+}
+
+/**
+ * What a scenario loads: our system, or a peer, behind one interface. `send` and `broadcast`
+ * resolve once the server accepted the work (for ours: stored in JetStream).
+ */
+export interface Target {
+  readonly name: TargetName;
+  readonly label: string;
+  readonly protocol: Protocol;
+  readonly ports: number[];
+  /** The server processes, for CPU accounting. */
+  readonly servers: Child[];
+  readonly token?: OpenCommand['token'];
+  /** Memory summed over the server processes, after a forced full GC. */
+  memory(): Promise<Memory>;
+  /** Unicast: each message to its user's connections (as many calls as it takes). */
+  send(messages: Message[]): Promise<void>;
+  /** One message in one call (ours: the single-message form of the push API). */
+  sendOne(m: Message): Promise<void>;
+  /** The same data to every user in `users` (ours: batch API calls; peers: their broadcast). */
+  fanout(users: string[], data: unknown): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type TargetName = 'ours' | 'uws' | 'sio';
+
+export const LABELS: Record<TargetName, string> = {
+  ours: 'our edge',
+  uws: 'bare uWS',
+  sio: 'Socket.IO 4 + Redis adapter',
+};
+
+async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<unknown> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`POST ${url}: ${res.status} ${text.slice(0, 300)}`);
+  return text.length > 0 ? JSON.parse(text) : undefined;
+}
+
+/** Forces a full GC in a process started with --inspect, through the inspector protocol. */
+export async function inspectorGc(inspectPort: number): Promise<void> {
+  const list = (await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json()) as Array<{
+    webSocketDebuggerUrl: string;
+  }>;
+  const target = list[0]?.webSocketDebuggerUrl;
+  if (target === undefined) throw new Error('no inspector target');
+  const ws = new WebSocket(target);
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  let id = 0;
+  const call = (method: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const my = ++id;
+      const onMessage = (data: Buffer): void => {
+        const m = JSON.parse(data.toString('utf8')) as { id?: number; error?: { message: string } };
+        if (m.id !== my) return;
+        ws.off('message', onMessage);
+        if (m.error !== undefined) reject(new Error(`${method}: ${m.error.message}`));
+        else resolve();
+      };
+      ws.on('message', onMessage);
+      ws.send(JSON.stringify({ id: my, method }));
+    });
+  try {
+    await call('HeapProfiler.collectGarbage');
+    await call('HeapProfiler.collectGarbage');
+  } finally {
+    ws.close();
+  }
+}
+
+/** Batch API calls in flight at once when a scenario pushes many messages to our center. */
+const PUSH_CONCURRENCY = 8;
+const MAX_BATCH = 1000;
+
+/** Our system: a center and `edges` one-worker edge processes (each with its own port). */
+export class OursTarget implements Target {
+  readonly name = 'ours';
+  readonly label = LABELS.ours;
+  readonly protocol = 'push';
+  readonly ports: number[] = [];
+  readonly servers: Child[] = [];
+  token: OpenCommand['token'];
+  private readonly inspectPorts: number[] = [];
+
+  private constructor(
+    readonly stack: BenchStack,
+    readonly app: BenchApp,
+  ) {}
+
+  static async start(edges = 1, env: Record<string, string> = {}): Promise<OursTarget> {
+    const stack = new BenchStack({ PUSH_EDGE_MAX_CONNECTIONS: '19500', ...env });
+    await stack.startCenter();
+    const app = await stack.createApp({ maxPendingPerUser: 1000 });
+    const t = new OursTarget(stack, app);
+    const secret = app.record.secrets[0];
+    if (secret === undefined) throw new Error('the app has no secret');
+    t.token = { app: app.record.id, kid: secret.kid, secret: secret.secret, ttlSeconds: 3600 };
+    for (let i = 0; i < edges; i++) {
+      const inspect = await freePort();
+      const idx = await stack.startEdge({}, [`--inspect=127.0.0.1:${inspect}`]);
+      const e = stack.edges[idx];
+      if (e === undefined) throw new Error('edge did not start');
+      t.ports.push(e.port);
+      t.servers.push(e.child);
+      t.inspectPorts.push(inspect);
+    }
+    if (stack.center !== undefined) t.servers.push(stack.center);
+    return t;
+  }
+
+  /** Edge memory only (the center holds no connections). */
+  async memory(): Promise<Memory> {
+    const out: Memory = { rss: 0, heapUsed: 0, connections: 0 };
+    for (const [i, port] of this.ports.entries()) {
+      await inspectorGc(this.inspectPorts[i] as number);
+      const m = await scrapeMetrics(`http://127.0.0.1:${port}/metrics`, [
+        'process_resident_memory_bytes',
+        'nodejs_heap_size_used_bytes',
+        'push_edge_connections',
+      ]);
+      out.rss += m['process_resident_memory_bytes'] ?? Number.NaN;
+      out.heapUsed += m['nodejs_heap_size_used_bytes'] ?? Number.NaN;
+      out.connections += m['push_edge_connections'] ?? Number.NaN;
+    }
+    return out;
+  }
+
+  /** One batch API call. */
+  async push(messages: Message[]): Promise<void> {
+    await postJson(
+      `${this.stack.centerUrl}/v1/apps/${encodeURIComponent(this.app.record.id)}/push`,
+      { messages },
+      { authorization: `Bearer ${this.app.apiKey}` },
+    );
+  }
+
+  /** One single-message API call. */
+  async sendOne(m: Message): Promise<void> {
+    await postJson(`${this.stack.centerUrl}/v1/apps/${encodeURIComponent(this.app.record.id)}/push`, m, {
+      authorization: `Bearer ${this.app.apiKey}`,
+    });
+  }
+
+  /** Any number of messages, as batches of up to 1,000, PUSH_CONCURRENCY calls in flight. */
+  async send(messages: Message[]): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < messages.length) {
+        const from = next;
+        next += MAX_BATCH;
+        await this.push(messages.slice(from, from + MAX_BATCH));
+      }
+    };
+    await Promise.all(Array.from({ length: PUSH_CONCURRENCY }, worker));
+  }
+
+  fanout(users: string[], data: unknown): Promise<void> {
+    return this.send(users.map((user) => ({ user, data })));
+  }
+
+  get inboxStream(): string {
+    return new Subjects(this.stack.prefix).inboxStream(this.app.record.id);
+  }
+
+  close(): Promise<void> {
+    return this.stack.close();
+  }
+}
+
+/** A peer server from bench/peers/ (the HTTP control interface described there). */
+export class PeerTarget implements Target {
+  readonly label: string;
+  readonly protocol: Protocol;
+  readonly servers: Child[];
+
+  private constructor(
+    readonly name: TargetName,
+    private readonly child: Child,
+    readonly ports: number[],
+  ) {
+    this.label = LABELS[name];
+    this.protocol = name === 'sio' ? 'sio' : 'uws';
+    this.servers = [child];
+  }
+
+  static async start(name: 'uws' | 'sio', env: Record<string, string> = {}): Promise<PeerTarget> {
+    const port = await freePort();
+    const script = name === 'uws' ? 'bench/peers/uws-bare.ts' : 'bench/peers/socketio.ts';
+    const child = spawnNode(name, script, { env: { PORT: String(port), ...env }, nodeArgs: ['--expose-gc'] });
+    await waitHttpOk(`http://127.0.0.1:${port}/healthz`, child);
+    return new PeerTarget(name, child, [port]);
+  }
+
+  private get url(): string {
+    return `http://127.0.0.1:${this.ports[0] as number}`;
+  }
+
+  async memory(): Promise<Memory> {
+    return (await postJson(`${this.url}/gc`, {})) as Memory;
+  }
+
+  async send(messages: Message[]): Promise<void> {
+    for (let i = 0; i < messages.length; i += MAX_BATCH)
+      await postJson(`${this.url}/send`, { messages: messages.slice(i, i + MAX_BATCH) });
+  }
+
+  sendOne(m: Message): Promise<void> {
+    return this.send([m]);
+  }
+
+  async fanout(_users: string[], data: unknown): Promise<void> {
+    await postJson(`${this.url}/broadcast`, { data });
+  }
+
+  close(): Promise<void> {
+    return this.child.stop();
+  }
+}
+
+/** Starts a target by name; `edges` only applies to ours. */
+export function startTarget(name: TargetName, edges = 1): Promise<Target> {
+  return name === 'ours' ? OursTarget.start(edges) : PeerTarget.start(name);
+}

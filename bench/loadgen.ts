@@ -1,0 +1,349 @@
+/**
+ * A load-generator child: thousands of raw WebSocket clients over node:net in one process, cheap
+ * per connection (one socket, a few fields; no `ws` objects, no JSON parse per message), so the
+ * servers' costs show and not the client's. Driven by its benchmark over IPC (bench/lib/fleet.ts).
+ *
+ * It speaks three protocols, to load our edge and its peers the same way:
+ * - `push`: our edge (docs/protocol.md): token in the URL, ready at `hello`, every `msg` acked
+ *   (acks batched per connection per event-loop turn).
+ * - `uws`: the bare uWebSockets.js peer (bench/peers/uws-bare.ts): ready at `{"t":"hello"}`.
+ * - `sio`: Socket.IO 4 over its WebSocket transport (Engine.IO v4): answers the open packet with
+ *   `40`, ready at `40{`, answers pings `2` with `3`; messages are `42["msg",...]`.
+ *
+ * Connections come from one loopback source address per child (127.0.0.2, .3, ...), so more than
+ * the ~28k ephemeral ports of one address can reach one port, and close with RST (no TIME_WAIT
+ * left for the next run). Every message's data carries `"s":<send time>` on CLOCK_MONOTONIC,
+ * shared by every process of the machine; the latency is recorded into a histogram.
+ * Client frames are masked with a zero key (the servers unmask; a load generator needs no secrecy).
+ */
+import { createHmac } from 'node:crypto';
+import net from 'node:net';
+import { LatencyHistogram, monoMs } from './lib/hist.js';
+import { serveParent, type ChildMessage } from './lib/procs.js';
+
+export type Protocol = 'push' | 'uws' | 'sio';
+
+export interface OpenCommand {
+  type: 'open';
+  protocol: Protocol;
+  port: number;
+  /** Local address to connect from (127.0.0.x). */
+  source: string;
+  /** Users `${userPrefix}${i}` for i in [from, from + count). */
+  userPrefix: string;
+  from: number;
+  count: number;
+  /** Handshakes in flight at once. */
+  concurrency: number;
+  timeoutMs: number;
+  /** For `push`: signs each user's token. */
+  token?: { app: string; kid: string; secret: string; ttlSeconds: number };
+}
+
+const NOT_OPEN = 0;
+const HANDSHAKE = 1;
+const WAIT_READY = 2;
+const READY = 3;
+const CLOSED = 4;
+
+const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+const ZERO_MASK = Buffer.alloc(4);
+
+class Conn {
+  state = NOT_OPEN;
+  buf: Buffer | undefined;
+  lastSeq = 0;
+  acks: number[] | undefined;
+  closedByUs = false;
+  /** Told once whether the connection got ready (or why not). */
+  settle: ((ok: boolean, kind?: string) => void) | undefined;
+  constructor(
+    readonly socket: net.Socket,
+    readonly user: number,
+  ) {}
+}
+
+const hist = new LatencyHistogram();
+const conns = new Set<Conn>();
+let protocol: Protocol = 'push';
+let received = 0;
+let duplicates = 0;
+let lastReceiveAt = 0;
+let firstReceiveAt = 0;
+let unexpectedCloses = 0;
+const closeKinds: Record<string, number> = {};
+let ackQueue: Conn[] = [];
+let ackScheduled = false;
+let ready = 0;
+
+function count(rec: Record<string, number>, key: string): void {
+  rec[key] = (rec[key] ?? 0) + 1;
+}
+
+/** A masked client text frame (zero mask key: the payload goes as is). */
+function frame(text: string): Buffer {
+  const payload = Buffer.from(text, 'utf8');
+  const n = payload.length;
+  let head: Buffer;
+  if (n < 126) {
+    head = Buffer.from([0x81, 0x80 | n]);
+  } else if (n < 65536) {
+    head = Buffer.alloc(4);
+    head[0] = 0x81;
+    head[1] = 0x80 | 126;
+    head.writeUInt16BE(n, 2);
+  } else {
+    head = Buffer.alloc(10);
+    head[0] = 0x81;
+    head[1] = 0x80 | 127;
+    head.writeBigUInt64BE(BigInt(n), 2);
+  }
+  return Buffer.concat([head, ZERO_MASK, payload]);
+}
+
+function control(opcode: number, payload: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), ZERO_MASK, payload]);
+}
+
+function signToken(t: NonNullable<OpenCommand['token']>, user: string): string {
+  const now = Math.floor(Date.now() / 1000);
+  const part = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const signed = `${part({ alg: 'HS256', kid: t.kid })}.${part({ app: t.app, sub: user, dev: 'd', iat: now, exp: now + t.ttlSeconds })}`;
+  return `${signed}.${createHmac('sha256', t.secret).update(signed).digest('base64url')}`;
+}
+
+/** Reads `"s":<number>` (the send time) from a message frame; NaN when absent. */
+function sentAt(text: string): number {
+  const i = text.indexOf('"s":');
+  return i < 0 ? Number.NaN : Number.parseFloat(text.slice(i + 4, i + 30));
+}
+
+function onMessageFrame(c: Conn, text: string): void {
+  const s = sentAt(text);
+  const now = monoMs();
+  if (!Number.isNaN(s)) hist.record(now - s);
+  received++;
+  if (firstReceiveAt === 0) firstReceiveAt = now;
+  lastReceiveAt = now;
+  if (protocol === 'push') {
+    const i = text.indexOf('"seq":');
+    const seq = Number.parseInt(text.slice(i + 6, i + 26), 10);
+    if (seq <= c.lastSeq) duplicates++;
+    else c.lastSeq = seq;
+    if (c.acks === undefined) {
+      c.acks = [];
+      ackQueue.push(c);
+    }
+    c.acks.push(seq);
+    if (!ackScheduled) {
+      ackScheduled = true;
+      setImmediate(flushAcks);
+    }
+  }
+}
+
+function flushAcks(): void {
+  ackScheduled = false;
+  const queue = ackQueue;
+  ackQueue = [];
+  for (const c of queue) {
+    const seqs = c.acks;
+    c.acks = undefined;
+    if (seqs === undefined || c.state !== READY) continue;
+    c.socket.write(frame(`{"t":"ack","seqs":[${seqs.join(',')}]}`));
+  }
+}
+
+function becomeReady(c: Conn): void {
+  c.state = READY;
+  ready++;
+  c.settle?.(true);
+}
+
+function onText(c: Conn, text: string): void {
+  if (protocol === 'sio') {
+    const type = text.charCodeAt(0);
+    if (type === 0x34 /* 4 message */) {
+      if (text.startsWith('42')) onMessageFrame(c, text);
+      else if (text.startsWith('40') && c.state === WAIT_READY) becomeReady(c);
+    } else if (type === 0x32 /* 2 ping */) {
+      c.socket.write(frame('3'));
+    } else if (type === 0x30 /* 0 open */) {
+      c.socket.write(frame('40'));
+    }
+    return;
+  }
+  if (text.startsWith('{"t":"msg"')) onMessageFrame(c, text);
+  else if (c.state === WAIT_READY && text.startsWith('{"t":"hello"')) becomeReady(c);
+}
+
+/** Parses server frames (unmasked) from the bytes received. */
+function onData(c: Conn, chunk: Buffer): void {
+  let b = c.buf === undefined ? chunk : Buffer.concat([c.buf, chunk]);
+  c.buf = undefined;
+  if (c.state === HANDSHAKE) {
+    const end = b.indexOf('\r\n\r\n');
+    if (end < 0) {
+      c.buf = b;
+      return;
+    }
+    const status = b.toString('latin1', 9, 12);
+    if (status !== '101') {
+      closeUnexpectedly(c, `http ${status}`);
+      return;
+    }
+    c.state = WAIT_READY;
+    b = b.subarray(end + 4);
+  }
+  let off = 0;
+  while (b.length - off >= 2) {
+    const b0 = b[off] as number;
+    let len = (b[off + 1] as number) & 0x7f;
+    let head = 2;
+    if (len === 126) {
+      if (b.length - off < 4) break;
+      len = b.readUInt16BE(off + 2);
+      head = 4;
+    } else if (len === 127) {
+      if (b.length - off < 10) break;
+      len = Number(b.readBigUInt64BE(off + 2));
+      head = 10;
+    }
+    if (b.length - off < head + len) break;
+    const payload = b.subarray(off + head, off + head + len);
+    off += head + len;
+    const opcode = b0 & 0x0f;
+    if (opcode === 1) onText(c, payload.toString('utf8'));
+    else if (opcode === 9) c.socket.write(control(10, payload));
+    else if (opcode === 8) {
+      const code = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
+      closeUnexpectedly(c, `close ${code}`);
+      return;
+    }
+  }
+  if (off < b.length) c.buf = Buffer.from(b.subarray(off));
+}
+
+function closeUnexpectedly(c: Conn, kind: string): void {
+  if (c.state === CLOSED) return;
+  const wasReady = c.state === READY;
+  c.state = CLOSED;
+  conns.delete(c);
+  c.socket.destroy();
+  if (wasReady) {
+    ready--;
+    unexpectedCloses++;
+    count(closeKinds, kind);
+  } else {
+    c.settle?.(false, kind);
+  }
+}
+
+/** Opens one connection; resolves true when ready, false on failure (counted in `failures`). */
+function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>): Promise<boolean> {
+  return new Promise((resolve) => {
+    const user = `${cmd.userPrefix}${i}`;
+    let path: string;
+    if (cmd.protocol === 'push') {
+      const token = cmd.token === undefined ? '' : signToken(cmd.token, user);
+      path = `/ws?token=${token}`;
+    } else if (cmd.protocol === 'uws') {
+      path = `/ws?user=${encodeURIComponent(user)}`;
+    } else {
+      path = `/socket.io/?EIO=4&transport=websocket&user=${encodeURIComponent(user)}`;
+    }
+    const socket = net.connect({ host: '127.0.0.1', port: cmd.port, localAddress: cmd.source });
+    socket.setNoDelay(true);
+    const c = new Conn(socket, i);
+    conns.add(c);
+    const timer = setTimeout(() => closeUnexpectedly(c, 'timeout'), cmd.timeoutMs);
+    c.settle = (ok, kind) => {
+      c.settle = undefined;
+      clearTimeout(timer);
+      if (!ok) count(failures, kind ?? 'unknown');
+      resolve(ok);
+    };
+    socket.on('connect', () => {
+      c.state = HANDSHAKE;
+      socket.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${cmd.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      );
+    });
+    socket.on('data', (chunk: Buffer) => onData(c, chunk));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (!c.closedByUs) closeUnexpectedly(c, err.code ?? 'error');
+    });
+    socket.on('close', () => {
+      if (!c.closedByUs) closeUnexpectedly(c, 'eof');
+    });
+  });
+}
+
+async function open(cmd: OpenCommand): Promise<ChildMessage> {
+  protocol = cmd.protocol;
+  const failures: Record<string, number> = {};
+  const t0 = monoMs();
+  let next = cmd.from;
+  const end = cmd.from + cmd.count;
+  let ok = 0;
+  const worker = async (): Promise<void> => {
+    while (next < end) {
+      const i = next++;
+      if (await openOne(cmd, i, failures)) ok++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(cmd.concurrency, cmd.count)) }, worker));
+  const ms = monoMs() - t0;
+  return { type: 'opened', ok, failed: cmd.count - ok, failures, ms, startedAt: t0, endedAt: t0 + ms };
+}
+
+/** Closes every connection with RST (no TIME_WAIT). */
+function resetAll(): ChildMessage {
+  let n = 0;
+  for (const c of conns) {
+    c.closedByUs = true;
+    if (c.state === READY) ready--;
+    c.state = CLOSED;
+    c.socket.resetAndDestroy();
+    n++;
+  }
+  conns.clear();
+  return { type: 'reset', closed: n };
+}
+
+function stats(reset: boolean, withHistogram: boolean): ChildMessage {
+  const out = {
+    type: 'stats',
+    ready,
+    received,
+    duplicates,
+    firstReceiveAt,
+    lastReceiveAt,
+    unexpectedCloses,
+    closeKinds: { ...closeKinds },
+    hist: withHistogram ? hist.toPairs() : [],
+    histMax: hist.max,
+  };
+  if (reset) {
+    hist.reset();
+    received = 0;
+    duplicates = 0;
+    firstReceiveAt = 0;
+    lastReceiveAt = 0;
+  }
+  return out;
+}
+
+serveParent(async (msg) => {
+  switch (msg.type) {
+    case 'open':
+      return open(msg as unknown as OpenCommand);
+    case 'reset':
+      return resetAll();
+    case 'stats':
+      return stats(msg['reset'] === true, msg['histogram'] !== false);
+    default:
+      throw new Error(`unknown command ${msg.type}`);
+  }
+});

@@ -1,0 +1,116 @@
+/**
+ * Scenario 2, connect storm: N clients connected to one server process all lose their connection
+ * at once (RST, as when an edge or a network path dies) and come back at once, every handshake
+ * in flight together. Measured: time until all are connected again, then until each has received
+ * one message pushed after the last one got back ("back and receiving"), and the errors seen.
+ * Our edge (where a reconnect means token check, presence, subscription and backlog check) and the
+ * peers, each in turn, ROUNDS times.
+ *
+ *   npx tsx bench/storm.ts
+ */
+import { LoadFleet } from './lib/fleet.js';
+import { monoMs } from './lib/hist.js';
+import { runIfMain } from './lib/main.js';
+import { sleep } from './lib/procs.js';
+import { note, type BenchResult, type SummaryRow } from './lib/results.js';
+import { env, expectAll, quietFirst, showSpread, spread, type RunOptions } from './lib/scenario.js';
+import { LABELS, startTarget, type TargetName } from './lib/targets.js';
+
+const TARGETS: TargetName[] = ['ours', 'uws', 'sio'];
+
+interface StormRound {
+  reconnectMs: number;
+  receivingMs: number;
+  failed: number;
+  failures: Record<string, number>;
+}
+
+export async function runStorm(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const smoke = opts.smoke;
+  const n = smoke ? 200 : env('BENCH_STORM_CONNECTIONS', 19_000);
+  const rounds = smoke ? 1 : env('BENCH_STORM_ROUNDS', 3);
+  const byTarget: Record<string, StormRound[]> = {};
+  const fleet = LoadFleet.start(LoadFleet.sizeFor(n));
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (const name of TARGETS) {
+        await quietFirst(smoke);
+        note(`storm round ${r + 1}/${rounds}: ${name}, ${n} connections`);
+        const target = await startTarget(name);
+        try {
+          const open = {
+            protocol: target.protocol,
+            ports: target.ports,
+            userPrefix: 'st',
+            total: n,
+            ...(target.token !== undefined ? { token: target.token } : {}),
+          };
+          const first = await fleet.open({ ...open, concurrency: 1000 });
+          if (first.failed > 0) throw new Error(`${name}: initial connects failed: ${JSON.stringify(first.failures)}`);
+          await sleep(smoke ? 100 : 2000);
+          await fleet.stats(true);
+          // The storm: every connection dies, and every client comes back at once.
+          const t0 = monoMs();
+          await fleet.reset();
+          const back = await fleet.open({ ...open, concurrency: n, timeoutMs: 60_000 });
+          const reconnectMs = monoMs() - t0;
+          const users = Array.from({ length: n }, (_, i) => `st${i}`);
+          await target.send(users.map((user) => ({ user, data: { s: monoMs() } })));
+          const got = await fleet.waitReceived(back.ok, 120_000);
+          expectAll(`${name} storm`, got.received, back.ok);
+          const round: StormRound = {
+            reconnectMs,
+            receivingMs: got.lastReceiveAt - t0,
+            failed: back.failed,
+            failures: back.failures,
+          };
+          note(
+            `${name}: all back in ${Math.round(reconnectMs)} ms, receiving after ${Math.round(round.receivingMs)} ms, ${back.failed} failed`,
+          );
+          (byTarget[name] ??= []).push(round);
+        } finally {
+          await fleet.reset();
+          await target.close();
+        }
+      }
+    }
+  } finally {
+    await fleet.stop();
+  }
+  const summary: SummaryRow[] = [];
+  const figures: Record<string, unknown> = { connections: n, rounds, targets: byTarget };
+  for (const name of TARGETS) {
+    const rs = byTarget[name] ?? [];
+    const back = spread(rs.map((x) => x.reconnectMs));
+    const recv = spread(rs.map((x) => x.receivingMs));
+    const failed = rs.reduce((s, x) => s + x.failed, 0);
+    const kinds = [...new Set(rs.flatMap((x) => Object.keys(x.failures)))].join(', ');
+    summary.push({
+      bench: 'storm',
+      figure: `${LABELS[name]}: ${n.toLocaleString('en-US')} reconnect at once: all back / all receiving`,
+      value: `${showSpread(back, 'ms')} / ${showSpread(recv, 'ms')}; ${failed} failed${failed > 0 ? ` (${kinds})` : ''}`,
+    });
+  }
+  return {
+    name: 'storm',
+    figures,
+    summary,
+    charts: [
+      {
+        title: `Connect storm: ${n.toLocaleString('en-US')} clients reconnecting at once`,
+        unit: 'ms',
+        categories: ['all connected again', 'all receiving'],
+        series: TARGETS.map((name) => ({
+          name: LABELS[name],
+          values: [
+            spread((byTarget[name] ?? []).map((x) => x.reconnectMs)).median,
+            spread((byTarget[name] ?? []).map((x) => x.receivingMs)).median,
+          ],
+        })),
+        note: 'lower is better; median of rounds',
+      },
+    ],
+  };
+}
+
+runIfMain(import.meta.url, () => runStorm({ smoke: process.argv.includes('--smoke') }));
