@@ -12,11 +12,20 @@ import { LoadFleet } from './lib/fleet.js';
 import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
-import { CpuByRole, env, expectAll, latency, quietFirst, showSpread, spread, type RunOptions } from './lib/scenario.js';
+import {
+  CpuByRole,
+  env,
+  expectAll,
+  latency,
+  quietFirst,
+  showSpread,
+  spread,
+  type RunOptions,
+  chosenTargets,
+} from './lib/scenario.js';
 import { round } from './lib/stats.js';
-import { LABELS, startTarget, type TargetName } from './lib/targets.js';
+import { LABELS, startTarget } from './lib/targets.js';
 
-const TARGETS: TargetName[] = ['ours', 'uws', 'sio'];
 const CEILING_TARGET = 0.7;
 
 interface FanoutRound {
@@ -27,6 +36,7 @@ interface FanoutRound {
 }
 
 export async function runFanout(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const TARGETS = chosenTargets();
   const smoke = opts.smoke;
   const n = smoke ? 200 : env('BENCH_FANOUT_CONNECTIONS', 10_000);
   const messages = smoke ? 3 : env('BENCH_FANOUT_MESSAGES', 20);

@@ -16,11 +16,19 @@ import { LoadFleet, PER_CHILD, type OpenResult } from './lib/fleet.js';
 import { runIfMain } from './lib/main.js';
 import { sleep } from './lib/procs.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
-import { CpuByRole, env, quietFirst, showSpread, spread, type RunOptions, type Spread } from './lib/scenario.js';
+import {
+  CpuByRole,
+  env,
+  quietFirst,
+  showSpread,
+  spread,
+  type RunOptions,
+  type Spread,
+  chosenTargets,
+} from './lib/scenario.js';
 import { round } from './lib/stats.js';
-import { LABELS, OursTarget, startTarget, type Memory, type Target, type TargetName } from './lib/targets.js';
+import { LABELS, OursTarget, startTarget, type Memory, type Target } from './lib/targets.js';
 
-const TARGETS: TargetName[] = ['ours', 'uws', 'sio'];
 const MEMORY_TARGET_KB = 3;
 const SIO_RATIO_TARGET = 5;
 const CONNECTS_TARGET = 10_000;
@@ -89,6 +97,7 @@ async function measure(
 }
 
 export async function runIdle(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const TARGETS = chosenTargets();
   const smoke = opts.smoke;
   const steps = smoke ? [100, 200] : [env('BENCH_IDLE_STEP1', 10_000), env('BENCH_IDLE_STEP2', 19_000)];
   const big = smoke ? 0 : env('BENCH_IDLE_BIG', 100_000);
@@ -163,7 +172,7 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
       target: `< ${MEMORY_TARGET_KB} KB`,
       met: ours < MEMORY_TARGET_KB ? 'yes' : 'no',
     });
-    for (const peer of ['uws', 'sio'] as const) {
+    for (const peer of (['uws', 'sio'] as const).filter((p) => TARGETS.includes(p))) {
       const p = rss(peer, i);
       const ratio = round(p / ours, 1);
       summary.push({

@@ -13,10 +13,8 @@ import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
 import { sleep } from './lib/procs.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
-import { env, expectAll, quietFirst, showSpread, spread, type RunOptions } from './lib/scenario.js';
-import { LABELS, startTarget, type TargetName } from './lib/targets.js';
-
-const TARGETS: TargetName[] = ['ours', 'uws', 'sio'];
+import { env, expectAll, quietFirst, showSpread, spread, type RunOptions, chosenTargets } from './lib/scenario.js';
+import { LABELS, startTarget } from './lib/targets.js';
 
 interface StormRound {
   reconnectMs: number;
@@ -26,6 +24,7 @@ interface StormRound {
 }
 
 export async function runStorm(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const TARGETS = chosenTargets();
   const smoke = opts.smoke;
   const n = smoke ? 200 : env('BENCH_STORM_CONNECTIONS', 19_000);
   const rounds = smoke ? 1 : env('BENCH_STORM_ROUNDS', 3);

@@ -22,12 +22,21 @@ import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
 import { sleep } from './lib/procs.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
-import { CpuByRole, env, expectAll, latency, quietFirst, showSpread, spread, type RunOptions } from './lib/scenario.js';
+import {
+  CpuByRole,
+  env,
+  expectAll,
+  latency,
+  quietFirst,
+  showSpread,
+  spread,
+  type RunOptions,
+  chosenTargets,
+} from './lib/scenario.js';
 import { waitStreamEmpty } from './lib/stack.js';
 import { median, round } from './lib/stats.js';
-import { LABELS, OursTarget, startTarget, type Message, type Target, type TargetName } from './lib/targets.js';
+import { LABELS, OursTarget, startTarget, type Message, type Target } from './lib/targets.js';
 
-const TARGETS: TargetName[] = ['ours', 'uws', 'sio'];
 const TICK_MS = 5;
 const PAYLOAD_BYTES = 100;
 const THROUGHPUT_TARGET = 50_000;
@@ -188,6 +197,7 @@ async function throughputRound(
 }
 
 export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
+  const TARGETS = chosenTargets();
   const smoke = opts.smoke;
   const users = Array.from({ length: smoke ? 50 : env('BENCH_UNICAST_USERS', 1000) }, (_, i) => `uc${i}`);
   const rates = smoke ? [200] : [1000, 5000, 20_000];

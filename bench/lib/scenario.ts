@@ -2,7 +2,7 @@ import type { FleetStats, LoadFleet } from './fleet.js';
 import { CpuMeter, natsServerPid, redisServerPid, waitQuiet } from './procs.js';
 import { note } from './results.js';
 import { median, round } from './stats.js';
-import type { Target } from './targets.js';
+import type { Target, TargetName } from './targets.js';
 
 /** Options every scenario takes: smoke = tiny sizes and one round (runs inside `make test`). */
 export interface RunOptions {
@@ -98,4 +98,15 @@ export function latency(s: FleetStats): { count: number; p50: number; p99: numbe
 /** Checks that a run lost nothing the clients should have seen. */
 export function expectAll(what: string, got: number, want: number): void {
   if (got < want) throw new Error(`${what}: clients received ${got} of ${want}`);
+}
+
+/** The targets a scenario runs: all three, or those named in BENCH_TARGETS (e.g. `ours,uws`). */
+export function chosenTargets(): TargetName[] {
+  const all: TargetName[] = ['ours', 'uws', 'sio'];
+  const asked = process.env['BENCH_TARGETS'];
+  if (asked === undefined || asked === '') return all;
+  const names = asked.split(',').map((s) => s.trim());
+  const bad = names.filter((n) => !all.includes(n as TargetName));
+  if (bad.length > 0) throw new Error(`BENCH_TARGETS: unknown ${bad.join(', ')}; choose from ${all.join(', ')}`);
+  return names as TargetName[];
 }

@@ -101,7 +101,7 @@ export class LiveSubscriber {
 
   /**
    * Resolves once the server has processed everything written so far (its PONG to a PING sent
-   * after it), so a subscription made before is active. Calls in one tick share one PING.
+   * after it), so a subscription made before is active. Calls in one event-loop turn share one PING.
    * Resolves at once while disconnected (the reconnect restores subscriptions and reports).
    */
   flush(): Promise<void> {
@@ -112,7 +112,8 @@ export class LiveSubscriber {
       this.write('PING\r\n');
     });
     this.flushing = p;
-    queueMicrotask(() => {
+    // One PING answers every flush() of this event-loop turn (written with them, below).
+    setImmediate(() => {
       if (this.flushing === p) this.flushing = undefined;
     });
     return p;
@@ -251,7 +252,10 @@ export class LiveSubscriber {
     this.out.push(s);
     if (this.flushQueued) return;
     this.flushQueued = true;
-    queueMicrotask(() => this.flushOut());
+    // Once per event-loop turn, not per microtask checkpoint: uWS runs each upgrade in its own
+    // callback, and a write per upgrade (a syscall and a loopback round into nats-server) was a
+    // sixth of the edge's CPU in a connect storm.
+    setImmediate(() => this.flushOut());
   }
 
   private flushOut(): void {
