@@ -30,7 +30,8 @@ const io = new Server(httpServer, {
   transports: ['websocket'],
   serveClient: false,
   perMessageDeflate: false,
-  adapter: createAdapter(pub, sub),
+  // A channel prefix of its own, so two runs sharing a Redis never hear each other.
+  adapter: createAdapter(pub, sub, { key: `socket.io-bench-${process.pid}` }),
 });
 
 let connections = 0;
