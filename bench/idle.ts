@@ -66,6 +66,7 @@ async function measure(
   const cpu = new CpuByRole(target, fleet);
   const out: RoundFigures = { connectsPerSecond: 0, connectCpu: {}, steps: [], failures: {} };
   let open = 0;
+  let lost = 0;
   for (const [i, n] of steps.entries()) {
     if (i === 0) cpu.start();
     const r: OpenResult = await fleet.open({
@@ -78,8 +79,11 @@ async function measure(
       ...(target.token !== undefined ? { token: target.token } : {}),
     });
     for (const [k, v] of Object.entries(r.failures)) out.failures[k] = (out.failures[k] ?? 0) + v;
-    if (r.failed > 0)
+    // A few refused or timed-out connects are reported, not fatal: memory is divided by the
+    // connections the server itself counts.
+    if (r.failed > (n - open) / 100)
       throw new Error(`${target.label}: ${r.failed} of ${n - open} connects failed: ${JSON.stringify(r.failures)}`);
+    lost += r.failed;
     if (i === 0) {
       out.connectsPerSecond = Math.round(r.perSecond);
       out.connectCpu = cpu.stop();
@@ -87,8 +91,10 @@ async function measure(
     open = n;
     await sleep(settleMs);
     const m = await target.memory();
-    if (m.connections !== n) throw new Error(`${target.label} reports ${m.connections} connections, expected ${n}`);
-    out.steps.push(perConn(m, base, n));
+    const held = n - lost;
+    if (Math.abs(m.connections - held) > held / 100)
+      throw new Error(`${target.label} reports ${m.connections} connections, expected about ${held}`);
+    out.steps.push(perConn(m, base, m.connections));
     note(
       `${target.name} ${n}: ${out.steps.at(-1)?.rssPerConnKB} KB RSS/conn, ${out.steps.at(-1)?.heapPerConnKB} KB heap/conn`,
     );
@@ -128,6 +134,7 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
 
   // Ours at 100k: several edge processes, each under the descriptor limit.
   let wide: RoundFigures | undefined;
+  let wideError: string | undefined;
   if (big > 0) {
     await quietFirst(smoke);
     const edges = Math.ceil(big / PER_CHILD);
@@ -136,6 +143,10 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
     const wideFleet = LoadFleet.start(edges);
     try {
       wide = await measure(target, wideFleet, [big], concurrency, settleMs);
+    } catch (err) {
+      // Reported in the summary; the figures of the rounds above still count.
+      wideError = err instanceof Error ? err.message : String(err);
+      note(`idle at ${big}: ${wideError}`);
     } finally {
       await wideFleet.reset();
       await wideFleet.stop();
@@ -194,6 +205,13 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
       ...(name === 'ours'
         ? { target: `>= ${CONNECTS_TARGET.toLocaleString('en-US')}/s`, met: c.median >= CONNECTS_TARGET ? 'yes' : 'no' }
         : {}),
+    });
+  }
+  if (wideError !== undefined) {
+    summary.push({
+      bench: 'idle',
+      figure: `our edge at ${big.toLocaleString('en-US')}`,
+      value: `FAILED: ${wideError}`,
     });
   }
   if (wide !== undefined) {

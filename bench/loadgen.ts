@@ -36,6 +36,8 @@ export interface OpenCommand {
   /** Handshakes in flight at once. */
   concurrency: number;
   timeoutMs: number;
+  /** Attempts after a failed connect, each after 100-500 ms (as a client SDK retries). */
+  retries?: number;
   /** For `push`: signs each user's token. */
   token?: { app: string; kid: string; secret: string; ttlSeconds: number };
 }
@@ -47,6 +49,29 @@ const READY = 3;
 const CLOSED = 4;
 
 const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+
+/**
+ * Local ports are chosen here, not by the kernel: with 100,000 connections on one machine, the
+ * kernel's search for a free ephemeral port (shared by every source address) turned connect()
+ * into seconds of system time. Each child has its own source address, so [FIRST_PORT, LAST_PORT)
+ * is its own; below the kernel's ephemeral range (32768+) so no listener lands on one.
+ */
+const FIRST_PORT = 10_000;
+const LAST_PORT = 32_000;
+const portsInUse = new Set<number>();
+let nextPort = FIRST_PORT;
+
+function takePort(): number {
+  for (let i = 0; i < LAST_PORT - FIRST_PORT; i++) {
+    const p = nextPort;
+    nextPort = nextPort + 1 >= LAST_PORT ? FIRST_PORT : nextPort + 1;
+    if (!portsInUse.has(p)) {
+      portsInUse.add(p);
+      return p;
+    }
+  }
+  throw new Error(`all ${LAST_PORT - FIRST_PORT} local ports of this load child are in use`);
+}
 const ZERO_MASK = Buffer.alloc(4);
 
 class Conn {
@@ -60,6 +85,7 @@ class Conn {
   constructor(
     readonly socket: net.Socket,
     readonly user: number,
+    readonly port: number,
   ) {}
 }
 
@@ -229,7 +255,10 @@ function closeUnexpectedly(c: Conn, kind: string): void {
   const wasReady = c.state === READY;
   c.state = CLOSED;
   conns.delete(c);
-  c.socket.destroy();
+  portsInUse.delete(c.port);
+  // RST, as at the end of a run: no TIME_WAIT holds the port we reuse.
+  if (c.socket.destroyed) c.socket.destroy();
+  else c.socket.resetAndDestroy();
   if (wasReady) {
     ready--;
     unexpectedCloses++;
@@ -252,9 +281,10 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
     } else {
       path = `/socket.io/?EIO=4&transport=websocket&user=${encodeURIComponent(user)}`;
     }
-    const socket = net.connect({ host: '127.0.0.1', port: cmd.port, localAddress: cmd.source });
+    const localPort = takePort();
+    const socket = net.connect({ host: '127.0.0.1', port: cmd.port, localAddress: cmd.source, localPort });
     socket.setNoDelay(true);
-    const c = new Conn(socket, i);
+    const c = new Conn(socket, i, localPort);
     conns.add(c);
     const timer = setTimeout(() => closeUnexpectedly(c, 'timeout'), cmd.timeoutMs);
     c.settle = (ok, kind) => {
@@ -287,15 +317,24 @@ async function open(cmd: OpenCommand): Promise<ChildMessage> {
   let next = cmd.from;
   const end = cmd.from + cmd.count;
   let ok = 0;
+  let retried = 0;
   const worker = async (): Promise<void> => {
     while (next < end) {
       const i = next++;
-      if (await openOne(cmd, i, failures)) ok++;
+      for (let attempt = 0; ; attempt++) {
+        if (await openOne(cmd, i, failures)) {
+          ok++;
+          break;
+        }
+        if (attempt >= (cmd.retries ?? 0)) break;
+        retried++;
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 400));
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(cmd.concurrency, cmd.count)) }, worker));
   const ms = monoMs() - t0;
-  return { type: 'opened', ok, failed: cmd.count - ok, failures, ms, startedAt: t0, endedAt: t0 + ms };
+  return { type: 'opened', ok, failed: cmd.count - ok, retried, failures, ms, startedAt: t0, endedAt: t0 + ms };
 }
 
 /** Closes every connection with RST (no TIME_WAIT). */
@@ -309,6 +348,7 @@ function resetAll(): ChildMessage {
     n++;
   }
   conns.clear();
+  portsInUse.clear();
   return { type: 'reset', closed: n };
 }
 

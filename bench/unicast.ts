@@ -222,6 +222,9 @@ export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<B
         });
         if (open.failed > 0) throw new Error(`${name}: connects failed: ${JSON.stringify(open.failures)}`);
         const msgs = new Messages(users);
+        // Warm-up (not measured): connections to the center, JIT, buffers.
+        if (!smoke) await latencyRound(target, fleet, msgs, 1000, 3, 'batch');
+
         const modes: Mode[] = name === 'ours' ? ['batch', 'single'] : ['batch'];
         for (let r = 0; r < rounds; r++) {
           for (const rate of rates)

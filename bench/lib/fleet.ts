@@ -7,7 +7,11 @@ export const PER_CHILD = 18_000;
 
 export interface OpenResult {
   ok: number;
+  /** Connections that never got ready (after any retries). */
   failed: number;
+  /** Attempts retried after a failure. */
+  retried: number;
+  /** Every failed attempt, by kind (`http 503`, `timeout`, `ECONNRESET`, ...). */
   failures: Record<string, number>;
   /** From the first connect to the last connection ready, ms (one clock for every child). */
   ms: number;
@@ -48,6 +52,7 @@ export interface OpenOptions {
   /** Handshakes in flight at once, over the whole fleet. */
   concurrency: number;
   timeoutMs?: number;
+  retries?: number;
   token?: OpenCommand['token'];
 }
 
@@ -95,11 +100,13 @@ export class LoadFleet {
           count: to - from,
           concurrency: Math.max(1, Math.ceil(o.concurrency / n)),
           timeoutMs: o.timeoutMs ?? 60_000,
+          retries: o.retries ?? 0,
           ...(o.token !== undefined ? { token: o.token } : {}),
         };
         return ask<{
           ok: number;
           failed: number;
+          retried: number;
           failures: Record<string, number>;
           startedAt: number;
           endedAt: number;
@@ -118,6 +125,7 @@ export class LoadFleet {
     return {
       ok,
       failed: answers.reduce((s, a) => s + a.failed, 0),
+      retried: answers.reduce((s, a) => s + a.retried, 0),
       failures,
       ms,
       perSecond: ms > 0 ? (ok / ms) * 1000 : 0,

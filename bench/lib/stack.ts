@@ -9,6 +9,8 @@ import { freePort, onCleanup, sleep, spawnNode, waitHttpOk, type Child } from '.
 export const NATS_URL = process.env['PUSH_BENCH_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 export const REDIS_URL = process.env['PUSH_BENCH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const PG_BASE = process.env['PUSH_BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+/** Extra node flags for our center and edges, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them. */
+const NODE_ARGS = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
 
 /** A unique subject/key prefix for one benchmark run: its own streams, KV bucket, Redis keys. */
 export function benchPrefix(): string {
@@ -107,16 +109,17 @@ export class BenchStack {
     this.centerPort = await freePort();
     this.center = spawnNode('center', 'apps/center/dist/main.js', {
       env: { ...this.env, PUSH_CENTER_PORT: String(this.centerPort), ...extra },
+      nodeArgs: NODE_ARGS,
     });
     await waitHttpOk(`${this.centerUrl}/readyz`, this.center);
   }
 
-  /** Starts one edge process (one worker) and waits for /readyz; returns its index. */
-  async startEdge(extra: Record<string, string> = {}, nodeArgs: string[] = []): Promise<number> {
-    const port = await freePort();
+  /** Starts one edge process (one worker) and waits for /readyz; returns its index in `edges`. */
+  async startEdge(extra: Record<string, string> = {}, nodeArgs: string[] = [], fixedPort?: number): Promise<number> {
+    const port = fixedPort ?? (await freePort());
     const child = spawnNode(`edge${this.edges.length}`, 'apps/edge/dist/main.js', {
       env: { ...this.env, PUSH_EDGE_PORT: String(port), ...extra },
-      nodeArgs,
+      nodeArgs: [...NODE_ARGS, ...nodeArgs],
     });
     this.edges.push({ child, port });
     await waitHttpOk(`http://127.0.0.1:${port}/readyz`, child);

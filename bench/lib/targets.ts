@@ -1,3 +1,4 @@
+import http from 'node:http';
 import WebSocket from 'ws';
 import { Subjects } from '@push/protocol';
 import type { OpenCommand, Protocol } from '../loadgen.js';
@@ -35,6 +36,8 @@ export interface Target {
   sendOne(m: Message): Promise<void>;
   /** The same data to every user in `users` (ours: batch API calls; peers: their broadcast). */
   fanout(users: string[], data: unknown): Promise<void>;
+  /** Kills the connection-holding processes (SIGKILL) and starts fresh ones on the same ports. */
+  restart(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,15 +49,37 @@ export const LABELS: Record<TargetName, string> = {
   sio: 'Socket.IO 4 + Redis adapter',
 };
 
-async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<unknown> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify(body),
+/**
+ * Keep-alive HTTP client for the load this process drives. node:http, not fetch: fetch spends
+ * about a millisecond of CPU per call here, so a driver built on it could not send 1,000
+ * single-message calls per second and its own queue showed up as server latency.
+ */
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<unknown> {
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      {
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': String(payload.length), ...headers },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode !== 200) reject(new Error(`POST ${url}: ${res.statusCode} ${text.slice(0, 300)}`));
+          else resolve(text.length > 0 ? JSON.parse(text) : undefined);
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
   });
-  const text = await res.text();
-  if (res.status !== 200) throw new Error(`POST ${url}: ${res.status} ${text.slice(0, 300)}`);
-  return text.length > 0 ? JSON.parse(text) : undefined;
 }
 
 /** Forces a full GC in a process started with --inspect, through the inspector protocol. */
@@ -101,7 +126,6 @@ export class OursTarget implements Target {
   readonly label = LABELS.ours;
   readonly protocol = 'push';
   readonly ports: number[] = [];
-  readonly servers: Child[] = [];
   token: OpenCommand['token'];
   private readonly inspectPorts: number[] = [];
 
@@ -118,17 +142,32 @@ export class OursTarget implements Target {
     const secret = app.record.secrets[0];
     if (secret === undefined) throw new Error('the app has no secret');
     t.token = { app: app.record.id, kid: secret.kid, secret: secret.secret, ttlSeconds: 3600 };
-    for (let i = 0; i < edges; i++) {
-      const inspect = await freePort();
-      const idx = await stack.startEdge({}, [`--inspect=127.0.0.1:${inspect}`]);
-      const e = stack.edges[idx];
-      if (e === undefined) throw new Error('edge did not start');
-      t.ports.push(e.port);
-      t.servers.push(e.child);
-      t.inspectPorts.push(inspect);
-    }
-    if (stack.center !== undefined) t.servers.push(stack.center);
+    for (let i = 0; i < edges; i++) await t.startEdge();
     return t;
+  }
+
+  /** Starts edge `i` (a new one when i is past the end) and records its port, process, inspector. */
+  private async startEdge(i = this.ports.length): Promise<void> {
+    const inspect = await freePort();
+    const idx = await this.stack.startEdge({}, [`--inspect=127.0.0.1:${inspect}`], this.ports[i]);
+    const e = this.stack.edges[idx];
+    if (e === undefined) throw new Error('edge did not start');
+    this.ports[i] = e.port;
+    this.edgeChildren[i] = e.child;
+    this.inspectPorts[i] = inspect;
+  }
+
+  private readonly edgeChildren: Child[] = [];
+
+  get servers(): Child[] {
+    return this.stack.center !== undefined ? [...this.edgeChildren, this.stack.center] : [...this.edgeChildren];
+  }
+
+  async restart(): Promise<void> {
+    for (const [i, child] of this.edgeChildren.entries()) {
+      await child.stop(0);
+      await this.startEdge(i);
+    }
   }
 
   /** Edge memory only (the center holds no connections). */
@@ -194,24 +233,35 @@ export class OursTarget implements Target {
 export class PeerTarget implements Target {
   readonly label: string;
   readonly protocol: Protocol;
-  readonly servers: Child[];
 
   private constructor(
     readonly name: TargetName,
-    private readonly child: Child,
+    private child: Child,
     readonly ports: number[],
   ) {
     this.label = LABELS[name];
     this.protocol = name === 'sio' ? 'sio' : 'uws';
-    this.servers = [child];
   }
 
-  static async start(name: 'uws' | 'sio', env: Record<string, string> = {}): Promise<PeerTarget> {
-    const port = await freePort();
+  get servers(): Child[] {
+    return [this.child];
+  }
+
+  private static async spawn(name: 'uws' | 'sio', port: number): Promise<Child> {
     const script = name === 'uws' ? 'bench/peers/uws-bare.ts' : 'bench/peers/socketio.ts';
-    const child = spawnNode(name, script, { env: { PORT: String(port), ...env }, nodeArgs: ['--expose-gc'] });
+    const child = spawnNode(name, script, { env: { PORT: String(port) }, nodeArgs: ['--expose-gc'] });
     await waitHttpOk(`http://127.0.0.1:${port}/healthz`, child);
-    return new PeerTarget(name, child, [port]);
+    return child;
+  }
+
+  static async start(name: 'uws' | 'sio'): Promise<PeerTarget> {
+    const port = await freePort();
+    return new PeerTarget(name, await PeerTarget.spawn(name, port), [port]);
+  }
+
+  async restart(): Promise<void> {
+    await this.child.stop(0);
+    this.child = await PeerTarget.spawn(this.name as 'uws' | 'sio', this.ports[0] as number);
   }
 
   private get url(): string {

@@ -118,12 +118,32 @@ export class RequestPipeline {
   private send(q: Queued): void {
     const id = this.next++;
     this.pending.set(id, { resolve: q.resolve, reject: q.reject, subject: q.subject, deadline: q.deadline });
-    try {
-      const reply = this.prefix + id;
-      this.nc.publish(q.subject, q.payload, q.headers ? { reply, headers: q.headers } : { reply });
-    } catch (err) {
-      this.pending.delete(id);
-      q.reject(err as Error);
+    this.outbox.push(id, q);
+    if (this.outbox.length === 2) setImmediate(() => this.flushOutbox());
+  }
+
+  /**
+   * Requests taken this event-loop turn, published together: nats.js writes its buffer once per
+   * microtask checkpoint, and uWS runs every HTTP request and every client frame in a callback of
+   * its own, so publishing at once meant a socket write (a syscall and a loopback round into
+   * nats-server) per request. Flat pairs of id and request.
+   */
+  private outbox: Array<number | Queued> = [];
+
+  private flushOutbox(): void {
+    const out = this.outbox;
+    this.outbox = [];
+    for (let i = 0; i < out.length; i += 2) {
+      const id = out[i] as number;
+      const q = out[i + 1] as Queued;
+      if (!this.pending.has(id)) continue; // expired or closed meanwhile
+      try {
+        const reply = this.prefix + id;
+        this.nc.publish(q.subject, q.payload, q.headers ? { reply, headers: q.headers } : { reply });
+      } catch (err) {
+        this.pending.delete(id);
+        q.reject(err as Error);
+      }
     }
   }
 
