@@ -56,6 +56,7 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
             userPrefix: 'fo',
             total: n,
             concurrency: 1000,
+            retries: 20,
             ...(target.token !== undefined ? { token: target.token } : {}),
           });
           if (open.failed > 0) throw new Error(`${name}: connects failed: ${JSON.stringify(open.failures)}`);

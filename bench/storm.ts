@@ -46,7 +46,9 @@ export async function runStorm(opts: RunOptions = { smoke: false }): Promise<Ben
             total: n,
             ...(target.token !== undefined ? { token: target.token } : {}),
           };
-          const first = await fleet.open({ ...open, concurrency: 1000 });
+          // Before the storm, connect everyone (retrying like an SDK: Socket.IO's listen queue
+          // overflows at 1,000 handshakes in flight and resets a few).
+          const first = await fleet.open({ ...open, concurrency: 1000, retries: 20 });
           if (first.failed > 0) throw new Error(`${name}: initial connects failed: ${JSON.stringify(first.failures)}`);
           await sleep(smoke ? 100 : 2000);
           await fleet.stats(true);

@@ -1,6 +1,7 @@
 import type { FleetStats, LoadFleet } from './fleet.js';
 import { CpuMeter, natsServerPid, redisServerPid, waitQuiet } from './procs.js';
 import { note } from './results.js';
+import { NATS_URL, REDIS_URL } from './stack.js';
 import { median, round } from './stats.js';
 import type { Target, TargetName } from './targets.js';
 
@@ -54,8 +55,8 @@ export class CpuByRole {
       pids[s.name] = s.pid;
       (this.roles['server'] ??= []).push(s.name);
     }
-    pids['nats'] = natsServerPid(4222);
-    pids['redis'] = redisServerPid(6379);
+    pids['nats'] = natsServerPid(Number(new URL(NATS_URL).port || 4222));
+    pids['redis'] = redisServerPid(Number(new URL(REDIS_URL).port || 6379));
     for (const [i, pid] of fleet.pids.entries()) {
       pids[`load${i}`] = pid;
       (this.roles['clients'] ??= []).push(`load${i}`);

@@ -93,6 +93,14 @@ interface JsApiError {
 const REMOVALS_IN_FLIGHT = 1024;
 /** Deadline of a delete, queued time included. */
 const REMOVAL_TIMEOUT_MS = 120_000;
+/**
+ * Backlog reads in flight at once. Each Direct Get `next_by_subj` costs nats-server 2.9.10 a scan
+ * from the cursor to the user's next message, which is long when many users' messages interleave:
+ * with 10,000 users reading 100 stored messages each, 10,000 reads in flight all timed out and
+ * were retried, and nothing got through. A few hundred at a time complete, and the rest wait.
+ */
+const READS_IN_FLIGHT = 256;
+const READ_TIMEOUT_MS = 30_000;
 
 /**
  * Users' inboxes in their app's inbox stream: store (pipelined publish), read the backlog (Direct Get
@@ -101,16 +109,23 @@ const REMOVAL_TIMEOUT_MS = 120_000;
  * Deletes go through their own pipeline with a small in-flight bound: nats-server 2.9 spends
  * more than ten times the CPU on a delete than on a store, so a burst of acks must not queue
  * ahead of the reads and stores that clients wait for. When deletes fall far behind they fail
- * (the message stays stored and may be delivered again: at-least-once).
+ * (the message stays stored and may be delivered again: at-least-once). Backlog reads have a
+ * pipeline of their own too (see READS_IN_FLIGHT).
  */
 export class InboxStore {
   readonly pipeline: RequestPipeline;
+  private readonly reads: RequestPipeline;
   private readonly removals: RequestPipeline;
   private readonly subjects: Subjects;
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
     this.pipeline = new RequestPipeline(nc, opts);
+    this.reads = new RequestPipeline(nc, {
+      timeoutMs: Math.max(READ_TIMEOUT_MS, opts.timeoutMs ?? 0),
+      maxInFlight: READS_IN_FLIGHT,
+      maxQueued: 200_000,
+    });
     // A delete is worth waiting for: the server works through a backlog of them at its own
     // pace, and one given up on leaves the message stored (delivered again on reconnect).
     this.removals = new RequestPipeline(nc, {
@@ -157,7 +172,7 @@ export class InboxStore {
   async next(app: string, user: string, fromSeq: number): Promise<InboxMessage | null> {
     let reply: Msg;
     try {
-      reply = await this.pipeline.request(
+      reply = await this.reads.request(
         this.api('DIRECT.GET', app),
         `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(this.subjects.inbox(app, user))}}`,
       );
@@ -208,11 +223,19 @@ export class InboxStore {
 
   /** Requests in flight or waiting (to let them finish before a shutdown). */
   get busy(): number {
-    return this.pipeline.inFlight + this.pipeline.queued + this.removals.inFlight + this.removals.queued;
+    return (
+      this.pipeline.inFlight +
+      this.pipeline.queued +
+      this.reads.inFlight +
+      this.reads.queued +
+      this.removals.inFlight +
+      this.removals.queued
+    );
   }
 
   close(): void {
     this.pipeline.close();
+    this.reads.close();
     this.removals.close();
   }
 }
