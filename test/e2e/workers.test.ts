@@ -33,6 +33,14 @@ describe('edge workers sharing one port', function () {
   });
 
   it('spreads connections over two workers (SO_REUSEPORT), each with its own id, all delivering', async function () {
+    // /readyz answered from one worker; wait until the other listens too.
+    const seen = new Set<string>();
+    for (let i = 0; seen.size < 2 && i < 200; i++) {
+      const probe = await TestClient.connect(edge.wsUrl, await app.token('probe'));
+      seen.add(String(probe.hello['conn']).replace(/-\d+$/, ''));
+      probe.terminate();
+      if (seen.size < 2) await new Promise((r) => setTimeout(r, 25));
+    }
     const users = Array.from({ length: 40 }, (_, i) => `w${i}`);
     for (const u of users) clients.push(await TestClient.connect(edge.wsUrl, await app.token(u)));
     const workers = new Set(clients.map((c) => String(c.hello['conn']).replace(/-\d+$/, '')));

@@ -97,10 +97,10 @@ const REMOVAL_TIMEOUT_MS = 120_000;
  * Backlog reads in flight at once. Each Direct Get `next_by_subj` costs nats-server 2.9.10 a scan
  * from the cursor to the user's next message, which is long when many users' messages interleave:
  * with 10,000 users reading 100 stored messages each, 10,000 reads in flight all timed out and
- * were retried, and nothing got through. A few hundred at a time complete, and the rest wait.
+ * were retried, and nothing got through. A few hundred at a time complete; the rest wait, and
+ * those still waiting at the store deadline fail without being sent (their connection retries).
  */
 const READS_IN_FLIGHT = 256;
-const READ_TIMEOUT_MS = 30_000;
 
 /**
  * Users' inboxes in their app's inbox stream: store (pipelined publish), read the backlog (Direct Get
@@ -122,7 +122,7 @@ export class InboxStore {
     this.subjects = subjects;
     this.pipeline = new RequestPipeline(nc, opts);
     this.reads = new RequestPipeline(nc, {
-      timeoutMs: Math.max(READ_TIMEOUT_MS, opts.timeoutMs ?? 0),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
       maxInFlight: READS_IN_FLIGHT,
       maxQueued: 200_000,
     });
