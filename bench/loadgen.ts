@@ -72,6 +72,7 @@ function takePort(): number {
   }
   throw new Error(`all ${LAST_PORT - FIRST_PORT} local ports of this load child are in use`);
 }
+
 const ZERO_MASK = Buffer.alloc(4);
 
 class Conn {
