@@ -54,16 +54,7 @@ export async function runBacklog(opts: RunOptions = { smoke: false }): Promise<B
         const cpu = new CpuByRole(target, fleet);
         cpu.start();
         const t1 = monoMs();
-        const open = await fleet.open({
-          protocol: 'push',
-          ports: target.ports,
-          userPrefix: 'bl',
-          total: users,
-          concurrency: 1000,
-          retries: 20,
-          ...(target.token !== undefined ? { token: target.token } : {}),
-        });
-        if (open.failed > 0) throw new Error(`connects failed: ${JSON.stringify(open.failures)}`);
+        await fleet.openAll({ target, userPrefix: 'bl', total: users, concurrency: 1000, retries: 20 });
         const got = await fleet.waitReceived(total, 600_000);
         const used = cpu.stop();
         const drainMs = got.lastReceiveAt - t1;

@@ -17,14 +17,14 @@ import {
   env,
   expectAll,
   latency,
-  quietFirst,
   showSpread,
   spread,
   type RunOptions,
   chosenTargets,
+  eachTargetRound,
 } from './lib/scenario.js';
 import { round } from './lib/stats.js';
-import { LABELS, startTarget } from './lib/targets.js';
+import { LABELS } from './lib/targets.js';
 
 const CEILING_TARGET = 0.7;
 
@@ -45,47 +45,29 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
   const byTarget: Record<string, FanoutRound[]> = {};
   const fleet = LoadFleet.start(LoadFleet.sizeFor(n));
   try {
-    for (let r = 0; r < rounds; r++) {
-      for (const name of TARGETS) {
-        await quietFirst(smoke);
-        const target = await startTarget(name);
-        try {
-          const open = await fleet.open({
-            protocol: target.protocol,
-            ports: target.ports,
-            userPrefix: 'fo',
-            total: n,
-            concurrency: 1000,
-            retries: 20,
-            ...(target.token !== undefined ? { token: target.token } : {}),
-          });
-          if (open.failed > 0) throw new Error(`${name}: connects failed: ${JSON.stringify(open.failures)}`);
-          await fleet.stats(true);
-          const cpu = new CpuByRole(target, fleet);
-          cpu.start();
-          const t0 = monoMs();
-          for (let k = 0; k < messages; k++) await target.fanout(users, { k, s: monoMs() });
-          const got = await fleet.waitReceived(n * messages, 300_000);
-          const used = cpu.stop();
-          expectAll(`${name} fan-out`, got.received, n * messages);
-          const s = await fleet.stats(true);
-          const l = latency(s);
-          const res: FanoutRound = {
-            deliveriesPerSecond: Math.round((got.received / (got.lastReceiveAt - t0)) * 1000),
-            p50: l.p50,
-            p99: l.p99,
-            cpu: used,
-          };
-          note(
-            `fanout round ${r + 1}/${rounds} ${name}: ${res.deliveriesPerSecond}/s, p99 ${res.p99} ms, cpu ${JSON.stringify(used)}`,
-          );
-          (byTarget[name] ??= []).push(res);
-        } finally {
-          await fleet.reset();
-          await target.close();
-        }
-      }
-    }
+    await eachTargetRound({ scenario: 'fanout', targets: TARGETS, rounds, smoke, fleet }, async (target, r) => {
+      await fleet.openAll({ target, userPrefix: 'fo', total: n, concurrency: 1000, retries: 20 });
+      await fleet.stats(true);
+      const cpu = new CpuByRole(target, fleet);
+      cpu.start();
+      const t0 = monoMs();
+      for (let k = 0; k < messages; k++) await target.fanout(users, { k, s: monoMs() });
+      const got = await fleet.waitReceived(n * messages, 300_000);
+      const used = cpu.stop();
+      expectAll(`${target.name} fan-out`, got.received, n * messages);
+      const s = await fleet.stats(true);
+      const l = latency(s);
+      const res: FanoutRound = {
+        deliveriesPerSecond: Math.round((got.received / (got.lastReceiveAt - t0)) * 1000),
+        p50: l.p50,
+        p99: l.p99,
+        cpu: used,
+      };
+      note(
+        `fanout round ${r + 1}/${rounds} ${target.name}: ${res.deliveriesPerSecond}/s, p99 ${res.p99} ms, cpu ${JSON.stringify(used)}`,
+      );
+      (byTarget[target.name] ??= []).push(res);
+    });
   } finally {
     await fleet.stop();
   }

@@ -19,15 +19,16 @@ import { note, type BenchResult, type SummaryRow } from './lib/results.js';
 import {
   CpuByRole,
   env,
-  quietFirst,
   showSpread,
   spread,
   type RunOptions,
   type Spread,
   chosenTargets,
+  eachTargetRound,
+  quietFirst,
 } from './lib/scenario.js';
 import { round } from './lib/stats.js';
-import { LABELS, OursTarget, startTarget, type Memory, type Target } from './lib/targets.js';
+import { LABELS, OursTarget, type Memory, type Target } from './lib/targets.js';
 
 const MEMORY_TARGET_KB = 3;
 const SIO_RATIO_TARGET = 5;
@@ -70,13 +71,11 @@ async function measure(
   for (const [i, n] of steps.entries()) {
     if (i === 0) cpu.start();
     const r: OpenResult = await fleet.open({
-      protocol: target.protocol,
-      ports: target.ports,
+      target,
       userPrefix: 'idle',
       first: open,
       total: n - open,
       concurrency,
-      ...(target.token !== undefined ? { token: target.token } : {}),
     });
     for (const [k, v] of Object.entries(r.failures)) out.failures[k] = (out.failures[k] ?? 0) + v;
     // A few refused or timed-out connects are reported, not fatal: memory is divided by the
@@ -115,19 +114,9 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
   const byTarget: Record<string, RoundFigures[]> = {};
   const fleet = LoadFleet.start(LoadFleet.sizeFor(maxStep));
   try {
-    for (let r = 0; r < rounds; r++) {
-      for (const name of TARGETS) {
-        await quietFirst(smoke);
-        note(`idle round ${r + 1}/${rounds}: ${name}`);
-        const target = await startTarget(name);
-        try {
-          (byTarget[name] ??= []).push(await measure(target, fleet, steps, concurrency, settleMs));
-        } finally {
-          await fleet.reset();
-          await target.close();
-        }
-      }
-    }
+    await eachTargetRound({ scenario: 'idle', targets: TARGETS, rounds, smoke, fleet }, async (target) => {
+      (byTarget[target.name] ??= []).push(await measure(target, fleet, steps, concurrency, settleMs));
+    });
   } finally {
     await fleet.stop();
   }

@@ -85,7 +85,6 @@ class Conn {
   settle: ((ok: boolean, kind?: string) => void) | undefined;
   constructor(
     readonly socket: net.Socket,
-    readonly user: number,
     readonly port: number,
   ) {}
 }
@@ -285,7 +284,7 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
     const localPort = takePort();
     const socket = net.connect({ host: '127.0.0.1', port: cmd.port, localAddress: cmd.source, localPort });
     socket.setNoDelay(true);
-    const c = new Conn(socket, i, localPort);
+    const c = new Conn(socket, localPort);
     conns.add(c);
     const timer = setTimeout(() => closeUnexpectedly(c, 'timeout'), cmd.timeoutMs);
     c.settle = (ok, kind) => {

@@ -13,8 +13,8 @@ import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
 import { sleep } from './lib/procs.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
-import { env, expectAll, quietFirst, showSpread, spread, type RunOptions, chosenTargets } from './lib/scenario.js';
-import { LABELS, startTarget } from './lib/targets.js';
+import { env, expectAll, showSpread, spread, type RunOptions, chosenTargets, eachTargetRound } from './lib/scenario.js';
+import { LABELS } from './lib/targets.js';
 
 interface StormRound {
   reconnectMs: number;
@@ -33,53 +33,36 @@ export async function runStorm(opts: RunOptions = { smoke: false }): Promise<Ben
   const byTarget: Record<string, StormRound[]> = {};
   const fleet = LoadFleet.start(LoadFleet.sizeFor(n));
   try {
-    for (let r = 0; r < rounds; r++) {
-      for (const name of TARGETS) {
-        await quietFirst(smoke);
-        note(`storm round ${r + 1}/${rounds}: ${name}, ${n} connections`);
-        const target = await startTarget(name);
-        try {
-          const open = {
-            protocol: target.protocol,
-            ports: target.ports,
-            userPrefix: 'st',
-            total: n,
-            ...(target.token !== undefined ? { token: target.token } : {}),
-          };
-          // Before the storm, connect everyone (retrying like an SDK: Socket.IO's listen queue
-          // overflows at 1,000 handshakes in flight and resets a few).
-          const first = await fleet.open({ ...open, concurrency: 1000, retries: 20 });
-          if (first.failed > 0) throw new Error(`${name}: initial connects failed: ${JSON.stringify(first.failures)}`);
-          await sleep(smoke ? 100 : 2000);
-          await fleet.stats(true);
-          // The storm: the server dies with every connection (clients RST theirs first, so no
-          // TIME_WAIT blocks the same 4-tuples), comes back on its port, and every client
-          // reconnects at once.
-          await fleet.reset();
-          await target.restart();
-          const t0 = monoMs();
-          const back = await fleet.open({ ...open, concurrency: n, timeoutMs: 30_000, retries: 20 });
-          const reconnectMs = monoMs() - t0;
-          const users = Array.from({ length: n }, (_, i) => `st${i}`);
-          await target.send(users.map((user) => ({ user, data: { s: monoMs() } })));
-          const got = await fleet.waitReceived(back.ok, 120_000);
-          expectAll(`${name} storm`, got.received, back.ok);
-          const round: StormRound = {
-            reconnectMs,
-            receivingMs: got.lastReceiveAt - t0,
-            failed: back.failed,
-            failures: back.failures,
-          };
-          note(
-            `${name}: all back in ${Math.round(reconnectMs)} ms, receiving after ${Math.round(round.receivingMs)} ms, ${back.failed} failed`,
-          );
-          (byTarget[name] ??= []).push(round);
-        } finally {
-          await fleet.reset();
-          await target.close();
-        }
-      }
-    }
+    await eachTargetRound({ scenario: 'storm', targets: TARGETS, rounds, smoke, fleet }, async (target) => {
+      const open = { target, userPrefix: 'st', total: n };
+      // Before the storm, connect everyone (retrying like an SDK: Socket.IO's listen queue
+      // overflows at 1,000 handshakes in flight and resets a few).
+      await fleet.openAll({ ...open, concurrency: 1000, retries: 20 });
+      await sleep(smoke ? 100 : 2000);
+      await fleet.stats(true);
+      // The storm: the server dies with every connection (clients RST theirs first, so no
+      // TIME_WAIT blocks the same 4-tuples), comes back on its port, and every client
+      // reconnects at once.
+      await fleet.reset();
+      await target.restart();
+      const t0 = monoMs();
+      const back = await fleet.open({ ...open, concurrency: n, timeoutMs: 30_000, retries: 20 });
+      const reconnectMs = monoMs() - t0;
+      const users = Array.from({ length: n }, (_, i) => `st${i}`);
+      await target.send(users.map((user) => ({ user, data: { s: monoMs() } })));
+      const got = await fleet.waitReceived(back.ok, 120_000);
+      expectAll(`${target.name} storm`, got.received, back.ok);
+      const round: StormRound = {
+        reconnectMs,
+        receivingMs: got.lastReceiveAt - t0,
+        failed: back.failed,
+        failures: back.failures,
+      };
+      note(
+        `${target.name}: all back in ${Math.round(reconnectMs)} ms, receiving after ${Math.round(round.receivingMs)} ms, ${back.failed} failed`,
+      );
+      (byTarget[target.name] ??= []).push(round);
+    });
   } finally {
     await fleet.stop();
   }

@@ -27,15 +27,15 @@ import {
   env,
   expectAll,
   latency,
-  quietFirst,
   showSpread,
   spread,
   type RunOptions,
   chosenTargets,
+  eachTargetRound,
 } from './lib/scenario.js';
 import { waitStreamEmpty } from './lib/stack.js';
 import { median, round } from './lib/stats.js';
-import { LABELS, OursTarget, startTarget, type Message, type Target } from './lib/targets.js';
+import { LABELS, OursTarget, type Message, type Target } from './lib/targets.js';
 
 const TICK_MS = 5;
 const PAYLOAD_BYTES = 100;
@@ -214,37 +214,21 @@ export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<B
   const thr: Record<string, ThroughputRound[]> = {};
   const fleet = LoadFleet.start(1);
   try {
-    for (const name of TARGETS) {
-      await quietFirst(smoke);
-      note(`unicast: ${name}`);
-      const target = await startTarget(name);
-      try {
-        const open = await fleet.open({
-          protocol: target.protocol,
-          ports: target.ports,
-          userPrefix: 'uc',
-          total: users.length,
-          concurrency: 200,
-          retries: 20,
-          ...(target.token !== undefined ? { token: target.token } : {}),
-        });
-        if (open.failed > 0) throw new Error(`${name}: connects failed: ${JSON.stringify(open.failures)}`);
-        const msgs = new Messages(users);
-        // Warm-up (not measured): connections to the center, JIT, buffers.
-        if (!smoke && rates.length > 0) await latencyRound(target, fleet, msgs, 1000, 3, 'batch');
+    // One round of targets: the rounds run inside, on the same connections.
+    await eachTargetRound({ scenario: 'unicast', targets: TARGETS, rounds: 1, smoke, fleet }, async (target) => {
+      await fleet.openAll({ target, userPrefix: 'uc', total: users.length, concurrency: 200, retries: 20 });
+      const msgs = new Messages(users);
+      // Warm-up (not measured): connections to the center, JIT, buffers.
+      if (!smoke && rates.length > 0) await latencyRound(target, fleet, msgs, 1000, 3, 'batch');
 
-        const modes: Mode[] = name === 'ours' ? ['batch', 'single'] : ['batch'];
-        for (let r = 0; r < rounds; r++) {
-          for (const rate of rates)
-            for (const mode of modes)
-              (lat[name] ??= []).push(await latencyRound(target, fleet, msgs, rate, seconds, mode));
-          (thr[name] ??= []).push(await throughputRound(target, fleet, msgs, seconds));
-        }
-      } finally {
-        await fleet.reset();
-        await target.close();
+      const modes: Mode[] = target.name === 'ours' ? ['batch', 'single'] : ['batch'];
+      for (let r = 0; r < rounds; r++) {
+        for (const rate of rates)
+          for (const mode of modes)
+            (lat[target.name] ??= []).push(await latencyRound(target, fleet, msgs, rate, seconds, mode));
+        (thr[target.name] ??= []).push(await throughputRound(target, fleet, msgs, seconds));
       }
-    }
+    });
   } finally {
     await fleet.stop();
   }

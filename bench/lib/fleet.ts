@@ -1,6 +1,7 @@
-import type { OpenCommand, Protocol } from '../loadgen.js';
+import type { OpenCommand } from '../loadgen.js';
 import { LatencyHistogram } from './hist.js';
 import { ask, sleep, spawnNode, type Child } from './procs.js';
+import type { Target } from './targets.js';
 
 /** Connections one load child holds at most (a process here may hold 20,000 file descriptors). */
 export const PER_CHILD = 18_000;
@@ -29,22 +30,12 @@ export interface FleetStats {
   hist: LatencyHistogram;
 }
 
-interface ChildStats {
-  ready: number;
-  received: number;
-  duplicates: number;
-  firstReceiveAt: number;
-  lastReceiveAt: number;
-  unexpectedCloses: number;
-  closeKinds: Record<string, number>;
-  hist: Array<[number, number]>;
-  histMax: number;
-}
+/** One child's counters: the same, with its histogram as bucket pairs. */
+type ChildStats = Omit<FleetStats, 'hist'> & { hist: Array<[number, number]>; histMax: number };
 
 export interface OpenOptions {
-  protocol: Protocol;
-  /** Ports to spread the connections over (child i connects to ports[i % ports.length]). */
-  ports: number[];
+  /** What to connect to: its protocol, its ports (child i connects to ports[i % ports.length]), its token. */
+  target: Pick<Target, 'name' | 'protocol' | 'ports' | 'token'>;
   userPrefix: string;
   /** Users [first, first + total) are split evenly over the children (first: 0 by default). */
   total: number;
@@ -53,7 +44,6 @@ export interface OpenOptions {
   concurrency: number;
   timeoutMs?: number;
   retries?: number;
-  token?: OpenCommand['token'];
 }
 
 /**
@@ -92,8 +82,8 @@ export class LoadFleet {
         const [from, to] = [a + (o.first ?? 0), b + (o.first ?? 0)];
         const cmd: OpenCommand = {
           type: 'open',
-          protocol: o.protocol,
-          port: o.ports[i % o.ports.length] as number,
+          protocol: o.target.protocol,
+          port: o.target.ports[i % o.target.ports.length] as number,
           source: `127.0.0.${2 + i}`,
           userPrefix: o.userPrefix,
           from,
@@ -101,7 +91,7 @@ export class LoadFleet {
           concurrency: Math.max(1, Math.ceil(o.concurrency / n)),
           timeoutMs: o.timeoutMs ?? 60_000,
           retries: o.retries ?? 0,
-          ...(o.token !== undefined ? { token: o.token } : {}),
+          ...(o.target.token !== undefined ? { token: o.target.token } : {}),
         };
         return ask<{
           ok: number;
@@ -130,6 +120,14 @@ export class LoadFleet {
       ms,
       perSecond: ms > 0 ? (ok / ms) * 1000 : 0,
     };
+  }
+
+  /** Like open(), but fails unless every connection got ready. */
+  async openAll(o: OpenOptions): Promise<OpenResult> {
+    const r = await this.open(o);
+    if (r.failed > 0)
+      throw new Error(`${o.target.name}: ${r.failed} of ${o.total} connects failed: ${JSON.stringify(r.failures)}`);
+    return r;
   }
 
   /** Merged counters of every child; `reset` starts them again from zero. */

@@ -342,32 +342,6 @@ export class CpuMeter {
   }
 }
 
-/** Resolves with the next IPC message of `type` from the child (without sending anything). */
-export function nextMessage<T = ChildMessage>(child: Child, type: string, timeoutMs = 30_000): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onMessage = (m: ChildMessage): void => {
-      if (m.type !== type) return;
-      done();
-      resolve(m as unknown as T);
-    };
-    const onExit = (): void => {
-      done();
-      reject(new Error(`${child.name} exited (${child.exitCode}) before ${type}:\n${child.output()}`));
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`${child.name}: no ${type} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const done = (): void => {
-      clearTimeout(timer);
-      child.proc.off('message', onMessage);
-      child.proc.off('exit', onExit);
-    };
-    child.proc.on('message', onMessage);
-    child.proc.once('exit', onExit);
-  });
-}
-
 /** The pid of the first process whose command line matches, or undefined. */
 export function findPid(match: (argv: string[]) => boolean): number | undefined {
   for (const entry of readdirSync('/proc')) {

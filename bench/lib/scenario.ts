@@ -3,7 +3,7 @@ import { CpuMeter, natsServerPid, redisServerPid, waitQuiet } from './procs.js';
 import { note } from './results.js';
 import { NATS_URL, REDIS_URL } from './stack.js';
 import { median, round } from './stats.js';
-import type { Target, TargetName } from './targets.js';
+import { startTarget, type Target, type TargetName } from './targets.js';
 
 /** Options every scenario takes: smoke = tiny sizes and one round (runs inside `make test`). */
 export interface RunOptions {
@@ -110,4 +110,28 @@ export function chosenTargets(): TargetName[] {
   const bad = names.filter((n) => !all.includes(n as TargetName));
   if (bad.length > 0) throw new Error(`BENCH_TARGETS: unknown ${bad.join(', ')}; choose from ${all.join(', ')}`);
   return names as TargetName[];
+}
+
+/**
+ * Runs `measure` `rounds` times on each target, targets interleaved within a round, each started
+ * afresh after the machine got quiet; afterwards the fleet's connections are reset and the target
+ * stopped, even when `measure` fails.
+ */
+export async function eachTargetRound(
+  o: { scenario: string; targets: TargetName[]; rounds: number; smoke: boolean; fleet: LoadFleet },
+  measure: (target: Target, round: number) => Promise<void>,
+): Promise<void> {
+  for (let r = 0; r < o.rounds; r++) {
+    for (const name of o.targets) {
+      await quietFirst(o.smoke);
+      note(`${o.scenario} round ${r + 1}/${o.rounds}: ${name}`);
+      const target = await startTarget(name);
+      try {
+        await measure(target, r);
+      } finally {
+        await o.fleet.reset();
+        await target.close();
+      }
+    }
+  }
 }

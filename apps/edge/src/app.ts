@@ -147,15 +147,12 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
           return;
         }
         const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
-        pings.set(conn, ping);
         // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
         // there is no await between the request and the upgrade.
-        res.upgrade<SocketData>({ conn }, key, protocol, extensions, context);
+        res.upgrade<SocketData>({ conn, ping }, key, protocol, extensions, context);
       },
       open: (ws) => {
-        const { conn } = ws.getUserData();
-        const ping = pings.get(conn) ?? edgeConfig.ping.defaultSeconds;
-        pings.delete(conn);
+        const { conn, ping } = ws.getUserData();
         connections.add(conn);
         metrics.connections.set(connections.size);
         const app = apps?.get(conn.app);
@@ -212,9 +209,6 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
       if (command.device === undefined || conn.device === command.device) conn.kick(reason);
     }
   }
-
-  // Ping interval asked for at upgrade, handed to open() (WeakMap: nothing kept per connection).
-  const pings = new WeakMap<ClientConnection, number>();
 
   function sweepTokens(): void {
     const now = Date.now() / 1000;

@@ -20,6 +20,8 @@ const RETRY_MS = 1000;
  */
 export interface SocketData {
   conn: ClientConnection;
+  /** Ping interval the client asked for at the upgrade (seconds, clamped), applied at open. */
+  ping: number;
 }
 
 /**
