@@ -63,7 +63,8 @@ export class PrivateNatsServer {
 
   /** Extra nats-server arguments (e.g. `--user`, `--pass`). */
   constructor(private readonly extraArgs: string[] = []) {
-    this.bin = findBinary('nats-server', ['/usr/sbin', '/usr/local/bin', '/usr/bin']);
+    this.bin =
+      process.env['PUSH_NATS_SERVER_BIN'] || findBinary('nats-server', ['/usr/sbin', '/usr/local/bin', '/usr/bin']);
     this.storeDir = mkdtempSync(path.join(os.tmpdir(), 'push-nats-'));
   }
 

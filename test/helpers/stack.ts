@@ -13,6 +13,16 @@ import { TestClient } from './ws-client.js';
 
 const PG_BASE = process.env['PUSH_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
+/** The named variables of this process's environment that are set. */
+function passThrough(...names: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of names) {
+    const v = process.env[n];
+    if (v !== undefined && v !== '') out[n] = v;
+  }
+  return out;
+}
+
 /** Answer of an HTTP call to the center. */
 export interface HttpAnswer<T = Record<string, unknown>> {
   status: number;
@@ -47,6 +57,8 @@ export class Stack {
       PUSH_EDGE_PORT: '0',
       PUSH_EDGE_DRAIN_MS: '0',
       PUSH_LOG_LEVEL: process.env['PUSH_TEST_LOG_LEVEL'] ?? 'silent',
+      // The services `make test` found or started (scripts/services.sh exports their URLs).
+      ...passThrough('PUSH_NATS_URL', 'PUSH_REDIS_URL'),
       ...env,
     };
   }
