@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '@push/logger';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
-import { CLOSE, PushError, Subjects } from '@push/protocol';
+import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { ControlHandler } from './control-handler.js';
 import { EdgeConnections } from './edge-connections.js';
@@ -237,6 +237,9 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
   }
 }
 
+/** How long a shutdown waits for clients to close, then for in-flight store requests, ms (each). */
+const STOP_WAIT_MS = 2000;
+
 /**
  * The shutdown order of STYLE.md: refuse new connections, tell clients to reconnect elsewhere,
  * let in-flight store requests finish (up to a deadline), then close NATS, presence and Redis.
@@ -246,17 +249,12 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { nc, live, store, apps, redis, presence, listening } = parts;
   connections.stopTokenSweep();
   listening.close();
-  // Tell every client to reconnect (elsewhere) after a jittered delay, so a restart does
-  // not bring every client back in the same instant.
-  for (const c of connections) {
-    const delay = Math.floor(Math.random() * Math.max(1, config.edge.drainMs));
-    c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`);
+  connections.endAll(config.edge.drainMs);
+  if (!(await connections.whenEmpty(STOP_WAIT_MS))) {
+    log.warn({ open: connections.size }, 'connections still open at the stop deadline');
   }
-  const deadline = Date.now() + 2000;
-  while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   // Let in-flight removals and sends reach the store.
-  const pipeDeadline = Date.now() + 2000;
-  while (store.busy > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
+  if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');
   apps.close();
   store.close();
   live.close();

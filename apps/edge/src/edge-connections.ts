@@ -12,6 +12,8 @@ const TOKEN_SWEEP_MS = 5_000;
 export class EdgeConnections {
   private readonly open = new Set<ClientConnection>();
   private sweeper: NodeJS.Timeout | undefined;
+  /** Callers of `whenEmpty()` waiting for the last connection to close. */
+  private emptyWaiters: Array<() => void> = [];
 
   /** Open connections now. */
   get size(): number {
@@ -24,6 +26,39 @@ export class EdgeConnections {
 
   delete(conn: ClientConnection): void {
     this.open.delete(conn);
+    if (this.open.size > 0 || this.emptyWaiters.length === 0) return;
+    for (const w of this.emptyWaiters.splice(0)) w();
+  }
+
+  /**
+   * Resolves true once no connection is open (at once when none is), or false when `timeoutMs`
+   * passes first (a client that never completes the close handshake must not hold a shutdown).
+   */
+  whenEmpty(timeoutMs: number): Promise<boolean> {
+    if (this.open.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.emptyWaiters = this.emptyWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      this.emptyWaiters.push(done);
+    });
+  }
+
+  /**
+   * Closes every connection for a shutdown, each told to reconnect after its own random delay in
+   * [0, drainMs) (close code 4000, reason `reconnect:<ms>`), so a restart does not bring every
+   * client back in the same instant.
+   */
+  endAll(drainMs: number): void {
+    for (const c of this.open) {
+      const delay = Math.floor(Math.random() * Math.max(1, drainMs));
+      c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`);
+    }
   }
 
   [Symbol.iterator](): IterableIterator<ClientConnection> {
