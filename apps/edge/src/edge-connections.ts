@@ -1,4 +1,4 @@
-import { CLOSE } from '@push/protocol';
+import { CLOSE, backoffDelay } from '@push/protocol';
 import type { ClientConnection } from './client-connection.js';
 
 /** How often connections whose token expired are closed, ms. */
@@ -56,7 +56,7 @@ export class EdgeConnections {
    */
   endAll(drainMs: number): void {
     for (const c of this.open) {
-      const delay = Math.floor(Math.random() * Math.max(1, drainMs));
+      const delay = Math.floor(backoffDelay(0, { baseMs: drainMs, capMs: drainMs }));
       c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`);
     }
   }
