@@ -73,6 +73,26 @@ describe('RequestPipeline (against the real NATS server)', function () {
     p.close();
   });
 
+  it('idle() resolves once the last request in flight or queued is answered, and false at its deadline', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 1 });
+    expect(await p.idle(10)).to.equal(true); // nothing to wait for
+    const answered: string[] = [];
+    const reqs = ['1', '2'].map((x) => p.request(`${subject}.hold`, x).then((m) => answered.push(m.string())));
+    await nc.flush();
+    expect(await p.idle(100)).to.equal(false); // both held back: the deadline wins
+    const idle = p.idle(5000);
+    while (answered.length < 2) {
+      await nc.flush();
+      const h = held.shift();
+      if (h === undefined) await new Promise((r) => setTimeout(r, 10));
+      else h();
+    }
+    await Promise.all(reqs);
+    expect(await idle).to.equal(true);
+    expect(answered).to.deep.equal(['1', '2']);
+    p.close();
+  });
+
   it('fails everything in flight or queued on close', async function () {
     const p = new RequestPipeline(nc, { maxInFlight: 1 });
     const a = p.request(`${subject}.hold`, '1');

@@ -127,3 +127,40 @@ describe('subjects', () => {
     expect(new Subjects('a_1').inboxStream('x')).to.equal('A_1_INBOX-x');
   });
 });
+
+describe('Subjects.parseControl', () => {
+  const s = new Subjects('t1');
+
+  it('reads back the ids of a subject that control() built, encoded or not', () => {
+    expect(s.parseControl(s.control('app1', 'alice'))).to.deep.equal({ app: 'app1', user: 'alice' });
+    for (const [app, user] of [
+      ['my.app', 'bob.smith'],
+      ['a', '>'],
+      ['ü', 'user with spaces'],
+      ['x', '*'],
+    ] as const) {
+      expect(s.parseControl(s.control(app, user)), `${app}/${user}`).to.deep.equal({ app, user });
+    }
+  });
+
+  it('refuses another prefix or another kind of subject', () => {
+    expect(s.parseControl(new Subjects('t2').control('app1', 'alice'))).to.equal(undefined);
+    expect(s.parseControl(new Subjects().control('app1', 'alice'))).to.equal(undefined);
+    expect(s.parseControl(s.liveUser('app1', 'alice'))).to.equal(undefined);
+    expect(s.parseControl(s.inbox('app1', 'alice'))).to.equal(undefined);
+  });
+
+  it('refuses missing, empty or extra tokens', () => {
+    for (const bad of ['t1.ctl.app1', 't1.ctl.app1.alice.x', 't1.ctl..alice', 't1.ctl.app1.', 't1.ctl', '']) {
+      expect(s.parseControl(bad), bad).to.equal(undefined);
+    }
+  });
+
+  it('refuses tokens that are not the one encoding of an id', () => {
+    const encodedSafe = `~${Buffer.from('alice').toString('base64url')}`; // alice is sent verbatim
+    const badUtf8 = `~${Buffer.from([0xff, 0xfe]).toString('base64url')}`;
+    for (const user of ['~', '~a+b', '~a=b', encodedSafe, badUtf8, '*', '>', 'a b']) {
+      expect(s.parseControl(`t1.ctl.app1.${user}`), user).to.equal(undefined);
+    }
+  });
+});

@@ -136,11 +136,13 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         stopping = true;
         listening?.close();
         for (const s of natsSubs) s.unsubscribe();
-        const deadline = Date.now() + 5000;
-        while ((store?.busy ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        if (store !== undefined && !(await store.idle(5000))) {
+          log.warn('store requests still in flight at the stop deadline');
+        }
         apps?.close();
         store?.close();
-        if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
+        if (nc !== undefined && !nc.isClosed())
+          await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
         redis?.disconnect();
         await db?.destroy();
         log.info('center stopped');

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
-import { AppsRepository, createDatabase, ensureDatabase, migrate } from '@push/db';
+import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { connectNats, ensureInboxStream, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, type AppRecord } from '@push/protocol';
@@ -27,34 +27,75 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds
 `;
 
-async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirectory) => Promise<T>): Promise<T> {
-  const log = createLogger({ level: 'warn', name: 'cli' });
-  await ensureDatabase(config.databaseUrl);
+/** A failure the CLI explains in one line (no stack): what is missing and what to run. */
+class CliError extends Error {
+  override name = 'CliError';
+}
+
+/** Postgres SQLSTATEs of a database that does not exist yet, or has no tables yet. */
+const NOT_SET_UP = new Set(['3D000', '42P01']);
+
+/**
+ * Runs `fn` with a small Postgres pool, closed after. With `migrate`, first creates the database
+ * when missing and applies the migrations (what commands that write need); without, only reads,
+ * and a database not set up yet is reported as such (run `migrate`), not as an SQL error.
+ */
+async function withDatabase<T>(config: Config, opts: { migrate: boolean }, fn: (db: Knex) => Promise<T>): Promise<T> {
+  if (opts.migrate) await ensureDatabase(config.databaseUrl);
   const db = createDatabase(config.databaseUrl, { min: 0, max: 2 });
-  const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
   try {
-    await migrate(db);
-    const subjects = new Subjects(config.prefix);
-    await provisionStreams(nc, subjects, config.inbox);
-    const apps = await AppDirectory.open(nc, subjects, log);
-    try {
-      const admin = new AppAdmin(
-        new AppsRepository(db),
-        apps,
-        {
-          maxTtlSeconds: config.inbox.maxAgeSeconds,
-          maxPerUser: config.inbox.maxPerUser,
-        },
-        (record) => ensureInboxStream(nc, subjects, record, config.inbox),
-      );
-      return await fn(admin, apps);
-    } finally {
-      apps.close();
+    if (opts.migrate) await migrate(db);
+    return await fn(db);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (!opts.migrate && typeof code === 'string' && NOT_SET_UP.has(code)) {
+      throw new CliError('the database is not set up yet: run `cli.js migrate` (or start a center) first', {
+        cause: err,
+      });
     }
+    throw err;
   } finally {
-    await nc.drain().catch(() => undefined);
     await db.destroy();
   }
+}
+
+/** An app as Postgres has it (read only: no migrations, no NATS). PushError app_not_found when missing. */
+async function readApp(config: Config, id: string): Promise<AppRecord> {
+  const app = await withDatabase(config, { migrate: false }, (db) => new AppsRepository(db).get(id));
+  if (app === undefined) throw new PushError('app_not_found');
+  return app;
+}
+
+/**
+ * Runs `fn` with what saving apps needs: the migrated database, NATS with the apps bucket and
+ * streams provisioned, and an AppAdmin that writes both (as the center's admin routes do).
+ */
+async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirectory) => Promise<T>): Promise<T> {
+  const log = createLogger({ level: 'warn', name: 'cli' });
+  return withDatabase(config, { migrate: true }, async (db) => {
+    const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+    try {
+      const subjects = new Subjects(config.prefix);
+      await provisionStreams(nc, subjects, config.inbox);
+      const apps = await AppDirectory.open(nc, subjects, log);
+      try {
+        const admin = new AppAdmin(
+          new AppsRepository(db),
+          apps,
+          {
+            maxTtlSeconds: config.inbox.maxAgeSeconds,
+            maxPerUser: config.inbox.maxPerUser,
+          },
+          (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+        );
+        return await fn(admin, apps);
+      } finally {
+        apps.close();
+      }
+    } finally {
+      await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+    }
+  });
 }
 
 function print(value: unknown): void {
@@ -102,83 +143,38 @@ async function run(argv: string[]): Promise<number> {
   }
   const config = loadConfig();
   switch (cmd) {
-    case 'migrate': {
+    case 'migrate':
       await ensureDatabase(config.databaseUrl);
-      const db = createDatabase(config.databaseUrl, { min: 0, max: 1 });
-      try {
-        print({ applied: await migrate(db) });
-      } finally {
-        await db.destroy();
-      }
+      print({ applied: await withDatabase(config, { migrate: false }, (db) => migrate(db)) });
       return 0;
-    }
+    // Reading needs Postgres only: no migrations, no NATS.
+    case 'apps':
+      if (sub === 'list') {
+        const all = await withDatabase(config, { migrate: false }, (db) => new AppsRepository(db).list());
+        print({ apps: all.map(adminView) });
+        return 0;
+      }
+      if (sub === 'get') {
+        print({ app: adminView(await readApp(config, need(arg1, 'ID'))) });
+        return 0;
+      }
+      return appsWrite(config, sub, arg1, arg2, values);
     case 'provision':
       // withAdmin creates the apps bucket; syncAll creates or updates every app's inbox stream.
       return withAdmin(config, async (admin) => {
         print({ provisioned: true, prefix: config.prefix, apps: await admin.syncAll() });
         return 0;
       });
-    case 'apps':
-      return withAdmin(config, async (admin) => {
-        switch (sub) {
-          case 'create': {
-            const r = await admin.create({
-              id: values.id,
-              name: values.name,
-              settings: parseJsonFlag(values.settings, 'settings'),
-            });
-            print({ app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId });
-            return 0;
-          }
-          case 'list':
-            print({ apps: (await admin.list()).map(adminView) });
-            return 0;
-          case 'get':
-            print({ app: adminView(await admin.get(need(arg1, 'ID'))) });
-            return 0;
-          case 'update': {
-            const patch: Record<string, unknown> = {};
-            if (values.name !== undefined) patch['name'] = values.name;
-            if (values.settings !== undefined) patch['settings'] = parseJsonFlag(values.settings, 'settings');
-            if (values.disable === true) patch['disabled'] = true;
-            if (values.enable === true) patch['disabled'] = false;
-            print({ app: adminView(await admin.update(need(arg1, 'ID'), patch)) });
-            return 0;
-          }
-          case 'rotate-secret':
-            print({ app: adminView(await admin.rotateSecret(need(arg1, 'ID'))) });
-            return 0;
-          case 'add-key': {
-            const r = await admin.addApiKey(need(arg1, 'ID'));
-            print({ apiKey: r.apiKey, apiKeyId: r.apiKeyId });
-            return 0;
-          }
-          case 'revoke-key':
-            await admin.revokeApiKey(need(arg1, 'ID'), need(arg2, 'KEY_ID'));
-            print({ revoked: arg2 });
-            return 0;
-          default:
-            process.stderr.write(USAGE);
-            return 2;
-        }
-      });
-    case 'token':
-      return withAdmin(config, async (admin) => {
-        const app = await admin.get(need(values.app, '--app'));
-        process.stdout.write(
-          `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`,
-        );
-        return 0;
-      });
-    case 'watch': {
-      const t = await withAdmin(config, async (admin) =>
-        token(
-          await admin.get(need(values.app, '--app')),
-          need(values.user, '--user'),
-          values.device ?? 'cli',
-          24 * 3600,
-        ),
+    case 'token': {
+      const app = await readApp(config, need(values.app, '--app'));
+      process.stdout.write(
+        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`,
       );
+      return 0;
+    }
+    case 'watch': {
+      const app = await readApp(config, need(values.app, '--app'));
+      const t = await token(app, need(values.user, '--user'), values.device ?? 'cli', 24 * 3600);
       const url = values.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
       return watch(url, t);
     }
@@ -222,6 +218,57 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
+/** The `apps` subcommands that save (the others only read). */
+const APP_WRITES = new Set(['create', 'update', 'rotate-secret', 'add-key', 'revoke-key']);
+
+/** `apps <write> ...`: through AppAdmin, which saves to Postgres and the apps bucket and stream. */
+async function appsWrite(
+  config: Config,
+  sub: string | undefined,
+  arg1: string | undefined,
+  arg2: string | undefined,
+  flags: { id?: string; name?: string; settings?: string; disable?: boolean; enable?: boolean },
+): Promise<number> {
+  if (sub === undefined || !APP_WRITES.has(sub)) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  return withAdmin(config, async (admin) => {
+    switch (sub) {
+      case 'create': {
+        const r = await admin.create({
+          id: flags.id,
+          name: flags.name,
+          settings: parseJsonFlag(flags.settings, 'settings'),
+        });
+        print({ app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId });
+        return 0;
+      }
+      case 'update': {
+        const patch: Record<string, unknown> = {};
+        if (flags.name !== undefined) patch['name'] = flags.name;
+        if (flags.settings !== undefined) patch['settings'] = parseJsonFlag(flags.settings, 'settings');
+        if (flags.disable === true) patch['disabled'] = true;
+        if (flags.enable === true) patch['disabled'] = false;
+        print({ app: adminView(await admin.update(need(arg1, 'ID'), patch)) });
+        return 0;
+      }
+      case 'rotate-secret':
+        print({ app: adminView(await admin.rotateSecret(need(arg1, 'ID'))) });
+        return 0;
+      case 'add-key': {
+        const r = await admin.addApiKey(need(arg1, 'ID'));
+        print({ apiKey: r.apiKey, apiKeyId: r.apiKeyId });
+        return 0;
+      }
+      default: // revoke-key
+        await admin.revokeApiKey(need(arg1, 'ID'), need(arg2, 'KEY_ID'));
+        print({ revoked: arg2 });
+        return 0;
+    }
+  });
+}
+
 function need(value: string | undefined, what: string): string {
   if (value === undefined || value === '') throw new PushError('bad_request', `missing ${what}`);
   return value;
@@ -261,7 +308,7 @@ function watch(url: string, token: string): Promise<number> {
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
+    if (err instanceof ConfigError || err instanceof CliError) process.stderr.write(`${err.message}\n`);
     else if (err instanceof PushError) process.stderr.write(`error ${err.code}: ${err.message}\n`);
     else process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);

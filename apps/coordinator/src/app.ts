@@ -46,7 +46,8 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
       stopPromise ??= (async () => {
         stopping = true;
         listening?.close();
-        if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
+        if (nc !== undefined && !nc.isClosed())
+          await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
       })();
       return stopPromise;
     },

@@ -1,28 +1,20 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { AppDirectory, peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
+import { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
 import { createLogger, type Logger } from '@push/logger';
-import {
-  createRegistry,
-  listen,
-  loadUws,
-  mountHealth,
-  statusLine,
-  toPushError,
-  type HttpResponse,
-  type Listening,
-  type TemplatedApp,
-} from '@push/http';
+import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
-import { CLOSE, PushError, Subjects, decodeToken } from '@push/protocol';
+import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
-import { ClientConnection, type SocketData } from './client-connection.js';
-import type { EdgeContext } from './edge-context.js';
+import { ControlHandler } from './control-handler.js';
+import { EdgeConnections } from './edge-connections.js';
+import { removalFailureReporter, type EdgeContext } from './edge-context.js';
+import { mountEdgeSocket } from './edge-upgrade.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
-import { createEdgeMetrics } from './metrics.js';
+import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { UserChannels } from './user-channels.js';
 
 /** A running edge process (one worker). */
@@ -40,8 +32,6 @@ export interface Edge {
   knowsApp(id: string): boolean;
 }
 
-const TOKEN_SWEEP_MS = 5_000;
-
 function defaultEdgeId(): string {
   const host =
     os
@@ -51,13 +41,37 @@ function defaultEdgeId(): string {
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
+/** What `createEdge` holds before start: the parts that need no I/O. */
+interface EdgeBase {
+  config: Config;
+  edgeId: string;
+  log: Logger;
+  registry: Registry;
+  metrics: EdgeMetrics;
+  subjects: Subjects;
+  connections: EdgeConnections;
+  maxConnections: number;
+  /** False once stop() began. */
+  accepting(): boolean;
+}
+
+/** Everything a started edge holds, built whole by `startEdge`. */
+interface StartedEdge {
+  nc: NatsConnection;
+  live: LiveSubscriber;
+  store: InboxStore;
+  apps: AppDirectory;
+  redis: Redis;
+  presence: PresenceRegistry;
+  listening: Listening;
+}
+
 /**
  * Builds an edge: WebSocket gateway on uWebSockets.js that authenticates clients, delivers their
  * inbox (backlog then live), takes acks and client-to-client sends. See DESIGN.md.
  */
 export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge {
-  const edgeConfig = config.edge;
-  const edgeId = edgeConfig.id ?? defaultEdgeId();
+  const edgeId = config.edge.id ?? defaultEdgeId();
   const log = (opts.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty, name: 'edge' })).child(
     {
       component: 'edge',
@@ -65,285 +79,186 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     },
   );
   const registry = createRegistry('edge');
-  const metrics = createEdgeMetrics(registry);
-  const subjects = new Subjects(config.prefix);
-  const connections = new Set<ClientConnection>();
-  const maxConnections = connectionBudget(edgeConfig.maxConnections, openFileLimit());
-
-  let nc: NatsConnection | undefined;
-  let live: LiveSubscriber | undefined;
-  let store: InboxStore | undefined;
-  let apps: AppDirectory | undefined;
-  let redis: Redis | undefined;
-  let presence: PresenceRegistry | undefined;
-  let listening: Listening | undefined;
-  let sweeper: NodeJS.Timeout | undefined;
-  let ctx: EdgeContext | undefined;
-  let removeFailures = 0;
-  let removeFailuresLogged = 0;
-  let counter = 0;
   let stopping = false;
+  const base: EdgeBase = {
+    config,
+    edgeId,
+    log,
+    registry,
+    metrics: createEdgeMetrics(registry),
+    subjects: new Subjects(config.prefix),
+    connections: new EdgeConnections(),
+    maxConnections: connectionBudget(config.edge.maxConnections, openFileLimit()),
+    accepting: () => !stopping,
+  };
+  let starting: Promise<StartedEdge> | undefined;
+  let started: StartedEdge | undefined;
   let stopPromise: Promise<void> | undefined;
 
-  function refuse(res: HttpResponse, err: unknown, retryAfter?: number): void {
-    const e = toPushError(err);
-    metrics.upgradesRefused.inc({ code: e.code });
-    res.cork(() => {
-      res.writeStatus(statusLine(e.status)).writeHeader('content-type', 'application/json');
-      if (retryAfter !== undefined) res.writeHeader('retry-after', String(retryAfter));
-      res.end(JSON.stringify({ error: e.toJSON() }), true);
-    });
-  }
-
-  function authenticate(token: string, appParam: string): ClientIdentity {
-    if (token === '') throw new PushError('token_missing');
-    const appId = peekTokenApp(token);
-    if (appParam !== '' && appParam !== appId) throw new PushError('wrong_app', 'the token is for another app');
-    const app = apps?.get(appId);
-    if (app === undefined) throw new PushError('app_not_found');
-    if (app.disabled) throw new PushError('app_disabled');
-    return verifyClientToken(token, app);
-  }
-
-  function clampPing(raw: string): number {
-    const p = edgeConfig.ping;
-    const n = Number(raw);
-    if (raw === '' || !Number.isFinite(n)) return p.defaultSeconds;
-    return Math.min(p.maxSeconds, Math.max(p.minSeconds, Math.round(n)));
-  }
-
-  function mountWebSocket(app: TemplatedApp): void {
-    app.ws<SocketData>('/ws', {
-      compression: 0,
-      maxPayloadLength: edgeConfig.maxFrameBytes,
-      idleTimeout: edgeConfig.idleTimeoutSeconds,
-      maxBackpressure: edgeConfig.maxBackpressureBytes,
-      closeOnBackpressureLimit: 0,
-      sendPingsAutomatically: true,
-      upgrade: (res, req, context) => {
-        const key = req.getHeader('sec-websocket-key');
-        const protocol = req.getHeader('sec-websocket-protocol');
-        const extensions = req.getHeader('sec-websocket-extensions');
-        const auth = req.getHeader('authorization');
-        const token = req.getQuery('token') || (auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
-        const appParam = req.getQuery('app') ?? '';
-        const ping = clampPing(req.getQuery('ping') ?? '');
-        if (stopping || ctx === undefined) {
-          refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
-          return;
-        }
-        if (connections.size >= maxConnections) {
-          refuse(res, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
-          return;
-        }
-        let id: ClientIdentity;
-        try {
-          id = authenticate(token, appParam);
-        } catch (err) {
-          const e = toPushError(err);
-          if (e.code === 'internal') log.error({ err }, 'upgrade failed');
-          else log.debug({ code: e.code }, 'upgrade refused');
-          refuse(res, e);
-          return;
-        }
-        const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
-        // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
-        // there is no await between the request and the upgrade.
-        res.upgrade<SocketData>({ conn, ping }, key, protocol, extensions, context);
-      },
-      open: (ws) => {
-        const { conn, ping } = ws.getUserData();
-        connections.add(conn);
-        metrics.connections.set(connections.size);
-        const app = apps?.get(conn.app);
-        conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
-        metrics.users.set(ctx?.channels.size ?? 0);
-        presence?.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
-          metrics.errors.inc({ code: 'presence' });
-          log.warn({ err }, 'presence write failed');
-        });
-      },
-      message: (ws, message, isBinary) => {
-        const { conn } = ws.getUserData();
-        if (isBinary) {
-          conn.rejectFrame(new PushError('bad_frame', 'binary frames are not accepted; send JSON text'));
-          return;
-        }
-        conn.onFrame(Buffer.from(message).toString('utf8'));
-      },
-      drain: (ws) => {
-        ws.getUserData().conn.drained();
-      },
-      close: (ws, code) => {
-        const { conn } = ws.getUserData();
-        log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
-        conn.closed();
-        connections.delete(conn);
-        metrics.connections.set(connections.size);
-        metrics.users.set(ctx?.channels.size ?? 0);
-        presence?.disconnected(conn.app, conn.user, conn.id).catch((err: unknown) => {
-          metrics.errors.inc({ code: 'presence' });
-          log.warn({ err }, 'presence delete failed');
-        });
-      },
-    });
-  }
-
-  /** A control message on `push.ctl.<app>.<user>`: kick the user's (or one device's) connections here. */
-  function onControl(subject: string, payload: Buffer): void {
-    const tokens = subject.split('.');
-    let app: string;
-    let user: string;
-    let command: { op?: unknown; device?: unknown; reason?: unknown };
-    try {
-      app = decodeToken(tokens[2] ?? '');
-      user = decodeToken(tokens[3] ?? '');
-      command = JSON.parse(payload.toString('utf8')) as typeof command;
-    } catch (err) {
-      log.warn({ err, subject }, 'unreadable control message ignored');
-      return;
-    }
-    if (command.op !== 'kick' || ctx === undefined) return;
-    const reason = typeof command.reason === 'string' ? command.reason : 'kicked';
-    for (const conn of ctx.channels.receivers(app, user)) {
-      if (command.device === undefined || conn.device === command.device) conn.kick(reason);
-    }
-  }
-
-  function sweepTokens(): void {
-    const now = Date.now() / 1000;
-    for (const conn of connections) if (conn.exp <= now) conn.end(CLOSE.TOKEN_EXPIRED, 'token expired');
-  }
-
-  const edge: Edge = {
+  return {
     get port() {
-      return listening?.port ?? 0;
+      return started?.listening.port ?? 0;
     },
     get connectionCount() {
-      return connections.size;
+      return base.connections.size;
     },
     registry,
     edgeId,
-    knowsApp: (id) => apps?.get(id) !== undefined,
+    knowsApp: (id) => started?.apps.get(id) !== undefined,
 
     async start() {
-      const uws = loadUws();
-      nc = await connectNats({
-        servers: config.natsUrl,
-        auth: config.natsAuth,
-        name: `edge-${edgeId}`,
-        logger: log,
-        // Core NATS may have dropped live messages while disconnected: every connection rereads
-        // the store from its cursor.
-        onReconnect: () => {
-          for (const c of connections) c.resync();
-        },
-      });
-      store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
-      // Live subscriptions (one per connected user) on their own lean NATS connection.
-      live = await LiveSubscriber.connect({
-        servers: config.natsUrl,
-        auth: config.natsAuth,
-        name: `edge-${edgeId}-live`,
-        logger: log,
-        onReconnect: () => {
-          for (const c of connections) c.resync();
-        },
-      });
-      // Control (kick) for users connected here: one wildcard subscription; control is rare.
-      live.subscribe(subjects.controlAll, (_h, payload, subject) => onControl(subject, payload));
-      try {
-        apps = await AppDirectory.open(nc, subjects, log);
-      } catch (err) {
-        throw new Error(`cannot open the apps bucket ${subjects.appsBucket}: provision first (center CLI: provision)`, {
-          cause: err,
-        });
-      }
-      apps.onChange((id, record) => {
-        if (record !== undefined && !record.disabled) return;
-        for (const c of connections) if (c.app === id) c.end(CLOSE.APP_GONE, 'app disabled');
-      });
-      redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
-      redis.on('error', (err) => log.warn({ err }, 'redis error'));
-      await redis.connect();
-      presence = new PresenceRegistry(redis, subjects, edgeId);
-      await presence.start();
-      ctx = {
-        edgeId,
-        config: edgeConfig,
-        subjects,
-        store,
-        channels: new UserChannels(live, subjects),
-        apps,
-        presence,
-        metrics,
-        log,
-        highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
-        removeFailed: (err) => {
-          metrics.removeFailed.inc();
-          removeFailures++;
-          const now = Date.now();
-          if (now - removeFailuresLogged < 5000) return;
-          log.warn(
-            { err, failed: removeFailures },
-            'acked messages not removed from the store (they may be delivered again)',
-          );
-          removeFailures = 0;
-          removeFailuresLogged = now;
-        },
-      };
-      const app = uws.App();
-      mountWebSocket(app);
-      mountHealth(app, registry, () => {
-        if (stopping) return 'stopping';
-        const natsReady = natsReadiness(nc);
-        if (natsReady !== true) return natsReady;
-        if (live?.isConnected !== true) return 'nats reconnecting';
-        if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
-        return true;
-      });
-      app.any('/*', (res) => {
-        res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ error: new PushError('not_found').toJSON() }));
-      });
-      listening = await listen(app, edgeConfig.host, edgeConfig.port);
-      sweeper = setInterval(sweepTokens, TOKEN_SWEEP_MS);
-      sweeper.unref();
-      if (maxConnections < edgeConfig.maxConnections) {
-        log.warn(
-          { configured: edgeConfig.maxConnections, maxConnections, fdLimit: openFileLimit() },
-          'PUSH_EDGE_MAX_CONNECTIONS lowered to fit the open-file limit (raise `ulimit -n` to hold more)',
-        );
-      }
-      log.info({ port: listening.port, maxConnections }, 'edge listening');
+      if (starting !== undefined || stopping) throw new Error('an edge starts once, and not after stop()');
+      starting = startEdge(base);
+      started = await starting;
     },
 
     stop() {
       stopPromise ??= (async () => {
         stopping = true;
-        if (sweeper !== undefined) clearInterval(sweeper);
-        listening?.close();
-        // Tell every client to reconnect (elsewhere) after a jittered delay, so a restart does
-        // not bring every client back in the same instant.
-        for (const c of connections) {
-          const delay = Math.floor(Math.random() * Math.max(1, edgeConfig.drainMs));
-          c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`);
-        }
-        const deadline = Date.now() + 2000;
-        while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-        // Let in-flight removals and sends reach the store.
-        const pipeDeadline = Date.now() + 2000;
-        while ((store?.busy ?? 0) > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
-        apps?.close();
-        store?.close();
-        live?.close();
-        await presence?.stop().catch(() => undefined);
-        if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
-        redis?.disconnect();
+        // A start still under way finishes first (a failed one has closed what it opened).
+        const parts = await starting?.catch((err: unknown) => {
+          log.debug({ err }, 'edge start had failed; nothing left to stop');
+          return undefined;
+        });
+        if (parts !== undefined) await stopEdge(base, parts);
         log.info('edge stopped');
       })();
       return stopPromise;
     },
   };
-  return edge;
+}
+
+/**
+ * Connects NATS (store and live), the apps directory and Redis, mounts the socket and health
+ * routes and listens. On a failure, closes what it had opened and rejects.
+ */
+async function startEdge(base: EdgeBase): Promise<StartedEdge> {
+  const { config, edgeId, log, registry, metrics, subjects, connections, maxConnections } = base;
+  const edgeConfig = config.edge;
+  const uws = loadUws();
+  /** Closers of what is open so far, run in reverse when a later step fails. */
+  const opened: Array<() => unknown> = [];
+  try {
+    const nc = await connectNats({
+      servers: config.natsUrl,
+      auth: config.natsAuth,
+      name: `edge-${edgeId}`,
+      logger: log,
+      // Core NATS may have dropped live messages while disconnected: every connection rereads
+      // the store from its cursor.
+      onReconnect: () => connections.resyncAll(),
+    });
+    opened.push(() => nc.close());
+    const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+    opened.push(() => store.close());
+    // Live subscriptions (one per connected user) on their own lean NATS connection.
+    const live = await LiveSubscriber.connect({
+      servers: config.natsUrl,
+      auth: config.natsAuth,
+      name: `edge-${edgeId}-live`,
+      logger: log,
+      onReconnect: () => connections.resyncAll(),
+    });
+    opened.push(() => live.close());
+    const channels = new UserChannels(live, subjects);
+    let apps: AppDirectory;
+    try {
+      apps = await AppDirectory.open(nc, subjects, log);
+    } catch (err) {
+      throw new Error(`cannot open the apps bucket ${subjects.appsBucket}: provision first (center CLI: provision)`, {
+        cause: err,
+      });
+    }
+    opened.push(() => apps.close());
+    apps.onChange((id, record) => {
+      if (record !== undefined && !record.disabled) return;
+      connections.endApp(id);
+    });
+    const redis = new Redis(config.redisUrl, {
+      enableAutoPipelining: true,
+      maxRetriesPerRequest: 2,
+      lazyConnect: true,
+    });
+    redis.on('error', (err) => log.warn({ err }, 'redis error'));
+    opened.push(() => redis.disconnect());
+    await redis.connect();
+    const presence = new PresenceRegistry(redis, subjects, edgeId);
+    await presence.start();
+    opened.push(() => presence.stop());
+    const ctx: EdgeContext = {
+      edgeId,
+      config: edgeConfig,
+      subjects,
+      store,
+      channels,
+      apps,
+      presence,
+      metrics,
+      log,
+      highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
+      removeFailed: removalFailureReporter(metrics, log),
+    };
+    // Control (kick) for users connected here: one wildcard subscription; control is rare.
+    const control = new ControlHandler(subjects, channels, log);
+    live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
+    const app = uws.App();
+    mountEdgeSocket(app, { ctx, connections, maxConnections, accepting: base.accepting });
+    mountHealth(app, registry, () => {
+      if (!base.accepting()) return 'stopping';
+      const natsReady = natsReadiness(nc);
+      if (natsReady !== true) return natsReady;
+      if (!live.isConnected) return 'nats reconnecting';
+      if (redis.status !== 'ready') return `redis ${redis.status}`;
+      return true;
+    });
+    app.any('/*', (res) => {
+      res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ error: new PushError('not_found').toJSON() }));
+    });
+    const listening = await listen(app, edgeConfig.host, edgeConfig.port);
+    connections.startTokenSweep();
+    if (maxConnections < edgeConfig.maxConnections) {
+      log.warn(
+        { configured: edgeConfig.maxConnections, maxConnections, fdLimit: openFileLimit() },
+        'PUSH_EDGE_MAX_CONNECTIONS lowered to fit the open-file limit (raise `ulimit -n` to hold more)',
+      );
+    }
+    log.info({ port: listening.port, maxConnections }, 'edge listening');
+    return { nc, live, store, apps, redis, presence, listening };
+  } catch (err) {
+    for (const close of opened.reverse()) {
+      try {
+        await close();
+      } catch (closeErr) {
+        log.warn({ err: closeErr }, 'closing after a failed start failed');
+      }
+    }
+    throw err;
+  }
+}
+
+/** How long a shutdown waits for clients to close, then for in-flight store requests, ms (each). */
+const STOP_WAIT_MS = 2000;
+
+/**
+ * The shutdown order of STYLE.md: refuse new connections, tell clients to reconnect elsewhere,
+ * let in-flight store requests finish (up to a deadline), then close NATS, presence and Redis.
+ */
+async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
+  const { config, log, connections } = base;
+  const { nc, live, store, apps, redis, presence, listening } = parts;
+  connections.stopTokenSweep();
+  listening.close();
+  connections.endAll(config.edge.drainMs);
+  if (!(await connections.whenEmpty(STOP_WAIT_MS))) {
+    log.warn({ open: connections.size }, 'connections still open at the stop deadline');
+  }
+  // Let in-flight removals and sends reach the store.
+  if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');
+  apps.close();
+  store.close();
+  live.close();
+  await presence.stop().catch((err: unknown) => log.warn({ err }, 'presence stop failed'));
+  if (!nc.isClosed()) await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+  redis.disconnect();
 }

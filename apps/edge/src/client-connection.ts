@@ -1,6 +1,15 @@
 import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
-import { CLOSE, PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
+import {
+  CLOSE,
+  PushError,
+  ServerFrames,
+  backoffDelay,
+  isPushError,
+  parseClientFrame,
+  type BackoffPolicy,
+  type SendFrame,
+} from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
 import type { LiveReceiver } from './user-channels.js';
 
@@ -11,8 +20,13 @@ const LIVE = 1;
 /** Window full or socket slow: nothing is sent; the store keeps what arrives; resync later. */
 const STALLED = 2;
 const CLOSED = 3;
-/** Base delay before a failed backlog read is retried (plus up to as much jitter). */
-const RETRY_MS = 1000;
+/**
+ * Delay before a failed backlog read is retried: 1-2 s the first time (as before the shared
+ * helper), the random window doubling while the store keeps failing, up to 5 s, so an overloaded
+ * store is not read again by every connection at the same pace. A NATS reconnect, an ack or a
+ * drain still retries sooner.
+ */
+const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
 
 /**
  * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
@@ -46,6 +60,8 @@ export class ClientConnection implements LiveReceiver {
   private again = false;
   private overflow = false;
   private buffered: InboxMessage[] | undefined;
+  /** Backlog reads failed in a row (the backoff attempt); 0 after one that succeeds. */
+  private readFailures = 0;
 
   constructor(
     private readonly ctx: EdgeContext,
@@ -110,6 +126,9 @@ export class ClientConnection implements LiveReceiver {
     this.mode = LOADING;
     this.loading = true;
     this.loadBacklog()
+      .then(() => {
+        this.readFailures = 0;
+      })
       .catch((err: unknown) => {
         // The store did not answer: stall, and retry after a jittered delay (a NATS reconnect,
         // an ack or a drain may retry sooner). Without the timer a connection with nothing in
@@ -122,7 +141,7 @@ export class ClientConnection implements LiveReceiver {
           () => {
             if (this.mode === STALLED) this.resync();
           },
-          RETRY_MS + Math.random() * RETRY_MS,
+          backoffDelay(this.readFailures++, BACKLOG_RETRY),
         ).unref();
       })
       .finally(() => {

@@ -23,3 +23,25 @@ export interface EdgeContext {
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
 }
+
+/** How often, at most, failed removals are logged (each is counted), ms. */
+const REMOVE_FAILED_LOG_MS = 5000;
+
+/**
+ * `EdgeContext.removeFailed`: counts every acked message the store could not remove and logs
+ * them at most every few seconds with the number since the last line, so a store outage under
+ * a flood of acks gives a few log lines, not one per ack.
+ */
+export function removalFailureReporter(metrics: EdgeMetrics, log: Logger): (err: unknown) => void {
+  let failures = 0;
+  let loggedAt = 0;
+  return (err) => {
+    metrics.removeFailed.inc();
+    failures++;
+    const now = Date.now();
+    if (now - loggedAt < REMOVE_FAILED_LOG_MS) return;
+    log.warn({ err, failed: failures }, 'acked messages not removed from the store (they may be delivered again)');
+    failures = 0;
+    loggedAt = now;
+  };
+}

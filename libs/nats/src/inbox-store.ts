@@ -221,16 +221,17 @@ export class InboxStore {
     return r.state?.subjects?.[subject] ?? 0;
   }
 
-  /** Requests in flight or waiting (to let them finish before a shutdown). */
-  get busy(): number {
-    return (
-      this.pipeline.inFlight +
-      this.pipeline.queued +
-      this.reads.inFlight +
-      this.reads.queued +
-      this.removals.inFlight +
-      this.removals.queued
-    );
+  /**
+   * Resolves true once no store, read or delete is in flight or waiting, false when `timeoutMs`
+   * passes first: a shutdown lets in-flight sends and removals reach the store, up to a deadline.
+   */
+  async idle(timeoutMs: number): Promise<boolean> {
+    const all = await Promise.all([
+      this.pipeline.idle(timeoutMs),
+      this.reads.idle(timeoutMs),
+      this.removals.idle(timeoutMs),
+    ]);
+    return all.every(Boolean);
   }
 
   close(): void {

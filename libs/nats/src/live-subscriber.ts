@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { backoffDelay, type BackoffPolicy } from '@push/protocol';
 
 /** Receives the messages of one subscription: NATS headers block (empty when none), payload, subject. */
 export type LiveHandler = (headers: Buffer, payload: Buffer, subject: string) => void;
@@ -17,6 +18,12 @@ export interface LiveSubscriberOptions {
 }
 
 const CRLF = Buffer.from('\r\n');
+/**
+ * Delay before the next reconnect attempt: 100-350 ms the first time (as before the shared
+ * helper), the random window doubling per failed attempt up to 2 s, so a restarted nats-server
+ * is not met by every edge at once, and a long outage costs a try every second or two.
+ */
+const RECONNECT_BACKOFF: BackoffPolicy = { minMs: 100, baseMs: 250, capMs: 2000 };
 /** Largest control line accepted from the server. */
 const MAX_LINE = 64 * 1024;
 
@@ -221,8 +228,7 @@ export class LiveSubscriber {
   }
 
   private reconnectSoon(): void {
-    this.attempts++;
-    const delay = Math.min(2000, 100 * this.attempts) + Math.random() * 250;
+    const delay = backoffDelay(this.attempts++, RECONNECT_BACKOFF);
     setTimeout(() => {
       if (this.closed) return;
       this.serverIndex = (this.serverIndex + 1) % this.servers.length;

@@ -62,6 +62,8 @@ export class RequestPipeline {
   private readonly sweeper: NodeJS.Timeout;
   private next = 1;
   private closed = false;
+  /** Callers of `idle()` waiting for the last request to settle. */
+  private idleWaiters: Array<() => void> = [];
 
   constructor(nc: NatsConnection, opts: RequestPipelineOptions = {}) {
     this.nc = nc;
@@ -78,6 +80,7 @@ export class RequestPipeline {
         this.pending.delete(id);
         this.release();
         p.resolve(msg);
+        this.notifyIdle();
       },
     });
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, this.timeoutMs / 4));
@@ -92,6 +95,32 @@ export class RequestPipeline {
   /** Requests waiting for a slot now. */
   get queued(): number {
     return this.queue.length - this.queueHead;
+  }
+
+  /**
+   * Resolves true once no request is in flight or waiting (at once when none is), or false when
+   * `timeoutMs` passes first: how a shutdown lets the last stores and deletes finish without
+   * polling. Requests made meanwhile are waited for too.
+   */
+  idle(timeoutMs: number): Promise<boolean> {
+    if (this.pending.size === 0 && this.queued === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      this.idleWaiters.push(done);
+    });
+  }
+
+  /** Wakes the `idle()` callers when the last request has settled. */
+  private notifyIdle(): void {
+    if (this.idleWaiters.length === 0 || this.pending.size > 0 || this.queued > 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /**
@@ -145,6 +174,7 @@ export class RequestPipeline {
         q.reject(err as Error);
       }
     }
+    this.notifyIdle();
   }
 
   private shift(): Queued | undefined {
@@ -180,6 +210,7 @@ export class RequestPipeline {
       p.reject(new RequestTimeoutError(p.subject, this.timeoutMs));
       this.release();
     }
+    this.notifyIdle();
   }
 
   /** Fails every request in flight or waiting and stops. Idempotent. */
@@ -195,5 +226,6 @@ export class RequestPipeline {
     this.queue = [];
     this.queueHead = 0;
     for (const q of queued) q.reject(err);
+    this.notifyIdle();
   }
 }

@@ -6,3 +6,4 @@ export * from './frames.js';
 export * from './envelope.js';
 export * from './app-settings.js';
 export * from './control.js';
+export * from './backoff.js';

@@ -1,4 +1,4 @@
-import { encodeToken } from './ids.js';
+import { decodeToken, encodeToken } from './ids.js';
 
 /**
  * Names of every NATS subject, stream, KV bucket and Redis key the parts of the system meet
@@ -67,6 +67,21 @@ export class Subjects {
     return `${this.prefix}.ctl.${encodeToken(app)}.${encodeToken(user)}`;
   }
 
+  /**
+   * Reads a control subject (`push.ctl.<app>.<user>`, as `control` builds it) back into its raw
+   * app and user ids. Returns undefined for anything `control` cannot have produced: another
+   * prefix or kind, a missing or extra token, or a token that is not the canonical encoding of an
+   * id (so two subjects never name the same user, and no garbage becomes an id).
+   */
+  parseControl(subject: string): ControlSubject | undefined {
+    const tokens = subject.split('.');
+    if (tokens.length !== 4 || tokens[0] !== this.prefix || tokens[1] !== 'ctl') return undefined;
+    const app = canonicalId(tokens[2] ?? '');
+    const user = canonicalId(tokens[3] ?? '');
+    if (app === undefined || user === undefined) return undefined;
+    return { app, user };
+  }
+
   /** `push.api.<op>`: the center's operations over NATS request/reply. */
   api(op: ApiOperation): string {
     return `${this.prefix}.api.${op}`;
@@ -105,6 +120,24 @@ export class Subjects {
   clientMessageId(app: string, fromUser: string, id: string): string {
     return `c2c.${encodeToken(app)}.${encodeToken(fromUser)}.${encodeToken(id)}`;
   }
+}
+
+/** The raw ids a control subject names (see `Subjects.parseControl`). */
+export interface ControlSubject {
+  app: string;
+  user: string;
+}
+
+/** The id a subject token encodes, or undefined when the token is not `encodeToken`'s output for any id. */
+function canonicalId(token: string): string | undefined {
+  let id: string;
+  try {
+    id = decodeToken(token);
+  } catch {
+    // decodeToken throws only for "not a subject token"; the caller treats that as no id.
+    return undefined;
+  }
+  return id !== '' && encodeToken(id) === token ? id : undefined;
 }
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */

@@ -1,0 +1,59 @@
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { Subjects } from '@push/protocol';
+import { ControlHandler } from '../../apps/edge/src/control-handler.js';
+import type { LiveReceiver, UserChannels } from '../../apps/edge/src/user-channels.js';
+
+/** A receiver that records the kick reasons it got. */
+function receiver(device: string): LiveReceiver & { kicks: string[] } {
+  const r = {
+    device,
+    kicks: [] as string[],
+    onLive() {},
+    kick(reason: string) {
+      r.kicks.push(reason);
+    },
+  };
+  return r;
+}
+
+describe('ControlHandler', () => {
+  const subjects = new Subjects('t1');
+  const phone = receiver('phone');
+  const tablet = receiver('tablet');
+  const channels = {
+    receivers: (app: string, user: string) => (app === 'app.1' && user === 'bob smith' ? [phone, tablet] : []),
+  } as unknown as UserChannels;
+  const warnings: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+  const handler = new ControlHandler(subjects, channels, log);
+  const send = (subject: string, body: string) => handler.onMessage(subject, Buffer.from(body));
+
+  beforeEach(() => {
+    phone.kicks.length = 0;
+    tablet.kicks.length = 0;
+    warnings.length = 0;
+  });
+
+  it('kicks every connection of the user named by the subject (encoded ids), or only one device', () => {
+    send(subjects.control('app.1', 'bob smith'), JSON.stringify({ op: 'kick', reason: 'bye' }));
+    expect([phone.kicks, tablet.kicks]).to.deep.equal([['bye'], ['bye']]);
+    send(subjects.control('app.1', 'bob smith'), JSON.stringify({ op: 'kick', device: 'tablet' }));
+    expect([phone.kicks, tablet.kicks]).to.deep.equal([['bye'], ['bye', 'kicked']]);
+  });
+
+  it('ignores, with a warning, subjects and payloads it cannot read; never throws', () => {
+    for (const [subject, body] of [
+      ['t1.ctl.app1', '{"op":"kick"}'],
+      ['t1.ctl.~.x', '{"op":"kick"}'],
+      [subjects.control('app.1', 'bob smith'), 'not json'],
+    ] as const) {
+      expect(() => send(subject, body)).not.to.throw();
+    }
+    expect(warnings).to.have.length(3);
+    for (const body of ['null', '42', '"kick"', '{"op":"logout"}']) {
+      expect(() => send(subjects.control('app.1', 'bob smith'), body), body).not.to.throw();
+    }
+    expect([phone.kicks, tablet.kicks]).to.deep.equal([[], []]);
+  });
+});
