@@ -34,6 +34,11 @@ export function natsReadiness(nc: NatsConnection | undefined): true | string {
   return true;
 }
 
+/** `127.0.0.1:4222` -> `nats://127.0.0.1:4222`: the form PUSH_NATS_URL takes, for messages. */
+function withScheme(server: string): string {
+  return server.includes('://') ? server : `nats://${server}`;
+}
+
 /**
  * Connects to NATS and keeps reconnecting forever: a push system outlives NATS restarts.
  * Logs every status change. Fails if the first connection cannot be made, and with
@@ -62,7 +67,7 @@ export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnect
   const needed = opts.minServerVersion ?? MIN_NATS_SERVER_VERSION;
   const found = nc.info?.version;
   if (!isServerVersionAtLeast(found, needed)) {
-    const server = nc.getServer();
+    const server = withScheme(nc.getServer());
     await nc.close();
     throw new NatsServerTooOldError(found ?? 'unknown', needed, server);
   }
@@ -81,7 +86,7 @@ export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnect
           // keeps running, since refusing now would drop every connection, but says so loudly.
           if (!isServerVersionAtLeast(nc.info?.version, needed)) {
             log.error(
-              { err: new NatsServerTooOldError(nc.info?.version ?? 'unknown', needed, s.server) },
+              { err: new NatsServerTooOldError(nc.info?.version ?? 'unknown', needed, withScheme(s.server)) },
               'nats reconnected to a server that is too old',
             );
           }
