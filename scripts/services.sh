@@ -223,7 +223,7 @@ up_nats() {
     version=$(nats_version "$host" "$port")
     if nats_new_enough "$version"; then
       # The binary is only for tests that start their own servers: not having one is not fatal here.
-      bin=$(scripts/nats-server.sh 2>/dev/null) || bin=
+      bin=$(scripts/nats-server.sh) || bin=
       write_env "$url" "$bin"
       if was_started nats && [[ $(private_nats_endpoint) == "$host $port" ]]; then
         say "nats: $host:$port is up (private nats-server $version, .data)"
