@@ -1,6 +1,8 @@
 # One image for the four apps; docker-compose.yml picks the app with `command:`.
 #   docker build -t push .
 #   docker run --rm push node apps/center/dist/cli.js --help
+# The apps need nats-server 2.11 or newer (they refuse to start on an older one): docker-compose.yml
+# runs the official nats:2.11-alpine image.
 
 # --- build: install every dependency, compile, then drop the dev ones --------------------------
 FROM node:20-bookworm-slim AS build

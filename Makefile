@@ -5,6 +5,9 @@ SHELL := /bin/bash
 # `npx mocha test/e2e/one.test.ts` runs just that file.
 TESTS := 'test/{unit,integration,e2e}/**/*.test.ts'
 UNIT_TESTS := 'test/unit/**/*.test.ts'
+# The services `scripts/services.sh up` settled on (PUSH_NATS_URL: a private current nats-server
+# when the configured one is older than 2.11; PUSH_NATS_SERVER_BIN), exported to the command after it.
+WITH_SERVICES := set -a && . .data/services.env && set +a &&
 
 .PHONY: help deps dev build test test-unit lint bench stop clean
 
@@ -25,7 +28,7 @@ build: deps ## compile every package (tsc -b) into its dist/
 
 test: build ## build, make sure NATS/Redis/Postgres answer, run every test suite
 	scripts/services.sh up
-	npx mocha $(TESTS)
+	$(WITH_SERVICES) npx mocha $(TESTS)
 
 test-unit: build ## unit tests only (no services)
 	npx mocha $(UNIT_TESTS)
@@ -33,8 +36,9 @@ test-unit: build ## unit tests only (no services)
 lint: deps ## eslint and prettier --check
 	npx eslint . && npx prettier --check .
 
-bench: build ## run the benchmarks under bench/
-	npx tsx bench/run.ts
+bench: build ## make sure NATS/Redis/Postgres answer, run the benchmarks under bench/
+	scripts/services.sh up
+	$(WITH_SERVICES) npx tsx bench/run.ts
 
 stop: ## stop what `make dev` started (apps, then private services)
 	scripts/stop.sh

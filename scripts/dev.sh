@@ -76,6 +76,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 scripts/services.sh up
+# The NATS to use: a private current one when the configured server is older than 2.11.
+set -a
+# shellcheck source=/dev/null # written by scripts/services.sh up
+. "$DATA/services.env"
+set +a
 
 if [[ -z ${PUSH_ADMIN_KEY:-} ]]; then
   if [[ ! -s $DATA/admin-key ]]; then

@@ -9,11 +9,20 @@
 # PUSH_NATS_URL, PUSH_REDIS_URL and PUSH_DATABASE_URL (the same defaults as the apps). A service
 # that already answers is used as is and never stopped. Private copies keep their data and logs
 # under .data/ and are listed in .data/started-services, which `down` reads.
+#
+# NATS must be 2.11.0 or newer (the apps refuse older ones). When the server answering at
+# PUSH_NATS_URL is older (its INFO greeting says which version it is), it is left alone and a
+# private current one (scripts/nats-server.sh finds or fetches the binary) is started on a free
+# port, said in one line. `up` writes .data/services.env with PUSH_NATS_URL (the server to use)
+# and PUSH_NATS_SERVER_BIN (a current binary, for tests that start their own servers); make test,
+# make dev and make bench source it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATA="$PWD/.data"
 STARTED="$DATA/started-services"
+ENV_FILE="$DATA/services.env"
+NATS_MIN=2.11.0
 WAIT_SECONDS="${PUSH_SERVICES_WAIT:-20}"
 ALL_SERVICES=(nats redis postgres)
 
@@ -123,15 +132,72 @@ stop_pid() {
 
 # --- NATS ------------------------------------------------------------------------------------
 
+# The version in the INFO line the server at HOST:PORT greets with; empty when none came.
+nats_version() {
+  local line
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
+  line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r line <&3 && printf "%s" "$line"' _ "$1" "$2" 2>/dev/null) || true
+  [[ $line =~ \"version\":\"([^\"]*)\" ]] && printf '%s\n' "${BASH_REMATCH[1]}"
+  return 0
+}
+
+# True when version $1 is $NATS_MIN or newer (a prerelease of exactly $NATS_MIN is older).
+nats_new_enough() {
+  local v=$1 core a b c x y z
+  core=${v%%[-+]*}
+  [[ $core =~ ^([0-9]+)\.([0-9]+)\.([0-9]+)$ ]] || return 1
+  a=${BASH_REMATCH[1]} b=${BASH_REMATCH[2]} c=${BASH_REMATCH[3]}
+  IFS=. read -r x y z <<<"$NATS_MIN"
+  ((a != x)) && { ((a > x)); return; }
+  ((b != y)) && { ((b > y)); return; }
+  ((c != z)) && { ((c > z)); return; }
+  [[ $v != *-* ]]
+}
+
+# Writes .data/services.env: the NATS URL the apps and tests use, and a current binary when known.
+write_env() {
+  local url=$1 bin=$2
+  {
+    echo '# Written by scripts/services.sh up; make test, make dev and make bench source it.'
+    printf 'PUSH_NATS_URL=%q\n' "$url"
+    [[ -z $bin ]] || printf 'PUSH_NATS_SERVER_BIN=%q\n' "$bin"
+  } >"$ENV_FILE.tmp"
+  mv -f "$ENV_FILE.tmp" "$ENV_FILE"
+}
+
+# Path of a nats-server >= $NATS_MIN (scripts/nats-server.sh may fetch one); dies without one.
+current_nats_bin() {
+  scripts/nats-server.sh || die "nats: no nats-server $NATS_MIN or newer (above: how to get one)"
+}
+
+# Starts BIN on HOST:PORT; PORT -1 means a port the server picks, read from its ports file.
+# Prints the URL it listens on.
 start_nats() {
-  local host=$1 port=$2
-  need_binary nats-server nats-server
+  local host=$1 port=$2 bin=$3 ports_dir="$DATA/nats-ports" file i url
   mkdir -p "$DATA/nats"
+  rm -rf "$ports_dir"
+  mkdir -p "$ports_dir"
   # setsid: Ctrl-C in the terminal must not stop NATS before the apps have drained.
-  setsid nats-server -js -sd "$DATA/nats" -a "$host" -p "$port" \
-    -l "$DATA/nats.log" -P "$DATA/nats.pid" </dev/null >/dev/null 2>&1 9>&- &
+  setsid "$bin" -js -sd "$DATA/nats" -a "$host" -p "$port" --ports_file_dir "$ports_dir" \
+    -l "$DATA/nats.log" -P "$DATA/nats.pid" </dev/null >/dev/null 2>&1 8>&- 9>&- &
   record nats
+  url=
+  for ((i = 0; i < WAIT_SECONDS * 5; i++)); do
+    file=$(find "$ports_dir" -name '*.ports' 2>/dev/null | head -n 1)
+    if [[ -n $file && $(cat "$file") =~ nats://[^\"]+ ]]; then
+      url=${BASH_REMATCH[0]}
+      break
+    fi
+    sleep 0.2
+  done
+  [[ -n $url ]] || {
+    [[ -f $DATA/nats.log ]] && tail -n 20 "$DATA/nats.log" >&2
+    die "nats did not write its ports file within ${WAIT_SECONDS}s (log: $DATA/nats.log)"
+  }
+  read -r host port < <(host_port "$url" 4222)
   wait_for nats "$host" "$port" "$DATA/nats.log"
+  echo "$url" >"$DATA/nats.url"
+  printf '%s\n' "$url"
 }
 
 stop_nats() {
@@ -139,7 +205,55 @@ stop_nats() {
   if pid=$(live_pid "$DATA/nats.pid" nats-server); then
     stop_pid nats "$pid"
   fi
-  rm -f "$DATA/nats.pid"
+  rm -rf "$DATA/nats.pid" "$DATA/nats.url" "$DATA/nats-ports" "$ENV_FILE"
+}
+
+# "HOST PORT" of the private NATS this script started, empty when none.
+private_nats_endpoint() {
+  [[ -s $DATA/nats.url ]] && host_port "$(cat "$DATA/nats.url")" 4222
+  return 0
+}
+
+# `up` for NATS: use the configured server when it is current, else a private current one.
+up_nats() {
+  local host port url version bin private phost pport
+  url=${PUSH_NATS_URL:-nats://127.0.0.1:4222}
+  read -r host port < <(endpoint nats)
+  if reachable "$host" "$port"; then
+    version=$(nats_version "$host" "$port")
+    if nats_new_enough "$version"; then
+      # The binary is only for tests that start their own servers: not having one is not fatal here.
+      bin=$(scripts/nats-server.sh) || bin=
+      write_env "$url" "$bin"
+      if was_started nats && [[ $(private_nats_endpoint) == "$host $port" ]]; then
+        say "nats: $host:$port is up (private nats-server $version, .data)"
+      else
+        say "nats: $host:$port is up (nats-server $version)"
+      fi
+      return 0
+    fi
+    bin=$(current_nats_bin)
+    # A private one from an earlier `up` that still runs: keep using it.
+    private=
+    if was_started nats && live_pid "$DATA/nats.pid" nats-server >/dev/null; then
+      read -r phost pport < <(private_nats_endpoint)
+      if [[ -n ${pport:-} ]] && reachable "$phost" "$pport"; then private=$(cat "$DATA/nats.url"); fi
+    fi
+    if [[ -z $private ]]; then
+      stop_nats # one private NATS at a time: they share .data/nats
+      private=$(start_nats 127.0.0.1 -1 "$bin")
+    fi
+    write_env "$private" "$bin"
+    say "nats: $host:$port is nats-server ${version:-of unknown version}, older than the $NATS_MIN push needs; left alone, using a private $(nats_version 127.0.0.1 "${private##*:}") on $private (.data/nats, URL in .data/services.env)"
+    return 0
+  fi
+  is_local "$host" || die "nats: $host:$port is not reachable, and a private one can only be started on this machine"
+  bin=$(current_nats_bin)
+  say "nats: nothing on $host:$port; starting a private one under .data/"
+  stop_nats # one private NATS at a time: they share .data/nats
+  start_nats "$host" "$port" "$bin" >/dev/null
+  write_env "$url" "$bin"
+  say "nats: $host:$port is up (private nats-server $(nats_version "$host" "$port"), .data)"
 }
 
 # --- Redis -----------------------------------------------------------------------------------
@@ -239,6 +353,10 @@ up() {
   local name host port
   mkdir -p "$DATA"
   for name in "$@"; do
+    if [[ $name == nats ]]; then
+      up_nats
+      continue
+    fi
     read -r host port < <(endpoint "$name")
     if reachable "$host" "$port"; then
       if was_started "$name"; then
@@ -267,18 +385,31 @@ down() {
 }
 
 status() {
-  local name host port state rc=0
+  local name host port state version rc=0
   for name in "${ALL_SERVICES[@]}"; do
     read -r host port < <(endpoint "$name")
     if reachable "$host" "$port"; then
       state=up
-      if was_started "$name"; then state='up (private, started by scripts/services.sh)'; fi
+      if was_started "$name" && [[ $name != nats || $(private_nats_endpoint) == "$host $port" ]]; then
+        state='up (private, started by scripts/services.sh)'
+      fi
+      if [[ $name == nats ]]; then
+        version=$(nats_version "$host" "$port")
+        state+=" nats-server ${version:-?}"
+        nats_new_enough "$version" || state+=" (older than $NATS_MIN)"
+      fi
     else
       state=down
       rc=1
     fi
     printf '%-9s %-22s %s\n' "$name" "$host:$port" "$state"
   done
+  read -r host port < <(endpoint nats)
+  if was_started nats && [[ -s $DATA/nats.url && $(private_nats_endpoint) != "$host $port" ]]; then
+    read -r host port < <(private_nats_endpoint)
+    if reachable "$host" "$port"; then state="up (private) nats-server $(nats_version "$host" "$port")"; else state=down; fi
+    printf '%-9s %-22s %s\n' nats "$host:$port" "$state"
+  fi
   return "$rc"
 }
 

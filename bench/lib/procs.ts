@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -287,13 +287,55 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** Inodes of the TCP sockets listening on `port` (any address), from /proc/net/tcp{,6}. */
+function listeningInodes(port: number): Set<string> {
+  const inodes = new Set<string>();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue; // no IPv6 table on this machine
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is HEXADDR:HEXPORT; state 0A is LISTEN; the inode is the 10th field.
+      if (f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A' && f[9] !== undefined) inodes.add(f[9]);
+    }
+  }
+  return inodes;
+}
+
+/** True when process `pid` holds one of the socket `inodes` open. */
+function holdsSocket(pid: string, inodes: Set<string>): boolean {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false; // gone, or not ours to read
+  }
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m?.[1] !== undefined && inodes.has(m[1])) return true;
+    } catch {
+      continue; // closed while we looked
+    }
+  }
+  return false;
+}
+
 /**
  * The pid of the nats-server listening on `port`, found by its command line (`-p <port>` or
- * `--port <port>`, or the default 4222 with no port flag); undefined when not found (e.g. NATS
- * runs elsewhere). Used only to report the server's CPU time next to the client's.
+ * `--port <port>`, or the default 4222 with no port flag), else by the listening socket (a
+ * server started with `-p -1`, as scripts/services.sh starts a private current one); undefined
+ * when not found (e.g. NATS runs elsewhere). Used only to report the server's CPU time next to
+ * the client's.
  */
 export function natsServerPid(port: number): number | undefined {
   let found: number | undefined;
+  const unknownPort: string[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let argv: string[];
@@ -308,6 +350,12 @@ export function natsServerPid(port: number): number | undefined {
     const i = argv.findIndex((a) => a === '-p' || a === '--port');
     const p = i >= 0 ? Number(argv[i + 1]) : 4222;
     if (p === port) found = Number(entry);
+    else if (p === -1) unknownPort.push(entry);
+  }
+  if (found === undefined && unknownPort.length > 0) {
+    const inodes = listeningInodes(port);
+    const pid = unknownPort.find((p) => holdsSocket(p, inodes));
+    if (pid !== undefined) found = Number(pid);
   }
   return found;
 }

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
@@ -6,7 +8,26 @@ import { dropDatabase } from '@push/db';
 import type { AppRecord } from '@push/protocol';
 import { freePort, onCleanup, sleep, spawnNode, waitHttpOk, type Child } from './procs.js';
 
-export const NATS_URL = process.env['PUSH_BENCH_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+/**
+ * A setting from .data/services.env, which `scripts/services.sh up` (make bench, make test) writes:
+ * there PUSH_NATS_URL is a private current nats-server when the one on :4222 is older than 2.11.
+ */
+function servicesEnv(name: string): string | undefined {
+  const file = fileURLToPath(new URL('../../.data/services.env', import.meta.url));
+  if (!existsSync(file)) return undefined;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line);
+    if (m?.[1] === name && m[2] !== undefined && m[2] !== '') return m[2];
+  }
+  return undefined;
+}
+
+/** PUSH_BENCH_NATS_URL overrides; else PUSH_NATS_URL (environment, then .data/services.env). */
+export const NATS_URL =
+  process.env['PUSH_BENCH_NATS_URL'] ||
+  process.env['PUSH_NATS_URL'] ||
+  servicesEnv('PUSH_NATS_URL') ||
+  'nats://127.0.0.1:4222';
 export const REDIS_URL = process.env['PUSH_BENCH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const PG_BASE = process.env['PUSH_BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 /** Extra node flags for our center and edges, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them. */

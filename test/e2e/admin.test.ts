@@ -7,6 +7,7 @@ import { signClientToken } from '@push/apps';
 import type { AppRecord, AppSecret } from '@push/protocol';
 import { Stack } from '../helpers/stack.js';
 import { TestClient, type Frame } from '../helpers/ws-client.js';
+import { NATS_URL } from '../helpers/nats-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const run = promisify(execFile);
@@ -323,7 +324,7 @@ describe('admin API and CLI', function () {
         PATH: process.env['PATH'] ?? '',
         PUSH_PREFIX: stack.prefix,
         PUSH_DATABASE_URL: stack.databaseUrl,
-        PUSH_NATS_URL: 'nats://127.0.0.1:4222',
+        PUSH_NATS_URL: NATS_URL,
         PUSH_REDIS_URL: 'redis://127.0.0.1:6379',
       };
       try {

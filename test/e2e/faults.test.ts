@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { EdgeProcess } from '../helpers/edge-process.js';
-import { PrivateNatsServer } from '../helpers/nats-server.js';
+import { NATS_URL, PrivateNatsServer } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
 
@@ -240,7 +240,7 @@ describe('faults: edge killed abruptly', function () {
   it('delivers every unacked message, in order, through another edge after SIGKILL', async function () {
     await edgeA.start({
       PUSH_PREFIX: stack.prefix,
-      PUSH_NATS_URL: 'nats://127.0.0.1:4222',
+      PUSH_NATS_URL: NATS_URL,
       PUSH_REDIS_URL: 'redis://127.0.0.1:6379',
     });
 

@@ -3,6 +3,7 @@ import { headers } from '@nats-io/nats-core';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import type { TestClient } from '../helpers/ws-client.js';
+import { NATS_URL } from '../helpers/nats-server.js';
 
 describe('kick', function () {
   let stack: Stack;
@@ -16,7 +17,7 @@ describe('kick', function () {
     app = await stack.createApp();
     other = await stack.createApp();
     await stack.startEdge(); // a second edge: a kick reaches every edge
-    nc = await connect({ servers: 'nats://127.0.0.1:4222' });
+    nc = await connect({ servers: NATS_URL });
   });
   after(async function () {
     for (const c of clients) c.terminate();

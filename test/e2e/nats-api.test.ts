@@ -4,6 +4,7 @@ import { createCenter, type Center } from '@push/center';
 import { createLogger } from '@push/logger';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import type { TestClient } from '../helpers/ws-client.js';
+import { NATS_URL } from '../helpers/nats-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -20,7 +21,7 @@ describe('center API over NATS request/reply', function () {
     stack = await Stack.start();
     app = await stack.createApp();
     other = await stack.createApp();
-    nc = await connect({ servers: 'nats://127.0.0.1:4222' });
+    nc = await connect({ servers: NATS_URL });
   });
   after(async function () {
     for (const c of clients) c.terminate();

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
+import { NATS_URL } from '../helpers/nats-server.js';
 
 /** The worker a connection landed on, from its hello (`<edge id>-<counter>`). */
 const workerOf = (c: TestClient): string => String(c.hello['conn']).replace(/-\d+$/, '');
@@ -19,7 +20,7 @@ function edgeProcessSuite(workers: number, env: Record<string, string> = {}) {
     await suite.edge.start(
       {
         PUSH_PREFIX: suite.stack.prefix,
-        PUSH_NATS_URL: 'nats://127.0.0.1:4222',
+        PUSH_NATS_URL: NATS_URL,
         PUSH_REDIS_URL: 'redis://127.0.0.1:6379',
         ...env,
       },

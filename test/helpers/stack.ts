@@ -9,6 +9,7 @@ import { createEdge, type Edge } from '@push/edge';
 import { createLogger } from '@push/logger';
 import { connectNats } from '@push/nats';
 import type { AppRecord } from '@push/protocol';
+import { NATS_URL } from './nats-server.js';
 import { TestClient } from './ws-client.js';
 
 const PG_BASE = process.env['PUSH_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -58,7 +59,8 @@ export class Stack {
       PUSH_EDGE_DRAIN_MS: '0',
       PUSH_LOG_LEVEL: process.env['PUSH_TEST_LOG_LEVEL'] ?? 'silent',
       // The services `make test` found or started (scripts/services.sh exports their URLs).
-      ...passThrough('PUSH_NATS_URL', 'PUSH_REDIS_URL'),
+      PUSH_NATS_URL: NATS_URL,
+      ...passThrough('PUSH_REDIS_URL'),
       ...env,
     };
   }

@@ -3,6 +3,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { provisionStreams } from '@push/nats';
 import { Subjects } from '@push/protocol';
+import { NATS_URL } from '../helpers/nats-server.js';
 
 describe('the legacy one-stream-for-all-apps inbox', function () {
   let nc: NatsConnection;
@@ -10,7 +11,7 @@ describe('the legacy one-stream-for-all-apps inbox', function () {
   const legacy = `${subjects.prefix.toUpperCase()}_INBOX`;
 
   before(async function () {
-    nc = await connect({ servers: 'nats://127.0.0.1:4222' });
+    nc = await connect({ servers: NATS_URL });
   });
   after(async function () {
     const jsm = await jetstreamManager(nc);

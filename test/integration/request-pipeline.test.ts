@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from '@push/nats';
+import { NATS_URL } from '../helpers/nats-server.js';
 
 describe('RequestPipeline (against the real NATS server)', function () {
   let nc: NatsConnection;
@@ -9,7 +10,7 @@ describe('RequestPipeline (against the real NATS server)', function () {
   const held: Array<() => void> = [];
 
   before(async function () {
-    nc = await connect({ servers: 'nats://127.0.0.1:4222' });
+    nc = await connect({ servers: NATS_URL });
     nc.subscribe(`${subject}.echo`, {
       callback: (_e, m) => {
         m.respond(m.data);

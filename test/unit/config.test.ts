@@ -98,16 +98,18 @@ describe('config', () => {
     expect(() => loadConfig({ PUSH_EDGE_PING_DEFAULT: '55' })).to.throw(ConfigError, /PUSH_EDGE_PING_DEFAULT/);
   });
 
-  it('names PUSH_ variables that no setting reads (misspellings), but not test or bench ones', () => {
+  it('names PUSH_ variables that no setting reads (misspellings), but not test, bench or script ones', () => {
     expect(
       unknownSettings({
         PUSH_NATS_URL: 'x',
         PUSH_EGDE_PORT: '1',
         PUSH_TEST_LOG_LEVEL: 'x',
         PUSH_BENCH_X: '1',
+        PUSH_NATS_SERVER_BIN: '/x/nats-server',
+        PUSH_NATS_SERVER_BINARY: '/x/nats-server',
         HOME: '/',
       }),
-    ).to.deep.equal(['PUSH_EGDE_PORT']);
+    ).to.deep.equal(['PUSH_EGDE_PORT', 'PUSH_NATS_SERVER_BINARY']);
     expect(unknownSettings({ PUSH_EDGE_PORT: '1' })).to.deep.equal([]);
   });
 

@@ -116,13 +116,14 @@ export class ConfigError extends Error {
 
 /**
  * `PUSH_*` variables in `env` that no setting reads: most likely misspelled, and silently
- * ignored otherwise. Variables of the tests and benchmarks (`PUSH_TEST_*`, `PUSH_BENCH_*`) are
- * not settings and not reported.
+ * ignored otherwise. Variables of the tests and benchmarks (`PUSH_TEST_*`, `PUSH_BENCH_*`) and of
+ * the scripts (`PUSH_NATS_SERVER_BIN`, which make dev and make test export from
+ * .data/services.env) are not settings and not reported.
  */
 export function unknownSettings(env: Record<string, string | undefined> = process.env): string[] {
   const known = new Set(Object.keys(schema.shape));
   return Object.keys(env)
-    .filter((k) => k.startsWith('PUSH_') && !known.has(k) && !/^PUSH_(TEST|BENCH)_/.test(k))
+    .filter((k) => k.startsWith('PUSH_') && !known.has(k) && !/^PUSH_(TEST|BENCH)_|^PUSH_NATS_SERVER_BIN$/.test(k))
     .sort();
 }
 

@@ -1,4 +1,5 @@
 export * from './connect.js';
+export * from './server-version.js';
 export * from './request-pipeline.js';
 export * from './streams.js';
 export * from './inbox-store.js';
