@@ -301,6 +301,28 @@ describe('bad input', function () {
       }
     });
 
+    it('answers a refused send with its id, also when the id itself is refused (if it is a string)', async function () {
+      const c = await connect(app, 'id-sender');
+      const tooLong = 'i'.repeat(129);
+      const cases: Array<[Record<string, unknown>, string, string | undefined]> = [
+        [{ t: 'send', to: 'x', id: 's-data' }, 'invalid_data', 's-data'],
+        [{ t: 'send', to: 'x', id: 's-b64', b64: 'not base64!' }, 'invalid_data', 's-b64'],
+        [{ t: 'send', to: 'x', id: 's-ttl', data: 1, ttl: -5 }, 'invalid_ttl', 's-ttl'],
+        [{ t: 'send', to: '', id: 's-to', data: 1 }, 'invalid_id', 's-to'],
+        [{ t: 'send', to: 'x', id: tooLong, data: 1 }, 'invalid_id', tooLong],
+        [{ t: 'send', to: 'x', id: 42, data: 1 }, 'invalid_id', undefined],
+      ];
+      for (const [frame, code, id] of cases) {
+        const before = c.frames.length;
+        c.send(frame);
+        const f = await c.waitFor((x) => c.frames.indexOf(x) >= before && x.t === 'error');
+        expect(f['code'], JSON.stringify(frame).slice(0, 80)).to.equal(code);
+        expect(f['id'], JSON.stringify(frame).slice(0, 80)).to.equal(id);
+      }
+      const last = c.frames[c.frames.length - 1];
+      expect(String(last?.['message'])).to.match(/^id: /); // says that the id is what is wrong
+    });
+
     it('rejects a message larger than the app allows with payload_too_large', async function () {
       const c = await connect(app, 'big-sender');
       c.send({ t: 'send', to: 'x', id: 'big', data: 'y'.repeat(2000) });

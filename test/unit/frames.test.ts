@@ -1,5 +1,13 @@
 import { expect } from 'chai';
-import { ERRORS, MAX_ACKS_PER_FRAME, PushError, ServerFrames, parseClientFrame, type ErrorCode } from '@push/protocol';
+import {
+  ERRORS,
+  FrameError,
+  MAX_ACKS_PER_FRAME,
+  PushError,
+  ServerFrames,
+  parseClientFrame,
+  type ErrorCode,
+} from '@push/protocol';
 
 /** Parses `text` expecting a PushError with `code`; returns it for further checks. */
 function rejects(text: string, code: ErrorCode): PushError {
@@ -155,6 +163,18 @@ describe('frames: parsing client frames', () => {
   it('checks the fields of send in a stable order: to, id, payload, ttl', () => {
     rejects(JSON.stringify({ t: 'send', to: '', id: '', ttl: -1 }), 'invalid_id');
     rejects(JSON.stringify({ t: 'send', to: 'bob', id: 'm1', ttl: -1 }), 'invalid_data');
+  });
+
+  it('carries the id of a refused send, and only a string id', () => {
+    expect((rejects(send({}), 'invalid_data') as FrameError).id).to.equal('m1');
+    expect((rejects(send({ data: 1, ttl: 0 }), 'invalid_ttl') as FrameError).id).to.equal('m1');
+    expect((rejects(send({ to: '', data: 1 }), 'invalid_id') as FrameError).id).to.equal('m1');
+    const bad = rejects(send({ id: 'a\u0001b', data: 1 }), 'invalid_id') as FrameError;
+    expect(bad.id).to.equal('a\u0001b');
+    expect(bad.message).to.match(/^id: /);
+    expect((rejects(send({ id: 7, data: 1 }), 'invalid_id') as FrameError).id).to.equal(undefined);
+    const text = ServerFrames.error(bad.code, bad.message, { id: 'm1' });
+    expect(JSON.parse(text)).to.deep.include({ t: 'error', code: 'invalid_id', id: 'm1' });
   });
 
   it('refuses deeply nested data with a PushError, not a crash', () => {

@@ -1,6 +1,14 @@
 import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
-import { CLOSE, PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
+import {
+  CLOSE,
+  FrameError,
+  PushError,
+  ServerFrames,
+  isPushError,
+  parseClientFrame,
+  type SendFrame,
+} from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
 import type { LiveReceiver } from './user-channels.js';
 
@@ -232,7 +240,8 @@ export class ClientConnection implements LiveReceiver {
     try {
       frame = parseClientFrame(text);
     } catch (err) {
-      this.sendError(err);
+      // A refused `send` is answered with its id, so the client knows which send failed.
+      this.sendError(err, err instanceof FrameError && err.id !== undefined ? { id: err.id } : undefined);
       return;
     }
     switch (frame.t) {

@@ -6,3 +6,5 @@ export * from './frames.js';
 export * from './envelope.js';
 export * from './app-settings.js';
 export * from './control.js';
+export * from './schemas.js';
+export * from './validate.js';
