@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate } from '@push/db';
-import { connectNats, ensureInboxStream, provisionStreams } from '@push/nats';
+import { connectNats, deleteAppStreams, ensureInboxStream, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, type AppRecord } from '@push/protocol';
 import { AppAdmin, adminView } from './app-admin.js';
@@ -21,6 +21,8 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   apps rotate-secret ID                     new signing secret (previous stays valid)
   apps add-key ID                           new API key (printed once)
   apps revoke-key ID KEY_ID
+  apps delete ID                            delete the app, its keys, streams and messages;
+                                            closes its clients (exit 1, app_not_found, if absent)
   token --app ID --user USER [--device DEV] [--ttl SECONDS]
                                             sign a client token with the app's newest secret
   watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
@@ -45,14 +47,17 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
           maxTtlSeconds: config.inbox.maxAgeSeconds,
           maxPerUser: config.inbox.maxPerUser,
         },
-        (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+        {
+          ensure: (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+          remove: (appId) => deleteAppStreams(nc, subjects, appId),
+        },
       );
       return await fn(admin, apps);
     } finally {
       apps.close();
     }
   } finally {
-    await nc.drain().catch(() => undefined);
+    await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
     await db.destroy();
   }
 }
@@ -153,6 +158,10 @@ async function run(argv: string[]): Promise<number> {
             print({ apiKey: r.apiKey, apiKeyId: r.apiKeyId });
             return 0;
           }
+          case 'delete':
+            await admin.delete(need(arg1, 'ID'));
+            print({ deleted: arg1 });
+            return 0;
           case 'revoke-key':
             await admin.revokeApiKey(need(arg1, 'ID'), need(arg2, 'KEY_ID'));
             print({ revoked: arg2 });

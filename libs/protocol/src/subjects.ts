@@ -108,4 +108,4 @@ export class Subjects {
 }
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
-export type ApiOperation = 'push' | 'user' | 'kick';
+export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete';
