@@ -128,7 +128,8 @@ export function parseClientFrame(text: string): ClientFrame {
   if (!isObject(value)) throw new PushError('bad_frame', 'frame must be a JSON object');
   switch (value['t']) {
     case 'ack':
-      return { t: 'ack', seqs: ackFrame.parse(value).seqs };
+      if (ackFrame.check(value)) return { t: 'ack', seqs: value.seqs };
+      throw ackFrame.problem(value) ?? new PushError('bad_frame');
     case 'ping':
       return { t: 'ping' };
     case 'send':

@@ -83,12 +83,22 @@ function refineIds(schema: TSchema, value: unknown, path: string): PushError | u
   return undefined;
 }
 
+/** Whether any field of the schema (at any depth) is an id that `refineIds` must look at. */
+function hasIds(schema: TSchema): boolean {
+  const a = schema as TSchema & Annotations & { properties?: Record<string, TSchema>; items?: TSchema };
+  if (a.idKind !== undefined) return true;
+  if (a.properties !== undefined && Object.values(a.properties).some(hasIds)) return true;
+  return a.items !== undefined && hasIds(a.items);
+}
+
 /**
  * Compiles a schema once (TypeBox's TypeCompiler: a generated checker, measured in
  * bench/frames.ts). Call at module or service construction, never per request.
  */
 export function compile<T extends TSchema>(schema: T, opts: { order?: readonly string[] } = {}): Validator<T> {
   const checker: TypeCheck<T> = TypeCompiler.Compile(schema);
+  // Decided once: a schema without ids (an ack frame) pays nothing for the walk.
+  const refine = hasIds(schema) ? (value: unknown) => refineIds(schema, value, '') : () => undefined;
   const rank = (e: ValueError): number => {
     const top = e.path.split('/')[1] ?? '';
     const i = opts.order?.indexOf(top) ?? -1;
@@ -104,7 +114,7 @@ export function compile<T extends TSchema>(schema: T, opts: { order?: readonly s
     schema,
     check: (value): value is Static<T> => checker.Check(value),
     problem(value) {
-      if (checker.Check(value)) return refineIds(schema, value, '');
+      if (checker.Check(value)) return refine(value);
       const e = firstError(value);
       return e === undefined ? new PushError('bad_request') : errorOf(e);
     },
