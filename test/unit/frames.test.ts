@@ -4,7 +4,9 @@ import {
   FrameError,
   MAX_ACKS_PER_FRAME,
   PushError,
+  ServerFrameSchemas,
   ServerFrames,
+  compile,
   parseClientFrame,
   type ErrorCode,
 } from '@push/protocol';
@@ -325,5 +327,41 @@ describe('frames: server frames', () => {
     const frame = JSON.parse(ServerFrames.message(1, 2, Buffer.from('1'), false, from)) as Record<string, unknown>;
     expect(frame['from']).to.equal(from);
     expect(frame['data']).to.equal(1);
+  });
+});
+
+describe('frames: server frames match their schemas', () => {
+  const cases: Array<[keyof typeof ServerFrameSchemas, string]> = [
+    [
+      'hello',
+      ServerFrames.hello({
+        conn: 'e1-1',
+        app: 'a',
+        user: 'u',
+        device: 'd',
+        ping: 25,
+        window: 100,
+        maxMessageBytes: 65536,
+      }),
+    ],
+    ['pong', ServerFrames.pong()],
+    ['sent', ServerFrames.sent('m1', 7, false)],
+    ['error', ServerFrames.error('ack_unknown', 'x', { seqs: [3] })],
+    ['error', ServerFrames.error('invalid_id', 'id: bad', { id: 'm1' })],
+    ['msg', ServerFrames.message(9, 1700000000000, Buffer.from('{"a":1}'), false, undefined)],
+    ['msg', ServerFrames.message(9, 1700000000000, Buffer.from([1, 2]), true, 'bob')],
+  ];
+  for (const [kind, text] of cases) {
+    it(`${kind}: ${text.slice(0, 60)}`, () => {
+      const value: unknown = JSON.parse(text);
+      expect(compile(ServerFrameSchemas[kind]).problem(value)).to.equal(undefined);
+      expect((value as { t: string }).t).to.equal(kind);
+    });
+  }
+
+  it('a frame that breaks its schema is caught (the check can fail)', () => {
+    expect(compile(ServerFrameSchemas.sent).problem({ t: 'sent', id: 'm1', seq: 0, dup: false })).to.be.instanceOf(
+      PushError,
+    );
   });
 });
