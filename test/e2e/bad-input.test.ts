@@ -364,6 +364,29 @@ describe('bad input', function () {
       expect((route.body['error'] as { code: string }).code).to.equal('not_found');
     });
 
+    it('answers 405 method_not_allowed on every known path with another method, 404 not_found elsewhere', async function () {
+      const a = encodeURIComponent(app.id);
+      const cases: Array<[string, string, number, string]> = [
+        ['GET', `/v1/apps/${a}/push`, 405, 'method_not_allowed'],
+        ['PUT', `/v1/apps/${a}/users/u`, 405, 'method_not_allowed'],
+        ['GET', `/v1/apps/${a}/users/u/kick`, 405, 'method_not_allowed'],
+        ['PUT', '/v1/admin/apps', 405, 'method_not_allowed'],
+        ['POST', '/v1/admin/apps/x', 405, 'method_not_allowed'],
+        ['GET', '/v1/admin/apps/x/secrets', 405, 'method_not_allowed'],
+        ['GET', '/v1/admin/apps/x/keys', 405, 'method_not_allowed'],
+        ['POST', '/v1/admin/apps/x/keys/k', 405, 'method_not_allowed'],
+        ['GET', `/v1/apps/${a}`, 404, 'not_found'],
+        ['POST', `/v1/apps/${a}/push/more`, 404, 'not_found'],
+        ['GET', '/v1/admin/apps/x/keys/k/more', 404, 'not_found'],
+        ['GET', '/v2/admin/apps', 404, 'not_found'],
+      ];
+      for (const [method, path, status, code] of cases) {
+        const r = await stack.http(method, path, stack.adminKey);
+        expect(r.status, `${method} ${path}`).to.equal(status);
+        expect((r.body['error'] as { code: string }).code, `${method} ${path}`).to.equal(code);
+      }
+    });
+
     it('answers rate-limited pushes with 429', async function () {
       const limited = await stack.createApp({ pushRateLimit: 5 });
       const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => limited.push({ user: 'u', data: i })));
@@ -372,6 +395,7 @@ describe('bad input', function () {
       expect(codes).to.include(429);
       const limitedOne = answers.find((a) => a.status === 429)!;
       expect((limitedOne.body['error'] as { code: string }).code).to.equal('rate_limited');
+      expect(Number(limitedOne.headers.get('retry-after'))).to.be.greaterThan(0); // when to come back
     });
   });
 });

@@ -7,7 +7,7 @@ import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate } from '@push/db';
 import { connectNats, deleteAppStreams, ensureInboxStream, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
-import { PushError, Subjects, type AppRecord } from '@push/protocol';
+import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { AppAdmin, adminView } from './app-admin.js';
 
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
@@ -202,7 +202,12 @@ async function run(argv: string[]): Promise<number> {
             previous = {};
           }
         }
-        let app = apps.get('demo') ?? (await admin.get('demo').catch(() => undefined));
+        let app =
+          apps.get('demo') ??
+          (await admin.get('demo').catch((err: unknown) => {
+            if (isPushError(err) && err.code === 'app_not_found') return undefined;
+            throw err;
+          }));
         let apiKey = previous.apiKey;
         if (app === undefined) {
           const r = await admin.create({ id: 'demo', name: 'Demo', settings: { clientMessaging: true } });

@@ -1,11 +1,12 @@
 import { PushError } from './errors.js';
 import { isObject } from './frames.js';
-import { KickBodySchema, MAX_KICK_REASON_BYTES, type KickCommand } from './schemas.js';
+import { KickBodySchema, KickCommandSchema, MAX_KICK_REASON_BYTES, type KickCommand } from './schemas.js';
 import { compile } from './validate.js';
 
 export { MAX_KICK_REASON_BYTES, type KickCommand };
 
 const kickBody = compile(KickBodySchema);
+const kickCommand = compile(KickCommandSchema);
 
 /**
  * Reads a kick request body (absent, `{}` or `{ device?, reason? }`) into the control message
@@ -20,4 +21,19 @@ export function readKick(body: unknown): KickCommand {
     throw new PushError('bad_request', `reason must be a string of at most ${MAX_KICK_REASON_BYTES} bytes`);
   }
   return { op: 'kick', reason, ...(device !== undefined ? { device } : {}) };
+}
+
+/**
+ * Reads a control message as an edge receives it on `push.ctl.<app>.<user>` (the center wrote it
+ * with `readKick`'s result). PushError `bad_request` when it is not JSON or not a known command:
+ * the edge logs and ignores it.
+ */
+export function readControl(payload: Uint8Array): KickCommand {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch (cause) {
+    throw new PushError('bad_request', 'control message is not JSON', { cause });
+  }
+  return kickCommand.parse(value);
 }
