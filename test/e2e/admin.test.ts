@@ -249,6 +249,10 @@ describe('admin API and CLI', function () {
 
     const again = await stack.http('DELETE', `/v1/admin/apps/${id}/keys/${added.body.apiKeyId}`, stack.adminKey);
     expect(again.status).to.equal(404);
+    // The app exists; the key does not (any more): a code that says which.
+    expect((again.body['error'] as { code: string }).code).to.equal('api_key_not_found');
+    const noApp = await stack.http('DELETE', `/v1/admin/apps/no-such-app/keys/${added.body.apiKeyId}`, stack.adminKey);
+    expect((noApp.body['error'] as { code: string }).code).to.equal('app_not_found');
   });
 
   it('disabling an app closes its connections with 4003 and refuses it (app_disabled); other apps keep working', async function () {
