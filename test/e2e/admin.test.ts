@@ -4,7 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { signClientToken } from '@push/apps';
-import type { AppRecord, AppSecret } from '@push/protocol';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { Subjects, type AppRecord, type AppSecret } from '@push/protocol';
 import { Stack } from '../helpers/stack.js';
 import { TestClient, type Frame } from '../helpers/ws-client.js';
 import { NATS_URL } from '../helpers/nats-server.js';
@@ -248,6 +250,10 @@ describe('admin API and CLI', function () {
 
     const again = await stack.http('DELETE', `/v1/admin/apps/${id}/keys/${added.body.apiKeyId}`, stack.adminKey);
     expect(again.status).to.equal(404);
+    // The app exists; the key does not (any more): a code that says which.
+    expect((again.body['error'] as { code: string }).code).to.equal('api_key_not_found');
+    const noApp = await stack.http('DELETE', `/v1/admin/apps/no-such-app/keys/${added.body.apiKeyId}`, stack.adminKey);
+    expect((noApp.body['error'] as { code: string }).code).to.equal('app_not_found');
   });
 
   it('disabling an app closes its connections with 4003 and refuses it (app_disabled); other apps keep working', async function () {
@@ -283,6 +289,58 @@ describe('admin API and CLI', function () {
     });
     expect((await pushWith(a.app.id, a.apiKey, { user: 'ann', data: 'yes' })).status).to.equal(200);
     expect((await back.waitForMessages(1))[0]?.data).to.equal('yes');
+  });
+
+  /** Whether the app's inbox stream exists on the stack's NATS server. */
+  async function inboxStreamExists(appId: string): Promise<boolean> {
+    const nc = await connect({ servers: stack.config().natsUrl });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const name = new Subjects(stack.prefix).inboxStream(appId);
+      return await jsm.streams.info(name).then(
+        () => true,
+        (err: unknown) => {
+          if (/stream not found/i.test(String(err))) return false;
+          throw err;
+        },
+      );
+    } finally {
+      await nc.close();
+    }
+  }
+
+  it('deleting an app closes its connections, removes its record, keys and stream; a second delete is 404', async function () {
+    const a = await create({});
+    const b = await create({});
+    const ca = await connectWith(await tokenFor(a.app.id, a.app.secrets[0]!, 'dora'));
+    const cb = await connectWith(await tokenFor(b.app.id, b.app.secrets[0]!, 'dan'));
+    expect((await pushWith(a.app.id, a.apiKey, { user: 'offline', data: 'kept until deleted' })).status).to.equal(200);
+    expect(await inboxStreamExists(a.app.id)).to.equal(true);
+
+    const del = await admin('DELETE', `/v1/admin/apps/${a.app.id}`);
+    expect(del.status, JSON.stringify(del.body)).to.equal(204);
+    expect(await ca.waitClosed()).to.equal(4003);
+    expect(await inboxStreamExists(a.app.id)).to.equal(false);
+    const got = await admin('GET', `/v1/admin/apps/${a.app.id}`);
+    expect(got.status).to.equal(404);
+    expect((got.body['error'] as { code: string }).code).to.equal('app_not_found');
+    // Its API key opens nothing any more; its tokens are refused.
+    expect((await pushWith(a.app.id, a.apiKey, { user: 'x', data: 1 })).status).to.equal(401);
+    expect(await tryConnect(await tokenFor(a.app.id, a.app.secrets[0]!, 'dora'))).to.equal('app_not_found');
+
+    const again = await admin('DELETE', `/v1/admin/apps/${a.app.id}`);
+    expect(again.status).to.equal(404);
+    expect((again.body['error'] as { code: string }).code).to.equal('app_not_found');
+    expect((await admin('DELETE', `/v1/admin/apps/${a.app.id}`, undefined, 'wrong')).status).to.equal(401);
+
+    // The other app is untouched.
+    const seq = (await pushWith(b.app.id, b.apiKey, { user: 'dan', data: 'still here' })).body['seq'];
+    expect((await cb.waitForMessages(1))[0]?.seq).to.equal(seq);
+
+    // The id is free again: a new app of the same id starts empty.
+    const reborn = await create({ id: a.app.id });
+    const status = await stack.http('GET', `/v1/apps/${a.app.id}/users/offline`, reborn.apiKey);
+    expect(status.body['pending']).to.equal(0);
   });
 
   it('the edge hears clientMessaging being turned on and off', async function () {
@@ -384,6 +442,20 @@ describe('admin API and CLI', function () {
       const disabled = await cli('apps', 'update', 'cli-app', '--disable');
       expect(disabled.code, disabled.stderr).to.equal(0);
       expect(await c.waitClosed()).to.equal(4003);
+    });
+
+    it('deletes an app: its clients are closed and a second delete fails with app_not_found', async function () {
+      const a = await create({});
+      const c = await connectWith(await tokenFor(a.app.id, a.app.secrets[0]!, 'cli-del'));
+      const deleted = await cli('apps', 'delete', a.app.id);
+      expect(deleted.code, deleted.stderr).to.equal(0);
+      expect(JSON.parse(deleted.stdout)).to.deep.equal({ deleted: a.app.id });
+      expect(await c.waitClosed()).to.equal(4003);
+      expect(await inboxStreamExists(a.app.id)).to.equal(false);
+      expect((await admin('GET', `/v1/admin/apps/${a.app.id}`)).status).to.equal(404);
+      const again = await cli('apps', 'delete', a.app.id);
+      expect(again.code).to.equal(1);
+      expect(again.stderr).to.include('app_not_found');
     });
 
     it('fails with a non-zero exit and the error code for a bad request', async function () {

@@ -301,6 +301,28 @@ describe('bad input', function () {
       }
     });
 
+    it('answers a refused send with its id, also when the id itself is refused (if it is a string)', async function () {
+      const c = await connect(app, 'id-sender');
+      const tooLong = 'i'.repeat(129);
+      const cases: Array<[Record<string, unknown>, string, string | undefined]> = [
+        [{ t: 'send', to: 'x', id: 's-data' }, 'invalid_data', 's-data'],
+        [{ t: 'send', to: 'x', id: 's-b64', b64: 'not base64!' }, 'invalid_data', 's-b64'],
+        [{ t: 'send', to: 'x', id: 's-ttl', data: 1, ttl: -5 }, 'invalid_ttl', 's-ttl'],
+        [{ t: 'send', to: '', id: 's-to', data: 1 }, 'invalid_id', 's-to'],
+        [{ t: 'send', to: 'x', id: tooLong, data: 1 }, 'invalid_id', tooLong],
+        [{ t: 'send', to: 'x', id: 42, data: 1 }, 'invalid_id', undefined],
+      ];
+      for (const [frame, code, id] of cases) {
+        const before = c.frames.length;
+        c.send(frame);
+        const f = await c.waitFor((x) => c.frames.indexOf(x) >= before && x.t === 'error');
+        expect(f['code'], JSON.stringify(frame).slice(0, 80)).to.equal(code);
+        expect(f['id'], JSON.stringify(frame).slice(0, 80)).to.equal(id);
+      }
+      const last = c.frames[c.frames.length - 1];
+      expect(String(last?.['message'])).to.match(/^id: /); // says that the id is what is wrong
+    });
+
     it('rejects a message larger than the app allows with payload_too_large', async function () {
       const c = await connect(app, 'big-sender');
       c.send({ t: 'send', to: 'x', id: 'big', data: 'y'.repeat(2000) });
@@ -342,6 +364,29 @@ describe('bad input', function () {
       expect((route.body['error'] as { code: string }).code).to.equal('not_found');
     });
 
+    it('answers 405 method_not_allowed on every known path with another method, 404 not_found elsewhere', async function () {
+      const a = encodeURIComponent(app.id);
+      const cases: Array<[string, string, number, string]> = [
+        ['GET', `/v1/apps/${a}/push`, 405, 'method_not_allowed'],
+        ['PUT', `/v1/apps/${a}/users/u`, 405, 'method_not_allowed'],
+        ['GET', `/v1/apps/${a}/users/u/kick`, 405, 'method_not_allowed'],
+        ['PUT', '/v1/admin/apps', 405, 'method_not_allowed'],
+        ['POST', '/v1/admin/apps/x', 405, 'method_not_allowed'],
+        ['GET', '/v1/admin/apps/x/secrets', 405, 'method_not_allowed'],
+        ['GET', '/v1/admin/apps/x/keys', 405, 'method_not_allowed'],
+        ['POST', '/v1/admin/apps/x/keys/k', 405, 'method_not_allowed'],
+        ['GET', `/v1/apps/${a}`, 404, 'not_found'],
+        ['POST', `/v1/apps/${a}/push/more`, 404, 'not_found'],
+        ['GET', '/v1/admin/apps/x/keys/k/more', 404, 'not_found'],
+        ['GET', '/v2/admin/apps', 404, 'not_found'],
+      ];
+      for (const [method, path, status, code] of cases) {
+        const r = await stack.http(method, path, stack.adminKey);
+        expect(r.status, `${method} ${path}`).to.equal(status);
+        expect((r.body['error'] as { code: string }).code, `${method} ${path}`).to.equal(code);
+      }
+    });
+
     it('answers rate-limited pushes with 429', async function () {
       const limited = await stack.createApp({ pushRateLimit: 5 });
       const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => limited.push({ user: 'u', data: i })));
@@ -350,6 +395,7 @@ describe('bad input', function () {
       expect(codes).to.include(429);
       const limitedOne = answers.find((a) => a.status === 429)!;
       expect((limitedOne.body['error'] as { code: string }).code).to.equal('rate_limited');
+      expect(Number(limitedOne.headers.get('retry-after'))).to.be.greaterThan(0); // when to come back
     });
   });
 });

@@ -36,7 +36,7 @@ describe('center API over NATS request/reply', function () {
   }
 
   /** Sends a request to `<prefix>.api.<op>`; `authorization` is the raw header (none when undefined). */
-  async function call(op: 'push' | 'user', body: unknown, authorization?: string): Promise<Answer> {
+  async function call(op: 'push' | 'user' | 'apps.delete', body: unknown, authorization?: string): Promise<Answer> {
     const h = headers();
     if (authorization !== undefined) h.set('Authorization', authorization);
     const payload = typeof body === 'string' ? body : JSON.stringify(body);
@@ -147,6 +147,22 @@ describe('center API over NATS request/reply', function () {
     expect((await app.user('sue')).body['pending']).to.equal(0);
     // The service still answers.
     expect((await call('push', { app: app.id, user: 'sue', data: 'fine' }, key())).ok).to.equal(true);
+  });
+
+  it('apps.delete: with the admin key deletes the app and closes its clients; again answers app_not_found', async function () {
+    const doomed = await stack.createApp();
+    const c = await doomed.connect('vic');
+    clients.push(c);
+    const refused = await call('apps.delete', { app: doomed.id }, key(doomed)); // an API key is not the admin key
+    expect(refused.error).to.include({ code: 'admin_key_invalid', status: 401 });
+    const r = await call('apps.delete', { app: doomed.id }, `Bearer ${stack.adminKey}`);
+    expect(r, JSON.stringify(r)).to.deep.equal({ ok: true });
+    expect(await c.waitClosed()).to.equal(4003);
+    expect((await stack.http('GET', `/v1/admin/apps/${doomed.id}`, stack.adminKey)).status).to.equal(404);
+    const again = await call('apps.delete', { app: doomed.id }, `Bearer ${stack.adminKey}`);
+    expect(again.error).to.include({ code: 'app_not_found', status: 404 });
+    const bad = await call('apps.delete', { app: '' }, `Bearer ${stack.adminKey}`);
+    expect(bad.error).to.include({ code: 'invalid_id', status: 400 });
   });
 
   it('answers a rate-limited push with rate_limited and when to retry', async function () {

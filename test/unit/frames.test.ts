@@ -1,5 +1,15 @@
 import { expect } from 'chai';
-import { ERRORS, MAX_ACKS_PER_FRAME, PushError, ServerFrames, parseClientFrame, type ErrorCode } from '@push/protocol';
+import {
+  ERRORS,
+  FrameError,
+  MAX_ACKS_PER_FRAME,
+  PushError,
+  ServerFrameSchemas,
+  ServerFrames,
+  compile,
+  parseClientFrame,
+  type ErrorCode,
+} from '@push/protocol';
 
 /** Parses `text` expecting a PushError with `code`; returns it for further checks. */
 function rejects(text: string, code: ErrorCode): PushError {
@@ -157,6 +167,18 @@ describe('frames: parsing client frames', () => {
     rejects(JSON.stringify({ t: 'send', to: 'bob', id: 'm1', ttl: -1 }), 'invalid_data');
   });
 
+  it('carries the id of a refused send, and only a string id', () => {
+    expect((rejects(send({}), 'invalid_data') as FrameError).id).to.equal('m1');
+    expect((rejects(send({ data: 1, ttl: 0 }), 'invalid_ttl') as FrameError).id).to.equal('m1');
+    expect((rejects(send({ to: '', data: 1 }), 'invalid_id') as FrameError).id).to.equal('m1');
+    const bad = rejects(send({ id: 'a\u0001b', data: 1 }), 'invalid_id') as FrameError;
+    expect(bad.id).to.equal('a\u0001b');
+    expect(bad.message).to.match(/^id: /);
+    expect((rejects(send({ id: 7, data: 1 }), 'invalid_id') as FrameError).id).to.equal(undefined);
+    const text = ServerFrames.error(bad.code, bad.message, { id: 'm1' });
+    expect(JSON.parse(text)).to.deep.include({ t: 'error', code: 'invalid_id', id: 'm1' });
+  });
+
   it('refuses deeply nested data with a PushError, not a crash', () => {
     const depth = 100_000;
     const text = `{"t":"send","to":"bob","id":"m1","data":${'['.repeat(depth)}${']'.repeat(depth)}}`;
@@ -305,5 +327,41 @@ describe('frames: server frames', () => {
     const frame = JSON.parse(ServerFrames.message(1, 2, Buffer.from('1'), false, from)) as Record<string, unknown>;
     expect(frame['from']).to.equal(from);
     expect(frame['data']).to.equal(1);
+  });
+});
+
+describe('frames: server frames match their schemas', () => {
+  const cases: Array<[keyof typeof ServerFrameSchemas, string]> = [
+    [
+      'hello',
+      ServerFrames.hello({
+        conn: 'e1-1',
+        app: 'a',
+        user: 'u',
+        device: 'd',
+        ping: 25,
+        window: 100,
+        maxMessageBytes: 65536,
+      }),
+    ],
+    ['pong', ServerFrames.pong()],
+    ['sent', ServerFrames.sent('m1', 7, false)],
+    ['error', ServerFrames.error('ack_unknown', 'x', { seqs: [3] })],
+    ['error', ServerFrames.error('invalid_id', 'id: bad', { id: 'm1' })],
+    ['msg', ServerFrames.message(9, 1700000000000, Buffer.from('{"a":1}'), false, undefined)],
+    ['msg', ServerFrames.message(9, 1700000000000, Buffer.from([1, 2]), true, 'bob')],
+  ];
+  for (const [kind, text] of cases) {
+    it(`${kind}: ${text.slice(0, 60)}`, () => {
+      const value: unknown = JSON.parse(text);
+      expect(compile(ServerFrameSchemas[kind]).problem(value)).to.equal(undefined);
+      expect((value as { t: string }).t).to.equal(kind);
+    });
+  }
+
+  it('a frame that breaks its schema is caught (the check can fail)', () => {
+    expect(compile(ServerFrameSchemas.sent).problem({ t: 'sent', id: 'm1', seq: 0, dup: false })).to.be.instanceOf(
+      PushError,
+    );
   });
 });

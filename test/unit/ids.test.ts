@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { PushError, decodeToken, encodeToken, idProblem, isValidId, parseClientFrame } from '@push/protocol';
+import { PushError, decodeToken, encodeToken, idProblem, parseClientFrame, type IdKind } from '@push/protocol';
+
+/** True when `value` is a valid id of the kind (idProblem finds nothing wrong). */
+const validId = (kind: IdKind, value: unknown): boolean => idProblem(kind, value) === undefined;
 
 /** Deterministic PRNG (mulberry32) so the property loops explore the same strings every run. */
 function prng(seed: number): () => number {
@@ -69,7 +72,7 @@ describe('ids: validation', () => {
   it('accepts ordinary ids of every kind', () => {
     for (const kind of ['app', 'user', 'device', 'clientMessageId', 'idempotencyId'] as const) {
       expect(idProblem(kind, 'alice-1_B'), kind).to.equal(undefined);
-      expect(isValidId(kind, 'alice-1_B'), kind).to.equal(true);
+      expect(validId(kind, 'alice-1_B'), kind).to.equal(true);
     }
   });
 
@@ -81,7 +84,7 @@ describe('ids: validation', () => {
 
   it('refuses non-strings and the empty string', () => {
     for (const v of [undefined, null, 42, {}, [], true, Buffer.from('a')]) {
-      expect(isValidId('user', v), String(v)).to.equal(false);
+      expect(validId('user', v), String(v)).to.equal(false);
       expect(idProblem('user', v)).to.equal('user id must be a string');
     }
     expect(idProblem('app', '')).to.equal('app id must not be empty');
@@ -96,19 +99,19 @@ describe('ids: validation', () => {
       ['idempotencyId', 256],
     ] as const;
     for (const [kind, limit] of cases) {
-      expect(isValidId(kind, 'a'.repeat(limit)), `${kind} at limit`).to.equal(true);
+      expect(validId(kind, 'a'.repeat(limit)), `${kind} at limit`).to.equal(true);
       expect(idProblem(kind, 'a'.repeat(limit + 1))).to.equal(`${kind} id is longer than ${limit} bytes`);
     }
   });
 
   it('counts bytes, not characters, for multi-byte ids', () => {
     // é is 2 bytes, 中 is 3, 😀 is 4 (two UTF-16 units).
-    expect(isValidId('app', 'é'.repeat(32))).to.equal(true);
-    expect(isValidId('app', 'é'.repeat(33))).to.equal(false);
-    expect(isValidId('app', '中'.repeat(21) + 'a')).to.equal(true);
-    expect(isValidId('app', '中'.repeat(22))).to.equal(false);
-    expect(isValidId('app', '😀'.repeat(16))).to.equal(true);
-    expect(isValidId('app', '😀'.repeat(16) + 'a')).to.equal(false);
+    expect(validId('app', 'é'.repeat(32))).to.equal(true);
+    expect(validId('app', 'é'.repeat(33))).to.equal(false);
+    expect(validId('app', '中'.repeat(21) + 'a')).to.equal(true);
+    expect(validId('app', '中'.repeat(22))).to.equal(false);
+    expect(validId('app', '😀'.repeat(16))).to.equal(true);
+    expect(validId('app', '😀'.repeat(16) + 'a')).to.equal(false);
   });
 
   it('refuses control characters (C0 and DEL), wherever they are', () => {
@@ -207,7 +210,7 @@ describe('ids: subject-token encoding', () => {
     const ids = [...PIECES, 'abc', '~YWJj', 'YWJj', '~fmFiYw', '-', '~LQ'];
     for (let i = 0; i < 5000; i++) ids.push(randomId(next));
     for (const id of ids) {
-      if (!isValidId('user', id)) continue;
+      if (!validId('user', id)) continue;
       const token = encodeToken(id);
       expect(decodeToken(token), JSON.stringify(id)).to.equal(id);
       const other = byToken.get(token);

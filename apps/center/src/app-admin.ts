@@ -1,30 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
 import { generateApiKey, generateSecret, hashApiKey, type AppDirectory } from '@push/apps';
 import type { AppsRepository } from '@push/db';
-import { DEFAULT_APP_SETTINGS, PushError, idProblem, isObject, type AppRecord, type AppSettings } from '@push/protocol';
+import {
+  DEFAULT_APP_SETTINGS,
+  PushError,
+  appCreateSchema,
+  appUpdateSchema,
+  compile,
+  isObject,
+  type AppRecord,
+  type AppSettings,
+  type SettingsLimits,
+  type Validator,
+} from '@push/protocol';
 
-/** Limits app settings must stay within (from the deployment's inbox configuration). */
-export interface SettingsLimits {
-  maxTtlSeconds: number;
-  maxPerUser: number;
-}
-
-/** Largest message an app may allow: NATS' default max payload less room for the envelope. */
-export const MAX_MESSAGE_BYTES = 1_000_000;
-
-function settingsSchema(limits: SettingsLimits) {
-  return z
-    .object({
-      defaultTtlSeconds: z.number().int().min(1).max(limits.maxTtlSeconds),
-      maxPendingPerUser: z.number().int().min(1).max(limits.maxPerUser),
-      maxMessageBytes: z.number().int().min(1).max(MAX_MESSAGE_BYTES),
-      clientMessaging: z.boolean(),
-      pushRateLimit: z.number().int().min(0),
-    })
-    .strict()
-    .partial();
-}
+export { MAX_MESSAGE_BYTES, type SettingsLimits } from '@push/protocol';
 
 /** An app as the admin API shows it: secrets included, API keys by id only. */
 export function adminView(app: AppRecord): Omit<AppRecord, 'apiKeys'> & { apiKeys: Array<{ id: string }> } {
@@ -36,31 +26,35 @@ export function adminView(app: AppRecord): Omit<AppRecord, 'apiKeys'> & { apiKey
  * every edge and center hears the change.
  */
 export class AppAdmin {
+  private readonly createBody: Validator<ReturnType<typeof appCreateSchema>>;
+  private readonly updateBody: Validator<ReturnType<typeof appUpdateSchema>>;
+
   constructor(
     private readonly repo: AppsRepository,
     private readonly directory: AppDirectory,
     private readonly limits: SettingsLimits,
-    /** Creates or updates the app's inbox stream (its per-user cap) before edges hear of it. */
-    private readonly ensureStream: (app: AppRecord) => Promise<void>,
-  ) {}
+    private readonly streams: {
+      /** Creates or updates the app's inbox stream (its per-user cap) before edges hear of it. */
+      ensure(app: AppRecord): Promise<void>;
+      /** Deletes the app's streams and their messages; nothing when they do not exist. */
+      remove(appId: string): Promise<void>;
+    },
+  ) {
+    this.createBody = compile(appCreateSchema(limits));
+    this.updateBody = compile(appUpdateSchema(limits));
+  }
 
   /** Makes a saved app live: its stream first, then the KV bucket every edge and center watches. */
   private async publish(record: AppRecord): Promise<void> {
-    await this.ensureStream(record);
+    await this.streams.ensure(record);
     await this.directory.put(record);
   }
 
-  private parseSettings(value: unknown, base: AppSettings): AppSettings {
-    if (value === undefined) return base;
-    const r = settingsSchema(this.limits).safeParse(value);
-    if (!r.success) {
-      throw new PushError(
-        'bad_request',
-        `settings: ${r.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
-      );
-    }
-    const patch = Object.fromEntries(Object.entries(r.data).filter(([, v]) => v !== undefined)) as Partial<AppSettings>;
-    return { ...base, ...patch };
+  /** Settings the body gives (already schema-checked), over `base`. */
+  private mergeSettings(patch: Partial<AppSettings> | undefined, base: AppSettings): AppSettings {
+    if (patch === undefined) return base;
+    const given = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<AppSettings>;
+    return { ...base, ...given };
   }
 
   private defaults(): AppSettings {
@@ -74,18 +68,13 @@ export class AppAdmin {
   /** Creates an app; the answer holds its API key, shown only this once. */
   async create(body: unknown): Promise<{ app: AppRecord; apiKey: string; apiKeyId: string }> {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
-    const id = body['id'] === undefined ? `app_${randomBytes(6).toString('hex')}` : body['id'];
-    const problem = idProblem('app', id);
-    if (problem !== undefined) throw new PushError('invalid_id', `id: ${problem}`);
-    const name = body['name'] ?? id;
-    if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
-      throw new PushError('bad_request', 'name must be a string of 1 to 200 characters');
-    }
-    const settings = this.parseSettings(body['settings'], this.defaults());
+    const given = this.createBody.parse(body);
+    const id = given.id ?? `app_${randomBytes(6).toString('hex')}`;
+    const settings = this.mergeSettings(given.settings, this.defaults());
     const apiKey = generateApiKey();
     const { record, apiKeyId } = await this.repo.create({
-      id: id as string,
-      name,
+      id,
+      name: given.name ?? id,
       settings,
       secret: generateSecret(),
       apiKeyHash: hashApiKey(apiKey),
@@ -107,22 +96,29 @@ export class AppAdmin {
   /** Changes name, settings (merged) or disabled. */
   async update(id: string, body: unknown): Promise<AppRecord> {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
+    const given = this.updateBody.parse(body);
     const current = await this.get(id);
     const patch: { name?: string; settings?: AppSettings; disabled?: boolean } = {};
-    if (body['name'] !== undefined) {
-      if (typeof body['name'] !== 'string' || body['name'].length === 0 || body['name'].length > 200) {
-        throw new PushError('bad_request', 'name must be a string of 1 to 200 characters');
-      }
-      patch.name = body['name'];
-    }
-    if (body['disabled'] !== undefined) {
-      if (typeof body['disabled'] !== 'boolean') throw new PushError('bad_request', 'disabled must be a boolean');
-      patch.disabled = body['disabled'];
-    }
-    if (body['settings'] !== undefined) patch.settings = this.parseSettings(body['settings'], current.settings);
+    if (given.name !== undefined) patch.name = given.name;
+    if (given.disabled !== undefined) patch.disabled = given.disabled;
+    if (given.settings !== undefined) patch.settings = this.mergeSettings(given.settings, current.settings);
     const record = await this.repo.update(id, patch);
     await this.publish(record);
     return record;
+  }
+
+  /**
+   * Deletes an app: its KV entry first (edges close its connections with 4003, centers stop
+   * taking its pushes), then its streams with every stored message, then its Postgres rows
+   * (secrets and API keys go with it). Postgres goes last so that a delete that fails half-way
+   * can be repeated: the parts already gone are no error. PushError `app_not_found` when there
+   * is no such app (also on a second delete).
+   */
+  async delete(id: string): Promise<void> {
+    await this.get(id);
+    await this.directory.delete(id);
+    await this.streams.remove(id);
+    await this.repo.delete(id);
   }
 
   /** Adds a new signing secret; the previous one stays valid until the next rotation. */
@@ -152,7 +148,7 @@ export class AppAdmin {
   async syncAll(): Promise<number> {
     const all = await this.repo.list();
     for (const r of all) {
-      await this.ensureStream(r);
+      await this.streams.ensure(r);
       const seen = this.directory.get(r.id);
       if (JSON.stringify(seen) !== JSON.stringify(r)) await this.directory.put(r);
     }

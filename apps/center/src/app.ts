@@ -8,6 +8,7 @@ import {
   InboxStore,
   connectNats,
   natsReadiness,
+  deleteAppStreams,
   ensureInboxStream,
   provisionStreams,
   type NatsConnection,
@@ -89,7 +90,10 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
           maxTtlSeconds: config.inbox.maxAgeSeconds,
           maxPerUser: config.inbox.maxPerUser,
         },
-        (record) => ensureInboxStream(conn, subjects, record, config.inbox),
+        {
+          ensure: (record) => ensureInboxStream(conn, subjects, record, config.inbox),
+          remove: (appId) => deleteAppStreams(conn, subjects, appId),
+        },
       );
       const synced = await admin.syncAll();
       log.info({ apps: synced }, 'apps synced to KV');
@@ -107,7 +111,15 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         metrics,
       );
       const kicker = new Kicker(conn, subjects);
-      natsSubs = serveNatsApi(nc, subjects, { push, kicker, keys, metrics, log });
+      natsSubs = serveNatsApi(nc, subjects, {
+        push,
+        kicker,
+        keys,
+        admin,
+        adminKey: config.center.adminKey,
+        metrics,
+        log,
+      });
       await nc.flush(); // the API subscriptions are on the server before start() resolves
       const app = uws.App();
       mountHealth(app, registry, () => {
@@ -141,8 +153,9 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         }
         apps?.close();
         store?.close();
-        if (nc !== undefined && !nc.isClosed())
-          await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+        if (nc !== undefined && !nc.isClosed()) {
+          await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed on stop'));
+        }
         redis?.disconnect();
         await db?.destroy();
         log.info('center stopped');

@@ -5,9 +5,9 @@ import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
-import { connectNats, ensureInboxStream, provisionStreams } from '@push/nats';
+import { connectNats, deleteAppStreams, ensureInboxStream, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
-import { PushError, Subjects, type AppRecord } from '@push/protocol';
+import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { AppAdmin, adminView } from './app-admin.js';
 
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
@@ -21,6 +21,8 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   apps rotate-secret ID                     new signing secret (previous stays valid)
   apps add-key ID                           new API key (printed once)
   apps revoke-key ID KEY_ID
+  apps delete ID                            delete the app, its keys, streams and messages;
+                                            closes its clients (exit 1, app_not_found, if absent)
   token --app ID --user USER [--device DEV] [--ttl SECONDS]
                                             sign a client token with the app's newest secret
   watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
@@ -86,7 +88,10 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
             maxTtlSeconds: config.inbox.maxAgeSeconds,
             maxPerUser: config.inbox.maxPerUser,
           },
-          (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+          {
+            ensure: (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+            remove: (appId) => deleteAppStreams(nc, subjects, appId),
+          },
         );
         return await fn(admin, apps);
       } finally {
@@ -189,7 +194,12 @@ async function run(argv: string[]): Promise<number> {
             previous = {};
           }
         }
-        let app = apps.get('demo') ?? (await admin.get('demo').catch(() => undefined));
+        let app =
+          apps.get('demo') ??
+          (await admin.get('demo').catch((err: unknown) => {
+            if (isPushError(err) && err.code === 'app_not_found') return undefined;
+            throw err;
+          }));
         let apiKey = previous.apiKey;
         if (app === undefined) {
           const r = await admin.create({ id: 'demo', name: 'Demo', settings: { clientMessaging: true } });
@@ -219,7 +229,7 @@ async function run(argv: string[]): Promise<number> {
 }
 
 /** The `apps` subcommands that save (the others only read). */
-const APP_WRITES = new Set(['create', 'update', 'rotate-secret', 'add-key', 'revoke-key']);
+const APP_WRITES = new Set(['create', 'update', 'rotate-secret', 'add-key', 'revoke-key', 'delete']);
 
 /** `apps <write> ...`: through AppAdmin, which saves to Postgres and the apps bucket and stream. */
 async function appsWrite(
@@ -261,6 +271,10 @@ async function appsWrite(
         print({ apiKey: r.apiKey, apiKeyId: r.apiKeyId });
         return 0;
       }
+      case 'delete':
+        await admin.delete(need(arg1, 'ID'));
+        print({ deleted: arg1 });
+        return 0;
       default: // revoke-key
         await admin.revokeApiKey(need(arg1, 'ID'), need(arg2, 'KEY_ID'));
         print({ revoked: arg2 });

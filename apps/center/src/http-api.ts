@@ -1,12 +1,12 @@
-import { timingSafeEqual } from 'node:crypto';
 import { HttpExchange, toPushError, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
-import { PushError, idProblem } from '@push/protocol';
+import { PushError, RateLimitedError, idProblem, type IdKind } from '@push/protocol';
 import type { Logger } from 'pino';
+import { checkAdminKey } from './admin-key.js';
 import { adminView, type AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { Kicker } from './kick.js';
 import type { CenterMetrics } from './metrics.js';
-import type { PushService, Reply } from './push-service.js';
+import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
 
 export interface HttpApiDeps {
   push: PushService;
@@ -19,10 +19,29 @@ export interface HttpApiDeps {
   adminKey: string | undefined;
 }
 
+/** What a route answers: a status, a JSON body (none for 204) and extra headers. */
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
 type Handler = (ex: HttpExchange, params: string[], body: Promise<unknown> | undefined) => Promise<Reply>;
 
+/** One route of the API: the table below drives both the uWS routes and the 405/404 answers. */
+interface Route {
+  method: 'get' | 'post' | 'patch' | 'del';
+  /** uWS pattern; `:name` matches one non-empty path segment. */
+  pattern: string;
+  /** Metrics label. */
+  op: string;
+  /** Whether the request has a JSON body (`optional`: an empty body is none). */
+  body: boolean | 'optional';
+  handler: Handler;
+}
+
 /** A path parameter: percent-decoded; PushError `invalid_id` when it is not a valid id. */
-function param(raw: string | undefined, kind: 'app' | 'user' | 'clientMessageId'): string {
+function param(raw: string | undefined, kind: IdKind): string {
   let value: string;
   try {
     value = decodeURIComponent(raw ?? '');
@@ -34,6 +53,22 @@ function param(raw: string | undefined, kind: 'app' | 'user' | 'clientMessageId'
   return value;
 }
 
+/** Whether a URL path matches a route pattern (segment by segment; `:x` is any non-empty segment). */
+export function matchesPattern(pattern: string, path: string): boolean {
+  const want = pattern.split('/');
+  const got = path.split('/');
+  return want.length === got.length && want.every((w, i) => (w.startsWith(':') ? got[i] !== '' : w === got[i]));
+}
+
+/** The HTTP answer to a push: 200 with the sequence(s); 503 with each result when some of a batch were not stored. */
+function pushReply(outcome: PushOutcome): Reply {
+  if (!outcome.batch) return { status: 200, body: { seq: outcome.seq, duplicate: outcome.duplicate } };
+  if (outcome.failed === 0) return { status: 200, body: { results: outcome.results } };
+  // Some were not stored: 503 so a naive client retries the batch (idempotency ids make that safe).
+  const e = batchStoreError(outcome);
+  return { status: e.status, body: { error: e.toJSON(), results: outcome.results } };
+}
+
 /**
  * Mounts the HTTP API (docs/api.md): push and user status for business servers (API key), app
  * administration (admin key). Every answer is JSON; every error is `{ error: { code, message } }`.
@@ -41,113 +76,165 @@ function param(raw: string | undefined, kind: 'app' | 'user' | 'clientMessageId'
 export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
   const { push, admin, keys, metrics, log } = deps;
 
-  const route = (
-    method: 'get' | 'post' | 'patch' | 'del',
-    pattern: string,
-    op: string,
-    params: number,
-    withBody: boolean | 'optional',
-    handler: Handler,
-  ): void => {
-    app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
+  const requireAdmin = (ex: HttpExchange): void => checkAdminKey(ex.header('authorization'), deps.adminKey);
+
+  const routes: Route[] = [
+    // --- business API ---------------------------------------------------------------------
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/push',
+      op: 'push',
+      body: true,
+      handler: async (ex, [rawApp], body) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return pushReply(await push.push(record, await body));
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/users/:user',
+      op: 'user',
+      body: false,
+      handler: async (ex, [rawApp, rawUser]) => {
+        const appId = param(rawApp, 'app');
+        const user = param(rawUser, 'user');
+        const record = keys.verify(appId, ex.header('authorization'));
+        return { status: 200, body: await push.user(record, user) };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/users/:user/kick',
+      op: 'kick',
+      body: 'optional',
+      handler: async (ex, [rawApp, rawUser], body) => {
+        const appId = param(rawApp, 'app');
+        const user = param(rawUser, 'user');
+        const record = keys.verify(appId, ex.header('authorization'));
+        return { status: 202, body: deps.kicker.kick(record, user, await body) };
+      },
+    },
+    // --- admin API ------------------------------------------------------------------------
+    {
+      method: 'post',
+      pattern: '/v1/admin/apps',
+      op: 'admin.create',
+      body: true,
+      handler: async (ex, _p, body) => {
+        requireAdmin(ex);
+        const r = await admin.create(await body);
+        return { status: 201, body: { app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/admin/apps',
+      op: 'admin.list',
+      body: false,
+      handler: async (ex) => {
+        requireAdmin(ex);
+        return { status: 200, body: { apps: (await admin.list()).map(adminView) } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/admin/apps/:app',
+      op: 'admin.get',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        requireAdmin(ex);
+        return { status: 200, body: { app: adminView(await admin.get(param(rawApp, 'app'))) } };
+      },
+    },
+    {
+      method: 'patch',
+      pattern: '/v1/admin/apps/:app',
+      op: 'admin.update',
+      body: true,
+      handler: async (ex, [rawApp], body) => {
+        requireAdmin(ex);
+        const appId = param(rawApp, 'app');
+        return { status: 200, body: { app: adminView(await admin.update(appId, await body)) } };
+      },
+    },
+    {
+      method: 'del',
+      pattern: '/v1/admin/apps/:app',
+      op: 'admin.delete',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        requireAdmin(ex);
+        await admin.delete(param(rawApp, 'app'));
+        return { status: 204, body: null };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/admin/apps/:app/secrets',
+      op: 'admin.rotate',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        requireAdmin(ex);
+        return { status: 200, body: { app: adminView(await admin.rotateSecret(param(rawApp, 'app'))) } };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/admin/apps/:app/keys',
+      op: 'admin.addKey',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        requireAdmin(ex);
+        const r = await admin.addApiKey(param(rawApp, 'app'));
+        return { status: 201, body: { apiKey: r.apiKey, apiKeyId: r.apiKeyId, app: adminView(r.app) } };
+      },
+    },
+    {
+      method: 'del',
+      pattern: '/v1/admin/apps/:app/keys/:key',
+      op: 'admin.revokeKey',
+      body: false,
+      handler: async (ex, [rawApp, rawKey]) => {
+        requireAdmin(ex);
+        await admin.revokeApiKey(param(rawApp, 'app'), param(rawKey, 'apiKey'));
+        return { status: 204, body: null };
+      },
+    },
+  ];
+
+  for (const r of routes) {
+    const params = r.pattern.split('/').filter((p) => p.startsWith(':')).length;
+    app[r.method](r.pattern, (res: HttpResponse, req: HttpRequest) => {
       const ex = new HttpExchange(res, req, ['authorization']);
       const ps: string[] = [];
       for (let i = 0; i < params; i++) ps.push(req.getParameter(i) ?? '');
       // uWS streams the body right away: start reading before any await.
-      const body =
-        withBody === false ? undefined : ex.readJson(deps.maxBodyBytes, { optional: withBody === 'optional' });
-      body?.catch(() => undefined); // handled where awaited
-      handler(ex, ps, body).then(
+      const body = r.body === false ? undefined : ex.readJson(deps.maxBodyBytes, { optional: r.body === 'optional' });
+      // A body that failed to read is answered where the handler awaits it; when the handler
+      // failed first (e.g. a bad API key), the body's own failure has nothing left to answer.
+      body?.catch((err: unknown) => log.debug({ err, op: r.op }, 'request body not read'));
+      r.handler(ex, ps, body).then(
         (reply) => {
-          metrics.requests.inc({ op, transport: 'http', status: reply.status });
+          metrics.requests.inc({ op: r.op, transport: 'http', status: reply.status });
           if (reply.status === 204) ex.send(204, '');
           else ex.json(reply.status, reply.body, reply.headers);
         },
         (err: unknown) => {
           const e = toPushError(err);
-          metrics.requests.inc({ op, transport: 'http', status: e.status });
+          metrics.requests.inc({ op: r.op, transport: 'http', status: e.status });
           metrics.errors.inc({ code: e.code });
-          if (e.code === 'internal') log.error({ err, op }, 'request failed');
-          const retryAfter = (err as { retryAfter?: number }).retryAfter;
-          ex.json(
-            e.status,
-            { error: e.toJSON() },
-            retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : undefined,
-          );
+          if (e.code === 'internal') log.error({ err, op: r.op }, 'request failed');
+          const headers = e instanceof RateLimitedError ? { 'retry-after': String(e.retryAfter) } : undefined;
+          ex.json(e.status, { error: e.toJSON() }, headers);
         },
       );
     });
-  };
+  }
 
-  const requireAdmin = (ex: HttpExchange): void => {
-    const auth = ex.header('authorization');
-    const given = Buffer.from(auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
-    const expected = Buffer.from(deps.adminKey ?? '');
-    if (deps.adminKey === undefined)
-      throw new PushError('admin_key_invalid', 'the admin API is off: set PUSH_ADMIN_KEY');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new PushError('admin_key_invalid');
-  };
-
-  // --- business API -----------------------------------------------------------------------
-  route('post', '/v1/apps/:app/push', 'push', 1, true, async (ex, [rawApp], body) => {
-    const appId = param(rawApp, 'app');
-    const record = keys.verify(appId, ex.header('authorization'));
-    return push.push(record, await body);
-  });
-  route('get', '/v1/apps/:app/users/:user', 'user', 2, false, async (ex, [rawApp, rawUser]) => {
-    const appId = param(rawApp, 'app');
-    const user = param(rawUser, 'user');
-    const record = keys.verify(appId, ex.header('authorization'));
-    return { status: 200, body: await push.user(record, user) };
-  });
-
-  route('post', '/v1/apps/:app/users/:user/kick', 'kick', 2, 'optional', async (ex, [rawApp, rawUser], body) => {
-    const appId = param(rawApp, 'app');
-    const user = param(rawUser, 'user');
-    const record = keys.verify(appId, ex.header('authorization'));
-    return { status: 202, body: deps.kicker.kick(record, user, await body) };
-  });
-
-  // --- admin API --------------------------------------------------------------------------
-  route('post', '/v1/admin/apps', 'admin.create', 0, true, async (ex, _p, body) => {
-    requireAdmin(ex);
-    const r = await admin.create(await body);
-    return { status: 201, body: { app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId } };
-  });
-  route('get', '/v1/admin/apps', 'admin.list', 0, false, async (ex) => {
-    requireAdmin(ex);
-    return { status: 200, body: { apps: (await admin.list()).map(adminView) } };
-  });
-  route('get', '/v1/admin/apps/:app', 'admin.get', 1, false, async (ex, [rawApp]) => {
-    requireAdmin(ex);
-    return { status: 200, body: { app: adminView(await admin.get(param(rawApp, 'app'))) } };
-  });
-  route('patch', '/v1/admin/apps/:app', 'admin.update', 1, true, async (ex, [rawApp], body) => {
-    requireAdmin(ex);
-    const appId = param(rawApp, 'app');
-    return { status: 200, body: { app: adminView(await admin.update(appId, await body)) } };
-  });
-  route('post', '/v1/admin/apps/:app/secrets', 'admin.rotate', 1, false, async (ex, [rawApp]) => {
-    requireAdmin(ex);
-    return { status: 200, body: { app: adminView(await admin.rotateSecret(param(rawApp, 'app'))) } };
-  });
-  route('post', '/v1/admin/apps/:app/keys', 'admin.addKey', 1, false, async (ex, [rawApp]) => {
-    requireAdmin(ex);
-    const r = await admin.addApiKey(param(rawApp, 'app'));
-    return { status: 201, body: { apiKey: r.apiKey, apiKeyId: r.apiKeyId, app: adminView(r.app) } };
-  });
-  route('del', '/v1/admin/apps/:app/keys/:key', 'admin.revokeKey', 2, false, async (ex, [rawApp, rawKey]) => {
-    requireAdmin(ex);
-    await admin.revokeApiKey(param(rawApp, 'app'), param(rawKey, 'clientMessageId'));
-    return { status: 204, body: null };
-  });
-
+  // Anything else: 405 when some route has this path (with another method), else 404.
   app.any('/*', (res, req) => {
     const ex = new HttpExchange(res, req);
-    const known =
-      /^\/v1\/(apps\/[^/]+\/(push|users\/[^/]+(\/kick)?)|admin\/apps(\/[^/]+(\/secrets|\/keys(\/[^/]+)?)?)?)$/.test(
-        ex.url,
-      );
+    const known = routes.some((r) => matchesPattern(r.pattern, ex.url));
     ex.error(new PushError(known ? 'method_not_allowed' : 'not_found'));
   });
 }

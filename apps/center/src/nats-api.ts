@@ -1,36 +1,79 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { toPushError } from '@push/http';
-import { PushError, isObject, readId, type ApiOperation, type Subjects } from '@push/protocol';
+import {
+  NatsAppDeleteRequestSchema,
+  NatsAppRequestSchema,
+  NatsKickRequestSchema,
+  NatsUserRequestSchema,
+  PushError,
+  RateLimitedError,
+  compile,
+  isObject,
+  type ApiOperation,
+  type Subjects,
+} from '@push/protocol';
 import type { Logger } from 'pino';
+import { checkAdminKey } from './admin-key.js';
+import type { AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { Kicker } from './kick.js';
 import type { CenterMetrics } from './metrics.js';
-import type { PushService } from './push-service.js';
+import { batchStoreError, type PushService } from './push-service.js';
 
 const decoder = new TextDecoder();
 
+const appRequest = compile(NatsAppRequestSchema);
+const userRequest = compile(NatsUserRequestSchema);
+const kickRequest = compile(NatsKickRequestSchema);
+const deleteRequest = compile(NatsAppDeleteRequestSchema);
+
+/** What one operation answers: the fields after `ok: true`, or a PushError with extra reply fields. */
+type Work = (req: Record<string, unknown>, auth: string) => Promise<object>;
+
+/** A failure whose reply carries more than the error (a partly stored batch carries its results). */
+class ReplyError extends PushError {
+  constructor(
+    base: PushError,
+    readonly extra: Record<string, unknown>,
+  ) {
+    super(base.code, base.message);
+    this.name = 'PushError';
+  }
+}
+
 /**
  * The center's operations over NATS request/reply, for business services inside the NATS
- * network: `push.api.push` and `push.api.user`, answered by any center (queue group). The request
- * is the HTTP body plus `app` (and `user` for the status query); the API key goes in an
- * `Authorization: Bearer <key>` header. Replies are `{ ok: true, ... }` or `{ error: { code,
- * message, status } }`.
+ * network: `push.api.push`, `push.api.user`, `push.api.kick` (API key) and `push.api.apps.delete`
+ * (admin key), answered by any center (queue group). The request is the HTTP body plus `app` (and
+ * `user` where the HTTP path has it); the key goes in an `Authorization: Bearer <key>` header.
+ * Replies are `{ ok: true, ... }` or `{ error: { code, message, status, retryAfter? } }` (docs/api.md).
  */
 export function serveNatsApi(
   nc: NatsConnection,
   subjects: Subjects,
-  deps: { push: PushService; kicker: Kicker; keys: ApiKeyVerifier; metrics: CenterMetrics; log: Logger },
+  deps: {
+    push: PushService;
+    kicker: Kicker;
+    keys: ApiKeyVerifier;
+    admin: AppAdmin;
+    adminKey: string | undefined;
+    metrics: CenterMetrics;
+    log: Logger;
+  },
 ): Subscription[] {
-  const handle = (op: ApiOperation, work: (req: Record<string, unknown>, auth: string) => Promise<unknown>) =>
+  const handle = (op: ApiOperation, work: Work) =>
     nc.subscribe(subjects.api(op), {
       queue: subjects.apiQueue,
       callback: (err, msg) => {
-        if (err !== null) return;
+        if (err !== null) {
+          deps.log.warn({ err, op }, 'nats api subscription error');
+          return;
+        }
         void answer(msg, op, work);
       },
     });
 
-  async function answer(msg: Msg, op: string, work: (req: Record<string, unknown>, auth: string) => Promise<unknown>) {
+  async function answer(msg: Msg, op: string, work: Work) {
     let reply: unknown;
     let status = 200;
     try {
@@ -41,18 +84,16 @@ export function serveNatsApi(
         throw new PushError('bad_json', undefined, { cause });
       }
       if (!isObject(req)) throw new PushError('bad_request', 'the request must be a JSON object');
-      const result = await work(req, msg.headers?.get('Authorization') ?? '');
-      reply = { ok: true, ...(result as object) };
+      reply = { ok: true, ...(await work(req, msg.headers?.get('Authorization') ?? '')) };
     } catch (err) {
       const e = toPushError(err);
       status = e.status;
       deps.metrics.errors.inc({ code: e.code });
       if (e.code === 'internal') deps.log.error({ err, op }, 'nats api request failed');
-      // A partly stored batch keeps its per-message results; a rate limit says when to retry.
-      const { results, retryAfter } = err as { results?: unknown; retryAfter?: unknown };
+      const retryAfter = e instanceof RateLimitedError ? { retryAfter: e.retryAfter } : {};
       reply = {
-        error: { ...e.toJSON(), status: e.status, ...(typeof retryAfter === 'number' ? { retryAfter } : {}) },
-        ...(results !== undefined ? { results } : {}),
+        error: { ...e.toJSON(), status: e.status, ...retryAfter },
+        ...(e instanceof ReplyError ? e.extra : {}),
       };
     }
     deps.metrics.requests.inc({ op, transport: 'nats', status });
@@ -61,23 +102,27 @@ export function serveNatsApi(
 
   return [
     handle('push', async (req, auth) => {
-      const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
+      const app = deps.keys.verify(appRequest.parse(req).app, auth);
       const { app: _omit, ...body } = req;
-      const r = await deps.push.push(app, body);
-      if (r.status !== 200) {
-        const b = r.body as { error: { code: 'store_unavailable'; message: string }; results: unknown };
-        return Promise.reject(Object.assign(new PushError(b.error.code, b.error.message), { results: b.results }));
-      }
-      return r.body;
+      const outcome = await deps.push.push(app, body);
+      if (!outcome.batch) return { seq: outcome.seq, duplicate: outcome.duplicate };
+      if (outcome.failed === 0) return { results: outcome.results };
+      throw new ReplyError(batchStoreError(outcome), { results: outcome.results });
     }),
     handle('user', async (req, auth) => {
-      const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
-      return deps.push.user(app, readId(req, 'user', 'user'));
+      const r = userRequest.parse(req);
+      return deps.push.user(deps.keys.verify(r.app, auth), r.user);
     }),
     handle('kick', async (req, auth) => {
-      const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
+      const r = kickRequest.parse(req);
+      const app = deps.keys.verify(r.app, auth);
       const { app: _app, user: _user, ...body } = req;
-      return deps.kicker.kick(app, readId(req, 'user', 'user'), body);
+      return deps.kicker.kick(app, r.user, body);
+    }),
+    handle('apps.delete', async (req, auth) => {
+      checkAdminKey(auth, deps.adminKey);
+      await deps.admin.delete(deleteRequest.parse(req).app);
+      return {};
     }),
   ];
 }

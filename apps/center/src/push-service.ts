@@ -2,13 +2,17 @@ import type { InboxStore } from '@push/nats';
 import type { PresenceRegistry, PresenceEntry } from '@push/presence';
 import {
   PushError,
+  PushBatchSchema,
+  PushMessageSchema,
+  RateLimitedError,
+  compile,
   isObject,
   isPushError,
-  readId,
   readPayload,
-  readTtl,
   type AppRecord,
+  type BatchItemResult,
   type MessagePayload,
+  type PushMessage,
   type Subjects,
 } from '@push/protocol';
 import type { CenterMetrics } from './metrics.js';
@@ -21,18 +25,19 @@ interface PushInput {
   id: string | undefined;
 }
 
-/** One stored message: its sequence is its delivery id on the wire. */
-export interface PushResult {
-  user: string;
-  seq: number;
-  duplicate: boolean;
-}
+/**
+ * What a push did, for the HTTP and NATS adapters to answer (each chooses its own status):
+ * one stored message, or a batch with each message's result (`failed` of them not stored).
+ */
+export type PushOutcome =
+  { batch: false; seq: number; duplicate: boolean } | { batch: true; results: BatchItemResult[]; failed: number };
 
-/** What the push operation answers: a status and a JSON body. */
-export interface Reply {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
+/** The error a batch answers when `failed` of its messages were not stored (each result says which). */
+export function batchStoreError(outcome: { results: unknown[]; failed: number }): PushError {
+  return new PushError(
+    'store_unavailable',
+    `${outcome.failed} of ${outcome.results.length} messages were not stored; retry them`,
+  );
 }
 
 /** What a user's status query answers. */
@@ -43,10 +48,13 @@ export interface UserStatus {
   connections: PresenceEntry[];
 }
 
+const pushMessage = compile(PushMessageSchema);
+const pushBatch = compile(PushBatchSchema);
+
 /**
  * The push operation, shared by the HTTP API and `push.api.push` over NATS: validates the whole
  * request first (nothing is stored when any message is bad), then stores every message through
- * the pipelined publisher and answers with the stored sequences.
+ * the pipelined publisher and returns what was stored.
  */
 export class PushService {
   constructor(
@@ -58,32 +66,29 @@ export class PushService {
     private readonly metrics: CenterMetrics,
   ) {}
 
-  /** Parses `{ user, data|b64, ttl?, id? }` or `{ messages: [...] }`. */
+  /** Parses `{ user, data|b64, ttl?, id? }` or `{ messages: [...] }` (docs/api.md). */
   parse(body: unknown, app: AppRecord): { inputs: PushInput[]; batch: boolean } {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
-    const batch = body['messages'] !== undefined;
-    const raw: unknown[] = batch ? (body['messages'] as unknown[]) : [body];
-    if (batch) {
-      if (!Array.isArray(raw) || raw.length === 0)
-        throw new PushError('bad_request', 'messages must be a non-empty array');
-      if (raw.length > this.limits.maxBatch) {
-        throw new PushError('batch_too_large', `a batch holds at most ${this.limits.maxBatch} messages`);
-      }
+    if (body['messages'] === undefined) return { inputs: [this.toInput(pushMessage.parse(body), app)], batch: false };
+    const messages = body['messages'];
+    // Counted before the messages are read: a huge batch is refused without reading it.
+    if (Array.isArray(messages) && messages.length > this.limits.maxBatch) {
+      throw new PushError('batch_too_large', `a batch holds at most ${this.limits.maxBatch} messages`);
     }
-    const inputs = raw.map((m, i) => {
+    const batch = pushBatch.parse(body);
+    const inputs = batch.messages.map((m, i) => {
       try {
-        return this.parseOne(m, app);
+        return this.toInput(m, app);
       } catch (err) {
-        if (batch && isPushError(err)) throw new PushError(err.code, `messages[${i}]: ${err.message}`);
+        if (isPushError(err)) throw new PushError(err.code, `messages[${i}]: ${err.message}`);
         throw err;
       }
     });
-    return { inputs, batch };
+    return { inputs, batch: true };
   }
 
-  private parseOne(m: unknown, app: AppRecord): PushInput {
-    if (!isObject(m)) throw new PushError('bad_request', 'a message must be a JSON object');
-    const user = readId(m, 'user', 'user');
+  /** The app's limits on one schema-checked message. */
+  private toInput(m: PushMessage, app: AppRecord): PushInput {
     const payload = readPayload(m);
     if (payload.bytes.length > app.settings.maxMessageBytes) {
       throw new PushError(
@@ -91,19 +96,21 @@ export class PushService {
         `the message is ${payload.bytes.length} bytes; the app allows ${app.settings.maxMessageBytes}`,
       );
     }
-    const ttlSeconds = readTtl(m);
-    if (ttlSeconds !== undefined && ttlSeconds > this.limits.maxTtlSeconds) {
+    if (m.ttl !== undefined && m.ttl > this.limits.maxTtlSeconds) {
       throw new PushError('invalid_ttl', `ttl may be at most ${this.limits.maxTtlSeconds} seconds`);
     }
-    const id = m['id'] === undefined ? undefined : readId(m, 'id', 'idempotencyId');
-    return { user, payload, ttlSeconds, id };
+    return { user: m.user, payload, ttlSeconds: m.ttl, id: m.id };
   }
 
-  /** Validates, rate-limits and stores; the reply carries the sequences. */
-  async push(app: AppRecord, body: unknown): Promise<Reply> {
+  /**
+   * Validates, rate-limits and stores. Throws a PushError for a bad request, RateLimitedError
+   * over the app's rate, and the store's error when a single message was not stored; a batch
+   * reports each message's result instead.
+   */
+  async push(app: AppRecord, body: unknown): Promise<PushOutcome> {
     const { inputs, batch } = this.parse(body, app);
     const wait = this.limiter.take(app.id, app.settings.pushRateLimit, inputs.length);
-    if (wait > 0) throw Object.assign(new PushError('rate_limited'), { retryAfter: wait });
+    if (wait > 0) throw new RateLimitedError(wait);
     const now = Date.now();
     const settled = await Promise.allSettled(
       inputs.map((m) =>
@@ -114,33 +121,34 @@ export class PushService {
         }),
       ),
     );
-    const results = settled.map((s, i) => {
-      if (s.status === 'fulfilled') {
-        if (s.value.duplicate) this.metrics.duplicates.inc();
-        else this.metrics.messages.inc();
-        return { user: inputs[i]?.user ?? '', seq: s.value.seq, duplicate: s.value.duplicate };
+    if (!batch) {
+      const r = settled[0];
+      if (r === undefined) throw new PushError('internal', 'no result for the message');
+      if (r.status === 'rejected') {
+        const e = isPushError(r.reason) ? r.reason : new PushError('internal', undefined, { cause: r.reason });
+        throw e;
       }
+      this.count(r.value.duplicate);
+      return { batch: false, seq: r.value.seq, duplicate: r.value.duplicate };
+    }
+    let failed = 0;
+    const results = settled.map((s, i): BatchItemResult => {
+      const user = inputs[i]?.user ?? '';
+      if (s.status === 'fulfilled') {
+        this.count(s.value.duplicate);
+        return { user, seq: s.value.seq, duplicate: s.value.duplicate };
+      }
+      failed++;
       const e = isPushError(s.reason) ? s.reason : new PushError('internal', undefined, { cause: s.reason });
       this.metrics.errors.inc({ code: e.code });
-      return { user: inputs[i]?.user ?? '', error: e.toJSON() };
+      return { user, error: e.toJSON() };
     });
-    const failed = results.filter((r) => 'error' in r);
-    if (!batch) {
-      const r = results[0];
-      if (r === undefined || 'error' in r) {
-        throw settled[0]?.status === 'rejected' ? settled[0].reason : new PushError('internal');
-      }
-      return { status: 200, body: { seq: r.seq, duplicate: r.duplicate } };
-    }
-    if (failed.length > 0) {
-      // Some were not stored: 503 so a naive client retries the batch (idempotency ids make that safe).
-      const e = new PushError(
-        'store_unavailable',
-        `${failed.length} of ${results.length} messages were not stored; retry them`,
-      );
-      return { status: 503, body: { error: e.toJSON(), results } };
-    }
-    return { status: 200, body: { results } };
+    return { batch: true, results, failed };
+  }
+
+  private count(duplicate: boolean): void {
+    if (duplicate) this.metrics.duplicates.inc();
+    else this.metrics.messages.inc();
   }
 
   /** Pending count and presence of one user. */

@@ -2,6 +2,7 @@ import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
 import {
   CLOSE,
+  FrameError,
   PushError,
   ServerFrames,
   backoffDelay,
@@ -251,7 +252,8 @@ export class ClientConnection implements LiveReceiver {
     try {
       frame = parseClientFrame(text);
     } catch (err) {
-      this.sendError(err);
+      // A refused `send` is answered with its id, so the client knows which send failed.
+      this.sendError(err, err instanceof FrameError && err.id !== undefined ? { id: err.id } : undefined);
       return;
     }
     switch (frame.t) {

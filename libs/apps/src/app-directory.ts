@@ -91,6 +91,16 @@ export class AppDirectory {
     this.apply(this.subjects.appKey(record.id), new TextEncoder().encode(JSON.stringify(record)), revision);
   }
 
+  /**
+   * Removes an app's record for every process (a KV purge: no history kept). Every process's
+   * listeners hear `undefined` (edges close the app's connections). Nothing when it is absent.
+   */
+  async delete(id: string): Promise<void> {
+    await this.kv.purge(this.subjects.appKey(id));
+    if (!this.apps.delete(id)) return;
+    for (const l of this.listeners) l(id, undefined);
+  }
+
   /** Stops following changes. Idempotent. */
   close(): void {
     this.stopWatch?.();

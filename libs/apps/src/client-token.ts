@@ -92,7 +92,8 @@ export function peekTokenApp(token: string): string {
 /**
  * Verifies a client token (HS256 JWT: claims `app`, `sub` = user, `dev` = device, `exp`)
  * against the app's current secrets. Throws PushError `token_malformed`, `token_invalid`
- * (signature, including a token signed by another app's secret) or `token_expired`.
+ * (signature, including a token signed by another app's secret), `token_not_yet_valid` (`nbf`
+ * in the future) or `token_expired`.
  *
  * Synchronous on purpose: the edge verifies inside uWS's upgrade handler and upgrades there,
  * because an upgrade after an await must be corked, and uWS 20.30 then misreads the new socket's
@@ -113,7 +114,7 @@ export function verifyClientToken(token: string, app: AppRecord, nowSeconds = Da
   const nbf = numericClaim(claims, 'nbf', false);
   numericClaim(claims, 'iat', false);
   if (claims['sub'] === undefined) throw new PushError('token_malformed', 'token claim sub: missing');
-  if (nbf !== undefined && nbf > now) throw new PushError('token_malformed', 'token claim nbf: not yet valid');
+  if (nbf !== undefined && nbf > now) throw new PushError('token_not_yet_valid');
   if (exp <= now) throw new PushError('token_expired');
   const user = claims['sub'];
   const device = claims['dev'] ?? 'default';

@@ -100,15 +100,25 @@ export class AppsRepository {
     return { record: await this.mustGet(id), apiKeyId };
   }
 
-  /** Revokes an API key; PushError `app_not_found` when the app or key does not exist. */
+  /**
+   * Revokes an API key; PushError `app_not_found` when the app does not exist,
+   * `api_key_not_found` when the app has no such key (or it is already revoked).
+   */
   async revokeApiKey(id: string, keyId: string): Promise<AppRecord> {
+    await this.mustGet(id);
     const n = await this.db('api_keys')
       .where({ id: keyId, app_id: id })
       .whereNull('revoked_at')
       .update({ revoked_at: this.db.fn.now() });
-    if (n === 0) throw new PushError('app_not_found', 'no such app or API key');
+    if (n === 0) throw new PushError('api_key_not_found');
     await this.db('apps').where({ id }).update({ updated_at: this.db.fn.now() });
     return this.mustGet(id);
+  }
+
+  /** Deletes an app with its secrets and API keys (ON DELETE CASCADE); false when there was none. */
+  async delete(id: string): Promise<boolean> {
+    const n = await this.db('apps').where({ id }).delete();
+    return n > 0;
   }
 
   private async mustGet(id: string): Promise<AppRecord> {

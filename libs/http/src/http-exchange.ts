@@ -1,4 +1,4 @@
-import { PushError, isPushError, type ErrorCode } from '@push/protocol';
+import { PushError, isPushError } from '@push/protocol';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
 const STATUS_TEXT: Record<number, string> = {
@@ -126,9 +126,4 @@ export class HttpExchange {
 export function toPushError(err: unknown): PushError {
   if (isPushError(err)) return err;
   return new PushError('internal', undefined, { cause: err });
-}
-
-/** Convenience: a PushError by code. */
-export function fail(code: ErrorCode, message?: string): never {
-  throw new PushError(code, message);
 }

@@ -77,6 +77,17 @@ export async function ensureInboxStream(
 }
 
 /**
+ * Deletes an app's streams (today its inbox stream) with every message they hold. Idempotent:
+ * a stream that does not exist is no error.
+ */
+export async function deleteAppStreams(nc: NatsConnection, subjects: Subjects, appId: string): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.delete(subjects.inboxStream(appId)).catch((err: unknown) => {
+    if (!isNotFound(err)) throw err;
+  });
+}
+
+/**
  * Creates the KV bucket that mirrors apps to edges. Inbox streams are per app (see
  * `ensureInboxStream`). Safe to run any number of times, from any process.
  */

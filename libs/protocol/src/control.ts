@@ -1,31 +1,39 @@
 import { PushError } from './errors.js';
-import { idProblem } from './ids.js';
 import { isObject } from './frames.js';
+import { KickBodySchema, KickCommandSchema, MAX_KICK_REASON_BYTES, type KickCommand } from './schemas.js';
+import { compile } from './validate.js';
 
-/** A control message to one user's connections, on `push.ctl.<app>.<user>`. */
-export interface KickCommand {
-  op: 'kick';
-  /** Only this device's connections; all of the user's when absent. */
-  device?: string;
-  /** Close reason the clients see (at most 100 bytes). */
-  reason: string;
-}
+export { MAX_KICK_REASON_BYTES, type KickCommand };
 
-/** Longest kick reason, in UTF-8 bytes (a WebSocket close reason holds at most 123). */
-export const MAX_KICK_REASON_BYTES = 100;
+const kickBody = compile(KickBodySchema);
+const kickCommand = compile(KickCommandSchema);
 
-/** Reads a kick request body (`{}`, `{ device?, reason? }`); PushError on bad input. */
+/**
+ * Reads a kick request body (absent, `{}` or `{ device?, reason? }`) into the control message
+ * sent on `push.ctl.<app>.<user>`; PushError `bad_request` / `invalid_id` on bad input.
+ */
 export function readKick(body: unknown): KickCommand {
   if (body === undefined || body === null) return { op: 'kick', reason: 'kicked' };
   if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
-  const device = body['device'];
-  if (device !== undefined) {
-    const problem = idProblem('device', device);
-    if (problem !== undefined) throw new PushError('invalid_id', `device: ${problem}`);
-  }
-  const reason = body['reason'] ?? 'kicked';
-  if (typeof reason !== 'string' || Buffer.byteLength(reason) > MAX_KICK_REASON_BYTES) {
+  const { device, reason = 'kicked' } = kickBody.parse(body);
+  // The schema bounds characters; the close frame bounds UTF-8 bytes.
+  if (Buffer.byteLength(reason) > MAX_KICK_REASON_BYTES) {
     throw new PushError('bad_request', `reason must be a string of at most ${MAX_KICK_REASON_BYTES} bytes`);
   }
-  return { op: 'kick', reason, ...(device !== undefined ? { device: device as string } : {}) };
+  return { op: 'kick', reason, ...(device !== undefined ? { device } : {}) };
+}
+
+/**
+ * Reads a control message as an edge receives it on `push.ctl.<app>.<user>` (the center wrote it
+ * with `readKick`'s result). PushError `bad_request` when it is not JSON or not a known command:
+ * the edge logs and ignores it.
+ */
+export function readControl(payload: Uint8Array): KickCommand {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch (cause) {
+    throw new PushError('bad_request', 'control message is not JSON', { cause });
+  }
+  return kickCommand.parse(value);
 }

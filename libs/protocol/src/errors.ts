@@ -1,7 +1,8 @@
 /**
  * The error registry: every failure a client, a business server or an operator can see has a
  * stable code here, with its HTTP status (for the center API and refused upgrades) and a default
- * message. docs/protocol.md and docs/api.md list the same codes; a test keeps them in step.
+ * message. docs/protocol.md and docs/api.md list the same codes; test/unit/docs-complete.test.ts
+ * fails when one is missing there.
  */
 export const ERRORS = {
   // --- Input (400) ------------------------------------------------------------------------
@@ -17,6 +18,7 @@ export const ERRORS = {
   token_missing: { status: 401, message: 'no token was presented' },
   token_invalid: { status: 401, message: 'the token signature does not verify' },
   token_expired: { status: 401, message: 'the token has expired' },
+  token_not_yet_valid: { status: 401, message: 'the token is not valid yet (its nbf is in the future)' },
   api_key_missing: { status: 401, message: 'no API key was presented (Authorization: Bearer <key>)' },
   api_key_invalid: { status: 401, message: 'the API key is not valid' },
   admin_key_invalid: { status: 401, message: 'the admin key is missing or not valid' },
@@ -25,6 +27,7 @@ export const ERRORS = {
   client_messaging_disabled: { status: 403, message: 'this app does not let clients message other users' },
   // --- Not found / conflict ---------------------------------------------------------------
   app_not_found: { status: 404, message: 'no such app' },
+  api_key_not_found: { status: 404, message: 'no such API key (or it was already revoked)' },
   not_found: { status: 404, message: 'no such route' },
   method_not_allowed: { status: 405, message: 'method not allowed on this route' },
   app_exists: { status: 409, message: 'an app with this id exists' },
@@ -62,10 +65,41 @@ export class PushError extends Error {
   }
 }
 
+/**
+ * `rate_limited` with when to retry: the HTTP adapter sends `Retry-After`, the NATS adapter
+ * `error.retryAfter`.
+ */
+export class RateLimitedError extends PushError {
+  /** Whole seconds to wait before the same request is allowed. */
+  readonly retryAfter: number;
+
+  constructor(retryAfter: number, message?: string) {
+    super('rate_limited', message);
+    this.name = 'RateLimitedError';
+    this.retryAfter = retryAfter;
+  }
+}
+
+/**
+ * A refused client frame that answers a `send`: `id` is the send's id (when it was a string,
+ * even an invalid one), which the edge echoes in the `error` frame.
+ */
+export class FrameError extends PushError {
+  readonly id: string | undefined;
+
+  constructor(code: ErrorCode, message: string | undefined, id: string | undefined, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'FrameError';
+    this.id = id;
+  }
+}
+
+const ERROR_NAMES = new Set(['PushError', 'RateLimitedError', 'FrameError']);
+
 /** True when `err` is a PushError (also across package copies). */
 export function isPushError(err: unknown): err is PushError {
   if (err instanceof PushError) return true;
-  if (!(err instanceof Error) || err.name !== 'PushError') return false;
+  if (!(err instanceof Error) || !ERROR_NAMES.has(err.name)) return false;
   const { code, status } = err as Partial<PushError>;
   return typeof code === 'string' && Object.hasOwn(ERRORS, code) && status === ERRORS[code].status;
 }

@@ -1,21 +1,26 @@
-import { PushError } from './errors.js';
+import { FrameError, PushError, type ErrorCode } from './errors.js';
 import { idProblem } from './ids.js';
+import {
+  AckFrameSchema,
+  MAX_ACKS_PER_FRAME,
+  SendFrameWireSchema,
+  type AckFrame,
+  type ErrorFrame,
+  type HelloFrame,
+  type PingFrame,
+} from './schemas.js';
+import { compile } from './validate.js';
 
 /**
- * WebSocket frames. Every frame is a JSON text message with a type field `t`. docs/protocol.md
- * describes each one; this module is the one place that parses what clients send.
+ * WebSocket frames. Every frame is a JSON text message with a type field `t`; schemas.ts holds
+ * each frame's schema and docs/protocol.md describes it. This module is the one place that parses
+ * what clients send and builds what the edge sends.
  */
 
-/** Client -> edge: acknowledge delivered messages by sequence (removes them from the inbox). */
-export interface AckFrame {
-  t: 'ack';
-  seqs: number[];
-}
-/** Client -> edge: app-level ping, answered by a `pong` (for browsers, which cannot see WS pings). */
-export interface PingFrame {
-  t: 'ping';
-}
-/** Client -> edge: send data to another user of the same app. Answered by `sent` or `error`. */
+export { MAX_ACKS_PER_FRAME };
+export type { AckFrame, PingFrame };
+
+/** Client -> edge: send data to another user of the same app, as the edge uses it. */
 export interface SendFrame {
   t: 'send';
   to: string;
@@ -34,54 +39,38 @@ export interface MessagePayload {
   binary: boolean;
 }
 
-/** Most sequences one ack frame may carry. */
-export const MAX_ACKS_PER_FRAME = 1000;
-
 /**
- * Reads `data` (any JSON value) or `b64` (base64 bytes) from a parsed object: exactly one must be
- * present. Shared by the center API and client sends so both store the same thing.
+ * Turns `data` (any JSON value) or `b64` (base64 bytes, its alphabet already checked by the
+ * schema) into stored bytes: exactly one must be present. Shared by the center API and client
+ * sends so both store the same thing. PushError `invalid_data`.
  */
-export function readPayload(obj: Record<string, unknown>): MessagePayload {
-  const hasData = obj['data'] !== undefined;
-  const hasB64 = obj['b64'] !== undefined;
+export function readPayload(obj: { data?: unknown; b64?: string }): MessagePayload {
+  const hasData = obj.data !== undefined;
+  const hasB64 = obj.b64 !== undefined;
   if (hasData === hasB64) throw new PushError('invalid_data');
-  if (hasData) {
+  if (obj.b64 === undefined) {
     let text: string;
     try {
-      text = JSON.stringify(obj['data']);
+      text = JSON.stringify(obj.data);
     } catch (err) {
       // JSON.parse takes any depth but JSON.stringify recurses: deep nesting overflows the stack.
       throw new PushError('invalid_data', 'data is nested too deeply', { cause: err });
     }
     return { bytes: Buffer.from(text, 'utf8'), binary: false };
   }
-  const b64 = obj['b64'];
-  // Standard or URL-safe alphabet (not mixed), optional padding; a length that leaves one
-  // character over cannot be base64 (Node would silently drop it).
-  if (
-    typeof b64 !== 'string' ||
-    !/^(?:[A-Za-z0-9+/]*|[A-Za-z0-9_-]*)={0,2}$/.test(b64) ||
-    b64.replace(/=+$/, '').length % 4 === 1
-  ) {
-    throw new PushError('invalid_data', 'b64 must be a base64 string');
-  }
-  return { bytes: Buffer.from(b64, 'base64'), binary: true };
+  // A length that leaves one character over cannot be base64 (Node would silently drop it).
+  if (obj.b64.replace(/=+$/, '').length % 4 === 1) throw new PushError('invalid_data', 'b64 must be a base64 string');
+  return { bytes: Buffer.from(obj.b64, 'base64'), binary: true };
 }
 
-/** Reads an optional `ttl` in seconds: a positive finite number. */
-export function readTtl(obj: Record<string, unknown>): number | undefined {
-  const ttl = obj['ttl'];
-  if (ttl === undefined) return undefined;
-  if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) throw new PushError('invalid_ttl');
-  return ttl;
-}
-
-/** Reads a required id field, throwing `invalid_id` with the field's name on a bad one. */
-export function readId(obj: Record<string, unknown>, field: string, kind: Parameters<typeof idProblem>[0]): string {
-  const value = obj[field];
+/** The `invalid_id` error for a field whose value `idProblem` refuses, or undefined. */
+export function idFieldProblem(
+  field: string,
+  kind: Parameters<typeof idProblem>[0],
+  value: unknown,
+): PushError | undefined {
   const problem = idProblem(kind, value);
-  if (problem !== undefined) throw new PushError('invalid_id', `${field}: ${problem}`);
-  return value as string;
+  return problem === undefined ? undefined : new PushError('invalid_id', `${field}: ${problem}`);
 }
 
 /** True for plain JSON objects (not arrays, not null). */
@@ -89,9 +78,45 @@ export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+const ackFrame = compile(AckFrameSchema);
+/** Fields of `send` in the order they are checked: the first bad one answers. */
+const sendFrame = compile(SendFrameWireSchema, { order: ['t', 'to', 'id', 'data', 'b64', 'ttl'] });
+
 /**
- * Parses one text frame from a client. Throws a PushError (`bad_frame`, `unknown_frame`,
- * `invalid_id`, `invalid_data`, `invalid_ttl`) that the edge sends back as an `error` frame.
+ * Reads a `send` frame. Every refusal is a FrameError carrying the frame's `id` when it is a
+ * string, so the client can tell which send failed (even when that id is itself refused).
+ */
+function parseSend(value: Record<string, unknown>): SendFrame {
+  const rawId = value['id'];
+  const replyTo = typeof rawId === 'string' ? rawId : undefined;
+  try {
+    if (!sendFrame.check(value)) throw explainSend(value);
+    const bad = idFieldProblem('to', 'user', value.to) ?? idFieldProblem('id', 'clientMessageId', value.id);
+    if (bad !== undefined) throw bad;
+    const payload = readPayload(value);
+    return value.ttl === undefined
+      ? { t: 'send', to: value.to, id: value.id, payload }
+      : { t: 'send', to: value.to, id: value.id, payload, ttl: value.ttl };
+  } catch (err) {
+    if (!(err instanceof PushError)) throw err;
+    throw new FrameError(err.code, err.message, replyTo, { cause: err.cause });
+  }
+}
+
+/** The error for a `send` the schema refused, in field order: ids, then the payload, then ttl. */
+function explainSend(value: Record<string, unknown>): PushError {
+  const first = sendFrame.problem(value) ?? new PushError('bad_frame');
+  if (first.code !== 'invalid_ttl') return first;
+  const bad = idFieldProblem('to', 'user', value['to']) ?? idFieldProblem('id', 'clientMessageId', value['id']);
+  if (bad !== undefined) return bad;
+  readPayload(value as { data?: unknown; b64?: string }); // throws invalid_data before a ttl is judged
+  return first;
+}
+
+/**
+ * Parses one text frame from a client. Throws a PushError (`bad_frame`, `unknown_frame`) or,
+ * answering a `send`, a FrameError (`invalid_id`, `invalid_data`, `invalid_ttl`) with the send's
+ * id; the edge sends either back as an `error` frame.
  */
 export function parseClientFrame(text: string): ClientFrame {
   let value: unknown;
@@ -102,45 +127,26 @@ export function parseClientFrame(text: string): ClientFrame {
   }
   if (!isObject(value)) throw new PushError('bad_frame', 'frame must be a JSON object');
   switch (value['t']) {
-    case 'ack': {
-      const seqs = value['seqs'];
-      if (!Array.isArray(seqs) || seqs.length === 0 || seqs.length > MAX_ACKS_PER_FRAME) {
-        throw new PushError('bad_frame', `ack.seqs must be an array of 1 to ${MAX_ACKS_PER_FRAME} sequences`);
-      }
-      for (const s of seqs) {
-        if (!Number.isSafeInteger(s) || (s as number) <= 0) {
-          throw new PushError('bad_frame', 'ack.seqs must hold positive integers');
-        }
-      }
-      return { t: 'ack', seqs: seqs as number[] };
-    }
+    case 'ack':
+      if (ackFrame.check(value)) return { t: 'ack', seqs: value.seqs };
+      throw ackFrame.problem(value) ?? new PushError('bad_frame');
     case 'ping':
       return { t: 'ping' };
-    case 'send': {
-      const to = readId(value, 'to', 'user');
-      const id = readId(value, 'id', 'clientMessageId');
-      const payload = readPayload(value);
-      const ttl = readTtl(value);
-      return ttl === undefined ? { t: 'send', to, id, payload } : { t: 'send', to, id, payload, ttl };
-    }
+    case 'send':
+      return parseSend(value);
     default:
       if (typeof value['t'] !== 'string') throw new PushError('bad_frame', 'frame needs a string field t');
       throw new PushError('unknown_frame', `unknown frame type ${JSON.stringify(value['t']).slice(0, 40)}`);
   }
 }
 
-/** Server -> client frames, built as strings on the hot path. */
+/**
+ * Server -> client frames, built as strings on the hot path; their shapes are the server frame
+ * schemas in schemas.ts (a unit test checks each builder's output against its schema).
+ */
 export const ServerFrames = {
-  hello(fields: {
-    conn: string;
-    app: string;
-    user: string;
-    device: string;
-    ping: number;
-    window: number;
-    maxMessageBytes: number;
-  }): string {
-    return JSON.stringify({ t: 'hello', ...fields });
+  hello(fields: Omit<HelloFrame, 't'>): string {
+    return JSON.stringify({ t: 'hello', ...fields } satisfies HelloFrame);
   },
   pong(): string {
     return '{"t":"pong"}';
@@ -148,8 +154,8 @@ export const ServerFrames = {
   sent(id: string, seq: number, duplicate: boolean): string {
     return JSON.stringify({ t: 'sent', id, seq, dup: duplicate });
   },
-  error(code: string, message: string, extra?: { id?: string; seqs?: number[] }): string {
-    return JSON.stringify({ t: 'error', code, message, ...extra });
+  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs'>): string {
+    return JSON.stringify({ t: 'error', code, message, ...extra } satisfies ErrorFrame);
   },
   /**
    * A stored message. `json` is the stored JSON text, spliced in without re-parsing; binary

@@ -21,6 +21,8 @@ export const ID_LIMITS = Object.freeze({
   device: 128,
   clientMessageId: 128,
   idempotencyId: 256,
+  /** API key ids (`key_` + 12 base64url characters today; room to change the scheme). */
+  apiKey: 64,
 });
 
 export type IdKind = keyof typeof ID_LIMITS;
@@ -43,11 +45,6 @@ export function idProblem(kind: IdKind, value: unknown): string | undefined {
   if (/[\u0000-\u001f\u007f]/.test(value)) return `${kind} id must not contain control characters`;
   if (!value.isWellFormed()) return `${kind} id is not well-formed unicode`;
   return undefined;
-}
-
-/** True when `value` is a valid id of the given kind. */
-export function isValidId(kind: IdKind, value: unknown): value is string {
-  return idProblem(kind, value) === undefined;
 }
 
 /**

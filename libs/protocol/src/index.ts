@@ -7,3 +7,5 @@ export * from './envelope.js';
 export * from './app-settings.js';
 export * from './control.js';
 export * from './backoff.js';
+export * from './schemas.js';
+export * from './validate.js';

@@ -141,4 +141,4 @@ function canonicalId(token: string): string | undefined {
 }
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
-export type ApiOperation = 'push' | 'user' | 'kick';
+export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete';

@@ -1,0 +1,255 @@
+import { CloneType, Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { Annotations } from './validate.js';
+import type { ErrorCode } from './errors.js';
+import { ID_LIMITS, type IdKind } from './ids.js';
+
+/**
+ * The wire contract: one JSON Schema (TypeBox) per shape that crosses a process boundary, with
+ * the TypeScript types derived from them. docs/protocol.md and docs/api.md are the human view of
+ * the same shapes; test/unit/docs-complete.test.ts fails when a kind, field or code is missing
+ * there.
+ *
+ * Schemas say what JSON Schema can: types, ranges, lengths, patterns. What it cannot (an id's
+ * length in UTF-8 bytes and its characters, "exactly one of data and b64", base64 whose length
+ * leaves one character over) is refined by the reader that follows the check (`idProblem`,
+ * `readPayload`). Annotations (`code`, `idKind`, `problem`, see validate.ts) choose the error
+ * a failure answers. Objects allow unknown fields: clients and business servers written for a
+ * later version keep working.
+ */
+
+/** An annotated copy of a schema (TypeBox keeps unknown options on the schema object). */
+const note = <T extends TSchema>(schema: T, a: Annotations): T => CloneType(schema, a as Record<string, unknown>);
+
+/** A string id of the given kind; the byte limit and characters are refined by `idProblem`. */
+export const IdString = (kind: IdKind, code: ErrorCode = 'invalid_id') =>
+  note(Type.String({ minLength: 1, maxLength: ID_LIMITS[kind] }), { code, idKind: kind });
+
+/** Base64 in the standard or URL-safe alphabet (not mixed), optional padding. */
+const B64 = note(Type.String({ pattern: '^(?:[A-Za-z0-9+/]*|[A-Za-z0-9_-]*)={0,2}$' }), {
+  code: 'invalid_data',
+  problem: 'b64 must be a base64 string',
+});
+/** Any JSON value: the message as given. */
+const Data = note(Type.Unknown(), { code: 'invalid_data' });
+/** Seconds, > 0 and finite (JSON's 1e999 parses as Infinity, which this refuses). */
+const Ttl = note(Type.Number({ exclusiveMinimum: 0, maximum: Number.MAX_VALUE }), {
+  code: 'invalid_ttl',
+  problem: 'ttl must be a positive number of seconds',
+});
+
+// --- Client frames ----------------------------------------------------------------------------
+
+/** Most sequences one ack frame may carry. */
+export const MAX_ACKS_PER_FRAME = 1000;
+
+/** Client -> edge: acknowledge delivered messages by sequence (removes them from the inbox). */
+export const AckFrameSchema = Type.Object({
+  t: Type.Literal('ack'),
+  seqs: note(
+    Type.Array(
+      note(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }), {
+        code: 'bad_frame',
+        problem: 'ack.seqs must hold positive integers',
+      }),
+      { minItems: 1, maxItems: MAX_ACKS_PER_FRAME },
+    ),
+    { code: 'bad_frame', problem: `ack.seqs must be an array of 1 to ${MAX_ACKS_PER_FRAME} sequences` },
+  ),
+});
+export type AckFrame = Static<typeof AckFrameSchema>;
+
+/** Client -> edge: app-level ping, answered by a `pong` (for browsers, which cannot see WS pings). */
+export const PingFrameSchema = Type.Object({ t: Type.Literal('ping') });
+export type PingFrame = Static<typeof PingFrameSchema>;
+
+/**
+ * Client -> edge, as sent: data to another user of the same app. Answered by `sent` or `error`
+ * (which carries `id`). Fields are read in this order; the first bad one answers.
+ */
+export const SendFrameWireSchema = Type.Object({
+  t: Type.Literal('send'),
+  to: IdString('user'),
+  id: IdString('clientMessageId'),
+  data: Type.Optional(Data),
+  b64: Type.Optional(B64),
+  ttl: Type.Optional(Ttl),
+});
+export type SendFrameWire = Static<typeof SendFrameWireSchema>;
+
+/** Every client frame kind, by its `t`. */
+export const ClientFrameSchemas = { ack: AckFrameSchema, ping: PingFrameSchema, send: SendFrameWireSchema } as const;
+export type ClientFrameKind = keyof typeof ClientFrameSchemas;
+
+// --- Server frames ----------------------------------------------------------------------------
+
+/** Edge -> client: the first frame of every connection. */
+export const HelloFrameSchema = Type.Object({
+  t: Type.Literal('hello'),
+  conn: Type.String(),
+  app: Type.String(),
+  user: Type.String(),
+  device: Type.String(),
+  ping: Type.Integer({ minimum: 1 }),
+  window: Type.Integer({ minimum: 1 }),
+  maxMessageBytes: Type.Integer({ minimum: 1 }),
+});
+export type HelloFrame = Static<typeof HelloFrameSchema>;
+
+/** Edge -> client: a stored message; exactly one of `data` and `b64`; `from` on client sends. */
+export const MsgFrameSchema = Type.Object({
+  t: Type.Literal('msg'),
+  seq: Type.Integer({ minimum: 1 }),
+  ts: Type.Integer(),
+  from: Type.Optional(Type.String()),
+  data: Type.Optional(Type.Unknown()),
+  b64: Type.Optional(Type.String()),
+});
+export type MsgFrame = Static<typeof MsgFrameSchema>;
+
+/** Edge -> client: answer to an app-level `ping`. */
+export const PongFrameSchema = Type.Object({ t: Type.Literal('pong') });
+export type PongFrame = Static<typeof PongFrameSchema>;
+
+/** Edge -> client: a `send` was stored. */
+export const SentFrameSchema = Type.Object({
+  t: Type.Literal('sent'),
+  id: Type.String(),
+  seq: Type.Integer({ minimum: 1 }),
+  dup: Type.Boolean(),
+});
+export type SentFrame = Static<typeof SentFrameSchema>;
+
+/** Edge -> client: a frame was refused or failed. `id` answers a `send`; `seqs` comes with `ack_unknown`. */
+export const ErrorFrameSchema = Type.Object({
+  t: Type.Literal('error'),
+  code: Type.String(),
+  message: Type.String(),
+  id: Type.Optional(Type.String()),
+  seqs: Type.Optional(Type.Array(Type.Integer({ minimum: 1 }))),
+});
+export type ErrorFrame = Static<typeof ErrorFrameSchema>;
+
+/** Every server frame kind, by its `t`. */
+export const ServerFrameSchemas = {
+  hello: HelloFrameSchema,
+  msg: MsgFrameSchema,
+  pong: PongFrameSchema,
+  sent: SentFrameSchema,
+  error: ErrorFrameSchema,
+} as const;
+export type ServerFrame = HelloFrame | MsgFrame | PongFrame | SentFrame | ErrorFrame;
+
+// --- Center HTTP bodies -----------------------------------------------------------------------
+
+/** One message of a push: `POST /v1/apps/<app>/push` body, or one item of `messages`. */
+export const PushMessageSchema = Type.Object({
+  user: IdString('user'),
+  data: Type.Optional(Data),
+  b64: Type.Optional(B64),
+  ttl: Type.Optional(Ttl),
+  id: Type.Optional(IdString('idempotencyId')),
+});
+export type PushMessage = Static<typeof PushMessageSchema>;
+
+/**
+ * A batch push. Its size limit, `PUSH_CENTER_MAX_BATCH`, is the deployment's and answers 413
+ * `batch_too_large`, so the push service counts before this schema is checked.
+ */
+export const PushBatchSchema = Type.Object({
+  messages: note(Type.Array(note(PushMessageSchema, { problem: 'a message must be a JSON object' }), { minItems: 1 }), {
+    problem: 'messages must be a non-empty array',
+  }),
+});
+export type PushBatch = Static<typeof PushBatchSchema>;
+
+/** One message's outcome in a batch answer: stored (`seq`, `duplicate`) or not (`error`). */
+export const BatchItemResultSchema = Type.Union([
+  Type.Object({ user: Type.String(), seq: Type.Integer({ minimum: 1 }), duplicate: Type.Boolean() }),
+  Type.Object({ user: Type.String(), error: Type.Object({ code: Type.String(), message: Type.String() }) }),
+]);
+export type BatchItemResult = Static<typeof BatchItemResultSchema>;
+
+/** Longest kick reason, in UTF-8 bytes (a WebSocket close reason holds at most 123). */
+export const MAX_KICK_REASON_BYTES = 100;
+
+/** `POST /v1/apps/<app>/users/<user>/kick` body (optional). `reason` is refined to bytes by `readKick`. */
+export const KickBodySchema = Type.Object({
+  device: Type.Optional(IdString('device')),
+  reason: Type.Optional(
+    note(Type.String({ maxLength: MAX_KICK_REASON_BYTES }), {
+      problem: `reason must be a string of at most ${MAX_KICK_REASON_BYTES} bytes`,
+    }),
+  ),
+});
+export type KickBody = Static<typeof KickBodySchema>;
+
+/** An app's display name. */
+const AppName = note(Type.String({ minLength: 1, maxLength: 200 }), {
+  problem: 'name must be a string of 1 to 200 characters',
+});
+
+/** Limits app settings must stay within (from the deployment's inbox configuration). */
+export interface SettingsLimits {
+  maxTtlSeconds: number;
+  maxPerUser: number;
+}
+
+/** Largest message an app may allow: NATS' default max payload less room for the envelope. */
+export const MAX_MESSAGE_BYTES = 1_000_000;
+
+/** Settings given to create or update an app: any subset, within the deployment's limits; no unknown keys. */
+export const appSettingsPatchSchema = (limits: SettingsLimits) =>
+  Type.Object(
+    {
+      defaultTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxTtlSeconds })),
+      maxPendingPerUser: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxPerUser })),
+      maxMessageBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_MESSAGE_BYTES })),
+      clientMessaging: Type.Optional(Type.Boolean()),
+      pushRateLimit: Type.Optional(Type.Integer({ minimum: 0 })),
+    },
+    { additionalProperties: false },
+  );
+
+/** `POST /v1/admin/apps` body. */
+export const appCreateSchema = (limits: SettingsLimits) =>
+  Type.Object({
+    id: Type.Optional(IdString('app')),
+    name: Type.Optional(AppName),
+    settings: Type.Optional(appSettingsPatchSchema(limits)),
+  });
+export type AppCreateBody = Static<ReturnType<typeof appCreateSchema>>;
+
+/** `PATCH /v1/admin/apps/<app>` body. */
+export const appUpdateSchema = (limits: SettingsLimits) =>
+  Type.Object({
+    name: Type.Optional(AppName),
+    disabled: Type.Optional(note(Type.Boolean(), { problem: 'disabled must be a boolean' })),
+    settings: Type.Optional(appSettingsPatchSchema(limits)),
+  });
+export type AppUpdateBody = Static<ReturnType<typeof appUpdateSchema>>;
+
+// --- NATS API bodies (push.api.<op>) ----------------------------------------------------------
+
+/** Every request names its app. */
+const AppField = { app: IdString('app') };
+
+/** `push.api.push`: a push body (single or batch) plus `app`; checked further as the HTTP body is. */
+export const NatsAppRequestSchema = Type.Object(AppField);
+/** `push.api.user`: `{ app, user }`. */
+export const NatsUserRequestSchema = Type.Object({ ...AppField, user: IdString('user') });
+/** `push.api.kick`: `{ app, user, device?, reason? }`. */
+export const NatsKickRequestSchema = Type.Object({ ...AppField, user: IdString('user') });
+/** `push.api.apps.delete`: `{ app }` with the admin key. */
+export const NatsAppDeleteRequestSchema = Type.Object(AppField);
+
+// --- Control messages (push.ctl.<app>.<user>) -------------------------------------------------
+
+/** A control message to one user's connections. */
+export const KickCommandSchema = Type.Object({
+  op: Type.Literal('kick'),
+  /** Only this device's connections; all of the user's when absent. */
+  device: Type.Optional(IdString('device')),
+  /** Close reason the clients see (at most 100 bytes). */
+  reason: Type.String({ maxLength: MAX_KICK_REASON_BYTES }),
+});
+export type KickCommand = Static<typeof KickCommandSchema>;

@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import {
+  ClientFrameSchemas,
+  ERRORS,
+  KickBodySchema,
+  PushMessageSchema,
+  ServerFrameSchemas,
+  type ErrorCode,
+} from '@push/protocol';
+
+/**
+ * The docs are the human view of libs/protocol (fastify's "all errors documented" test): every
+ * frame kind has its section in docs/protocol.md, every field of a frame a row of that section's
+ * table, every error code a table row in docs/protocol.md or docs/api.md. Adding a frame, a field
+ * or a code without documenting it fails here.
+ */
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8');
+const protocol = read('docs/protocol.md');
+const api = read('docs/api.md');
+
+/** The text of the section whose heading line holds `` `name` `` (up to the next heading of any level). */
+function section(doc: string, heading: RegExp): string | undefined {
+  const lines = doc.split('\n');
+  const start = lines.findIndex((l) => /^#{2,6} /.test(l) && heading.test(l));
+  if (start < 0) return undefined;
+  const rest = lines.slice(start + 1);
+  const end = rest.findIndex((l) => /^#{1,6} /.test(l));
+  return rest.slice(0, end < 0 ? undefined : end).join('\n');
+}
+
+/** Names of table rows in a text: the first cell's `` `names` `` (a cell may list several: `` `app`, `user` ``). */
+function tableFields(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('|')) continue;
+    const first = line.split('|')[1] ?? '';
+    for (const m of first.matchAll(/`([^`]+)`/g)) out.add(m[1] as string);
+  }
+  return out;
+}
+
+/** Properties of an object schema, without the type tag `t`. */
+const fieldsOf = (schema: { properties: Record<string, unknown> }): string[] =>
+  Object.keys(schema.properties).filter((k) => k !== 't');
+
+describe('docs: every part of the wire contract is documented', () => {
+  for (const [direction, schemas] of [
+    ['client', ClientFrameSchemas],
+    ['server', ServerFrameSchemas],
+  ] as const) {
+    for (const [kind, schema] of Object.entries(schemas)) {
+      it(`${direction} frame \`${kind}\` has a section in docs/protocol.md listing each of its fields`, () => {
+        const text = section(protocol, new RegExp(`^#{3,5} \`${kind}\``));
+        expect(text, `no "#### \`${kind}\`" section in docs/protocol.md`).to.not.equal(undefined);
+        const documented = tableFields(text ?? '');
+        for (const field of fieldsOf(schema)) {
+          expect(documented.has(field), `field \`${field}\` of \`${kind}\` missing from its table`).to.equal(true);
+        }
+      });
+    }
+  }
+
+  it('every error code has a table row in docs/protocol.md or docs/api.md', () => {
+    const rows = new Set([...tableFields(protocol), ...tableFields(api)]);
+    // Codes also appear in the second column of the refused-upgrade table and the API error table.
+    for (const line of `${protocol}\n${api}`.split('\n')) {
+      if (line.startsWith('|')) for (const m of line.matchAll(/`([a-z_]+)`/g)) rows.add(m[1] as string);
+    }
+    const missing = (Object.keys(ERRORS) as ErrorCode[]).filter((code) => !rows.has(code));
+    expect(missing, 'error codes missing from the docs tables').to.deep.equal([]);
+  });
+
+  it('docs/api.md "Error codes" lists every code with its HTTP status, and no other', () => {
+    const text = section(api, /^## Error codes/) ?? '';
+    const listed = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      const m = /^\| `([a-z_]+)` +\| (\d{3}) /.exec(line);
+      if (m !== null) listed.set(m[1] as string, Number(m[2]));
+    }
+    const expected = new Map(Object.entries(ERRORS).map(([code, e]) => [code, e.status]));
+    expect(Object.fromEntries(listed)).to.deep.equal(Object.fromEntries(expected));
+  });
+
+  it('every field of the push and kick bodies has a row in docs/api.md', () => {
+    const rows = tableFields(api);
+    for (const field of [...Object.keys(PushMessageSchema.properties), ...Object.keys(KickBodySchema.properties)]) {
+      expect(rows.has(field), `body field \`${field}\` missing from docs/api.md`).to.equal(true);
+    }
+  });
+
+  it('the checks can fail: a section without a field and a code nowhere are found', () => {
+    expect(tableFields('| `a`, `b` | x |\n| c | y |')).to.deep.equal(new Set(['a', 'b']));
+    expect(section('## x\n#### `ping`\ntext\n#### `pong`\n', /^#{3,5} `ping`/)).to.equal('text');
+    expect(section('#### `ping`\n', /^#{3,5} `nope`/)).to.equal(undefined);
+  });
+});
