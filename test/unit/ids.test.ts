@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { inspect } from 'node:util';
 import { PushError, decodeToken, encodeToken, idProblem, isValidId, parseClientFrame } from '@push/protocol';
 
 /** Deterministic PRNG (mulberry32) so the property loops explore the same strings every run. */
@@ -81,7 +82,7 @@ describe('ids: validation', () => {
 
   it('refuses non-strings and the empty string', () => {
     for (const v of [undefined, null, 42, {}, [], true, Buffer.from('a')]) {
-      expect(isValidId('user', v), String(v)).to.equal(false);
+      expect(isValidId('user', v), inspect(v)).to.equal(false);
       expect(idProblem('user', v)).to.equal('user id must be a string');
     }
     expect(idProblem('app', '')).to.equal('app id must not be empty');

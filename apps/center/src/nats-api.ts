@@ -74,10 +74,10 @@ export function serveNatsApi(
       const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
       return deps.push.user(app, readId(req, 'user', 'user'));
     }),
-    handle('kick', async (req, auth) => {
+    handle('kick', (req, auth) => {
       const app = deps.keys.verify(readId(req, 'app', 'app'), auth);
       const { app: _app, user: _user, ...body } = req;
-      return deps.kicker.kick(app, readId(req, 'user', 'user'), body);
+      return Promise.resolve(deps.kicker.kick(app, readId(req, 'user', 'user'), body));
     }),
   ];
 }
