@@ -5,11 +5,14 @@ SHELL := /bin/bash
 # `npx mocha test/e2e/one.test.ts` runs just that file.
 TESTS := 'test/{unit,integration,e2e}/**/*.test.ts'
 UNIT_TESTS := 'test/unit/**/*.test.ts'
+# The benchmark harness at tiny sizes takes minutes: CI runs it once (`make bench-smoke`), not
+# every local `make test`.
+SMOKE_TEST := test/e2e/bench-smoke.test.ts
 
-.PHONY: help deps dev build test test-unit lint bench stop clean
+.PHONY: help deps dev build typecheck test test-unit bench-smoke lint bench stop clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-11s %s\n", $$1, $$2 }'
 
 dev: ## build, start services and the four apps with a demo app (Ctrl-C stops)
 	scripts/dev.sh
@@ -23,14 +26,26 @@ deps: node_modules/.package-lock.json ## install dependencies (npm ci) if missin
 build: deps ## compile every package (tsc -b) into its dist/
 	npx tsc -b tsconfig.json
 
-test: build ## build, make sure NATS/Redis/Postgres answer, run every test suite
+# mocha runs the tests through tsx, which strips types without checking them: test/ and bench/
+# are type-checked here or nowhere.
+typecheck: build ## type-check every project: the packages, test/ and bench/
+	npx tsc -p test/tsconfig.json
+	npx tsc -p bench/tsconfig.json
+
+# A failed type-check or lint still ends with the summary line CI reads (the tests did not run).
+test: deps ## type-check, lint, make sure NATS/Redis/Postgres answer, run every test suite but the bench smoke
+	@$(MAKE) --no-print-directory typecheck lint || { echo; echo '0 passed, 1 failed'; exit 1; }
 	scripts/services.sh up
-	npx mocha $(TESTS)
+	npx mocha --ignore $(SMOKE_TEST) $(TESTS)
 
 test-unit: build ## unit tests only (no services)
 	npx mocha $(UNIT_TESTS)
 
-lint: deps ## eslint and prettier --check
+bench-smoke: build ## the benchmark harness at tiny sizes, so it never rots (minutes; CI runs it)
+	scripts/services.sh up
+	npx mocha $(SMOKE_TEST)
+
+lint: deps ## eslint (type-checked rules) and prettier --check
 	npx eslint . && npx prettier --check .
 
 bench: build ## run the benchmarks under bench/
