@@ -45,16 +45,16 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-/**
- * A private nats-server with JetStream and a file store in a temp dir, on a free port, for tests
- * that inject faults: `kill()` sends SIGKILL, `start()` brings it back on the same port and store.
- */
-/** Every server started by this process, killed when it exits (mocha --exit skips hooks on a crash). */
+/** Every server started by this process, killed when it exits (a crashed run skips the after hooks). */
 const running = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
+/**
+ * A private nats-server with JetStream and a file store in a temp dir, on a free port, for tests
+ * that inject faults: `kill()` sends SIGKILL, `start()` brings it back on the same port and store.
+ */
 export class PrivateNatsServer {
   readonly storeDir: string;
   port = 0;
@@ -72,7 +72,9 @@ export class PrivateNatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the server, or does nothing while it runs (a second copy would fail to bind and orphan the first). */
   async start(): Promise<void> {
+    if (this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null) return;
     if (this.port === 0) this.port = await freePort();
     this.proc = spawn(
       this.bin,
@@ -89,7 +91,7 @@ export class PrivateNatsServer {
   async kill(): Promise<void> {
     const p = this.proc;
     this.proc = undefined;
-    if (p === undefined || p.exitCode !== null) return;
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return; // already gone: no exit event to wait for
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill('SIGKILL');
