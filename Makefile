@@ -8,11 +8,14 @@ UNIT_TESTS := 'test/unit/**/*.test.ts'
 # The services `scripts/services.sh up` settled on (PUSH_NATS_URL: a private current nats-server
 # when the configured one is older than 2.11; PUSH_NATS_SERVER_BIN), exported to the command after it.
 WITH_SERVICES := set -a && . .data/services.env && set +a &&
+# The benchmark harness at tiny sizes takes minutes: CI runs it once (`make bench-smoke`), not
+# every local `make test`.
+SMOKE_TEST := test/e2e/bench-smoke.test.ts
 
-.PHONY: help deps dev build test test-unit lint bench stop clean
+.PHONY: help deps dev build typecheck test test-unit bench-smoke lint bench stop clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-11s %s\n", $$1, $$2 }'
 
 dev: ## build, start services and the four apps with a demo app (Ctrl-C stops)
 	scripts/dev.sh
@@ -26,14 +29,26 @@ deps: node_modules/.package-lock.json ## install dependencies (npm ci) if missin
 build: deps ## compile every package (tsc -b) into its dist/
 	npx tsc -b tsconfig.json
 
-test: build ## build, make sure NATS/Redis/Postgres answer, run every test suite
+# mocha runs the tests through tsx, which strips types without checking them: test/ and bench/
+# are type-checked here or nowhere.
+typecheck: build ## type-check every project: the packages, test/ and bench/
+	npx tsc -p test/tsconfig.json
+	npx tsc -p bench/tsconfig.json
+
+# A failed type-check or lint still ends with the summary line CI reads (the tests did not run).
+test: deps ## type-check, lint, make sure NATS/Redis/Postgres answer, run every test suite but the bench smoke
+	@$(MAKE) --no-print-directory typecheck lint || { echo; echo '0 passed, 1 failed'; exit 1; }
 	scripts/services.sh up
-	$(WITH_SERVICES) npx mocha $(TESTS)
+	$(WITH_SERVICES) npx mocha --ignore $(SMOKE_TEST) $(TESTS)
 
 test-unit: build ## unit tests only (no services)
 	npx mocha $(UNIT_TESTS)
 
-lint: deps ## eslint and prettier --check
+bench-smoke: build ## the benchmark harness at tiny sizes, so it never rots (minutes; CI runs it)
+	scripts/services.sh up
+	$(WITH_SERVICES) npx mocha $(SMOKE_TEST)
+
+lint: deps ## eslint (type-checked rules) and prettier --check
 	npx eslint . && npx prettier --check .
 
 bench: build ## make sure NATS/Redis/Postgres answer, run the benchmarks under bench/

@@ -1,6 +1,7 @@
-// ESLint flat config: typescript-eslint's recommended rules, plus the two type-checked rules
-// STYLE.md requires as errors (no-floating-promises, no-misused-promises), which guard the async
-// callbacks given to uWS and NATS. Type information comes from each file's nearest tsconfig.
+// ESLint flat config: typescript-eslint's type-checked recommended preset for the TypeScript files
+// (STYLE.md), with no-floating-promises and no-misused-promises as errors: they guard the async
+// callbacks given to uWS and NATS. Type information comes from each file's nearest tsconfig
+// (projectService). JavaScript files (migrations, reporter, configs) get the untyped rules only.
 import js from '@eslint/js';
 import { defineConfig, globalIgnores } from 'eslint/config';
 import tseslint from 'typescript-eslint';
@@ -32,7 +33,7 @@ const nodeGlobals = Object.fromEntries(
 export default defineConfig(
   globalIgnores(['**/dist/', '**/node_modules/', '.data/', 'bench/results/', 'coverage/']),
   js.configs.recommended,
-  tseslint.configs.recommended,
+  tseslint.configs.recommendedTypeChecked,
   {
     rules: {
       // A leading underscore marks a binding kept on purpose (`const { app: _omit, ...rest } = req`).
@@ -52,6 +53,7 @@ export default defineConfig(
   },
   {
     files: ['**/*.{js,mjs,cjs}'],
+    extends: [tseslint.configs.disableTypeChecked],
     languageOptions: { globals: nodeGlobals },
   },
   {

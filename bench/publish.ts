@@ -85,7 +85,7 @@ async function windowed(
           (err: unknown) => {
             failed++;
             outstanding--;
-            if (failed === 1) reject(err as Error);
+            if (failed === 1) reject(err instanceof Error ? err : new Error(String(err)));
           },
         );
       }

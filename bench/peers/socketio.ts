@@ -83,7 +83,7 @@ async function control(req: IncomingMessage, res: ServerResponse): Promise<void>
     return reply(res, 200, '{"sent":true}');
   }
   const messages = (body as { messages?: unknown }).messages;
-  if (!Array.isArray(messages) || !messages.every((m) => typeof m?.user === 'string')) {
+  if (!Array.isArray(messages) || !messages.every((m: { user?: unknown } | null) => typeof m?.user === 'string')) {
     return reply(res, 400, 'bad request', 'text/plain');
   }
   for (const m of messages as { user: string; data: unknown }[]) io.to(m.user).emit('msg', m.data);

@@ -110,7 +110,8 @@ const app = uWS
   .post('/send', (res) => {
     jsonPost(res, (body) => {
       const messages = (body as { messages?: unknown } | null)?.messages;
-      if (!Array.isArray(messages) || !messages.every((m) => typeof m?.user === 'string')) return undefined;
+      if (!Array.isArray(messages) || !messages.every((m: { user?: unknown } | null) => typeof m?.user === 'string'))
+        return undefined;
       for (const m of messages as { user: string; data: unknown }[]) {
         const sockets = users.get(m.user);
         if (sockets === undefined) continue;

@@ -49,8 +49,8 @@ describe('benchmark harness (smoke mode)', function () {
     // Figures a reader relies on: connections really opened, messages really delivered.
     const idle = JSON.parse(
       readFileSync(path.join(dir, files.find((f) => f.endsWith('-idle.json')) as string), 'utf8'),
-    );
-    for (const t of ['ours', 'uws', 'sio']) expect(idle.targets[t].connectsPerSecond.median, t).to.be.greaterThan(0);
+    ) as { targets: Record<string, { connectsPerSecond: { median: number } }> };
+    for (const t of ['ours', 'uws', 'sio']) expect(idle.targets[t]?.connectsPerSecond.median, t).to.be.greaterThan(0);
     expect(output).to.match(/fanout\s+our edge as a share of the bare uWS ceiling/);
   });
 });

@@ -6,13 +6,13 @@ import { freePort } from './nats-server.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** An edge in its own process, so it can be killed without a goodbye. */
-/** Every edge started by this process, killed when it exits (mocha --exit skips hooks on a crash). */
+/** Every edge started by this process, killed when it exits (a crashed run skips the after hooks). */
 const running = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
+/** An edge in its own process, so it can be killed without a goodbye. */
 export class EdgeProcess {
   private proc: ChildProcess | undefined;
   /** Everything the edge printed (stdout and stderr), for failure messages. */
@@ -59,7 +59,7 @@ export class EdgeProcess {
   async kill(): Promise<void> {
     const p = this.proc;
     this.proc = undefined;
-    if (p === undefined || p.exitCode !== null) return;
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return; // already gone: no exit event to wait for
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill('SIGKILL');

@@ -130,7 +130,9 @@ export class PrivateNatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the server, or does nothing while it runs (a second copy would fail to bind and orphan the first). */
   async start(): Promise<void> {
+    if (this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null) return;
     const port = this.port === 0 ? '-1' : String(this.port);
     const proc = spawn(
       this.bin,
@@ -181,7 +183,7 @@ export class PrivateNatsServer {
   async kill(): Promise<void> {
     const p = this.proc;
     this.proc = undefined;
-    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return;
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return; // already gone: no exit event to wait for
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill('SIGKILL');

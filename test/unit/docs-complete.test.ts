@@ -57,7 +57,7 @@ describe('docs: every part of the wire contract is documented', () => {
         const text = section(protocol, new RegExp(`^#{3,5} \`${kind}\``));
         expect(text, `no "#### \`${kind}\`" section in docs/protocol.md`).to.not.equal(undefined);
         const documented = tableFields(text ?? '');
-        for (const field of fieldsOf(schema)) {
+        for (const field of fieldsOf(schema as { properties: Record<string, unknown> })) {
           expect(documented.has(field), `field \`${field}\` of \`${kind}\` missing from its table`).to.equal(true);
         }
       });

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { inspect } from 'node:util';
 import { PushError, decodeToken, encodeToken, idProblem, parseClientFrame, type IdKind } from '@push/protocol';
 
 /** True when `value` is a valid id of the kind (idProblem finds nothing wrong). */
@@ -84,7 +85,7 @@ describe('ids: validation', () => {
 
   it('refuses non-strings and the empty string', () => {
     for (const v of [undefined, null, 42, {}, [], true, Buffer.from('a')]) {
-      expect(validId('user', v), String(v)).to.equal(false);
+      expect(validId('user', v), inspect(v)).to.equal(false);
       expect(idProblem('user', v)).to.equal('user id must be a string');
     }
     expect(idProblem('app', '')).to.equal('app id must not be empty');

@@ -113,11 +113,11 @@ export function serveNatsApi(
       const r = userRequest.parse(req);
       return deps.push.user(deps.keys.verify(r.app, auth), r.user);
     }),
-    handle('kick', async (req, auth) => {
+    handle('kick', (req, auth) => {
       const r = kickRequest.parse(req);
       const app = deps.keys.verify(r.app, auth);
       const { app: _app, user: _user, ...body } = req;
-      return deps.kicker.kick(app, r.user, body);
+      return Promise.resolve(deps.kicker.kick(app, r.user, body));
     }),
     handle('apps.delete', async (req, auth) => {
       checkAdminKey(auth, deps.adminKey);

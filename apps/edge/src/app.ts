@@ -202,7 +202,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
     const app = uws.App();
-    mountEdgeSocket(app, { ctx, connections, maxConnections, accepting: base.accepting });
+    mountEdgeSocket(app, { ctx, connections, maxConnections, accepting: () => base.accepting() });
     mountHealth(app, registry, () => {
       if (!base.accepting()) return 'stopping';
       const natsReady = natsReadiness(nc);

@@ -155,7 +155,7 @@ export class InboxStore {
       );
       subject = this.subjects.inbox(app, user);
     } catch (err) {
-      return Promise.reject(err as Error);
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     let h: MsgHdrs | undefined;
     if (opts.msgId !== undefined) {

@@ -51,8 +51,9 @@ export class LiveSubscriber {
   private flushQueued = false;
   private pingTimer: NodeJS.Timeout | undefined;
   private pingsOut = 0;
-  // Parser state: bytes not yet consumed; when `expect` > 0, a payload of that many bytes (plus
-  // CRLF) is awaited for `sid` with `hdrLen` header bytes at its start.
+  // Parser state: bytes not yet consumed; when `expect` > 0, a message of `expect` bytes (its
+  // payload plus the CRLF after it, so never 0, even for an empty message) is awaited for
+  // `expectSid` with `expectHdr` header bytes at its start.
   private buf: Buffer = Buffer.alloc(0);
   private expect = 0;
   private expectSid = 0;
@@ -275,9 +276,9 @@ export class LiveSubscriber {
   private onData(socket: net.Socket): void {
     for (;;) {
       if (this.expect > 0) {
-        if (this.buf.length < this.expect + 2) return;
-        const body = this.buf.subarray(0, this.expect);
-        this.buf = this.buf.subarray(this.expect + 2);
+        if (this.buf.length < this.expect) return;
+        const body = this.buf.subarray(0, this.expect - 2);
+        this.buf = this.buf.subarray(this.expect);
         this.expect = 0;
         const h = this.handlers.get(this.expectSid);
         if (h !== undefined) {
@@ -315,13 +316,8 @@ export class LiveSubscriber {
       this.expectSid = sid;
       this.expectHdr = hdr;
       this.expectSubject = parts[1] ?? '';
-      this.expect = total;
-      if (total === 0) {
-        // Zero-length message: consume the trailing CRLF on the next pass.
-        this.expect = 0;
-        this.buf = this.buf.subarray(2);
-        this.handlers.get(sid)?.handler(Buffer.alloc(0), Buffer.alloc(0), parts[1] ?? '');
-      }
+      // An empty message too waits for its CRLF: it may not have arrived yet.
+      this.expect = total + 2;
       return;
     }
     if (line === 'PING') {

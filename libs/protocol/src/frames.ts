@@ -109,7 +109,7 @@ function explainSend(value: Record<string, unknown>): PushError {
   if (first.code !== 'invalid_ttl') return first;
   const bad = idFieldProblem('to', 'user', value['to']) ?? idFieldProblem('id', 'clientMessageId', value['id']);
   if (bad !== undefined) return bad;
-  readPayload(value as { data?: unknown; b64?: string }); // throws invalid_data before a ttl is judged
+  readPayload(value); // throws invalid_data before a ttl is judged
   return first;
 }
 

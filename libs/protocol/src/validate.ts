@@ -121,7 +121,7 @@ export function compile<T extends TSchema>(schema: T, opts: { order?: readonly s
     parse(value) {
       const bad = v.problem(value);
       if (bad !== undefined) throw bad;
-      return value as Static<T>;
+      return value;
     },
   };
   return v;
