@@ -55,6 +55,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let apps: AppDirectory | undefined;
   let db: Knex | undefined;
   let redis: Redis | undefined;
+  let presence: PresenceRegistry | undefined;
   let listening: Listening | undefined;
   let natsSubs: Subscription[] = [];
   let admin: AppAdmin | undefined;
@@ -96,7 +97,12 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
-      const presence = new PresenceRegistry(redis, subjects, 'center');
+      presence = new PresenceRegistry(redis, subjects, 'center', {
+        leaseSeconds: config.presenceLeaseSeconds,
+        onError: (err) => log.warn({ err }, 'presence sweep failed'),
+      });
+      // Edges sweep each other; the center sweeps too, for when the last edge died.
+      presence.startSweeping();
       const keys = new ApiKeyVerifier(apps);
       const push = new PushService(
         store,
@@ -141,6 +147,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         apps?.close();
         store?.close();
         if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
+        await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));
         redis?.disconnect();
         await db?.destroy();
         log.info('center stopped');
