@@ -74,6 +74,16 @@ describe('bad input', function () {
       expect(r.body.error?.code).to.be.oneOf(['token_invalid', 'token_malformed']);
     });
 
+    it('refuses a token whose exp is in milliseconds with 401 token_exp_too_far (issue 7)', async function () {
+      const s = app.record.secrets[0]!;
+      const ms = await new SignJWT({ app: app.id, sub: 'u', exp: Date.now() + 3_600_000 })
+        .setProtectedHeader({ alg: 'HS256', kid: s.kid })
+        .sign(Buffer.from(s.secret, 'utf8'));
+      const r = await TestClient.refused(stack.wsUrl(), ms);
+      expect(r.status).to.equal(401);
+      expect(r.body.error?.code).to.equal('token_exp_too_far');
+    });
+
     it('refuses an expired token with 401 token_expired', async function () {
       const expired = await signClientToken(
         app.record.secrets[0]!,

@@ -102,7 +102,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     const app = apps?.get(appId);
     if (app === undefined) throw new PushError('app_not_found');
     if (app.disabled) throw new PushError('app_disabled');
-    return verifyClientToken(token, app);
+    return verifyClientToken(token, app, Date.now() / 1000, config.tokenMaxLifetimeSeconds);
   }
 
   function clampPing(raw: string): number {
@@ -158,10 +158,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         const app = apps?.get(conn.app);
         conn.open(ws, ping, app?.settings.maxMessageBytes ?? 0);
         metrics.users.set(ctx?.channels.size ?? 0);
-        presence?.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
-          metrics.errors.inc({ code: 'presence' });
-          log.warn({ err }, 'presence write failed');
-        });
+        recordPresence(conn);
       },
       message: (ws, message, isBinary) => {
         const { conn } = ws.getUserData();
@@ -186,6 +183,13 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
           log.warn({ err }, 'presence delete failed');
         });
       },
+    });
+  }
+
+  function recordPresence(conn: ClientConnection): void {
+    presence?.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
+      metrics.errors.inc({ code: 'presence' });
+      log.warn({ err }, 'presence write failed');
     });
   }
 
@@ -266,7 +270,18 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
-      presence = new PresenceRegistry(redis, subjects, edgeId);
+      presence = new PresenceRegistry(redis, subjects, edgeId, {
+        leaseSeconds: config.presenceLeaseSeconds,
+        // Another edge may have swept this edge's entries while its lease had lapsed.
+        onLeaseLost: () => {
+          log.warn({ connections: connections.size }, 'presence lease had lapsed; recording every connection again');
+          for (const c of connections) recordPresence(c);
+        },
+        onError: (err) => {
+          metrics.errors.inc({ code: 'presence' });
+          log.warn({ err }, 'presence lease renewal or sweep failed');
+        },
+      });
       await presence.start();
       ctx = {
         edgeId,
@@ -337,7 +352,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         apps?.close();
         store?.close();
         live?.close();
-        await presence?.stop().catch(() => undefined);
+        await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence lease not released'));
         if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => undefined);
         redis?.disconnect();
         log.info('edge stopped');

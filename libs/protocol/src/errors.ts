@@ -17,6 +17,10 @@ export const ERRORS = {
   token_missing: { status: 401, message: 'no token was presented' },
   token_invalid: { status: 401, message: 'the token signature does not verify' },
   token_expired: { status: 401, message: 'the token has expired' },
+  token_exp_too_far: {
+    status: 401,
+    message: 'the token exp lies further ahead than the edge accepts (exp is in epoch seconds, not milliseconds)',
+  },
   api_key_missing: { status: 401, message: 'no API key was presented (Authorization: Bearer <key>)' },
   api_key_invalid: { status: 401, message: 'the API key is not valid' },
   admin_key_invalid: { status: 401, message: 'the admin key is missing or not valid' },
