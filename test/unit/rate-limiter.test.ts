@@ -1,7 +1,5 @@
 import { expect } from 'chai';
-// RateLimiter is internal to the center (not exported by @push/center), so the unit test reads
-// its source directly; it has no dependencies.
-import { RateLimiter } from '../../apps/center/src/rate-limiter.js';
+import { RateLimiter } from '@push/apps';
 
 const T0 = 1_700_000_000_000;
 

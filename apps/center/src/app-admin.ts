@@ -21,6 +21,8 @@ function settingsSchema(limits: SettingsLimits) {
       maxMessageBytes: z.number().int().min(1).max(MAX_MESSAGE_BYTES),
       clientMessaging: z.boolean(),
       pushRateLimit: z.number().int().min(0),
+      sendRatePerConnection: z.number().int().min(0).max(1_000_000),
+      sendRatePerUser: z.number().int().min(0).max(1_000_000),
     })
     .strict()
     .partial();

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { AppDirectory } from '@push/apps';
+import { AppDirectory, RateLimiter } from '@push/apps';
 import type { Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
@@ -23,7 +23,6 @@ import { Kicker } from './kick.js';
 import { createCenterMetrics } from './metrics.js';
 import { serveNatsApi } from './nats-api.js';
 import { PushService } from './push-service.js';
-import { RateLimiter } from './rate-limiter.js';
 
 /** A running center. */
 export interface Center {

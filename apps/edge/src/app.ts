@@ -20,6 +20,7 @@ import { PresenceRegistry } from '@push/presence';
 import { CLOSE, PushError, Subjects, decodeToken } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { ClientConnection, type SocketData } from './client-connection.js';
+import { SendLimits } from './send-limits.js';
 import type { EdgeContext } from './edge-context.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics } from './metrics.js';
@@ -293,6 +294,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         presence,
         metrics,
         log,
+        sendLimits: new SendLimits(),
         highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
         removeFailed: (err) => {
           metrics.removeFailed.inc();

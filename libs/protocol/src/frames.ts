@@ -148,7 +148,7 @@ export const ServerFrames = {
   sent(id: string, seq: number, duplicate: boolean): string {
     return JSON.stringify({ t: 'sent', id, seq, dup: duplicate });
   },
-  error(code: string, message: string, extra?: { id?: string; seqs?: number[] }): string {
+  error(code: string, message: string, extra?: { id?: string; seqs?: number[]; retryAfter?: number }): string {
     return JSON.stringify({ t: 'error', code, message, ...extra });
   },
   /**
