@@ -111,7 +111,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
       );
-      const kicker = new Kicker(conn, subjects);
+      const kicker = new Kicker(conn, subjects, presence, log);
       natsSubs = serveNatsApi(nc, subjects, { push, kicker, keys, metrics, log });
       await nc.flush(); // the API subscriptions are on the server before start() resolves
       const app = uws.App();
