@@ -13,7 +13,7 @@ export class TcpProxy {
   accepted = 0;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
-  private clientSpoke: Array<() => void> = [];
+  private clientSpoke: Array<{ match: ((c: Buffer) => boolean) | undefined; resolve: () => void }> = [];
 
   constructor(
     private readonly targetHost: string,
@@ -32,9 +32,12 @@ export class TcpProxy {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  /** Resolves when a client next sends bytes on a connection accepted after this call. */
-  nextClientBytes(): Promise<void> {
-    return new Promise((resolve) => this.clientSpoke.push(resolve));
+  /**
+   * Resolves when a client next sends bytes (matching `match`, when given, in its first chunk)
+   * on a connection accepted after this call.
+   */
+  nextClientBytes(match?: (firstChunk: Buffer) => boolean): Promise<void> {
+    return new Promise((resolve) => this.clientSpoke.push({ match, resolve }));
   }
 
   /** Cuts every proxied connection (both sides), as a network fault would. */
@@ -66,7 +69,9 @@ export class TcpProxy {
     client.on('data', (c: Buffer) => {
       if (!heard) {
         heard = true;
-        for (const w of this.clientSpoke.splice(0)) w();
+        const heardBy = this.clientSpoke.filter((w) => w.match === undefined || w.match(c));
+        this.clientSpoke = this.clientSpoke.filter((w) => !heardBy.includes(w));
+        for (const w of heardBy) w.resolve();
       }
       if (held === undefined) upstream.write(c);
       else held.push(c);
