@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import net from 'node:net';
 import { SignJWT } from 'jose';
 import { signClientToken } from '@push/apps';
 import { Stack, type TestApp } from '../helpers/stack.js';
@@ -72,6 +73,16 @@ describe('bad input', function () {
       const r = await TestClient.refused(stack.wsUrl(), `${header}.${body}.`);
       expect(r.status).to.be.oneOf([400, 401]);
       expect(r.body.error?.code).to.be.oneOf(['token_invalid', 'token_malformed']);
+    });
+
+    it('refuses a token whose exp is in milliseconds with 401 token_exp_too_far (issue 7)', async function () {
+      const s = app.record.secrets[0]!;
+      const ms = await new SignJWT({ app: app.id, sub: 'u', exp: Date.now() + 3_600_000 })
+        .setProtectedHeader({ alg: 'HS256', kid: s.kid })
+        .sign(Buffer.from(s.secret, 'utf8'));
+      const r = await TestClient.refused(stack.wsUrl(), ms);
+      expect(r.status).to.equal(401);
+      expect(r.body.error?.code).to.equal('token_exp_too_far');
     });
 
     it('refuses an expired token with 401 token_expired', async function () {
@@ -332,6 +343,49 @@ describe('bad input', function () {
   });
 
   describe('center HTTP API', function () {
+    /** Sends a push whose body claims (and keeps sending) `declared` bytes; what the center did. */
+    async function oversized(declared: number | undefined): Promise<{ head: string; closedAfterMs: number }> {
+      const socket = net.connect(stack.center.port, '127.0.0.1');
+      await new Promise((r) => socket.once('connect', r));
+      let head = '';
+      let answeredAt = 0;
+      socket.on('data', (c: Buffer) => {
+        if (head === '') answeredAt = Date.now();
+        head += c.toString('latin1');
+      });
+      socket.on('error', () => undefined); // a reset once the server closed is expected
+      const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+      socket.write(
+        `POST /v1/apps/${encodeURIComponent(app.id)}/push HTTP/1.1\r\nHost: x\r\n` +
+          `Authorization: Bearer ${app.apiKey}\r\nContent-Type: application/json\r\n` +
+          (declared !== undefined ? `Content-Length: ${declared}\r\n` : 'Transfer-Encoding: chunked\r\n') +
+          '\r\n',
+      );
+      // Keep sending, as a client uploading a huge body would, until the server closes or 3 s pass.
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const until = Date.now() + 3000;
+      let open = true;
+      void closed.then(() => (open = false));
+      while (open && Date.now() < until) {
+        if (declared !== undefined) socket.write(chunk);
+        else socket.write(`${chunk.length.toString(16)}\r\n${chunk.toString('latin1')}\r\n`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const end = open ? Date.now() + 10_000 : 0;
+      socket.destroy();
+      const closedAt = await closed;
+      return { head, closedAfterMs: (end !== 0 ? end : closedAt) - answeredAt };
+    }
+
+    it('answers an oversized body with 413 body_too_large and closes the connection (issue 7)', async function () {
+      for (const declared of [500_000_000, undefined]) {
+        const r = await oversized(declared);
+        expect(r.head, `declared ${declared}`).to.match(/^HTTP\/1\.1 413/);
+        expect(r.head).to.include('body_too_large');
+        expect(r.closedAfterMs, `declared ${declared}: still open after the 413`).to.be.below(1000);
+      }
+    });
+
     it('answers bad requests with a status and a stable code', async function () {
       const path = `/v1/apps/${encodeURIComponent(app.id)}/push`;
       const cases: Array<[string, string | undefined, unknown, string | undefined, number, string]> = [

@@ -40,6 +40,40 @@ describe('client-to-client messages', function () {
     expect(ms[1]?.from).to.equal(undefined);
   });
 
+  it('rate-limits a burst of sends per connection and per user, answering rate_limited with the id (issue 7)', async function () {
+    const limited = await stack.createApp({ clientMessaging: true, sendRatePerConnection: 5, sendRatePerUser: 8 });
+    const phone = await connect(limited, 'eve', 'phone');
+    const answers = async (c: TestClient, n: number) => {
+      const deadline = Date.now() + 5000;
+      while (c.frames.filter((f) => f.t === 'sent' || f.t === 'error').length < n && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 10));
+      return c.frames.filter((f) => f.t === 'sent' || f.t === 'error');
+    };
+    for (let i = 0; i < 20; i++) phone.send({ t: 'send', to: 'victim', id: `p${i}`, data: i });
+    const got = await answers(phone, 20);
+    const sent = got.filter((f) => f.t === 'sent').map((f) => f['id']);
+    const limitedIds = got.filter((f) => f['code'] === 'rate_limited').map((f) => f['id']);
+    // One second's burst gets in; the rest is refused, each answer naming its send.
+    expect(sent).to.have.length.within(5, 6);
+    expect(sent.length + limitedIds.length).to.equal(20);
+    expect(limitedIds).to.include('p19');
+    const first = got.find((f) => f['code'] === 'rate_limited');
+    expect(first?.['retryAfter']).to.be.a('number').within(1, 1000);
+    // Another connection of the same user shares the per-user budget (8 per second).
+    const laptop = await connect(limited, 'eve', 'laptop');
+    for (let i = 0; i < 10; i++) laptop.send({ t: 'send', to: 'victim', id: `l${i}`, data: i });
+    const fromLaptop = await answers(laptop, 10);
+    expect(fromLaptop.filter((f) => f.t === 'sent').length).to.be.within(3, 5);
+    // The connection stays usable: after the wait it was told, a send gets in.
+    await new Promise((r) => setTimeout(r, 1000));
+    phone.send({ t: 'send', to: 'victim', id: 'after', data: 'ok' });
+    const after = await phone.waitFor((f) => f['id'] === 'after');
+    expect(after.t).to.equal('sent');
+    expect((await limited.user('victim')).body['pending']).to.equal(
+      sent.length + 1 + fromLaptop.filter((f) => f.t === 'sent').length,
+    );
+  });
+
   it('stores the message for an offline recipient until it connects and acks', async function () {
     const carol = await connect(open, 'carol');
     carol.send({ t: 'send', to: 'dan', id: 'x1', b64: Buffer.from('bytes').toString('base64') });

@@ -30,6 +30,16 @@ describe('kick', function () {
     clients.push(c);
     return c;
   }
+  /** Waits until presence lists `n` connections of the user (entries are written as sockets open and close). */
+  async function online(a: TestApp, user: string, n: number): Promise<void> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const got = ((await a.user(user)).body['connections'] as unknown[]).length;
+      if (got === n) return;
+      if (Date.now() > deadline) throw new Error(`presence of ${user}: ${got} connections, wanted ${n}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
   const kick = (a: TestApp, user: string, body?: unknown, key = a.apiKey) =>
     stack.http('POST', `/v1/apps/${encodeURIComponent(a.id)}/users/${encodeURIComponent(user)}/kick`, key, body);
 
@@ -39,10 +49,12 @@ describe('kick', function () {
     const laptop = await connect1(app, 'alice', 'laptop', 1);
     const bob = await connect1(app, 'bob', 'phone', 0);
     const namesake = await connect1(other, 'alice', 'phone', 0);
+    await online(app, 'alice', 3);
 
     const r = await kick(app, 'alice', { device: 'phone', reason: 'signed out elsewhere' });
     expect(r.status).to.equal(202);
-    expect(r.body).to.deep.equal({ sent: true });
+    // The answer says how many connections the kick closes (issue 7: it said sent either way).
+    expect(r.body).to.deep.equal({ sent: true, connections: 2 });
     expect(await phoneA.waitClosed()).to.equal(4004);
     expect(await phoneB.waitClosed()).to.equal(4004);
     expect(phoneA.closeReason).to.equal('signed out elsewhere');
@@ -50,8 +62,12 @@ describe('kick', function () {
     await bob.ping();
     await namesake.ping();
 
+    await online(app, 'alice', 1);
     const all = await kick(app, 'alice'); // no body: every device
     expect(all.status).to.equal(202);
+    expect(all.body).to.deep.equal({ sent: true, connections: 1 });
+    await online(app, 'alice', 0);
+    expect((await kick(app, 'alice')).body).to.deep.equal({ sent: true, connections: 0 });
     expect(await laptop.waitClosed()).to.equal(4004);
     expect(laptop.closeReason).to.equal('kicked');
     await bob.ping();
@@ -71,13 +87,14 @@ describe('kick', function () {
 
   it('works over NATS request/reply too', async function () {
     const c = await connect1(app, 'dave', 'd', 1);
+    await online(app, 'dave', 1);
     const h = headers();
     h.set('Authorization', `Bearer ${app.apiKey}`);
     const reply = await nc.request(`${stack.prefix}.api.kick`, JSON.stringify({ app: app.id, user: 'dave' }), {
       timeout: 5000,
       headers: h,
     });
-    expect(reply.json()).to.deep.equal({ ok: true, sent: true });
+    expect(reply.json()).to.deep.equal({ ok: true, sent: true, connections: 1 });
     expect(await c.waitClosed()).to.equal(4004);
   });
 

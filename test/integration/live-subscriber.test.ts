@@ -3,6 +3,7 @@ import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { createLogger } from '@push/logger';
 import { LiveSubscriber, headerSequence } from '@push/nats';
 import { PrivateNatsServer } from '../helpers/nats-server.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const log = createLogger({ level: 'silent', name: 'test' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -107,6 +108,57 @@ describe('LiveSubscriber (lean NATS subscriptions for the edge)', function () {
     const until = Date.now() + 3000;
     while (got.length < 3 && Date.now() < until) await sleep(10);
     expect(got.sort()).to.deep.equal(['r.1:after', 'r.2:after', 'r.3:after']);
+    live.close();
+  });
+});
+
+describe('LiveSubscriber during a re-handshake (issue 7, defect 1)', function () {
+  this.timeout(30_000);
+  const server = new PrivateNatsServer();
+  let proxy: TcpProxy;
+  let pub: NatsConnection;
+
+  before(async function () {
+    await server.start();
+    proxy = new TcpProxy('127.0.0.1', server.port);
+    await proxy.start();
+    pub = await connect({ servers: server.url });
+  });
+  after(async function () {
+    await pub?.close();
+    await proxy?.stop();
+    await server.stop();
+  });
+
+  it('a subscription made while CONNECT is in flight gets messages, and flush() waits for the handshake', async function () {
+    let reconnects = 0;
+    const live = await LiveSubscriber.connect({
+      servers: proxy.url,
+      name: 't',
+      logger: log,
+      onReconnect: () => reconnects++,
+    });
+    const got: string[] = [];
+    live.subscribe('old.s', (_h, p) => got.push(`old:${p.toString()}`));
+    await live.flush();
+    // The next connection's CONNECT reaches the server 1.5 s after the greeting.
+    proxy.holdMs = 1500;
+    const greeted = proxy.nextClientBytes();
+    proxy.dropAll();
+    await greeted;
+    expect(live.isConnected).to.equal(false);
+    live.subscribe('new.s', (_h, p) => got.push(`new:${p.toString()}`));
+    const t0 = Date.now();
+    await live.flush();
+    // Resolving before the server saw the SUB would let the edge read the backlog too early.
+    expect(Date.now() - t0).to.be.greaterThan(1000);
+    pub.publish('new.s', 'after');
+    pub.publish('old.s', 'after');
+    await pub.flush();
+    const until = Date.now() + 3000;
+    while (got.length < 2 && Date.now() < until) await sleep(10);
+    expect(got.sort()).to.deep.equal(['new:after', 'old:after']);
+    expect(reconnects).to.equal(1);
     live.close();
   });
 });

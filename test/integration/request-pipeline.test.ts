@@ -91,6 +91,30 @@ describe('RequestPipeline (against the real NATS server)', function () {
     await Promise.all(reqs);
     expect(await idle).to.equal(true);
     expect(answered).to.deep.equal(['1', '2']);
+  });
+
+  it('fails each unanswered request at its deadline, not at the next periodic check (issue 7)', async function () {
+    const timeoutMs = 2000;
+    const p = new RequestPipeline(nc, { timeoutMs });
+    // Calls spread over 500 ms: a check every timeout / 4 would fail some of them up to 500 ms late.
+    const late: number[] = [];
+    const calls: Array<Promise<void>> = [];
+    for (let i = 0; i < 6; i++) {
+      const t0 = Date.now();
+      calls.push(
+        p.request(`${subject}.hold`, String(i)).then(
+          () => expect.fail('answered'),
+          (err: unknown) => {
+            expect(err).to.be.instanceOf(RequestTimeoutError);
+            late.push(Date.now() - t0 - timeoutMs);
+          },
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await Promise.all(calls);
+    for (const ms of late) expect(ms, `late by ${late.join(', ')} ms`).to.be.within(-1, 100);
+    held.length = 0;
     p.close();
   });
 

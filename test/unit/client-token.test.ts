@@ -95,6 +95,13 @@ describe('client tokens', () => {
     verifyFails(() => verifyClientToken(token, chat, NOW + 86_400), 'token_expired');
   });
 
+  it('refuses an exp further ahead than the horizon (an exp in milliseconds) with token_exp_too_far', async () => {
+    const ms = await rawToken(s1, { app: 'chat', sub: 'alice', exp: NOW * 1000 });
+    verifyFails(() => verifyClientToken(ms, chat, NOW, 30 * 86_400), 'token_exp_too_far');
+    const month = await signClientToken(s1, { app: 'chat', user: 'alice', ttlSeconds: 30 * 86_400 }, NOW);
+    expect(verifyClientToken(month, chat, NOW, 30 * 86_400).user).to.equal('alice');
+  });
+
   it('refuses a token signed with another secret with token_invalid', async () => {
     const forged = await signClientToken(secret('k1', 'z'), { app: 'chat', user: 'alice', ttlSeconds: 60 }, NOW);
     verifyFails(() => verifyClientToken(forged, chat, NOW), 'token_invalid');

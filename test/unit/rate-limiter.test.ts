@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-// RateLimiter is internal to the center (not exported by @push/center), so the unit test reads
-// its source directly; it has no dependencies.
-import { RateLimiter } from '../../apps/center/src/rate-limiter.js';
+import { RateLimiter, TokenBucket } from '@push/apps';
+import { SendLimits } from '../../apps/edge/src/send-limits.js';
+import { DEFAULT_APP_SETTINGS } from '@push/protocol';
 
 const T0 = 1_700_000_000_000;
 
@@ -124,5 +124,42 @@ describe('rate limiter', () => {
       expect(admitted, `rate ${rate}`).to.be.at.most(rate * seconds + rate + largest);
       expect(admitted, `rate ${rate}`).to.be.at.least(rate * (seconds - 2) * 0.8);
     }
+  });
+
+  it('waitMs answers the milliseconds until the tokens are there, taking nothing', () => {
+    const b = new TokenBucket(10, T0);
+    expect(b.waitMs(10, 10, T0)).to.equal(0);
+    b.take(10);
+    expect(b.waitMs(10, 1, T0)).to.equal(100);
+    expect(b.waitMs(10, 1, T0 + 40)).to.equal(60);
+    expect(b.waitMs(10, 1, T0 + 100)).to.equal(0);
+  });
+
+  it('prune forgets only buckets that are full again', () => {
+    const rl = new RateLimiter();
+    rl.take('busy', 10, 10, T0 + 900);
+    rl.take('idle', 10, 10, T0);
+    rl.prune(T0 + 1000);
+    expect(rl.size).to.equal(1);
+    expect(rl.take('busy', 10, 1, T0 + 1000)).to.equal(0); // kept: 1 token refilled, not 10
+    expect(rl.take('busy', 10, 5, T0 + 1000)).to.be.greaterThan(0);
+  });
+});
+
+describe('client send limits (edge)', () => {
+  const settings = { ...DEFAULT_APP_SETTINGS, sendRatePerConnection: 3, sendRatePerUser: 4 };
+
+  it('limits each connection and the user across connections; a refused send takes nothing', () => {
+    const limits = new SendLimits();
+    const a = new TokenBucket(3, T0);
+    const b = new TokenBucket(3, T0);
+    const admitted = (conn: TokenBucket, n: number) =>
+      Array.from({ length: n }, () => limits.admit(settings, 'app', 'u', conn, T0)).filter((w) => w === 0).length;
+    expect(admitted(a, 10)).to.equal(3); // per connection
+    expect(admitted(b, 10)).to.equal(1); // the user's fourth
+    expect(limits.admit(settings, 'app', 'other', b, T0)).to.equal(0); // another user: own budget
+    // Both buckets must hold a token: a's refills in 334 ms, the user's in 250.
+    expect(limits.admit(settings, 'app', 'u', a, T0)).to.equal(334);
+    expect(limits.admit(settings, 'app', 'u', a, T0 + 334)).to.equal(0);
   });
 });

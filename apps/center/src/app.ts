@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { AppDirectory } from '@push/apps';
+import { AppDirectory, RateLimiter } from '@push/apps';
 import type { Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
@@ -24,7 +24,6 @@ import { Kicker } from './kick.js';
 import { createCenterMetrics } from './metrics.js';
 import { serveNatsApi } from './nats-api.js';
 import { PushService } from './push-service.js';
-import { RateLimiter } from './rate-limiter.js';
 
 /** A running center. */
 export interface Center {
@@ -56,6 +55,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let apps: AppDirectory | undefined;
   let db: Knex | undefined;
   let redis: Redis | undefined;
+  let presence: PresenceRegistry | undefined;
   let listening: Listening | undefined;
   let natsSubs: Subscription[] = [];
   let admin: AppAdmin | undefined;
@@ -100,7 +100,12 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
-      const presence = new PresenceRegistry(redis, subjects, 'center');
+      presence = new PresenceRegistry(redis, subjects, 'center', {
+        leaseSeconds: config.presenceLeaseSeconds,
+        onError: (err) => log.warn({ err }, 'presence sweep failed'),
+      });
+      // Edges sweep each other; the center sweeps too, for when the last edge died.
+      presence.startSweeping();
       const keys = new ApiKeyVerifier(apps);
       const push = new PushService(
         store,
@@ -110,7 +115,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
       );
-      const kicker = new Kicker(conn, subjects);
+      const kicker = new Kicker(conn, subjects, presence, log);
       natsSubs = serveNatsApi(nc, subjects, {
         push,
         kicker,
@@ -156,6 +161,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         if (nc !== undefined && !nc.isClosed()) {
           await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed on stop'));
         }
+        await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));
         redis?.disconnect();
         await db?.destroy();
         log.info('center stopped');

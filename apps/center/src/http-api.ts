@@ -111,7 +111,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
         const appId = param(rawApp, 'app');
         const user = param(rawUser, 'user');
         const record = keys.verify(appId, ex.header('authorization'));
-        return { status: 202, body: deps.kicker.kick(record, user, await body) };
+        return { status: 202, body: await deps.kicker.kick(record, user, await body) };
       },
     },
     // --- admin API ------------------------------------------------------------------------

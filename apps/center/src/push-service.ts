@@ -16,7 +16,7 @@ import {
   type Subjects,
 } from '@push/protocol';
 import type { CenterMetrics } from './metrics.js';
-import type { RateLimiter } from './rate-limiter.js';
+import type { RateLimiter } from '@push/apps';
 
 interface PushInput {
   user: string;

@@ -1,7 +1,8 @@
 import type { Config } from '@push/config';
-import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
+import { HttpExchange, createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import { connectNats, natsReadiness, type NatsConnection } from '@push/nats';
+import { PushError } from '@push/protocol';
 import type { Registry } from 'prom-client';
 
 /** A running coordinator. */
@@ -39,6 +40,10 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
       nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'coordinator', logger: log });
       const app = uws.App();
       mountHealth(app, registry, () => (stopping ? 'stopping' : natsReadiness(nc)));
+      // Without a catch-all uWS closes the connection on an unknown path; answer like the other apps.
+      app.any('/*', (res, req) => {
+        new HttpExchange(res, req).error(new PushError('not_found'));
+      });
       listening = await listen(app, config.coordinator.host, config.coordinator.port);
       log.info({ port: listening.port }, 'coordinator listening');
     },

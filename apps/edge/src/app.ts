@@ -12,9 +12,10 @@ import type { Registry } from 'prom-client';
 import { ControlHandler } from './control-handler.js';
 import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
-import { mountEdgeSocket } from './edge-upgrade.js';
+import { mountEdgeSocket, recordPresence } from './edge-upgrade.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
+import { SendLimits } from './send-limits.js';
 import { UserChannels } from './user-channels.js';
 
 /** A running edge process (one worker). */
@@ -182,7 +183,18 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     redis.on('error', (err) => log.warn({ err }, 'redis error'));
     opened.push(() => redis.disconnect());
     await redis.connect();
-    const presence = new PresenceRegistry(redis, subjects, edgeId);
+    const presence = new PresenceRegistry(redis, subjects, edgeId, {
+      leaseSeconds: config.presenceLeaseSeconds,
+      // Another edge may have swept this edge's entries while its lease had lapsed.
+      onLeaseLost: () => {
+        log.warn({ connections: connections.size }, 'presence lease had lapsed; recording every connection again');
+        for (const c of connections) recordPresence(ctx, c);
+      },
+      onError: (err) => {
+        metrics.errors.inc({ code: 'presence' });
+        log.warn({ err }, 'presence lease renewal or sweep failed');
+      },
+    });
     await presence.start();
     opened.push(() => presence.stop());
     const ctx: EdgeContext = {
@@ -195,6 +207,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       presence,
       metrics,
       log,
+      sendLimits: new SendLimits(),
       highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
       removeFailed: removalFailureReporter(metrics, log),
     };
@@ -202,7 +215,13 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
     const app = uws.App();
-    mountEdgeSocket(app, { ctx, connections, maxConnections, accepting: () => base.accepting() });
+    mountEdgeSocket(app, {
+      ctx,
+      connections,
+      maxConnections,
+      accepting: () => base.accepting(),
+      tokenMaxLifetimeSeconds: config.tokenMaxLifetimeSeconds,
+    });
     mountHealth(app, registry, () => {
       if (!base.accepting()) return 'stopping';
       const natsReady = natsReadiness(nc);
@@ -258,7 +277,7 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   apps.close();
   store.close();
   live.close();
-  await presence.stop().catch((err: unknown) => log.warn({ err }, 'presence stop failed'));
+  await presence.stop().catch((err: unknown) => log.warn({ err }, 'presence lease not released'));
   if (!nc.isClosed()) await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
   redis.disconnect();
 }

@@ -1,3 +1,4 @@
+import { TokenBucket } from '@push/apps';
 import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
 import {
@@ -63,6 +64,8 @@ export class ClientConnection implements LiveReceiver {
   private buffered: InboxMessage[] | undefined;
   /** Backlog reads failed in a row (the backoff attempt); 0 after one that succeeds. */
   private readFailures = 0;
+  /** Rate limit of this connection's sends; made on its first send. */
+  private sendBucket: TokenBucket | undefined;
 
   constructor(
     private readonly ctx: EdgeContext,
@@ -305,6 +308,15 @@ export class ClientConnection implements LiveReceiver {
       const app = ctx.apps.get(this.app);
       if (app === undefined || app.disabled) throw new PushError('app_disabled');
       if (!app.settings.clientMessaging) throw new PushError('client_messaging_disabled');
+      const bucket = (this.sendBucket ??= new TokenBucket(app.settings.sendRatePerConnection));
+      const wait = ctx.sendLimits.admit(app.settings, this.app, this.user, bucket);
+      if (wait > 0) {
+        this.sendError(new PushError('rate_limited', `too many sends; retry in ${wait} ms`), {
+          id: f.id,
+          retryAfter: wait,
+        });
+        return;
+      }
       if (f.payload.bytes.length > app.settings.maxMessageBytes) {
         throw new PushError('payload_too_large', `the message is larger than ${app.settings.maxMessageBytes} bytes`);
       }
@@ -321,7 +333,7 @@ export class ClientConnection implements LiveReceiver {
     }
   }
 
-  private sendError(err: unknown, extra?: { id?: string; seqs?: number[] }): void {
+  private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number }): void {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
     if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
     this.ctx.metrics.errors.inc({ code: e.code });

@@ -5,6 +5,7 @@ import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { EdgeMetrics } from './metrics.js';
+import type { SendLimits } from './send-limits.js';
 import type { UserChannels } from './user-channels.js';
 
 /** What every connection of one edge process shares (one object, referenced, not copied). */
@@ -18,6 +19,8 @@ export interface EdgeContext {
   presence: PresenceRegistry;
   metrics: EdgeMetrics;
   log: Logger;
+  /** Rate limits of client sends (per user across this edge's connections). */
+  sendLimits: SendLimits;
   /** Records an acked message the store could not remove (counted; logged at most every few seconds). */
   removeFailed(err: unknown): void;
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */

@@ -12,6 +12,16 @@ export interface EdgeSocketOptions {
   maxConnections: number;
   /** False once the edge is stopping: upgrades are refused with `shutting_down`. */
   accepting: () => boolean;
+  /** Tokens whose `exp` lies further ahead than this many seconds are refused (`token_exp_too_far`). */
+  tokenMaxLifetimeSeconds: number;
+}
+
+/** Records a connection in presence; a failed write is counted and logged, never fatal. */
+export function recordPresence(ctx: EdgeContext, conn: ClientConnection): void {
+  ctx.presence.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
+    ctx.metrics.errors.inc({ code: 'presence' });
+    ctx.log.warn({ err }, 'presence write failed');
+  });
 }
 
 /**
@@ -43,7 +53,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     const record = ctx.apps.get(appId);
     if (record === undefined) throw new PushError('app_not_found');
     if (record.disabled) throw new PushError('app_disabled');
-    return verifyClientToken(token, record);
+    return verifyClientToken(token, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
   function clampPing(raw: string): number {
@@ -98,10 +108,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const record = ctx.apps.get(conn.app);
       conn.open(ws, ping, record?.settings.maxMessageBytes ?? 0);
       metrics.users.set(ctx.channels.size);
-      presence.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
-        metrics.errors.inc({ code: 'presence' });
-        log.warn({ err }, 'presence write failed');
-      });
+      recordPresence(ctx, conn);
     },
     message: (ws, message, isBinary) => {
       const { conn } = ws.getUserData();

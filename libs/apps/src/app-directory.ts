@@ -1,6 +1,6 @@
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import type { AppRecord, Subjects } from '@push/protocol';
+import { DEFAULT_APP_SETTINGS, type AppRecord, type Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 
 type Listener = (id: string, app: AppRecord | undefined) => void;
@@ -50,6 +50,8 @@ export class AppDirectory {
     if (value !== undefined && value.length > 0) {
       try {
         record = JSON.parse(new TextDecoder().decode(value)) as AppRecord;
+        // A record written before a setting existed gets its default.
+        record.settings = { ...DEFAULT_APP_SETTINGS, ...record.settings };
       } catch (err) {
         this.log.error({ err, key }, 'unreadable app record in KV; ignored');
         return;

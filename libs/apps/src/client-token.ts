@@ -93,14 +93,21 @@ export function peekTokenApp(token: string): string {
  * Verifies a client token (HS256 JWT: claims `app`, `sub` = user, `dev` = device, `exp`)
  * against the app's current secrets. Throws PushError `token_malformed`, `token_invalid`
  * (signature, including a token signed by another app's secret), `token_not_yet_valid` (`nbf`
- * in the future) or `token_expired`.
+ * in the future), `token_expired`, or `token_exp_too_far` when `exp` lies more than
+ * `maxLifetimeSeconds` ahead: an `exp` written in milliseconds would otherwise make a token valid
+ * for millennia, unrevocable but by a kick.
  *
  * Synchronous on purpose: the edge verifies inside uWS's upgrade handler and upgrades there,
  * because an upgrade after an await must be corked, and uWS 20.30 then misreads the new socket's
  * state and may close it (uNetworking/uWebSockets#1929). It is also several times faster than an
  * async WebCrypto verify, which matters in a reconnect storm.
  */
-export function verifyClientToken(token: string, app: AppRecord, nowSeconds = Date.now() / 1000): ClientIdentity {
+export function verifyClientToken(
+  token: string,
+  app: AppRecord,
+  nowSeconds = Date.now() / 1000,
+  maxLifetimeSeconds = Number.POSITIVE_INFINITY,
+): ClientIdentity {
   const t = decodeToken(token);
   const { header, claims } = t;
   if (header['crit'] !== undefined) throw new PushError('token_malformed', 'token header crit is not supported');
@@ -116,6 +123,7 @@ export function verifyClientToken(token: string, app: AppRecord, nowSeconds = Da
   if (claims['sub'] === undefined) throw new PushError('token_malformed', 'token claim sub: missing');
   if (nbf !== undefined && nbf > now) throw new PushError('token_not_yet_valid');
   if (exp <= now) throw new PushError('token_expired');
+  if (exp - now > maxLifetimeSeconds) throw new PushError('token_exp_too_far');
   const user = claims['sub'];
   const device = claims['dev'] ?? 'default';
   if (claims['app'] !== app.id) throw new PushError('token_invalid', 'token app claim does not match');

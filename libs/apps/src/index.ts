@@ -1,3 +1,4 @@
 export * from './app-directory.js';
 export * from './client-token.js';
 export * from './api-key.js';
+export * from './rate-limiter.js';

@@ -26,6 +26,8 @@ const schema = z.object({
   PUSH_DATABASE_URL: str('postgres://postgres@127.0.0.1:5432/push'),
   PUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PUSH_LOG_PRETTY: bool(false),
+  PUSH_PRESENCE_LEASE: int(15, 1, 3600),
+  PUSH_TOKEN_MAX_LIFETIME: int(30 * 24 * 3600, 60),
 
   PUSH_INBOX_MAX_PER_USER: int(10_000, 1, 1_000_000),
   PUSH_INBOX_MAX_AGE: int(30 * 24 * 3600, 60),
@@ -75,6 +77,13 @@ export interface Config {
   natsAuth: { user: string; pass: string } | undefined;
   redisUrl: string;
   databaseUrl: string;
+  /**
+   * Seconds an edge's presence lease lasts unrenewed; the entries of an edge that died without a
+   * goodbye are removed within 4/3 of it.
+   */
+  presenceLeaseSeconds: number;
+  /** Most seconds a client token's `exp` may lie ahead; a later one is refused (`token_exp_too_far`). */
+  tokenMaxLifetimeSeconds: number;
   log: { level: RawConfig['PUSH_LOG_LEVEL']; pretty: boolean };
   inbox: {
     maxPerUser: number;
@@ -161,6 +170,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         : undefined,
     redisUrl: r.PUSH_REDIS_URL,
     databaseUrl: r.PUSH_DATABASE_URL,
+    presenceLeaseSeconds: r.PUSH_PRESENCE_LEASE,
+    tokenMaxLifetimeSeconds: r.PUSH_TOKEN_MAX_LIFETIME,
     log: { level: r.PUSH_LOG_LEVEL, pretty: r.PUSH_LOG_PRETTY },
     inbox: {
       maxPerUser: r.PUSH_INBOX_MAX_PER_USER,

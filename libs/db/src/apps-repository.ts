@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { PushError, type AppRecord, type AppSecret, type AppSettings } from '@push/protocol';
+import { DEFAULT_APP_SETTINGS, PushError, type AppRecord, type AppSecret, type AppSettings } from '@push/protocol';
 
 /** Valid secrets at once: the newest signs, the one before still verifies (rotation). */
 const SECRETS_KEPT = 2;
@@ -147,7 +147,8 @@ export class AppsRepository {
       id: row.id,
       name: row.name,
       disabled: row.disabled,
-      settings: row.settings,
+      // Apps saved before a setting existed get its default.
+      settings: { ...DEFAULT_APP_SETTINGS, ...row.settings },
       secrets: secrets.map((s): AppSecret => ({ kid: s.kid, secret: s.secret, createdAt: s.created_at.toISOString() })),
       apiKeys: keys.map((k) => ({ id: k.id, hash: k.hash })),
       updatedAt: row.updated_at.toISOString(),

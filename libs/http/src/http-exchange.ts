@@ -34,8 +34,15 @@ export class HttpExchange {
   readonly query: string;
   private readonly res: HttpResponse;
   private readonly headers: Map<string, string>;
+  /** The request's Content-Length header, empty when absent (chunked). */
+  private readonly contentLength: string;
   private aborted = false;
   private done = false;
+  /**
+   * The body was refused part-way: the answer closes the connection, so the rest of an oversized
+   * body is not read (and a client cannot make the server swallow gigabytes after its 413).
+   */
+  private closeAfter = false;
 
   constructor(res: HttpResponse, req: HttpRequest, wantHeaders: readonly string[] = []) {
     this.res = res;
@@ -44,6 +51,7 @@ export class HttpExchange {
     this.query = req.getQuery() ?? '';
     this.headers = new Map();
     for (const h of wantHeaders) this.headers.set(h, req.getHeader(h));
+    this.contentLength = req.getHeader('content-length');
     res.onAborted(() => {
       this.aborted = true;
     });
@@ -60,10 +68,15 @@ export class HttpExchange {
   }
 
   /**
-   * Reads the whole body, refusing more than `maxBytes` with PushError `body_too_large`.
+   * Reads the whole body, refusing more than `maxBytes` with PushError `body_too_large` (at once
+   * when Content-Length says so); the answer then closes the connection instead of reading on.
    * Must be called before the first await of the handler (uWS streams the body right away).
    */
   readBody(maxBytes: number): Promise<Buffer> {
+    if (this.contentLength !== '' && Number(this.contentLength) > maxBytes) {
+      this.closeAfter = true;
+      return Promise.reject(new PushError('body_too_large', `the request body is larger than ${maxBytes} bytes`));
+    }
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -73,6 +86,7 @@ export class HttpExchange {
         size += chunk.byteLength;
         if (size > maxBytes) {
           failed = true;
+          this.closeAfter = true;
           reject(new PushError('body_too_large', `the request body is larger than ${maxBytes} bytes`));
           return;
         }
@@ -111,7 +125,7 @@ export class HttpExchange {
     this.res.cork(() => {
       this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType);
       if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
-      this.res.end(body);
+      this.res.end(body, this.closeAfter);
     });
   }
 

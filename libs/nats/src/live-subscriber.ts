@@ -41,7 +41,12 @@ export class LiveSubscriber {
   private readonly opts: LiveSubscriberOptions;
   private readonly log: Logger;
   private readonly handlers = new Map<number, { subject: string; handler: LiveHandler }>();
+  /**
+   * The socket CONNECT was written to (set when the server greeted, before it confirmed): writes
+   * go to it from then on, in order after the CONNECT and the resubscriptions sent with it.
+   */
   private socket: net.Socket | undefined;
+  /** The server confirmed the handshake (answered the PING sent after CONNECT). */
   private connected = false;
   private closed = false;
   private nextSid = 1;
@@ -98,22 +103,27 @@ export class LiveSubscriber {
     if (this.closed) throw new Error('live subscriber is closed');
     const sid = this.nextSid++;
     this.handlers.set(sid, { subject, handler });
-    if (this.connected) this.write(`SUB ${subject} ${sid}\r\n`);
+    // Also during the handshake: the resubscriptions were sent with CONNECT when the server
+    // greeted, so a subscription made after that must follow them (written after, in order).
+    // Without a socket, the next greeting sends it.
+    if (this.socket !== undefined) this.write(`SUB ${subject} ${sid}\r\n`);
     return sid;
   }
 
   unsubscribe(sid: number): void {
     if (!this.handlers.delete(sid)) return;
-    if (this.connected) this.write(`UNSUB ${sid}\r\n`);
+    if (this.socket !== undefined) this.write(`UNSUB ${sid}\r\n`);
   }
 
   /**
    * Resolves once the server has processed everything written so far (its PONG to a PING sent
    * after it), so a subscription made before is active. Calls in one event-loop turn share one PING.
-   * Resolves at once while disconnected (the reconnect restores subscriptions and reports).
+   * During a handshake it waits for it (its PING follows the CONNECT). Resolves at once while
+   * no server has greeted, and when the connection drops first: the reconnect restores every
+   * subscription and reports through `onReconnect`.
    */
   flush(): Promise<void> {
-    if (!this.connected) return Promise.resolve();
+    if (this.socket === undefined) return Promise.resolve();
     if (this.flushing !== undefined) return this.flushing;
     const p = new Promise<void>((resolve) => {
       this.pongWaiters.push(resolve);
@@ -153,11 +163,24 @@ export class LiveSubscriber {
       socket.setNoDelay(true);
       let greeted = false;
       let settled = false;
+      /** The server answered the handshake's PING: this socket is the live connection. */
+      let confirmed = false;
       const fail = (err: Error) => {
         if (settled) return;
         settled = true;
         socket.destroy();
         reject(err);
+      };
+      /** Drops this socket's state; flush() waiters (and the handshake's) are answered now. */
+      const forget = () => {
+        if (this.socket !== socket) return false;
+        this.socket = undefined;
+        this.connected = false;
+        // Unsent writes are superseded: the next connection resends every subscription.
+        this.out = [];
+        // Also the handshake's own waiter: left queued, it would take the next server's first PONG.
+        for (const w of this.pongWaiters.splice(0)) w();
+        return true;
       };
       const timer = setTimeout(() => fail(new Error(`NATS ${u.host}: no handshake within 5 s`)), 5000);
       this.buf = Buffer.alloc(0);
@@ -190,9 +213,11 @@ export class LiveSubscriber {
           let subs = '';
           for (const [sid, h] of this.handlers) subs += `SUB ${h.subject} ${sid}\r\n`;
           socket.write(`CONNECT ${JSON.stringify(connect)}\r\n${subs}PING\r\n`);
+          // Waiters left from an earlier socket were answered when it closed.
           this.pongWaiters.push(() => {
             if (settled) return;
             settled = true;
+            confirmed = true;
             clearTimeout(timer);
             resolve();
           });
@@ -202,17 +227,14 @@ export class LiveSubscriber {
       });
       socket.on('close', () => {
         clearTimeout(timer);
-        if (!settled) {
+        if (!confirmed) {
+          // The handshake failed (or timed out): open()'s caller retries; no reconnect here.
+          forget();
           fail(new Error(`NATS ${u.host}: connection closed during the handshake`));
           return;
         }
-        if (this.socket !== socket) return;
-        this.socket = undefined;
         const was = this.connected;
-        this.connected = false;
-        // Unsent writes are superseded: the next connection resends every subscription.
-        this.out = [];
-        for (const w of this.pongWaiters.splice(0)) w();
+        if (!forget()) return;
         if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
         if (this.closed) return;
         if (was) this.log.warn({ server: u.host }, 'live subscriber disconnected');
@@ -267,7 +289,7 @@ export class LiveSubscriber {
 
   private flushOut(): void {
     this.flushQueued = false;
-    if (this.out.length === 0 || this.socket === undefined || !this.connected) return;
+    if (this.out.length === 0 || this.socket === undefined) return;
     const text = this.out.join('');
     this.out = [];
     this.socket.write(text);

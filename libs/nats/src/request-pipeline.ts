@@ -43,10 +43,15 @@ export interface RequestPipelineOptions {
  *
  * `nc.request()` awaited one at a time is bound by the round trip; even run concurrently it
  * arms a timer per request. Here every request gets a reply subject under one wildcard
- * subscription, replies resolve a map entry, and one sweep timer expires the late ones, so
+ * subscription, replies resolve a map entry, and one timer expires the late ones, so
  * JetStream publishes, direct gets and deletes stream at the rate the server stores them.
  * Past `maxInFlight` requests wait in a bounded FIFO, sent in order as replies free slots, and
  * expire by the same deadline: memory stays bounded when the server falls behind.
+ *
+ * Every request has the same timeout, so deadlines follow call order: the one timer is armed for
+ * the oldest deadline and, when it fires, expires what is due and re-arms for the next. A request
+ * fails at its deadline (to the event loop's precision), and the hot path touches no timer
+ * unless none is armed.
  */
 export class RequestPipeline {
   private readonly nc: NatsConnection;
@@ -59,7 +64,9 @@ export class RequestPipeline {
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
   private readonly maxQueued: number;
-  private readonly sweeper: NodeJS.Timeout;
+  /** Fires at `timerAt`, the oldest deadline when it was armed; undefined when nothing waits. */
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = 0;
   private next = 1;
   private closed = false;
   /** Callers of `idle()` waiting for the last request to settle. */
@@ -83,8 +90,6 @@ export class RequestPipeline {
         this.notifyIdle();
       },
     });
-    this.sweeper = setInterval(() => this.sweep(), Math.max(50, this.timeoutMs / 4));
-    this.sweeper.unref();
   }
 
   /** Requests in flight now. */
@@ -134,13 +139,14 @@ export class RequestPipeline {
       const deadline = Date.now() + this.timeoutMs;
       if (this.pending.size < this.maxInFlight && this.queued === 0) {
         this.send({ resolve, reject, subject, deadline, payload, headers });
-        return;
-      }
-      if (this.queued >= this.maxQueued) {
+      } else if (this.queued >= this.maxQueued) {
         reject(new PipelineFullError(this.queued));
         return;
+      } else {
+        this.queue.push({ resolve, reject, subject, deadline, payload, headers });
       }
-      this.queue.push({ resolve, reject, subject, deadline, payload, headers });
+      // Later calls have later deadlines: an armed timer already fires first.
+      if (this.timer === undefined) this.arm();
     });
   }
 
@@ -193,6 +199,34 @@ export class RequestPipeline {
     if (q !== undefined) this.send(q);
   }
 
+  /** Arms the timer for the oldest deadline of what is queued or in flight (none: disarmed). */
+  private arm(): void {
+    const q = this.queue[this.queueHead];
+    let next = q?.deadline ?? Number.POSITIVE_INFINITY;
+    // Ids grow with calls and Map keeps insertion order: the first entry has the oldest deadline.
+    for (const p of this.pending.values()) {
+      next = Math.min(next, p.deadline);
+      break;
+    }
+    if (next === Number.POSITIVE_INFINITY) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    if (this.timer !== undefined && this.timerAt <= next) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = next;
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.sweep();
+        this.arm();
+      },
+      Math.max(0, next - Date.now()),
+    );
+    this.timer.unref();
+  }
+
   private sweep(): void {
     const now = Date.now();
     // The queue is FIFO with one timeout: its expired entries are at the head. Expire them
@@ -217,7 +251,8 @@ export class RequestPipeline {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.sweeper);
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
     this.sub.unsubscribe();
     const err = new Error('request pipeline is closed');
     for (const p of this.pending.values()) p.reject(err);

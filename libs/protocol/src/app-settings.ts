@@ -10,6 +10,13 @@ export interface AppSettings {
   clientMessaging: boolean;
   /** Most messages per second the center accepts for this app (per center process); 0 = no limit. */
   pushRateLimit: number;
+  /**
+   * Most client `send`s per second on one connection (bursts up to one second's worth); past it
+   * the edge answers `rate_limited`. 0 = no limit.
+   */
+  sendRatePerConnection: number;
+  /** Most client `send`s per second by one user, across their connections on one edge; 0 = no limit. */
+  sendRatePerUser: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -18,6 +25,8 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   maxMessageBytes: 64 * 1024,
   clientMessaging: false,
   pushRateLimit: 0,
+  sendRatePerConnection: 10,
+  sendRatePerUser: 20,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

@@ -19,6 +19,10 @@ export const ERRORS = {
   token_invalid: { status: 401, message: 'the token signature does not verify' },
   token_expired: { status: 401, message: 'the token has expired' },
   token_not_yet_valid: { status: 401, message: 'the token is not valid yet (its nbf is in the future)' },
+  token_exp_too_far: {
+    status: 401,
+    message: 'the token exp lies further ahead than the edge accepts (exp is in epoch seconds, not milliseconds)',
+  },
   api_key_missing: { status: 401, message: 'no API key was presented (Authorization: Bearer <key>)' },
   api_key_invalid: { status: 401, message: 'the API key is not valid' },
   admin_key_invalid: { status: 401, message: 'the admin key is missing or not valid' },

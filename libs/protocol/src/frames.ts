@@ -154,7 +154,7 @@ export const ServerFrames = {
   sent(id: string, seq: number, duplicate: boolean): string {
     return JSON.stringify({ t: 'sent', id, seq, dup: duplicate });
   },
-  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs'>): string {
+  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs' | 'retryAfter'>): string {
     return JSON.stringify({ t: 'error', code, message, ...extra } satisfies ErrorFrame);
   },
   /**

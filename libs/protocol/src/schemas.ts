@@ -126,6 +126,8 @@ export const ErrorFrameSchema = Type.Object({
   message: Type.String(),
   id: Type.Optional(Type.String()),
   seqs: Type.Optional(Type.Array(Type.Integer({ minimum: 1 }))),
+  /** With `rate_limited`: ms until another frame of the kind would be accepted. */
+  retryAfter: Type.Optional(Type.Integer({ minimum: 0 })),
 });
 export type ErrorFrame = Static<typeof ErrorFrameSchema>;
 
@@ -206,6 +208,8 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       maxMessageBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_MESSAGE_BYTES })),
       clientMessaging: Type.Optional(Type.Boolean()),
       pushRateLimit: Type.Optional(Type.Integer({ minimum: 0 })),
+      sendRatePerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+      sendRatePerUser: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
     },
     { additionalProperties: false },
   );

@@ -106,9 +106,19 @@ export class Subjects {
     return `${this.prefix}:presence:${encodeToken(app)}:${encodeToken(user)}`;
   }
 
-  /** Redis key an edge refreshes while it lives, so presence of a dead edge can be ignored. */
+  /** Redis key of an edge's lease (a TTL it renews): presence of an edge without one is swept. */
   edgeAliveKey(edgeId: string): string {
     return `${this.prefix}:edge:${edgeId}`;
+  }
+
+  /** Redis hash indexing one edge's presence entries (connection id -> presence key), for its sweep. */
+  edgeConnectionsKey(edgeId: string): string {
+    return `${this.prefix}:edge-conns:${edgeId}`;
+  }
+
+  /** Redis set of the edges that hold (or held) a lease: what the presence sweep checks. */
+  get edgesKey(): string {
+    return `${this.prefix}:edges`;
   }
 
   /** Nats-Msg-Id for an idempotent push through the API. */

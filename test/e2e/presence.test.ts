@@ -1,0 +1,70 @@
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { Subjects } from '@push/protocol';
+import { EdgeProcess } from '../helpers/edge-process.js';
+import { Stack, type TestApp } from '../helpers/stack.js';
+import { TestClient } from '../helpers/ws-client.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const REDIS_URL = process.env['PUSH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+/** Short lease so the test waits seconds, not the default 20. */
+const LEASE = 2;
+
+describe('presence', function () {
+  this.timeout(30_000);
+  let stack: Stack;
+  let app: TestApp;
+  let redis: Redis;
+  const clients: TestClient[] = [];
+  const edgeA = new EdgeProcess();
+
+  before(async function () {
+    stack = await Stack.start({ PUSH_PRESENCE_LEASE: String(LEASE) });
+    app = await stack.createApp();
+    redis = new Redis(REDIS_URL);
+  });
+  after(async function () {
+    for (const c of clients) c.terminate();
+    await edgeA.kill();
+    redis?.disconnect();
+    await stack?.close();
+  });
+
+  it('a device id cannot forge other presence fields (issue 7, defect 3)', async function () {
+    const device = 'tablet|1700000000000|x';
+    const before = Date.now();
+    const c = await app.connect('mallory', device);
+    clients.push(c);
+    let connections: Array<{ device: string; since: number; edge: string }> = [];
+    const deadline = Date.now() + 5000;
+    while (connections.length === 0 && Date.now() < deadline) {
+      connections = (await app.user('mallory')).body['connections'] as typeof connections;
+      if (connections.length === 0) await sleep(20);
+    }
+    expect(connections).to.have.length(1);
+    expect(connections[0]?.device).to.equal(device);
+    expect(connections[0]?.since).to.be.within(before - 1000, Date.now());
+    c.close();
+  });
+
+  it('removes the entries of an edge killed with SIGKILL within 4/3 of the lease, without a status query', async function () {
+    await edgeA.start({
+      PUSH_PREFIX: stack.prefix,
+      PUSH_NATS_URL: process.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222',
+      PUSH_REDIS_URL: REDIS_URL,
+      PUSH_PRESENCE_LEASE: String(LEASE),
+    });
+    const c = await TestClient.connect(edgeA.wsUrl, await app.token('kim', 'phone'));
+    clients.push(c);
+    const key = new Subjects(stack.prefix).presenceKey(app.id, 'kim');
+    let deadline = Date.now() + 5000;
+    while ((await redis.hlen(key)) === 0 && Date.now() < deadline) await sleep(20);
+    expect(await redis.hlen(key)).to.equal(1);
+
+    await edgeA.kill();
+    const killedAt = Date.now();
+    deadline = killedAt + (LEASE * 4000) / 3 + 1000;
+    while ((await redis.hlen(key)) > 0 && Date.now() < deadline) await sleep(50);
+    expect(await redis.hlen(key), `entries left ${Date.now() - killedAt} ms after the kill`).to.equal(0);
+  });
+});
