@@ -21,6 +21,7 @@ import { CLOSE, PushError, Subjects, decodeToken } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeContext } from './edge-context.js';
+import { AckBatcher } from './ack-batcher.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics } from './metrics.js';
 import { UserChannels } from './user-channels.js';
@@ -79,6 +80,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   let listening: Listening | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let ctx: EdgeContext | undefined;
+  let acks: AckBatcher | undefined;
   let removeFailures = 0;
   let removeFailuresLogged = 0;
   let counter = 0;
@@ -268,6 +270,17 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
       await redis.connect();
       presence = new PresenceRegistry(redis, subjects, edgeId);
       await presence.start();
+      acks = new AckBatcher(store, metrics, {
+        onFailure: (err) => {
+          metrics.removeFailed.inc();
+          removeFailures++;
+          const now = Date.now();
+          if (now - removeFailuresLogged < 5000) return;
+          log.warn({ err, failed: removeFailures }, 'acked messages not removed from the store yet (retrying)');
+          removeFailures = 0;
+          removeFailuresLogged = now;
+        },
+      });
       ctx = {
         edgeId,
         config: edgeConfig,
@@ -279,18 +292,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         metrics,
         log,
         highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
-        removeFailed: (err) => {
-          metrics.removeFailed.inc();
-          removeFailures++;
-          const now = Date.now();
-          if (now - removeFailuresLogged < 5000) return;
-          log.warn(
-            { err, failed: removeFailures },
-            'acked messages not removed from the store (they may be delivered again)',
-          );
-          removeFailures = 0;
-          removeFailuresLogged = now;
-        },
+        acks,
       };
       const app = uws.App();
       mountWebSocket(app);
@@ -332,8 +334,12 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
         const deadline = Date.now() + 2000;
         while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         // Let in-flight removals and sends reach the store.
+        acks?.flush();
         const pipeDeadline = Date.now() + 2000;
-        while ((store?.busy ?? 0) > 0 && Date.now() < pipeDeadline) await new Promise((r) => setTimeout(r, 10));
+        while (((store?.busy ?? 0) > 0 || (acks?.pending ?? 0) > 0) && Date.now() < pipeDeadline) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        acks?.close();
         apps?.close();
         store?.close();
         live?.close();

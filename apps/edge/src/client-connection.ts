@@ -13,6 +13,8 @@ const STALLED = 2;
 const CLOSED = 3;
 /** Base delay before a failed backlog read is retried (plus up to as much jitter). */
 const RETRY_MS = 1000;
+/** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
+const BACKLOG_MAX_BYTES = 1024 * 1024;
 
 /**
  * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
@@ -28,8 +30,9 @@ export interface SocketData {
  * One client WebSocket: delivery state and frame handling.
  *
  * Delivery follows DESIGN.md: subscribe to the user's live subject first, then read the backlog
- * (Direct Get from `cursor + 1`), then flush live messages buffered meanwhile, skipping any at
- * or below the cursor: no gap, no duplicate. At most `window` messages are in flight (delivered,
+ * (batched Direct Get from `cursor + 1`, a free window at a time), then flush live messages
+ * buffered meanwhile, skipping any at or below the cursor: no gap, no duplicate. Acks go to the
+ * edge's AckBatcher with the connection's ack floor. At most `window` messages are in flight (delivered,
  * not acked) and a socket buffering past `highWaterBytes` gets nothing more; in both cases the
  * connection stalls, leaving messages in the store, and resyncs from the store when acks or
  * drain make room. Memory per connection never grows with a slow or silent client.
@@ -145,11 +148,25 @@ export class ClientConnection implements LiveReceiver {
           this.stall();
           return;
         }
-        const m = await ctx.store.next(this.app, this.user, this.cursor + 1);
+        // One batched read per free window, bounded by the bytes the socket may still take.
+        const ws = this.ws as WebSocket<SocketData>;
+        const { messages, more } = await ctx.store.readBatch(this.app, this.user, this.cursor + 1, {
+          max: ctx.config.window - (this.inflight?.size ?? 0),
+          maxBytes: Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount()),
+        });
         if (this.mode === CLOSED) return;
-        if (m === null) break;
-        ctx.metrics.backlogReads.inc();
-        if (m.seq > this.cursor) this.deliver(m);
+        ctx.metrics.backlogReads.inc(messages.length);
+        for (const m of messages) {
+          if (m.seq <= this.cursor) continue;
+          // The rest of the batch stays stored and is read again from the cursor.
+          if (!this.canSend()) {
+            this.stall();
+            return;
+          }
+          this.deliver(m);
+          if (this.mode === STALLED) return; // dropped by uWS: read again after drain
+        }
+        if (!more) break;
       }
       // Live messages were dropped while reading (buffer full), or a resync was asked for:
       // read again; whatever was dropped is in the store.
@@ -201,8 +218,9 @@ export class ClientConnection implements LiveReceiver {
     const previous = this.cursor;
     this.cursor = m.seq;
     if (m.expires <= Date.now()) {
+      // Second guard: the server's per-message TTL removes it within about a second.
       ctx.metrics.expired.inc();
-      this.removeStored(m.seq);
+      ctx.acks.ack(this.app, this.user, m.seq, this.ackFloor());
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
@@ -259,7 +277,7 @@ export class ClientConnection implements LiveReceiver {
     for (const seq of seqs) {
       if (this.inflight?.delete(seq) === true) {
         ctx.metrics.acks.inc();
-        this.removeStored(seq);
+        ctx.acks.ack(this.app, this.user, seq, this.ackFloor());
       } else {
         (unknown ??= []).push(seq);
       }
@@ -268,14 +286,15 @@ export class ClientConnection implements LiveReceiver {
     if (this.mode === STALLED && this.canSend()) this.resync();
   }
 
-  private removeStored(seq: number): void {
-    const { ctx } = this;
-    ctx.store.remove(this.app, seq).then(
-      (removed) => {
-        if (removed) ctx.metrics.removed.inc();
-      },
-      (err: unknown) => ctx.removeFailed(err), // stays stored: delivered again (at-least-once)
-    );
+  /**
+   * The highest sequence at or below which every stored message of the user was delivered here
+   * and acked (or skipped as expired): the backlog is read from the start in sequence order, and
+   * deliveries enter `inflight` in that order, so it is the sequence before the oldest unacked
+   * delivery, or the cursor when none is unacked.
+   */
+  private ackFloor(): number {
+    const oldest = this.inflight?.values().next().value;
+    return oldest === undefined ? this.cursor : oldest - 1;
   }
 
   private async handleSend(f: SendFrame): Promise<void> {

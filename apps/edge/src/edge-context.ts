@@ -4,6 +4,7 @@ import type { InboxStore } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
+import type { AckBatcher } from './ack-batcher.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { UserChannels } from './user-channels.js';
 
@@ -18,8 +19,8 @@ export interface EdgeContext {
   presence: PresenceRegistry;
   metrics: EdgeMetrics;
   log: Logger;
-  /** Records an acked message the store could not remove (counted; logged at most every few seconds). */
-  removeFailed(err: unknown): void;
+  /** Turns acks into few store requests (one purge per user per turn), retried on failure. */
+  acks: AckBatcher;
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
 }
