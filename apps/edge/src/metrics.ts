@@ -59,6 +59,11 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Backlog reads from the store (connect, resume)',
       registers: r,
     }),
+    backlogRequests: new Counter({
+      name: 'push_edge_backlog_requests_total',
+      help: 'Batched Direct Get requests made to read backlogs (one per free window, or per byte bound)',
+      registers: r,
+    }),
     backlogReads: new Counter({
       name: 'push_edge_backlog_messages_total',
       help: 'Messages read from the store by batched Direct Get',
