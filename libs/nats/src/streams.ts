@@ -82,8 +82,10 @@ export async function ensureInboxStream(
     c.republish?.src === config.republish?.src &&
     c.republish?.dest === config.republish?.dest;
   if (!same) await jsm.streams.update(config.name, { ...c, ...config });
-  // A stream made before the split by kind holds messages on `push.inbox.<app>.<user>`.
-  if (c.subjects?.includes(subjects.legacyInboxOfApp(app.id)) === true) {
+  // A stream made before the split by kind holds messages on `push.inbox.<app>.<user>`. Asked
+  // of the stored subjects rather than of the old config, so a migration cut short resumes.
+  const legacy = await jsm.streams.info(config.name, { subjects_filter: subjects.legacyInboxOfApp(app.id) });
+  if (Object.keys(legacy.state.subjects ?? {}).length > 0) {
     await migrateLegacyInbox(nc, subjects, app.id, config.name);
   }
 }
