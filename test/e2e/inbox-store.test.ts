@@ -117,6 +117,23 @@ describe('inbox store (batched reads, coalesced acks, TTL, kinds)', function () 
     expect(await counter(small, 'push_edge_inbox_removed_total')).to.equal(total);
   });
 
+  it('acks in order remove both kinds: business pushes and client messages', async function () {
+    const sender = await connect('yann');
+    for (let i = 0; i < 3; i++) {
+      await app.pushOk('zoe', { business: i });
+      sender.send({ t: 'send', to: 'zoe', id: `z${i}`, data: { client: i } });
+      await sender.waitFor(() => sender.frames.filter((f) => f.t === 'sent').length === i + 1);
+    }
+    expect((await app.user('zoe')).body['pending']).to.equal(6);
+    const z = await connect('zoe');
+    const ms = await z.waitForMessages(6);
+    expect(ms.map((m) => m.from)).to.deep.equal([undefined, 'yann', undefined, 'yann', undefined, 'yann']);
+    z.ack(ms.slice(0, 4).map((m) => m.seq));
+    await app.waitPending('zoe', 2);
+    z.ack(ms.slice(4).map((m) => m.seq));
+    await app.waitPending('zoe', 0);
+  });
+
   it('two devices acking interleaved remove exactly the acked messages, in few store requests', async function () {
     this.timeout(15_000);
     const edge = stack.edge;

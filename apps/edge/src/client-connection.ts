@@ -1,6 +1,14 @@
 import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
-import { CLOSE, PushError, ServerFrames, isPushError, parseClientFrame, type SendFrame } from '@push/protocol';
+import {
+  CLOSE,
+  PushError,
+  ServerFrames,
+  isPushError,
+  parseClientFrame,
+  type InboxKind,
+  type SendFrame,
+} from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
 import type { LiveReceiver } from './user-channels.js';
 
@@ -15,6 +23,11 @@ const CLOSED = 3;
 const RETRY_MS = 1000;
 /** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
 const BACKLOG_MAX_BYTES = 1024 * 1024;
+
+/** The subject kind a message is stored under: client messages carry their sender. */
+function kindOf(m: InboxMessage): InboxKind {
+  return m.from === undefined ? 'b' : 'c';
+}
 
 /**
  * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
@@ -43,7 +56,8 @@ export class ClientConnection implements LiveReceiver {
   ws: WebSocket<SocketData> | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;
-  private inflight: Set<number> | undefined;
+  /** Delivered, not acked: sequence -> kind, in delivery (= sequence) order. */
+  private inflight: Map<number, InboxKind> | undefined;
   private mode = LOADING;
   private loading = false;
   private again = false;
@@ -221,7 +235,7 @@ export class ClientConnection implements LiveReceiver {
     if (m.expires <= Date.now()) {
       // Second guard: the server's per-message TTL removes it within about a second.
       ctx.metrics.expired.inc();
-      ctx.acks.ack(this.app, this.user, m.seq, this.ackFloor());
+      ctx.acks.ack(this.app, this.user, m.seq, this.ackFloor(), kindOf(m));
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
@@ -236,7 +250,7 @@ export class ClientConnection implements LiveReceiver {
       this.stall();
       return;
     }
-    (this.inflight ??= new Set()).add(m.seq);
+    (this.inflight ??= new Map()).set(m.seq, kindOf(m));
     ctx.metrics.messagesOut.inc();
   }
 
@@ -276,9 +290,11 @@ export class ClientConnection implements LiveReceiver {
     const { ctx } = this;
     let unknown: number[] | undefined;
     for (const seq of seqs) {
-      if (this.inflight?.delete(seq) === true) {
+      const kind = this.inflight?.get(seq);
+      if (kind !== undefined) {
+        this.inflight?.delete(seq);
         ctx.metrics.acks.inc();
-        ctx.acks.ack(this.app, this.user, seq, this.ackFloor());
+        ctx.acks.ack(this.app, this.user, seq, this.ackFloor(), kind);
       } else {
         (unknown ??= []).push(seq);
       }
@@ -294,7 +310,7 @@ export class ClientConnection implements LiveReceiver {
    * delivery, or the cursor when none is unacked.
    */
   private ackFloor(): number {
-    const oldest = this.inflight?.values().next().value;
+    const oldest = this.inflight?.keys().next().value;
     return oldest === undefined ? this.cursor : oldest - 1;
   }
 
