@@ -41,11 +41,13 @@ const TTL_HEADER = 'Nats-TTL';
 const NUM_PENDING = 'Nats-Num-Pending';
 
 /**
- * `Nats-TTL` in whole seconds, rounded up (the server's unit; 1 s is its minimum). The envelope
- * keeps the exact expiry in ms, which the edge checks again before delivering.
+ * `Nats-TTL` in whole seconds, rounded up (the server's unit; 1 s is its minimum, so a TTL below
+ * a second, already past in the envelope, still gets 1). The envelope keeps the exact expiry in
+ * ms, which the edge checks again before delivering. Callers validate TTLs; a non-finite one is
+ * refused with `invalid_ttl`.
  */
 export function ttlHeaderSeconds(ttlMs: number): number {
-  if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new PushError('invalid_ttl', 'the TTL must be positive');
+  if (!Number.isFinite(ttlMs)) throw new PushError('invalid_ttl', 'the TTL must be a finite number');
   return Math.max(1, Math.ceil(ttlMs / 1000));
 }
 
