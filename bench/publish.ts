@@ -138,7 +138,7 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
 
   const body = payload();
   const users = Array.from({ length: USERS }, (_, i) => `u${i}-${randomBytes(2).toString('hex')}`);
-  const userSubjects = users.map((u) => subjects.inbox(APP, u));
+  const userSubjects = users.map((u) => subjects.inbox(APP, u, 'b'));
   const user = (i: number): string => users[i % USERS] as string;
   const subjectOf = (i: number): string => userSubjects[i % USERS] as string;
   // The plain paths store exactly what InboxStore.publish stores: an envelope built per message.

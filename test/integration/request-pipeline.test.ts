@@ -16,6 +16,14 @@ describe('RequestPipeline (against the real NATS server)', function () {
         m.respond(m.data);
       },
     });
+    // Answers "n" with n replies "n-1" ... "n-n" then "end" (a batched Direct Get's shape).
+    nc.subscribe(`${subject}.many`, {
+      callback: (_e, m) => {
+        const n = Number(m.string());
+        for (let i = 1; i <= n; i++) nc.publish(m.reply ?? '', `${n}-${i}`);
+        nc.publish(m.reply ?? '', 'end');
+      },
+    });
     nc.subscribe(`${subject}.hold`, {
       callback: (_e, m) => {
         held.push(() => m.respond(m.data));
@@ -115,6 +123,32 @@ describe('RequestPipeline (against the real NATS server)', function () {
     await Promise.all(calls);
     for (const ms of late) expect(ms, `late by ${late.join(', ')} ms`).to.be.within(-1, 100);
     held.length = 0;
+  });
+
+  it('answers a multi-reply request with all its replies in order, one slot each, among single ones', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 2 });
+    const isEnd = (m: { string(): string }): boolean => m.string() === 'end';
+    const [many, one, more] = await Promise.all([
+      p.requestMany(`${subject}.many`, '3', isEnd),
+      p.request(`${subject}.echo`, 'x'),
+      p.requestMany(`${subject}.many`, '200', isEnd),
+    ]);
+    expect(many.map((m) => m.string())).to.deep.equal(['3-1', '3-2', '3-3', 'end']);
+    expect(one.string()).to.equal('x');
+    expect(more).to.have.length(201);
+    expect(more.map((m) => m.string()).slice(0, -1)).to.deep.equal(
+      Array.from({ length: 200 }, (_, i) => `200-${i + 1}`),
+    );
+    expect(p.inFlight + p.queued).to.equal(0);
+    p.close();
+  });
+
+  it('times out a multi-reply request whose last reply never comes', async function () {
+    const p = new RequestPipeline(nc, { timeoutMs: 200 });
+    let err: unknown;
+    await p.requestMany(`${subject}.many`, '2', () => false).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(RequestTimeoutError);
+    expect(p.inFlight).to.equal(0);
     p.close();
   });
 

@@ -23,17 +23,20 @@ describe('subjects', () => {
   it('uses "push" as the default prefix', () => {
     const s = new Subjects();
     expect(s.prefix).to.equal('push');
-    expect(s.inbox('app1', 'alice')).to.equal('push.inbox.app1.alice');
+    expect(s.inbox('app1', 'alice', 'b')).to.equal('push.inbox.app1.alice.b');
   });
 
   it('builds the documented names for a custom prefix', () => {
     const s = new Subjects('t1');
     expect(s.inboxStream('app1')).to.equal('T1_INBOX-app1');
     expect(s.inboxStream('my.app')).to.equal(`T1_INBOX-~${Buffer.from('my.app').toString('base64url')}`);
-    expect(s.inboxOfApp('app1')).to.equal('t1.inbox.app1.*');
+    expect(s.inboxOfApp('app1')).to.equal('t1.inbox.app1.*.*');
+    expect(s.legacyInboxOfApp('app1')).to.equal('t1.inbox.app1.*');
     expect(s.appsBucket).to.equal('t1_apps');
     expect(s.inboxAll).to.equal('t1.inbox.>');
-    expect(s.inbox('app1', 'alice')).to.equal('t1.inbox.app1.alice');
+    expect(s.inbox('app1', 'alice', 'b')).to.equal('t1.inbox.app1.alice.b');
+    expect(s.inbox('app1', 'alice', 'c')).to.equal('t1.inbox.app1.alice.c');
+    expect(s.inboxOfUser('app1', 'alice')).to.equal('t1.inbox.app1.alice.*');
     expect(s.liveUser('app1', 'alice')).to.equal('t1.live.u.app1.alice');
     expect(s.control('app1', 'alice')).to.equal('t1.ctl.app1.alice');
     expect(s.api('push')).to.equal('t1.api.push');
@@ -51,7 +54,7 @@ describe('subjects', () => {
 
   it("declares each app's inbox stream RePublish source and destination", () => {
     const s = new Subjects('t1');
-    expect(s.inboxOfApp('app1')).to.equal('t1.inbox.app1.*');
+    expect(s.inboxOfApp('app1')).to.equal('t1.inbox.app1.*.*');
     expect(s.inboxRepublishDest('app1')).to.equal('t1.live.u.app1.{{wildcard(1)}}');
   });
 
@@ -75,8 +78,10 @@ describe('subjects', () => {
     const ids = ['alice', 'a.b', '*', '>', 'x y', '😀', '~abc', '-'];
     for (const app of ['app1', 'my.app', '*']) {
       for (const user of ids) {
-        const live = republish(s.inboxOfApp(app), s.inboxRepublishDest(app), s.inbox(app, user));
-        expect(live, `${app}/${user}`).to.equal(s.liveUser(app, user));
+        for (const kind of ['b', 'c'] as const) {
+          const live = republish(s.inboxOfApp(app), s.inboxRepublishDest(app), s.inbox(app, user, kind));
+          expect(live, `${app}/${user}/${kind}`).to.equal(s.liveUser(app, user));
+        }
       }
     }
   });
@@ -84,34 +89,36 @@ describe('subjects', () => {
   it('the inbox stream captures every inbox subject and nothing of the live ones', () => {
     const s = new Subjects('t1');
     const all = s.inboxAll.slice(0, -1); // 't1.inbox.'
-    expect(s.inbox('my.app', 'a.b.>').startsWith(all)).to.equal(true);
+    expect(s.inbox('my.app', 'a.b.>', 'c').startsWith(all)).to.equal(true);
     expect(s.liveUser('my.app', 'a').startsWith(all)).to.equal(false);
   });
 
   it('ids with subject syntax stay in their own token and cannot reach another user', () => {
     const s = new Subjects();
     const subjects = [
-      s.inbox('app1', 'a.b'),
-      s.inbox('app1.a', 'b'),
-      s.inbox('app1', '*'),
-      s.inbox('app1', '>'),
-      s.inbox('app1', 'a b'),
+      s.inbox('app1', 'a.b', 'b'),
+      s.inbox('app1.a', 'b', 'b'),
+      s.inbox('app1', '*', 'b'),
+      s.inbox('app1', '>', 'c'),
+      s.inbox('app1', 'a b', 'c'),
       s.liveUser('app1', '*'),
       s.control('app1', '>'),
     ];
     for (const subject of subjects) {
       const tokens = subject.split('.');
-      expect(tokens, subject).to.have.length(subject.startsWith('push.live.') ? 5 : 4);
+      expect(tokens, subject).to.have.length(subject.startsWith('push.ctl.') ? 4 : 5);
       for (const t of tokens) expect(t, subject).to.match(/^[A-Za-z0-9_~-]+$/);
     }
     // Distinct (app, user) pairs that join to the same text must not share an inbox.
-    expect(s.inbox('app1', 'a.b')).not.to.equal(s.inbox('app1.a', 'b'));
+    expect(s.inbox('app1', 'a.b', 'b')).not.to.equal(s.inbox('app1.a', 'b', 'b'));
+    // The user filter covers exactly that user's two subjects.
+    expect(s.inboxOfUser('app1', 'a.b')).to.equal(s.inbox('app1', 'a.b', 'b').slice(0, -1) + '*');
     expect(new Set(subjects).size).to.equal(subjects.length);
   });
 
   it('encodes ids the same way everywhere, so they can be read back', () => {
     const s = new Subjects();
-    const [, , app, user] = s.inbox('my app', 'bob.smith').split('.');
+    const [, , app, user] = s.inbox('my app', 'bob.smith', 'b').split('.');
     expect(decodeToken(app ?? '')).to.equal('my app');
     expect(decodeToken(user ?? '')).to.equal('bob.smith');
     expect(s.appKey('my app')).to.equal(`=${encodeToken('my app').slice(1)}`);
@@ -147,7 +154,7 @@ describe('Subjects.parseControl', () => {
     expect(s.parseControl(new Subjects('t2').control('app1', 'alice'))).to.equal(undefined);
     expect(s.parseControl(new Subjects().control('app1', 'alice'))).to.equal(undefined);
     expect(s.parseControl(s.liveUser('app1', 'alice'))).to.equal(undefined);
-    expect(s.parseControl(s.inbox('app1', 'alice'))).to.equal(undefined);
+    expect(s.parseControl(s.inbox('app1', 'alice', 'b'))).to.equal(undefined);
   });
 
   it('refuses missing, empty or extra tokens', () => {

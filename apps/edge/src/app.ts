@@ -9,6 +9,7 @@ import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnec
 import { PresenceRegistry } from '@push/presence';
 import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
+import { AckBatcher } from './ack-batcher.js';
 import { ControlHandler } from './control-handler.js';
 import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
@@ -61,6 +62,7 @@ interface StartedEdge {
   nc: NatsConnection;
   live: LiveSubscriber;
   store: InboxStore;
+  acks: AckBatcher;
   apps: AppDirectory;
   redis: Redis;
   presence: PresenceRegistry;
@@ -152,6 +154,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => nc.close());
     const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
     opened.push(() => store.close());
+    const acks = new AckBatcher(store, metrics, { onFailure: removalFailureReporter(metrics, log) });
+    opened.push(() => acks.close());
     // Live subscriptions (one per connected user) on their own lean NATS connection.
     const live = await LiveSubscriber.connect({
       servers: config.natsUrl,
@@ -209,7 +213,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       log,
       sendLimits: new SendLimits(),
       highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
-      removeFailed: removalFailureReporter(metrics, log),
+      acks,
     };
     // Control (kick) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
@@ -243,7 +247,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, apps, redis, presence, listening };
+    return { nc, live, store, acks, apps, redis, presence, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -265,15 +269,20 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, apps, redis, presence, listening } = parts;
+  const { nc, live, store, acks, apps, redis, presence, listening } = parts;
   connections.stopTokenSweep();
   listening.close();
   connections.endAll(config.edge.drainMs);
   if (!(await connections.whenEmpty(STOP_WAIT_MS))) {
     log.warn({ open: connections.size }, 'connections still open at the stop deadline');
   }
-  // Let in-flight removals and sends reach the store.
+  // Let the last acks, removals and sends reach the store.
+  acks.flush();
   if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');
+  if (acks.pending > 0) {
+    log.warn({ acks: acks.pending }, 'acks not applied at the stop deadline: those messages will be delivered again');
+  }
+  acks.close();
   apps.close();
   store.close();
   live.close();

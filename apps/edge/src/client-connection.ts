@@ -10,6 +10,7 @@ import {
   isPushError,
   parseClientFrame,
   type BackoffPolicy,
+  type InboxKind,
   type SendFrame,
 } from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
@@ -29,6 +30,13 @@ const CLOSED = 3;
  * drain still retries sooner.
  */
 const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
+/** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
+const BACKLOG_MAX_BYTES = 1024 * 1024;
+
+/** The subject kind a message is stored under: client messages carry their sender. */
+function kindOf(m: InboxMessage): InboxKind {
+  return m.from === undefined ? 'b' : 'c';
+}
 
 /**
  * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
@@ -44,8 +52,9 @@ export interface SocketData {
  * One client WebSocket: delivery state and frame handling.
  *
  * Delivery follows DESIGN.md: subscribe to the user's live subject first, then read the backlog
- * (Direct Get from `cursor + 1`), then flush live messages buffered meanwhile, skipping any at
- * or below the cursor: no gap, no duplicate. At most `window` messages are in flight (delivered,
+ * (batched Direct Get from `cursor + 1`, a free window at a time), then flush live messages
+ * buffered meanwhile, skipping any at or below the cursor: no gap, no duplicate. Acks go to the
+ * edge's AckBatcher with the connection's ack floor. At most `window` messages are in flight (delivered,
  * not acked) and a socket buffering past `highWaterBytes` gets nothing more; in both cases the
  * connection stalls, leaving messages in the store, and resyncs from the store when acks or
  * drain make room. Memory per connection never grows with a slow or silent client.
@@ -56,7 +65,8 @@ export class ClientConnection implements LiveReceiver {
   ws: WebSocket<SocketData> | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;
-  private inflight: Set<number> | undefined;
+  /** Delivered, not acked: sequence -> kind, in delivery (= sequence) order. */
+  private inflight: Map<number, InboxKind> | undefined;
   private mode = LOADING;
   private loading = false;
   private again = false;
@@ -168,11 +178,26 @@ export class ClientConnection implements LiveReceiver {
           this.stall();
           return;
         }
-        const m = await ctx.store.next(this.app, this.user, this.cursor + 1);
+        // One batched read per free window, bounded by the bytes the socket may still take.
+        const ws = this.ws as WebSocket<SocketData>;
+        ctx.metrics.backlogRequests.inc();
+        const { messages, more } = await ctx.store.readBatch(this.app, this.user, this.cursor + 1, {
+          max: ctx.config.window - (this.inflight?.size ?? 0),
+          maxBytes: Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount()),
+        });
         if (this.mode === CLOSED) return;
-        if (m === null) break;
-        ctx.metrics.backlogReads.inc();
-        if (m.seq > this.cursor) this.deliver(m);
+        ctx.metrics.backlogReads.inc(messages.length);
+        for (const m of messages) {
+          if (m.seq <= this.cursor) continue;
+          // The rest of the batch stays stored and is read again from the cursor.
+          if (!this.canSend()) {
+            this.stall();
+            return;
+          }
+          this.deliver(m);
+          if (this.mode === STALLED) return; // dropped by uWS: read again after drain
+        }
+        if (!more) break;
       }
       // Live messages were dropped while reading (buffer full), or a resync was asked for:
       // read again; whatever was dropped is in the store.
@@ -224,8 +249,9 @@ export class ClientConnection implements LiveReceiver {
     const previous = this.cursor;
     this.cursor = m.seq;
     if (m.expires <= Date.now()) {
+      // Second guard: the server's per-message TTL removes it within about a second.
       ctx.metrics.expired.inc();
-      this.removeStored(m.seq);
+      ctx.acks.ack(this.app, this.user, m.seq, this.ackFloor(), kindOf(m));
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
@@ -240,7 +266,7 @@ export class ClientConnection implements LiveReceiver {
       this.stall();
       return;
     }
-    (this.inflight ??= new Set()).add(m.seq);
+    (this.inflight ??= new Map()).set(m.seq, kindOf(m));
     ctx.metrics.messagesOut.inc();
   }
 
@@ -281,9 +307,11 @@ export class ClientConnection implements LiveReceiver {
     const { ctx } = this;
     let unknown: number[] | undefined;
     for (const seq of seqs) {
-      if (this.inflight?.delete(seq) === true) {
+      const kind = this.inflight?.get(seq);
+      if (kind !== undefined) {
+        this.inflight?.delete(seq);
         ctx.metrics.acks.inc();
-        this.removeStored(seq);
+        ctx.acks.ack(this.app, this.user, seq, this.ackFloor(), kind);
       } else {
         (unknown ??= []).push(seq);
       }
@@ -292,14 +320,15 @@ export class ClientConnection implements LiveReceiver {
     if (this.mode === STALLED && this.canSend()) this.resync();
   }
 
-  private removeStored(seq: number): void {
-    const { ctx } = this;
-    ctx.store.remove(this.app, seq).then(
-      (removed) => {
-        if (removed) ctx.metrics.removed.inc();
-      },
-      (err: unknown) => ctx.removeFailed(err), // stays stored: delivered again (at-least-once)
-    );
+  /**
+   * The highest sequence at or below which every stored message of the user was delivered here
+   * and acked (or skipped as expired): the backlog is read from the start in sequence order, and
+   * deliveries enter `inflight` in that order, so it is the sequence before the oldest unacked
+   * delivery, or the cursor when none is unacked.
+   */
+  private ackFloor(): number {
+    const oldest = this.inflight?.keys().next().value;
+    return oldest === undefined ? this.cursor : oldest - 1;
   }
 
   private async handleSend(f: SendFrame): Promise<void> {

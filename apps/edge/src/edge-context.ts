@@ -4,6 +4,7 @@ import type { InboxStore } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
+import type { AckBatcher } from './ack-batcher.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { UserChannels } from './user-channels.js';
@@ -21,8 +22,8 @@ export interface EdgeContext {
   log: Logger;
   /** Rate limits of client sends (per user across this edge's connections). */
   sendLimits: SendLimits;
-  /** Records an acked message the store could not remove (counted; logged at most every few seconds). */
-  removeFailed(err: unknown): void;
+  /** Turns acks into few store requests (one purge per user per turn), retried on failure. */
+  acks: AckBatcher;
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
 }
@@ -31,9 +32,9 @@ export interface EdgeContext {
 const REMOVE_FAILED_LOG_MS = 5000;
 
 /**
- * `EdgeContext.removeFailed`: counts every acked message the store could not remove and logs
- * them at most every few seconds with the number since the last line, so a store outage under
- * a flood of acks gives a few log lines, not one per ack.
+ * The ack batcher's `onFailure`: counts every store request that failed to remove acked messages
+ * (they are retried) and logs at most every few seconds with the number since the last line, so
+ * a store outage under a flood of acks gives a few log lines, not one per ack.
  */
 export function removalFailureReporter(metrics: EdgeMetrics, log: Logger): (err: unknown) => void {
   let failures = 0;
@@ -43,7 +44,7 @@ export function removalFailureReporter(metrics: EdgeMetrics, log: Logger): (err:
     failures++;
     const now = Date.now();
     if (now - loggedAt < REMOVE_FAILED_LOG_MS) return;
-    log.warn({ err, failed: failures }, 'acked messages not removed from the store (they may be delivered again)');
+    log.warn({ err, failed: failures }, 'acked messages not removed from the store yet (retrying)');
     failures = 0;
     loggedAt = now;
   };

@@ -30,7 +30,22 @@ export function createEdgeMetrics(registry: Registry) {
     }),
     removeFailed: new Counter({
       name: 'push_edge_inbox_remove_failed_total',
-      help: 'Acked messages the store did not remove in time (they stay stored and may be delivered again)',
+      help: 'Ack-path store requests (purge or delete) that failed; each is retried',
+      registers: r,
+    }),
+    ackRequests: new Counter({
+      name: 'push_edge_ack_requests_total',
+      help: 'Store requests made by the ack path (one purge per user per turn, plus deletes for acks out of order)',
+      registers: r,
+    }),
+    ackRetries: new Counter({
+      name: 'push_edge_ack_retries_total',
+      help: 'Ack-path store requests scheduled again after a failure (full-jitter backoff)',
+      registers: r,
+    }),
+    acksDropped: new Counter({
+      name: 'push_edge_acks_dropped_total',
+      help: 'Acks not applied because the ack path held its bound (the messages stay stored and come again)',
       registers: r,
     }),
     kicked: new Counter({ name: 'push_edge_kicked_total', help: 'Connections closed by a kick (4004)', registers: r }),
@@ -44,9 +59,14 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Backlog reads from the store (connect, resume)',
       registers: r,
     }),
+    backlogRequests: new Counter({
+      name: 'push_edge_backlog_requests_total',
+      help: 'Batched Direct Get requests made to read backlogs (one per free window, or per byte bound)',
+      registers: r,
+    }),
     backlogReads: new Counter({
       name: 'push_edge_backlog_messages_total',
-      help: 'Messages read from the store by Direct Get',
+      help: 'Messages read from the store by batched Direct Get',
       registers: r,
     }),
     stalls: new Counter({

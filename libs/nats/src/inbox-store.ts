@@ -1,5 +1,12 @@
 import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
-import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Subjects } from '@push/protocol';
+import {
+  PushError,
+  decodeEnvelope,
+  encodeEnvelope,
+  type InboxKind,
+  type MessagePayload,
+  type Subjects,
+} from '@push/protocol';
 import { headerSequence } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
 
@@ -30,6 +37,27 @@ export interface PublishResult {
 }
 
 const API = '$JS.API';
+const TTL_HEADER = 'Nats-TTL';
+const NUM_PENDING = 'Nats-Num-Pending';
+
+/**
+ * `Nats-TTL` in whole seconds, rounded up (the server's unit; 1 s is its minimum, so a TTL below
+ * a second, already past in the envelope, still gets 1). The envelope keeps the exact expiry in
+ * ms, which the edge checks again before delivering. Callers validate TTLs; a non-finite one is
+ * refused with `invalid_ttl`.
+ */
+export function ttlHeaderSeconds(ttlMs: number): number {
+  if (!Number.isFinite(ttlMs)) throw new PushError('invalid_ttl', 'the TTL must be a finite number');
+  return Math.max(1, Math.ceil(ttlMs / 1000));
+}
+
+/**
+ * The last reply of a batched Direct Get: a status (end of batch, not found, error), or a
+ * message without `Nats-Num-Pending` (a server that ignores `batch` answers with one message).
+ */
+function isLastOfBatch(msg: Msg): boolean {
+  return (msg.headers?.code ?? 0) !== 0 || msg.headers?.has(NUM_PENDING) !== true;
+}
 
 /**
  * Reads a stored or republished inbox message. Returns undefined for a message without a
@@ -94,29 +122,31 @@ const REMOVALS_IN_FLIGHT = 1024;
 /** Deadline of a delete, queued time included. */
 const REMOVAL_TIMEOUT_MS = 120_000;
 /**
- * Backlog reads in flight at once. Each Direct Get `next_by_subj` costs nats-server 2.9.10 a scan
- * from the cursor to the user's next message, which is long when many users' messages interleave:
- * with 10,000 users reading 100 stored messages each, 10,000 reads in flight all timed out and
- * were retried, and nothing got through. A few hundred at a time complete; the rest wait, and
- * those still waiting at the store deadline fail without being sent (their connection retries).
+ * Backlog reads in flight at once (each a batch of up to a window of messages). On nats-server
+ * 2.9.10 a Direct Get `next_by_subj` scanned from the cursor to the user's next message: with
+ * 10,000 users reading 100 stored messages each, 10,000 reads in flight all timed out and nothing
+ * got through. A few hundred at a time complete; the rest wait, and those still waiting at the
+ * store deadline fail without being sent (their connection retries).
  */
 const READS_IN_FLIGHT = 256;
 
 /**
- * Users' inboxes in their app's inbox stream: store (pipelined publish), read the backlog (Direct Get
- * `next_by_subj`), remove on ack (delete by sequence), count pending. No consumers.
+ * Users' inboxes in their app's inbox stream: store (pipelined publish with a per-message TTL),
+ * read the backlog (batched Direct Get `next_by_subj` over both of a user's subjects), remove on
+ * ack (purge of the user's subjects up to a sequence, or delete by sequence), count pending. No
+ * consumers. Needs nats-server 2.11+ (batched Direct Get, `Nats-TTL`).
  *
- * Deletes go through their own pipeline with a small in-flight bound: nats-server 2.9 spends
- * more than ten times the CPU on a delete than on a store, so a burst of acks must not queue
- * ahead of the reads and stores that clients wait for. When deletes fall far behind they fail
- * (the message stays stored and may be delivered again: at-least-once). Backlog reads have a
- * pipeline of their own too (see READS_IN_FLIGHT).
+ * Removals go through their own pipeline with an in-flight bound, so a burst of acks does not
+ * queue ahead of the reads and stores that clients wait for. A removal that fails leaves the
+ * message stored (it may be delivered again: at-least-once); the edge's AckBatcher retries it.
+ * Backlog reads have a pipeline of their own too (see READS_IN_FLIGHT).
  */
 export class InboxStore {
   readonly pipeline: RequestPipeline;
   private readonly reads: RequestPipeline;
   private readonly removals: RequestPipeline;
   private readonly subjects: Subjects;
+  private readonly ttlHeaderCache = new Map<number, MsgHdrs>();
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
@@ -147,20 +177,26 @@ export class InboxStore {
   publish(app: string, user: string, payload: MessagePayload, opts: PublishOptions): Promise<PublishResult> {
     let stored: Buffer;
     let subject: string;
+    let ttlSeconds: number;
     try {
       const now = opts.now ?? Date.now();
       stored = encodeEnvelope(
         { ts: now, expires: now + opts.ttlMs, binary: payload.binary, from: opts.from },
         payload.bytes,
       );
-      subject = this.subjects.inbox(app, user);
+      // Client messages on their own subject: the per-subject cap counts them apart (DESIGN.md).
+      subject = this.subjects.inbox(app, user, opts.from === undefined ? 'b' : 'c');
+      ttlSeconds = ttlHeaderSeconds(opts.ttlMs);
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    let h: MsgHdrs | undefined;
+    let h: MsgHdrs;
     if (opts.msgId !== undefined) {
       h = headers();
+      h.set(TTL_HEADER, String(ttlSeconds));
       h.set('Nats-Msg-Id', opts.msgId);
+    } else {
+      h = this.ttlHeaders(ttlSeconds);
     }
     // One promise per message on this hot path: the pipeline's, mapped once.
     return this.pipeline.request(subject, stored, h).then(readStored, (err: unknown) => {
@@ -168,25 +204,86 @@ export class InboxStore {
     });
   }
 
-  /** The first message of the user's inbox with sequence >= `fromSeq`, or null when none. */
-  async next(app: string, user: string, fromSeq: number): Promise<InboxMessage | null> {
-    let reply: Msg;
+  /**
+   * Headers holding only `Nats-TTL`, shared by every publish with that TTL (nats.js only reads
+   * them): apps use a handful of TTLs, and building headers per message costs the hot path.
+   */
+  private ttlHeaders(seconds: number): MsgHdrs {
+    let h = this.ttlHeaderCache.get(seconds);
+    if (h === undefined) {
+      h = headers();
+      h.set(TTL_HEADER, String(seconds));
+      if (this.ttlHeaderCache.size >= 1024) this.ttlHeaderCache.clear();
+      this.ttlHeaderCache.set(seconds, h);
+    }
+    return h;
+  }
+
+  /**
+   * Reads up to `max` of the user's messages (both kinds, in sequence order) from sequence
+   * `fromSeq` on, in ONE batched Direct Get (nats-server 2.11+): the server answers with the
+   * messages, then an end-of-batch status telling how many more match. `maxBytes` bounds the
+   * answer (the server always sends at least one message). `more` is true when messages remain
+   * after the last one returned. Rejects with PushError `store_unavailable`.
+   */
+  async readBatch(
+    app: string,
+    user: string,
+    fromSeq: number,
+    bounds: { max: number; maxBytes: number },
+  ): Promise<{ messages: InboxMessage[]; more: boolean }> {
+    let replies: Msg[];
     try {
-      reply = await this.reads.request(
+      replies = await this.reads.requestMany(
         this.api('DIRECT.GET', app),
-        `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(this.subjects.inbox(app, user))}}`,
+        `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(this.subjects.inboxOfUser(app, user))},"batch":${Math.max(1, Math.floor(bounds.max))},"max_bytes":${Math.max(1, Math.floor(bounds.maxBytes))}}`,
+        isLastOfBatch,
       );
     } catch (err) {
       throw storeError(err);
     }
-    const code = reply.headers?.code ?? 0;
-    if (code === 404) return null;
-    if (code !== 0 && code !== 200) {
-      throw new PushError('store_unavailable', `direct get failed: ${code} ${reply.headers?.description ?? ''}`);
+    const messages: InboxMessage[] = [];
+    let more = false;
+    for (const reply of replies) {
+      const code = reply.headers?.code ?? 0;
+      if (code === 404) break; // nothing (more) at or after fromSeq
+      if (code === 204) {
+        // End of batch: Nats-Num-Pending counts the matching messages after the last one sent.
+        more = Number(reply.headers?.get(NUM_PENDING) ?? '0') > 0;
+        break;
+      }
+      if (code !== 0 && code !== 200) {
+        throw new PushError('store_unavailable', `direct get failed: ${code} ${reply.headers?.description ?? ''}`);
+      }
+      const m = readInboxMessage(reply);
+      if (m === undefined) throw new PushError('store_unavailable', 'direct get answer has no sequence');
+      messages.push(m);
+      // A server without batches answers one message and no end-of-batch: ask again after it.
+      if (!reply.headers?.has(NUM_PENDING)) more = true;
     }
-    const m = readInboxMessage(reply);
-    if (m === undefined) throw new PushError('store_unavailable', 'direct get answer has no sequence');
-    return m;
+    return { messages, more };
+  }
+
+  /**
+   * Removes the user's messages of one kind (both kinds when `kind` is undefined) with a
+   * sequence below `belowSeq` in one request (`STREAM.PURGE` with a filter and a sequence).
+   * Resolves with how many were removed. A literal subject costs nats-server 2.15 about a third
+   * of what the wildcard of both kinds does (bench/acks.ts), so the edge names the kind.
+   */
+  async purge(app: string, user: string, belowSeq: number, kind?: InboxKind): Promise<number> {
+    const filter = kind === undefined ? this.subjects.inboxOfUser(app, user) : this.subjects.inbox(app, user, kind);
+    let reply: Msg;
+    try {
+      reply = await this.removals.request(
+        this.api('STREAM.PURGE', app),
+        `{"filter":${JSON.stringify(filter)},"seq":${belowSeq}}`,
+      );
+    } catch (err) {
+      throw storeError(err);
+    }
+    const r = parseJson(reply) as { success?: boolean; purged?: number; error?: JsApiError };
+    if (r.success === true) return r.purged ?? 0;
+    throw new PushError('store_unavailable', `purge failed: ${r.error?.description ?? 'unknown'}`);
   }
 
   /**
@@ -209,7 +306,7 @@ export class InboxStore {
 
   /** Messages stored for the user (not yet acked, evicted or aged out). */
   async pending(app: string, user: string): Promise<number> {
-    const subject = this.subjects.inbox(app, user);
+    const subject = this.subjects.inboxOfUser(app, user);
     let reply: Msg;
     try {
       reply = await this.pipeline.request(this.api('STREAM.INFO', app), JSON.stringify({ subjects_filter: subject }));
@@ -218,7 +315,10 @@ export class InboxStore {
     }
     const r = parseJson(reply) as { state?: { subjects?: Record<string, number> }; error?: JsApiError };
     if (r.error !== undefined) throw new PushError('store_unavailable', r.error.description);
-    return r.state?.subjects?.[subject] ?? 0;
+    // Both kinds; expired messages are already gone (per-message TTL), so all are deliverable.
+    let n = 0;
+    for (const count of Object.values(r.state?.subjects ?? {})) n += count;
+    return n;
   }
 
   /**

@@ -1,5 +1,9 @@
 import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 
+function noop(): void {
+  // A multi-reply request resolves through its `many` entry.
+}
+
 /** Raised when a pipelined request gets no answer within its deadline. */
 export class RequestTimeoutError extends Error {
   constructor(subject: string, timeoutMs: number) {
@@ -21,6 +25,15 @@ interface Pending {
   reject: (err: Error) => void;
   subject: string;
   deadline: number;
+  /** Set for a request answered by several replies (see `requestMany`). */
+  many: Many | undefined;
+}
+
+/** The replies gathered so far for a multi-reply request. */
+interface Many {
+  replies: Msg[];
+  isLast: (msg: Msg) => boolean;
+  resolve: (replies: Msg[]) => void;
 }
 
 /** A request waiting for a free slot. */
@@ -84,6 +97,17 @@ export class RequestPipeline {
         const id = Number(msg.subject.slice(this.prefix.length));
         const p = this.pending.get(id);
         if (p === undefined) return; // late reply to a request that already timed out
+        const many = p.many;
+        if (many !== undefined) {
+          // Replies of one request come in the order the server sent them (one subscription).
+          many.replies.push(msg);
+          if (!many.isLast(msg)) return;
+          this.pending.delete(id);
+          this.release();
+          many.resolve(many.replies);
+          this.notifyIdle();
+          return;
+        }
         this.pending.delete(id);
         this.release();
         p.resolve(msg);
@@ -136,23 +160,62 @@ export class RequestPipeline {
   request(subject: string, payload: Uint8Array | string, headers?: MsgHdrs): Promise<Msg> {
     if (this.closed) return Promise.reject(new Error('request pipeline is closed'));
     return new Promise<Msg>((resolve, reject) => {
-      const deadline = Date.now() + this.timeoutMs;
-      if (this.pending.size < this.maxInFlight && this.queued === 0) {
-        this.send({ resolve, reject, subject, deadline, payload, headers });
-      } else if (this.queued >= this.maxQueued) {
-        reject(new PipelineFullError(this.queued));
-        return;
-      } else {
-        this.queue.push({ resolve, reject, subject, deadline, payload, headers });
-      }
-      // Later calls have later deadlines: an armed timer already fires first.
-      if (this.timer === undefined) this.arm();
+      this.enqueue({
+        resolve,
+        reject,
+        subject,
+        deadline: Date.now() + this.timeoutMs,
+        payload,
+        headers,
+        many: undefined,
+      });
     });
+  }
+
+  /**
+   * A request answered by a stream of replies (a batched Direct Get: messages, then an
+   * end-of-batch status). Resolves with every reply, in order, once `isLast` is true for one;
+   * it takes one slot and one deadline, like `request()`, and fails the same ways. Replies that
+   * arrive after the deadline are dropped with the request: a partial answer is never resolved.
+   */
+  requestMany(subject: string, payload: Uint8Array | string, isLast: (msg: Msg) => boolean): Promise<Msg[]> {
+    if (this.closed) return Promise.reject(new Error('request pipeline is closed'));
+    return new Promise<Msg[]>((resolve, reject) => {
+      const many: Many = { replies: [], isLast, resolve };
+      this.enqueue({
+        resolve: noop,
+        reject,
+        subject,
+        deadline: Date.now() + this.timeoutMs,
+        payload,
+        headers: undefined,
+        many,
+      });
+    });
+  }
+
+  private enqueue(q: Queued): void {
+    if (this.pending.size < this.maxInFlight && this.queued === 0) {
+      this.send(q);
+    } else if (this.queued >= this.maxQueued) {
+      q.reject(new PipelineFullError(this.queued));
+      return;
+    } else {
+      this.queue.push(q);
+    }
+    // Later calls have later deadlines: an armed timer already fires first.
+    if (this.timer === undefined) this.arm();
   }
 
   private send(q: Queued): void {
     const id = this.next++;
-    this.pending.set(id, { resolve: q.resolve, reject: q.reject, subject: q.subject, deadline: q.deadline });
+    this.pending.set(id, {
+      resolve: q.resolve,
+      reject: q.reject,
+      subject: q.subject,
+      deadline: q.deadline,
+      many: q.many,
+    });
     this.outbox.push(id, q);
     if (this.outbox.length === 2) setImmediate(() => this.flushOutbox());
   }

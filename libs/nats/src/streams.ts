@@ -1,7 +1,7 @@
 import { jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import type { NatsConnection } from '@nats-io/nats-core';
-import type { Subjects } from '@push/protocol';
+import { createInbox, headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
+import { decodeEnvelope, type Subjects } from '@push/protocol';
 
 export interface InboxStreamOptions {
   /** Highest per-user cap any app may have (`max_msgs_per_subject` of its stream). */
@@ -39,6 +39,9 @@ export function inboxStreamConfig(
     duplicate_window: Math.min(opts.duplicateWindowSeconds, opts.maxAgeSeconds) * NANOS,
     num_replicas: opts.replicas,
     allow_direct: true,
+    // Per-message TTL (`Nats-TTL` on every publish): a message leaves the store when it
+    // expires, so `pending` counts only deliverable messages (nats-server 2.11+).
+    allow_msg_ttl: true,
     republish: { src: subjects.inboxOfApp(app.id), dest: subjects.inboxRepublishDest(app.id) },
   };
 }
@@ -72,8 +75,93 @@ export async function ensureInboxStream(
     c.max_msgs_per_subject === config.max_msgs_per_subject &&
     c.max_age === config.max_age &&
     c.duplicate_window === config.duplicate_window &&
-    c.num_replicas === config.num_replicas;
+    c.num_replicas === config.num_replicas &&
+    c.allow_msg_ttl === true &&
+    c.subjects?.length === 1 &&
+    c.subjects[0] === config.subjects?.[0] &&
+    c.republish?.src === config.republish?.src &&
+    c.republish?.dest === config.republish?.dest;
   if (!same) await jsm.streams.update(config.name, { ...c, ...config });
+  // A stream made before the split by kind holds messages on `push.inbox.<app>.<user>`. Asked
+  // of the stored subjects rather than of the old config, so a migration cut short resumes.
+  const legacy = await jsm.streams.info(config.name, { subjects_filter: subjects.legacyInboxOfApp(app.id) });
+  if (Object.keys(legacy.state.subjects ?? {}).length > 0) {
+    await migrateLegacyInbox(nc, subjects, app.id, config.name);
+  }
+}
+
+/** Messages moved per batched read while migrating. */
+const MIGRATE_BATCH = 256;
+
+/**
+ * Moves the messages of an inbox stream made before the split by kind (one subject per user,
+ * `push.inbox.<app>.<user>`) to the current subjects (`.b` for the business's, `.c` for those
+ * with a sender), with their remaining TTL, then purges the old subjects. The stored bytes are
+ * kept as they are; the copies get new sequences (after any message stored meanwhile) and go
+ * out live like new messages, so a client connected during the migration may see a message
+ * twice (at-least-once). Already expired messages are dropped. Each copy carries a
+ * `Nats-Msg-Id` made of the old sequence, so two centers migrating at once within the stream's
+ * duplicate window store it once. Resolves with the number of messages moved.
+ */
+export async function migrateLegacyInbox(
+  nc: NatsConnection,
+  subjects: Subjects,
+  appId: string,
+  stream: string,
+): Promise<number> {
+  const filter = subjects.legacyInboxOfApp(appId);
+  let from = 1;
+  let moved = 0;
+  let last = 0;
+  for (;;) {
+    const replies = await directBatch(nc, stream, { seq: from, next_by_subj: filter, batch: MIGRATE_BATCH });
+    const now = Date.now();
+    let more = false;
+    for (const m of replies) {
+      const code = m.headers?.code ?? 0;
+      if (code === 204) more = Number(m.headers?.get('Nats-Num-Pending') ?? '0') > 0;
+      if (code !== 0) break;
+      const seq = Number(m.headers?.get('Nats-Sequence'));
+      const subject = m.headers?.get('Nats-Subject') ?? '';
+      last = Math.max(last, seq);
+      from = seq + 1;
+      const env = decodeEnvelope(m.data);
+      if (env === undefined || env.meta.expires <= now || subject === '') continue;
+      const h = headers();
+      h.set('Nats-TTL', String(Math.max(1, Math.ceil((env.meta.expires - now) / 1000))));
+      h.set('Nats-Msg-Id', `migrate.${seq}`);
+      const ack = await nc.request(`${subject}.${env.meta.from === undefined ? 'b' : 'c'}`, m.data, {
+        headers: h,
+        timeout: 10_000,
+      });
+      const r = JSON.parse(new TextDecoder().decode(ack.data)) as { error?: { description?: string } };
+      if (r.error !== undefined) throw new Error(`migrating ${subject}#${seq}: ${r.error.description ?? 'refused'}`);
+      moved++;
+    }
+    if (!more) break;
+  }
+  if (last > 0) {
+    const r = await nc.request(`$JS.API.STREAM.PURGE.${stream}`, JSON.stringify({ filter, seq: last + 1 }), {
+      timeout: 10_000,
+    });
+    const p = JSON.parse(new TextDecoder().decode(r.data)) as { success?: boolean; error?: { description?: string } };
+    if (p.success !== true)
+      throw new Error(`purging the old inbox subjects of ${stream}: ${p.error?.description ?? ''}`);
+  }
+  return moved;
+}
+
+/** One batched Direct Get, every reply up to its closing status (used by the migration only). */
+async function directBatch(nc: NatsConnection, stream: string, req: Record<string, unknown>): Promise<Msg[]> {
+  const out: Msg[] = [];
+  const sub = nc.subscribe(createInbox(), { timeout: 10_000 });
+  nc.publish(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify(req), { reply: sub.getSubject() });
+  for await (const m of sub) {
+    out.push(m);
+    if ((m.headers?.code ?? 0) !== 0) break;
+  }
+  sub.unsubscribe();
+  return out;
 }
 
 /**

@@ -37,17 +37,38 @@ export class Subjects {
     return `${this.prefix}.inbox.>`;
   }
 
-  /** `push.inbox.<app>.<user>`: where a user's messages are stored. */
-  inbox(app: string, user: string): string {
-    return `${this.prefix}.inbox.${encodeToken(app)}.${encodeToken(user)}`;
+  /**
+   * `push.inbox.<app>.<user>.<kind>`: where a user's messages are stored, `b` for what the
+   * business pushed and `c` for what other clients sent. Two subjects per user so that the
+   * stream's `max_msgs_per_subject` caps each kind on its own: client messages can never evict
+   * the business's (issue 7, defect 2).
+   */
+  inbox(app: string, user: string, kind: InboxKind): string {
+    return `${this.prefix}.inbox.${encodeToken(app)}.${encodeToken(user)}.${kind}`;
   }
 
-  /** `push.inbox.<app>.*`: the subjects of the app's inbox stream, and its RePublish source. */
+  /** `push.inbox.<app>.<user>.*`: both kinds of a user's messages (backlog reads, purges, pending). */
+  inboxOfUser(app: string, user: string): string {
+    return `${this.prefix}.inbox.${encodeToken(app)}.${encodeToken(user)}.*`;
+  }
+
+  /** `push.inbox.<app>.*.*`: the subjects of the app's inbox stream, and its RePublish source. */
   inboxOfApp(app: string): string {
+    return `${this.prefix}.inbox.${encodeToken(app)}.*.*`;
+  }
+
+  /**
+   * `push.inbox.<app>.*`: the one-subject-per-user layout before the split by kind. Only the
+   * stream migration reads it (see `ensureInboxStream`).
+   */
+  legacyInboxOfApp(app: string): string {
     return `${this.prefix}.inbox.${encodeToken(app)}.*`;
   }
 
-  /** RePublish destination of the app's stream: `push.live.u.<app>.<user>` mirrors `push.inbox.<app>.<user>`. */
+  /**
+   * RePublish destination of the app's stream: `push.live.u.<app>.<user>` for both kinds of
+   * `push.inbox.<app>.<user>.<kind>` (the kind is not needed live: the envelope carries `from`).
+   */
   inboxRepublishDest(app: string): string {
     return `${this.prefix}.live.u.${encodeToken(app)}.{{wildcard(1)}}`;
   }
@@ -149,6 +170,9 @@ function canonicalId(token: string): string | undefined {
   }
   return id !== '' && encodeToken(id) === token ? id : undefined;
 }
+
+/** Kind of an inbox message: `b` pushed by the business, `c` sent by another client. */
+export type InboxKind = 'b' | 'c';
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
 export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete';

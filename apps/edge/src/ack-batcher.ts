@@ -1,0 +1,235 @@
+import { backoffDelay, type InboxKind } from '@push/protocol';
+
+/** What the ack path needs from the inbox store (InboxStore implements it). */
+export interface AckStore {
+  /** Removes the user's messages of one kind below `belowSeq`; resolves with how many were removed. */
+  purge(app: string, user: string, belowSeq: number, kind: InboxKind): Promise<number>;
+  /** Removes one message; resolves false when it was already gone. */
+  remove(app: string, seq: number): Promise<boolean>;
+}
+
+/** Counters the ack path reports (the edge's Prometheus metrics fit). */
+export interface AckCounters {
+  /** Messages removed from the store. */
+  removed: { inc(n?: number): void };
+  /** Store requests made by the ack path (purges and deletes). */
+  ackRequests: { inc(n?: number): void };
+  /** Store requests that failed and were scheduled again. */
+  ackRetries: { inc(n?: number): void };
+  /** Acks not applied because the ack path held its bound (the messages stay stored). */
+  acksDropped: { inc(n?: number): void };
+}
+
+export interface AckBatcherOptions {
+  /** Most acks held at once (this turn, in flight, waiting for a retry); more are dropped and counted. */
+  maxHeld?: number;
+  /** First retry delay, ms (full jitter, doubling per attempt up to `retryMaxMs`). */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Called for each failed store request (for a rate-limited log). */
+  onFailure?: (err: unknown) => void;
+}
+
+/** One user's acks gathered for one store round. */
+interface UserAcks {
+  app: string;
+  user: string;
+  /** Every message of the user at or below this sequence may go (see `ack`). */
+  floor: number;
+  /** Acks at or below `floor`, all applied by one purge per kind among them. */
+  purgeAcks: number;
+  /** Kinds of the acks at or below `floor` (KIND_B | KIND_C). */
+  purgeKinds: number;
+  /** Acked sequences above `floor` (with their kind): one delete each. */
+  deletes: Map<number, InboxKind> | undefined;
+  /** Failed rounds so far (0 for fresh acks). */
+  attempt: number;
+}
+
+const KIND_B = 1;
+const KIND_C = 2;
+const kindBit = (kind: InboxKind): number => (kind === 'b' ? KIND_B : KIND_C);
+
+/**
+ * Coalesces acks into few store requests. Acks of one user taken within one event-loop turn,
+ * from any of the user's connections on this edge, become ONE purge of the user's subject up to
+ * the highest ack floor (every message at or below it was delivered and acked, or expired), plus
+ * a delete per acked sequence above the floor (acks out of order). The purge names the literal
+ * subject of each kind acked (`.b`, and `.c` when client messages were acked too): nats-server
+ * 2.15 purges a literal subject about three times faster than the wildcard of both, and then
+ * twice as fast per message as deletes (bench/acks.ts). Each message at or below the floor was
+ * acked itself, so the purge of its own kind covers it. A connection reads its user's
+ * inbox from the start and in sequence order, so its floor is the sequence before its oldest
+ * unacked delivery, or its cursor when nothing is unacked; another device's unacked copies below
+ * it may go too: one device's ack is enough (DESIGN.md).
+ *
+ * Bounded: at most `maxHeld` acks wait here (fresh, in flight or for a retry); past it an ack is
+ * dropped and counted, its message stays stored and comes again (at-least-once). A failed
+ * request is retried with full-jitter backoff, merged with newer acks of the same user.
+ */
+export class AckBatcher {
+  private turn = new Map<string, UserAcks>();
+  private scheduled = false;
+  private held = 0;
+  private closed = false;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly maxHeld: number;
+  private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
+
+  constructor(
+    private readonly store: AckStore,
+    private readonly counters: AckCounters,
+    private readonly opts: AckBatcherOptions = {},
+  ) {
+    this.maxHeld = opts.maxHeld ?? 200_000;
+    this.retryBaseMs = opts.retryBaseMs ?? 200;
+    this.retryMaxMs = opts.retryMaxMs ?? 30_000;
+  }
+
+  /** Acks held now (gathered, in flight or waiting for a retry). */
+  get pending(): number {
+    return this.held;
+  }
+
+  /**
+   * Takes an ack of `seq` (stored under `kind`) from a connection whose ack floor (after this
+   * ack) is `floor`.
+   * Returns false when the ack was dropped (bound reached, or closed).
+   */
+  ack(app: string, user: string, seq: number, floor: number, kind: InboxKind): boolean {
+    if (this.closed || this.held >= this.maxHeld) {
+      this.counters.acksDropped.inc();
+      return false;
+    }
+    const e = this.entry(this.turn, app, user);
+    if (floor > e.floor) e.floor = floor;
+    if (seq <= e.floor) {
+      e.purgeAcks++;
+      e.purgeKinds |= kindBit(kind);
+    } else if (e.deletes?.has(seq) === true) {
+      return true; // another device acked it this turn
+    } else {
+      (e.deletes ??= new Map()).set(seq, kind);
+    }
+    this.held++;
+    this.schedule();
+    return true;
+  }
+
+  /** Sends what this turn gathered now (tests, shutdown). */
+  flush(): void {
+    this.scheduled = false;
+    const batch = this.turn;
+    if (batch.size === 0) return;
+    this.turn = new Map();
+    for (const e of batch.values()) this.apply(e);
+  }
+
+  /** Stops retry timers and drops whatever is held. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.turn.clear();
+  }
+
+  private entry(map: Map<string, UserAcks>, app: string, user: string): UserAcks {
+    // Length-prefixed so that no pair of ids maps to another pair's key.
+    const key = `${app.length}:${app}${user}`;
+    let e = map.get(key);
+    if (e === undefined) {
+      e = { app, user, floor: 0, purgeAcks: 0, purgeKinds: 0, deletes: undefined, attempt: 0 };
+      map.set(key, e);
+    }
+    return e;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // After the I/O callbacks of this turn (every frame of every socket uWS read at once).
+    setImmediate(() => this.flush());
+  }
+
+  private apply(e: UserAcks): void {
+    let purgeAcks = e.purgeAcks;
+    let purgeKinds = e.purgeKinds;
+    const deletes: Array<[number, InboxKind]> = [];
+    if (e.deletes !== undefined) {
+      // The floor may have passed deletes taken earlier in the turn: the purge covers them.
+      for (const [seq, kind] of e.deletes) {
+        if (seq <= e.floor) {
+          purgeAcks++;
+          purgeKinds |= kindBit(kind);
+        } else {
+          deletes.push([seq, kind]);
+        }
+      }
+    }
+    if (purgeAcks > 0) {
+      const purges: Array<Promise<number>> = [];
+      for (const kind of ['b', 'c'] as const) {
+        if ((purgeKinds & kindBit(kind)) === 0) continue;
+        this.counters.ackRequests.inc();
+        purges.push(this.store.purge(e.app, e.user, e.floor + 1, kind));
+      }
+      Promise.all(purges).then(
+        (counts) => {
+          this.held -= purgeAcks;
+          const n = counts.reduce((a, b) => a + b, 0);
+          if (n > 0) this.counters.removed.inc(n);
+        },
+        // Purges are idempotent: retry every kind of the round.
+        (err: unknown) => this.failed(err, { ...e, purgeAcks, purgeKinds, deletes: undefined }),
+      );
+    }
+    for (const [seq, kind] of deletes) {
+      this.counters.ackRequests.inc();
+      this.store.remove(e.app, seq).then(
+        (removed) => {
+          this.held--;
+          if (removed) this.counters.removed.inc();
+        },
+        (err: unknown) =>
+          this.failed(err, { ...e, floor: 0, purgeAcks: 0, purgeKinds: 0, deletes: new Map([[seq, kind]]) }),
+      );
+    }
+  }
+
+  /** A request failed: apply its acks again after a full-jitter delay, with any newer ones. */
+  private failed(err: unknown, e: UserAcks): void {
+    this.opts.onFailure?.(err);
+    const acks = e.purgeAcks + (e.deletes?.size ?? 0);
+    if (this.closed) {
+      this.held -= acks;
+      return;
+    }
+    this.counters.ackRetries.inc();
+    const attempt = e.attempt + 1;
+    const delay = backoffDelay(attempt, { baseMs: this.retryBaseMs, capMs: this.retryMaxMs });
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      if (this.closed) {
+        this.held -= acks;
+        return;
+      }
+      const into = this.entry(this.turn, e.app, e.user);
+      if (e.floor > into.floor) into.floor = e.floor;
+      into.purgeAcks += e.purgeAcks;
+      into.purgeKinds |= e.purgeKinds;
+      if (e.deletes !== undefined) {
+        for (const [seq, kind] of e.deletes) {
+          if (into.deletes?.has(seq) === true)
+            this.held--; // already asked for again
+          else (into.deletes ??= new Map()).set(seq, kind);
+        }
+      }
+      into.attempt = Math.max(into.attempt, attempt);
+      this.schedule();
+    }, delay);
+    timer.unref();
+    this.timers.add(timer);
+  }
+}
