@@ -210,4 +210,29 @@ describe('inbox store (batched reads, coalesced acks, TTL, kinds)', function () 
     const again = await connect('xena', 'other');
     expect((await again.waitForMessages(1))[0]?.seq).to.equal(keep);
   });
+
+  it('100 users connecting at once get their interleaved backlogs through one shared pass, each in order, once', async function () {
+    this.timeout(60_000);
+    const users = Array.from({ length: 100 }, (_, i) => `storm.${i}`);
+    const per = 12;
+    // Interleaved as a reconnect storm finds them: round after round over every user.
+    const want = new Map<string, number[]>(users.map((u) => [u, []]));
+    for (let r = 0; r < per; r++) {
+      const res = await app.push({ messages: users.map((user) => ({ user, data: { r } })) });
+      expect(res.status).to.equal(200);
+      const results = res.body['results'] as Array<{ seq: number }>;
+      results.forEach((x, i) => want.get(users[i] as string)?.push(x.seq));
+    }
+    const sweepsBefore = await counter(stack.edge, 'push_edge_backlog_sweeps_total');
+    const storm = await Promise.all(users.map((u) => connect(u)));
+    for (const [i, c] of storm.entries()) {
+      const got = await c.waitForMessages(per, 20_000);
+      expect(got.map((m) => m.seq)).to.deep.equal(want.get(users[i] as string));
+    }
+    expect(await counter(stack.edge, 'push_edge_backlog_sweeps_total')).to.be.greaterThan(sweepsBefore);
+    for (const c of storm) c.ack(c.messages.map((m) => m.seq));
+    await app.waitPending('storm.0', 0);
+    await sleep(200);
+    for (const c of storm) expect(c.messages.length, 'no message twice').to.equal(per);
+  });
 });

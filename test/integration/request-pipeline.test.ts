@@ -82,6 +82,30 @@ describe('RequestPipeline (against the real NATS server)', function () {
     p.close();
   });
 
+  it('with deadlineFromSend, a queued request waits for its slot and then has the whole timeout', async function () {
+    const p = new RequestPipeline(nc, { maxInFlight: 1, timeoutMs: 300, deadlineFromSend: true });
+    const first = p.request(`${subject}.hold`, '1');
+    const second = p.request(`${subject}.hold`, '2');
+    const release = async (afterMs: number): Promise<void> => {
+      await new Promise((r) => setTimeout(r, afterMs));
+      await nc.flush();
+      held.shift()?.();
+    };
+    await release(250);
+    expect((await first).string()).to.equal('1');
+    // Answered 450 ms after its call: past the timeout counted from the call, within it from the send.
+    await release(200);
+    expect((await second).string()).to.equal('2');
+    // In flight, the deadline still holds.
+    const err = await p.request(`${subject}.hold`, '3').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(RequestTimeoutError);
+    held.length = 0;
+    p.close();
+  });
+
   it('idle() resolves once the last request in flight or queued is answered, and false at its deadline', async function () {
     const p = new RequestPipeline(nc, { maxInFlight: 1 });
     expect(await p.idle(10)).to.equal(true); // nothing to wait for

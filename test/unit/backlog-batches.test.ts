@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
-import type { InboxMessage } from '@push/nats';
+import { BacklogReader, type BacklogStore, type InboxMessage } from '@push/nats';
 import { AckBatcher } from '../../apps/edge/src/ack-batcher.js';
 import { ClientConnection } from '../../apps/edge/src/client-connection.js';
 import type { EdgeContext } from '../../apps/edge/src/edge-context.js';
@@ -43,6 +43,8 @@ function harness(window = 100) {
     edgeId: 'e',
     config: { window },
     store,
+    // Fewer readers than a shared pass needs: each read reaches readBatch above.
+    backlog: new BacklogReader(store as unknown as BacklogStore),
     channels: { join: () => Promise.resolve(), leave: () => undefined },
     metrics,
     log: { warn: () => undefined, error: () => undefined, debug: () => undefined },

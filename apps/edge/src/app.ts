@@ -5,7 +5,7 @@ import { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
 import { createLogger, type Logger } from '@push/logger';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
-import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
+import { BacklogReader, InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -155,6 +155,12 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
     opened.push(() => store.close());
     const acks = new AckBatcher(store, metrics, { onFailure: removalFailureReporter(metrics, log) });
+    const backlog = new BacklogReader(store, {
+      onSweep: (readers) => {
+        metrics.backlogSweeps.inc();
+        metrics.backlogSweepReaders.inc(readers);
+      },
+    });
     opened.push(() => acks.close());
     // Live subscriptions (one per connected user) on their own lean NATS connection.
     const live = await LiveSubscriber.connect({
@@ -206,6 +212,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       config: edgeConfig,
       subjects,
       store,
+      backlog,
       channels,
       apps,
       presence,

@@ -181,10 +181,16 @@ export class ClientConnection implements LiveReceiver {
         // One batched read per free window, bounded by the bytes the socket may still take.
         const ws = this.ws as WebSocket<SocketData>;
         ctx.metrics.backlogRequests.inc();
-        const { messages, more } = await ctx.store.readBatch(this.app, this.user, this.cursor + 1, {
-          max: ctx.config.window - (this.inflight?.size ?? 0),
-          maxBytes: Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount()),
-        });
+        const { messages, more } = await ctx.backlog.read(
+          this.app,
+          this.user,
+          this.cursor + 1,
+          {
+            max: ctx.config.window - (this.inflight?.size ?? 0),
+            maxBytes: Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount()),
+          },
+          this,
+        );
         if (this.mode === CLOSED) return;
         ctx.metrics.backlogReads.inc(messages.length);
         for (const m of messages) {

@@ -1,6 +1,6 @@
 import type { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import type { InboxStore } from '@push/nats';
+import type { BacklogReader, InboxStore } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
@@ -15,6 +15,8 @@ export interface EdgeContext {
   config: Config['edge'];
   subjects: Subjects;
   store: InboxStore;
+  /** Reads backlogs: per user, or in one shared pass when many connections wait (BacklogReader). */
+  backlog: BacklogReader;
   channels: UserChannels;
   apps: AppDirectory;
   presence: PresenceRegistry;

@@ -64,6 +64,16 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Batched Direct Get requests made to read backlogs (one per free window, or per byte bound)',
       registers: r,
     }),
+    backlogSweeps: new Counter({
+      name: 'push_edge_backlog_sweeps_total',
+      help: 'Shared passes over an app stream that served many waiting backlog reads at once',
+      registers: r,
+    }),
+    backlogSweepReaders: new Counter({
+      name: 'push_edge_backlog_sweep_readers_total',
+      help: 'Backlog reads served by shared passes instead of one request each',
+      registers: r,
+    }),
     backlogReads: new Counter({
       name: 'push_edge_backlog_messages_total',
       help: 'Messages read from the store by batched Direct Get',

@@ -122,13 +122,14 @@ const REMOVALS_IN_FLIGHT = 1024;
 /** Deadline of a delete, queued time included. */
 const REMOVAL_TIMEOUT_MS = 120_000;
 /**
- * Backlog reads in flight at once (each a batch of up to a window of messages). On nats-server
- * 2.9.10 a Direct Get `next_by_subj` scanned from the cursor to the user's next message: with
- * 10,000 users reading 100 stored messages each, 10,000 reads in flight all timed out and nothing
- * got through. A few hundred at a time complete; the rest wait, and those still waiting at the
- * store deadline fail without being sent (their connection retries).
+ * Backlog reads in flight at once (each a batch of up to a window of messages). nats-server
+ * serves them one after another, scanning from each cursor to the user's next messages, so more
+ * in flight only queue at the server and time out there. The rest wait here without a deadline
+ * (it starts when a read is sent: `deadlineFromSend`): when every queued read had the store
+ * deadline from its call, 10,000 users reconnecting at once saw nearly all reads expire, be
+ * retried and expire again, and almost nothing was delivered.
  */
-const READS_IN_FLIGHT = 256;
+const READS_IN_FLIGHT = 64;
 
 /**
  * Users' inboxes in their app's inbox stream: store (pipelined publish with a per-message TTL),
@@ -153,6 +154,7 @@ export class InboxStore {
     this.pipeline = new RequestPipeline(nc, opts);
     this.reads = new RequestPipeline(nc, {
       ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      deadlineFromSend: true,
       maxInFlight: READS_IN_FLIGHT,
       maxQueued: 200_000,
     });
@@ -232,17 +234,42 @@ export class InboxStore {
     fromSeq: number,
     bounds: { max: number; maxBytes: number },
   ): Promise<{ messages: InboxMessage[]; more: boolean }> {
+    const { messages, more } = await this.directBatch(app, this.subjects.inboxOfUser(app, user), fromSeq, bounds);
+    return { messages, more };
+  }
+
+  /**
+   * Reads up to `max` messages of ANY user of the app from sequence `fromSeq` on, in stream
+   * order, each with the subject token of its user (`subjects.inboxUserToken`): one sequential
+   * pass over a range of the stream, for when many connections wait for their backlogs at once
+   * (see BacklogReader). Rejects with PushError `store_unavailable`.
+   */
+  readRange(
+    app: string,
+    fromSeq: number,
+    bounds: { max: number; maxBytes: number },
+  ): Promise<{ messages: InboxMessage[]; userTokens: string[]; more: boolean }> {
+    return this.directBatch(app, this.subjects.inboxOfApp(app), fromSeq, bounds);
+  }
+
+  private async directBatch(
+    app: string,
+    filter: string,
+    fromSeq: number,
+    bounds: { max: number; maxBytes: number },
+  ): Promise<{ messages: InboxMessage[]; userTokens: string[]; more: boolean }> {
     let replies: Msg[];
     try {
       replies = await this.reads.requestMany(
         this.api('DIRECT.GET', app),
-        `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(this.subjects.inboxOfUser(app, user))},"batch":${Math.max(1, Math.floor(bounds.max))},"max_bytes":${Math.max(1, Math.floor(bounds.maxBytes))}}`,
+        `{"seq":${fromSeq},"next_by_subj":${JSON.stringify(filter)},"batch":${Math.max(1, Math.floor(bounds.max))},"max_bytes":${Math.max(1, Math.floor(bounds.maxBytes))}}`,
         isLastOfBatch,
       );
     } catch (err) {
       throw storeError(err);
     }
     const messages: InboxMessage[] = [];
+    const userTokens: string[] = [];
     let more = false;
     for (const reply of replies) {
       const code = reply.headers?.code ?? 0;
@@ -258,10 +285,11 @@ export class InboxStore {
       const m = readInboxMessage(reply);
       if (m === undefined) throw new PushError('store_unavailable', 'direct get answer has no sequence');
       messages.push(m);
+      userTokens.push(this.subjects.inboxUserToken(reply.headers?.get('Nats-Subject') ?? ''));
       // A server without batches answers one message and no end-of-batch: ask again after it.
       if (!reply.headers?.has(NUM_PENDING)) more = true;
     }
-    return { messages, more };
+    return { messages, userTokens, more };
   }
 
   /**

@@ -3,5 +3,6 @@ export * from './server-version.js';
 export * from './request-pipeline.js';
 export * from './streams.js';
 export * from './inbox-store.js';
+export * from './backlog-reader.js';
 export type { NatsConnection, Msg, Subscription } from '@nats-io/nats-core';
 export * from './live-subscriber.js';

@@ -45,6 +45,13 @@ interface Queued extends Pending {
 export interface RequestPipelineOptions {
   /** Per-request deadline, ms, counted from the call (time spent queued included). */
   timeoutMs?: number;
+  /**
+   * Count the deadline from when the request is sent instead of from the call: a request waiting
+   * for a slot never expires (the queue is still bounded by `maxQueued`). For requests whose
+   * callers wait anyway and whose cost is the server's (backlog reads): expiring queued ones
+   * would only have them retried, and sent again later, while the server is busiest.
+   */
+  deadlineFromSend?: boolean;
   /** Most requests awaiting a reply at once; further ones wait for a free slot. */
   maxInFlight?: number;
   /** Most requests waiting for a slot; past it `request()` rejects with PipelineFullError. */
@@ -77,6 +84,7 @@ export class RequestPipeline {
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
   private readonly maxQueued: number;
+  private readonly deadlineFromSend: boolean;
   /** Fires at `timerAt`, the oldest deadline when it was armed; undefined when nothing waits. */
   private timer: NodeJS.Timeout | undefined;
   private timerAt = 0;
@@ -90,6 +98,7 @@ export class RequestPipeline {
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.maxInFlight = opts.maxInFlight ?? 16384;
     this.maxQueued = opts.maxQueued ?? 100_000;
+    this.deadlineFromSend = opts.deadlineFromSend === true;
     this.prefix = `${createInbox()}.`;
     this.sub = nc.subscribe(`${this.prefix}*`, {
       callback: (err, msg) => {
@@ -164,7 +173,7 @@ export class RequestPipeline {
         resolve,
         reject,
         subject,
-        deadline: Date.now() + this.timeoutMs,
+        deadline: this.callDeadline(),
         payload,
         headers,
         many: undefined,
@@ -186,7 +195,7 @@ export class RequestPipeline {
         resolve: noop,
         reject,
         subject,
-        deadline: Date.now() + this.timeoutMs,
+        deadline: this.callDeadline(),
         payload,
         headers: undefined,
         many,
@@ -207,7 +216,13 @@ export class RequestPipeline {
     if (this.timer === undefined) this.arm();
   }
 
+  /** The deadline of a request made now (see `deadlineFromSend`; `send()` sets the real one then). */
+  private callDeadline(): number {
+    return this.deadlineFromSend ? Number.POSITIVE_INFINITY : Date.now() + this.timeoutMs;
+  }
+
   private send(q: Queued): void {
+    if (this.deadlineFromSend) q.deadline = Date.now() + this.timeoutMs;
     const id = this.next++;
     this.pending.set(id, {
       resolve: q.resolve,
@@ -218,6 +233,8 @@ export class RequestPipeline {
     });
     this.outbox.push(id, q);
     if (this.outbox.length === 2) setImmediate(() => this.flushOutbox());
+    // A request sent from the queue when nothing else was timed (deadlineFromSend) needs the timer.
+    if (this.timer === undefined && this.deadlineFromSend) this.arm();
   }
 
   /**

@@ -52,6 +52,15 @@ export class Subjects {
     return `${this.prefix}.inbox.${encodeToken(app)}.${encodeToken(user)}.*`;
   }
 
+  /**
+   * The user token of an inbox subject `push.inbox.<app>.<user>.<kind>` (still encoded: compare
+   * it with `encodeToken(user)`), or '' for any other subject.
+   */
+  inboxUserToken(subject: string): string {
+    const parts = subject.split('.');
+    return parts.length === 5 && parts[0] === this.prefix && parts[1] === 'inbox' ? (parts[3] ?? '') : '';
+  }
+
   /** `push.inbox.<app>.*.*`: the subjects of the app's inbox stream, and its RePublish source. */
   inboxOfApp(app: string): string {
     return `${this.prefix}.inbox.${encodeToken(app)}.*.*`;

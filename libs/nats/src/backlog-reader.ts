@@ -1,0 +1,254 @@
+import { encodeToken } from '@push/protocol';
+import type { InboxMessage, InboxStore } from './inbox-store.js';
+
+/** One connection's backlog read: the user's messages from a sequence on, within bounds. */
+export interface BacklogBatch {
+  messages: InboxMessage[];
+  /** True when more of the user's messages may follow the last one returned. */
+  more: boolean;
+}
+
+/** What a BacklogReader needs of the store (InboxStore implements it). */
+export type BacklogStore = Pick<InboxStore, 'readBatch' | 'readRange'>;
+
+export interface BacklogReaderOptions {
+  /**
+   * Reads of one app waiting together from which one shared pass over the stream replaces the
+   * per-user reads (default 64). See BacklogReader for why.
+   */
+  sweepMinReaders?: number;
+  /**
+   * Per-user reads in flight at once, over all apps (default 8). The server serves them one
+   * after another; the rest wait here, where a crowd of them becomes one shared pass.
+   */
+  maxReadsInFlight?: number;
+  /** Messages per request of a shared pass (default 5,000). */
+  sweepBatch?: number;
+  /** Bytes per request of a shared pass (default 8 MiB). */
+  sweepMaxBytes?: number;
+  /** Counts shared passes and the per-user reads they replaced (metrics). */
+  onSweep?: (readers: number) => void;
+}
+
+interface Waiter {
+  /** The reading connection (its identity lets it rejoin a pass it has kept up with). */
+  key: object | undefined;
+  user: string;
+  userToken: string;
+  fromSeq: number;
+  max: number;
+  maxBytes: number;
+  messages: InboxMessage[];
+  bytes: number;
+  done: boolean;
+  resolve: (batch: BacklogBatch) => void;
+  reject: (err: unknown) => void;
+}
+
+/** A shared pass under way over one app's stream. */
+interface Pass {
+  /** Next sequence the pass reads. */
+  position: number;
+  byUser: Map<string, Waiter[]>;
+  open: number;
+  /**
+   * Readers handed every message of their user below the pass position, by key, with the last
+   * sequence handed: such a reader may come back into the pass (nothing of its user lies
+   * between what it was handed and the position).
+   */
+  handed: Map<object, number>;
+}
+
+interface AppState {
+  waiting: Waiter[];
+  scheduled: boolean;
+  pass: Pass | undefined;
+}
+
+/**
+ * Reads connections' backlogs, one batched Direct Get per user per window, except when many
+ * connections of one app wait at once (a reconnect storm, an edge restart): then ONE pass over
+ * the app's stream from the lowest sequence they wait for serves them all.
+ *
+ * Why: nats-server finds a user's next message by scanning the stream's blocks from the cursor
+ * past every other user's messages (its per-block index knows where a subject starts and ends,
+ * not where each of its messages is). With 10,000 users' messages interleaved, each message read
+ * costs the server about a millisecond of scanning (measured on nats-server 2.15.1: 100-message
+ * batches of one user took 84-191 ms), so 10,000 users reading 100 messages each would take many
+ * minutes, while reading the same million messages in stream order costs microseconds each. A
+ * pass hands each waiting reader its own user's messages (in order, within its bounds) and drops
+ * the rest, so it pays off only when many readers wait; below `sweepMinReaders` each reader gets
+ * its own per-user read.
+ *
+ * Same contract either way: a reader gets its user's messages with sequence >= fromSeq, in
+ * sequence order, at most `max` and about `maxBytes`, and `more` when others may follow.
+ */
+export class BacklogReader {
+  private readonly apps = new Map<string, AppState>();
+  private readonly sweepMinReaders: number;
+  private readonly maxReadsInFlight: number;
+  private inFlight = 0;
+  private readonly sweepBatch: number;
+  private readonly sweepMaxBytes: number;
+
+  constructor(
+    private readonly store: BacklogStore,
+    private readonly opts: BacklogReaderOptions = {},
+  ) {
+    this.sweepMinReaders = opts.sweepMinReaders ?? 64;
+    this.maxReadsInFlight = opts.maxReadsInFlight ?? 8;
+    this.sweepBatch = opts.sweepBatch ?? 5000;
+    this.sweepMaxBytes = opts.sweepMaxBytes ?? 8 * 1024 * 1024;
+  }
+
+  /** The user's messages from `fromSeq` on; rejects with PushError `store_unavailable`. */
+  read(
+    app: string,
+    user: string,
+    fromSeq: number,
+    bounds: { max: number; maxBytes: number },
+    key?: object,
+  ): Promise<BacklogBatch> {
+    return new Promise((resolve, reject) => {
+      let st = this.apps.get(app);
+      if (st === undefined) {
+        st = { waiting: [], scheduled: false, pass: undefined };
+        this.apps.set(app, st);
+      }
+      const w: Waiter = {
+        key,
+        user,
+        userToken: encodeToken(user),
+        fromSeq,
+        max: Math.max(1, Math.floor(bounds.max)),
+        maxBytes: Math.max(1, Math.floor(bounds.maxBytes)),
+        messages: [],
+        bytes: 0,
+        done: false,
+        resolve,
+        reject,
+      };
+      // A reader that consumed all a running pass handed it rides on with the pass.
+      const pass = st.pass;
+      const handed = key === undefined ? undefined : pass?.handed.get(key);
+      if (pass !== undefined && handed !== undefined && fromSeq > handed) {
+        pass.handed.delete(key as object);
+        addTo(pass, w);
+        return;
+      }
+      st.waiting.push(w);
+      this.schedule(app, st);
+    });
+  }
+
+  /** Reads gathered in one event-loop turn are dispatched together (a pass needs them all). */
+  private schedule(app: string, st: AppState): void {
+    if (st.scheduled || st.pass !== undefined) return;
+    st.scheduled = true;
+    setImmediate(() => this.dispatch(app, st));
+  }
+
+  private dispatch(app: string, st: AppState): void {
+    st.scheduled = false;
+    if (st.pass !== undefined) return; // dispatched again when the pass ends
+    if (st.waiting.length >= this.sweepMinReaders) {
+      const pass: Pass = { position: Number.POSITIVE_INFINITY, byUser: new Map(), open: 0, handed: new Map() };
+      for (const w of st.waiting) {
+        addTo(pass, w);
+        pass.position = Math.min(pass.position, w.fromSeq);
+      }
+      this.opts.onSweep?.(st.waiting.length);
+      st.waiting = [];
+      st.pass = pass;
+      this.sweep(app, pass)
+        .catch((err: unknown) => {
+          for (const list of pass.byUser.values()) for (const w of list) if (!w.done) w.reject(err);
+        })
+        .finally(() => {
+          st.pass = undefined;
+          // Reads that came during the pass start after it (they may wait for earlier messages).
+          this.dispatch(app, st);
+        });
+      return;
+    }
+    while (st.waiting.length > 0 && this.inFlight < this.maxReadsInFlight) {
+      const w = st.waiting.shift() as Waiter;
+      this.inFlight++;
+      this.store
+        .readBatch(app, w.user, w.fromSeq, w)
+        .then(w.resolve, w.reject)
+        .finally(() => {
+          this.inFlight--;
+          this.pump();
+        });
+    }
+    if (st.waiting.length === 0 && st.pass === undefined) this.apps.delete(app);
+  }
+
+  /** A per-user read ended: give its slot to whichever app has readers waiting. */
+  private pump(): void {
+    for (const [app, st] of this.apps) {
+      if (this.inFlight >= this.maxReadsInFlight) return;
+      if (!st.scheduled && st.pass === undefined && st.waiting.length > 0) this.dispatch(app, st);
+    }
+  }
+
+  /**
+   * Reads the stream from the pass position to its end, handing each open reader its user's
+   * messages. A reader is answered when full (with `more`), at the end of each request of the
+   * pass when it has messages (with `more`: it may come back into the pass, see `read`), and at
+   * the end of the stream (without `more`).
+   */
+  private async sweep(app: string, pass: Pass): Promise<void> {
+    for (;;) {
+      const { messages, userTokens, more } = await this.store.readRange(app, pass.position, {
+        max: this.sweepBatch,
+        maxBytes: this.sweepMaxBytes,
+      });
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i] as InboxMessage;
+        pass.position = m.seq + 1;
+        const readers = pass.byUser.get(userTokens[i] ?? '');
+        if (readers === undefined) continue;
+        for (const w of readers) {
+          if (w.done || m.seq < w.fromSeq) continue;
+          if (w.messages.length > 0 && w.bytes + m.bytes.length > w.maxBytes) {
+            settle(pass, w, true); // the rest of its messages come on its next read
+            continue;
+          }
+          w.messages.push(m);
+          w.bytes += m.bytes.length;
+          if (w.messages.length >= w.max) settle(pass, w, true);
+        }
+      }
+      if (!more || messages.length === 0) break;
+      // Progress: readers with messages get them now and may come back for the rest.
+      for (const [token, readers] of pass.byUser) {
+        const open = readers.filter((w) => !w.done);
+        for (const w of open) {
+          if (w.messages.length === 0) continue;
+          const last = (w.messages.at(-1) as InboxMessage).seq;
+          settle(pass, w, true);
+          if (w.key !== undefined) pass.handed.set(w.key, last);
+        }
+        if (open.every((w) => w.done)) pass.byUser.delete(token);
+      }
+      if (pass.open === 0 && pass.handed.size === 0) return;
+    }
+    // The end of the stream: every reader still open has all there is.
+    for (const readers of pass.byUser.values()) for (const w of readers) if (!w.done) settle(pass, w, false);
+  }
+}
+
+function addTo(pass: Pass, w: Waiter): void {
+  const list = pass.byUser.get(w.userToken);
+  if (list === undefined) pass.byUser.set(w.userToken, [w]);
+  else list.push(w);
+  pass.open++;
+}
+
+function settle(pass: Pass, w: Waiter, more: boolean): void {
+  w.done = true;
+  pass.open--;
+  w.resolve({ messages: w.messages, more });
+}
