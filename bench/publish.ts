@@ -15,16 +15,31 @@
  * rounds measured under the same machine noise. The stream is purged between rounds so each
  * starts empty, and deleted at the end.
  *
- *   npx tsx bench/publish.ts
+ * Old server beside the new (issue 8): when a second nats-server answers at
+ * BENCH_PUBLISH_OLD_NATS_URL (default nats://127.0.0.1:4222, the 2.9.10 these machines run; empty
+ * to skip) and it is not the server under test, rounds (a) and (d) also run there, interleaved
+ * with the same rounds on the new one (the order alternates per round), and the summary gives
+ * both and the ratio new / old. The apps refuse a server older than 2.11; this bench talks to it
+ * through the raw nats.js client and InboxStore, which check no version (on 2.9 the `Nats-TTL`
+ * header and `allow_msg_ttl` are ignored, so the old server stores what it stored before).
+ *
+ *   npx tsx bench/publish.ts [--smoke]
  */
 import { randomBytes } from 'node:crypto';
-import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { InboxStore, ensureInboxStream, inboxStreamConfig } from '@push/nats';
+import {
+  InboxStore,
+  MIN_NATS_SERVER_VERSION,
+  ensureInboxStream,
+  inboxStreamConfig,
+  isServerVersionAtLeast,
+  type NatsConnection,
+} from '@push/nats';
 import { Subjects, encodeEnvelope, type MessagePayload } from '@push/protocol';
 import { CpuMeter, natsServerPid, onCleanup, runCleanups, sleep } from './lib/procs.js';
 import { runIfMain } from './lib/main.js';
-import { note, type BenchResult } from './lib/results.js';
+import { note, type BenchResult, type SummaryRow } from './lib/results.js';
 import { NATS_URL, benchPrefix, removePrefix } from './lib/stack.js';
 import { env, type RunOptions } from './lib/scenario.js';
 import { median, round } from './lib/stats.js';
@@ -42,6 +57,78 @@ function payload(): MessagePayload {
   const tail = '"}';
   const text = JSON.stringify({ text: 'x'.repeat(PAYLOAD_BYTES - head.length - tail.length) });
   return { bytes: Buffer.from(text, 'utf8'), binary: false };
+}
+
+/** The old server measured beside the one under test, unless set to an empty string. */
+const OLD_NATS_URL = process.env['BENCH_PUBLISH_OLD_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+
+/** One nats-server the publish rounds run against, with its own inbox stream. */
+interface Server {
+  url: string;
+  version: string;
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  store: InboxStore;
+  stream: string;
+  meter: CpuMeter;
+}
+
+/** The port of a nats:// URL (4222 when it names none), to find the server's process. */
+function portOf(url: string): number {
+  return Number(new URL(url.split(',')[0] ?? url).port || 4222);
+}
+
+/**
+ * Connects to a nats-server and makes the bench app's inbox stream there, as the center would;
+ * the stream is deleted at cleanup. Raw nats.js: no version check, so an old server is usable.
+ */
+async function openServer(url: string, subjects: Subjects, name: string, deleteStream: boolean): Promise<Server> {
+  const nc = await connect({ servers: url, name, timeout: 3000, maxReconnectAttempts: 0 });
+  onCleanup(`nats ${url}`, () => nc.close());
+  const streamOpts = { maxPerUser: 10_000, maxAgeSeconds: 3600, duplicateWindowSeconds: 120, replicas: 1 };
+  const streamApp = { id: APP, settings: { maxPendingPerUser: streamOpts.maxPerUser } };
+  const config = inboxStreamConfig(subjects, streamApp, streamOpts);
+  const stream = config.name;
+  const jsm = await jetstreamManager(nc);
+  const version = nc.info?.version ?? 'unknown';
+  if (isServerVersionAtLeast(version, MIN_NATS_SERVER_VERSION) || config.republish === undefined) {
+    await ensureInboxStream(nc, subjects, streamApp, streamOpts);
+  } else {
+    // 2.9 refuses a RePublish destination that drops a wildcard (the kind token, which live
+    // subjects leave out): republish to one that keeps it, the same work per message.
+    const { src, dest } = config.republish;
+    await jsm.streams.add({ ...config, republish: { src, dest: `${dest}.{{wildcard(2)}}` } });
+  }
+  // The server under test's streams go with the prefix (removePrefix); the old server's here.
+  if (deleteStream) onCleanup(`stream ${stream} on ${url}`, () => jsm.streams.delete(stream).then(() => undefined));
+  const store = new InboxStore(nc, subjects, { timeoutMs: 30_000 });
+  onCleanup(`inbox store on ${url}`, () => store.close());
+  const meter = new CpuMeter({ client: process.pid, nats: natsServerPid(portOf(url)) });
+  return { url, version, nc, jsm, store, stream, meter };
+}
+
+/**
+ * The old server, when one answers at OLD_NATS_URL and it is another server than `current`
+ * (another server id: asked first, so the stream under test is never touched twice);
+ * undefined, with a note saying why, otherwise.
+ */
+async function openOldServer(current: Server, subjects: Subjects): Promise<Server | undefined> {
+  if (OLD_NATS_URL === '') return undefined;
+  try {
+    const probe = await connect({ servers: OLD_NATS_URL, timeout: 3000, maxReconnectAttempts: 0 });
+    const same = probe.info?.server_id === current.nc.info?.server_id;
+    await probe.close();
+    if (same) {
+      note(`publish: ${OLD_NATS_URL} is the server under test; one server only`);
+      return undefined;
+    }
+    const old = await openServer(OLD_NATS_URL, subjects, 'bench-publish-old', true);
+    note(`publish: old server ${old.version} at ${OLD_NATS_URL} beside ${current.version} at ${current.url}`);
+    return old;
+  } catch (err) {
+    note(`publish: no old server beside the new one (${OLD_NATS_URL}: ${String(err)}); one server only`);
+    return undefined;
+  }
 }
 
 interface RoundFigure {
@@ -117,6 +204,40 @@ async function sequential(
   return { msgs: n, seconds: secondsTaken, rate: n / secondsTaken };
 }
 
+/** Summary rows of the old server beside the new: the same rounds, interleaved, and the ratios. */
+function oldServerRows(o: {
+  version: string;
+  newVersion: string;
+  pipelinedMsgsPerSec: number;
+  removeMsgsPerSec: number;
+  ratioNewToOldPipelined: number;
+  ratioNewToOldRemove: number;
+}): SummaryRow[] {
+  const rate = (n: number): string => `${Math.round(n).toLocaleString('en-US')} msgs/s`;
+  return [
+    {
+      bench: 'publish',
+      figure: `pipelined InboxStore.publish on the old nats-server ${o.version}, median`,
+      value: rate(o.pipelinedMsgsPerSec),
+    },
+    {
+      bench: 'publish',
+      figure: `ratio pipelined publish, nats-server ${o.newVersion} / ${o.version} (same rounds, interleaved)`,
+      value: `${o.ratioNewToOldPipelined}x`,
+    },
+    {
+      bench: 'publish',
+      figure: `remove by sequence on the old nats-server ${o.version}, median`,
+      value: rate(o.removeMsgsPerSec),
+    },
+    {
+      bench: 'publish',
+      figure: `ratio remove by sequence, nats-server ${o.newVersion} / ${o.version}`,
+      value: `${o.ratioNewToOldRemove}x`,
+    },
+  ];
+}
+
 export async function runPublish(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
   const ROUNDS_PIPELINED = opts.smoke ? 1 : env('BENCH_PUBLISH_ROUNDS', 5);
   const ROUNDS_PLAIN = Math.min(3, ROUNDS_PIPELINED);
@@ -125,16 +246,10 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
   const prefix = benchPrefix();
   const subjects = new Subjects(prefix);
   onCleanup(`streams ${prefix}`, () => removePrefix(prefix));
-  const nc = await connect({ servers: NATS_URL, name: 'bench-publish' });
-  onCleanup('nats', () => nc.close());
-  const streamOpts = { maxPerUser: 10_000, maxAgeSeconds: 3600, duplicateWindowSeconds: 120, replicas: 1 };
-  const streamApp = { id: APP, settings: { maxPendingPerUser: streamOpts.maxPerUser } };
-  await ensureInboxStream(nc, subjects, streamApp, streamOpts);
-  const stream = inboxStreamConfig(subjects, streamApp, streamOpts).name;
-  const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
-  const store = new InboxStore(nc, subjects, { timeoutMs: 30_000 });
-  onCleanup('inbox store', () => store.close());
+  const main = await openServer(NATS_URL, subjects, 'bench-publish', false);
+  const { jsm, store, stream } = main;
+  const js = jetstream(main.nc);
+  const old = await openOldServer(main, subjects);
 
   const body = payload();
   const users = Array.from({ length: USERS }, (_, i) => `u${i}-${randomBytes(2).toString('hex')}`);
@@ -152,43 +267,63 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
   const plain: RoundFigure[] = [];
   const concurrent: RoundFigure[] = [];
   const removals: RoundFigure[] = [];
-  const meter = new CpuMeter({ client: process.pid, nats: natsServerPid(Number(new URL(NATS_URL).port || 4222)) });
-  const metered = async (f: () => Promise<RoundFigure>): Promise<RoundFigure> => {
-    meter.start();
+  const oldPipelined: RoundFigure[] = [];
+  const oldRemovals: RoundFigure[] = [];
+  const metered = async (f: () => Promise<RoundFigure>, on: Server = main): Promise<RoundFigure> => {
+    on.meter.start();
     const fig = await f();
-    return { ...fig, cores: meter.stop() };
+    return { ...fig, cores: on.meter.stop() };
   };
-  const fresh = async (): Promise<void> => {
-    await jsm.streams.purge(stream);
+  const fresh = async (on: Server = main): Promise<void> => {
+    await on.jsm.streams.purge(on.stream);
     await sleep(300);
   };
+  /** Round (a) on `on`: pipelined publishes; resolves with the figure and the stored sequences. */
+  const pipelinedRound = async (on: Server): Promise<{ fig: RoundFigure; seqs: number[] }> => {
+    await fresh(on);
+    const seqs: number[] = [];
+    const fig = await metered(
+      () =>
+        windowed(IN_FLIGHT, SECONDS_PIPELINED, (i) =>
+          on.store.publish(APP, user(i), body, { ttlMs: TTL_MS }).then((res) => {
+            seqs.push(res.seq);
+          }),
+        ),
+      on,
+    );
+    return { fig, seqs };
+  };
+  /** Round (d) on `on`: deletes by sequence of what its pipelined round stored. */
+  const removeRound = (on: Server, seqs: number[]): Promise<RoundFigure> =>
+    metered(() => windowed(IN_FLIGHT, SECONDS_PLAIN, (i) => on.store.remove(APP, seqs[i % seqs.length] as number)), on);
+  const label = (on: Server): string => (old === undefined ? '' : ` [${on === old ? 'old' : 'new'} ${on.version}]`);
 
   // Warm up both paths (JIT, connection buffers), not counted.
   await windowed(IN_FLIGHT, 0.5, (i) => store.publish(APP, user(i), body, { ttlMs: TTL_MS }));
   await sequential(js, 0.3, subjectOf, envelope);
+  if (old !== undefined)
+    await windowed(IN_FLIGHT, 0.5, (i) => old.store.publish(APP, user(i), body, { ttlMs: TTL_MS }));
 
   for (let r = 0; r < ROUNDS_PIPELINED; r++) {
-    await fresh();
-    const seqs: number[] = [];
-    const p = await metered(() =>
-      windowed(IN_FLIGHT, SECONDS_PIPELINED, (i) =>
-        store.publish(APP, user(i), body, { ttlMs: TTL_MS }).then((res) => {
-          seqs.push(res.seq);
-        }),
-      ),
-    );
-    pipelined.push(p);
-    note(
-      `publish round ${r + 1}: pipelined ${Math.round(p.rate)}/s (${p.msgs} in ${p.seconds.toFixed(2)} s), cores ${JSON.stringify(p.cores)}`,
-    );
-    if (r < ROUNDS_PLAIN) {
-      const d = await metered(() =>
-        windowed(IN_FLIGHT, SECONDS_PLAIN, (i) => store.remove(APP, seqs[i % seqs.length] as number)),
-      );
-      removals.push(d);
+    // With an old server, both take turns, the one going first alternating per round.
+    const order = old === undefined ? [main] : r % 2 === 0 ? [main, old] : [old, main];
+    const seqsOf = new Map<Server, number[]>();
+    for (const on of order) {
+      const { fig: p, seqs } = await pipelinedRound(on);
+      seqsOf.set(on, seqs);
+      (on === main ? pipelined : oldPipelined).push(p);
       note(
-        `publish round ${r + 1}: remove by sequence ${Math.round(d.rate)}/s (${d.msgs} in ${d.seconds.toFixed(2)} s), cores ${JSON.stringify(d.cores)}`,
+        `publish round ${r + 1}${label(on)}: pipelined ${Math.round(p.rate)}/s (${p.msgs} in ${p.seconds.toFixed(2)} s), cores ${JSON.stringify(p.cores)}`,
       );
+    }
+    if (r < ROUNDS_PLAIN) {
+      for (const on of order) {
+        const d = await removeRound(on, seqsOf.get(on) ?? []);
+        (on === main ? removals : oldRemovals).push(d);
+        note(
+          `publish round ${r + 1}${label(on)}: remove by sequence ${Math.round(d.rate)}/s (${d.msgs} in ${d.seconds.toFixed(2)} s), cores ${JSON.stringify(d.cores)}`,
+        );
+      }
       await fresh();
       const s = await metered(() => sequential(js, SECONDS_PLAIN, subjectOf, envelope));
       plain.push(s);
@@ -221,6 +356,26 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     concurrent: { client: usPerMsg(concurrent, 'client'), nats: usPerMsg(concurrent, 'nats') },
     remove: { client: usPerMsg(removals, 'client'), nats: usPerMsg(removals, 'nats') },
   };
+  const oldServer =
+    old === undefined
+      ? undefined
+      : {
+          url: old.url,
+          version: old.version,
+          newVersion: main.version,
+          pipelinedMsgsPerSec: round(median(oldPipelined.map((x) => x.rate))),
+          removeMsgsPerSec: round(median(oldRemovals.map((x) => x.rate))),
+          ratioNewToOldPipelined: round(mPipe / median(oldPipelined.map((x) => x.rate)), 2),
+          ratioNewToOldRemove: round(mRemove / median(oldRemovals.map((x) => x.rate)), 2),
+          cpuMicrosecondsPerMessage: {
+            pipelined: { client: usPerMsg(oldPipelined, 'client'), nats: usPerMsg(oldPipelined, 'nats') },
+            remove: { client: usPerMsg(oldRemovals, 'client'), nats: usPerMsg(oldRemovals, 'nats') },
+          },
+          rounds: {
+            pipelined: oldPipelined.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+            remove: oldRemovals.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+          },
+        };
   await runCleanups();
 
   const figures = {
@@ -243,6 +398,9 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     ratioPipelinedToConcurrent: round(mPipe / mConc, 2),
     cpuMicrosecondsPerMessage: cpu,
     lastRoundStreamMessages: last.state.messages,
+    serverVersion: main.version,
+    /** The same rounds (a) and (d) on the old server, interleaved with the new; absent without one. */
+    oldServer,
     rounds: {
       pipelined: pipelined.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
       plain: plain.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
@@ -289,6 +447,7 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
         figure: 'CPU per message, pipelined: client / nats-server',
         value: `${cpu.pipelined.client} / ${cpu.pipelined.nats} us`,
       },
+      ...(oldServer === undefined ? [] : oldServerRows(oldServer)),
     ],
   };
 }

@@ -3,6 +3,7 @@ import { EdgeProcess } from '../helpers/edge-process.js';
 import { NATS_URL, PrivateNatsServer } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
+import { reportCleanupFailure } from '../helpers/cleanup.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -90,7 +91,7 @@ describe('faults: nats-server killed mid-stream', function () {
     for (const d of devices) await d.stop();
     // The server may be down if a test failed mid-outage; close() needs it.
     if (stack !== undefined) {
-      await server.start().catch(() => undefined);
+      await server.start().catch(reportCleanupFailure('nats-server restart'));
       await stack.close();
     }
     await server.stop();

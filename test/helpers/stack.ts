@@ -11,6 +11,7 @@ import { connectNats } from '@push/nats';
 import type { AppRecord } from '@push/protocol';
 import { NATS_URL } from './nats-server.js';
 import { TestClient } from './ws-client.js';
+import { reportCleanupFailure } from './cleanup.js';
 
 const PG_BASE = process.env['PUSH_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -145,7 +146,7 @@ export class Stack {
   /** Stops every part and deletes the streams, KV bucket, Redis keys and database it made. */
   async close(): Promise<void> {
     await Promise.allSettled(this.edges.map((e) => e.stop()));
-    await this.center?.stop().catch(() => undefined);
+    await this.center?.stop().catch(reportCleanupFailure('center stop'));
     const cfg = this.config();
     const nc = await connectNats({
       servers: cfg.natsUrl,
@@ -158,7 +159,7 @@ export class Stack {
       const mine: string[] = [`KV_${this.prefix}_apps`];
       for await (const name of jsm.streams.names())
         if (name.startsWith(`${this.prefix.toUpperCase()}_INBOX-`)) mine.push(name);
-      for (const name of mine) await jsm.streams.delete(name).catch(() => undefined);
+      for (const name of mine) await jsm.streams.delete(name).catch(reportCleanupFailure(`delete stream ${name}`));
     } finally {
       await nc.close();
     }
@@ -169,7 +170,7 @@ export class Stack {
     } finally {
       redis.disconnect();
     }
-    await dropDatabase(this.databaseUrl).catch(() => undefined);
+    await dropDatabase(this.databaseUrl).catch(reportCleanupFailure('drop database'));
   }
 }
 

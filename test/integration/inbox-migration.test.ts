@@ -3,6 +3,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { InboxStore, ensureInboxStream } from '@push/nats';
 import { Subjects, encodeEnvelope } from '@push/protocol';
+import { reportCleanupFailure } from '../helpers/cleanup.js';
 
 /**
  * An inbox stream made before client messages got their own subject (one subject per user,
@@ -20,7 +21,7 @@ describe('migrating an inbox stream of the one-subject-per-user layout', functio
   });
   after(async function () {
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.delete(stream).catch(() => undefined);
+    await jsm.streams.delete(stream).catch(reportCleanupFailure(`delete stream ${stream}`));
     await nc.close();
   });
 

@@ -4,6 +4,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { provisionStreams } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { NATS_URL } from '../helpers/nats-server.js';
+import { reportCleanupFailure } from '../helpers/cleanup.js';
 
 describe('the legacy one-stream-for-all-apps inbox', function () {
   let nc: NatsConnection;
@@ -15,7 +16,8 @@ describe('the legacy one-stream-for-all-apps inbox', function () {
   });
   after(async function () {
     const jsm = await jetstreamManager(nc);
-    for (const s of [legacy, `KV_${subjects.appsBucket}`]) await jsm.streams.delete(s).catch(() => undefined);
+    for (const s of [legacy, `KV_${subjects.appsBucket}`])
+      await jsm.streams.delete(s).catch(reportCleanupFailure(`delete stream ${s}`));
     await nc.close();
   });
 

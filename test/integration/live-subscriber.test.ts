@@ -4,6 +4,7 @@ import { createLogger } from '@push/logger';
 import { LiveSubscriber, headerSequence } from '@push/nats';
 import { PrivateNatsServer } from '../helpers/nats-server.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { reportCleanupFailure } from '../helpers/cleanup.js';
 
 const log = createLogger({ level: 'silent', name: 'test' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -18,7 +19,7 @@ describe('LiveSubscriber (lean NATS subscriptions for the edge)', function () {
     pub = await connect({ servers: server.url, user: 'u', pass: 'p' });
   });
   after(async function () {
-    await pub?.close().catch(() => undefined);
+    await pub?.close().catch(reportCleanupFailure('publisher close'));
     await server.stop();
   });
 

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { dropDatabase } from '@push/db';
+import { reportCleanupFailure } from '../helpers/cleanup.js';
 import { Stack } from '../helpers/stack.js';
 import { PrivateNatsServer } from '../helpers/nats-server.js';
 
@@ -11,7 +12,7 @@ describe('NATS with user and password', function () {
     await server.start();
   });
   after(async function () {
-    await stack?.close().catch(() => undefined);
+    await stack?.close().catch(reportCleanupFailure('stack close'));
     await server.stop();
   });
 

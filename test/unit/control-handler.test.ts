@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { pino } from 'pino';
-import { Subjects } from '@push/protocol';
+import { Subjects, readKick } from '@push/protocol';
 import { ControlHandler } from '../../apps/edge/src/control-handler.js';
 import type { LiveReceiver, UserChannels } from '../../apps/edge/src/user-channels.js';
 
@@ -38,7 +38,8 @@ describe('ControlHandler', () => {
   it('kicks every connection of the user named by the subject (encoded ids), or only one device', () => {
     send(subjects.control('app.1', 'bob smith'), JSON.stringify({ op: 'kick', reason: 'bye' }));
     expect([phone.kicks, tablet.kicks]).to.deep.equal([['bye'], ['bye']]);
-    send(subjects.control('app.1', 'bob smith'), JSON.stringify({ op: 'kick', device: 'tablet' }));
+    // What the center writes for a kick of one device with no reason given.
+    send(subjects.control('app.1', 'bob smith'), JSON.stringify(readKick({ device: 'tablet' })));
     expect([phone.kicks, tablet.kicks]).to.deep.equal([['bye'], ['bye', 'kicked']]);
   });
 
@@ -51,9 +52,20 @@ describe('ControlHandler', () => {
       expect(() => send(subject, body)).not.to.throw();
     }
     expect(warnings).to.have.length(3);
-    for (const body of ['null', '42', '"kick"', '{"op":"logout"}']) {
+    // Read with the control schema: not a kick, a kick with no reason, a device that is no id.
+    const bodies = [
+      'null',
+      '42',
+      '"kick"',
+      '{"op":"logout","reason":"x"}',
+      '{"op":"kick"}',
+      '{"op":"kick","reason":"x","device":5}',
+      `{"op":"kick","reason":"${'x'.repeat(200)}"}`,
+    ];
+    for (const body of bodies) {
       expect(() => send(subjects.control('app.1', 'bob smith'), body), body).not.to.throw();
     }
+    expect(warnings).to.have.length(3 + bodies.length);
     expect([phone.kicks, tablet.kicks]).to.deep.equal([[], []]);
   });
 });

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { generateApiKey, generateSecret, hashApiKey, type AppDirectory } from '@push/apps';
-import type { AppsRepository } from '@push/db';
+import type { Config } from '@push/config';
+import { AppsRepository, type Knex } from '@push/db';
+import { deleteAppStreams, ensureInboxStream, type NatsConnection } from '@push/nats';
 import {
   DEFAULT_APP_SETTINGS,
   PushError,
@@ -11,6 +13,7 @@ import {
   type AppRecord,
   type AppSettings,
   type SettingsLimits,
+  type Subjects,
   type Validator,
 } from '@push/protocol';
 
@@ -19,6 +22,30 @@ export { MAX_MESSAGE_BYTES, type SettingsLimits } from '@push/protocol';
 /** An app as the admin API shows it: secrets included, API keys by id only. */
 export function adminView(app: AppRecord): Omit<AppRecord, 'apiKeys'> & { apiKeys: Array<{ id: string }> } {
   return { ...app, apiKeys: app.apiKeys.map((k) => ({ id: k.id })) };
+}
+
+/**
+ * The AppAdmin that both the center's admin routes and the CLI use, so the two cannot drift:
+ * apps in Postgres (`db`) and the apps bucket (`apps`), each app's inbox stream made, resized and
+ * deleted on `nc` under the deployment's inbox settings, which also bound every app's TTL and
+ * per-user cap.
+ */
+export function createAppAdmin(
+  db: Knex,
+  apps: AppDirectory,
+  nc: NatsConnection,
+  subjects: Subjects,
+  inbox: Config['inbox'],
+): AppAdmin {
+  return new AppAdmin(
+    new AppsRepository(db),
+    apps,
+    { maxTtlSeconds: inbox.maxAgeSeconds, maxPerUser: inbox.maxPerUser },
+    {
+      ensure: (record) => ensureInboxStream(nc, subjects, record, inbox),
+      remove: (appId) => deleteAppStreams(nc, subjects, appId),
+    },
+  );
 }
 
 /**

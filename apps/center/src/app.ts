@@ -1,15 +1,13 @@
 import { Redis } from 'ioredis';
 import { AppDirectory, RateLimiter } from '@push/apps';
 import type { Config } from '@push/config';
-import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import { createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
   InboxStore,
   connectNats,
   natsReadiness,
-  deleteAppStreams,
-  ensureInboxStream,
   provisionStreams,
   type NatsConnection,
   type Subscription,
@@ -17,7 +15,7 @@ import {
 import { PresenceRegistry } from '@push/presence';
 import { Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
-import { AppAdmin } from './app-admin.js';
+import { createAppAdmin, type AppAdmin } from './app-admin.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
 import { Kicker } from './kick.js';
@@ -83,18 +81,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       await provisionStreams(conn, subjects, config.inbox);
       store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       apps = await AppDirectory.open(nc, subjects, log);
-      admin = new AppAdmin(
-        new AppsRepository(db),
-        apps,
-        {
-          maxTtlSeconds: config.inbox.maxAgeSeconds,
-          maxPerUser: config.inbox.maxPerUser,
-        },
-        {
-          ensure: (record) => ensureInboxStream(conn, subjects, record, config.inbox),
-          remove: (appId) => deleteAppStreams(conn, subjects, appId),
-        },
-      );
+      admin = createAppAdmin(db, apps, conn, subjects, config.inbox);
       const synced = await admin.syncAll();
       log.info({ apps: synced }, 'apps synced to KV');
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });

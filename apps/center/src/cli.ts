@@ -5,10 +5,10 @@ import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
-import { connectNats, deleteAppStreams, ensureInboxStream, provisionStreams } from '@push/nats';
+import { connectNats, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
-import { AppAdmin, adminView } from './app-admin.js';
+import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
 
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
 
@@ -81,18 +81,7 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
       await provisionStreams(nc, subjects, config.inbox);
       const apps = await AppDirectory.open(nc, subjects, log);
       try {
-        const admin = new AppAdmin(
-          new AppsRepository(db),
-          apps,
-          {
-            maxTtlSeconds: config.inbox.maxAgeSeconds,
-            maxPerUser: config.inbox.maxPerUser,
-          },
-          {
-            ensure: (record) => ensureInboxStream(nc, subjects, record, config.inbox),
-            remove: (appId) => deleteAppStreams(nc, subjects, appId),
-          },
-        );
+        const admin = createAppAdmin(db, apps, nc, subjects, config.inbox);
         return await fn(admin, apps);
       } finally {
         apps.close();

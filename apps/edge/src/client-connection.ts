@@ -1,6 +1,6 @@
-import { TokenBucket } from '@push/apps';
-import type { WebSocket } from '@push/http';
-import type { InboxMessage } from '@push/nats';
+import { TokenBucket, type AppDirectory } from '@push/apps';
+import type { Config } from '@push/config';
+import type { BacklogReader, InboxMessage, InboxStore } from '@push/nats';
 import {
   CLOSE,
   FrameError,
@@ -12,9 +12,13 @@ import {
   type BackoffPolicy,
   type InboxKind,
   type SendFrame,
+  type Subjects,
 } from '@push/protocol';
-import type { EdgeContext } from './edge-context.js';
-import type { LiveReceiver } from './user-channels.js';
+import type { Logger } from '@push/logger';
+import type { AckBatcher } from './ack-batcher.js';
+import type { EdgeMetrics } from './metrics.js';
+import type { SendLimits } from './send-limits.js';
+import type { LiveReceiver, UserChannels } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
 const LOADING = 0;
@@ -36,6 +40,38 @@ const BACKLOG_MAX_BYTES = 1024 * 1024;
 /** The subject kind a message is stored under: client messages carry their sender. */
 function kindOf(m: InboxMessage): InboxKind {
   return m.from === undefined ? 'b' : 'c';
+}
+
+/**
+ * What a connection uses of its edge's EdgeContext (which fits it as is). Narrow on purpose: unit
+ * tests drive a connection with a fake store, channels, app directory and ack path, no NATS.
+ */
+export interface ConnectionContext {
+  edgeId: string;
+  config: Pick<Config['edge'], 'window'>;
+  subjects: Pick<Subjects, 'clientMessageId'>;
+  store: Pick<InboxStore, 'publish'>;
+  /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
+  backlog: Pick<BacklogReader, 'read'>;
+  channels: Pick<UserChannels, 'join' | 'leave'>;
+  apps: Pick<AppDirectory, 'get'>;
+  metrics: EdgeMetrics;
+  log: Pick<Logger, 'warn' | 'error'>;
+  sendLimits: Pick<SendLimits, 'admit'>;
+  acks: Pick<AckBatcher, 'ack'>;
+  /** Send no more frames to a socket past this many buffered bytes; resume on drain. */
+  highWaterBytes: number;
+}
+
+/**
+ * What a connection uses of its uWS WebSocket (uWS's `WebSocket<SocketData>` fits), so unit tests
+ * can pass a fake socket. `send` answers as uWS does: 1 sent, 0 buffered (backpressure), 2 dropped.
+ */
+export interface ClientSocket {
+  send(message: string): number;
+  cork(cb: () => void): unknown;
+  getBufferedAmount(): number;
+  end(code: number, reason: string): void;
 }
 
 /**
@@ -62,7 +98,7 @@ export interface SocketData {
  * Kept small on purpose (one per connection): sets and buffers are created only when needed.
  */
 export class ClientConnection implements LiveReceiver {
-  ws: WebSocket<SocketData> | undefined;
+  ws: ClientSocket | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;
   /** Delivered, not acked: sequence -> kind, in delivery (= sequence) order. */
@@ -78,7 +114,7 @@ export class ClientConnection implements LiveReceiver {
   private sendBucket: TokenBucket | undefined;
 
   constructor(
-    private readonly ctx: EdgeContext,
+    private readonly ctx: ConnectionContext,
     readonly n: number,
     readonly app: string,
     readonly user: string,
@@ -97,7 +133,7 @@ export class ClientConnection implements LiveReceiver {
   }
 
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */
-  open(ws: WebSocket<SocketData>, pingSeconds: number, maxMessageBytes: number): void {
+  open(ws: ClientSocket, pingSeconds: number, maxMessageBytes: number): void {
     if (this.mode === CLOSED) return; // closed before it was greeted
     this.ws = ws;
     const { ctx } = this;
@@ -179,7 +215,7 @@ export class ClientConnection implements LiveReceiver {
           return;
         }
         // One batched read per free window, bounded by the bytes the socket may still take.
-        const ws = this.ws as WebSocket<SocketData>;
+        const ws = this.ws as ClientSocket;
         ctx.metrics.backlogRequests.inc();
         const { messages, more } = await ctx.backlog.read(
           this.app,
@@ -261,7 +297,7 @@ export class ClientConnection implements LiveReceiver {
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
-    const ws = this.ws as WebSocket<SocketData>;
+    const ws = this.ws as ClientSocket;
     let status = 1;
     ws.cork(() => {
       status = ws.send(frame);

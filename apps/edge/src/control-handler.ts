@@ -1,17 +1,18 @@
 import type { Logger } from '@push/logger';
-import type { Subjects } from '@push/protocol';
+import { readControl, type KickCommand, type Subjects } from '@push/protocol';
 import type { UserChannels } from './user-channels.js';
 
 /**
  * Control messages on `push.ctl.<app>.<user>` (one wildcard subscription per edge; control is
- * rare): a kick closes the user's connections here, or only one device's. Unreadable messages
- * are logged and ignored: control comes from the center, so one is a bug or a foreign publisher,
- * never a reason to drop other users.
+ * rare): a kick closes the user's connections here, or only one device's. The subject is read
+ * with `Subjects.parseControl` and the payload with libs/protocol's `readControl` (the schema the
+ * center writes it with). Unreadable messages are logged and ignored: control comes from the
+ * center, so one is a bug or a foreign publisher, never a reason to drop other users.
  */
 export class ControlHandler {
   constructor(
     private readonly subjects: Subjects,
-    private readonly channels: UserChannels,
+    private readonly channels: Pick<UserChannels, 'receivers'>,
     private readonly log: Logger,
   ) {}
 
@@ -22,17 +23,15 @@ export class ControlHandler {
       this.log.warn({ subject }, 'control message on an unreadable subject ignored');
       return;
     }
-    let command: { op?: unknown; device?: unknown; reason?: unknown } | null;
+    let command: KickCommand;
     try {
-      command = JSON.parse(payload.toString('utf8')) as typeof command;
+      command = readControl(payload);
     } catch (err) {
       this.log.warn({ err, subject }, 'unreadable control message ignored');
       return;
     }
-    if (typeof command !== 'object' || command === null || command.op !== 'kick') return;
-    const reason = typeof command.reason === 'string' ? command.reason : 'kicked';
     for (const conn of this.channels.receivers(target.app, target.user)) {
-      if (command.device === undefined || conn.device === command.device) conn.kick(reason);
+      if (command.device === undefined || conn.device === command.device) conn.kick(command.reason);
     }
   }
 }

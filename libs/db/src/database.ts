@@ -24,10 +24,10 @@ export async function migrate(db: Knex): Promise<string[]> {
 }
 
 /**
- * Creates the database named in `url` when it does not exist (connecting to the server's
- * `postgres` database to do so). For `make dev` and tests.
+ * Runs `fn` with the database name in `url` (checked: it is spliced into SQL, which cannot bind
+ * identifiers) and a client connected to the same server's `postgres` database, closed after.
  */
-export async function ensureDatabase(url: string): Promise<void> {
+async function onServer(url: string, fn: (client: pg.Client, name: string) => Promise<void>): Promise<void> {
   const u = new URL(url);
   const name = decodeURIComponent(u.pathname.slice(1));
   if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`database name must be [A-Za-z0-9_]+, got ${name}`);
@@ -35,24 +35,26 @@ export async function ensureDatabase(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: u.toString() });
   await client.connect();
   try {
-    const r = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (r.rowCount === 0) await client.query(`CREATE DATABASE "${name}"`);
+    await fn(client, name);
   } finally {
     await client.end();
   }
 }
 
+/**
+ * Creates the database named in `url` when it does not exist (connecting to the server's
+ * `postgres` database to do so). For `make dev` and tests.
+ */
+export async function ensureDatabase(url: string): Promise<void> {
+  await onServer(url, async (client, name) => {
+    const r = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (r.rowCount === 0) await client.query(`CREATE DATABASE "${name}"`);
+  });
+}
+
 /** Drops the database named in `url` (tests). */
 export async function dropDatabase(url: string): Promise<void> {
-  const u = new URL(url);
-  const name = decodeURIComponent(u.pathname.slice(1));
-  if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`database name must be [A-Za-z0-9_]+, got ${name}`);
-  u.pathname = '/postgres';
-  const client = new pg.Client({ connectionString: u.toString() });
-  await client.connect();
-  try {
+  await onServer(url, async (client, name) => {
     await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-  } finally {
-    await client.end();
-  }
+  });
 }

@@ -1,0 +1,441 @@
+import { mock } from 'node:test';
+import { expect } from 'chai';
+import { Registry } from 'prom-client';
+import type { InboxMessage, InboxStore, PublishOptions, PublishResult } from '@push/nats';
+import {
+  DEFAULT_APP_SETTINGS,
+  PushError,
+  Subjects,
+  type AppRecord,
+  type AppSettings,
+  type InboxKind,
+  type MessagePayload,
+} from '@push/protocol';
+import { ClientConnection, type ClientSocket, type ConnectionContext } from '../../apps/edge/src/client-connection.js';
+import { createEdgeMetrics } from '../../apps/edge/src/metrics.js';
+import { SendLimits } from '../../apps/edge/src/send-limits.js';
+
+/**
+ * Unit tests of one client connection with a fake store, a fake socket and a fake ack path: no
+ * NATS, no uWS. The store's batched reads are answered by hand, so live messages can be made to
+ * arrive exactly while a read is out; the socket's buffered bytes and send answers are set by
+ * the test.
+ */
+
+/** Lets promise callbacks and setImmediate callbacks run (never a timer: some tests mock them). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+function message(seq: number, opts: { from?: string; expires?: number } = {}): InboxMessage {
+  return {
+    seq,
+    ts: 1,
+    expires: opts.expires ?? Date.now() + 60_000,
+    bytes: Buffer.from(String(seq)),
+    binary: false,
+    from: opts.from,
+  };
+}
+
+interface Read {
+  fromSeq: number;
+  max: number;
+  maxBytes: number;
+  answer(seqs: number[], more: boolean): void;
+  fail(err: unknown): void;
+}
+
+/** A store whose batched reads wait for the test to answer them; publishes are recorded. */
+class FakeStore implements Pick<InboxStore, 'readBatch' | 'publish'> {
+  readonly reads: Read[] = [];
+  readonly published: Array<{ app: string; user: string; payload: MessagePayload; opts: PublishOptions }> = [];
+  publishFails: Error | undefined;
+  private seq = 1000;
+
+  readBatch(
+    _app: string,
+    _user: string,
+    fromSeq: number,
+    bounds: { max: number; maxBytes: number },
+  ): Promise<{ messages: InboxMessage[]; more: boolean }> {
+    return new Promise((resolve, reject) => {
+      this.reads.push({
+        fromSeq,
+        max: bounds.max,
+        maxBytes: bounds.maxBytes,
+        answer: (seqs, more) => resolve({ messages: seqs.map((s) => message(s)), more }),
+        fail: reject,
+      });
+    });
+  }
+
+  publish(app: string, user: string, payload: MessagePayload, opts: PublishOptions): Promise<PublishResult> {
+    if (this.publishFails !== undefined) return Promise.reject(this.publishFails);
+    this.published.push({ app, user, payload, opts });
+    return Promise.resolve({ seq: ++this.seq, duplicate: false });
+  }
+
+  /** The one read made since the last call; fails the test when there is none or several. */
+  async nextRead(): Promise<Read> {
+    await settle();
+    expect(this.reads, 'reads made').to.have.length(1);
+    return this.reads.shift() as Read;
+  }
+}
+
+/** A socket recording the frames sent; `buffered` and `answer` model uWS backpressure. */
+class FakeSocket implements ClientSocket {
+  readonly frames: Array<Record<string, unknown>> = [];
+  buffered = 0;
+  /** What the next sends answer (1 sent, 2 dropped by uWS). */
+  answer = 1;
+  ended: [number, string] | undefined;
+
+  send(text: string): number {
+    if (this.answer === 2) return 2;
+    this.frames.push(JSON.parse(text) as Record<string, unknown>);
+    return this.answer;
+  }
+  cork(cb: () => void): void {
+    cb();
+  }
+  getBufferedAmount(): number {
+    return this.buffered;
+  }
+  end(code: number, reason: string): void {
+    this.ended = [code, reason];
+  }
+
+  /** Sequences of the messages delivered, in order. */
+  get delivered(): number[] {
+    return this.frames.filter((f) => f['t'] === 'msg').map((f) => f['seq'] as number);
+  }
+  get errors(): Array<Record<string, unknown>> {
+    return this.frames.filter((f) => f['t'] === 'error');
+  }
+}
+
+/** What the connection handed to the ack path. */
+interface Ack {
+  seq: number;
+  floor: number;
+  kind: InboxKind;
+}
+
+const HIGH_WATER = 64 * 1024;
+
+function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}) {
+  const store = new FakeStore();
+  const ws = new FakeSocket();
+  const acks: Ack[] = [];
+  const warnings: unknown[] = [];
+  const app: AppRecord = {
+    id: 'app',
+    name: 'app',
+    disabled: false,
+    secrets: [],
+    settings: { ...DEFAULT_APP_SETTINGS, clientMessaging: true, ...opts.settings },
+    apiKeys: [],
+    updatedAt: '',
+  };
+  const ctx: ConnectionContext = {
+    edgeId: 'e1',
+    config: { window: opts.window ?? 100 },
+    subjects: new Subjects('t'),
+    store,
+    // The connection's side of the backlog contract; BacklogReader has tests of its own.
+    backlog: { read: (a, user, fromSeq, bounds) => store.readBatch(a, user, fromSeq, bounds) },
+    channels: { join: () => Promise.resolve(), leave: () => undefined },
+    apps: { get: (id) => (id === app.id ? app : undefined) },
+    metrics: createEdgeMetrics(new Registry()),
+    log: {
+      warn: (o: unknown) => warnings.push(o),
+      error: (o: unknown) => warnings.push(o),
+    } as ConnectionContext['log'],
+    sendLimits: new SendLimits(),
+    acks: {
+      ack(_app, _user, seq, floor, kind) {
+        acks.push({ seq, floor, kind });
+        return true;
+      },
+    },
+    highWaterBytes: HIGH_WATER,
+  };
+  const conn = new ClientConnection(ctx, 7, 'app', 'alice', 'phone', 0);
+  conn.open(ws, 25, 1024);
+  const frame = (f: unknown): void => conn.onFrame(JSON.stringify(f));
+  return { conn, store, ws, acks, app, ctx, warnings, frame };
+}
+
+describe('ClientConnection (fake store and socket)', () => {
+  it('greets, then reads the backlog from sequence 1 with the free window and the socket room', async () => {
+    const { store, ws } = harness({ window: 50 });
+    expect(ws.frames[0]).to.include({ t: 'hello', conn: 'e1-7', user: 'alice', device: 'phone', window: 50 });
+    const read = await store.nextRead();
+    expect(read).to.include({ fromSeq: 1, max: 50, maxBytes: HIGH_WATER });
+  });
+
+  describe('backlog then live: no gap, no duplicate', () => {
+    it('delivers in order, once each, when live messages arrive while a batch is out', async () => {
+      const { conn, store, ws } = harness();
+      const first = await store.nextRead();
+      // Stored while the read is out: 3 is also in the batch, 4 and 5 came after its snapshot.
+      conn.onLive(message(3));
+      conn.onLive(message(4));
+      first.answer([1, 2, 3], true);
+      const second = await store.nextRead();
+      expect(second.fromSeq).to.equal(4);
+      conn.onLive(message(5));
+      second.answer([4], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2, 3, 4, 5]);
+      conn.onLive(message(6));
+      conn.onLive(message(6)); // the same live message twice (a redelivery) goes out once
+      expect(ws.delivered).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    });
+
+    it('reads again, not from its buffer, when more live messages came during the read than it keeps', async () => {
+      const { conn, store, ws } = harness({ window: 3 });
+      const first = await store.nextRead();
+      for (let s = 1; s <= 5; s++) conn.onLive(message(s)); // 4 and 5 overflow the buffer of 3
+      first.answer([1, 2], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2]);
+      const again = await store.nextRead();
+      expect(again).to.include({ fromSeq: 3, max: 1 });
+      again.answer([3], true);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2, 3]);
+      expect(store.reads).to.have.length(0); // window full: the rest waits in the store
+    });
+  });
+
+  describe('window full -> stall -> acks resume', () => {
+    it('sends nothing past the window, keeps nothing of what arrives, and reads on after an ack', async () => {
+      const { conn, store, ws, frame } = harness({ window: 3 });
+      (await store.nextRead()).answer([10, 11, 12], true);
+      await settle();
+      expect(ws.delivered).to.deep.equal([10, 11, 12]);
+      expect(store.reads).to.have.length(0); // window full: no read until an ack
+      for (let s = 13; s < 1013; s++) conn.onLive(message(s)); // stalled: left in the store
+      expect(ws.delivered).to.deep.equal([10, 11, 12]);
+      frame({ t: 'ack', seqs: [10] });
+      const next = await store.nextRead();
+      expect(next).to.include({ fromSeq: 13, max: 1 });
+      next.answer([13], true);
+      await settle();
+      expect(ws.delivered).to.deep.equal([10, 11, 12, 13]);
+      frame({ t: 'ack', seqs: [11, 12, 13] });
+      const last = await store.nextRead();
+      expect(last).to.include({ fromSeq: 14, max: 3 });
+      last.answer([14], false);
+      await settle();
+      conn.onLive(message(15)); // live again
+      expect(ws.delivered).to.deep.equal([10, 11, 12, 13, 14, 15]);
+    });
+  });
+
+  describe('socket backpressure -> stall -> drain resumes', () => {
+    it('stops at the high-water mark and reads what it missed from the store after a drain', async () => {
+      const { conn, store, ws } = harness();
+      (await store.nextRead()).answer([1], false);
+      await settle();
+      ws.buffered = HIGH_WATER; // the client reads slowly
+      conn.onLive(message(2));
+      conn.onLive(message(3));
+      expect(ws.delivered).to.deep.equal([1]);
+      conn.drained(); // still above the mark: nothing yet
+      await settle();
+      expect(store.reads).to.have.length(0);
+      ws.buffered = 1000;
+      conn.drained();
+      const read = await store.nextRead();
+      expect(read).to.include({ fromSeq: 2, maxBytes: HIGH_WATER - 1000 });
+      read.answer([2, 3], false);
+      await settle();
+      conn.onLive(message(4));
+      expect(ws.delivered).to.deep.equal([1, 2, 3, 4]);
+    });
+
+    it('sends again, once, a message uWS dropped', async () => {
+      const { conn, store, ws } = harness();
+      (await store.nextRead()).answer([1], false);
+      await settle();
+      ws.answer = 2; // uWS dropped it: over its backpressure limit
+      conn.onLive(message(2));
+      conn.onLive(message(3));
+      ws.answer = 1;
+      conn.drained();
+      const read = await store.nextRead();
+      expect(read.fromSeq).to.equal(2);
+      read.answer([2, 3], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2, 3]);
+    });
+  });
+
+  describe('a failed backlog read', () => {
+    afterEach(() => mock.timers.reset());
+
+    it('is retried after a full-jitter delay that grows while the store keeps failing', async () => {
+      mock.timers.enable({ apis: ['setTimeout'] });
+      const { store, ws, warnings } = harness();
+      (await store.nextRead()).fail(new PushError('store_unavailable'));
+      await settle();
+      expect(warnings).to.have.length(1);
+      // First retry within 1-2 s.
+      mock.timers.tick(999);
+      await settle();
+      expect(store.reads).to.have.length(0);
+      mock.timers.tick(1001);
+      const second = await store.nextRead();
+      expect(second.fromSeq).to.equal(1);
+      second.fail(new PushError('store_unavailable'));
+      await settle();
+      // Second retry within 1-3 s.
+      mock.timers.tick(999);
+      await settle();
+      expect(store.reads).to.have.length(0);
+      mock.timers.tick(2001);
+      const third = await store.nextRead();
+      third.answer([1, 2], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2]);
+    });
+
+    it('is retried at once by a resync asked for while it was failing (a NATS reconnect)', async () => {
+      mock.timers.enable({ apis: ['setTimeout'] });
+      const { conn, store, ws } = harness();
+      const first = await store.nextRead();
+      conn.resync();
+      first.fail(new PushError('store_unavailable'));
+      const again = await store.nextRead();
+      again.answer([1], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1]);
+    });
+  });
+
+  describe('acks go to the ack path with the connection ack floor', () => {
+    it('hands each ack over with its kind and the sequence below the oldest unacked delivery', async () => {
+      const { conn, store, ws, acks, frame } = harness();
+      (await store.nextRead()).answer([], false);
+      await settle();
+      // Live: 5 and 7 are business messages, 6 a client message (stored under its own subject).
+      conn.onLive(message(5));
+      conn.onLive(message(6, { from: 'bob' }));
+      conn.onLive(message(7));
+      frame({ t: 'ack', seqs: [6] });
+      frame({ t: 'ack', seqs: [5] });
+      frame({ t: 'ack', seqs: [7] });
+      expect(acks).to.deep.equal([
+        { seq: 6, floor: 4, kind: 'c' },
+        { seq: 5, floor: 6, kind: 'b' },
+        { seq: 7, floor: 7, kind: 'b' },
+      ]);
+      expect(ws.errors).to.deep.equal([]);
+    });
+
+    it('answers acks of sequences not in flight with ack_unknown naming them, applying the rest', async () => {
+      const { store, ws, acks, frame } = harness();
+      (await store.nextRead()).answer([1, 2], false);
+      await settle();
+      frame({ t: 'ack', seqs: [1, 9, 1] });
+      expect(acks.map((a) => a.seq)).to.deep.equal([1]);
+      expect(ws.errors).to.have.length(1);
+      expect(ws.errors[0]).to.include({ code: 'ack_unknown' });
+      expect(ws.errors[0]?.['seqs']).to.deep.equal([9, 1]);
+    });
+
+    it('skips an expired message, acking it for removal instead of sending it', async () => {
+      const { conn, store, ws, acks } = harness();
+      (await store.nextRead()).answer([], false);
+      await settle();
+      conn.onLive(message(1, { expires: Date.now() - 1 }));
+      conn.onLive(message(2));
+      expect(ws.delivered).to.deep.equal([2]);
+      expect(acks).to.deep.equal([{ seq: 1, floor: 1, kind: 'b' }]);
+    });
+  });
+
+  describe('client sends', () => {
+    it('stores a send for the recipient with the sender and an idempotency id, answered with its id', async () => {
+      const { store, ws, frame } = harness();
+      frame({ t: 'send', id: 'm1', to: 'bob', data: { hi: 1 }, ttl: 60 });
+      await settle();
+      expect(store.published).to.have.length(1);
+      const p = store.published[0];
+      expect(p?.user).to.equal('bob');
+      expect(p?.opts).to.deep.include({
+        from: 'alice',
+        ttlMs: 60_000,
+        msgId: new Subjects('t').clientMessageId('app', 'alice', 'm1'),
+      });
+      expect(ws.frames.at(-1)).to.deep.equal({ t: 'sent', id: 'm1', seq: 1001, dup: false });
+    });
+
+    const refusals: Array<[string, Record<string, unknown>, string]> = [
+      ['a bad recipient', { t: 'send', id: 'm2', to: '', data: 1 }, 'invalid_id'],
+      ['no data', { t: 'send', id: 'm3', to: 'bob' }, 'invalid_data'],
+      ['a bad ttl', { t: 'send', id: 'm4', to: 'bob', data: 1, ttl: -5 }, 'invalid_ttl'],
+    ];
+    for (const [what, body, code] of refusals) {
+      it(`answers a send with ${what} with ${code} and the send's id`, async () => {
+        const { store, ws, frame } = harness();
+        frame(body);
+        await settle();
+        expect(store.published).to.have.length(0);
+        expect(ws.errors).to.have.length(1);
+        expect(ws.errors[0]).to.include({ code, id: body['id'] });
+      });
+    }
+
+    it('answers refusals found after parsing with the send id: disabled, too large, rate limited, store down', async () => {
+      const { store, ws, app, frame } = harness({ settings: { maxMessageBytes: 10, sendRatePerConnection: 3 } });
+      for (const send of [
+        { id: 'big', data: 'x'.repeat(20) },
+        { id: 'a', data: 1 },
+        { id: 'b', data: 1 },
+        { id: 'c', data: 1 },
+      ]) {
+        frame({ t: 'send', to: 'bob', ...send });
+        await settle();
+      }
+      store.publishFails = new PushError('store_unavailable');
+      app.settings.sendRatePerConnection = 0;
+      frame({ t: 'send', id: 'down', to: 'bob', data: 1 });
+      await settle();
+      app.settings.clientMessaging = false;
+      frame({ t: 'send', id: 'off', to: 'bob', data: 1 });
+      await settle();
+      const answers = ws.frames
+        .filter((f) => f['t'] === 'sent' || f['t'] === 'error')
+        .map((f) => [f['id'], f['code'] ?? 'sent']);
+      expect(answers).to.deep.equal([
+        ['big', 'payload_too_large'],
+        ['a', 'sent'],
+        ['b', 'sent'],
+        ['c', 'rate_limited'],
+        ['down', 'store_unavailable'],
+        ['off', 'client_messaging_disabled'],
+      ]);
+      const limited = ws.errors.find((e) => e['code'] === 'rate_limited');
+      expect(limited?.['retryAfter']).to.be.a('number').above(0);
+    });
+
+    it('answers frames that are no send without an id, and stays open', async () => {
+      const { ws, frame, conn } = harness();
+      conn.onFrame('not json');
+      frame({ t: 'nope' });
+      frame({ t: 'ping' });
+      await settle();
+      expect(ws.errors.map((e) => [e['code'], 'id' in e])).to.deep.equal([
+        ['bad_frame', false],
+        ['unknown_frame', false],
+      ]);
+      expect(ws.frames.at(-1)).to.deep.equal({ t: 'pong' });
+      expect(ws.ended).to.equal(undefined);
+    });
+  });
+});
