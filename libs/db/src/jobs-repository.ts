@@ -371,7 +371,7 @@ export class JobsRepository {
         updated_at: this.db.fn.now(),
       })
       .returning('state');
-    return (rows[0])?.state;
+    return rows[0]?.state;
   }
 
   /**
