@@ -153,6 +153,31 @@ describe('fan-out jobs', function () {
     expect(m?.data).to.deep.equal(data);
   });
 
+  it('a center stopped with SIGTERM lets go of its job at once: another resumes it long before the lease would lapse', async function () {
+    if (runner !== undefined) await runner.stop();
+    runner = undefined;
+    // C holds its jobs for 60 s unrenewed: only its letting go explains a takeover within seconds.
+    const c = new CenterProcess();
+    centers.push(c);
+    await c.start({ ...stack.env, PUSH_JOB_RUNNERS: '4', PUSH_JOB_LEASE: '60' });
+    const app = await stack.createApp({ fanoutRate: 200 });
+    const users = userIds(1000, 'g');
+    const { body } = await jobs(app, 'POST', '', { data: 'handover', users });
+    const id = body.job.id;
+    await waitJob(app, id, (j) => j.written >= 100, 20_000);
+    runner = await startRunner(); // lease 2 s; cannot take the job while C holds it
+    await c.stop();
+    const stopped = await getJob(app, id);
+    expect(stopped.state).to.equal('running');
+    expect(stopped.written, 'C saved its progress as it stopped').to.be.at.least(100);
+    const done = await waitJob(app, id, (j) => j.state === 'completed', 20_000);
+    expect(done).to.include({ written: 1000, failed: 0 });
+    expect(await runner.metric('push_center_jobs_claimed_total', { resumed: '1' })).to.equal(1);
+    const counts = await inboxCounts(app);
+    expect(counts.size).to.equal(1000);
+    expect([...counts.values()].every((n) => n === 1)).to.equal(true);
+  });
+
   it('writes at the app fanoutRate: progress grows over time, and a cancel stops it within a second', async function () {
     await ensureRunner();
     const app = await stack.createApp({ fanoutRate: 20 });
