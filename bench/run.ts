@@ -9,6 +9,7 @@
 import { runBacklog } from './backlog.js';
 import { runFanout } from './fanout.js';
 import { runIdle } from './idle.js';
+import { runJobs } from './jobs.js';
 import { runCleanups } from './lib/procs.js';
 import { note, printSummary, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
 import type { RunOptions } from './lib/scenario.js';
@@ -23,6 +24,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   backlog: runBacklog,
   fanout: runFanout,
   publish: runPublish,
+  jobs: runJobs,
 };
 
 async function main(): Promise<number> {

@@ -43,7 +43,8 @@ export class Stack {
   readonly databaseUrl: string;
   center!: Center;
   readonly edges: Edge[] = [];
-  private readonly env: Record<string, string>;
+  /** The environment the stack's parts run with (for parts run as child processes). */
+  readonly env: Record<string, string>;
 
   constructor(env: Record<string, string> = {}) {
     const u = new URL(PG_BASE);

@@ -5,6 +5,9 @@ import { expect } from 'chai';
 import {
   ClientFrameSchemas,
   ERRORS,
+  JOB_STATES,
+  JobCreateSchema,
+  JobViewSchema,
   KickBodySchema,
   PushMessageSchema,
   ServerFrameSchemas,
@@ -90,6 +93,15 @@ describe('docs: every part of the wire contract is documented', () => {
     for (const field of [...Object.keys(PushMessageSchema.properties), ...Object.keys(KickBodySchema.properties)]) {
       expect(rows.has(field), `body field \`${field}\` missing from docs/api.md`).to.equal(true);
     }
+  });
+
+  it('every field of the fan-out job body and of a job, and every job state, has a row in docs/api.md', () => {
+    const text = section(api, /^## Fan-out jobs/) ?? '';
+    const rows = tableFields(text);
+    for (const field of [...Object.keys(JobCreateSchema.properties), ...Object.keys(JobViewSchema.properties)]) {
+      expect(rows.has(field), `job field \`${field}\` missing from "Fan-out jobs" in docs/api.md`).to.equal(true);
+    }
+    for (const state of JOB_STATES) expect(rows.has(state), `job state \`${state}\``).to.equal(true);
   });
 
   it('the checks can fail: a section without a field and a code nowhere are found', () => {

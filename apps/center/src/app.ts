@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { AppDirectory, RateLimiter } from '@push/apps';
 import type { Config } from '@push/config';
-import { createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import { JobsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
@@ -20,6 +20,8 @@ import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
 import { Kicker } from './kick.js';
 import { createCenterMetrics } from './metrics.js';
+import { JobRunner } from './job-runner.js';
+import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
 import { PushService } from './push-service.js';
 
@@ -57,6 +59,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let listening: Listening | undefined;
   let natsSubs: Subscription[] = [];
   let admin: AppAdmin | undefined;
+  let runner: JobRunner | undefined;
   let stopping = false;
   let stopPromise: Promise<void> | undefined;
 
@@ -103,8 +106,20 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         metrics,
       );
       const kicker = new Kicker(conn, subjects, presence, log);
+      const jobsRepo = new JobsRepository(db);
+      const jobRunner = new JobRunner(
+        { repo: jobsRepo, store, subjects, apps, metrics, log: log.child({ component: 'jobs' }) },
+        { runners: config.jobs.runners, leaseSeconds: config.jobs.leaseSeconds },
+      );
+      runner = jobRunner;
+      const jobs = new JobService(
+        jobsRepo,
+        { maxUsers: config.jobs.maxUsers, maxTtlSeconds: config.inbox.maxAgeSeconds },
+        { queued: () => jobRunner.wake(), cancelled: (id) => jobRunner.cancelled(id) },
+      );
       natsSubs = serveNatsApi(nc, subjects, {
         push,
+        jobs,
         kicker,
         keys,
         admin,
@@ -123,6 +138,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       mountHttpApi(app, {
         push,
+        jobs,
         kicker,
         admin,
         keys,
@@ -133,6 +149,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       listening = await listen(app, config.center.host, config.center.port);
       log.info({ port: listening.port }, 'center listening');
+      // Jobs left by a center that stopped or died are resumed from their checkpoints.
+      jobRunner.start();
     },
 
     stop() {
@@ -140,6 +158,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         stopping = true;
         listening?.close();
         for (const s of natsSubs) s.unsubscribe();
+        // Before the store closes: the jobs' last writes land and their progress is saved.
+        await runner?.stop().catch((err: unknown) => log.warn({ err }, 'fan-out jobs not let go cleanly'));
         if (store !== undefined && !(await store.idle(5000))) {
           log.warn('store requests still in flight at the stop deadline');
         }

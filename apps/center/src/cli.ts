@@ -4,11 +4,20 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
-import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import {
+  AppsRepository,
+  JOB_CHUNK_USERS,
+  JobsRepository,
+  createDatabase,
+  ensureDatabase,
+  migrate,
+  type Knex,
+} from '@push/db';
 import { connectNats, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
+import { JobService } from './job-service.js';
 
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
 
@@ -27,6 +36,12 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
                                             sign a client token with the app's newest secret
   watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
   dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds
+  jobs create --app ID --users FILE (--data JSON | --b64 BASE64) [--ttl SECONDS]
+                                            fan-out job: the message to every user in FILE (one id
+                                            a line; - reads stdin); a running center writes it
+  jobs get --app ID JOB                     a job's state and counts
+  jobs list --app ID                        the app's newest jobs
+  jobs cancel --app ID JOB                  cancel a job (its center stops within a second)
 `;
 
 /** A failure the CLI explains in one line (no stack): what is missing and what to run. */
@@ -127,6 +142,9 @@ async function run(argv: string[]): Promise<number> {
       ttl: { type: 'string' },
       url: { type: 'string' },
       out: { type: 'string' },
+      users: { type: 'string' },
+      data: { type: 'string' },
+      b64: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -172,6 +190,8 @@ async function run(argv: string[]): Promise<number> {
       const url = values.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
       return watch(url, t);
     }
+    case 'jobs':
+      return jobsCommand(config, sub, arg1, values);
     case 'dev-setup':
       return withAdmin(config, async (admin, apps) => {
         const out = values.out ?? '.data/demo.json';
@@ -268,6 +288,62 @@ async function appsWrite(
         await admin.revokeApiKey(need(arg1, 'ID'), need(arg2, 'KEY_ID'));
         print({ revoked: arg2 });
         return 0;
+    }
+  });
+}
+
+/**
+ * `jobs <create|get|list|cancel>`: straight on Postgres through the JobService the center uses;
+ * a running center picks a created job up within a second (its runners poll). A list of more
+ * than a chunk goes in chunks into an open job, which is then started.
+ */
+async function jobsCommand(
+  config: Config,
+  sub: string | undefined,
+  jobId: string | undefined,
+  flags: { app?: string; users?: string; data?: string; b64?: string; ttl?: string },
+): Promise<number> {
+  if (sub === undefined || !['create', 'get', 'list', 'cancel'].includes(sub)) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const app = await readApp(config, need(flags.app, '--app'));
+  return withDatabase(config, { migrate: sub === 'create' }, async (db) => {
+    const jobs = new JobService(new JobsRepository(db), {
+      maxUsers: config.jobs.maxUsers,
+      maxTtlSeconds: config.inbox.maxAgeSeconds,
+    });
+    switch (sub) {
+      case 'get':
+        print({ job: await jobs.get(app, need(jobId, 'JOB')) });
+        return 0;
+      case 'list':
+        print({ jobs: await jobs.list(app) });
+        return 0;
+      case 'cancel':
+        print({ job: await jobs.cancel(app, need(jobId, 'JOB')) });
+        return 0;
+      default: {
+        const file = need(flags.users, '--users');
+        const users = readFileSync(file === '-' ? 0 : file, 'utf8')
+          .split('\n')
+          .map((l) => l.replace(/\r$/, ''))
+          .filter((l) => l !== '');
+        const message: Record<string, unknown> = {};
+        if (flags.data !== undefined) message['data'] = parseJsonFlag(flags.data, 'data');
+        if (flags.b64 !== undefined) message['b64'] = flags.b64;
+        if (flags.ttl !== undefined) message['ttl'] = Number(flags.ttl);
+        if (users.length <= JOB_CHUNK_USERS) {
+          print({ job: await jobs.create(app, { ...message, users }) });
+          return 0;
+        }
+        const open = await jobs.create(app, { ...message, open: true });
+        for (let i = 0; i < users.length; i += JOB_CHUNK_USERS) {
+          await jobs.addUsers(app, open.id, { users: users.slice(i, i + JOB_CHUNK_USERS) });
+        }
+        print({ job: await jobs.start(app, open.id) });
+        return 0;
+      }
     }
   });
 }

@@ -5,11 +5,13 @@ import { checkAdminKey } from './admin-key.js';
 import { adminView, type AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { Kicker } from './kick.js';
+import type { JobService } from './job-service.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
 
 export interface HttpApiDeps {
   push: PushService;
+  jobs: JobService;
   kicker: Kicker;
   admin: AppAdmin;
   keys: ApiKeyVerifier;
@@ -53,6 +55,15 @@ function param(raw: string | undefined, kind: IdKind): string {
   return value;
 }
 
+/** A job id from the path, percent-decoded; one that cannot be decoded names no job (`job_not_found`). */
+function jobParam(raw: string | undefined): string {
+  try {
+    return decodeURIComponent(raw ?? '');
+  } catch {
+    throw new PushError('job_not_found');
+  }
+}
+
 /** Whether a URL path matches a route pattern (segment by segment; `:x` is any non-empty segment). */
 export function matchesPattern(pattern: string, path: string): boolean {
   const want = pattern.split('/');
@@ -74,7 +85,7 @@ function pushReply(outcome: PushOutcome): Reply {
  * administration (admin key). Every answer is JSON; every error is `{ error: { code, message } }`.
  */
 export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
-  const { push, admin, keys, metrics, log } = deps;
+  const { push, jobs, admin, keys, metrics, log } = deps;
 
   const requireAdmin = (ex: HttpExchange): void => checkAdminKey(ex.header('authorization'), deps.adminKey);
 
@@ -112,6 +123,67 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
         const user = param(rawUser, 'user');
         const record = keys.verify(appId, ex.header('authorization'));
         return { status: 202, body: await deps.kicker.kick(record, user, await body) };
+      },
+    },
+    // --- fan-out jobs (docs/api.md#fan-out-jobs) ----------------------------------------------
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/jobs',
+      op: 'jobs.create',
+      body: true,
+      handler: async (ex, [rawApp], body) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 201, body: { job: await jobs.create(record, await body) } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/jobs',
+      op: 'jobs.list',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: { jobs: await jobs.list(record) } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/jobs/:job',
+      op: 'jobs.get',
+      body: false,
+      handler: async (ex, [rawApp, rawJob]) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: { job: await jobs.get(record, jobParam(rawJob)) } };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/jobs/:job/users',
+      op: 'jobs.users',
+      body: true,
+      handler: async (ex, [rawApp, rawJob], body) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: await jobs.addUsers(record, jobParam(rawJob), await body) };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/jobs/:job/start',
+      op: 'jobs.start',
+      body: false,
+      handler: async (ex, [rawApp, rawJob]) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: { job: await jobs.start(record, jobParam(rawJob)) } };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/jobs/:job/cancel',
+      op: 'jobs.cancel',
+      body: false,
+      handler: async (ex, [rawApp, rawJob]) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: { job: await jobs.cancel(record, jobParam(rawJob)) } };
       },
     },
     // --- admin API ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 
 /** The center's Prometheus metrics. */
 export function createCenterMetrics(registry: Registry) {
@@ -20,6 +20,38 @@ export function createCenterMetrics(registry: Registry) {
       name: 'push_center_errors_total',
       help: 'Errors by code',
       labelNames: ['code'],
+      registers: r,
+    }),
+    // --- fan-out jobs ---
+    jobsRunning: new Gauge({
+      name: 'push_center_jobs_running',
+      help: 'Fan-out jobs this center runs now',
+      registers: r,
+    }),
+    jobsClaimed: new Counter({
+      name: 'push_center_jobs_claimed_total',
+      help: 'Fan-out jobs this center took up: resumed = 1 when another center (or an earlier run) had started it',
+      labelNames: ['resumed'],
+      registers: r,
+    }),
+    jobWrites: new Counter({
+      name: 'push_center_job_writes_total',
+      help: "Fan-out job copies stored in users' inboxes",
+      registers: r,
+    }),
+    jobRewrites: new Counter({
+      name: 'push_center_job_rewrites_total',
+      help: 'Fan-out job copies written again after a resume and dropped by the store as repeats',
+      registers: r,
+    }),
+    jobWriteFailures: new Counter({
+      name: 'push_center_job_write_failures_total',
+      help: 'Fan-out job copies the store did not take after every retry (counted as failed)',
+      registers: r,
+    }),
+    jobWriteRetries: new Counter({
+      name: 'push_center_job_write_retries_total',
+      help: 'Fan-out job writes tried again after a store failure',
       registers: r,
     }),
   };

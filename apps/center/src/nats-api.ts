@@ -3,6 +3,7 @@ import { toPushError } from '@push/http';
 import {
   NatsAppDeleteRequestSchema,
   NatsAppRequestSchema,
+  NatsJobRequestSchema,
   NatsKickRequestSchema,
   NatsUserRequestSchema,
   PushError,
@@ -16,6 +17,7 @@ import type { Logger } from 'pino';
 import { checkAdminKey } from './admin-key.js';
 import type { AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
+import type { JobService } from './job-service.js';
 import type { Kicker } from './kick.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushService } from './push-service.js';
@@ -26,6 +28,7 @@ const appRequest = compile(NatsAppRequestSchema);
 const userRequest = compile(NatsUserRequestSchema);
 const kickRequest = compile(NatsKickRequestSchema);
 const deleteRequest = compile(NatsAppDeleteRequestSchema);
+const jobRequest = compile(NatsJobRequestSchema);
 
 /** What one operation answers: the fields after `ok: true`, or a PushError with extra reply fields. */
 type Work = (req: Record<string, unknown>, auth: string) => Promise<object>;
@@ -43,7 +46,7 @@ class ReplyError extends PushError {
 
 /**
  * The center's operations over NATS request/reply, for business services inside the NATS
- * network: `push.api.push`, `push.api.user`, `push.api.kick` (API key) and `push.api.apps.delete`
+ * network: `push.api.push`, `push.api.user`, `push.api.kick`, `push.api.jobs.*` (API key) and `push.api.apps.delete`
  * (admin key), answered by any center (queue group). The request is the HTTP body plus `app` (and
  * `user` where the HTTP path has it); the key goes in an `Authorization: Bearer <key>` header.
  * Replies are `{ ok: true, ... }` or `{ error: { code, message, status, retryAfter? } }` (docs/api.md).
@@ -53,6 +56,7 @@ export function serveNatsApi(
   subjects: Subjects,
   deps: {
     push: PushService;
+    jobs: JobService;
     kicker: Kicker;
     keys: ApiKeyVerifier;
     admin: AppAdmin;
@@ -118,6 +122,34 @@ export function serveNatsApi(
       const app = deps.keys.verify(r.app, auth);
       const { app: _app, user: _user, ...body } = req;
       return Promise.resolve(deps.kicker.kick(app, r.user, body));
+    }),
+    // --- fan-out jobs: the HTTP bodies plus `app` (and `job`) ---
+    handle('jobs.create', async (req, auth) => {
+      const app = deps.keys.verify(appRequest.parse(req).app, auth);
+      const { app: _app, ...body } = req;
+      return { job: await deps.jobs.create(app, body) };
+    }),
+    handle('jobs.users', async (req, auth) => {
+      const r = jobRequest.parse(req);
+      const app = deps.keys.verify(r.app, auth);
+      const { app: _app, job: _job, ...body } = req;
+      return deps.jobs.addUsers(app, r.job, body);
+    }),
+    handle('jobs.start', async (req, auth) => {
+      const r = jobRequest.parse(req);
+      return { job: await deps.jobs.start(deps.keys.verify(r.app, auth), r.job) };
+    }),
+    handle('jobs.get', async (req, auth) => {
+      const r = jobRequest.parse(req);
+      return { job: await deps.jobs.get(deps.keys.verify(r.app, auth), r.job) };
+    }),
+    handle('jobs.list', async (req, auth) => {
+      const app = deps.keys.verify(appRequest.parse(req).app, auth);
+      return { jobs: await deps.jobs.list(app) };
+    }),
+    handle('jobs.cancel', async (req, auth) => {
+      const r = jobRequest.parse(req);
+      return { job: await deps.jobs.cancel(deps.keys.verify(r.app, auth), r.job) };
     }),
     handle('apps.delete', async (req, auth) => {
       checkAdminKey(auth, deps.adminKey);

@@ -59,6 +59,10 @@ const schema = z.object({
   PUSH_CENTER_MAX_BATCH: int(1000, 1, 100_000),
   PUSH_ADMIN_KEY: z.string().min(16).optional(),
 
+  PUSH_JOB_RUNNERS: int(4, 0, 1000),
+  PUSH_JOB_LEASE: int(15, 1, 3600),
+  PUSH_JOB_MAX_USERS: int(1_000_000, 1, 100_000_000),
+
   PUSH_COORDINATOR_HOST: str('0.0.0.0'),
   PUSH_COORDINATOR_PORT: int(8083, 0, 65535),
   PUSH_DISPATCHER_HOST: str('0.0.0.0'),
@@ -109,6 +113,18 @@ export interface Config {
     id: string | undefined;
   };
   center: { host: string; port: number; maxBodyBytes: number; maxBatch: number; adminKey: string | undefined };
+  /** Fan-out jobs (run by centers). */
+  jobs: {
+    /** Jobs one center runs at once (of different apps); 0 = this center runs none. */
+    runners: number;
+    /**
+     * Seconds a center's claim on a job lasts unrenewed: a job whose center died is taken over
+     * by another once it lapses (renewed every 250 ms while the job runs).
+     */
+    leaseSeconds: number;
+    /** Most users one job may have. */
+    maxUsers: number;
+  };
   coordinator: { host: string; port: number };
   dispatcher: { host: string; port: number; edges: string[] };
 }
@@ -205,6 +221,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxBatch: r.PUSH_CENTER_MAX_BATCH,
       adminKey: r.PUSH_ADMIN_KEY,
     },
+    jobs: { runners: r.PUSH_JOB_RUNNERS, leaseSeconds: r.PUSH_JOB_LEASE, maxUsers: r.PUSH_JOB_MAX_USERS },
     coordinator: { host: r.PUSH_COORDINATOR_HOST, port: r.PUSH_COORDINATOR_PORT },
     dispatcher: {
       host: r.PUSH_DISPATCHER_HOST,

@@ -17,6 +17,11 @@ export interface AppSettings {
   sendRatePerConnection: number;
   /** Most client `send`s per second by one user, across their connections on one edge; 0 = no limit. */
   sendRatePerUser: number;
+  /**
+   * Inbox writes per second of the app's fan-out jobs (they run one at a time per app, so this is
+   * the app's total across centers); 0 = as fast as the store takes them.
+   */
+  fanoutRate: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -27,6 +32,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   pushRateLimit: 0,
   sendRatePerConnection: 10,
   sendRatePerUser: 20,
+  fanoutRate: 5000,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

@@ -40,6 +40,10 @@ export const ERRORS = {
   body_too_large: { status: 413, message: 'the request body is too large' },
   batch_too_large: { status: 413, message: 'the batch has too many messages' },
   rate_limited: { status: 429, message: 'too many requests; slow down' },
+  // --- Fan-out jobs -----------------------------------------------------------------------
+  job_not_found: { status: 404, message: 'no such fan-out job in this app' },
+  job_not_open: { status: 409, message: 'the job is started, finished or cancelled: it takes no more users' },
+  job_too_large: { status: 413, message: 'the job would have more users than the deployment allows' },
   // --- Acks -------------------------------------------------------------------------------
   ack_unknown: { status: 400, message: 'ack for a sequence not delivered to this connection (or already acked)' },
   // --- Server side ------------------------------------------------------------------------

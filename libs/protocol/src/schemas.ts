@@ -210,6 +210,7 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       pushRateLimit: Type.Optional(Type.Integer({ minimum: 0 })),
       sendRatePerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
       sendRatePerUser: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+      fanoutRate: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
     },
     { additionalProperties: false },
   );
@@ -232,6 +233,62 @@ export const appUpdateSchema = (limits: SettingsLimits) =>
   });
 export type AppUpdateBody = Static<ReturnType<typeof appUpdateSchema>>;
 
+// --- Fan-out jobs (POST /v1/apps/<app>/jobs, push.api.jobs.*) ---------------------------------
+
+/**
+ * Users of a job as given: any JSON values. Each is checked on its own by the job service: an
+ * invalid id (or a repeat) is skipped and counted, not a reason to refuse the other 999,999.
+ */
+const JobUsers = note(Type.Array(Type.Unknown()), { problem: 'users must be an array of user ids' });
+
+/**
+ * `POST /v1/apps/<app>/jobs`: the message (as a push, without `user` and `id`) and the users, all
+ * at once or, with `open: true`, in chunks added later (`POST .../jobs/<id>/users`, then
+ * `POST .../jobs/<id>/start`). The most users a job may have, `PUSH_JOB_MAX_USERS`, is the
+ * deployment's and answers 413 `job_too_large`.
+ */
+export const JobCreateSchema = Type.Object({
+  data: Type.Optional(Data),
+  b64: Type.Optional(B64),
+  ttl: Type.Optional(Ttl),
+  users: Type.Optional(JobUsers),
+  open: Type.Optional(note(Type.Boolean(), { problem: 'open must be a boolean' })),
+});
+export type JobCreateBody = Static<typeof JobCreateSchema>;
+
+/** `POST /v1/apps/<app>/jobs/<job>/users`: one more chunk of an open job's users. */
+export const JobUsersSchema = Type.Object({ users: JobUsers });
+export type JobUsersBody = Static<typeof JobUsersSchema>;
+
+/** States of a fan-out job, in the order a job goes through them (`cancelled` from any before `completed`). */
+export const JOB_STATES = ['open', 'queued', 'running', 'completed', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/** A fan-out job as the API answers it (`{ job }`, or `{ jobs: [...] }` for the list). */
+export const JobViewSchema = Type.Object({
+  id: Type.String(),
+  app: Type.String(),
+  state: Type.Union(JOB_STATES.map((s) => Type.Literal(s))),
+  /** Users given, counting the skipped ones. */
+  total: Type.Integer({ minimum: 0 }),
+  /** Users whose inbox holds the message. */
+  written: Type.Integer({ minimum: 0 }),
+  /** Users not written because their id is invalid or repeats an earlier one of the job. */
+  skipped: Type.Integer({ minimum: 0 }),
+  /** Users whose inbox the store did not take the message for, after retries. */
+  failed: Type.Integer({ minimum: 0 }),
+  /** Users not handled yet: total - written - skipped - failed. */
+  remaining: Type.Integer({ minimum: 0 }),
+  /** Share handled, 0 to 1 (1 for a job of no users). */
+  progress: Type.Number({ minimum: 0, maximum: 1 }),
+  /** Seconds each copy may wait in its inbox, counted from when it is written. */
+  ttl: Type.Number(),
+  createdAt: Type.String(),
+  startedAt: Type.Union([Type.String(), Type.Null()]),
+  finishedAt: Type.Union([Type.String(), Type.Null()]),
+});
+export type JobView = Static<typeof JobViewSchema>;
+
 // --- NATS API bodies (push.api.<op>) ----------------------------------------------------------
 
 /** Every request names its app. */
@@ -245,6 +302,11 @@ export const NatsUserRequestSchema = Type.Object({ ...AppField, user: IdString('
 export const NatsKickRequestSchema = Type.Object({ ...AppField, user: IdString('user') });
 /** `push.api.apps.delete`: `{ app }` with the admin key. */
 export const NatsAppDeleteRequestSchema = Type.Object(AppField);
+/** `push.api.jobs.get`, `.start`, `.cancel` (and `.users` with `users`): `{ app, job }`. */
+export const NatsJobRequestSchema = Type.Object({
+  ...AppField,
+  job: note(Type.String({ minLength: 1, maxLength: 64 }), { code: 'job_not_found', problem: 'job must be a job id' }),
+});
 
 // --- Control messages (push.ctl.<app>.<user>) -------------------------------------------------
 

@@ -156,6 +156,14 @@ export class Subjects {
     return `api.${encodeToken(app)}.${encodeToken(user)}.${encodeToken(id)}`;
   }
 
+  /**
+   * Nats-Msg-Id of a fan-out job's copy for one user: a runner that resumes a job after a crash
+   * rewrites the users after its last checkpoint with the same ids, and the stream stores each once.
+   */
+  jobMessageId(app: string, job: string, user: string): string {
+    return `job.${encodeToken(app)}.${encodeToken(job)}.${encodeToken(user)}`;
+  }
+
   /** Nats-Msg-Id for a client-to-client message (idempotent by the sender's id). */
   clientMessageId(app: string, fromUser: string, id: string): string {
     return `c2c.${encodeToken(app)}.${encodeToken(fromUser)}.${encodeToken(id)}`;
@@ -184,4 +192,7 @@ function canonicalId(token: string): string | undefined {
 export type InboxKind = 'b' | 'c';
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
-export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete';
+export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete' | JobApiOperation;
+
+/** The fan-out job operations on `push.api.jobs.<verb>` (docs/api.md, fan-out jobs). */
+export type JobApiOperation = 'jobs.create' | 'jobs.users' | 'jobs.start' | 'jobs.get' | 'jobs.list' | 'jobs.cancel';
