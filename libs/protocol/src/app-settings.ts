@@ -17,6 +17,12 @@ export interface AppSettings {
   sendRatePerConnection: number;
   /** Most client `send`s per second by one user, across their connections on one edge; 0 = no limit. */
   sendRatePerUser: number;
+  /**
+   * Origins (`https://host[:port]`, exact match) of the browser pages that may connect; empty =
+   * any. The edge refuses an upgrade whose Origin header is not listed (`origin_not_allowed`);
+   * clients that send no Origin (servers, apps) are not pages and are not checked.
+   */
+  allowedOrigins: string[];
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -27,6 +33,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   pushRateLimit: 0,
   sendRatePerConnection: 10,
   sendRatePerUser: 20,
+  allowedOrigins: Object.freeze([]) as unknown as string[],
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */
