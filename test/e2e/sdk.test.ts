@@ -1,3 +1,6 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import WebSocket from 'ws';
 import { PushClient, type CloseInfo, type PushClientOptions, type PushMessage } from '@push/client';
@@ -5,6 +8,8 @@ import { createDispatcher, rankEdges, type Dispatcher } from '@push/dispatcher';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { NATS_URL, freePort } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Polls `check` until it holds, or fails with `what` after `timeoutMs`. */
 async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -268,6 +273,40 @@ describe('SDK (@push/client) in Node against the real stack', function () {
       expect(w.messages.map((m) => m.seq)).to.deep.equal(sent); // once each, in order
       await app.waitPending(user, 0);
     });
+  });
+
+  it('the CLI watch (built on the SDK) prints each message once as a JSON line and acks it; a kick ends it', async function () {
+    const proc = spawn(
+      process.execPath,
+      [path.join(ROOT, 'apps/center/dist/cli.js'), 'watch', '--app', app.id, '--user', 'wes', '--url', stack.wsUrl()],
+      {
+        cwd: ROOT,
+        env: {
+          PATH: process.env['PATH'] ?? '',
+          PUSH_PREFIX: stack.prefix,
+          PUSH_DATABASE_URL: stack.databaseUrl,
+          PUSH_NATS_URL: NATS_URL,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    try {
+      await until('the CLI connected', () => stderr.includes('connected to'), 15_000);
+      const seq = await app.pushOk('wes', { hello: 'cli' });
+      await until('the message line', () => stdout.includes('"hello"'));
+      expect(JSON.parse(stdout.trim().split('\n')[0] ?? '')).to.deep.include({ t: 'msg', seq, data: { hello: 'cli' } });
+      await app.waitPending('wes', 0);
+      await stack.http('POST', `/v1/apps/${app.id}/users/wes/kick`, app.apiKey, {});
+      expect(await exited).to.equal(1);
+      expect(stderr).to.include('closed: 4004');
+    } finally {
+      proc.kill();
+    }
   });
 
   it('CORS: the dispatcher and the center answer pages of any origin by default, preflight included', async function () {
