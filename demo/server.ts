@@ -91,7 +91,7 @@ export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
     feedEvery > 0
       ? setInterval(() => {
           n += 1;
-          const data = { feed: `market tick #${n}`, price: Math.round(10000 + Math.random() * 500) / 100 };
+          const data = { n, feed: `market tick #${n}`, price: Math.round(10000 + Math.random() * 500) / 100 };
           const body = JSON.stringify({ messages: DEMO_USERS.map((user) => ({ user, data, ttl: 60 })) });
           fetch(`${opts.centerUrl}/v1/apps/${encodeURIComponent(opts.app)}/push`, {
             method: 'POST',
