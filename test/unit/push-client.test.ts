@@ -21,7 +21,7 @@ class FakeSocket {
     this.readyState = 3;
   }
   // --- the edge's side
-  hello(): void {
+  hello(ping = 25): void {
     this.readyState = 1;
     this.frame({
       t: 'hello',
@@ -29,7 +29,7 @@ class FakeSocket {
       app: 'a',
       user: 'u',
       device: 'd',
-      ping: 25,
+      ping,
       window: 100,
       maxMessageBytes: 10,
     });
@@ -132,6 +132,23 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     last().end(4403, 'origin_not_allowed');
     await tick(20);
     expect(d.state).to.equal('disconnected');
+  });
+
+  it('pings every hello.ping seconds and abandons a connection silent for two intervals', async function () {
+    const c = make();
+    const lost: number[] = [];
+    c.on('connecting', (why) => lost.push(why.code));
+    c.connect();
+    await tick();
+    const s = last();
+    s.hello(0.05); // 50 ms, so the test is quick; the edge clamps real values to 10..50 s
+    await tick(70);
+    expect(s.sent).to.deep.include({ t: 'ping' });
+    expect(FakeSocket.all.length).to.equal(1);
+    await tick(200); // no pong, nothing at all: dead
+    expect(lost).to.include(1006);
+    expect(FakeSocket.all.length).to.be.greaterThan(1);
+    expect(last().host).to.equal('e1'); // a connection that had said hello: the same edge again
   });
 
   it('settles send by sent or error; retries with the same id after a reconnect', async function () {
