@@ -552,8 +552,15 @@ export class PushClient extends Emitter<PushClientEvents> {
       case REFUSED.UNAVAILABLE:
         return { stop: false, delayMs: this.backoff(), nextEdge: true, newToken: false };
       default:
-        // 1006 and the rest: a lost connection. An edge that never said hello is skipped.
-        return { stop: false, delayMs: this.backoff(), nextEdge: !hadHello, newToken: false };
+        // 1006 and the rest: a lost connection. An edge that never said hello is skipped; and a
+        // server that refuses with an HTTP status (no refusal=close: a proxy, an older edge)
+        // looks the same, so a token whose exp the SDK cannot read is asked for again.
+        return {
+          stop: false,
+          delayMs: this.backoff(),
+          nextEdge: !hadHello,
+          newToken: !hadHello && this.token?.exp === undefined,
+        };
     }
   }
 
