@@ -15,6 +15,7 @@ COPY apps/coordinator/package.json apps/coordinator/
 COPY apps/dispatcher/package.json apps/dispatcher/
 COPY apps/edge/package.json apps/edge/
 COPY libs/apps/package.json libs/apps/
+COPY libs/client/package.json libs/client/
 COPY libs/config/package.json libs/config/
 COPY libs/db/package.json libs/db/
 COPY libs/http/package.json libs/http/

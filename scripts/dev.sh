@@ -26,6 +26,7 @@ app_port() {
     edge) echo "${PUSH_EDGE_PORT:-8081}" ;;
     dispatcher) echo "${PUSH_DISPATCHER_PORT:-8082}" ;;
     coordinator) echo "${PUSH_COORDINATOR_PORT:-8083}" ;;
+    demo) echo "${DEMO_PORT:-8084}" ;;
   esac
 }
 
@@ -58,7 +59,7 @@ mkdir -p "$DATA"
 if [[ -s $PIDS ]]; then
   die "$PIDS exists: another dev run may be going on; stop it with scripts/stop.sh"
 fi
-for name in "${APPS[@]}"; do
+for name in "${APPS[@]}" demo; do
   port=$(app_port "$name")
   if port_busy "$port"; then die "port $port ($name) is taken; stop whatever listens there (scripts/stop.sh?)"; fi
 done
@@ -69,6 +70,7 @@ if [[ ! -d node_modules ]]; then
 fi
 say "build"
 node_modules/.bin/tsc -b tsconfig.json
+node libs/client/bundle.mjs
 
 before=$(started_services)
 trap cleanup EXIT
@@ -132,6 +134,14 @@ json() {
 api_key=$(json apiKey)
 center_url="http://127.0.0.1:$(app_port center)"
 
+# The demo page and its stand-in business server (signs tokens, pushes the live feed).
+DEMO_PORT=$(app_port demo) DEMO_CENTER_URL=$center_url DEMO_DISPATCHER_URL="http://127.0.0.1:$(app_port dispatcher)" \
+  DEMO_CREDENTIALS="$DATA/demo.json" setsid node --import tsx demo/server.ts > >(
+  trap '' INT TERM HUP
+  exec sed -u "s/^/[demo] /"
+) 2>&1 &
+echo "$! demo" >>"$PIDS"
+
 # The CLI reads the same PUSH_* settings as the apps: repeat the ones that differ from the defaults.
 cli_env=''
 for v in PUSH_PREFIX PUSH_NATS_URL PUSH_DATABASE_URL PUSH_REDIS_URL PUSH_EDGE_PORT; do
@@ -145,6 +155,7 @@ cat <<EOF
   edge         ws://127.0.0.1:$(app_port edge)/ws
   dispatcher   http://127.0.0.1:$(app_port dispatcher)/v1/edges?app=demo&user=alice
   coordinator  http://127.0.0.1:$(app_port coordinator)
+  demo page    http://127.0.0.1:$(app_port demo)   alice and bob chatting, plus a live feed (open it in a browser)
 
 Demo app 'demo' (credentials in $DATA/demo.json):
   API key      $api_key

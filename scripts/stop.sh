@@ -11,10 +11,12 @@ PIDS=.data/dev.pids
 
 say() { printf '[stop] %s\n' "$*"; }
 
-# True when PID still runs apps/NAME/dist/main.js (and not some later process given the same pid).
+# True when PID still runs apps/NAME/dist/main.js, or demo/server.ts for the demo page (and not
+# some later process given the same pid).
 is_app() {
-  local pid=$1 name=$2
-  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "apps/$name/dist/main.js"
+  local pid=$1 name=$2 script="apps/$2/dist/main.js"
+  if [[ $name == demo ]]; then script=demo/server.ts; fi
+  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$script"
 }
 
 if [[ -f $PIDS ]]; then

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
+import { PushClient } from '@push/client';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import {
@@ -186,9 +187,9 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'watch': {
       const app = await readApp(config, need(values.app, '--app'));
-      const t = await token(app, need(values.user, '--user'), values.device ?? 'cli', 24 * 3600);
+      const user = need(values.user, '--user');
       const url = values.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
-      return watch(url, t);
+      return watch(url, () => token(app, user, values.device ?? 'cli', 24 * 3600));
     }
     case 'jobs':
       return jobsCommand(config, sub, arg1, values);
@@ -353,34 +354,32 @@ function need(value: string | undefined, what: string): string {
   return value;
 }
 
-/** Connects as a client, prints every frame, acks every message. Ends on Ctrl-C. */
-function watch(url: string, token: string): Promise<number> {
+/**
+ * Connects as a client with the SDK (reconnects, refreshes its token, acks, drops repeats) and
+ * prints every message once, as one JSON line on stdout; connection changes go to stderr. Ends
+ * on Ctrl-C (exit 0) or when the edge ends it for good: kicked, app disabled, refused (exit 1).
+ */
+function watch(url: string, getToken: () => Promise<string>): Promise<number> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(`${url}?token=${encodeURIComponent(token)}`);
-    ws.on('open', () => process.stderr.write(`connected to ${url}; waiting for messages (Ctrl-C to stop)\n`));
-    ws.on('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => {
-        process.stderr.write(`refused: ${res.statusCode} ${body}\n`);
-        resolve(1);
-      });
+    const client = new PushClient({ edges: [url], token: getToken, WebSocket });
+    const say = (text: string): void => {
+      process.stderr.write(`${text}\n`);
+    };
+    client.on('connected', (c) => say(`connected to ${c.edge} as ${c.user}; waiting for messages (Ctrl-C to stop)`));
+    client.on('connecting', (why) => {
+      if (why.code !== 0) say(`connection lost (${why.code} ${why.reason}); reconnecting`);
     });
-    ws.on('message', (data: Buffer) => {
-      const text = data.toString('utf8');
-      process.stdout.write(`${text}\n`);
-      const f = JSON.parse(text) as { t: string; seq?: number };
-      if (f.t === 'msg' && f.seq !== undefined) ws.send(JSON.stringify({ t: 'ack', seqs: [f.seq] }));
+    client.on('error', (e) => say(`error ${e.error.code}: ${e.error.message}`));
+    client.on('message', (m) => {
+      const { seq, ts, from, data, b64 } = m;
+      process.stdout.write(`${JSON.stringify({ t: 'msg', seq, ts, from, data, b64 })}\n`);
     });
-    ws.on('close', (code, reason) => {
-      process.stderr.write(`closed: ${code} ${reason.toString()}\n`);
-      resolve(0);
+    client.on('disconnected', (why) => {
+      say(`closed: ${why.code} ${why.reason}`);
+      resolve(why.code === 1000 ? 0 : 1);
     });
-    ws.on('error', (err) => {
-      process.stderr.write(`error: ${err.message}\n`);
-      resolve(1);
-    });
-    process.once('SIGINT', () => ws.close());
+    process.once('SIGINT', () => client.disconnect());
+    client.connect();
   });
 }
 

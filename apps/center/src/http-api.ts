@@ -1,4 +1,11 @@
-import { HttpExchange, toPushError, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
+import {
+  CorsPolicy,
+  HttpExchange,
+  toPushError,
+  type HttpRequest,
+  type HttpResponse,
+  type TemplatedApp,
+} from '@push/http';
 import { PushError, RateLimitedError, idProblem, type IdKind } from '@push/protocol';
 import type { Logger } from 'pino';
 import { checkAdminKey } from './admin-key.js';
@@ -19,6 +26,8 @@ export interface HttpApiDeps {
   log: Logger;
   maxBodyBytes: number;
   adminKey: string | undefined;
+  /** Browser origins answered with CORS headers (PUSH_CORS_ORIGINS). */
+  corsOrigins: readonly string[];
 }
 
 /** What a route answers: a status, a JSON body (none for 204) and extra headers. */
@@ -274,10 +283,13 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     },
   ];
 
+  const cors = new CorsPolicy(deps.corsOrigins);
+  cors.mountPreflight(app, ['GET', 'POST', 'PATCH', 'DELETE']);
+
   for (const r of routes) {
     const params = r.pattern.split('/').filter((p) => p.startsWith(':')).length;
     app[r.method](r.pattern, (res: HttpResponse, req: HttpRequest) => {
-      const ex = new HttpExchange(res, req, ['authorization']);
+      const ex = new HttpExchange(res, req, ['authorization'], cors);
       const ps: string[] = [];
       for (let i = 0; i < params; i++) ps.push(req.getParameter(i) ?? '');
       // uWS streams the body right away: start reading before any await.
@@ -305,7 +317,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
 
   // Anything else: 405 when some route has this path (with another method), else 404.
   app.any('/*', (res, req) => {
-    const ex = new HttpExchange(res, req);
+    const ex = new HttpExchange(res, req, [], cors);
     const known = routes.some((r) => matchesPattern(r.pattern, ex.url));
     ex.error(new PushError(known ? 'method_not_allowed' : 'not_found'));
   });

@@ -1,5 +1,5 @@
 import type { Config } from '@push/config';
-import { HttpExchange, createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
+import { CorsPolicy, HttpExchange, createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import { PushError, idProblem } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -37,8 +37,11 @@ export function createDispatcher(config: Config, opts: { logger?: Logger } = {})
       mountHealth(app, registry, () =>
         stopping ? 'stopping' : config.dispatcher.edges.length > 0 ? true : 'no edges configured',
       );
+      // Pages ask for their edges from their own origin: CORS (PUSH_CORS_ORIGINS).
+      const cors = new CorsPolicy(config.corsOrigins);
+      cors.mountPreflight(app, ['GET']);
       app.get('/v1/edges', (res, req) => {
-        const ex = new HttpExchange(res, req);
+        const ex = new HttpExchange(res, req, [], cors);
         const appId = req.getQuery('app') ?? '';
         const user = req.getQuery('user') ?? '';
         const problem = idProblem('app', appId) ?? idProblem('user', user);
@@ -49,7 +52,7 @@ export function createDispatcher(config: Config, opts: { logger?: Logger } = {})
         ex.json(200, { edges: rankEdges(config.dispatcher.edges, appId, user) });
       });
       app.any('/*', (res, req) => {
-        new HttpExchange(res, req).error(new PushError('not_found'));
+        new HttpExchange(res, req, [], cors).error(new PushError('not_found'));
       });
       listening = await listen(app, config.dispatcher.host, config.dispatcher.port);
       log.info({ port: listening.port, edges: config.dispatcher.edges.length }, 'dispatcher listening');

@@ -1,6 +1,6 @@
 import { peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
-import { statusLine, toPushError, type HttpResponse, type TemplatedApp } from '@push/http';
-import { PushError } from '@push/protocol';
+import { statusLine, toPushError, type HttpResponse, type TemplatedApp, type us_socket_context_t } from '@push/http';
+import { PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
 import type { EdgeContext } from './edge-context.js';
@@ -14,6 +14,25 @@ export interface EdgeSocketOptions {
   accepting: () => boolean;
   /** Tokens whose `exp` lies further ahead than this many seconds are refused (`token_exp_too_far`). */
   tokenMaxLifetimeSeconds: number;
+}
+
+/**
+ * A socket accepted only to be closed at once with a refusal close code (`refusal=close`): it
+ * has no ClientConnection and never counts as a connection.
+ */
+interface RefusedSocket {
+  conn?: undefined;
+  refused: { code: number; reason: string };
+}
+type UpgradeData = SocketData | RefusedSocket;
+
+/**
+ * Whether a browser page from `origin` may connect to an app: any page when the app's
+ * `allowedOrigins` is empty; else an exact match of the Origin header (`https://host[:port]`).
+ * Clients that send no Origin (servers, the CLI, mobile apps) are not pages and always may.
+ */
+export function originAllowed(allowed: readonly string[], origin: string): boolean {
+  return origin === '' || allowed.length === 0 || allowed.includes(origin);
 }
 
 /** Records a connection in presence; a failed write is counted and logged, never fatal. */
@@ -36,9 +55,32 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
   const edgeConfig = ctx.config;
   let counter = 0;
 
-  function refuse(res: HttpResponse, err: unknown, retryAfter?: number): void {
+  /** How the client asked to hear of a refusal (copied from the request before any refusal). */
+  interface Asked {
+    asClose: boolean;
+    key: string;
+    protocol: string;
+    extensions: string;
+    context: us_socket_context_t;
+  }
+
+  /**
+   * Refuses an upgrade: an HTTP status and a JSON body, or (`refusal=close`) an accepted socket
+   * closed at once with `4000 + status` and the error code as the reason, which a browser can read.
+   */
+  function refuse(res: HttpResponse, asked: Asked, err: unknown, retryAfter?: number): void {
     const e = toPushError(err);
     metrics.upgradesRefused.inc({ code: e.code });
+    if (asked.asClose) {
+      res.upgrade<UpgradeData>(
+        { refused: { code: refusalCloseCode(e.status), reason: e.code } },
+        asked.key,
+        asked.protocol,
+        asked.extensions,
+        asked.context,
+      );
+      return;
+    }
     res.cork(() => {
       res.writeStatus(statusLine(e.status)).writeHeader('content-type', 'application/json');
       if (retryAfter !== undefined) res.writeHeader('retry-after', String(retryAfter));
@@ -46,13 +88,16 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     });
   }
 
-  function authenticate(token: string, appParam: string): ClientIdentity {
+  function authenticate(token: string, appParam: string, origin: string): ClientIdentity {
     if (token === '') throw new PushError('token_missing');
     const appId = peekTokenApp(token);
     if (appParam !== '' && appParam !== appId) throw new PushError('wrong_app', 'the token is for another app');
     const record = ctx.apps.get(appId);
     if (record === undefined) throw new PushError('app_not_found');
     if (record.disabled) throw new PushError('app_disabled');
+    if (!originAllowed(record.settings.allowedOrigins, origin)) {
+      throw new PushError('origin_not_allowed', `pages from ${origin.slice(0, 200)} may not connect to this app`);
+    }
     return verifyClientToken(token, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
@@ -63,7 +108,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     return Math.min(p.maxSeconds, Math.max(p.minSeconds, Math.round(n)));
   }
 
-  app.ws<SocketData>('/ws', {
+  app.ws<UpgradeData>('/ws', {
     compression: 0,
     maxPayloadLength: edgeConfig.maxFrameBytes,
     idleTimeout: edgeConfig.idleTimeoutSeconds,
@@ -78,31 +123,44 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const token = req.getQuery('token') || (auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
       const appParam = req.getQuery('app') ?? '';
       const ping = clampPing(req.getQuery('ping') ?? '');
+      const origin = req.getHeader('origin');
+      const asked: Asked = {
+        asClose: req.getQuery('refusal') === REFUSAL_AS_CLOSE,
+        key,
+        protocol,
+        extensions,
+        context,
+      };
       if (!opts.accepting()) {
-        refuse(res, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
+        refuse(res, asked, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
         return;
       }
       if (connections.size >= maxConnections) {
-        refuse(res, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
+        refuse(res, asked, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
         return;
       }
       let id: ClientIdentity;
       try {
-        id = authenticate(token, appParam);
+        id = authenticate(token, appParam, origin);
       } catch (err) {
         const e = toPushError(err);
         if (e.code === 'internal') log.error({ err }, 'upgrade failed');
         else log.debug({ code: e.code }, 'upgrade refused');
-        refuse(res, e);
+        refuse(res, asked, e);
         return;
       }
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
-      res.upgrade<SocketData>({ conn, ping }, key, protocol, extensions, context);
+      res.upgrade<UpgradeData>({ conn, ping }, key, protocol, extensions, context);
     },
     open: (ws) => {
-      const { conn, ping } = ws.getUserData();
+      const data = ws.getUserData();
+      if (data.conn === undefined) {
+        ws.end(data.refused.code, data.refused.reason);
+        return;
+      }
+      const { conn, ping } = data;
       connections.add(conn);
       metrics.connections.set(connections.size);
       const record = ctx.apps.get(conn.app);
@@ -112,6 +170,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     },
     message: (ws, message, isBinary) => {
       const { conn } = ws.getUserData();
+      if (conn === undefined) return; // a refusal being closed
       if (isBinary) {
         conn.rejectFrame(new PushError('bad_frame', 'binary frames are not accepted; send JSON text'));
         return;
@@ -119,10 +178,11 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       conn.onFrame(Buffer.from(message).toString('utf8'));
     },
     drain: (ws) => {
-      ws.getUserData().conn.drained();
+      ws.getUserData().conn?.drained();
     },
     close: (ws, code) => {
       const { conn } = ws.getUserData();
+      if (conn === undefined) return; // a refusal: never counted, never in presence
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
       conn.closed();
       connections.delete(conn);

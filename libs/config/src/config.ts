@@ -68,6 +68,8 @@ const schema = z.object({
   PUSH_DISPATCHER_HOST: str('0.0.0.0'),
   PUSH_DISPATCHER_PORT: int(8082, 0, 65535),
   PUSH_DISPATCHER_EDGES: z.string().default('ws://127.0.0.1:8081/ws'),
+
+  PUSH_CORS_ORIGINS: z.string().default('*'),
 });
 
 export type RawConfig = z.infer<typeof schema>;
@@ -127,6 +129,11 @@ export interface Config {
   };
   coordinator: { host: string; port: number };
   dispatcher: { host: string; port: number; edges: string[] };
+  /**
+   * Browser origins the dispatcher's and the center's HTTP APIs answer with CORS headers: `['*']`
+   * for any page, a list of exact origins, or empty for none.
+   */
+  corsOrigins: string[];
 }
 
 /** Thrown when the environment does not describe a valid configuration; lists every problem. */
@@ -230,6 +237,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         .map((s) => s.trim())
         .filter((s) => s.length > 0),
     },
+    // `none` (an empty variable means the default) turns CORS off.
+    corsOrigins: r.PUSH_CORS_ORIGINS.split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0 && s !== 'none'),
   };
   return deepFreeze(config);
 }

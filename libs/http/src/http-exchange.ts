@@ -1,4 +1,5 @@
 import { PushError, isPushError } from '@push/protocol';
+import type { CorsPolicy } from './cors.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
 const STATUS_TEXT: Record<number, string> = {
@@ -43,8 +44,11 @@ export class HttpExchange {
    * body is not read (and a client cannot make the server swallow gigabytes after its 413).
    */
   private closeAfter = false;
+  /** CORS headers every answer carries (empty without a policy or an Origin). */
+  private readonly corsHeaders: Record<string, string>;
 
-  constructor(res: HttpResponse, req: HttpRequest, wantHeaders: readonly string[] = []) {
+  /** With `cors`, every answer carries the CORS headers the policy gives the request's Origin. */
+  constructor(res: HttpResponse, req: HttpRequest, wantHeaders: readonly string[] = [], cors?: CorsPolicy) {
     this.res = res;
     this.method = req.getMethod();
     this.url = req.getUrl();
@@ -52,6 +56,7 @@ export class HttpExchange {
     this.headers = new Map();
     for (const h of wantHeaders) this.headers.set(h, req.getHeader(h));
     this.contentLength = req.getHeader('content-length');
+    this.corsHeaders = cors === undefined ? {} : cors.headers(req.getHeader('origin'));
     res.onAborted(() => {
       this.aborted = true;
     });
@@ -124,6 +129,7 @@ export class HttpExchange {
     this.done = true;
     this.res.cork(() => {
       this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType);
+      for (const [k, v] of Object.entries(this.corsHeaders)) this.res.writeHeader(k, v);
       if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
       this.res.end(body, this.closeAfter);
     });

@@ -1,7 +1,14 @@
 import { createRequire } from 'node:module';
 import type * as UwsTypes from 'uWebSockets.js';
 
-export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket } from 'uWebSockets.js';
+export type {
+  HttpRequest,
+  HttpResponse,
+  TemplatedApp,
+  WebSocket,
+  us_listen_socket,
+  us_socket_context_t,
+} from 'uWebSockets.js';
 export type Uws = typeof UwsTypes;
 
 let cached: Uws | undefined;

@@ -22,6 +22,12 @@ export interface AppSettings {
    * the app's total across centers); 0 = as fast as the store takes them.
    */
   fanoutRate: number;
+  /**
+   * Origins (`https://host[:port]`, exact match) of the browser pages that may connect; empty =
+   * any. The edge refuses an upgrade whose Origin header is not listed (`origin_not_allowed`);
+   * clients that send no Origin (servers, apps) are not pages and are not checked.
+   */
+  allowedOrigins: string[];
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -33,6 +39,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   sendRatePerConnection: 10,
   sendRatePerUser: 20,
   fanoutRate: 5000,
+  allowedOrigins: Object.freeze([]) as unknown as string[],
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

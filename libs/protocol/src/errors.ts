@@ -29,6 +29,7 @@ export const ERRORS = {
   wrong_app: { status: 403, message: 'the credential belongs to another app' },
   app_disabled: { status: 403, message: 'the app is disabled' },
   client_messaging_disabled: { status: 403, message: 'this app does not let clients message other users' },
+  origin_not_allowed: { status: 403, message: "the page's origin is not in the app's allowedOrigins" },
   // --- Not found / conflict ---------------------------------------------------------------
   app_not_found: { status: 404, message: 'no such app' },
   api_key_not_found: { status: 404, message: 'no such API key (or it was already revoked)' },

@@ -211,6 +211,14 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       sendRatePerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
       sendRatePerUser: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
       fanoutRate: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+      allowedOrigins: Type.Optional(
+        note(
+          Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[a-z][a-z0-9+.-]*://[^/\\s]+$' }), {
+            maxItems: 100,
+          }),
+          { problem: 'allowedOrigins must list at most 100 origins such as https://example.com (no path)' },
+        ),
+      ),
     },
     { additionalProperties: false },
   );

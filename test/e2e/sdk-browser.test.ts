@@ -1,0 +1,229 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { createDispatcher, rankEdges, type Dispatcher } from '@push/dispatcher';
+import { startDemoServer, type DemoServer } from '../../demo/server.js';
+import { EdgeProcess } from '../helpers/edge-process.js';
+import { NATS_URL } from '../helpers/nats-server.js';
+import { Stack, type TestApp } from '../helpers/stack.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** Debian's chromium package (`.ci/run` installs it when missing). */
+const CHROMIUM = process.env['PUSH_TEST_CHROMIUM'] ?? '/usr/bin/chromium';
+/**
+ * Where the demo test saves its screenshot: .data/ unless asked for the README's copy
+ * (`PUSH_TEST_SCREENSHOT=docs/img/demo.png`), so that a test run leaves the tree clean.
+ */
+const SCREENSHOT = path.resolve(ROOT, process.env['PUSH_TEST_SCREENSHOT'] ?? '.data/demo.png');
+/** The bundle budget of issue 11: minified and gzipped. */
+const MAX_GZIPPED_BYTES = 8 * 1024;
+
+/**
+ * The SDK's browser bundle in real headless Chromium, against the real stack: the page is served
+ * by the demo server (its own origin), asks the dispatcher (another origin: CORS) for edges and
+ * connects to them (a third). Page code is given as strings: test/ is type-checked without the DOM.
+ */
+describe('SDK (push-client.min.js) in headless Chromium', function () {
+  this.timeout(90_000);
+  let stack: Stack;
+  let app: TestApp;
+  let browser: Browser;
+  let demo: DemoServer;
+  let dispatcher: Dispatcher;
+  const edgeB = new EdgeProcess();
+  let page: Page;
+
+  before(async function () {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
+    const out = execFileSync(process.execPath, [path.join(ROOT, 'libs/client/bundle.mjs')], { encoding: 'utf8' });
+    console.log(`      ${out.trim()}`);
+    const gz = Number(/(\d+) bytes gzipped/.exec(out)?.[1]);
+    expect(gz, 'bundle size, gzipped').to.be.at.most(MAX_GZIPPED_BYTES);
+
+    stack = await Stack.start();
+    app = await stack.createApp({ clientMessaging: true });
+    await edgeB.start({ PUSH_PREFIX: stack.prefix, PUSH_NATS_URL: NATS_URL, PUSH_REDIS_URL: 'redis://127.0.0.1:6379' });
+    dispatcher = createDispatcher(
+      stack.config({
+        PUSH_DISPATCHER_HOST: '127.0.0.1',
+        PUSH_DISPATCHER_PORT: '0',
+        PUSH_DISPATCHER_EDGES: [edgeB.wsUrl, stack.wsUrl()].join(','),
+      }),
+    );
+    await dispatcher.start();
+    const secret = app.record.secrets[0];
+    if (secret === undefined) throw new Error('no secret');
+    demo = await startDemoServer({
+      app: app.id,
+      secret,
+      apiKey: app.apiKey,
+      centerUrl: stack.httpUrl,
+      dispatcherUrl: `http://127.0.0.1:${dispatcher.port}`,
+      port: 0,
+      feedIntervalMs: 400,
+    });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
+  });
+
+  beforeEach(async function () {
+    page = await browser.newPage();
+    page.on('pageerror', (err) => console.error('      page error:', err.message));
+  });
+  afterEach(async function () {
+    await page?.evaluate('for (const r of Object.values(window.t ?? {})) r.client.disconnect()').catch(() => undefined);
+    await page?.close();
+  });
+  after(async function () {
+    await browser?.close();
+    await demo?.close();
+    await dispatcher?.stop();
+    await edgeB.kill();
+    await stack?.close();
+  });
+
+  /**
+   * Opens a bare page on the demo server's origin with the bundle loaded, and `mk(name, user,
+   * options)` to start a PushClient there that records what it sees in `window.t[name]`.
+   */
+  async function harness(): Promise<void> {
+    await page.exposeFunction('pushToken', (user: string, ttl: number) => app.token(user, 'browser', ttl));
+    await page.goto(`${demo.url}/harness`); // a 404 text page: only its origin matters
+    await page.addScriptTag({ url: '/push-client.min.js' });
+    await page.evaluate(`
+      window.t = {};
+      window.mk = (name, user, opts = {}) => {
+        const rec = { messages: [], connects: [], closes: [], errors: [], disconnected: null };
+        const client = new PushClient({
+          dispatcher: ${JSON.stringify(`http://127.0.0.1:${dispatcher.port}`)},
+          token: () => window.pushToken(user, opts.ttl ?? 3600),
+          backoff: { baseMs: 50, capMs: 300 },
+          ...opts,
+        });
+        client.on('message', (m) => rec.messages.push({ seq: m.seq, data: m.data, from: m.from }));
+        client.on('connected', (c) => rec.connects.push(c.edge));
+        client.on('connecting', (w) => rec.closes.push(w));
+        client.on('disconnected', (w) => (rec.disconnected = w));
+        client.on('error', (e) => rec.errors.push(e.error.code));
+        rec.client = client;
+        window.t[name] = rec;
+        client.connect();
+      };
+    `);
+  }
+
+  const get = <T>(expr: string): Promise<T> => page.evaluate<T>(expr);
+  const waitUntil = async (expr: string, timeout = 15_000): Promise<void> => {
+    await page.waitForFunction(expr, undefined, { timeout, polling: 50 });
+  };
+  /** A user whose dispatcher list starts with `first`. */
+  const userOn = (first: string, tag: string): string => {
+    const edges = [edgeB.wsUrl, stack.wsUrl()];
+    for (let i = 0; ; i++) if (rankEdges(edges, app.id, `${tag}${i}`)[0] === first) return `${tag}${i}`;
+  };
+
+  it('receives and acks, and gets the backlog after a reconnect', async function () {
+    await harness();
+    const user = userOn(stack.wsUrl(), 'recv');
+    await page.evaluate(`mk('a', ${JSON.stringify(user)})`);
+    await waitUntil(`t.a.client.state === 'connected'`);
+    for (let i = 0; i < 3; i++) await app.pushOk(user, { n: i });
+    await waitUntil('t.a.messages.length === 3');
+    expect(await get('t.a.messages.map((m) => m.data.n)')).to.deep.equal([0, 1, 2]);
+    await app.waitPending(user, 0);
+    await page.evaluate('t.a.client.disconnect()');
+    await app.pushOk(user, { n: 3 });
+    await page.evaluate('t.a.client.connect()');
+    await waitUntil('t.a.messages.length === 4');
+    await app.waitPending(user, 0);
+  });
+
+  it('reconnects after the edge is killed (SIGKILL), fails over to the second edge of the list, loses nothing', async function () {
+    await harness();
+    const user = userOn(edgeB.wsUrl, 'kill');
+    await page.evaluate(`mk('k', ${JSON.stringify(user)})`);
+    await waitUntil(`t.k.client.state === 'connected'`);
+    expect(await get('t.k.connects')).to.deep.equal([edgeB.wsUrl]);
+    const seqs: number[] = [];
+    for (let i = 0; i < 3; i++) seqs.push(await app.pushOk(user, i));
+    await waitUntil('t.k.messages.length === 3');
+    await edgeB.kill();
+    for (let i = 3; i < 6; i++) seqs.push(await app.pushOk(user, i));
+    await waitUntil('t.k.messages.length === 6', 30_000);
+    expect(await get('t.k.connects.at(-1)')).to.equal(stack.wsUrl());
+    expect(await get('t.k.messages.map((m) => m.seq)')).to.deep.equal(seqs);
+    await app.waitPending(user, 0);
+  });
+
+  it('refreshes the token on expiry (4005) and keeps receiving', async function () {
+    await harness();
+    const user = userOn(stack.wsUrl(), 'exp');
+    await page.evaluate(`mk('e', ${JSON.stringify(user)}, { ttl: 2, tokenRefreshMarginSeconds: 0 })`);
+    await waitUntil(`t.e.closes.some((c) => c.code === 4005)`, 20_000);
+    await waitUntil(`t.e.client.state === 'connected' && t.e.connects.length >= 2`);
+    await app.pushOk(user, 'fresh');
+    await waitUntil(`t.e.messages.some((m) => m.data === 'fresh')`);
+  });
+
+  it('stops reconnecting when kicked', async function () {
+    await harness();
+    const user = userOn(stack.wsUrl(), 'kick');
+    await page.evaluate(`mk('k', ${JSON.stringify(user)})`);
+    await waitUntil(`t.k.client.state === 'connected'`);
+    await stack.http('POST', `/v1/apps/${app.id}/users/${user}/kick`, app.apiKey, {});
+    await waitUntil(`t.k.client.state === 'disconnected'`);
+    expect(await get('t.k.disconnected.code')).to.equal(4004);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await get('[t.k.client.state, t.k.connects.length]')).to.deep.equal(['disconnected', 1]);
+  });
+
+  it('send resolves with the stored seq; the other user receives it', async function () {
+    await harness();
+    const a = userOn(stack.wsUrl(), 'snd');
+    const b = `${a}-peer`;
+    await page.evaluate(`mk('a', ${JSON.stringify(a)}); mk('b', ${JSON.stringify(b)})`);
+    const r = await get<{ seq: number; dup: boolean }>(`t.a.client.send(${JSON.stringify(b)}, { text: 'hello' })`);
+    expect(r.dup).to.equal(false);
+    await waitUntil('t.b.messages.length === 1');
+    expect(await get('t.b.messages[0]')).to.deep.equal({ seq: r.seq, data: { text: 'hello' }, from: a });
+  });
+
+  it('CORS: a page on another origin calls the center (preflighted) and the dispatcher', async function () {
+    await harness();
+    const status = await get<number>(
+      `fetch(${JSON.stringify(`${stack.httpUrl}/v1/apps/${app.id}/users/x`)}, { headers: { authorization: 'Bearer ${app.apiKey}' } }).then((r) => r.status)`,
+    );
+    expect(status).to.equal(200);
+    const edges = await get<string[]>(
+      `fetch('http://127.0.0.1:${dispatcher.port}/v1/edges?app=${app.id}&user=x').then((r) => r.json()).then((b) => b.edges)`,
+    );
+    expect(edges).to.have.length(2);
+  });
+
+  it('the demo page: two users chat and a live feed flows; screenshot taken', async function () {
+    await page.setViewportSize({ width: 1100, height: 520 });
+    await page.goto(demo.url);
+    await page.waitForSelector(`#alice b[data-state=connected]`);
+    await page.waitForSelector(`#bob b[data-state=connected]`);
+    await page.fill('#alice input', 'hi bob, the edge says hello');
+    await page.click('#alice button');
+    await page.waitForSelector(`#bob ul.chat li:has-text("hi bob, the edge says hello")`);
+    await page.fill('#bob input', 'hi alice! got it');
+    await page.click('#bob button');
+    await page.waitForSelector(`#alice ul.chat li:has-text("hi alice! got it")`);
+    await page.waitForSelector('#alice li.mine small'); // "stored #<seq>": the send promise resolved
+    // Feed items reached both users (each line names who got it).
+    await page.waitForFunction(
+      `[...document.querySelectorAll('#feed li small')].filter((s) => s.textContent.includes(',')).length >= 6`,
+      undefined,
+      { timeout: 15_000 },
+    );
+    mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT });
+  });
+});
