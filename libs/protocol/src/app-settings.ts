@@ -17,6 +17,25 @@ export interface AppSettings {
   sendRatePerConnection: number;
   /** Most client `send`s per second by one user, across their connections on one edge; 0 = no limit. */
   sendRatePerUser: number;
+  /**
+   * Whether clients may send `up` frames (stored in the app's upstream stream for the business).
+   * Off by default: nothing reads the stream until the business sets up a webhook or a consumer.
+   */
+  upstream: boolean;
+  /** Most `up` frames per second on one connection (bursts up to one second's worth); 0 = no limit. */
+  upRatePerConnection: number;
+  /** Largest `up` payload, bytes (the JSON text of `data`, or the decoded `b64`). */
+  maxUpBytes: number;
+  /** How long the upstream stream keeps a message, seconds (its `max_age`). */
+  upstreamRetentionSeconds: number;
+  /** How long the event stream keeps an event, seconds (its `max_age`). */
+  eventRetentionSeconds: number;
+  /** Whether the edge emits `delivered` and `acked` events (one per message, so off by default). */
+  deliveryEvents: boolean;
+  /** How long the edge waits for the answer to a client `rpc`, ms. */
+  rpcTimeoutMs: number;
+  /** Most `rpc` frames per second on one connection; 0 = no limit. */
+  rpcRatePerConnection: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -27,6 +46,14 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   pushRateLimit: 0,
   sendRatePerConnection: 10,
   sendRatePerUser: 20,
+  upstream: false,
+  upRatePerConnection: 50,
+  maxUpBytes: 64 * 1024,
+  upstreamRetentionSeconds: 7 * 24 * 3600,
+  eventRetentionSeconds: 7 * 24 * 3600,
+  deliveryEvents: false,
+  rpcTimeoutMs: 5000,
+  rpcRatePerConnection: 20,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */
