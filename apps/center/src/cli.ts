@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
-import { connectNats, deleteAppStreams, ensureInboxStream, provisionStreams } from '@push/nats';
+import { connectNats, deleteAppStreams, ensureAppStreams, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { AppAdmin, adminView } from './app-admin.js';
@@ -89,7 +89,7 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
             maxPerUser: config.inbox.maxPerUser,
           },
           {
-            ensure: (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+            ensure: (record) => ensureAppStreams(nc, subjects, record, config.inbox),
             remove: (appId) => deleteAppStreams(nc, subjects, appId),
           },
         );

@@ -5,3 +5,6 @@ export * from './streams.js';
 export * from './inbox-store.js';
 export type { NatsConnection, Msg, Subscription } from '@nats-io/nats-core';
 export * from './live-subscriber.js';
+export * from './upstream-store.js';
+export * from './event-publisher.js';
+export * from './rpc-client.js';
