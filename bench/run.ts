@@ -15,6 +15,7 @@ import type { RunOptions } from './lib/scenario.js';
 import { runPublish } from './publish.js';
 import { runStorm } from './storm.js';
 import { runUnicast } from './unicast.js';
+import { runUpstream } from './upstream.js';
 
 const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   idle: runIdle,
@@ -23,6 +24,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   backlog: runBacklog,
   fanout: runFanout,
   publish: runPublish,
+  upstream: runUpstream,
 };
 
 async function main(): Promise<number> {
