@@ -48,6 +48,8 @@ function harness(window = 100) {
     log: { warn: () => undefined, error: () => undefined, debug: () => undefined },
     acks: new AckBatcher(store, metrics),
     highWaterBytes: 1 << 20,
+    // No app record: delivery events (an app setting) stay off.
+    apps: { get: () => undefined },
   } as unknown as EdgeContext;
   const conn = new ClientConnection(ctx, 1, 'app', 'u', 'd', 0);
   const ws = {
