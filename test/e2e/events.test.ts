@@ -1,3 +1,4 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import { expect } from 'chai';
 import { createLogger } from '@push/logger';
 import { connectNats, type NatsConnection } from '@push/nats';
@@ -144,5 +145,26 @@ describe('events: online/offline, connections, kicks, deliveries (issue 10)', fu
     const after = await events(app);
     expect(ofType(after, 'user_offline', 'dora')).to.have.length(1);
     expect(ofType(after, 'user_offline', 'eli')).to.have.length(0);
+  });
+
+  it('keeps delivering when events cannot be stored, counting them as failed', async function () {
+    const app = await stack.createApp();
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(subjects.eventsStream(app.id));
+    const edge = stack.edges[0];
+    if (edge === undefined) throw new Error('no edge');
+    const failed = async () =>
+      (await edge.registry.getSingleMetric('push_edge_events_total')?.get())?.values.find(
+        (v) => v.labels['outcome'] === 'failed',
+      )?.value ?? 0;
+    const before = await failed();
+    const c = await connect(app, 'fia', 'phone', edge);
+    const seq = await app.pushOk('fia', { hello: 1 });
+    const [m] = await c.waitForMessages(1);
+    expect(m?.seq).to.equal(seq);
+    // conn_open and user_online were each tried 3 times (about a second of backoff), then counted.
+    const deadline = Date.now() + 5000;
+    while ((await failed()) < before + 2 && Date.now() < deadline) await sleep(50);
+    expect(await failed()).to.be.at.least(before + 2);
   });
 });
