@@ -16,6 +16,7 @@ import type { RunOptions } from './lib/scenario.js';
 import { runPublish } from './publish.js';
 import { runStorm } from './storm.js';
 import { runUnicast } from './unicast.js';
+import { runUpstream } from './upstream.js';
 
 const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   idle: runIdle,
@@ -25,6 +26,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   fanout: runFanout,
   publish: runPublish,
   jobs: runJobs,
+  upstream: runUpstream,
 };
 
 async function main(): Promise<number> {

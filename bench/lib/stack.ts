@@ -40,7 +40,7 @@ export function benchPrefix(): string {
 }
 
 /**
- * Deletes what a prefix made on the shared services: the apps' inbox streams, the apps KV bucket, the
+ * Deletes what a prefix made on the shared services: the apps' streams, the apps KV bucket, the
  * Redis keys and (when given) the database.
  */
 export async function removePrefix(prefix: string, databaseUrl?: string): Promise<void> {
@@ -48,8 +48,7 @@ export async function removePrefix(prefix: string, databaseUrl?: string): Promis
   try {
     const jsm = await jetstreamManager(nc);
     const mine: string[] = [`KV_${prefix}_apps`];
-    for await (const name of jsm.streams.names())
-      if (name.startsWith(`${prefix.toUpperCase()}_INBOX-`)) mine.push(name);
+    for await (const name of jsm.streams.names()) if (name.startsWith(`${prefix.toUpperCase()}_`)) mine.push(name);
     for (const name of mine)
       await jsm.streams.delete(name).catch((err: unknown) => {
         // Not every run makes every stream (the publish bench has no apps bucket).

@@ -159,7 +159,7 @@ export class Stack {
       const jsm = await jetstreamManager(nc);
       const mine: string[] = [`KV_${this.prefix}_apps`];
       for await (const name of jsm.streams.names())
-        if (name.startsWith(`${this.prefix.toUpperCase()}_INBOX-`)) mine.push(name);
+        if (name.startsWith(`${this.prefix.toUpperCase()}_`)) mine.push(name);
       for (const name of mine) await jsm.streams.delete(name).catch(reportCleanupFailure(`delete stream ${name}`));
     } finally {
       await nc.close();

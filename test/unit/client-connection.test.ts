@@ -146,6 +146,10 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     store,
     // The connection's side of the backlog contract; BacklogReader has tests of its own.
     backlog: { read: (a, user, fromSeq, bounds) => store.readBatch(a, user, fromSeq, bounds) },
+    // Upstream and rpc have e2e tests of their own (upstream.test.ts, rpc.test.ts).
+    upstream: { publish: () => Promise.reject(new Error('no upstream store in this test')) },
+    rpc: { call: () => Promise.reject(new Error('no rpc in this test')) },
+    events: { emit: (type) => `evt_${type}` },
     channels: { join: () => Promise.resolve(), leave: () => undefined },
     apps: { get: (id) => (id === app.id ? app : undefined) },
     metrics: createEdgeMetrics(new Registry()),

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { generateApiKey, generateSecret, hashApiKey, type AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
 import { AppsRepository, type Knex } from '@push/db';
-import { deleteAppStreams, ensureInboxStream, type NatsConnection } from '@push/nats';
+import { deleteAppStreams, ensureAppStreams, type NatsConnection } from '@push/nats';
 import {
   DEFAULT_APP_SETTINGS,
   PushError,
@@ -42,7 +42,7 @@ export function createAppAdmin(
     apps,
     { maxTtlSeconds: inbox.maxAgeSeconds, maxPerUser: inbox.maxPerUser },
     {
-      ensure: (record) => ensureInboxStream(nc, subjects, record, inbox),
+      ensure: (record) => ensureAppStreams(nc, subjects, record, inbox),
       remove: (appId) => deleteAppStreams(nc, subjects, appId),
     },
   );

@@ -5,6 +5,7 @@ import { JobsRepository, createDatabase, ensureDatabase, migrate, type Knex } fr
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
+  EventPublisher,
   InboxStore,
   connectNats,
   natsReadiness,
@@ -12,7 +13,7 @@ import {
   type NatsConnection,
   type Subscription,
 } from '@push/nats';
-import { PresenceRegistry } from '@push/presence';
+import { PresenceRegistry, emitSweptEvents } from '@push/presence';
 import { Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { createAppAdmin, type AppAdmin } from './app-admin.js';
@@ -56,6 +57,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let db: Knex | undefined;
   let redis: Redis | undefined;
   let presence: PresenceRegistry | undefined;
+  let events: EventPublisher | undefined;
   let listening: Listening | undefined;
   let natsSubs: Subscription[] = [];
   let admin: AppAdmin | undefined;
@@ -90,9 +92,18 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
+      // The offline events of users whose last edge died are the sweeper's to emit.
+      const eventPublisher = new EventPublisher(conn, subjects, {
+        onOutcome: (type, outcome, err) => {
+          metrics.events.inc({ outcome });
+          if (outcome !== 'stored') log.warn({ err, type, outcome }, 'event not stored');
+        },
+      });
+      events = eventPublisher;
       presence = new PresenceRegistry(redis, subjects, 'center', {
         leaseSeconds: config.presenceLeaseSeconds,
         onError: (err) => log.warn({ err }, 'presence sweep failed'),
+        onSwept: (entries) => emitSweptEvents(eventPublisher, entries),
       });
       // Edges sweep each other; the center sweeps too, for when the last edge died.
       presence.startSweeping();
@@ -166,10 +177,13 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         }
         apps?.close();
         store?.close();
+        // Stop sweeping (and so emitting) before the events are flushed and NATS drains.
+        await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));
+        if (events !== undefined && !(await events.idle(5000))) log.warn('events still in flight at the stop deadline');
+        events?.close();
         if (nc !== undefined && !nc.isClosed()) {
           await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed on stop'));
         }
-        await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));
         redis?.disconnect();
         await db?.destroy();
         log.info('center stopped');

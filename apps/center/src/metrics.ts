@@ -16,6 +16,12 @@ export function createCenterMetrics(registry: Registry) {
       labelNames: ['op', 'transport', 'status'],
       registers: r,
     }),
+    events: new Counter({
+      name: 'push_center_events_total',
+      help: 'Events the center emitted (offline events of users whose edge died, found by its presence sweep), by outcome',
+      labelNames: ['outcome'],
+      registers: r,
+    }),
     errors: new Counter({
       name: 'push_center_errors_total',
       help: 'Errors by code',

@@ -5,8 +5,18 @@ import { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
 import { createLogger, type Logger } from '@push/logger';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
-import { BacklogReader, InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
-import { PresenceRegistry } from '@push/presence';
+import {
+  BacklogReader,
+  EventPublisher,
+  InboxStore,
+  LiveSubscriber,
+  RpcClient,
+  UpstreamStore,
+  connectNats,
+  natsReadiness,
+  type NatsConnection,
+} from '@push/nats';
+import { PresenceRegistry, emitSweptEvents } from '@push/presence';
 import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { AckBatcher } from './ack-batcher.js';
@@ -66,7 +76,39 @@ interface StartedEdge {
   apps: AppDirectory;
   redis: Redis;
   presence: PresenceRegistry;
+  upstream: UpstreamStore;
+  events: EventPublisher;
   listening: Listening;
+}
+
+/** How often, at most, failed or dropped events are logged (each is counted), ms. */
+const EVENT_FAILED_LOG_MS = 5000;
+
+/**
+ * Builds the edge's event publisher: outcomes counted by `push_edge_events_total{outcome}`,
+ * failures and drops logged at most every few seconds (an event store outage must not flood
+ * the log, and never slows delivery).
+ */
+function createEventPublisher(
+  nc: NatsConnection,
+  subjects: Subjects,
+  metrics: EdgeMetrics,
+  log: Logger,
+): EventPublisher {
+  let lost = 0;
+  let loggedAt = 0;
+  return new EventPublisher(nc, subjects, {
+    onOutcome: (type, outcome, err) => {
+      metrics.events.inc({ outcome });
+      if (outcome === 'stored') return;
+      lost++;
+      const now = Date.now();
+      if (now - loggedAt < EVENT_FAILED_LOG_MS) return;
+      log.warn({ err, type, outcome, lost }, 'events not stored (counted in push_edge_events_total)');
+      lost = 0;
+      loggedAt = now;
+    },
+  });
 }
 
 /**
@@ -193,6 +235,10 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     redis.on('error', (err) => log.warn({ err }, 'redis error'));
     opened.push(() => redis.disconnect());
     await redis.connect();
+    const upstream = new UpstreamStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+    opened.push(() => upstream.close());
+    const events = createEventPublisher(nc, subjects, metrics, log);
+    opened.push(() => events.close());
     const presence = new PresenceRegistry(redis, subjects, edgeId, {
       leaseSeconds: config.presenceLeaseSeconds,
       // Another edge may have swept this edge's entries while its lease had lapsed.
@@ -204,6 +250,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
         metrics.errors.inc({ code: 'presence' });
         log.warn({ err }, 'presence lease renewal or sweep failed');
       },
+      onSwept: (entries) => emitSweptEvents(events, entries),
     });
     await presence.start();
     opened.push(() => presence.stop());
@@ -221,6 +268,9 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       sendLimits: new SendLimits(),
       highWaterBytes: Math.floor(edgeConfig.maxBackpressureBytes / 2),
       acks,
+      upstream,
+      events,
+      rpc: new RpcClient(nc, subjects),
     };
     // Control (kick) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
@@ -254,7 +304,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, acks, apps, redis, presence, listening };
+    return { nc, live, store, acks, apps, redis, presence, upstream, events, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -276,7 +326,7 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, acks, apps, redis, presence, listening } = parts;
+  const { nc, live, store, acks, apps, redis, presence, upstream, events, listening } = parts;
   connections.stopTokenSweep();
   listening.close();
   connections.endAll(config.edge.drainMs);
@@ -289,11 +339,16 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   if (acks.pending > 0) {
     log.warn({ acks: acks.pending }, 'acks not applied at the stop deadline: those messages will be delivered again');
   }
+  if (!(await upstream.idle(STOP_WAIT_MS))) log.warn('upstream stores still in flight at the stop deadline');
   acks.close();
   apps.close();
   store.close();
+  upstream.close();
   live.close();
   await presence.stop().catch((err: unknown) => log.warn({ err }, 'presence lease not released'));
+  // The close and offline events of the connections closed above (and of any the stop swept).
+  if (!(await events.idle(STOP_WAIT_MS))) log.warn('events still in flight at the stop deadline');
+  events.close();
   if (!nc.isClosed()) await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
   redis.disconnect();
 }

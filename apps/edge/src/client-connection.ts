@@ -1,6 +1,6 @@
 import { TokenBucket, type AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import type { BacklogReader, InboxMessage, InboxStore } from '@push/nats';
+import type { BacklogReader, EventPublisher, InboxMessage, InboxStore, RpcClient, UpstreamStore } from '@push/nats';
 import {
   CLOSE,
   FrameError,
@@ -10,9 +10,13 @@ import {
   isPushError,
   parseClientFrame,
   type BackoffPolicy,
+  type EventInput,
+  type EventType,
   type InboxKind,
+  type RpcFrame,
   type SendFrame,
   type Subjects,
+  type UpFrame,
 } from '@push/protocol';
 import type { Logger } from '@push/logger';
 import type { AckBatcher } from './ack-batcher.js';
@@ -37,6 +41,12 @@ const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
 /** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
 const BACKLOG_MAX_BYTES = 1024 * 1024;
 
+/**
+ * Most `rpc` frames of one connection awaiting their answer; past it `rate_limited`. Bounds what
+ * one client can hold open at the business (and the edge's timers) whatever the app's rate.
+ */
+export const RPC_IN_FLIGHT_PER_CONNECTION = 16;
+
 /** The subject kind a message is stored under: client messages carry their sender. */
 function kindOf(m: InboxMessage): InboxKind {
   return m.from === undefined ? 'b' : 'c';
@@ -49,8 +59,14 @@ function kindOf(m: InboxMessage): InboxKind {
 export interface ConnectionContext {
   edgeId: string;
   config: Pick<Config['edge'], 'window'>;
-  subjects: Pick<Subjects, 'clientMessageId'>;
+  subjects: Pick<Subjects, 'clientMessageId' | 'upstreamMessageId'>;
   store: Pick<InboxStore, 'publish'>;
+  /** Stores `up` frames in the app's upstream stream. */
+  upstream: Pick<UpstreamStore, 'publish'>;
+  /** Forwards `rpc` frames to the business over NATS. */
+  rpc: Pick<RpcClient, 'call'>;
+  /** Emits the connection's events (never blocks delivery). */
+  events: Pick<EventPublisher, 'emit'>;
   /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
   backlog: Pick<BacklogReader, 'read'>;
   channels: Pick<UserChannels, 'join' | 'leave'>;
@@ -112,6 +128,13 @@ export class ClientConnection implements LiveReceiver {
   private readFailures = 0;
   /** Rate limit of this connection's sends; made on its first send. */
   private sendBucket: TokenBucket | undefined;
+  /** Rate limits of this connection's `up` and `rpc` frames; made on first use. */
+  private upBucket: TokenBucket | undefined;
+  private rpcBucket: TokenBucket | undefined;
+  /** `rpc` frames awaiting their answer. */
+  private rpcInFlight = 0;
+  /** Why the edge closed the socket (`kicked`, `token_expired`...), for the `conn_close` event; undefined when the client did. */
+  closeReason: string | undefined;
 
   constructor(
     private readonly ctx: ConnectionContext,
@@ -294,6 +317,7 @@ export class ClientConnection implements LiveReceiver {
       // Second guard: the server's per-message TTL removes it within about a second.
       ctx.metrics.expired.inc();
       ctx.acks.ack(this.app, this.user, m.seq, this.ackFloor(), kindOf(m));
+      ctx.events.emit('expired', { app: this.app, user: this.user, seq: m.seq });
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
@@ -310,6 +334,14 @@ export class ClientConnection implements LiveReceiver {
     }
     (this.inflight ??= new Map()).set(m.seq, kindOf(m));
     ctx.metrics.messagesOut.inc();
+    if (ctx.apps.get(this.app)?.settings.deliveryEvents === true) this.emit('delivered', { seq: m.seq });
+  }
+
+  /** Emits an event about this connection (app, user, device, conn and edge filled in). */
+  emit<T extends EventType>(type: T, fields: Omit<EventInput<T>, 'app' | 'user' | 'device' | 'conn' | 'edge'>): void {
+    const about = { app: this.app, user: this.user, device: this.device, conn: this.id, edge: this.ctx.edgeId };
+    // TypeScript cannot see that the spread of `about` restores what Omit removed from a generic T.
+    this.ctx.events.emit(type, { ...about, ...fields } as unknown as EventInput<T>);
   }
 
   /** The socket drained: resume if stalled. */
@@ -337,6 +369,12 @@ export class ClientConnection implements LiveReceiver {
       case 'send':
         void this.handleSend(frame);
         return;
+      case 'up':
+        void this.handleUp(frame);
+        return;
+      case 'rpc':
+        void this.handleRpc(frame);
+        return;
     }
   }
 
@@ -348,12 +386,14 @@ export class ClientConnection implements LiveReceiver {
   private ack(seqs: number[]): void {
     const { ctx } = this;
     let unknown: number[] | undefined;
+    const events = ctx.apps.get(this.app)?.settings.deliveryEvents === true;
     for (const seq of seqs) {
       const kind = this.inflight?.get(seq);
       if (kind !== undefined) {
         this.inflight?.delete(seq);
         ctx.metrics.acks.inc();
         ctx.acks.ack(this.app, this.user, seq, this.ackFloor(), kind);
+        if (events) this.emit('acked', { seq });
       } else {
         (unknown ??= []).push(seq);
       }
@@ -404,6 +444,108 @@ export class ClientConnection implements LiveReceiver {
     }
   }
 
+  /**
+   * Stores an `up` frame in the app's upstream stream and answers `upsent` once the store acked
+   * (a retry with the same id answers `dup: true`), or `error` with the frame's id: the app takes
+   * no upstream, the payload is over `maxUpBytes`, the connection is over `upRatePerConnection`,
+   * or the store is unavailable.
+   */
+  private async handleUp(f: UpFrame): Promise<void> {
+    const { ctx } = this;
+    try {
+      const app = ctx.apps.get(this.app);
+      if (app === undefined || app.disabled) throw new PushError('app_disabled');
+      const s = app.settings;
+      if (!s.upstream) throw new PushError('upstream_disabled');
+      if (f.payload.bytes.length > s.maxUpBytes) {
+        throw new PushError('payload_too_large', `the up payload is larger than ${s.maxUpBytes} bytes`);
+      }
+      const bucket = (this.upBucket ??= new TokenBucket(s.upRatePerConnection));
+      const wait = bucket.waitMs(s.upRatePerConnection, 1);
+      if (wait > 0) {
+        this.sendError(new PushError('rate_limited', `too many up frames; retry in ${wait} ms`), {
+          id: f.id,
+          retryAfter: wait,
+        });
+        return;
+      }
+      bucket.take(1);
+      const r = await ctx.upstream.publish(
+        {
+          id: ctx.subjects.upstreamMessageId(this.app, this.user, f.id),
+          app: this.app,
+          user: this.user,
+          device: this.device,
+          conn: this.id,
+          kind: f.kind,
+          time: Date.now(),
+        },
+        f.payload,
+      );
+      if (!r.duplicate) ctx.metrics.upstreamStored.inc();
+      this.sendText(ServerFrames.upsent(f.id, r.seq, r.duplicate));
+    } catch (err) {
+      this.sendError(err, { id: f.id });
+    }
+  }
+
+  /**
+   * Forwards an `rpc` frame as a NATS request on `push.rpc.<app>` and answers the client with the
+   * reply (`rpc` frame) or an `error` with its id (`rpc_unavailable`, `rpc_timeout`,
+   * `rpc_failed`, `rate_limited` past `rpcRatePerConnection` or RPC_IN_FLIGHT_PER_CONNECTION).
+   */
+  private async handleRpc(f: RpcFrame): Promise<void> {
+    const { ctx } = this;
+    let counted = false;
+    try {
+      const app = ctx.apps.get(this.app);
+      if (app === undefined || app.disabled) throw new PushError('app_disabled');
+      const s = app.settings;
+      if (this.rpcInFlight >= RPC_IN_FLIGHT_PER_CONNECTION) {
+        throw new PushError(
+          'rate_limited',
+          `at most ${RPC_IN_FLIGHT_PER_CONNECTION} rpc may await their answer on one connection`,
+        );
+      }
+      const bucket = (this.rpcBucket ??= new TokenBucket(s.rpcRatePerConnection));
+      const wait = bucket.waitMs(s.rpcRatePerConnection, 1);
+      if (wait > 0) {
+        ctx.metrics.rpc.inc({ outcome: 'rate_limited' });
+        counted = true;
+        this.sendError(new PushError('rate_limited', `too many rpc; retry in ${wait} ms`), {
+          id: f.id,
+          retryAfter: wait,
+        });
+        return;
+      }
+      bucket.take(1);
+      this.rpcInFlight++;
+      let json: string;
+      try {
+        json = await ctx.rpc.call(
+          {
+            id: f.id,
+            app: this.app,
+            user: this.user,
+            device: this.device,
+            conn: this.id,
+            method: f.method,
+            data: f.data,
+          },
+          s.rpcTimeoutMs,
+        );
+      } finally {
+        this.rpcInFlight--;
+      }
+      ctx.metrics.rpc.inc({ outcome: 'ok' });
+      counted = true;
+      this.sendText(ServerFrames.rpc(f.id, json));
+    } catch (err) {
+      if (!counted) ctx.metrics.rpc.inc({ outcome: isPushError(err) ? err.code : 'internal' });
+      this.sendError(err, { id: f.id });
+    }
+  }
+
   private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number }): void {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
     if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
@@ -421,14 +563,20 @@ export class ClientConnection implements LiveReceiver {
 
   /** Closes the connection for a kick (close code 4004): the client must not come back with this token. */
   kick(reason: string): void {
+    if (this.ws === undefined || this.mode === CLOSED) return;
     this.ctx.metrics.kicked.inc();
-    this.end(CLOSE.KICKED, reason);
+    this.emit('kicked', { reason });
+    this.end(CLOSE.KICKED, reason, 'kicked');
   }
 
-  /** Closes the socket with a code and reason. */
-  end(code: number, reason: string): void {
+  /**
+   * Closes the socket with a code and reason. `why` names the cause in the `conn_close` event
+   * (`kicked`, `shutdown`, `token_expired`, `app_gone`...).
+   */
+  end(code: number, reason: string, why?: string): void {
     const ws = this.ws;
     if (ws === undefined || this.mode === CLOSED) return;
+    this.closeReason ??= why;
     ws.end(code, reason);
   }
 }

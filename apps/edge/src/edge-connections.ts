@@ -57,7 +57,7 @@ export class EdgeConnections {
   endAll(drainMs: number): void {
     for (const c of this.open) {
       const delay = Math.floor(backoffDelay(0, { baseMs: drainMs, capMs: drainMs }));
-      c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`);
+      c.end(CLOSE.SHUTDOWN, `reconnect:${delay}`, 'shutdown');
     }
   }
 
@@ -72,13 +72,13 @@ export class EdgeConnections {
 
   /** Closes every connection of one app (disabled or deleted). */
   endApp(app: string): void {
-    for (const c of this.open) if (c.app === app) c.end(CLOSE.APP_GONE, 'app disabled');
+    for (const c of this.open) if (c.app === app) c.end(CLOSE.APP_GONE, 'app disabled', 'app_gone');
   }
 
   /** Closes the connections whose token has expired (`now` in epoch ms). */
   sweepTokens(now = Date.now()): void {
     const seconds = now / 1000;
-    for (const c of this.open) if (c.exp <= seconds) c.end(CLOSE.TOKEN_EXPIRED, 'token expired');
+    for (const c of this.open) if (c.exp <= seconds) c.end(CLOSE.TOKEN_EXPIRED, 'token expired', 'token_expired');
   }
 
   /** Starts the periodic token sweep (does not keep the process alive). */

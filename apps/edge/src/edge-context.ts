@@ -1,6 +1,6 @@
 import type { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import type { BacklogReader, InboxStore } from '@push/nats';
+import type { BacklogReader, EventPublisher, InboxStore, RpcClient, UpstreamStore } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
@@ -28,6 +28,12 @@ export interface EdgeContext {
   acks: AckBatcher;
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
+  /** Client `up` frames into the app's upstream stream. */
+  upstream: UpstreamStore;
+  /** Events into the app's event stream; never blocks (see EventPublisher). */
+  events: EventPublisher;
+  /** Client `rpc` frames as NATS requests on `push.rpc.<app>`. */
+  rpc: RpcClient;
 }
 
 /** How often, at most, failed removals are logged (each is counted), ms. */

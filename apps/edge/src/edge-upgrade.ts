@@ -1,6 +1,6 @@
 import { peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
 import { statusLine, toPushError, type HttpResponse, type TemplatedApp, type us_socket_context_t } from '@push/http';
-import { PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
+import { CLOSE, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
 import type { EdgeContext } from './edge-context.js';
@@ -35,12 +35,34 @@ export function originAllowed(allowed: readonly string[], origin: string): boole
   return origin === '' || allowed.length === 0 || allowed.includes(origin);
 }
 
-/** Records a connection in presence; a failed write is counted and logged, never fatal. */
+/**
+ * Records a connection in presence and emits `user_online` when it is the user's first across
+ * every edge (presence decides atomically in Redis); a failed write is counted and logged, never
+ * fatal (and then no online event is emitted).
+ */
 export function recordPresence(ctx: EdgeContext, conn: ClientConnection): void {
-  ctx.presence.connected(conn.app, conn.user, conn.id, conn.device).catch((err: unknown) => {
-    ctx.metrics.errors.inc({ code: 'presence' });
-    ctx.log.warn({ err }, 'presence write failed');
-  });
+  ctx.presence.connected(conn.app, conn.user, conn.id, conn.device).then(
+    (first) => {
+      if (first) conn.emit('user_online', {});
+    },
+    (err: unknown) => {
+      ctx.metrics.errors.inc({ code: 'presence' });
+      ctx.log.warn({ err }, 'presence write failed');
+    },
+  );
+}
+
+/**
+ * The `reason` of a `conn_close` event: the edge's own cause when it closed the socket, else
+ * from the close code (`client` for a normal close by the client, `lost` for a connection that
+ * dropped without a close frame, `frame_too_large`, `protocol` otherwise).
+ */
+export function closeReasonOf(code: number, edgeReason: string | undefined): string {
+  if (edgeReason !== undefined) return edgeReason;
+  if (code === 1000 || code === 1001 || code === 1005) return 'client';
+  if (code === 1006) return 'lost';
+  if (code === CLOSE.FRAME_TOO_LARGE) return 'frame_too_large';
+  return 'protocol';
 }
 
 /**
@@ -166,6 +188,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const record = ctx.apps.get(conn.app);
       conn.open(ws, ping, record?.settings.maxMessageBytes ?? 0);
       metrics.users.set(ctx.channels.size);
+      conn.emit('conn_open', {});
       recordPresence(ctx, conn);
     },
     message: (ws, message, isBinary) => {
@@ -188,10 +211,17 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       connections.delete(conn);
       metrics.connections.set(connections.size);
       metrics.users.set(ctx.channels.size);
-      presence.disconnected(conn.app, conn.user, conn.id).catch((err: unknown) => {
-        metrics.errors.inc({ code: 'presence' });
-        log.warn({ err }, 'presence delete failed');
-      });
+      const reason = closeReasonOf(code, conn.closeReason);
+      conn.emit('conn_close', { code, reason });
+      presence.disconnected(conn.app, conn.user, conn.id).then(
+        (last) => {
+          if (last) conn.emit('user_offline', { reason });
+        },
+        (err: unknown) => {
+          metrics.errors.inc({ code: 'presence' });
+          log.warn({ err }, 'presence delete failed');
+        },
+      );
     },
   });
 }

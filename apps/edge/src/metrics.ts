@@ -84,6 +84,23 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Times a connection stopped live delivery (window full or slow socket)',
       registers: r,
     }),
+    upstreamStored: new Counter({
+      name: 'push_edge_upstream_stored_total',
+      help: 'Client up frames stored in the upstream stream (retries deduped by the store not counted)',
+      registers: r,
+    }),
+    events: new Counter({
+      name: 'push_edge_events_total',
+      help: 'Events emitted into the event stream, by outcome (stored, failed after retries, dropped at the queue bound)',
+      labelNames: ['outcome'],
+      registers: r,
+    }),
+    rpc: new Counter({
+      name: 'push_edge_rpc_total',
+      help: 'Client rpc requests by outcome (ok or the error code the client got)',
+      labelNames: ['outcome'],
+      registers: r,
+    }),
     errors: new Counter({
       name: 'push_edge_errors_total',
       help: 'Errors by code (sent to clients or internal)',

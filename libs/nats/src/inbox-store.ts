@@ -83,8 +83,8 @@ function inboxMessage(seq: number, stored: Uint8Array): InboxMessage | undefined
   };
 }
 
-/** Reads the answer to a store: the sequence, or PushError store_unavailable. */
-function readStored(reply: Msg): PublishResult {
+/** Reads the answer to a store: the sequence, or PushError store_unavailable (also for the upstream and event streams). */
+export function readStored(reply: Msg): PublishResult {
   if (reply.headers?.code === 503) throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
   const fast = readPubAck(reply.data);
   if (fast !== undefined) return fast;
@@ -100,7 +100,8 @@ export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage 
   return inboxMessage(headerSequence(headers), payload);
 }
 
-function storeError(err: unknown): PushError {
+/** A pipeline failure (timeout, full queue) as the PushError `store_unavailable` a caller reports. */
+export function storeError(err: unknown): PushError {
   if (err instanceof PushError) return err;
   const message =
     err instanceof RequestTimeoutError

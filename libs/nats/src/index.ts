@@ -6,3 +6,6 @@ export * from './inbox-store.js';
 export * from './backlog-reader.js';
 export type { NatsConnection, Msg, Subscription } from '@nats-io/nats-core';
 export * from './live-subscriber.js';
+export * from './upstream-store.js';
+export * from './event-publisher.js';
+export * from './rpc-client.js';

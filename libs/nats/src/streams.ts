@@ -164,15 +164,92 @@ async function directBatch(nc: NatsConnection, stream: string, req: Record<strin
   return out;
 }
 
+/** What an app's upstream and event streams depend on (defaults: 7 days each). */
+export interface AppStreamsApp extends InboxStreamApp {
+  settings: InboxStreamApp['settings'] & { upstreamRetentionSeconds?: number; eventRetentionSeconds?: number };
+}
+
+const WEEK_SECONDS = 7 * 24 * 3600;
+
 /**
- * Deletes an app's streams (today its inbox stream) with every message they hold. Idempotent:
+ * The configurations of an app's upstream (`PUSH_UP-<app>`) and event (`PUSH_EVENTS-<app>`)
+ * streams, as the issue 10 contract fixes them: limits retention (several webhook endpoints and
+ * business consumers read the same messages, each with its own durable consumer), a max age
+ * from the app's settings, the inbox's duplicate window (the ids of `up` frames and events
+ * dedupe retries) and replicas, file storage.
+ */
+export function upstreamAndEventStreamConfigs(
+  subjects: Subjects,
+  app: AppStreamsApp,
+  opts: InboxStreamOptions,
+): Array<Partial<StreamConfig> & { name: string }> {
+  const one = (name: string, subject: string, maxAgeSeconds: number): Partial<StreamConfig> & { name: string } => ({
+    name,
+    subjects: [subject],
+    retention: 'limits',
+    storage: 'file',
+    discard: 'old',
+    max_age: maxAgeSeconds * NANOS,
+    duplicate_window: Math.min(opts.duplicateWindowSeconds, maxAgeSeconds) * NANOS,
+    num_replicas: opts.replicas,
+  });
+  return [
+    one(
+      subjects.upstreamStream(app.id),
+      subjects.upstreamOfApp(app.id),
+      app.settings.upstreamRetentionSeconds ?? WEEK_SECONDS,
+    ),
+    one(
+      subjects.eventsStream(app.id),
+      subjects.eventsOfApp(app.id),
+      app.settings.eventRetentionSeconds ?? WEEK_SECONDS,
+    ),
+  ];
+}
+
+/**
+ * Creates or updates every stream of an app: its inbox (see `ensureInboxStream`), its upstream
+ * and its event stream. Idempotent; the center calls it whenever it saves an app and at start.
+ */
+export async function ensureAppStreams(
+  nc: NatsConnection,
+  subjects: Subjects,
+  app: AppStreamsApp,
+  opts: InboxStreamOptions,
+): Promise<void> {
+  await ensureInboxStream(nc, subjects, app, opts);
+  const jsm = await jetstreamManager(nc);
+  for (const config of upstreamAndEventStreamConfigs(subjects, app, opts)) {
+    const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    if (existing === undefined) {
+      await jsm.streams.add(config);
+      continue;
+    }
+    const c = existing.config;
+    const same =
+      c.max_age === config.max_age &&
+      c.duplicate_window === config.duplicate_window &&
+      c.num_replicas === config.num_replicas &&
+      c.subjects?.length === 1 &&
+      c.subjects[0] === config.subjects?.[0];
+    if (!same) await jsm.streams.update(config.name, { ...c, ...config });
+  }
+}
+
+/**
+ * Deletes an app's streams (inbox, upstream, events) with every message they hold. Idempotent:
  * a stream that does not exist is no error.
  */
 export async function deleteAppStreams(nc: NatsConnection, subjects: Subjects, appId: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.delete(subjects.inboxStream(appId)).catch((err: unknown) => {
-    if (!isNotFound(err)) throw err;
-  });
+  for (const name of [subjects.inboxStream(appId), subjects.upstreamStream(appId), subjects.eventsStream(appId)]) {
+    await jsm.streams.delete(name).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Subjects } from '@push/protocol';
+import type { EventInput, EventType, Subjects } from '@push/protocol';
 
 /** One live connection of a user, as presence knows it. */
 export interface PresenceEntry {
@@ -25,6 +25,38 @@ export interface PresenceOptions {
   onLeaseLost?: () => void;
   /** Called when a renewal or a sweep fails (retried on the next tick). */
   onError?: (err: unknown) => void;
+  /**
+   * Called with the entries a sweep removed (connections of a dead edge): the edge or center
+   * emits their `conn_close` events, and `user_offline` for those with `last` set. Exactly one
+   * sweeper removes a given entry, so each is reported once.
+   */
+  onSwept?: (entries: SweptEntry[]) => void;
+}
+
+/** A connection of a dead edge removed by a sweep. */
+export interface SweptEntry extends PresenceEntry {
+  app: string;
+  user: string;
+  /** The user had no other connection left: this removal took them offline. */
+  last: boolean;
+}
+
+/** Where events go (an EventPublisher of @push/nats): never blocks. */
+export interface EventSink {
+  emit<T extends EventType>(type: T, fields: EventInput<T>): unknown;
+}
+
+/**
+ * The events of connections a presence sweep removed (their edge died): `conn_close` with
+ * reason `edge_lost` (code 0: no close frame was seen), and `user_offline` for the users it left
+ * with no connection. Edges and the center both sweep, and both report this way.
+ */
+export function emitSweptEvents(events: EventSink, entries: SweptEntry[]): void {
+  for (const e of entries) {
+    const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge };
+    events.emit('conn_close', { ...about, code: 0, reason: 'edge_lost' });
+    if (e.last) events.emit('user_offline', { ...about, reason: 'edge_lost' });
+  }
 }
 
 /**
@@ -37,10 +69,44 @@ export interface PresenceOptions {
 const SWEEP_SCRIPT = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local idx = redis.call('HGETALL', KEYS[2])
-for i = 1, #idx, 2 do redis.call('HDEL', idx[i + 1], idx[i]) end
+local out = {}
+for i = 1, #idx, 2 do
+  local v = redis.call('HGET', idx[i + 1], idx[i])
+  if v then
+    redis.call('HDEL', idx[i + 1], idx[i])
+    local left = redis.call('HLEN', idx[i + 1])
+    table.insert(out, idx[i + 1])
+    table.insert(out, idx[i])
+    table.insert(out, v)
+    table.insert(out, left)
+  end
+end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
-return #idx / 2
+return out
+`;
+
+/**
+ * Records a connection and tells whether it is the user's first: KEYS presence hash, edge
+ * index; ARGV conn, value. Returns the user's connection count after (1 = first), atomically
+ * with the write, so of two edges connecting the same user at once exactly one sees 1; 0 when
+ * the connection was recorded already (an edge recording its connections again).
+ */
+const CONNECT_SCRIPT = `
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])
+if added == 0 then return 0 end
+return redis.call('HLEN', KEYS[1])
+`;
+
+/**
+ * Forgets a connection: KEYS presence hash, edge index; ARGV conn. Returns -1 when the entry
+ * was already gone (swept), else the user's connection count after (0 = that was the last).
+ */
+const DISCONNECT_SCRIPT = `
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+return redis.call('HLEN', KEYS[1])
 `;
 
 /** The value stored for a connection: a JSON array, so no id can spill into another field. */
@@ -156,33 +222,58 @@ export class PresenceRegistry {
     return removed;
   }
 
+  /** Sweeps one edge if its lease lapsed; -1 when it is alive, else the entries removed (reported to `onSwept`). */
   private async sweepEdge(edge: string): Promise<number> {
-    const n = await this.redis.eval(
+    const r = (await this.redis.eval(
       SWEEP_SCRIPT,
       3,
       this.subjects.edgeAliveKey(edge),
       this.subjects.edgeConnectionsKey(edge),
       this.subjects.edgesKey,
       edge,
+    )) as number | Array<string | number>;
+    if (!Array.isArray(r)) return Number(r);
+    const swept: SweptEntry[] = [];
+    for (let i = 0; i + 3 < r.length; i += 4) {
+      const target = this.subjects.parsePresenceKey(String(r[i]));
+      if (target === undefined) continue; // not a key of ours: nothing to report
+      const entry = decodePresence(String(r[i + 1]), String(r[i + 2]));
+      swept.push({ ...entry, ...target, last: Number(r[i + 3]) === 0 });
+    }
+    if (swept.length > 0) this.opts.onSwept?.(swept);
+    return r.length / 4;
+  }
+
+  /**
+   * Records a connection. Resolves true when it is the user's first (no other connection is
+   * recorded on any edge; entries of a dead edge not swept yet still count, so a user who moves
+   * to another edge before the sweep stays online throughout).
+   */
+  async connected(app: string, user: string, conn: string, device: string, since = Date.now()): Promise<boolean> {
+    const n = await this.redis.eval(
+      CONNECT_SCRIPT,
+      2,
+      this.subjects.presenceKey(app, user),
+      this.subjects.edgeConnectionsKey(this.edgeId),
+      conn,
+      encodePresence(this.edgeId, device, since),
     );
-    return Number(n);
+    return Number(n) === 1;
   }
 
-  /** Records a connection. */
-  async connected(app: string, user: string, conn: string, device: string, since = Date.now()): Promise<void> {
-    const key = this.subjects.presenceKey(app, user);
-    await Promise.all([
-      this.redis.hset(key, conn, encodePresence(this.edgeId, device, since)),
-      this.redis.hset(this.subjects.edgeConnectionsKey(this.edgeId), conn, key),
-    ]);
-  }
-
-  /** Forgets a connection. */
-  async disconnected(app: string, user: string, conn: string): Promise<void> {
-    await Promise.all([
-      this.redis.hdel(this.subjects.presenceKey(app, user), conn),
-      this.redis.hdel(this.subjects.edgeConnectionsKey(this.edgeId), conn),
-    ]);
+  /**
+   * Forgets a connection. Resolves true when it was the user's last (on any edge); false when
+   * others remain or a sweep had already removed it (and reported it).
+   */
+  async disconnected(app: string, user: string, conn: string): Promise<boolean> {
+    const n = await this.redis.eval(
+      DISCONNECT_SCRIPT,
+      2,
+      this.subjects.presenceKey(app, user),
+      this.subjects.edgeConnectionsKey(this.edgeId),
+      conn,
+    );
+    return Number(n) === 0;
   }
 
   /** The user's live connections on edges that are alive. */
@@ -195,8 +286,7 @@ export class PresenceRegistry {
     const alive = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
     const dead = new Set(edges.filter((_, i) => alive[i] === null));
     if (dead.size === 0) return entries;
-    const stale = entries.filter((e) => dead.has(e.edge)).map((e) => e.conn);
-    await this.redis.hdel(key, ...stale);
+    // Hidden, not removed: the sweep removes them and reports the users it takes offline.
     return entries.filter((e) => !dead.has(e.edge));
   }
 

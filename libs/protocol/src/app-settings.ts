@@ -28,6 +28,25 @@ export interface AppSettings {
    * clients that send no Origin (servers, apps) are not pages and are not checked.
    */
   allowedOrigins: string[];
+  /**
+   * Whether clients may send `up` frames (stored in the app's upstream stream for the business).
+   * Off by default: nothing reads the stream until the business sets up a webhook or a consumer.
+   */
+  upstream: boolean;
+  /** Most `up` frames per second on one connection (bursts up to one second's worth); 0 = no limit. */
+  upRatePerConnection: number;
+  /** Largest `up` payload, bytes (the JSON text of `data`, or the decoded `b64`). */
+  maxUpBytes: number;
+  /** How long the upstream stream keeps a message, seconds (its `max_age`). */
+  upstreamRetentionSeconds: number;
+  /** How long the event stream keeps an event, seconds (its `max_age`). */
+  eventRetentionSeconds: number;
+  /** Whether the edge emits `delivered` and `acked` events (one per message, so off by default). */
+  deliveryEvents: boolean;
+  /** How long the edge waits for the answer to a client `rpc`, ms. */
+  rpcTimeoutMs: number;
+  /** Most `rpc` frames per second on one connection; 0 = no limit. */
+  rpcRatePerConnection: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -40,6 +59,14 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   sendRatePerUser: 20,
   fanoutRate: 5000,
   allowedOrigins: Object.freeze([]) as unknown as string[],
+  upstream: false,
+  upRatePerConnection: 50,
+  maxUpBytes: 64 * 1024,
+  upstreamRetentionSeconds: 7 * 24 * 3600,
+  eventRetentionSeconds: 7 * 24 * 3600,
+  deliveryEvents: false,
+  rpcTimeoutMs: 5000,
+  rpcRatePerConnection: 20,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

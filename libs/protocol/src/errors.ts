@@ -13,6 +13,7 @@ export const ERRORS = {
   invalid_data: { status: 400, message: 'give exactly one of data (JSON) or b64 (base64 bytes)' },
   bad_frame: { status: 400, message: 'the frame is not a JSON object with a known shape' },
   unknown_frame: { status: 400, message: 'the frame type is not known' },
+  invalid_kind: { status: 400, message: 'kind must be 1 to 64 characters of A-Z a-z 0-9 _ -' },
   token_malformed: { status: 400, message: 'the token is not a well-formed signed token' },
   // --- Auth (401/403) ---------------------------------------------------------------------
   token_missing: { status: 401, message: 'no token was presented' },
@@ -28,6 +29,7 @@ export const ERRORS = {
   admin_key_invalid: { status: 401, message: 'the admin key is missing or not valid' },
   wrong_app: { status: 403, message: 'the credential belongs to another app' },
   app_disabled: { status: 403, message: 'the app is disabled' },
+  upstream_disabled: { status: 403, message: 'this app does not take upstream (up) frames from clients' },
   client_messaging_disabled: { status: 403, message: 'this app does not let clients message other users' },
   origin_not_allowed: { status: 403, message: "the page's origin is not in the app's allowedOrigins" },
   // --- Not found / conflict ---------------------------------------------------------------
@@ -50,6 +52,9 @@ export const ERRORS = {
   // --- Server side ------------------------------------------------------------------------
   edge_full: { status: 503, message: 'this edge is at its connection limit; retry later or elsewhere' },
   shutting_down: { status: 503, message: 'the server is shutting down; reconnect elsewhere' },
+  rpc_unavailable: { status: 503, message: 'no service answers rpc for this app' },
+  rpc_timeout: { status: 504, message: 'the rpc got no answer in time' },
+  rpc_failed: { status: 502, message: 'the service answering the rpc reported an error' },
   store_unavailable: { status: 503, message: 'the message store is unavailable; retry' },
   internal: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -3,7 +3,9 @@ import { idProblem } from './ids.js';
 import {
   AckFrameSchema,
   MAX_ACKS_PER_FRAME,
+  RpcFrameWireSchema,
   SendFrameWireSchema,
+  UpFrameWireSchema,
   type AckFrame,
   type ErrorFrame,
   type HelloFrame,
@@ -30,7 +32,29 @@ export interface SendFrame {
   /** Seconds until the message expires (defaults to the app's TTL, capped by it). */
   ttl?: number;
 }
-export type ClientFrame = AckFrame | PingFrame | SendFrame;
+/** Client -> edge: data up to the business, as the edge uses it. */
+export interface UpFrame {
+  t: 'up';
+  /** Client's id: dedupes retries (within the stream's duplicate window) and correlates the answer. */
+  id: string;
+  /** Subject token the business filters on; `default` when the client gave none. */
+  kind: string;
+  payload: MessagePayload;
+}
+
+/** Client -> edge: a request for the business, as the edge uses it. */
+export interface RpcFrame {
+  t: 'rpc';
+  id: string;
+  method: string;
+  /** The client's JSON value (`null` when it gave none). */
+  data: unknown;
+}
+
+export type ClientFrame = AckFrame | PingFrame | SendFrame | UpFrame | RpcFrame;
+
+/** The kind of an `up` frame that names none. */
+export const DEFAULT_UP_KIND = 'default';
 
 /** The bytes of a message and how they are encoded on the wire. */
 export interface MessagePayload {
@@ -113,10 +137,42 @@ function explainSend(value: Record<string, unknown>): PushError {
   return first;
 }
 
+const upFrame = compile(UpFrameWireSchema, { order: ['t', 'id', 'kind', 'data', 'b64'] });
+const rpcFrame = compile(RpcFrameWireSchema, { order: ['t', 'id', 'method', 'data'] });
+
+/** Runs `read` and turns its PushError into a FrameError carrying the frame's `id` (when a string). */
+function withFrameId<T>(value: Record<string, unknown>, read: () => T): T {
+  const rawId = value['id'];
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof PushError)) throw err;
+    throw new FrameError(err.code, err.message, typeof rawId === 'string' ? rawId : undefined, { cause: err.cause });
+  }
+}
+
+/** Reads an `up` frame; refusals carry its id (see `withFrameId`). */
+function parseUp(value: Record<string, unknown>): UpFrame {
+  return withFrameId(value, () => {
+    const bad = upFrame.problem(value);
+    if (bad !== undefined || !upFrame.check(value)) throw bad ?? new PushError('bad_frame');
+    return { t: 'up', id: value.id, kind: value.kind ?? DEFAULT_UP_KIND, payload: readPayload(value) };
+  });
+}
+
+/** Reads an `rpc` frame; refusals carry its id. */
+function parseRpc(value: Record<string, unknown>): RpcFrame {
+  return withFrameId(value, () => {
+    const bad = rpcFrame.problem(value);
+    if (bad !== undefined || !rpcFrame.check(value)) throw bad ?? new PushError('bad_frame');
+    return { t: 'rpc', id: value.id, method: value.method, data: value.data ?? null };
+  });
+}
+
 /**
  * Parses one text frame from a client. Throws a PushError (`bad_frame`, `unknown_frame`) or,
  * answering a `send`, a FrameError (`invalid_id`, `invalid_data`, `invalid_ttl`) with the send's
- * id; the edge sends either back as an `error` frame.
+ * id (also for `up` and `rpc`); the edge sends either back as an `error` frame.
  */
 export function parseClientFrame(text: string): ClientFrame {
   let value: unknown;
@@ -134,6 +190,10 @@ export function parseClientFrame(text: string): ClientFrame {
       return { t: 'ping' };
     case 'send':
       return parseSend(value);
+    case 'up':
+      return parseUp(value);
+    case 'rpc':
+      return parseRpc(value);
     default:
       if (typeof value['t'] !== 'string') throw new PushError('bad_frame', 'frame needs a string field t');
       throw new PushError('unknown_frame', `unknown frame type ${JSON.stringify(value['t']).slice(0, 40)}`);
@@ -153,6 +213,13 @@ export const ServerFrames = {
   },
   sent(id: string, seq: number, duplicate: boolean): string {
     return JSON.stringify({ t: 'sent', id, seq, dup: duplicate });
+  },
+  upsent(id: string, seq: number, duplicate: boolean): string {
+    return JSON.stringify({ t: 'upsent', id, seq, dup: duplicate });
+  },
+  /** The answer to an `rpc`; `json` is the business's `data` as JSON text (spliced, not re-parsed). */
+  rpc(id: string, json: string): string {
+    return `{"t":"rpc","id":${JSON.stringify(id)},"data":${json}}`;
   },
   error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs' | 'retryAfter'>): string {
     return JSON.stringify({ t: 'error', code, message, ...extra } satisfies ErrorFrame);

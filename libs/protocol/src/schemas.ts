@@ -76,8 +76,51 @@ export const SendFrameWireSchema = Type.Object({
 });
 export type SendFrameWire = Static<typeof SendFrameWireSchema>;
 
+/** Longest upstream kind, in characters (ASCII only). */
+export const MAX_UP_KIND_LENGTH = 64;
+
+/**
+ * An upstream kind: a subject token the business filters on (`push.up.<app>.<kind>`), so only
+ * the safe alphabet, never encoded.
+ */
+const UpKind = note(Type.String({ pattern: `^[A-Za-z0-9_-]{1,${MAX_UP_KIND_LENGTH}}$` }), {
+  code: 'invalid_kind',
+  problem: `kind must be 1 to ${MAX_UP_KIND_LENGTH} characters of A-Z a-z 0-9 _ -`,
+});
+
+/**
+ * Client -> edge: data up to the business, stored in the app's upstream stream. Answered by
+ * `upsent` once stored, or `error` with `id`. Fields are read in this order.
+ */
+export const UpFrameWireSchema = Type.Object({
+  t: Type.Literal('up'),
+  id: IdString('clientMessageId'),
+  kind: Type.Optional(UpKind),
+  data: Type.Optional(Data),
+  b64: Type.Optional(B64),
+});
+export type UpFrameWire = Static<typeof UpFrameWireSchema>;
+
+/**
+ * Client -> edge: a request to the business (`method`, `data`), forwarded on `push.rpc.<app>`;
+ * answered by an `rpc` frame with the same `id`, or `error` with `id`.
+ */
+export const RpcFrameWireSchema = Type.Object({
+  t: Type.Literal('rpc'),
+  id: IdString('clientMessageId'),
+  method: IdString('rpcMethod'),
+  data: Type.Optional(Data),
+});
+export type RpcFrameWire = Static<typeof RpcFrameWireSchema>;
+
 /** Every client frame kind, by its `t`. */
-export const ClientFrameSchemas = { ack: AckFrameSchema, ping: PingFrameSchema, send: SendFrameWireSchema } as const;
+export const ClientFrameSchemas = {
+  ack: AckFrameSchema,
+  ping: PingFrameSchema,
+  send: SendFrameWireSchema,
+  up: UpFrameWireSchema,
+  rpc: RpcFrameWireSchema,
+} as const;
 export type ClientFrameKind = keyof typeof ClientFrameSchemas;
 
 // --- Server frames ----------------------------------------------------------------------------
@@ -131,6 +174,23 @@ export const ErrorFrameSchema = Type.Object({
 });
 export type ErrorFrame = Static<typeof ErrorFrameSchema>;
 
+/** Edge -> client: an `up` was stored (`dup`: a retry of one stored before; `seq` is its stream sequence). */
+export const UpsentFrameSchema = Type.Object({
+  t: Type.Literal('upsent'),
+  id: Type.String(),
+  seq: Type.Integer({ minimum: 1 }),
+  dup: Type.Boolean(),
+});
+export type UpsentFrame = Static<typeof UpsentFrameSchema>;
+
+/** Edge -> client: the business's answer to an `rpc` (its `data`, any JSON value). */
+export const RpcReplyFrameSchema = Type.Object({
+  t: Type.Literal('rpc'),
+  id: Type.String(),
+  data: Type.Unknown(),
+});
+export type RpcReplyFrame = Static<typeof RpcReplyFrameSchema>;
+
 /** Every server frame kind, by its `t`. */
 export const ServerFrameSchemas = {
   hello: HelloFrameSchema,
@@ -138,8 +198,10 @@ export const ServerFrameSchemas = {
   pong: PongFrameSchema,
   sent: SentFrameSchema,
   error: ErrorFrameSchema,
+  upsent: UpsentFrameSchema,
+  rpc: RpcReplyFrameSchema,
 } as const;
-export type ServerFrame = HelloFrame | MsgFrame | PongFrame | SentFrame | ErrorFrame;
+export type ServerFrame = HelloFrame | MsgFrame | PongFrame | SentFrame | ErrorFrame | UpsentFrame | RpcReplyFrame;
 
 // --- Center HTTP bodies -----------------------------------------------------------------------
 
@@ -219,6 +281,14 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
           { problem: 'allowedOrigins must list at most 100 origins such as https://example.com (no path)' },
         ),
       ),
+      upstream: Type.Optional(Type.Boolean()),
+      upRatePerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+      maxUpBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_MESSAGE_BYTES })),
+      upstreamRetentionSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 365 * 24 * 3600 })),
+      eventRetentionSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 365 * 24 * 3600 })),
+      deliveryEvents: Type.Optional(Type.Boolean()),
+      rpcTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60_000 })),
+      rpcRatePerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
     },
     { additionalProperties: false },
   );
@@ -327,3 +397,94 @@ export const KickCommandSchema = Type.Object({
   reason: Type.String({ maxLength: MAX_KICK_REASON_BYTES }),
 });
 export type KickCommand = Static<typeof KickCommandSchema>;
+
+// --- Upstream and events in their streams (push.up.*, push.evt.*; issue 10) -------------------
+
+/**
+ * A stored upstream message (`push.up.<app>.<kind>`, header `Nats-Msg-Id` = `id`). Exactly one
+ * of `data` (the client's JSON) and `b64` (its bytes, base64).
+ */
+export const UpstreamRecordSchema = Type.Object({
+  id: Type.String(),
+  app: Type.String(),
+  user: Type.String(),
+  device: Type.String(),
+  conn: Type.String(),
+  kind: Type.String(),
+  /** Epoch ms when the edge received it. */
+  time: Type.Integer(),
+  data: Type.Optional(Type.Unknown()),
+  b64: Type.Optional(Type.String()),
+});
+export type UpstreamRecord = Static<typeof UpstreamRecordSchema>;
+
+/** Fields of every event. */
+const EventBase = {
+  /** `evt_` + unique characters; also the `Nats-Msg-Id`. */
+  id: Type.String(),
+  /** Epoch ms when it happened (as seen by the process that emits it). */
+  time: Type.Integer(),
+  app: Type.String(),
+};
+const Conn = { user: Type.String(), device: Type.String(), conn: Type.String(), edge: Type.String() };
+
+/** Every event type with its own fields (beside `id`, `type`, `time`, `app`). */
+export const EventSchemas = {
+  /** The user's first connection across all edges. */
+  user_online: Type.Object({ ...EventBase, type: Type.Literal('user_online'), ...Conn }),
+  /** The user's last connection is gone (closed, or its edge died: `reason` `edge_lost`). */
+  user_offline: Type.Object({ ...EventBase, type: Type.Literal('user_offline'), ...Conn, reason: Type.String() }),
+  conn_open: Type.Object({ ...EventBase, type: Type.Literal('conn_open'), ...Conn }),
+  /** `code`: the WebSocket close code (0 when the edge died); `reason`: see docs/api.md. */
+  conn_close: Type.Object({
+    ...EventBase,
+    type: Type.Literal('conn_close'),
+    ...Conn,
+    code: Type.Integer(),
+    reason: Type.String(),
+  }),
+  kicked: Type.Object({ ...EventBase, type: Type.Literal('kicked'), ...Conn, reason: Type.String() }),
+  delivered: Type.Object({ ...EventBase, type: Type.Literal('delivered'), ...Conn, seq: Type.Integer() }),
+  acked: Type.Object({ ...EventBase, type: Type.Literal('acked'), ...Conn, seq: Type.Integer() }),
+  /** A message past its TTL that the edge dropped instead of delivering. */
+  expired: Type.Object({ ...EventBase, type: Type.Literal('expired'), user: Type.String(), seq: Type.Integer() }),
+  /** Messages removed by the per-user cap (not reported yet: see docs/api.md). */
+  evicted: Type.Object({
+    ...EventBase,
+    type: Type.Literal('evicted'),
+    user: Type.String(),
+    seq: Type.Optional(Type.Integer()),
+    count: Type.Optional(Type.Integer()),
+  }),
+  topic_sub: Type.Object({ ...EventBase, type: Type.Literal('topic_sub'), ...Conn, topic: Type.String() }),
+  topic_unsub: Type.Object({ ...EventBase, type: Type.Literal('topic_unsub'), ...Conn, topic: Type.String() }),
+  presence_join: Type.Object({ ...EventBase, type: Type.Literal('presence_join'), ...Conn, topic: Type.String() }),
+  presence_leave: Type.Object({ ...EventBase, type: Type.Literal('presence_leave'), ...Conn, topic: Type.String() }),
+} as const;
+export type EventType = keyof typeof EventSchemas;
+export const EVENT_TYPES = Object.keys(EventSchemas) as EventType[];
+/** One stored event of the given type. */
+export type PushEvent<T extends EventType = EventType> = Static<(typeof EventSchemas)[T]>;
+/** What the emitter of an event of type T gives: everything but what the emitter adds (`id`, `time`, `type`). */
+export type EventInput<T extends EventType> = Omit<PushEvent<T>, 'id' | 'time' | 'type'>;
+
+// --- RPC on push.rpc.<app> (issue 10) -----------------------------------------------------------
+
+/** The request the edge sends on `push.rpc.<app>` for a client `rpc`. */
+export const RpcRequestSchema = Type.Object({
+  id: Type.String(),
+  app: Type.String(),
+  user: Type.String(),
+  device: Type.String(),
+  conn: Type.String(),
+  method: Type.String(),
+  data: Type.Unknown(),
+});
+export type RpcRequest = Static<typeof RpcRequestSchema>;
+
+/** The answer a responder sends: `data`, or `error` (its `message` reaches the client). */
+export const RpcReplySchema = Type.Union([
+  Type.Object({ data: Type.Unknown() }),
+  Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String() }) }),
+]);
+export type RpcReply = Static<typeof RpcReplySchema>;

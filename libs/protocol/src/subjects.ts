@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { decodeToken, encodeToken } from './ids.js';
 
 /**
@@ -106,6 +107,75 @@ export class Subjects {
   parseControl(subject: string): ControlSubject | undefined {
     const tokens = subject.split('.');
     if (tokens.length !== 4 || tokens[0] !== this.prefix || tokens[1] !== 'ctl') return undefined;
+    const app = canonicalId(tokens[2] ?? '');
+    const user = canonicalId(tokens[3] ?? '');
+    if (app === undefined || user === undefined) return undefined;
+    return { app, user };
+  }
+
+  // --- Upstream, events, rpc (issue 10; names shared with the coordinator) ------------------
+
+  /** The stream of one app's client upstream: `<PREFIX>_UP-<app>`. */
+  upstreamStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_UP-${encodeToken(app)}`;
+  }
+
+  /** `push.up.<app>.<kind>`: where a client's `up` frame is stored (kind validated by the caller). */
+  upstream(app: string, kind: string): string {
+    return `${this.prefix}.up.${encodeToken(app)}.${encodeToken(kind)}`;
+  }
+
+  /** `push.up.<app>.*`: every upstream kind of an app (its stream's subjects). */
+  upstreamOfApp(app: string): string {
+    return `${this.prefix}.up.${encodeToken(app)}.*`;
+  }
+
+  /** The stream of one app's events: `<PREFIX>_EVENTS-<app>`. */
+  eventsStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_EVENTS-${encodeToken(app)}`;
+  }
+
+  /** `push.evt.<app>.<type>`: where an event of one type is stored. */
+  event(app: string, type: string): string {
+    return `${this.prefix}.evt.${encodeToken(app)}.${type}`;
+  }
+
+  /** `push.evt.<app>.*`: every event type of an app (its stream's subjects). */
+  eventsOfApp(app: string): string {
+    return `${this.prefix}.evt.${encodeToken(app)}.*`;
+  }
+
+  /** `push.rpc.<app>`: core subject a client `rpc` is requested on. */
+  rpc(app: string): string {
+    return `${this.prefix}.rpc.${encodeToken(app)}`;
+  }
+
+  /** Queue group the coordinators (and business services) answer `push.rpc.<app>` in. */
+  get rpcQueue(): string {
+    return `${this.prefix}-rpc`;
+  }
+
+  /**
+   * Id of a stored upstream message, also its `Nats-Msg-Id`: `up_` + 24 base64url characters of
+   * SHA-256(app, user, client id). The same frame id from the same user (a retry, from any of
+   * the user's devices) gives the same id, so the stream's duplicate window stores it once;
+   * hashed so that the id stays short whatever the ids' lengths.
+   */
+  upstreamMessageId(app: string, user: string, clientId: string): string {
+    // JSON of the parts: no choice of ids makes two different senders hash the same text.
+    const h = createHash('sha256')
+      .update(JSON.stringify(['up', app, user, clientId]))
+      .digest('base64url');
+    return `up_${h.slice(0, 24)}`;
+  }
+
+  /**
+   * Reads a presence key (as `presenceKey` builds it) back into its app and user; undefined for
+   * anything else. The presence sweep uses it to name the users whose connections it removed.
+   */
+  parsePresenceKey(key: string): ControlSubject | undefined {
+    const tokens = key.split(':');
+    if (tokens.length !== 4 || tokens[0] !== this.prefix || tokens[1] !== 'presence') return undefined;
     const app = canonicalId(tokens[2] ?? '');
     const user = canonicalId(tokens[3] ?? '');
     if (app === undefined || user === undefined) return undefined;

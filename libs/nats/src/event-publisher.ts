@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto';
+import { headers, type NatsConnection } from '@nats-io/nats-core';
+import { backoffDelay, type EventInput, type EventType, type Subjects } from '@push/protocol';
+import { readStored } from './inbox-store.js';
+import { PipelineFullError, RequestPipeline } from './request-pipeline.js';
+
+/** What became of one emitted event (for the caller's metrics). */
+export type EventOutcome = 'stored' | 'failed' | 'dropped';
+
+export interface EventPublisherOptions {
+  /** Publishes awaiting the store's ack at once. */
+  maxInFlight?: number;
+  /** Events waiting for a slot; past it new events are dropped (counted), never awaited. */
+  maxQueued?: number;
+  /** Deadline of one publish, ms (queued time included). */
+  timeoutMs?: number;
+  /** Publishes tried per event (a failed one is tried again after a jittered delay; the id dedupes). */
+  attempts?: number;
+  /** Called once per event with its fate (stored, failed after every attempt, dropped at the bound). */
+  onOutcome?: (type: EventType, outcome: EventOutcome, err?: unknown) => void;
+}
+
+/**
+ * Emits events into the app's `PUSH_EVENTS-<app>` stream (`push.evt.<app>.<type>`), as JSON with
+ * `Nats-Msg-Id` = the event's `id`. Emission never blocks the caller: `emit` returns at once,
+ * publishes are pipelined (many in flight on one reply subscription), the queue behind them is
+ * bounded, and an event that cannot be stored is counted (`onOutcome`), never thrown. A failed
+ * publish is tried again a few times with the same id, so a retry stored twice is stored once.
+ *
+ * Typed: `emit('topic_sub', { app, user, device, conn, edge, topic })` (see EventSchemas).
+ */
+export class EventPublisher {
+  private readonly pipeline: RequestPipeline;
+  /** Process-unique part of every event id (random), then a counter: unique without a syscall per event. */
+  private readonly idPrefix = `evt_${randomBytes(9).toString('base64url')}`;
+  private counter = 0;
+  private readonly attempts: number;
+  private readonly maxRetrying: number;
+  private retrying = 0;
+  private closed = false;
+
+  constructor(
+    nc: NatsConnection,
+    private readonly subjects: Subjects,
+    private readonly opts: EventPublisherOptions = {},
+  ) {
+    this.pipeline = new RequestPipeline(nc, {
+      timeoutMs: opts.timeoutMs ?? 5000,
+      maxInFlight: opts.maxInFlight ?? 1024,
+      maxQueued: opts.maxQueued ?? 10_000,
+    });
+    this.attempts = Math.max(1, opts.attempts ?? 3);
+    this.maxRetrying = opts.maxQueued ?? 10_000;
+  }
+
+  /** A fresh event id: `evt_` + 12 random base64url characters + `_` + a base-36 counter. */
+  nextId(): string {
+    return `${this.idPrefix}_${(this.counter++).toString(36)}`;
+  }
+
+  /** Emits one event; returns its id at once (the store acks later, see `onOutcome`). */
+  emit<T extends EventType>(type: T, fields: EventInput<T>, time = Date.now()): string {
+    const id = this.nextId();
+    if (this.closed) {
+      this.opts.onOutcome?.(type, 'dropped');
+      return id;
+    }
+    const body = JSON.stringify({ id, type, time, ...fields });
+    this.publish(type, fields.app, id, body, 0);
+    return id;
+  }
+
+  private publish(type: EventType, app: string, id: string, body: string, attempt: number): void {
+    const h = headers();
+    h.set('Nats-Msg-Id', id);
+    void this.pipeline
+      .request(this.subjects.event(app, type), body, h)
+      .then((reply) => readStored(reply)) // throws for a refusal or no stream (503)
+      .then(
+        () => this.opts.onOutcome?.(type, 'stored'),
+        (err: unknown) => this.failed(type, app, id, body, attempt, err),
+      );
+  }
+
+  private failed(type: EventType, app: string, id: string, body: string, attempt: number, err: unknown): void {
+    // A full queue means the store is far behind: retrying would only add to it.
+    if (err instanceof PipelineFullError || this.closed) {
+      this.opts.onOutcome?.(type, 'dropped', err);
+      return;
+    }
+    if (attempt + 1 >= this.attempts || this.retrying >= this.maxRetrying) {
+      this.opts.onOutcome?.(type, 'failed', err);
+      return;
+    }
+    this.retrying++;
+    setTimeout(
+      () => {
+        this.retrying--;
+        this.publish(type, app, id, body, attempt + 1);
+      },
+      backoffDelay(attempt, { baseMs: 200, capMs: 2000 }),
+    ).unref();
+  }
+
+  /** Resolves true once no publish is in flight or queued, false after `timeoutMs` (shutdown). */
+  idle(timeoutMs: number): Promise<boolean> {
+    return this.pipeline.idle(timeoutMs);
+  }
+
+  /** Stops publishing (events emitted later are counted as dropped). Idempotent. */
+  close(): void {
+    this.closed = true;
+    this.pipeline.close();
+  }
+}

@@ -1,0 +1,53 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@push/nats';
+
+/** One stored message of a stream, as a business consumer would see it. */
+export interface StoredRecord {
+  subject: string;
+  seq: number;
+  /** Its `Nats-Msg-Id` header. */
+  msgId: string | undefined;
+  body: Record<string, unknown>;
+}
+
+/** Every message a stream holds now, in order (Direct Get per sequence: for small test streams). */
+export async function readStream(nc: NatsConnection, stream: string): Promise<StoredRecord[]> {
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(stream);
+  const out: StoredRecord[] = [];
+  if (info.state.messages === 0) return out;
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    if (m === null) continue;
+    out.push({
+      subject: m.subject,
+      seq: m.seq,
+      msgId: m.header.get('Nats-Msg-Id') || undefined,
+      body: m.json<Record<string, unknown>>(),
+    });
+  }
+  return out;
+}
+
+/**
+ * Polls a stream until `done` holds for what it stores (then returns it), or fails after
+ * `timeoutMs` with what it held.
+ */
+export async function waitStream(
+  nc: NatsConnection,
+  stream: string,
+  done: (records: StoredRecord[]) => boolean,
+  timeoutMs = 5000,
+): Promise<StoredRecord[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const records = await readStream(nc, stream);
+    if (done(records)) return records;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `stream ${stream} never matched; holds ${JSON.stringify(records.map((r) => r.body)).slice(0, 1500)}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
