@@ -17,6 +17,25 @@ export interface AppSettings {
   sendRatePerConnection: number;
   /** Most client `send`s per second by one user, across their connections on one edge; 0 = no limit. */
   sendRatePerUser: number;
+
+  // --- Webhooks and RPC (issue 10) -------------------------------------------------------
+  /**
+   * Deliveries a webhook message gets (the first and its retries) before its batch goes to the
+   * endpoint's dead letters.
+   */
+  webhookMaxAttempts: number;
+  /** Backoff of webhook retries: full jitter over base * 2^attempt, ms (see backoffDelay). */
+  webhookRetryBaseMs: number;
+  /** Longest wait before a webhook retry, ms. */
+  webhookRetryMaxMs: number;
+  /** Most a webhook POST may take (connect to last byte of the answer), ms. */
+  webhookTimeoutMs: number;
+  /** Webhook POSTs in flight at once per endpoint. */
+  webhookConcurrency: number;
+  /** The business's RPC endpoint (http/https URL) the coordinator forwards `rpc` frames to; '' = none. */
+  rpcUrl: string;
+  /** Most an RPC may take, ms (the edge's wait; the coordinator's POST gets a little less). */
+  rpcTimeoutMs: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -27,6 +46,13 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   pushRateLimit: 0,
   sendRatePerConnection: 10,
   sendRatePerUser: 20,
+  webhookMaxAttempts: 10,
+  webhookRetryBaseMs: 1000,
+  webhookRetryMaxMs: 300_000,
+  webhookTimeoutMs: 10_000,
+  webhookConcurrency: 4,
+  rpcUrl: '',
+  rpcTimeoutMs: 5000,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

@@ -142,6 +142,81 @@ export class Subjects {
     return `${this.prefix}:edges`;
   }
 
+  // --- Upstream, events, webhooks, RPC (issue 10; names from contract-10) --------------------
+
+  /** The stream of one app's client upstream: `<PREFIX>_UP-<app>`. */
+  upStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_UP-${encodeToken(app)}`;
+  }
+
+  /** `push.up.<app>.<kind>`: one upstream message of the given kind. */
+  up(app: string, kind: string): string {
+    return `${this.prefix}.up.${encodeToken(app)}.${encodeToken(kind)}`;
+  }
+
+  /** `push.up.<app>.*`: every upstream subject of an app (its stream's subjects). */
+  upOfApp(app: string): string {
+    return `${this.prefix}.up.${encodeToken(app)}.*`;
+  }
+
+  /** The stream of one app's events: `<PREFIX>_EVENTS-<app>`. */
+  eventsStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_EVENTS-${encodeToken(app)}`;
+  }
+
+  /** `push.evt.<app>.<type>`: one event of the given type (a catalogue token, see EVENT_TYPES). */
+  evt(app: string, type: string): string {
+    return `${this.prefix}.evt.${encodeToken(app)}.${encodeToken(type)}`;
+  }
+
+  /** `push.evt.<app>.*`: every event subject of an app (its stream's subjects). */
+  evtOfApp(app: string): string {
+    return `${this.prefix}.evt.${encodeToken(app)}.*`;
+  }
+
+  /** The stream of one app's webhook dead letters: `<PREFIX>_DLQ-<app>`. */
+  dlqStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_DLQ-${encodeToken(app)}`;
+  }
+
+  /** `push.dlq.<app>.<endpoint>`: dead letters of one webhook endpoint. */
+  dlq(app: string, endpoint: string): string {
+    return `${this.prefix}.dlq.${encodeToken(app)}.${encodeToken(endpoint)}`;
+  }
+
+  /**
+   * `push.dlq.<app>.<endpoint>.replay`: dead letters an operator asked to replay; the endpoint's
+   * coordinator consumer delivers them again. Same stream as the dead letters.
+   */
+  dlqReplay(app: string, endpoint: string): string {
+    return `${this.dlq(app, endpoint)}.replay`;
+  }
+
+  /** The subjects of an app's dead-letter stream: its dead letters and its replay queue. */
+  dlqSubjectsOfApp(app: string): string[] {
+    return [`${this.prefix}.dlq.${encodeToken(app)}.*`, `${this.prefix}.dlq.${encodeToken(app)}.*.replay`];
+  }
+
+  /** `push.rpc.<app>`: client RPC requests of an app (core request/reply). */
+  rpc(app: string): string {
+    return `${this.prefix}.rpc.${encodeToken(app)}`;
+  }
+
+  /** Queue group every RPC responder (coordinators, business services) joins: `<prefix>-rpc`. */
+  get rpcQueue(): string {
+    return `${this.prefix}-rpc`;
+  }
+
+  /** KV bucket mirroring webhook endpoints to coordinators: `<prefix>_webhooks`. */
+  get webhooksBucket(): string {
+    return `${this.prefix}_webhooks`;
+  }
+
+  /** KV key of a webhook endpoint: `<app key>.<endpoint id>` (endpoint ids are `wh_` + base64url). */
+  webhookKey(app: string, endpoint: string): string {
+    return `${this.appKey(app)}.${endpoint}`;
+  }
+
   /** Nats-Msg-Id for an idempotent push through the API. */
   apiMessageId(app: string, user: string, id: string): string {
     return `api.${encodeToken(app)}.${encodeToken(user)}.${encodeToken(id)}`;
@@ -175,4 +250,14 @@ function canonicalId(token: string): string | undefined {
 export type InboxKind = 'b' | 'c';
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
-export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete';
+export type ApiOperation =
+  | 'push'
+  | 'user'
+  | 'kick'
+  | 'apps.delete'
+  // Webhook endpoints and their dead letters (issue 10).
+  | `webhooks.${WebhookApiOperation}`;
+
+/** Webhook operations over NATS: `push.api.webhooks.<op>` (docs/api.md). */
+export type WebhookApiOperation =
+  'create' | 'list' | 'get' | 'update' | 'delete' | 'rotate' | 'dlq.list' | 'dlq.replay' | 'dlq.purge';
