@@ -1,2 +1,3 @@
 export * from './database.js';
 export * from './apps-repository.js';
+export * from './webhooks-repository.js';
