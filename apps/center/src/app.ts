@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
-import { AppDirectory, RateLimiter } from '@push/apps';
+import { AppDirectory, RateLimiter, WebhookDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import { AppsRepository, WebhooksRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
@@ -9,6 +9,7 @@ import {
   connectNats,
   natsReadiness,
   deleteAppStreams,
+  deleteDlqStream,
   ensureInboxStream,
   provisionStreams,
   type NatsConnection,
@@ -23,6 +24,7 @@ import { mountHttpApi } from './http-api.js';
 import { Kicker } from './kick.js';
 import { createCenterMetrics } from './metrics.js';
 import { serveNatsApi } from './nats-api.js';
+import { WebhookAdmin } from './webhook-admin.js';
 import { PushService } from './push-service.js';
 
 /** A running center. */
@@ -53,6 +55,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let nc: NatsConnection | undefined;
   let store: InboxStore | undefined;
   let apps: AppDirectory | undefined;
+  let webhookDirectory: WebhookDirectory | undefined;
   let db: Knex | undefined;
   let redis: Redis | undefined;
   let presence: PresenceRegistry | undefined;
@@ -83,6 +86,17 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       await provisionStreams(conn, subjects, config.inbox);
       store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       apps = await AppDirectory.open(nc, subjects, log);
+      webhookDirectory = await WebhookDirectory.open(nc, subjects, log, { replicas: config.inbox.replicas });
+      const keys = new ApiKeyVerifier(apps);
+      const webhooks = new WebhookAdmin(
+        new WebhooksRepository(db),
+        webhookDirectory,
+        apps,
+        keys,
+        config.center.adminKey,
+        conn,
+        subjects,
+      );
       admin = new AppAdmin(
         new AppsRepository(db),
         apps,
@@ -92,11 +106,17 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         },
         {
           ensure: (record) => ensureInboxStream(conn, subjects, record, config.inbox),
-          remove: (appId) => deleteAppStreams(conn, subjects, appId),
+          remove: async (appId) => {
+            await deleteAppStreams(conn, subjects, appId);
+            // Webhooks (issue 10): the coordinators stop, the dead letters go.
+            await webhooks.forgetApp(appId);
+            await deleteDlqStream(conn, subjects, appId);
+          },
         },
       );
       const synced = await admin.syncAll();
       log.info({ apps: synced }, 'apps synced to KV');
+      log.info({ webhooks: await webhooks.syncAll() }, 'webhook endpoints synced to KV');
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
@@ -106,7 +126,6 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       // Edges sweep each other; the center sweeps too, for when the last edge died.
       presence.startSweeping();
-      const keys = new ApiKeyVerifier(apps);
       const push = new PushService(
         store,
         subjects,
@@ -121,6 +140,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         kicker,
         keys,
         admin,
+        webhooks,
         adminKey: config.center.adminKey,
         metrics,
         log,
@@ -138,6 +158,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         push,
         kicker,
         admin,
+        webhooks,
         keys,
         metrics,
         log,
@@ -157,6 +178,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
           log.warn('store requests still in flight at the stop deadline');
         }
         apps?.close();
+        webhookDirectory?.close();
         store?.close();
         if (nc !== undefined && !nc.isClosed()) {
           await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed on stop'));
