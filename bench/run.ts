@@ -15,6 +15,7 @@ import type { RunOptions } from './lib/scenario.js';
 import { runPublish } from './publish.js';
 import { runStorm } from './storm.js';
 import { runUnicast } from './unicast.js';
+import { runWebhooks } from './webhooks.js';
 
 const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   idle: runIdle,
@@ -23,6 +24,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   backlog: runBacklog,
   fanout: runFanout,
   publish: runPublish,
+  webhooks: runWebhooks,
 };
 
 async function main(): Promise<number> {
