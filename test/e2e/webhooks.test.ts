@@ -1,4 +1,8 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers } from '@nats-io/nats-core';
@@ -11,6 +15,8 @@ import { Stack, type TestApp } from '../helpers/stack.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const run = promisify(execFile);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const NANOS = 1_000_000_000;
 
 /**
@@ -194,6 +200,49 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     const lb = JSON.parse(new TextDecoder().decode(listed.data)) as { ok: boolean; webhooks: WebhookEndpoint[] };
     expect(lb.ok).to.equal(true);
     expect(lb.webhooks.map((w) => w.id)).to.deep.equal([endpoint.id]);
+  });
+
+  it('the CLI registers, lists, shows dead letters of and deletes an endpoint', async function () {
+    const app = await stack.createApp();
+    appIds.push(app.id);
+    await ensureSourceStreams(nc, subjects, app.id);
+    const receiver = await WebhookReceiver.start();
+    receivers.push(receiver);
+    const cli = async (...args: string[]): Promise<unknown> => {
+      const r = await run(process.execPath, [path.join(ROOT, 'apps/center/dist/cli.js'), ...args], {
+        cwd: ROOT,
+        env: {
+          PATH: process.env['PATH'] ?? '',
+          PUSH_PREFIX: stack.prefix,
+          PUSH_DATABASE_URL: stack.databaseUrl,
+          PUSH_NATS_URL: stack.config().natsUrl,
+        },
+        timeout: 20_000,
+      });
+      return JSON.parse(r.stdout) as unknown;
+    };
+    const created = (await cli(
+      'webhooks',
+      'create',
+      app.id,
+      '--url',
+      receiver.url,
+      '--events',
+      'user_online,kicked',
+    )) as {
+      webhook: WebhookEndpoint;
+    };
+    expect(created.webhook.events).to.deep.equal(['user_online', 'kicked']);
+    receiver.secrets = created.webhook.secrets.map((x) => x.secret);
+    // The coordinator hears of an endpoint the CLI made, like one made over HTTP.
+    const id = await publishEvent(nc, subjects, app.id, 'kicked', { user: 'u' });
+    await receiver.waitFor([id], 10_000);
+    const listed = (await cli('webhooks', 'list', app.id)) as { webhooks: WebhookEndpoint[] };
+    expect(listed.webhooks.map((w) => w.id)).to.deep.equal([created.webhook.id]);
+    expect(await cli('webhooks', 'dead-letters', app.id, created.webhook.id)).to.deep.equal({ deadLetters: [] });
+    expect(await cli('webhooks', 'delete', app.id, created.webhook.id)).to.deep.equal({ deleted: created.webhook.id });
+    const gone = await stack.http('GET', `/v1/apps/${app.id}/webhooks/${created.webhook.id}`, app.apiKey);
+    expect(gone.status).to.equal(404);
   });
 
   it('a receiver failing 30% at random and then down for 20 s gets every event, duplicates only from retries', async function () {
