@@ -18,6 +18,7 @@ import {
 import {
   backoffDelay,
   type AppSettings,
+  type BackoffPolicy,
   type DeadLetter,
   type Subjects,
   type WebhookEndpoint,
@@ -61,6 +62,15 @@ const PENDING_POLL_MS = 5000;
  */
 export function ackWaitMs(settings: AppSettings, lingerMs: number): number {
   return 2 * settings.webhookTimeoutMs + lingerMs + 1000;
+}
+
+/**
+ * The nak delay before a message's next delivery, whole ms (at least 1). Whole: the client sends
+ * it as nanoseconds in JSON, and the server does not take a fractional number there; it then
+ * redelivers at once, which turned the backoff into a busy loop.
+ */
+export function retryDelay(m: JsMsg, policy: BackoffPolicy): number {
+  return Math.max(1, Math.round(backoffDelay(m.info.deliveryCount - 1, policy)));
 }
 
 /** The webhook-id of a batch: the item's own id when alone, else a digest of the items' ids (same items, same id). */
@@ -368,7 +378,7 @@ class SourceLoop {
     const policy = { baseMs: s.webhookRetryBaseMs, capMs: s.webhookRetryMaxMs };
     for (const m of kept) {
       if (m.info.deliveryCount >= s.webhookMaxAttempts) continue;
-      m.nak(backoffDelay(m.info.deliveryCount - 1, policy));
+      m.nak(retryDelay(m, policy));
     }
     if (kept.length > exhausted.length) deps.metrics.retries.inc(this.labels, kept.length - exhausted.length);
     if (exhausted.length === 0) return;
@@ -385,7 +395,7 @@ class SourceLoop {
       deps.metrics.deadLetters.inc(this.labels, exhaustedItems.length);
     } catch (err) {
       this.log.error({ err }, 'dead-lettering failed; the batch is retried');
-      for (const m of exhausted) m.nak(backoffDelay(m.info.deliveryCount - 1, policy));
+      for (const m of exhausted) m.nak(retryDelay(m, policy));
     }
   }
 
