@@ -40,8 +40,13 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
   let endpoints: WebhookDirectory | undefined;
   let rpc: RpcForwarder | undefined;
   const workers = new Map<string, EndpointWorker>();
-  /** Worker changes run one after another, so a stop and a start of one endpoint never interleave. */
-  let changes: Promise<void> = Promise.resolve();
+  /**
+   * Changes of one endpoint's worker run one after another, so its stop and start never
+   * interleave; different endpoints change independently (stopping one waits for its POSTs in
+   * flight, up to its timeout, and must not hold up another's start).
+   */
+  const changes = new Map<string, Promise<void>>();
+  const settled = () => Promise.all([...changes.values()]);
   let listening: Listening | undefined;
   let stopping = false;
   let stopPromise: Promise<void> | undefined;
@@ -96,9 +101,13 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
         dlq: { replicas: config.inbox.replicas, duplicateWindowSeconds: config.inbox.duplicateWindowSeconds },
       };
       const queue = (key: string, ep: WebhookEndpoint | undefined) => {
-        changes = changes
+        const next = (changes.get(key) ?? Promise.resolve())
           .then(() => reconcile(deps, key, ep))
           .catch((err: unknown) => log.error({ err, key }, 'webhook endpoint change failed'));
+        changes.set(key, next);
+        void next.then(() => {
+          if (changes.get(key) === next) changes.delete(key);
+        });
       };
       const dir = endpoints;
       dir.onChange(queue);
@@ -109,7 +118,7 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
       for (const [key, ep] of dir.all()) queue(key, ep);
       rpc = new RpcForwarder(conn, subjects, apps, metrics, log);
       rpc.start();
-      await changes;
+      await settled();
       await conn.flush();
       const app = uws.App();
       mountHealth(app, registry, () => (stopping ? 'stopping' : natsReadiness(nc)));
@@ -125,7 +134,7 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
         stopping = true;
         listening?.close();
         await rpc?.stop().catch((err: unknown) => log.warn({ err }, 'rpc forwarder stop failed'));
-        await changes;
+        await settled();
         await Promise.all(
           [...workers.values()].map((w) =>
             w.stop().catch((err: unknown) => log.warn({ err }, 'webhook worker stop failed')),
