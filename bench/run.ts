@@ -17,6 +17,7 @@ import { runPublish } from './publish.js';
 import { runStorm } from './storm.js';
 import { runUnicast } from './unicast.js';
 import { runUpstream } from './upstream.js';
+import { runWebhooks } from './webhooks.js';
 
 const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   idle: runIdle,
@@ -27,6 +28,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   publish: runPublish,
   jobs: runJobs,
   upstream: runUpstream,
+  webhooks: runWebhooks,
 };
 
 async function main(): Promise<number> {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SCENARIOS = ['idle', 'storm', 'unicast', 'backlog', 'fanout', 'publish', 'jobs'];
+const SCENARIOS = ['idle', 'storm', 'unicast', 'backlog', 'fanout', 'publish', 'jobs', 'upstream', 'webhooks'];
 
 /**
  * The benchmark harness at tiny sizes (`bench/run.ts --smoke`), so it never rots: every scenario

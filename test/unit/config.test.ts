@@ -53,7 +53,11 @@ describe('config', () => {
       maxBatch: 1000,
       adminKey: undefined,
     });
-    expect(c.coordinator).to.deep.equal({ host: '0.0.0.0', port: 8083 });
+    expect(c.coordinator).to.deep.equal({
+      host: '0.0.0.0',
+      port: 8083,
+      webhookBatch: { maxItems: 100, maxBytes: 256 * 1024, lingerMs: 20 },
+    });
     expect(c.dispatcher).to.deep.equal({ host: '0.0.0.0', port: 8082, edges: ['ws://127.0.0.1:8081/ws'] });
   });
 

@@ -36,6 +36,8 @@ export function createAppAdmin(
   nc: NatsConnection,
   subjects: Subjects,
   inbox: Config['inbox'],
+  /** More to remove when an app is deleted, after its streams (e.g. its webhooks). */
+  alsoRemove?: (appId: string) => Promise<void>,
 ): AppAdmin {
   return new AppAdmin(
     new AppsRepository(db),
@@ -43,7 +45,10 @@ export function createAppAdmin(
     { maxTtlSeconds: inbox.maxAgeSeconds, maxPerUser: inbox.maxPerUser },
     {
       ensure: (record) => ensureAppStreams(nc, subjects, record, inbox),
-      remove: (appId) => deleteAppStreams(nc, subjects, appId),
+      remove: async (appId) => {
+        await deleteAppStreams(nc, subjects, appId);
+        await alsoRemove?.(appId);
+      },
     },
   );
 }

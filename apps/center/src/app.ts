@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
-import { AppDirectory, RateLimiter } from '@push/apps';
+import { AppDirectory, RateLimiter, WebhookDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import { JobsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import { JobsRepository, WebhooksRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
@@ -9,6 +9,7 @@ import {
   InboxStore,
   connectNats,
   natsReadiness,
+  deleteDlqStream,
   provisionStreams,
   type NatsConnection,
   type Subscription,
@@ -24,6 +25,7 @@ import { createCenterMetrics } from './metrics.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
+import { WebhookAdmin } from './webhook-admin.js';
 import { PushService } from './push-service.js';
 
 /** A running center. */
@@ -54,6 +56,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let nc: NatsConnection | undefined;
   let store: InboxStore | undefined;
   let apps: AppDirectory | undefined;
+  let webhookDirectory: WebhookDirectory | undefined;
   let db: Knex | undefined;
   let redis: Redis | undefined;
   let presence: PresenceRegistry | undefined;
@@ -86,9 +89,25 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       await provisionStreams(conn, subjects, config.inbox);
       store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       apps = await AppDirectory.open(nc, subjects, log);
-      admin = createAppAdmin(db, apps, conn, subjects, config.inbox);
+      webhookDirectory = await WebhookDirectory.open(nc, subjects, log, { replicas: config.inbox.replicas });
+      const keys = new ApiKeyVerifier(apps);
+      const webhooks = new WebhookAdmin(
+        new WebhooksRepository(db),
+        webhookDirectory,
+        apps,
+        keys,
+        config.center.adminKey,
+        conn,
+        subjects,
+      );
+      admin = createAppAdmin(db, apps, conn, subjects, config.inbox, async (appId) => {
+        // Webhooks (issue 10): the coordinators stop, the dead letters go.
+        await webhooks.forgetApp(appId);
+        await deleteDlqStream(conn, subjects, appId);
+      });
       const synced = await admin.syncAll();
       log.info({ apps: synced }, 'apps synced to KV');
+      log.info({ webhooks: await webhooks.syncAll() }, 'webhook endpoints synced to KV');
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
@@ -107,7 +126,6 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       // Edges sweep each other; the center sweeps too, for when the last edge died.
       presence.startSweeping();
-      const keys = new ApiKeyVerifier(apps);
       const push = new PushService(
         store,
         subjects,
@@ -134,6 +152,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         kicker,
         keys,
         admin,
+        webhooks,
         adminKey: config.center.adminKey,
         metrics,
         log,
@@ -152,6 +171,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         jobs,
         kicker,
         admin,
+        webhooks,
         keys,
         metrics,
         log,
@@ -176,6 +196,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
           log.warn('store requests still in flight at the stop deadline');
         }
         apps?.close();
+        webhookDirectory?.close();
         store?.close();
         // Stop sweeping (and so emitting) before the events are flushed and NATS drains.
         await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));

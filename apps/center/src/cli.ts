@@ -3,12 +3,13 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { PushClient } from '@push/client';
-import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
+import { AppDirectory, WebhookDirectory, hashApiKey, signClientToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import {
   AppsRepository,
   JOB_CHUNK_USERS,
   JobsRepository,
+  WebhooksRepository,
   createDatabase,
   ensureDatabase,
   migrate,
@@ -19,6 +20,8 @@ import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
 import { JobService } from './job-service.js';
+import { ApiKeyVerifier } from './api-keys.js';
+import { WebhookAdmin } from './webhook-admin.js';
 
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
 
@@ -43,6 +46,15 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   jobs get --app ID JOB                     a job's state and counts
   jobs list --app ID                        the app's newest jobs
   jobs cancel --app ID JOB                  cancel a job (its center stops within a second)
+  webhooks create APP --url URL [--events T,T|*] [--kinds K,K|*] [--description TEXT]
+  webhooks list APP
+  webhooks get APP ID
+  webhooks update APP ID [--url URL] [--events ...] [--kinds ...] [--disable | --enable]
+  webhooks rotate-secret APP ID             new signing secret (previous still signs)
+  webhooks delete APP ID
+  webhooks dead-letters APP ID              list the endpoint's dead letters
+  webhooks replay APP ID                    send its dead letters back to delivery
+  webhooks purge APP ID                     drop its dead letters
 `;
 
 /** A failure the CLI explains in one line (no stack): what is missing and what to run. */
@@ -146,6 +158,9 @@ async function run(argv: string[]): Promise<number> {
       users: { type: 'string' },
       data: { type: 'string' },
       b64: { type: 'string' },
+      events: { type: 'string' },
+      kinds: { type: 'string' },
+      description: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -232,10 +247,115 @@ async function run(argv: string[]): Promise<number> {
         print(creds);
         return 0;
       });
+    case 'webhooks':
+      return webhooksCommand(config, sub, arg1, arg2, values);
     default:
       process.stderr.write(USAGE);
       return 2;
   }
+}
+
+/** `--events a,b` -> ['a', 'b'] (undefined when the flag is absent). */
+const list = (v: string | undefined): string[] | undefined =>
+  v === undefined
+    ? undefined
+    : v
+        .split(',')
+        .map((x) => x.trim())
+        .filter((x) => x !== '');
+
+const WEBHOOK_COMMANDS = new Set([
+  'create',
+  'list',
+  'get',
+  'update',
+  'rotate-secret',
+  'delete',
+  'dead-letters',
+  'replay',
+  'purge',
+]);
+
+/**
+ * `webhooks <sub> APP [ID]`: through WebhookAdmin, which saves to Postgres and the webhooks KV
+ * bucket (as the center's routes do). Trusted like the rest of the CLI: no key is checked.
+ */
+async function webhooksCommand(
+  config: Config,
+  sub: string | undefined,
+  app: string | undefined,
+  id: string | undefined,
+  flags: { url?: string; events?: string; kinds?: string; description?: string; disable?: boolean; enable?: boolean },
+): Promise<number> {
+  if (sub === undefined || !WEBHOOK_COMMANDS.has(sub)) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const appId = need(app, 'APP');
+  const log = createLogger({ level: 'warn', name: 'cli' });
+  return withDatabase(config, { migrate: true }, async (db) => {
+    if ((await new AppsRepository(db).get(appId)) === undefined) throw new PushError('app_not_found');
+    const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+    try {
+      const subjects = new Subjects(config.prefix);
+      await provisionStreams(nc, subjects, config.inbox);
+      const apps = await AppDirectory.open(nc, subjects, log);
+      const dir = await WebhookDirectory.open(nc, subjects, log, { replicas: config.inbox.replicas });
+      try {
+        const w = new WebhookAdmin(
+          new WebhooksRepository(db),
+          dir,
+          apps,
+          new ApiKeyVerifier(apps),
+          undefined,
+          nc,
+          subjects,
+        );
+        const body: Record<string, unknown> = {};
+        if (flags.url !== undefined) body['url'] = flags.url;
+        if (flags.events !== undefined) body['events'] = list(flags.events);
+        if (flags.kinds !== undefined) body['kinds'] = list(flags.kinds);
+        if (flags.description !== undefined) body['description'] = flags.description;
+        if (flags.disable === true) body['disabled'] = true;
+        if (flags.enable === true) body['disabled'] = false;
+        switch (sub) {
+          case 'create':
+            print({ webhook: await w.create(appId, body) });
+            return 0;
+          case 'list':
+            print({ webhooks: await w.list(appId) });
+            return 0;
+          case 'get':
+            print({ webhook: await w.get(appId, WebhookAdmin.id(need(id, 'ID'))) });
+            return 0;
+          case 'update':
+            print({ webhook: await w.update(appId, WebhookAdmin.id(need(id, 'ID')), body) });
+            return 0;
+          case 'rotate-secret':
+            print({ webhook: await w.rotateSecret(appId, WebhookAdmin.id(need(id, 'ID'))) });
+            return 0;
+          case 'delete':
+            await w.delete(appId, WebhookAdmin.id(need(id, 'ID')));
+            print({ deleted: id });
+            return 0;
+          case 'dead-letters':
+            print({ deadLetters: await w.deadLetters(appId, WebhookAdmin.id(need(id, 'ID'))) });
+            return 0;
+          case 'replay':
+            print({ replayed: await w.replay(appId, WebhookAdmin.id(need(id, 'ID'))) });
+            return 0;
+          default: // purge
+            print({ purged: await w.purge(appId, WebhookAdmin.id(need(id, 'ID'))) });
+            return 0;
+        }
+      } finally {
+        dir.close();
+        apps.close();
+      }
+    } finally {
+      await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+    }
+  });
 }
 
 /** The `apps` subcommands that save (the others only read). */

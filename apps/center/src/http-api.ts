@@ -13,6 +13,7 @@ import { adminView, type AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { Kicker } from './kick.js';
 import type { JobService } from './job-service.js';
+import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
 
@@ -21,6 +22,7 @@ export interface HttpApiDeps {
   jobs: JobService;
   kicker: Kicker;
   admin: AppAdmin;
+  webhooks: WebhookAdmin;
   keys: ApiKeyVerifier;
   metrics: CenterMetrics;
   log: Logger;
@@ -87,6 +89,112 @@ function pushReply(outcome: PushOutcome): Reply {
   // Some were not stored: 503 so a naive client retries the batch (idempotency ids make that safe).
   const e = batchStoreError(outcome);
   return { status: e.status, body: { error: e.toJSON(), results: outcome.results } };
+}
+
+/** `limit=<n>` from a query string (undefined when absent); PushError `bad_request` when not a positive integer. */
+function limitParam(query: string): number | undefined {
+  const raw = new URLSearchParams(query).get('limit');
+  if (raw === null) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new PushError('bad_request', 'limit must be a positive integer');
+  return n;
+}
+
+/** Routes of webhook endpoints and their dead letters (docs/api.md "Webhooks"). */
+function webhookRoutes(webhooks: WebhookAdmin): Route[] {
+  const base = '/v1/apps/:app/webhooks';
+  const open = (ex: HttpExchange, rawApp: string | undefined): string =>
+    webhooks.authorize(param(rawApp, 'app'), ex.header('authorization')).id;
+  return [
+    {
+      method: 'post',
+      pattern: base,
+      op: 'webhooks.create',
+      body: true,
+      handler: async (ex, [rawApp], body) => {
+        const app = open(ex, rawApp);
+        return { status: 201, body: { webhook: await webhooks.create(app, await body) } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: base,
+      op: 'webhooks.list',
+      body: false,
+      handler: async (ex, [rawApp]) => ({ status: 200, body: { webhooks: await webhooks.list(open(ex, rawApp)) } }),
+    },
+    {
+      method: 'get',
+      pattern: `${base}/:webhook`,
+      op: 'webhooks.get',
+      body: false,
+      handler: async (ex, [rawApp, rawId]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: { webhook: await webhooks.get(app, WebhookAdmin.id(rawId)) } };
+      },
+    },
+    {
+      method: 'patch',
+      pattern: `${base}/:webhook`,
+      op: 'webhooks.update',
+      body: true,
+      handler: async (ex, [rawApp, rawId], body) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: { webhook: await webhooks.update(app, WebhookAdmin.id(rawId), await body) } };
+      },
+    },
+    {
+      method: 'del',
+      pattern: `${base}/:webhook`,
+      op: 'webhooks.delete',
+      body: false,
+      handler: async (ex, [rawApp, rawId]) => {
+        await webhooks.delete(open(ex, rawApp), WebhookAdmin.id(rawId));
+        return { status: 204, body: null };
+      },
+    },
+    {
+      method: 'post',
+      pattern: `${base}/:webhook/secret`,
+      op: 'webhooks.rotate',
+      body: false,
+      handler: async (ex, [rawApp, rawId]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: { webhook: await webhooks.rotateSecret(app, WebhookAdmin.id(rawId)) } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: `${base}/:webhook/dead-letters`,
+      op: 'webhooks.dlq.list',
+      body: false,
+      handler: async (ex, [rawApp, rawId]) => {
+        const app = open(ex, rawApp);
+        const limit = limitParam(ex.query);
+        return { status: 200, body: { deadLetters: await webhooks.deadLetters(app, WebhookAdmin.id(rawId), limit) } };
+      },
+    },
+    {
+      method: 'post',
+      pattern: `${base}/:webhook/dead-letters/replay`,
+      op: 'webhooks.dlq.replay',
+      body: false,
+      handler: async (ex, [rawApp, rawId]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: { replayed: await webhooks.replay(app, WebhookAdmin.id(rawId)) } };
+      },
+    },
+    {
+      method: 'del',
+      pattern: `${base}/:webhook/dead-letters`,
+      op: 'webhooks.dlq.purge',
+      body: false,
+      handler: async (ex, [rawApp, rawId]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: { purged: await webhooks.purge(app, WebhookAdmin.id(rawId)) } };
+      },
+    },
+  ];
 }
 
 /**
@@ -281,6 +389,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
         return { status: 204, body: null };
       },
     },
+    // --- webhooks (issue 10): the app's API key or the admin key -------------------------
+    ...webhookRoutes(deps.webhooks),
   ];
 
   const cors = new CorsPolicy(deps.corsOrigins);

@@ -19,6 +19,7 @@ import type { AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { JobService } from './job-service.js';
 import type { Kicker } from './kick.js';
+import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushService } from './push-service.js';
 
@@ -45,6 +46,66 @@ class ReplyError extends PushError {
 }
 
 /**
+ * `push.api.webhooks.<op>`: the webhook routes of the HTTP API over NATS. The request is the
+ * HTTP body plus `app` and (but for create and list) `webhook`; the app's API key or the admin
+ * key in `Authorization`. `dlq.list` takes an optional `limit`.
+ */
+function webhookHandlers(
+  webhooks: WebhookAdmin,
+  handle: (op: ApiOperation, work: Work) => Subscription,
+): Subscription[] {
+  /** The app the request names and its key opens, the endpoint id when `withId`, and the body without them. */
+  const read = (req: Record<string, unknown>, auth: string) => {
+    const app = webhooks.authorize(appRequest.parse(req).app, auth).id;
+    const { app: _app, webhook: rawId, ...body } = req;
+    return { app, rawId, body };
+  };
+  const withId = (req: Record<string, unknown>, auth: string) => {
+    const r = read(req, auth);
+    return { ...r, id: WebhookAdmin.id(r.rawId) };
+  };
+  return [
+    handle('webhooks.create', async (req, auth) => {
+      const r = read(req, auth);
+      return { webhook: await webhooks.create(r.app, r.body) };
+    }),
+    handle('webhooks.list', async (req, auth) => ({ webhooks: await webhooks.list(read(req, auth).app) })),
+    handle('webhooks.get', async (req, auth) => {
+      const r = withId(req, auth);
+      return { webhook: await webhooks.get(r.app, r.id) };
+    }),
+    handle('webhooks.update', async (req, auth) => {
+      const r = withId(req, auth);
+      return { webhook: await webhooks.update(r.app, r.id, r.body) };
+    }),
+    handle('webhooks.delete', async (req, auth) => {
+      const r = withId(req, auth);
+      await webhooks.delete(r.app, r.id);
+      return {};
+    }),
+    handle('webhooks.rotate', async (req, auth) => {
+      const r = withId(req, auth);
+      return { webhook: await webhooks.rotateSecret(r.app, r.id) };
+    }),
+    handle('webhooks.dlq.list', async (req, auth) => {
+      const r = withId(req, auth);
+      const limit = r.body['limit'];
+      if (limit !== undefined && !(Number.isInteger(limit) && (limit as number) >= 1))
+        throw new PushError('bad_request', 'limit must be a positive integer');
+      return { deadLetters: await webhooks.deadLetters(r.app, r.id, limit as number | undefined) };
+    }),
+    handle('webhooks.dlq.replay', async (req, auth) => {
+      const r = withId(req, auth);
+      return { replayed: await webhooks.replay(r.app, r.id) };
+    }),
+    handle('webhooks.dlq.purge', async (req, auth) => {
+      const r = withId(req, auth);
+      return { purged: await webhooks.purge(r.app, r.id) };
+    }),
+  ];
+}
+
+/**
  * The center's operations over NATS request/reply, for business services inside the NATS
  * network: `push.api.push`, `push.api.user`, `push.api.kick`, `push.api.jobs.*` (API key) and `push.api.apps.delete`
  * (admin key), answered by any center (queue group). The request is the HTTP body plus `app` (and
@@ -60,6 +121,7 @@ export function serveNatsApi(
     kicker: Kicker;
     keys: ApiKeyVerifier;
     admin: AppAdmin;
+    webhooks: WebhookAdmin;
     adminKey: string | undefined;
     metrics: CenterMetrics;
     log: Logger;
@@ -156,5 +218,6 @@ export function serveNatsApi(
       await deps.admin.delete(deleteRequest.parse(req).app);
       return {};
     }),
+    ...webhookHandlers(deps.webhooks, handle),
   ];
 }

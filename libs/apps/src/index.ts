@@ -2,3 +2,5 @@ export * from './app-directory.js';
 export * from './client-token.js';
 export * from './api-key.js';
 export * from './rate-limiter.js';
+export * from './webhook-signature.js';
+export * from './webhook-directory.js';

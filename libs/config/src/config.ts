@@ -65,6 +65,9 @@ const schema = z.object({
 
   PUSH_COORDINATOR_HOST: str('0.0.0.0'),
   PUSH_COORDINATOR_PORT: int(8083, 0, 65535),
+  PUSH_WEBHOOK_BATCH_MAX: int(100, 1, 10_000),
+  PUSH_WEBHOOK_BATCH_BYTES: int(256 * 1024, 1024, 16 * 1024 * 1024),
+  PUSH_WEBHOOK_LINGER_MS: int(20, 0, 60_000),
   PUSH_DISPATCHER_HOST: str('0.0.0.0'),
   PUSH_DISPATCHER_PORT: int(8082, 0, 65535),
   PUSH_DISPATCHER_EDGES: z.string().default('ws://127.0.0.1:8081/ws'),
@@ -127,7 +130,12 @@ export interface Config {
     /** Most users one job may have. */
     maxUsers: number;
   };
-  coordinator: { host: string; port: number };
+  coordinator: {
+    host: string;
+    port: number;
+    /** Webhook batches: most items, most bytes of items, and the longest wait for more before a POST (ms). */
+    webhookBatch: { maxItems: number; maxBytes: number; lingerMs: number };
+  };
   dispatcher: { host: string; port: number; edges: string[] };
   /**
    * Browser origins the dispatcher's and the center's HTTP APIs answer with CORS headers: `['*']`
@@ -229,7 +237,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       adminKey: r.PUSH_ADMIN_KEY,
     },
     jobs: { runners: r.PUSH_JOB_RUNNERS, leaseSeconds: r.PUSH_JOB_LEASE, maxUsers: r.PUSH_JOB_MAX_USERS },
-    coordinator: { host: r.PUSH_COORDINATOR_HOST, port: r.PUSH_COORDINATOR_PORT },
+    coordinator: {
+      host: r.PUSH_COORDINATOR_HOST,
+      port: r.PUSH_COORDINATOR_PORT,
+      webhookBatch: {
+        maxItems: r.PUSH_WEBHOOK_BATCH_MAX,
+        maxBytes: r.PUSH_WEBHOOK_BATCH_BYTES,
+        lingerMs: r.PUSH_WEBHOOK_LINGER_MS,
+      },
+    },
     dispatcher: {
       host: r.PUSH_DISPATCHER_HOST,
       port: r.PUSH_DISPATCHER_PORT,

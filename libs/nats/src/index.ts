@@ -9,3 +9,4 @@ export * from './live-subscriber.js';
 export * from './upstream-store.js';
 export * from './event-publisher.js';
 export * from './rpc-client.js';
+export * from './webhook-streams.js';

@@ -43,10 +43,27 @@ export interface AppSettings {
   eventRetentionSeconds: number;
   /** Whether the edge emits `delivered` and `acked` events (one per message, so off by default). */
   deliveryEvents: boolean;
-  /** How long the edge waits for the answer to a client `rpc`, ms. */
+  /** Most an RPC may take, ms (the edge's wait; the coordinator's POST to `rpcUrl` gets a little less). */
   rpcTimeoutMs: number;
   /** Most `rpc` frames per second on one connection; 0 = no limit. */
   rpcRatePerConnection: number;
+
+  // --- Webhooks and RPC (issue 10) -------------------------------------------------------
+  /**
+   * Deliveries a webhook message gets (the first and its retries) before its batch goes to the
+   * endpoint's dead letters.
+   */
+  webhookMaxAttempts: number;
+  /** Backoff of webhook retries: full jitter over base * 2^attempt, ms (see backoffDelay). */
+  webhookRetryBaseMs: number;
+  /** Longest wait before a webhook retry, ms. */
+  webhookRetryMaxMs: number;
+  /** Most a webhook POST may take (connect to last byte of the answer), ms. */
+  webhookTimeoutMs: number;
+  /** Webhook POSTs in flight at once per endpoint. */
+  webhookConcurrency: number;
+  /** The business's RPC endpoint (http/https URL) the coordinator forwards `rpc` frames to; '' = none. */
+  rpcUrl: string;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -67,6 +84,12 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   deliveryEvents: false,
   rpcTimeoutMs: 5000,
   rpcRatePerConnection: 20,
+  webhookMaxAttempts: 10,
+  webhookRetryBaseMs: 1000,
+  webhookRetryMaxMs: 300_000,
+  webhookTimeoutMs: 10_000,
+  webhookConcurrency: 4,
+  rpcUrl: '',
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

@@ -38,6 +38,7 @@ export const ERRORS = {
   not_found: { status: 404, message: 'no such route' },
   method_not_allowed: { status: 405, message: 'method not allowed on this route' },
   app_exists: { status: 409, message: 'an app with this id exists' },
+  webhook_not_found: { status: 404, message: 'no such webhook endpoint in this app' },
   // --- Size and rate ----------------------------------------------------------------------
   payload_too_large: { status: 413, message: 'the message is larger than the app allows' },
   body_too_large: { status: 413, message: 'the request body is too large' },

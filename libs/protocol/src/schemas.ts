@@ -252,6 +252,15 @@ const AppName = note(Type.String({ minLength: 1, maxLength: 200 }), {
   problem: 'name must be a string of 1 to 200 characters',
 });
 
+/** An http(s) URL of at most 2000 characters (a webhook or RPC endpoint). */
+const HttpUrl = note(Type.String({ minLength: 8, maxLength: 2000, pattern: '^https?://[^\\s]+$' }), {
+  problem: 'url must be an http:// or https:// URL of at most 2000 characters',
+});
+/** An RPC URL, or '' for none. */
+const HttpUrlOrEmpty = Type.Union([HttpUrl, Type.Literal('')], {
+  problem: 'rpcUrl must be an http:// or https:// URL, or empty for none',
+});
+
 /** Limits app settings must stay within (from the deployment's inbox configuration). */
 export interface SettingsLimits {
   maxTtlSeconds: number;
@@ -289,6 +298,13 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       deliveryEvents: Type.Optional(Type.Boolean()),
       rpcTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60_000 })),
       rpcRatePerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+      // Webhooks and RPC (issue 10).
+      webhookMaxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+      webhookRetryBaseMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+      webhookRetryMaxMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 24 * 3_600_000 })),
+      webhookTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 300_000 })),
+      webhookConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+      rpcUrl: Type.Optional(HttpUrlOrEmpty),
     },
     { additionalProperties: false },
   );
@@ -488,3 +504,94 @@ export const RpcReplySchema = Type.Union([
   Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String() }) }),
 ]);
 export type RpcReply = Static<typeof RpcReplySchema>;
+
+// --- Webhooks (issue 10) ---------------------------------------------------------------------
+
+/** Most event types or upstream kinds one endpoint names (each is one consumer filter subject). */
+export const MAX_WEBHOOK_FILTERS = 32;
+
+const EventTypeFilter = note(
+  Type.Array(Type.Union([...EVENT_TYPES.map((t) => Type.Literal(t)), Type.Literal('*')]), {
+    maxItems: MAX_WEBHOOK_FILTERS,
+    uniqueItems: true,
+  }),
+  { problem: `events must be an array of distinct event types (${EVENT_TYPES.join(', ')}) or ["*"]` },
+);
+/** Upstream kinds: ids like a user id (the client's `kind`), or `*` for every kind. */
+const UpstreamKindFilter = note(
+  Type.Array(Type.Union([Type.Literal('*'), IdString('user')]), { maxItems: MAX_WEBHOOK_FILTERS, uniqueItems: true }),
+  { problem: `kinds must be an array of distinct upstream kinds or ["*"] (at most ${MAX_WEBHOOK_FILTERS})` },
+);
+
+/** `POST /v1/apps/<app>/webhooks` body: at least one event type or upstream kind. */
+export const WebhookCreateSchema = Type.Object({
+  url: HttpUrl,
+  events: Type.Optional(EventTypeFilter),
+  kinds: Type.Optional(UpstreamKindFilter),
+  disabled: Type.Optional(note(Type.Boolean(), { problem: 'disabled must be a boolean' })),
+  description: Type.Optional(
+    note(Type.String({ maxLength: 500 }), { problem: 'description must be a string of at most 500 characters' }),
+  ),
+});
+export type WebhookCreateBody = Static<typeof WebhookCreateSchema>;
+
+/** `PATCH /v1/apps/<app>/webhooks/<id>` body: any of the create fields. */
+export const WebhookUpdateSchema = Type.Partial(WebhookCreateSchema);
+export type WebhookUpdateBody = Static<typeof WebhookUpdateSchema>;
+
+/** A webhook endpoint's signing secret (Standard Webhooks: `whsec_` + base64 of 24 random bytes). */
+export interface WebhookSecret {
+  secret: string;
+  createdAt: string;
+}
+
+/** A webhook endpoint as stored, mirrored to coordinators and shown to its app. */
+export interface WebhookEndpoint {
+  /** `wh_` + 12 base64url characters. */
+  id: string;
+  app: string;
+  url: string;
+  /** Event types delivered (`*` = all); empty = none. */
+  events: string[];
+  /** Upstream kinds delivered (`*` = all); empty = none. */
+  kinds: string[];
+  disabled: boolean;
+  description: string;
+  /** Newest first; the newest two sign every request (rotation without a gap). */
+  secrets: WebhookSecret[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Where a webhook item came from: the app's upstream or its events stream. */
+export type WebhookSource = 'up' | 'events';
+
+/**
+ * A dead letter (stream `PUSH_DLQ-<app>`, subject `push.dlq.<app>.<endpoint>`): a batch that
+ * ran out of retries, with the items as they were stored and why the last attempt failed.
+ */
+export interface DeadLetter {
+  id: string;
+  app: string;
+  endpoint: string;
+  source: WebhookSource;
+  /** Epoch ms when it was dead-lettered. */
+  time: number;
+  attempts: number;
+  /** HTTP status of the last attempt; null when it got none (timeout, refused connection). */
+  lastStatus: number | null;
+  lastError: string;
+  items: unknown[];
+}
+
+/** Most dead letters one list answers. */
+export const MAX_DEAD_LETTERS_LISTED = 1000;
+
+/** NATS webhook requests name the app and, but for create and list, the endpoint. */
+const WebhookIdString = note(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }), {
+  code: 'webhook_not_found',
+  problem: 'webhook must be a webhook endpoint id (wh_...)',
+});
+export const NatsWebhookRequestSchema = Type.Object({ app: IdString('app'), webhook: WebhookIdString });
+/** The id of a webhook endpoint in a path. */
+export const WebhookIdSchema = WebhookIdString;

@@ -221,6 +221,41 @@ export class Subjects {
     return `${this.prefix}:edges`;
   }
 
+  // --- Webhooks (issue 10) ---------------------------------------------------------------
+
+  /** The stream of one app's webhook dead letters: `<PREFIX>_DLQ-<app>`. */
+  dlqStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_DLQ-${encodeToken(app)}`;
+  }
+
+  /** `push.dlq.<app>.<endpoint>`: dead letters of one webhook endpoint. */
+  dlq(app: string, endpoint: string): string {
+    return `${this.prefix}.dlq.${encodeToken(app)}.${encodeToken(endpoint)}`;
+  }
+
+  /**
+   * `push.dlq.<app>.<endpoint>.replay`: dead letters an operator asked to replay; the endpoint's
+   * coordinator consumer delivers them again. Same stream as the dead letters.
+   */
+  dlqReplay(app: string, endpoint: string): string {
+    return `${this.dlq(app, endpoint)}.replay`;
+  }
+
+  /** The subjects of an app's dead-letter stream: its dead letters and its replay queue. */
+  dlqSubjectsOfApp(app: string): string[] {
+    return [`${this.prefix}.dlq.${encodeToken(app)}.*`, `${this.prefix}.dlq.${encodeToken(app)}.*.replay`];
+  }
+
+  /** KV bucket mirroring webhook endpoints to coordinators: `<prefix>_webhooks`. */
+  get webhooksBucket(): string {
+    return `${this.prefix}_webhooks`;
+  }
+
+  /** KV key of a webhook endpoint: `<app key>.<endpoint id>` (endpoint ids are `wh_` + base64url). */
+  webhookKey(app: string, endpoint: string): string {
+    return `${this.appKey(app)}.${endpoint}`;
+  }
+
   /** Nats-Msg-Id for an idempotent push through the API. */
   apiMessageId(app: string, user: string, id: string): string {
     return `api.${encodeToken(app)}.${encodeToken(user)}.${encodeToken(id)}`;
@@ -262,7 +297,18 @@ function canonicalId(token: string): string | undefined {
 export type InboxKind = 'b' | 'c';
 
 /** Operations the center serves over NATS request/reply on `push.api.<op>`. */
-export type ApiOperation = 'push' | 'user' | 'kick' | 'apps.delete' | JobApiOperation;
+export type ApiOperation =
+  | 'push'
+  | 'user'
+  | 'kick'
+  | 'apps.delete'
+  | JobApiOperation
+  // Webhook endpoints and their dead letters (issue 10).
+  | `webhooks.${WebhookApiOperation}`;
 
 /** The fan-out job operations on `push.api.jobs.<verb>` (docs/api.md, fan-out jobs). */
 export type JobApiOperation = 'jobs.create' | 'jobs.users' | 'jobs.start' | 'jobs.get' | 'jobs.list' | 'jobs.cancel';
+
+/** Webhook operations over NATS: `push.api.webhooks.<op>` (docs/api.md). */
+export type WebhookApiOperation =
+  'create' | 'list' | 'get' | 'update' | 'delete' | 'rotate' | 'dlq.list' | 'dlq.replay' | 'dlq.purge';
