@@ -4,11 +4,16 @@ import {
   AckFrameSchema,
   MAX_ACKS_PER_FRAME,
   SendFrameWireSchema,
+  SubFrameSchema,
+  UnsubFrameSchema,
   type AckFrame,
   type ErrorFrame,
   type HelloFrame,
   type PingFrame,
+  type SubFrame,
+  type UnsubFrame,
 } from './schemas.js';
+import { ALL_TOPIC, topicProblem } from './topics.js';
 import { compile } from './validate.js';
 
 /**
@@ -30,7 +35,23 @@ export interface SendFrame {
   /** Seconds until the message expires (defaults to the app's TTL, capped by it). */
   ttl?: number;
 }
-export type ClientFrame = AckFrame | PingFrame | SendFrame;
+export type ClientFrame = AckFrame | PingFrame | SendFrame | SubFrame | UnsubFrame;
+export type { SubFrame, UnsubFrame };
+
+/**
+ * A refused `sub` or `unsub`: the error frame carries the topic (when it was a string) so the
+ * client knows which subscription failed.
+ */
+export class TopicFrameError extends PushError {
+  constructor(
+    code: ErrorCode,
+    message: string | undefined,
+    readonly topic: string | undefined,
+  ) {
+    super(code, message);
+    this.name = 'PushError';
+  }
+}
 
 /** The bytes of a message and how they are encoded on the wire. */
 export interface MessagePayload {
@@ -79,6 +100,27 @@ export function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 const ackFrame = compile(AckFrameSchema);
+const subFrame = compile(SubFrameSchema, { order: ['t', 'topic', 'since', 'token'] });
+const unsubFrame = compile(UnsubFrameSchema);
+
+/**
+ * Reads a `sub` or `unsub`: the schema, then the topic rules clients obey (`_all` is subscribed
+ * by itself and cannot be left; other `_` names are reserved). TopicFrameError with the topic.
+ */
+function parseTopicFrame(value: Record<string, unknown>): SubFrame | UnsubFrame {
+  const raw = value['topic'];
+  const topic = typeof raw === 'string' ? raw : undefined;
+  const v = value['t'] === 'sub' ? subFrame : unsubFrame;
+  const bad = v.problem(value);
+  // The topic is echoed as sent (even too long: the frame that carried it was within the edge's
+  // frame limit), so the client can match the answer to its `sub`.
+  if (bad !== undefined) throw new TopicFrameError(bad.code, bad.message, topic);
+  const t = value as SubFrame | UnsubFrame;
+  const why =
+    t.topic === ALL_TOPIC ? `${ALL_TOPIC} is received by every connection without a sub` : topicProblem(t.topic);
+  if (why !== undefined) throw new TopicFrameError('invalid_topic', why, t.topic);
+  return t;
+}
 /** Fields of `send` in the order they are checked: the first bad one answers. */
 const sendFrame = compile(SendFrameWireSchema, { order: ['t', 'to', 'id', 'data', 'b64', 'ttl'] });
 
@@ -134,6 +176,9 @@ export function parseClientFrame(text: string): ClientFrame {
       return { t: 'ping' };
     case 'send':
       return parseSend(value);
+    case 'sub':
+    case 'unsub':
+      return parseTopicFrame(value);
     default:
       if (typeof value['t'] !== 'string') throw new PushError('bad_frame', 'frame needs a string field t');
       throw new PushError('unknown_frame', `unknown frame type ${JSON.stringify(value['t']).slice(0, 40)}`);
@@ -154,7 +199,7 @@ export const ServerFrames = {
   sent(id: string, seq: number, duplicate: boolean): string {
     return JSON.stringify({ t: 'sent', id, seq, dup: duplicate });
   },
-  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs' | 'retryAfter'>): string {
+  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs' | 'retryAfter' | 'topic'>): string {
     return JSON.stringify({ t: 'error', code, message, ...extra } satisfies ErrorFrame);
   },
   /**
@@ -167,5 +212,23 @@ export const ServerFrames = {
       : `"data":${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')}`;
     const fromPart = from === undefined ? '' : `,"from":${JSON.stringify(from)}`;
     return `{"t":"msg","seq":${seq},"ts":${ts}${fromPart},${body}}`;
+  },
+  /**
+   * A topic message: built once per message per edge and published to every local subscriber.
+   * `topicJson` is the topic name as a JSON string (encoded once per topic by the caller).
+   */
+  topicMessage(topicJson: string, seq: number, prev: number, ts: number, bytes: Uint8Array, binary: boolean): string {
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const body = binary ? `"b64":"${buf.toString('base64')}"` : `"data":${buf.toString('utf8')}`;
+    return `{"t":"msg","topic":${topicJson},"seq":${seq},"prev":${prev},"ts":${ts},${body}}`;
+  },
+  subscribed(topic: string, seq: number): string {
+    return JSON.stringify({ t: 'subscribed', topic, seq });
+  },
+  unsubscribed(topic: string): string {
+    return JSON.stringify({ t: 'unsubscribed', topic });
+  },
+  lost(topicJson: string, first: number): string {
+    return `{"t":"lost","topic":${topicJson},"first":${first}}`;
   },
 };

@@ -23,6 +23,8 @@ export const ID_LIMITS = Object.freeze({
   idempotencyId: 256,
   /** API key ids (`key_` + 12 base64url characters today; room to change the scheme). */
   apiKey: 64,
+  /** Topic names (validated and encoded like user ids; see topics.ts for the reserved ones). */
+  topic: 256,
 });
 
 export type IdKind = keyof typeof ID_LIMITS;
