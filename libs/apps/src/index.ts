@@ -2,3 +2,4 @@ export * from './app-directory.js';
 export * from './client-token.js';
 export * from './api-key.js';
 export * from './rate-limiter.js';
+export * from './topic-token.js';

@@ -55,7 +55,7 @@ export function ttlHeaderSeconds(ttlMs: number): number {
  * The last reply of a batched Direct Get: a status (end of batch, not found, error), or a
  * message without `Nats-Num-Pending` (a server that ignores `batch` answers with one message).
  */
-function isLastOfBatch(msg: Msg): boolean {
+export function isLastOfBatch(msg: Msg): boolean {
   return (msg.headers?.code ?? 0) !== 0 || msg.headers?.has(NUM_PENDING) !== true;
 }
 
@@ -84,7 +84,7 @@ function inboxMessage(seq: number, stored: Uint8Array): InboxMessage | undefined
 }
 
 /** Reads the answer to a store: the sequence, or PushError store_unavailable. */
-function readStored(reply: Msg): PublishResult {
+export function readStored(reply: Msg): PublishResult {
   if (reply.headers?.code === 503) throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
   const fast = readPubAck(reply.data);
   if (fast !== undefined) return fast;
@@ -100,7 +100,7 @@ export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage 
   return inboxMessage(headerSequence(headers), payload);
 }
 
-function storeError(err: unknown): PushError {
+export function storeError(err: unknown): PushError {
   if (err instanceof PushError) return err;
   const message =
     err instanceof RequestTimeoutError
@@ -372,7 +372,7 @@ export function readPubAck(data: Uint8Array): PublishResult | undefined {
   return { seq, duplicate: false };
 }
 
-function parseJson(msg: Msg): unknown {
+export function parseJson(msg: Msg): unknown {
   try {
     return JSON.parse(decoder.decode(msg.data));
   } catch (err) {

@@ -5,3 +5,4 @@ export * from './streams.js';
 export * from './inbox-store.js';
 export type { NatsConnection, Msg, Subscription } from '@nats-io/nats-core';
 export * from './live-subscriber.js';
+export * from './topic-store.js';

@@ -165,14 +165,83 @@ async function directBatch(nc: NatsConnection, stream: string, req: Record<strin
 }
 
 /**
- * Deletes an app's streams (today its inbox stream) with every message they hold. Idempotent:
- * a stream that does not exist is no error.
+ * Deletes an app's streams (its inbox and topic streams) with every message they hold.
+ * Idempotent: a stream that does not exist is no error.
  */
 export async function deleteAppStreams(nc: NatsConnection, subjects: Subjects, appId: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
   await jsm.streams.delete(subjects.inboxStream(appId)).catch((err: unknown) => {
     if (!isNotFound(err)) throw err;
   });
+  await jsm.streams.delete(subjects.topicStream(appId)).catch((err: unknown) => {
+    if (!isNotFound(err)) throw err;
+  });
+}
+
+/** What an app's topic stream depends on. */
+export interface TopicStreamApp {
+  id: string;
+  settings: { topicHistory: number; topicHistorySeconds: number };
+}
+
+/**
+ * The configuration of one app's topic stream: `push.topic.<app>.*`, each topic keeping
+ * `topicHistory` messages (at least 1: JetStream numbers a message by storing it, and the newest
+ * tells a `sub` where live starts) for `topicHistorySeconds`, republished to
+ * `push.live.t.<app>.<topic>` once stored. The republished copy carries `Nats-Sequence` and
+ * `Nats-Last-Sequence` (the previous sequence of the same subject), which edges use to notice
+ * a message they did not get.
+ */
+export function topicStreamConfig(
+  subjects: Subjects,
+  app: TopicStreamApp,
+  opts: Pick<InboxStreamOptions, 'duplicateWindowSeconds' | 'replicas'>,
+): Partial<StreamConfig> & { name: string } {
+  const maxAge = app.settings.topicHistorySeconds;
+  return {
+    name: subjects.topicStream(app.id),
+    subjects: [subjects.topicsOfApp(app.id)],
+    retention: 'limits',
+    storage: 'file',
+    discard: 'old',
+    max_msgs_per_subject: Math.max(1, app.settings.topicHistory),
+    max_age: maxAge * NANOS,
+    duplicate_window: Math.min(opts.duplicateWindowSeconds, maxAge) * NANOS,
+    num_replicas: opts.replicas,
+    allow_direct: true,
+    allow_msg_ttl: true,
+    republish: { src: subjects.topicsOfApp(app.id), dest: subjects.topicRepublishDest(app.id) },
+  };
+}
+
+/**
+ * Creates an app's topic stream, or brings its history settings up to date. Idempotent; the
+ * center calls it with `ensureInboxStream` whenever it saves an app.
+ */
+export async function ensureTopicStream(
+  nc: NatsConnection,
+  subjects: Subjects,
+  app: TopicStreamApp,
+  opts: Pick<InboxStreamOptions, 'duplicateWindowSeconds' | 'replicas'>,
+): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const config = topicStreamConfig(subjects, app, opts);
+  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
+  if (existing === undefined) {
+    await jsm.streams.add(config);
+    return;
+  }
+  const c = existing.config;
+  const same =
+    c.max_msgs_per_subject === config.max_msgs_per_subject &&
+    c.max_age === config.max_age &&
+    c.duplicate_window === config.duplicate_window &&
+    c.num_replicas === config.num_replicas &&
+    c.republish?.dest === config.republish?.dest;
+  if (!same) await jsm.streams.update(config.name, { ...c, ...config });
 }
 
 /**
