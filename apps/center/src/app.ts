@@ -10,7 +10,9 @@ import {
   natsReadiness,
   deleteAppStreams,
   ensureInboxStream,
+  ensureTopicStream,
   provisionStreams,
+  TopicStore,
   type NatsConnection,
   type Subscription,
 } from '@push/nats';
@@ -24,6 +26,7 @@ import { Kicker } from './kick.js';
 import { createCenterMetrics } from './metrics.js';
 import { serveNatsApi } from './nats-api.js';
 import { PushService } from './push-service.js';
+import { TopicService } from './topic-service.js';
 
 /** A running center. */
 export interface Center {
@@ -52,6 +55,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   const subjects = new Subjects(config.prefix);
   let nc: NatsConnection | undefined;
   let store: InboxStore | undefined;
+  let topicStore: TopicStore | undefined;
   let apps: AppDirectory | undefined;
   let db: Knex | undefined;
   let redis: Redis | undefined;
@@ -91,7 +95,10 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
           maxPerUser: config.inbox.maxPerUser,
         },
         {
-          ensure: (record) => ensureInboxStream(conn, subjects, record, config.inbox),
+          ensure: async (record) => {
+            await ensureInboxStream(conn, subjects, record, config.inbox);
+            await ensureTopicStream(conn, subjects, record, config.inbox);
+          },
           remove: (appId) => deleteAppStreams(conn, subjects, appId),
         },
       );
@@ -115,9 +122,18 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
       );
+      topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+      const topics = new TopicService(
+        topicStore,
+        subjects,
+        new RateLimiter(),
+        { maxBatch: config.center.maxBatch },
+        metrics,
+      );
       const kicker = new Kicker(conn, subjects, presence, log);
       natsSubs = serveNatsApi(nc, subjects, {
         push,
+        topics,
         kicker,
         keys,
         admin,
@@ -136,6 +152,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       mountHttpApi(app, {
         push,
+        topics,
         kicker,
         admin,
         keys,
@@ -156,8 +173,12 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         if (store !== undefined && !(await store.idle(5000))) {
           log.warn('store requests still in flight at the stop deadline');
         }
+        if (topicStore !== undefined && !(await topicStore.idle(5000))) {
+          log.warn('topic store requests still in flight at the stop deadline');
+        }
         apps?.close();
         store?.close();
+        topicStore?.close();
         if (nc !== undefined && !nc.isClosed()) {
           await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed on stop'));
         }

@@ -2,10 +2,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { AppDirectory, hashApiKey, signClientToken } from '@push/apps';
+import { AppDirectory, hashApiKey, signClientToken, signTopicToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import { AppsRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
-import { connectNats, deleteAppStreams, ensureInboxStream, provisionStreams } from '@push/nats';
+import { connectNats, deleteAppStreams, ensureInboxStream, ensureTopicStream, provisionStreams } from '@push/nats';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { AppAdmin, adminView } from './app-admin.js';
@@ -23,8 +23,11 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   apps revoke-key ID KEY_ID
   apps delete ID                            delete the app, its keys, streams and messages;
                                             closes its clients (exit 1, app_not_found, if absent)
-  token --app ID --user USER [--device DEV] [--ttl SECONDS]
+  token --app ID --user USER [--device DEV] [--ttl SECONDS] [--topics P1,P2]
                                             sign a client token with the app's newest secret
+                                            (--topics: topic patterns it grants, e.g. news,room-*)
+  topic-token --app ID --user USER --topic TOPIC [--ttl SECONDS]
+                                            sign a per-topic subscription token (sub.token)
   watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
   dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds
 `;
@@ -89,7 +92,10 @@ async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirec
             maxPerUser: config.inbox.maxPerUser,
           },
           {
-            ensure: (record) => ensureInboxStream(nc, subjects, record, config.inbox),
+            ensure: async (record) => {
+              await ensureInboxStream(nc, subjects, record, config.inbox);
+              await ensureTopicStream(nc, subjects, record, config.inbox);
+            },
             remove: (appId) => deleteAppStreams(nc, subjects, appId),
           },
         );
@@ -116,10 +122,16 @@ function parseJsonFlag(value: string | undefined, name: string): unknown {
   }
 }
 
-async function token(app: AppRecord, user: string, device: string, ttl: number): Promise<string> {
+async function token(app: AppRecord, user: string, device: string, ttl: number, topics?: string[]): Promise<string> {
   const secret = app.secrets[0];
   if (secret === undefined) throw new Error(`app ${app.id} has no secret`);
-  return signClientToken(secret, { app: app.id, user, device, ttlSeconds: ttl });
+  return signClientToken(secret, {
+    app: app.id,
+    user,
+    device,
+    ttlSeconds: ttl,
+    ...(topics !== undefined ? { topics } : {}),
+  });
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -138,6 +150,8 @@ async function run(argv: string[]): Promise<number> {
       ttl: { type: 'string' },
       url: { type: 'string' },
       out: { type: 'string' },
+      topic: { type: 'string' },
+      topics: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -172,9 +186,23 @@ async function run(argv: string[]): Promise<number> {
       });
     case 'token': {
       const app = await readApp(config, need(values.app, '--app'));
+      const topics = values.topics?.split(',').filter((p) => p !== '');
       process.stdout.write(
-        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`,
+        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600), topics)}\n`,
       );
+      return 0;
+    }
+    case 'topic-token': {
+      const app = await readApp(config, need(values.app, '--app'));
+      const secret = app.secrets[0];
+      if (secret === undefined) throw new CliError(`app ${app.id} has no secret`);
+      const t = await signTopicToken(secret, {
+        app: app.id,
+        user: need(values.user, '--user'),
+        topic: need(values.topic, '--topic'),
+        ttlSeconds: Number(values.ttl ?? 3600),
+      });
+      process.stdout.write(`${t}\n`);
       return 0;
     }
     case 'watch': {
