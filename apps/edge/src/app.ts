@@ -5,7 +5,7 @@ import { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
 import { createLogger, type Logger } from '@push/logger';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
-import { InboxStore, LiveSubscriber, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
+import { InboxStore, LiveSubscriber, TopicStore, connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PresenceRegistry } from '@push/presence';
 import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -17,6 +17,7 @@ import { mountEdgeSocket, recordPresence } from './edge-upgrade.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { SendLimits } from './send-limits.js';
+import { TopicChannels } from './topic-channels.js';
 import { UserChannels } from './user-channels.js';
 
 /** A running edge process (one worker). */
@@ -62,6 +63,7 @@ interface StartedEdge {
   nc: NatsConnection;
   live: LiveSubscriber;
   store: InboxStore;
+  topicStore: TopicStore;
   acks: AckBatcher;
   apps: AppDirectory;
   redis: Redis;
@@ -156,16 +158,37 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => store.close());
     const acks = new AckBatcher(store, metrics, { onFailure: removalFailureReporter(metrics, log) });
     opened.push(() => acks.close());
-    // Live subscriptions (one per connected user) on their own lean NATS connection.
+    const topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+    opened.push(() => topicStore.close());
+    // Made once the uWS app exists (it fans out); the live connection's reconnect reaches it here.
+    const late: { topics?: TopicChannels } = {};
+    // Live subscriptions (one per connected user, one per topic with local subscribers) on their
+    // own lean NATS connection.
     const live = await LiveSubscriber.connect({
       servers: config.natsUrl,
       auth: config.natsAuth,
       name: `edge-${edgeId}-live`,
       logger: log,
-      onReconnect: () => connections.resyncAll(),
+      onReconnect: () => {
+        connections.resyncAll();
+        late.topics?.catchUpAll();
+      },
     });
     opened.push(() => live.close());
     const channels = new UserChannels(live, subjects);
+    const app = uws.App();
+    const topics = new TopicChannels(
+      live,
+      topicStore,
+      subjects,
+      {
+        publish: (key, frame) => app.publish(key, frame, false),
+        subscribers: (key) => app.numSubscribers(key),
+      },
+      metrics,
+      log,
+    );
+    late.topics = topics;
     let apps: AppDirectory;
     try {
       apps = await AppDirectory.open(nc, subjects, log);
@@ -207,6 +230,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       subjects,
       store,
       channels,
+      topicStore,
+      topics,
       apps,
       presence,
       metrics,
@@ -218,7 +243,6 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     // Control (kick) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
-    const app = uws.App();
     mountEdgeSocket(app, {
       ctx,
       connections,
@@ -247,7 +271,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, acks, apps, redis, presence, listening };
+    return { nc, live, store, topicStore, acks, apps, redis, presence, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -269,7 +293,7 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, acks, apps, redis, presence, listening } = parts;
+  const { nc, live, store, topicStore, acks, apps, redis, presence, listening } = parts;
   connections.stopTokenSweep();
   listening.close();
   connections.endAll(config.edge.drainMs);
@@ -285,6 +309,7 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   acks.close();
   apps.close();
   store.close();
+  topicStore.close();
   live.close();
   await presence.stop().catch((err: unknown) => log.warn({ err }, 'presence lease not released'));
   if (!nc.isClosed()) await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));

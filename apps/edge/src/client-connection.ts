@@ -1,17 +1,21 @@
-import { TokenBucket } from '@push/apps';
+import { TokenBucket, verifyTopicToken } from '@push/apps';
 import type { WebSocket } from '@push/http';
 import type { InboxMessage } from '@push/nats';
 import {
+  ALL_TOPIC,
   CLOSE,
   FrameError,
   PushError,
   ServerFrames,
+  TopicFrameError,
   backoffDelay,
   isPushError,
   parseClientFrame,
+  topicGranted,
   type BackoffPolicy,
   type InboxKind,
   type SendFrame,
+  type SubFrame,
 } from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
 import type { LiveReceiver } from './user-channels.js';
@@ -32,6 +36,8 @@ const CLOSED = 3;
 const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
 /** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
 const BACKLOG_MAX_BYTES = 1024 * 1024;
+/** Most topic messages one history read asks for when a `sub` resumes with `since`. */
+const TOPIC_REPLAY_BATCH = 256;
 
 /** The subject kind a message is stored under: client messages carry their sender. */
 function kindOf(m: InboxMessage): InboxKind {
@@ -76,6 +82,15 @@ export class ClientConnection implements LiveReceiver {
   private readFailures = 0;
   /** Rate limit of this connection's sends; made on its first send. */
   private sendBucket: TokenBucket | undefined;
+  /**
+   * Topics this connection subscribed to (`_all` apart), each with the token of its latest `sub`:
+   * a resume still reading history stops when the entry is gone or replaced. Made on the first.
+   */
+  private topics: Map<string, object> | undefined;
+  /** Whether this connection holds a reference on the app's `_all` channel. */
+  private inAll = false;
+  /** Resume reads waiting for the socket to drain. */
+  private drainWaiters: Array<() => void> | undefined;
 
   constructor(
     private readonly ctx: EdgeContext,
@@ -85,6 +100,8 @@ export class ClientConnection implements LiveReceiver {
     readonly device: string,
     /** Token expiry, epoch seconds. */
     readonly exp: number,
+    /** Topic patterns the client token grants (its `topics` claim). */
+    private readonly topicGrants: readonly string[] | undefined = undefined,
   ) {}
 
   /** Connection id, unique across edges (edge id + counter). */
@@ -115,6 +132,25 @@ export class ClientConnection implements LiveReceiver {
     );
     // Read the backlog once the live subscription is active: no gap between the two.
     void subscribed.then(() => this.resync());
+    this.joinAll();
+  }
+
+  /** Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`. */
+  private joinAll(): void {
+    const { ctx } = this;
+    this.inAll = true;
+    ctx.topics.join(this.app, ALL_TOPIC).then(
+      (ch) => {
+        if (this.mode === CLOSED || this.ws === undefined) return;
+        this.ws.subscribe(ch.key);
+      },
+      (err: unknown) => {
+        ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
+        ctx.log.warn({ err, conn: this.id }, 'joining the _all topic failed');
+        if (this.inAll) ctx.topics.leave(this.app, ALL_TOPIC);
+        this.inAll = false;
+      },
+    );
   }
 
   /** Called on WebSocket close (any reason). Undelivered and unacked messages stay stored. */
@@ -122,6 +158,15 @@ export class ClientConnection implements LiveReceiver {
     if (this.mode === CLOSED) return;
     this.mode = CLOSED;
     this.ctx.channels.leave(this.app, this.user, this);
+    // uWS unsubscribes a closed socket from its pub/sub keys; the edge's references go here.
+    if (this.inAll) this.ctx.topics.leave(this.app, ALL_TOPIC);
+    this.inAll = false;
+    if (this.topics !== undefined) {
+      for (const topic of this.topics.keys()) this.ctx.topics.leave(this.app, topic);
+      this.ctx.metrics.topicSubscriptions.dec(this.topics.size);
+      this.topics = undefined;
+    }
+    for (const w of this.drainWaiters?.splice(0) ?? []) w();
     this.ws = undefined;
     this.inflight = undefined;
     this.buffered = undefined;
@@ -270,9 +315,150 @@ export class ClientConnection implements LiveReceiver {
     ctx.metrics.messagesOut.inc();
   }
 
-  /** The socket drained: resume if stalled. */
+  /** The socket drained: resume if stalled, and let waiting topic resumes read on. */
   drained(): void {
     if (this.mode === STALLED && this.canSend()) this.resync();
+    if (
+      this.drainWaiters !== undefined &&
+      this.ws !== undefined &&
+      this.ws.getBufferedAmount() < this.ctx.highWaterBytes
+    ) {
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
+  }
+
+  /** Resolves when the socket has room below the high-water mark again (or closed). */
+  private roomToSend(): Promise<void> {
+    const ws = this.ws;
+    if (ws === undefined || this.mode === CLOSED || ws.getBufferedAmount() < this.ctx.highWaterBytes) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (this.drainWaiters ??= []).push(resolve));
+  }
+
+  /** Topics this connection subscribed to (`_all` not included). */
+  get topicCount(): number {
+    return this.topics?.size ?? 0;
+  }
+
+  /**
+   * Subscribes this connection to a topic, permission already checked: the entry point for a
+   * client's `sub` and for a server-initiated subscribe (bind). With `since`, first sends the
+   * messages after it that history holds (a `lost` first when history no longer reaches back to
+   * it), then `subscribed`; every later message comes live, with no gap and no duplicate: the
+   * socket joins the topic's pub/sub key in the same event-loop turn in which it has caught up
+   * with what the edge fanned out. Again for a topic already subscribed: resumes from `since`.
+   * Rejects with PushError `too_many_topics` or the store's error (nothing held then).
+   */
+  async subscribeTopic(topic: string, since: number | undefined): Promise<void> {
+    const { ctx } = this;
+    const app = ctx.apps.get(this.app);
+    const topics = (this.topics ??= new Map());
+    const token = {};
+    const current = () => this.mode !== CLOSED && this.topics?.get(topic) === token;
+    let ch;
+    if (topics.has(topic)) {
+      topics.set(topic, token);
+      ch = ctx.topics.channel(this.app, topic);
+      // Resuming while subscribed: live frames stop until the history read has caught up.
+      if (ch !== undefined) this.ws?.unsubscribe(ch.key);
+      ch = await ctx.topics.join(this.app, topic).finally(() => ctx.topics.leave(this.app, topic));
+    } else {
+      const limit = app?.settings.maxTopicsPerConnection ?? 0;
+      if (topics.size >= limit) {
+        throw new PushError('too_many_topics', `a connection may hold at most ${limit} topics`);
+      }
+      topics.set(topic, token);
+      ctx.metrics.topicSubscriptions.inc();
+      try {
+        ch = await ctx.topics.join(this.app, topic);
+      } catch (err) {
+        ctx.topics.leave(this.app, topic);
+        if (current()) {
+          topics.delete(topic);
+          ctx.metrics.topicSubscriptions.dec();
+        }
+        throw err;
+      }
+    }
+    if (!current()) return;
+    if (since !== undefined && since < ch.last) {
+      /** Highest sequence the client has (sent now, or `since`): the `prev` of the next frame. */
+      let cursor = since;
+      let from = since === 0 ? 1 : since;
+      // The first read starts at `since` itself: when it is still held, history reaches back.
+      let probe = since > 0;
+      for (;;) {
+        // What the edge has fanned out so far; what comes after it arrives live once subscribed.
+        const target = ch.last;
+        if (cursor >= target) break;
+        await this.roomToSend();
+        if (!current()) return;
+        const ws = this.ws as WebSocket<SocketData>;
+        const { messages, more } = await ctx.topicStore.readBatch(this.app, topic, from, {
+          max: TOPIC_REPLAY_BATCH,
+          maxBytes: Math.max(1, Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount())),
+        });
+        if (!current()) return;
+        if (probe) {
+          probe = false;
+          const head = messages[0];
+          if (head?.seq !== since) {
+            this.sendText(ServerFrames.lost(ch.topicJson, head?.seq ?? target + 1));
+            ctx.metrics.topicLost.inc();
+          }
+        }
+        let sent = 0;
+        for (const m of messages) {
+          if (m.seq <= cursor || m.seq > target) continue;
+          if (m.expires > Date.now()) {
+            this.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
+            sent++;
+          }
+          cursor = m.seq;
+        }
+        ctx.metrics.topicMessagesOut.inc(sent);
+        const tail = messages[messages.length - 1];
+        if (tail !== undefined) from = tail.seq + 1;
+        // Everything history holds up to the target was sent (the rest expired or was evicted).
+        if (!more && (tail === undefined || tail.seq >= target) && ch.last === target) break;
+      }
+    }
+    // Same turn as the last check of `ch.last`: every later message reaches this socket live.
+    const ws = this.ws;
+    if (ws === undefined) return;
+    ws.subscribe(ch.key);
+    this.sendText(ServerFrames.subscribed(topic, ch.last));
+  }
+
+  /** Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers `unsubscribed`. */
+  unsubscribeTopic(topic: string): void {
+    const { ctx } = this;
+    if (this.topics?.delete(topic) === true) {
+      const ch = ctx.topics.channel(this.app, topic);
+      if (ch !== undefined) this.ws?.unsubscribe(ch.key);
+      ctx.topics.leave(this.app, topic);
+      ctx.metrics.topicSubscriptions.dec();
+    }
+    this.sendText(ServerFrames.unsubscribed(topic));
+  }
+
+  /** A client's `sub`: the token's patterns, or a topic token, must grant the topic. */
+  private async handleSub(f: SubFrame): Promise<void> {
+    const { ctx } = this;
+    try {
+      const app = ctx.apps.get(this.app);
+      if (app === undefined || app.disabled) throw new PushError('app_disabled');
+      if (!topicGranted(this.topicGrants, f.topic)) {
+        if (f.token === undefined) {
+          throw new PushError('topic_forbidden', 'the client token does not grant this topic; pass a topic token');
+        }
+        verifyTopicToken(f.token, app, this.user, f.topic);
+      }
+      await this.subscribeTopic(f.topic, f.since);
+    } catch (err) {
+      this.sendError(err, { topic: f.topic });
+    }
   }
 
   /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
@@ -281,8 +467,15 @@ export class ClientConnection implements LiveReceiver {
     try {
       frame = parseClientFrame(text);
     } catch (err) {
-      // A refused `send` is answered with its id, so the client knows which send failed.
-      this.sendError(err, err instanceof FrameError && err.id !== undefined ? { id: err.id } : undefined);
+      // A refused `send` is answered with its id, a refused `sub`/`unsub` with its topic.
+      this.sendError(
+        err,
+        err instanceof FrameError && err.id !== undefined
+          ? { id: err.id }
+          : err instanceof TopicFrameError && err.topic !== undefined
+            ? { topic: err.topic }
+            : undefined,
+      );
       return;
     }
     switch (frame.t) {
@@ -294,6 +487,12 @@ export class ClientConnection implements LiveReceiver {
         return;
       case 'send':
         void this.handleSend(frame);
+        return;
+      case 'sub':
+        void this.handleSub(frame);
+        return;
+      case 'unsub':
+        this.unsubscribeTopic(frame.topic);
         return;
     }
   }
@@ -362,7 +561,7 @@ export class ClientConnection implements LiveReceiver {
     }
   }
 
-  private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number }): void {
+  private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number; topic?: string }): void {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
     if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
     this.ctx.metrics.errors.inc({ code: e.code });

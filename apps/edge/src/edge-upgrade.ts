@@ -96,7 +96,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         refuse(res, e);
         return;
       }
-      const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
+      const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
       res.upgrade<SocketData>({ conn, ping }, key, protocol, extensions, context);
