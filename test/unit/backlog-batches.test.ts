@@ -44,6 +44,8 @@ function harness(window = 100) {
     config: { window },
     store,
     channels: { join: () => Promise.resolve(), leave: () => undefined },
+    // Every connection joins the app's _all topic at open; it never answers here.
+    topics: { join: () => new Promise(() => undefined), leave: () => undefined },
     metrics,
     log: { warn: () => undefined, error: () => undefined, debug: () => undefined },
     acks: new AckBatcher(store, metrics),
