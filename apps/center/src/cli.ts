@@ -13,7 +13,7 @@ import { AppAdmin, adminView } from './app-admin.js';
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
 
   migrate                                   apply Postgres migrations
-  provision                                 create/update the apps bucket and every app's inbox stream
+  provision                                 create/update the apps bucket and every app's inbox and topic streams
   apps create [--id ID] [--name NAME] [--settings JSON]
   apps list
   apps get ID
@@ -179,7 +179,7 @@ async function run(argv: string[]): Promise<number> {
       }
       return appsWrite(config, sub, arg1, arg2, values);
     case 'provision':
-      // withAdmin creates the apps bucket; syncAll creates or updates every app's inbox stream.
+      // withAdmin creates the apps bucket; syncAll creates or updates every app's inbox and topic streams.
       return withAdmin(config, async (admin) => {
         print({ provisioned: true, prefix: config.prefix, apps: await admin.syncAll() });
         return 0;
