@@ -138,8 +138,8 @@ describe('topics: a slow subscriber', function () {
     const deadline = Date.now() + 60_000;
     while (slow.got.length < N && Date.now() < deadline) await sleep(50);
     expect(slow.got).to.deep.equal(Array.from({ length: N }, (_, i) => i));
-    // It was told: the edge closed it past its backpressure bound (or it saw a gap by prev).
-    console.log('closes', slow.closeCodes, 'resubs', slow.resubs);
-    expect(slow.closes + slow.resubs).to.be.greaterThan(0);
+    // It was told, not left with a silent gap: the edge closed it (1006) once a topic frame was
+    // dropped past its backpressure bound, and it resumed with `since` after reconnecting.
+    expect(slow.closeCodes).to.include(1006);
   });
 });

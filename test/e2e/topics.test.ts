@@ -237,8 +237,17 @@ describe('topics', function () {
     await other.ping();
     await sleep(100);
     expect(topicMsgs(other, '_all')).to.have.length(0);
-    // Clients can neither sub nor unsub _all.
-    expect(await sub(c0, { topic: '_all' })).to.include({ code: 'invalid_topic' });
+    // It cannot be left; a sub of it resumes it after a reconnect, with no grant needed.
+    c0.send({ t: 'unsub', topic: '_all' });
+    await c0.waitFor((f) => f.t === 'error' && f['code'] === 'invalid_topic' && f['topic'] === '_all');
+    c0.terminate();
+    const missed = [await app.publishTopicOk('_all', 'm1'), await app.publishTopicOk('_all', 'm2')];
+    const back = keep(await app.connect('fay', 'p', '', stack.edges[0]));
+    expect(await sub(back, { topic: '_all', since: seq })).to.include({ t: 'subscribed', seq: missed[1] });
+    const live = await app.publishTopicOk('_all', 'm3');
+    const got = await waitTopic(back, '_all', 3);
+    expect(got.map((m) => m['seq'])).to.deep.equal([...missed, live]);
+    expect(got.map((m) => m['data'])).to.deep.equal(['m1', 'm2', 'm3']);
   });
 
   it('rate-limits topic publishing and broadcast per app with 429 and Retry-After', async function () {

@@ -71,8 +71,13 @@ describe('topics: names, patterns, tokens, frames', () => {
       token: 't',
     });
     expect(parseClientFrame('{"t":"unsub","topic":"x"}')).to.deep.equal({ t: 'unsub', topic: 'x' });
+    // A sub of _all resumes it; it cannot be left.
+    expect(parseClientFrame('{"t":"sub","topic":"_all","since":4}')).to.deep.equal({
+      t: 'sub',
+      topic: '_all',
+      since: 4,
+    });
     for (const [frame, code] of [
-      ['{"t":"sub","topic":"_all"}', 'invalid_topic'],
       ['{"t":"unsub","topic":"_all"}', 'invalid_topic'],
       ['{"t":"sub","topic":"_x"}', 'invalid_topic'],
       ['{"t":"sub"}', 'invalid_topic'],

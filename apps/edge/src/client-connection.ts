@@ -18,6 +18,7 @@ import {
   type SubFrame,
 } from '@push/protocol';
 import type { EdgeContext } from './edge-context.js';
+import type { TopicChannel } from './topic-channels.js';
 import type { LiveReceiver } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
@@ -89,6 +90,8 @@ export class ClientConnection implements LiveReceiver {
   private topics: Map<string, object> | undefined;
   /** Whether this connection holds a reference on the app's `_all` channel. */
   private inAll = false;
+  /** Token of whoever joins the socket to `_all`'s pub/sub key (the open, or a later resume): the latest wins. */
+  private allToken: object | undefined;
   /** Resume reads waiting for the socket to drain. */
   private drainWaiters: Array<() => void> | undefined;
 
@@ -138,10 +141,13 @@ export class ClientConnection implements LiveReceiver {
   /** Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`. */
   private joinAll(): void {
     const { ctx } = this;
+    const token = {};
     this.inAll = true;
+    this.allToken = token;
     ctx.topics.join(this.app, ALL_TOPIC).then(
       (ch) => {
-        if (this.mode === CLOSED || this.ws === undefined) return;
+        // A `sub` of `_all` (a resume) that came meanwhile joins the key itself, after its replay.
+        if (this.mode === CLOSED || this.ws === undefined || this.allToken !== token) return;
         this.ws.subscribe(ch.key);
       },
       (err: unknown) => {
@@ -161,6 +167,7 @@ export class ClientConnection implements LiveReceiver {
     // uWS unsubscribes a closed socket from its pub/sub keys; the edge's references go here.
     if (this.inAll) this.ctx.topics.leave(this.app, ALL_TOPIC);
     this.inAll = false;
+    this.allToken = undefined;
     if (this.topics !== undefined) {
       for (const topic of this.topics.keys()) this.ctx.topics.leave(this.app, topic);
       this.ctx.metrics.topicSubscriptions.dec(this.topics.size);
@@ -351,6 +358,7 @@ export class ClientConnection implements LiveReceiver {
    * Rejects with PushError `too_many_topics` or the store's error (nothing held then).
    */
   async subscribeTopic(topic: string, since: number | undefined): Promise<void> {
+    if (topic === ALL_TOPIC) return this.resumeAll(since);
     const { ctx } = this;
     const app = ctx.apps.get(this.app);
     const topics = (this.topics ??= new Map());
@@ -382,53 +390,104 @@ export class ClientConnection implements LiveReceiver {
       }
     }
     if (!current()) return;
-    if (since !== undefined && since < ch.last) {
-      /** Highest sequence the client has (sent now, or `since`): the `prev` of the next frame. */
-      let cursor = since;
-      let from = since === 0 ? 1 : since;
-      // The first read starts at `since` itself: when it is still held, history reaches back.
-      let probe = since > 0;
-      for (;;) {
-        // What the edge has fanned out so far; what comes after it arrives live once subscribed.
-        const target = ch.last;
-        if (cursor >= target) break;
-        await this.roomToSend();
-        if (!current()) return;
-        const ws = this.ws as WebSocket<SocketData>;
-        const { messages, more } = await ctx.topicStore.readBatch(this.app, topic, from, {
-          max: TOPIC_REPLAY_BATCH,
-          maxBytes: Math.max(1, Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount())),
-        });
-        if (!current()) return;
-        if (probe) {
-          probe = false;
-          const head = messages[0];
-          if (head?.seq !== since) {
-            this.sendText(ServerFrames.lost(ch.topicJson, head?.seq ?? target + 1));
-            ctx.metrics.topicLost.inc();
-          }
-        }
-        let sent = 0;
-        for (const m of messages) {
-          if (m.seq <= cursor || m.seq > target) continue;
-          if (m.expires > Date.now()) {
-            this.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
-            sent++;
-          }
-          cursor = m.seq;
-        }
-        ctx.metrics.topicMessagesOut.inc(sent);
-        const tail = messages[messages.length - 1];
-        if (tail !== undefined) from = tail.seq + 1;
-        // Everything history holds up to the target was sent (the rest expired or was evicted).
-        if (!more && (tail === undefined || tail.seq >= target) && ch.last === target) break;
-      }
-    }
+    if (!(await this.replayTopic(topic, ch, since, current))) return;
     // Same turn as the last check of `ch.last`: every later message reaches this socket live.
     const ws = this.ws;
     if (ws === undefined) return;
     ws.subscribe(ch.key);
     this.sendText(ServerFrames.subscribed(topic, ch.last));
+  }
+
+  /**
+   * With `since`, sends the messages of the topic after it that history holds, up to what the
+   * edge has fanned out (a `lost` first when history no longer holds `since`). False when the
+   * subscription was dropped or replaced meanwhile (`current`); the caller then stops.
+   */
+  private async replayTopic(
+    topic: string,
+    ch: TopicChannel,
+    since: number | undefined,
+    current: () => boolean,
+  ): Promise<boolean> {
+    const { ctx } = this;
+    if (since === undefined || since >= ch.last) return true;
+    /** Highest sequence the client has (sent now, or `since`): the `prev` of the next frame. */
+    let cursor = since;
+    let from = since === 0 ? 1 : since;
+    // The first read starts at `since` itself: when it is still held, history reaches back.
+    let probe = since > 0;
+    for (;;) {
+      // What the edge has fanned out so far; what comes after it arrives live once subscribed.
+      const target = ch.last;
+      if (cursor >= target) break;
+      await this.roomToSend();
+      if (!current()) return false;
+      const ws = this.ws as WebSocket<SocketData>;
+      const { messages, more } = await ctx.topicStore.readBatch(this.app, topic, from, {
+        max: TOPIC_REPLAY_BATCH,
+        maxBytes: Math.max(1, Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount())),
+      });
+      if (!current()) return false;
+      if (probe) {
+        probe = false;
+        const head = messages[0];
+        if (head?.seq !== since) {
+          this.sendText(ServerFrames.lost(ch.topicJson, head?.seq ?? target + 1));
+          ctx.metrics.topicLost.inc();
+        }
+      }
+      let sent = 0;
+      for (const m of messages) {
+        if (m.seq <= cursor || m.seq > target) continue;
+        if (m.expires > Date.now()) {
+          this.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
+          sent++;
+        }
+        cursor = m.seq;
+      }
+      ctx.metrics.topicMessagesOut.inc(sent);
+      const tail = messages[messages.length - 1];
+      if (tail !== undefined) from = tail.seq + 1;
+      // Everything history holds up to the target was sent (the rest expired or was evicted).
+      if (!more && (tail === undefined || tail.seq >= target) && ch.last === target) break;
+    }
+    return true;
+  }
+
+  /**
+   * A `sub` of `_all`, which every connection holds from its open: resumes it from `since`
+   * (live broadcast frames stop until the history read has caught up), then `subscribed`.
+   */
+  private async resumeAll(since: number | undefined): Promise<void> {
+    const { ctx } = this;
+    const token = {};
+    this.allToken = token;
+    const current = () => this.mode !== CLOSED && this.allToken === token;
+    const held = ctx.topics.channel(this.app, ALL_TOPIC);
+    if (held !== undefined) this.ws?.unsubscribe(held.key);
+    let ch: TopicChannel;
+    if (this.inAll) {
+      ch = await ctx.topics.join(this.app, ALL_TOPIC).finally(() => ctx.topics.leave(this.app, ALL_TOPIC));
+    } else {
+      // Joining at open had failed: this resume takes the connection's reference.
+      try {
+        ch = await ctx.topics.join(this.app, ALL_TOPIC);
+      } catch (err) {
+        ctx.topics.leave(this.app, ALL_TOPIC);
+        throw err;
+      }
+      if (this.mode === CLOSED) {
+        ctx.topics.leave(this.app, ALL_TOPIC);
+        return;
+      }
+      this.inAll = true;
+    }
+    if (!current()) return;
+    if (!(await this.replayTopic(ALL_TOPIC, ch, since, current))) return;
+    const ws = this.ws;
+    if (ws === undefined) return;
+    ws.subscribe(ch.key);
+    this.sendText(ServerFrames.subscribed(ALL_TOPIC, ch.last));
   }
 
   /** Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers `unsubscribed`. */
@@ -449,7 +508,8 @@ export class ClientConnection implements LiveReceiver {
     try {
       const app = ctx.apps.get(this.app);
       if (app === undefined || app.disabled) throw new PushError('app_disabled');
-      if (!topicGranted(this.topicGrants, f.topic)) {
+      // `_all` needs no grant: every connection of the app receives it.
+      if (f.topic !== ALL_TOPIC && !topicGranted(this.topicGrants, f.topic)) {
         if (f.token === undefined) {
           throw new PushError('topic_forbidden', 'the client token does not grant this topic; pass a topic token');
         }

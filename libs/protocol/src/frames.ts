@@ -105,7 +105,8 @@ const unsubFrame = compile(UnsubFrameSchema);
 
 /**
  * Reads a `sub` or `unsub`: the schema, then the topic rules clients obey (`_all` is subscribed
- * by itself and cannot be left; other `_` names are reserved). TopicFrameError with the topic.
+ * at open and cannot be left, a `sub` of it resumes it; other `_` names are reserved).
+ * TopicFrameError with the topic.
  */
 function parseTopicFrame(value: Record<string, unknown>): SubFrame | UnsubFrame {
   const raw = value['topic'];
@@ -117,7 +118,11 @@ function parseTopicFrame(value: Record<string, unknown>): SubFrame | UnsubFrame 
   if (bad !== undefined) throw new TopicFrameError(bad.code, bad.message, topic);
   const t = value as SubFrame | UnsubFrame;
   const why =
-    t.topic === ALL_TOPIC ? `${ALL_TOPIC} is received by every connection without a sub` : topicProblem(t.topic);
+    t.topic !== ALL_TOPIC
+      ? topicProblem(t.topic)
+      : t.t === 'unsub'
+        ? `every connection receives ${ALL_TOPIC}; it cannot be left`
+        : undefined; // a `sub` of _all resumes it from `since`
   if (why !== undefined) throw new TopicFrameError('invalid_topic', why, t.topic);
   return t;
 }
