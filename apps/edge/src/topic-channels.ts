@@ -154,7 +154,11 @@ export class TopicChannels {
 
   private onLive(ch: TopicChannel, hdrs: Buffer, payload: Buffer): void {
     const m = readLiveTopicMessage(hdrs, payload);
-    if (m === undefined) return;
+    if (m === undefined) {
+      // Not an envelope (a trusted service publishing straight to the subject got it wrong).
+      this.metrics.errors.inc({ code: 'topic_message_malformed' });
+      return;
+    }
     this.metrics.topicMessagesIn.inc();
     this.take(ch, m);
   }
