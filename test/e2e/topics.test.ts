@@ -343,6 +343,26 @@ describe('topics', function () {
     expect(d!['data']).to.deep.equal({ via: 'direct' });
   });
 
+  it('drops a message published straight to the subject that is not an envelope, without a gap or a stall', async function () {
+    const c = keep(await app.connectWithTopics('kim', ['raw']));
+    await sub(c, { topic: 'raw' });
+    const first = await app.publishTopicOk('raw', 'before');
+    const subjects = new Subjects(stack.prefix);
+    await nc.request(subjects.topic(app.id, 'raw'), 'not an envelope', { timeout: 5000 });
+    const after = await app.publishTopicOk('raw', 'after');
+    const got = await waitTopic(c, 'raw', 2);
+    expect(got.map((m) => [m['seq'], m['data']])).to.deep.equal([
+      [first, 'before'],
+      [after, 'after'],
+    ]);
+    expect(c.frames.filter((f) => f.t === 'lost')).to.have.length(0);
+    // A resume from before it skips it too.
+    const again = keep(await app.connectWithTopics('kim', ['raw']));
+    await sub(again, { topic: 'raw', since: first });
+    expect(topicMsgs(again, 'raw').map((m) => m['data'])).to.deep.equal(['after']);
+    expect(again.frames.filter((f) => f.t === 'lost')).to.have.length(0);
+  });
+
   it('holds one NATS subscription per topic per edge, following its subscribers', async function () {
     const a = await stack.createApp();
     const base = await metric(stack, 'push_edge_topic_channels');

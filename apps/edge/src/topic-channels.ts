@@ -154,11 +154,10 @@ export class TopicChannels {
 
   private onLive(ch: TopicChannel, hdrs: Buffer, payload: Buffer): void {
     const m = readLiveTopicMessage(hdrs, payload);
-    if (m === undefined) {
-      // Not an envelope (a trusted service publishing straight to the subject got it wrong).
-      this.metrics.errors.inc({ code: 'topic_message_malformed' });
-      return;
-    }
+    if (m === undefined) return;
+    // Not an envelope (a trusted service publishing straight to the subject got it wrong): its
+    // tombstone is never delivered but keeps the sequence chain whole.
+    if (m.malformed === true) this.metrics.errors.inc({ code: 'topic_message_malformed' });
     this.metrics.topicMessagesIn.inc();
     this.take(ch, m);
   }

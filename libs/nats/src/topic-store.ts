@@ -15,6 +15,8 @@ export interface TopicStoredMessage {
   expires: number;
   bytes: Uint8Array;
   binary: boolean;
+  /** Not an envelope: never delivered (see `tombstone`). */
+  malformed?: boolean;
 }
 
 export interface TopicPublishOptions {
@@ -30,12 +32,26 @@ const NUM_PENDING = 'Nats-Num-Pending';
 /** Topic history reads in flight at once (each one batch). */
 const READS_IN_FLIGHT = 256;
 
-/** A live (republished) topic message from the live subscriber's headers block and payload. */
+const EMPTY = new Uint8Array(0);
+
+/**
+ * What stands for a stored message that is not an envelope (a trusted service published garbage
+ * to the subject): already expired, so it is never delivered, but its sequence still counts, so
+ * it is no gap.
+ */
+function tombstone(seq: number, prev: number): TopicStoredMessage {
+  return { seq, prev, ts: 0, expires: 0, bytes: EMPTY, binary: false, malformed: true };
+}
+
+/**
+ * A live (republished) topic message from the live subscriber's headers block and payload;
+ * a tombstone (`malformed`) when the payload is not an envelope; undefined without a sequence.
+ */
 export function readLiveTopicMessage(hdrs: Buffer, payload: Buffer): TopicStoredMessage | undefined {
   const seq = headerSequence(hdrs);
   if (seq <= 0) return undefined;
   const env = decodeEnvelope(payload);
-  if (env === undefined) return undefined;
+  if (env === undefined) return tombstone(seq, headerLastSequence(hdrs));
   return {
     seq,
     prev: headerLastSequence(hdrs),
@@ -124,9 +140,15 @@ export class TopicStore {
         throw new PushError('store_unavailable', `direct get failed: ${code} ${reply.headers?.description ?? ''}`);
       }
       const seq = Number(reply.headers?.get('Nats-Sequence'));
+      if (!Number.isSafeInteger(seq) || seq <= 0) {
+        throw new PushError('store_unavailable', 'direct get answer has no sequence');
+      }
       const env = decodeEnvelope(reply.data);
-      if (!Number.isSafeInteger(seq) || seq <= 0 || env === undefined) {
-        throw new PushError('store_unavailable', 'direct get answer is not a topic message');
+      if (env === undefined) {
+        messages.push(tombstone(seq, prev));
+        prev = seq;
+        if (!reply.headers?.has(NUM_PENDING)) more = true;
+        continue;
       }
       messages.push({
         seq,
