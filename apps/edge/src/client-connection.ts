@@ -152,7 +152,8 @@ export class ClientConnection implements LiveReceiver {
       },
       (err: unknown) => {
         ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
-        ctx.log.warn({ err, conn: this.id }, 'joining the _all topic failed');
+        // Counted; logged at debug only: when the store fails, every connection of a storm fails here.
+        ctx.log.debug({ err, conn: this.id }, 'joining the _all topic failed');
         if (this.inAll) ctx.topics.leave(this.app, ALL_TOPIC);
         this.inAll = false;
       },
