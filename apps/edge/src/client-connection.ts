@@ -37,6 +37,8 @@ const CLOSED = 3;
 const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
 /** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
 const BACKLOG_MAX_BYTES = 1024 * 1024;
+/** Delay before joining `_all` again after a failure (the store down): 1-2 s, doubling up to 30 s. */
+const ALL_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 30_000 };
 /** Most topic messages one history read asks for when a `sub` resumes with `since`. */
 const TOPIC_REPLAY_BATCH = 256;
 
@@ -139,7 +141,7 @@ export class ClientConnection implements LiveReceiver {
   }
 
   /** Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`. */
-  private joinAll(): void {
+  private joinAll(attempt = 0): void {
     const { ctx } = this;
     const token = {};
     this.inAll = true;
@@ -156,6 +158,13 @@ export class ClientConnection implements LiveReceiver {
         ctx.log.debug({ err, conn: this.id }, 'joining the _all topic failed');
         if (this.inAll) ctx.topics.leave(this.app, ALL_TOPIC);
         this.inAll = false;
+        // Broadcasts must not stay away silently: try again while the connection lives.
+        setTimeout(
+          () => {
+            if (this.mode !== CLOSED && !this.inAll && this.allToken === token) this.joinAll(attempt + 1);
+          },
+          backoffDelay(attempt, ALL_RETRY),
+        ).unref();
       },
     );
   }
