@@ -1,9 +1,10 @@
 /**
  * Scenario 5, fan-out: the same message to N connected users, MESSAGES times, measured as
  * deliveries per second at the clients (first send to last receive) and delivery latency.
- * Ours goes through the batch push API (one stored copy per user: topics and broadcast do not
- * exist yet); bare uWS publishes to a topic every socket joined (its native pub/sub, the
- * ceiling); Socket.IO emits to all through its Redis adapter. Each in turn, ROUNDS times; ours
+ * Ours publishes to the app's broadcast topic `_all`, which every connection is subscribed to
+ * (one stored copy, fanned out by the edge with uWS pub/sub; before topics it went through the
+ * batch push API, one stored copy per user); bare uWS publishes to a topic every socket joined
+ * (its native pub/sub, the ceiling); Socket.IO emits to all through its Redis adapter. Each in turn, ROUNDS times; ours
  * is reported as a percentage of the bare uWS ceiling of the same round.
  *
  *   npx tsx bench/fanout.ts
@@ -23,8 +24,39 @@ import {
   chosenTargets,
   eachTargetRound,
 } from './lib/scenario.js';
+import { sleep } from './lib/procs.js';
 import { round } from './lib/stats.js';
-import { LABELS } from './lib/targets.js';
+import { LABELS, startTarget } from './lib/targets.js';
+
+/** Goal for the memory one topic subscription of one connection costs the edge (issue 9). */
+const TOPIC_SUB_BYTES_TARGET = 150;
+
+/**
+ * Memory per topic subscription per connection on our edge: N connections with no topic, then N
+ * more each subscribed to K topics (`sub` frames, the token granting `*`); the second batch's
+ * cost less the first's, over N x K. Both after a forced GC (the target's `memory()`).
+ */
+async function topicMemory(fleet: LoadFleet, n: number, k: number): Promise<{ rssBytes: number; heapBytes: number }> {
+  const target = await startTarget('ours');
+  try {
+    await sleep(1000);
+    const base = await target.memory();
+    await fleet.openAll({ target, userPrefix: 'tm', first: 0, total: n, concurrency: 1000, retries: 20 });
+    await sleep(1000);
+    const plain = await target.memory();
+    await fleet.openAll({ target, userPrefix: 'tm', first: n, total: n, concurrency: 1000, retries: 20, topics: k });
+    await sleep(2000); // the subs are answered after the hello
+    const subbed = await target.memory();
+    const per = (a: number, b: number, c: number) => round((a - b - (b - c)) / (n * k), 1);
+    return {
+      rssBytes: per(subbed.rss, plain.rss, base.rss),
+      heapBytes: per(subbed.heapUsed, plain.heapUsed, base.heapUsed),
+    };
+  } finally {
+    await fleet.reset();
+    await target.close();
+  }
+}
 
 const CEILING_TARGET = 0.7;
 
@@ -43,6 +75,7 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
   const rounds = smoke ? 1 : env('BENCH_FANOUT_ROUNDS', 3);
   const users = Array.from({ length: n }, (_, i) => `fo${i}`);
   const byTarget: Record<string, FanoutRound[]> = {};
+  let topicMem: { connections: number; topics: number; rssBytes: number; heapBytes: number } | undefined;
   const fleet = LoadFleet.start(LoadFleet.sizeFor(n));
   try {
     await eachTargetRound({ scenario: 'fanout', targets: TARGETS, rounds, smoke, fleet }, async (target, r) => {
@@ -68,6 +101,12 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
       );
       (byTarget[target.name] ??= []).push(res);
     });
+    if (TARGETS.includes('ours')) {
+      const tn = smoke ? 200 : env('BENCH_TOPIC_MEMORY_CONNECTIONS', 10_000);
+      const tk = env('BENCH_TOPIC_MEMORY_TOPICS', 10);
+      topicMem = { connections: tn, topics: tk, ...(await topicMemory(fleet, tn, tk)) };
+      note(`topic memory: ${JSON.stringify(topicMem)}`);
+    }
   } finally {
     await fleet.stop();
   }
@@ -93,9 +132,18 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
     target: `>= ${CEILING_TARGET * 100}%`,
     met: ratio.median >= CEILING_TARGET * 100 ? 'yes' : 'no',
   });
+  if (topicMem !== undefined) {
+    summary.push({
+      bench: 'fanout',
+      figure: `our edge: memory per topic subscription per connection (${topicMem.connections.toLocaleString('en-US')} connections x ${topicMem.topics} topics), RSS; heap`,
+      value: `${topicMem.rssBytes} B; ${topicMem.heapBytes} B`,
+      target: `< ${TOPIC_SUB_BYTES_TARGET} B`,
+      met: topicMem.rssBytes < TOPIC_SUB_BYTES_TARGET ? 'yes' : 'no',
+    });
+  }
   return {
     name: 'fanout',
-    figures: { connections: n, messages, rounds, targets: byTarget, oursPercentOfUws: ratio },
+    figures: { connections: n, messages, rounds, targets: byTarget, oursPercentOfUws: ratio, topicMemory: topicMem },
     summary,
     charts: [
       {
@@ -106,7 +154,7 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
           name: LABELS[name],
           values: [spread((byTarget[name] ?? []).map((x) => x.deliveriesPerSecond)).median],
         })),
-        note: 'higher is better; ours stores a copy per user (batch API), the peers store nothing',
+        note: 'higher is better; ours stores one copy (the _all topic) and fans it out at the edge, the peers store nothing',
         log: true,
       },
     ],

@@ -41,6 +41,8 @@ export interface OpenCommand {
   retries?: number;
   /** For `push`: signs each user's token. */
   token?: { app: string; kid: string; secret: string; ttlSeconds: number };
+  /** For `push`: subscribe each connection to topics `t0` .. `t<topics - 1>` once ready (the token grants `*`). */
+  topics?: number;
 }
 
 const NOT_OPEN = 0;
@@ -138,10 +140,18 @@ function control(opcode: number, payload: Buffer): Buffer {
   return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), ZERO_MASK, payload]);
 }
 
-function signToken(t: NonNullable<OpenCommand['token']>, user: string): string {
+function signToken(t: NonNullable<OpenCommand['token']>, user: string, topics: boolean): string {
   const now = Math.floor(Date.now() / 1000);
   const part = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
-  const signed = `${part({ alg: 'HS256', kid: t.kid })}.${part({ app: t.app, sub: user, dev: 'd', iat: now, exp: now + t.ttlSeconds })}`;
+  const claims = {
+    app: t.app,
+    sub: user,
+    dev: 'd',
+    iat: now,
+    exp: now + t.ttlSeconds,
+    ...(topics ? { topics: ['*'] } : {}),
+  };
+  const signed = `${part({ alg: 'HS256', kid: t.kid })}.${part(claims)}`;
   return `${signed}.${createHmac('sha256', t.secret).update(signed).digest('base64url')}`;
 }
 
@@ -158,7 +168,8 @@ function onMessageFrame(c: Conn, text: string): void {
   received++;
   if (firstReceiveAt === 0) firstReceiveAt = now;
   lastReceiveAt = now;
-  if (protocol === 'push') {
+  // Topic messages (`"topic"` follows `"t":"msg"` in our frames) take no ack.
+  if (protocol === 'push' && !text.startsWith('{"t":"msg","topic"')) {
     const i = text.indexOf('"seq":');
     const seq = Number.parseInt(text.slice(i + 6, i + 26), 10);
     if (seq <= c.lastSeq) duplicates++;
@@ -187,9 +198,14 @@ function flushAcks(): void {
   }
 }
 
+/** Topics each new `push` connection subscribes to once ready (from the open command). */
+let topicsPerConnection = 0;
+
 function becomeReady(c: Conn): void {
   c.state = READY;
   ready++;
+  if (protocol === 'push')
+    for (let i = 0; i < topicsPerConnection; i++) c.socket.write(frame(`{"t":"sub","topic":"t${i}"}`));
   c.settle?.(true);
 }
 
@@ -281,7 +297,7 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
     const user = `${cmd.userPrefix}${i}`;
     let path: string;
     if (cmd.protocol === 'push') {
-      const token = cmd.token === undefined ? '' : signToken(cmd.token, user);
+      const token = cmd.token === undefined ? '' : signToken(cmd.token, user, (cmd.topics ?? 0) > 0);
       path = `/ws?token=${token}`;
     } else if (cmd.protocol === 'uws') {
       path = `/ws?user=${encodeURIComponent(user)}`;
@@ -319,6 +335,7 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
 
 async function open(cmd: OpenCommand): Promise<ChildMessage> {
   protocol = cmd.protocol;
+  topicsPerConnection = cmd.topics ?? 0;
   const failures: Record<string, number> = {};
   const t0 = monoMs();
   let next = cmd.from;

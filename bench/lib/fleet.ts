@@ -44,6 +44,8 @@ export interface OpenOptions {
   concurrency: number;
   timeoutMs?: number;
   retries?: number;
+  /** Topics each connection subscribes to once ready (ours only; see OpenCommand). */
+  topics?: number;
 }
 
 /**
@@ -92,6 +94,7 @@ export class LoadFleet {
           timeoutMs: o.timeoutMs ?? 60_000,
           retries: o.retries ?? 0,
           ...(o.target.token !== undefined ? { token: o.target.token } : {}),
+          ...(o.topics !== undefined ? { topics: o.topics } : {}),
         };
         return ask<{
           ok: number;

@@ -216,8 +216,16 @@ export class OursTarget implements Target {
     await Promise.all(Array.from({ length: PUSH_CONCURRENCY }, worker));
   }
 
-  fanout(users: string[], data: unknown): Promise<void> {
-    return this.send(users.map((user) => ({ user, data })));
+  /**
+   * One message to every connected user through the app's broadcast topic `_all` (one stored
+   * copy, fanned out by each edge with uWS pub/sub), the same round as the peers' broadcast.
+   */
+  async fanout(_users: string[], data: unknown): Promise<void> {
+    await postJson(
+      `${this.stack.centerUrl}/v1/apps/${encodeURIComponent(this.app.record.id)}/topics/_all/messages`,
+      { data },
+      { authorization: `Bearer ${this.app.apiKey}` },
+    );
   }
 
   get inboxStream(): string {

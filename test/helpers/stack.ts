@@ -187,10 +187,38 @@ export class TestApp {
     return this.record.id;
   }
 
-  async token(user: string, device = 'default', ttlSeconds = 3600): Promise<string> {
+  async token(user: string, device = 'default', ttlSeconds = 3600, topics?: string[]): Promise<string> {
     const secret = this.record.secrets[0];
     if (secret === undefined) throw new Error('app without secret');
-    return signClientToken(secret, { app: this.id, user, device, ttlSeconds });
+    return signClientToken(secret, {
+      app: this.id,
+      user,
+      device,
+      ttlSeconds,
+      ...(topics !== undefined ? { topics } : {}),
+    });
+  }
+
+  /** Connects with a client token granting the topic patterns. */
+  async connectWithTopics(user: string, topics: string[], edge?: Edge, device = 'default'): Promise<TestClient> {
+    return TestClient.connect(this.stack.wsUrl(edge), await this.token(user, device, 3600, topics));
+  }
+
+  /** POST /v1/apps/:app/topics/:topic/messages with this app's key. */
+  publishTopic(topic: string, body: unknown): Promise<HttpAnswer> {
+    return this.stack.http(
+      'POST',
+      `/v1/apps/${encodeURIComponent(this.id)}/topics/${encodeURIComponent(topic)}/messages`,
+      this.apiKey,
+      body,
+    );
+  }
+
+  /** Publishes `data` to a topic and expects success; returns the sequence. */
+  async publishTopicOk(topic: string, data: unknown, extra: Record<string, unknown> = {}): Promise<number> {
+    const r = await this.publishTopic(topic, { data, ...extra });
+    if (r.status !== 200) throw new Error(`topic publish failed: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body['seq'] as number;
   }
 
   async connect(user: string, device = 'default', query = '', edge?: Edge): Promise<TestClient> {

@@ -106,6 +106,12 @@ class FakeSocket implements ClientSocket {
   end(code: number, reason: string): void {
     this.ended = [code, reason];
   }
+  subscribe(): boolean {
+    return true;
+  }
+  unsubscribe(): boolean {
+    return true;
+  }
 
   /** Sequences of the messages delivered, in order. */
   get delivered(): number[] {
@@ -150,13 +156,17 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     upstream: { publish: () => Promise.reject(new Error('no upstream store in this test')) },
     rpc: { call: () => Promise.reject(new Error('no rpc in this test')) },
     events: { emit: (type) => `evt_${type}` },
+    // Topics have tests of their own (topics.test.ts, topic-channels.test.ts): `_all` never opens here.
+    topicStore: { readBatch: () => Promise.resolve({ messages: [], more: false, first: 0, last: 0 }) },
+    topics: { join: () => new Promise(() => undefined), leave: () => undefined, channel: () => undefined },
     channels: { join: () => Promise.resolve(), leave: () => undefined },
     apps: { get: (id) => (id === app.id ? app : undefined) },
     metrics: createEdgeMetrics(new Registry()),
     log: {
       warn: (o: unknown) => warnings.push(o),
       error: (o: unknown) => warnings.push(o),
-    } as ConnectionContext['log'],
+      debug: () => undefined,
+    },
     sendLimits: new SendLimits(),
     acks: {
       ack(_app, _user, seq, floor, kind) {

@@ -94,6 +94,7 @@ export class AppAdmin {
       ...DEFAULT_APP_SETTINGS,
       defaultTtlSeconds: Math.min(DEFAULT_APP_SETTINGS.defaultTtlSeconds, this.limits.maxTtlSeconds),
       maxPendingPerUser: Math.min(DEFAULT_APP_SETTINGS.maxPendingPerUser, this.limits.maxPerUser),
+      topicHistorySeconds: Math.min(DEFAULT_APP_SETTINGS.topicHistorySeconds, this.limits.maxTtlSeconds),
     };
   }
 

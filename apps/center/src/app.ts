@@ -11,6 +11,7 @@ import {
   natsReadiness,
   deleteDlqStream,
   provisionStreams,
+  TopicStore,
   type NatsConnection,
   type Subscription,
 } from '@push/nats';
@@ -27,6 +28,7 @@ import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import { PushService } from './push-service.js';
+import { TopicService } from './topic-service.js';
 
 /** A running center. */
 export interface Center {
@@ -55,6 +57,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   const subjects = new Subjects(config.prefix);
   let nc: NatsConnection | undefined;
   let store: InboxStore | undefined;
+  let topicStore: TopicStore | undefined;
   let apps: AppDirectory | undefined;
   let webhookDirectory: WebhookDirectory | undefined;
   let db: Knex | undefined;
@@ -134,6 +137,14 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
       );
+      topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+      const topics = new TopicService(
+        topicStore,
+        subjects,
+        new RateLimiter(),
+        { maxBatch: config.center.maxBatch },
+        metrics,
+      );
       const kicker = new Kicker(conn, subjects, presence, log);
       const jobsRepo = new JobsRepository(db);
       const jobRunner = new JobRunner(
@@ -149,6 +160,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       natsSubs = serveNatsApi(nc, subjects, {
         push,
         jobs,
+        topics,
         kicker,
         keys,
         admin,
@@ -169,6 +181,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       mountHttpApi(app, {
         push,
         jobs,
+        topics,
         kicker,
         admin,
         webhooks,
@@ -195,6 +208,9 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         if (store !== undefined && !(await store.idle(5000))) {
           log.warn('store requests still in flight at the stop deadline');
         }
+        if (topicStore !== undefined && !(await topicStore.idle(5000))) {
+          log.warn('topic store requests still in flight at the stop deadline');
+        }
         apps?.close();
         webhookDirectory?.close();
         store?.close();
@@ -202,6 +218,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));
         if (events !== undefined && !(await events.idle(5000))) log.warn('events still in flight at the stop deadline');
         events?.close();
+        topicStore?.close();
         if (nc !== undefined && !nc.isClosed()) {
           await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed on stop'));
         }

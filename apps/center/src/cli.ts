@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { PushClient } from '@push/client';
-import { AppDirectory, WebhookDirectory, hashApiKey, signClientToken } from '@push/apps';
+import { AppDirectory, WebhookDirectory, hashApiKey, signClientToken, signTopicToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import {
   AppsRepository,
@@ -26,7 +26,7 @@ import { WebhookAdmin } from './webhook-admin.js';
 const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
 
   migrate                                   apply Postgres migrations
-  provision                                 create/update the apps bucket and every app's inbox stream
+  provision                                 create/update the apps bucket and every app's inbox and topic streams
   apps create [--id ID] [--name NAME] [--settings JSON]
   apps list
   apps get ID
@@ -36,8 +36,11 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   apps revoke-key ID KEY_ID
   apps delete ID                            delete the app, its keys, streams and messages;
                                             closes its clients (exit 1, app_not_found, if absent)
-  token --app ID --user USER [--device DEV] [--ttl SECONDS]
+  token --app ID --user USER [--device DEV] [--ttl SECONDS] [--topics P1,P2]
                                             sign a client token with the app's newest secret
+                                            (--topics: topic patterns it grants, e.g. news,room-*)
+  topic-token --app ID --user USER --topic TOPIC [--ttl SECONDS]
+                                            sign a per-topic subscription token (sub.token)
   watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
   dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds
   jobs create --app ID --users FILE (--data JSON | --b64 BASE64) [--ttl SECONDS]
@@ -133,10 +136,16 @@ function parseJsonFlag(value: string | undefined, name: string): unknown {
   }
 }
 
-async function token(app: AppRecord, user: string, device: string, ttl: number): Promise<string> {
+async function token(app: AppRecord, user: string, device: string, ttl: number, topics?: string[]): Promise<string> {
   const secret = app.secrets[0];
   if (secret === undefined) throw new Error(`app ${app.id} has no secret`);
-  return signClientToken(secret, { app: app.id, user, device, ttlSeconds: ttl });
+  return signClientToken(secret, {
+    app: app.id,
+    user,
+    device,
+    ttlSeconds: ttl,
+    ...(topics !== undefined ? { topics } : {}),
+  });
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -161,6 +170,8 @@ async function run(argv: string[]): Promise<number> {
       events: { type: 'string' },
       kinds: { type: 'string' },
       description: { type: 'string' },
+      topic: { type: 'string' },
+      topics: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -188,16 +199,30 @@ async function run(argv: string[]): Promise<number> {
       }
       return appsWrite(config, sub, arg1, arg2, values);
     case 'provision':
-      // withAdmin creates the apps bucket; syncAll creates or updates every app's inbox stream.
+      // withAdmin creates the apps bucket; syncAll creates or updates every app's inbox and topic streams.
       return withAdmin(config, async (admin) => {
         print({ provisioned: true, prefix: config.prefix, apps: await admin.syncAll() });
         return 0;
       });
     case 'token': {
       const app = await readApp(config, need(values.app, '--app'));
+      const topics = values.topics?.split(',').filter((p) => p !== '');
       process.stdout.write(
-        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600))}\n`,
+        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600), topics)}\n`,
       );
+      return 0;
+    }
+    case 'topic-token': {
+      const app = await readApp(config, need(values.app, '--app'));
+      const secret = app.secrets[0];
+      if (secret === undefined) throw new CliError(`app ${app.id} has no secret`);
+      const t = await signTopicToken(secret, {
+        app: app.id,
+        user: need(values.user, '--user'),
+        topic: need(values.topic, '--topic'),
+        ttlSeconds: Number(values.ttl ?? 3600),
+      });
+      process.stdout.write(`${t}\n`);
       return 0;
     }
     case 'watch': {

@@ -16,10 +16,12 @@ import type { JobService } from './job-service.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
+import { topicNameError, type TopicOutcome, type TopicService } from './topic-service.js';
 
 export interface HttpApiDeps {
   push: PushService;
   jobs: JobService;
+  topics: TopicService;
   kicker: Kicker;
   admin: AppAdmin;
   webhooks: WebhookAdmin;
@@ -197,6 +199,29 @@ function webhookRoutes(webhooks: WebhookAdmin): Route[] {
   ];
 }
 
+/** A topic path parameter: percent-decoded; PushError `invalid_topic` for a name a business may not use. */
+function topicParam(raw: string | undefined): string {
+  let value: string;
+  try {
+    value = decodeURIComponent(raw ?? '');
+  } catch {
+    throw new PushError('invalid_topic', 'topic is not valid percent-encoding');
+  }
+  const bad = topicNameError(value);
+  if (bad !== undefined) throw bad;
+  return value;
+}
+
+/** The HTTP answer to a topic publish: as for a push, with `topic` in each answer. */
+export function topicReply(outcome: TopicOutcome): Reply {
+  if (!outcome.batch) {
+    return { status: 200, body: { topic: outcome.topic, seq: outcome.seq, duplicate: outcome.duplicate } };
+  }
+  if (outcome.failed === 0) return { status: 200, body: { results: outcome.results } };
+  const e = batchStoreError(outcome);
+  return { status: e.status, body: { error: e.toJSON(), results: outcome.results } };
+}
+
 /**
  * Mounts the HTTP API (docs/api.md): push and user status for business servers (API key), app
  * administration (admin key). Every answer is JSON; every error is `{ error: { code, message } }`.
@@ -216,6 +241,27 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       handler: async (ex, [rawApp], body) => {
         const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
         return pushReply(await push.push(record, await body));
+      },
+    },
+    // --- topics -----------------------------------------------------------------------------
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/topics/:topic/messages',
+      op: 'topics.publish',
+      body: true,
+      handler: async (ex, [rawApp, rawTopic], body) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return topicReply(await deps.topics.publish(record, await body, topicParam(rawTopic)));
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/v1/apps/:app/topics/messages',
+      op: 'topics.publishBatch',
+      body: true,
+      handler: async (ex, [rawApp], body) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return topicReply(await deps.topics.publish(record, await body, undefined));
       },
     },
     {

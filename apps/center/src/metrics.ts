@@ -22,6 +22,11 @@ export function createCenterMetrics(registry: Registry) {
       labelNames: ['outcome'],
       registers: r,
     }),
+    topicMessages: new Counter({
+      name: 'push_center_topic_messages_total',
+      help: 'Messages stored in topics (_all included) through the API',
+      registers: r,
+    }),
     errors: new Counter({
       name: 'push_center_errors_total',
       help: 'Errors by code',

@@ -5,6 +5,7 @@ import {
   NatsAppRequestSchema,
   NatsJobRequestSchema,
   NatsKickRequestSchema,
+  NatsTopicPublishRequestSchema,
   NatsUserRequestSchema,
   PushError,
   RateLimitedError,
@@ -22,6 +23,7 @@ import type { Kicker } from './kick.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushService } from './push-service.js';
+import type { TopicService } from './topic-service.js';
 
 const decoder = new TextDecoder();
 
@@ -30,6 +32,7 @@ const userRequest = compile(NatsUserRequestSchema);
 const kickRequest = compile(NatsKickRequestSchema);
 const deleteRequest = compile(NatsAppDeleteRequestSchema);
 const jobRequest = compile(NatsJobRequestSchema);
+const topicPublishRequest = compile(NatsTopicPublishRequestSchema);
 
 /** What one operation answers: the fields after `ok: true`, or a PushError with extra reply fields. */
 type Work = (req: Record<string, unknown>, auth: string) => Promise<object>;
@@ -118,6 +121,7 @@ export function serveNatsApi(
   deps: {
     push: PushService;
     jobs: JobService;
+    topics: TopicService;
     kicker: Kicker;
     keys: ApiKeyVerifier;
     admin: AppAdmin;
@@ -172,6 +176,15 @@ export function serveNatsApi(
       const { app: _omit, ...body } = req;
       const outcome = await deps.push.push(app, body);
       if (!outcome.batch) return { seq: outcome.seq, duplicate: outcome.duplicate };
+      if (outcome.failed === 0) return { results: outcome.results };
+      throw new ReplyError(batchStoreError(outcome), { results: outcome.results });
+    }),
+    handle('topics.publish', async (req, auth) => {
+      const r = topicPublishRequest.parse(req);
+      const app = deps.keys.verify(r.app, auth);
+      const { app: _app, topic: _topic, ...body } = req;
+      const outcome = await deps.topics.publish(app, body, r.topic);
+      if (!outcome.batch) return { topic: outcome.topic, seq: outcome.seq, duplicate: outcome.duplicate };
       if (outcome.failed === 0) return { results: outcome.results };
       throw new ReplyError(batchStoreError(outcome), { results: outcome.results });
     }),

@@ -11,6 +11,7 @@ import {
   InboxStore,
   LiveSubscriber,
   RpcClient,
+  TopicStore,
   UpstreamStore,
   connectNats,
   natsReadiness,
@@ -27,6 +28,7 @@ import { mountEdgeSocket, recordPresence } from './edge-upgrade.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { SendLimits } from './send-limits.js';
+import { TopicChannels } from './topic-channels.js';
 import { UserChannels } from './user-channels.js';
 
 /** A running edge process (one worker). */
@@ -72,6 +74,7 @@ interface StartedEdge {
   nc: NatsConnection;
   live: LiveSubscriber;
   store: InboxStore;
+  topicStore: TopicStore;
   acks: AckBatcher;
   apps: AppDirectory;
   redis: Redis;
@@ -204,16 +207,37 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       },
     });
     opened.push(() => acks.close());
-    // Live subscriptions (one per connected user) on their own lean NATS connection.
+    const topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+    opened.push(() => topicStore.close());
+    // Made once the uWS app exists (it fans out); the live connection's reconnect reaches it here.
+    const late: { topics?: TopicChannels } = {};
+    // Live subscriptions (one per connected user, one per topic with local subscribers) on their
+    // own lean NATS connection.
     const live = await LiveSubscriber.connect({
       servers: config.natsUrl,
       auth: config.natsAuth,
       name: `edge-${edgeId}-live`,
       logger: log,
-      onReconnect: () => connections.resyncAll(),
+      onReconnect: () => {
+        connections.resyncAll();
+        late.topics?.catchUpAll();
+      },
     });
     opened.push(() => live.close());
     const channels = new UserChannels(live, subjects);
+    const app = uws.App();
+    const topics = new TopicChannels(
+      live,
+      topicStore,
+      subjects,
+      {
+        publish: (key, frame) => app.publish(key, frame, false),
+        subscribers: (key) => app.numSubscribers(key),
+      },
+      metrics,
+      log,
+    );
+    late.topics = topics;
     let apps: AppDirectory;
     try {
       apps = await AppDirectory.open(nc, subjects, log);
@@ -261,6 +285,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       store,
       backlog,
       channels,
+      topicStore,
+      topics,
       apps,
       presence,
       metrics,
@@ -275,7 +301,6 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     // Control (kick) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
-    const app = uws.App();
     mountEdgeSocket(app, {
       ctx,
       connections,
@@ -304,7 +329,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, acks, apps, redis, presence, upstream, events, listening };
+    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -326,7 +351,7 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, acks, apps, redis, presence, upstream, events, listening } = parts;
+  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, listening } = parts;
   connections.stopTokenSweep();
   listening.close();
   connections.endAll(config.edge.drainMs);
@@ -344,6 +369,7 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   apps.close();
   store.close();
   upstream.close();
+  topicStore.close();
   live.close();
   await presence.stop().catch((err: unknown) => log.warn({ err }, 'presence lease not released'));
   // The close and offline events of the connections closed above (and of any the stop swept).

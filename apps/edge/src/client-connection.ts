@@ -1,14 +1,25 @@
-import { TokenBucket, type AppDirectory } from '@push/apps';
+import { TokenBucket, verifyTopicToken, type AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import type { BacklogReader, EventPublisher, InboxMessage, InboxStore, RpcClient, UpstreamStore } from '@push/nats';
+import type {
+  BacklogReader,
+  EventPublisher,
+  InboxMessage,
+  InboxStore,
+  RpcClient,
+  TopicStore,
+  UpstreamStore,
+} from '@push/nats';
 import {
+  ALL_TOPIC,
   CLOSE,
   FrameError,
   PushError,
   ServerFrames,
+  TopicFrameError,
   backoffDelay,
   isPushError,
   parseClientFrame,
+  topicGranted,
   type BackoffPolicy,
   type EventInput,
   type EventType,
@@ -17,11 +28,13 @@ import {
   type SendFrame,
   type Subjects,
   type UpFrame,
+  type SubFrame,
 } from '@push/protocol';
 import type { Logger } from '@push/logger';
 import type { AckBatcher } from './ack-batcher.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
+import type { TopicChannel, TopicChannels } from './topic-channels.js';
 import type { LiveReceiver, UserChannels } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
@@ -40,6 +53,10 @@ const CLOSED = 3;
 const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
 /** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
 const BACKLOG_MAX_BYTES = 1024 * 1024;
+/** Delay before joining `_all` again after a failure (the store down): 1-2 s, doubling up to 30 s. */
+const ALL_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 30_000 };
+/** Most topic messages one history read asks for when a `sub` resumes with `since`. */
+const TOPIC_REPLAY_BATCH = 256;
 
 /**
  * Most `rpc` frames of one connection awaiting their answer; past it `rate_limited`. Bounds what
@@ -67,12 +84,16 @@ export interface ConnectionContext {
   rpc: Pick<RpcClient, 'call'>;
   /** Emits the connection's events (never blocks delivery). */
   events: Pick<EventPublisher, 'emit'>;
+  /** Reads topic history (resume, gap fill). */
+  topicStore: Pick<TopicStore, 'readBatch'>;
+  /** One NATS subscription per topic with local subscribers; fan-out through uWS pub/sub. */
+  topics: Pick<TopicChannels, 'join' | 'leave' | 'channel'>;
   /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
   backlog: Pick<BacklogReader, 'read'>;
   channels: Pick<UserChannels, 'join' | 'leave'>;
   apps: Pick<AppDirectory, 'get'>;
   metrics: EdgeMetrics;
-  log: Pick<Logger, 'warn' | 'error'>;
+  log: Pick<Logger, 'warn' | 'error' | 'debug'>;
   sendLimits: Pick<SendLimits, 'admit'>;
   acks: Pick<AckBatcher, 'ack'>;
   /** Send no more frames to a socket past this many buffered bytes; resume on drain. */
@@ -88,6 +109,9 @@ export interface ClientSocket {
   cork(cb: () => void): unknown;
   getBufferedAmount(): number;
   end(code: number, reason: string): void;
+  /** uWS pub/sub: the socket joins or leaves a topic's key (topic fan-out, `app.publish`). */
+  subscribe(key: string): boolean;
+  unsubscribe(key: string): boolean;
 }
 
 /**
@@ -135,6 +159,21 @@ export class ClientConnection implements LiveReceiver {
   private rpcInFlight = 0;
   /** Why the edge closed the socket (`kicked`, `token_expired`...), for the `conn_close` event; undefined when the client did. */
   closeReason: string | undefined;
+  /**
+   * Topics this connection subscribed to (`_all` apart), each with the number of its latest
+   * `sub`: a resume still reading history stops when the entry is gone or replaced. Made on the
+   * first. Numbers, not objects, and the channel's copy of the name as key when there is one:
+   * an edge holds one entry per subscription (bench/fanout.ts measures the bytes).
+   */
+  private topics: Map<string, number> | undefined;
+  /** Numbers the `sub`s of this connection (see `topics`). */
+  private subCounter = 0;
+  /** Whether this connection holds a reference on the app's `_all` channel. */
+  private inAll = false;
+  /** Token of whoever joins the socket to `_all`'s pub/sub key (the open, or a later resume): the latest wins. */
+  private allToken: object | undefined;
+  /** Resume reads waiting for the socket to drain. */
+  private drainWaiters: Array<() => void> | undefined;
 
   constructor(
     private readonly ctx: ConnectionContext,
@@ -144,6 +183,8 @@ export class ClientConnection implements LiveReceiver {
     readonly device: string,
     /** Token expiry, epoch seconds. */
     readonly exp: number,
+    /** Topic patterns the client token grants (its `topics` claim). */
+    private readonly topicGrants: readonly string[] | undefined = undefined,
   ) {}
 
   /** Connection id, unique across edges (edge id + counter). */
@@ -174,6 +215,36 @@ export class ClientConnection implements LiveReceiver {
     );
     // Read the backlog once the live subscription is active: no gap between the two.
     void subscribed.then(() => this.resync());
+    this.joinAll();
+  }
+
+  /** Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`. */
+  private joinAll(attempt = 0): void {
+    const { ctx } = this;
+    const token = {};
+    this.inAll = true;
+    this.allToken = token;
+    ctx.topics.join(this.app, ALL_TOPIC).then(
+      (ch) => {
+        // A `sub` of `_all` (a resume) that came meanwhile joins the key itself, after its replay.
+        if (this.mode === CLOSED || this.ws === undefined || this.allToken !== token) return;
+        this.ws.subscribe(ch.key);
+      },
+      (err: unknown) => {
+        ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
+        // Counted; logged at debug only: when the store fails, every connection of a storm fails here.
+        ctx.log.debug({ err, conn: this.id }, 'joining the _all topic failed');
+        if (this.inAll) ctx.topics.leave(this.app, ALL_TOPIC);
+        this.inAll = false;
+        // Broadcasts must not stay away silently: try again while the connection lives.
+        setTimeout(
+          () => {
+            if (this.mode !== CLOSED && !this.inAll && this.allToken === token) this.joinAll(attempt + 1);
+          },
+          backoffDelay(attempt, ALL_RETRY),
+        ).unref();
+      },
+    );
   }
 
   /** Called on WebSocket close (any reason). Undelivered and unacked messages stay stored. */
@@ -181,6 +252,16 @@ export class ClientConnection implements LiveReceiver {
     if (this.mode === CLOSED) return;
     this.mode = CLOSED;
     this.ctx.channels.leave(this.app, this.user, this);
+    // uWS unsubscribes a closed socket from its pub/sub keys; the edge's references go here.
+    if (this.inAll) this.ctx.topics.leave(this.app, ALL_TOPIC);
+    this.inAll = false;
+    this.allToken = undefined;
+    if (this.topics !== undefined) {
+      for (const topic of this.topics.keys()) this.ctx.topics.leave(this.app, topic);
+      this.ctx.metrics.topicSubscriptions.dec(this.topics.size);
+      this.topics = undefined;
+    }
+    for (const w of this.drainWaiters?.splice(0) ?? []) w();
     this.ws = undefined;
     this.inflight = undefined;
     this.buffered = undefined;
@@ -344,9 +425,205 @@ export class ClientConnection implements LiveReceiver {
     this.ctx.events.emit(type, { ...about, ...fields } as unknown as EventInput<T>);
   }
 
-  /** The socket drained: resume if stalled. */
+  /** The socket drained: resume if stalled, and let waiting topic resumes read on. */
   drained(): void {
     if (this.mode === STALLED && this.canSend()) this.resync();
+    if (
+      this.drainWaiters !== undefined &&
+      this.ws !== undefined &&
+      this.ws.getBufferedAmount() < this.ctx.highWaterBytes
+    ) {
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
+  }
+
+  /** Resolves when the socket has room below the high-water mark again (or closed). */
+  private roomToSend(): Promise<void> {
+    const ws = this.ws;
+    if (ws === undefined || this.mode === CLOSED || ws.getBufferedAmount() < this.ctx.highWaterBytes) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (this.drainWaiters ??= []).push(resolve));
+  }
+
+  /** Topics this connection subscribed to (`_all` not included). */
+  get topicCount(): number {
+    return this.topics?.size ?? 0;
+  }
+
+  /**
+   * Subscribes this connection to a topic, permission already checked: the entry point for a
+   * client's `sub` and for a server-initiated subscribe (bind). With `since`, first sends the
+   * messages after it that history holds (a `lost` first when history no longer reaches back to
+   * it), then `subscribed`; every later message comes live, with no gap and no duplicate: the
+   * socket joins the topic's pub/sub key in the same event-loop turn in which it has caught up
+   * with what the edge fanned out. Again for a topic already subscribed: resumes from `since`.
+   * Rejects with PushError `too_many_topics` or the store's error (nothing held then).
+   */
+  async subscribeTopic(topic: string, since: number | undefined): Promise<void> {
+    if (topic === ALL_TOPIC) return this.resumeAll(since);
+    const { ctx } = this;
+    const app = ctx.apps.get(this.app);
+    const topics = (this.topics ??= new Map());
+    const token = ++this.subCounter;
+    // One string per topic on the edge rather than one per subscriber.
+    topic = ctx.topics.channel(this.app, topic)?.topic ?? topic;
+    const current = () => this.mode !== CLOSED && this.topics?.get(topic) === token;
+    let ch;
+    if (topics.has(topic)) {
+      topics.set(topic, token);
+      ch = ctx.topics.channel(this.app, topic);
+      // Resuming while subscribed: live frames stop until the history read has caught up.
+      if (ch !== undefined) this.ws?.unsubscribe(ch.key);
+      ch = await ctx.topics.join(this.app, topic).finally(() => ctx.topics.leave(this.app, topic));
+    } else {
+      const limit = app?.settings.maxTopicsPerConnection ?? 0;
+      if (topics.size >= limit) {
+        throw new PushError('too_many_topics', `a connection may hold at most ${limit} topics`);
+      }
+      topics.set(topic, token);
+      ctx.metrics.topicSubscriptions.inc();
+      try {
+        ch = await ctx.topics.join(this.app, topic);
+      } catch (err) {
+        ctx.topics.leave(this.app, topic);
+        if (current()) {
+          topics.delete(topic);
+          ctx.metrics.topicSubscriptions.dec();
+        }
+        throw err;
+      }
+    }
+    if (!current()) return;
+    if (!(await this.replayTopic(topic, ch, since, current))) return;
+    // Same turn as the last check of `ch.last`: every later message reaches this socket live.
+    const ws = this.ws;
+    if (ws === undefined) return;
+    ws.subscribe(ch.key);
+    this.sendText(ServerFrames.subscribed(topic, ch.last));
+  }
+
+  /**
+   * With `since`, sends the messages of the topic after it that history holds, up to what the
+   * edge has fanned out (a `lost` first when history no longer holds `since`). False when the
+   * subscription was dropped or replaced meanwhile (`current`); the caller then stops.
+   */
+  private async replayTopic(
+    topic: string,
+    ch: TopicChannel,
+    since: number | undefined,
+    current: () => boolean,
+  ): Promise<boolean> {
+    const { ctx } = this;
+    if (since === undefined || since >= ch.last) return true;
+    /** Highest sequence the client has (sent now, or `since`): the `prev` of the next frame. */
+    let cursor = since;
+    let from = since === 0 ? 1 : since;
+    // The first read starts at `since` itself: when it is still held, history reaches back.
+    let probe = since > 0;
+    for (;;) {
+      // What the edge has fanned out so far; what comes after it arrives live once subscribed.
+      const target = ch.last;
+      if (cursor >= target) break;
+      await this.roomToSend();
+      if (!current()) return false;
+      const ws = this.ws as ClientSocket;
+      const { messages, more } = await ctx.topicStore.readBatch(this.app, topic, from, {
+        max: TOPIC_REPLAY_BATCH,
+        maxBytes: Math.max(1, Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount())),
+      });
+      if (!current()) return false;
+      if (probe) {
+        probe = false;
+        const head = messages[0];
+        if (head?.seq !== since) {
+          this.sendText(ServerFrames.lost(ch.topicJson, head?.seq ?? target + 1));
+          ctx.metrics.topicLost.inc();
+        }
+      }
+      let sent = 0;
+      for (const m of messages) {
+        if (m.seq <= cursor || m.seq > target) continue;
+        if (m.expires > Date.now()) {
+          this.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
+          sent++;
+        }
+        cursor = m.seq;
+      }
+      ctx.metrics.topicMessagesOut.inc(sent);
+      const tail = messages[messages.length - 1];
+      if (tail !== undefined) from = tail.seq + 1;
+      // Everything history holds up to the target was sent (the rest expired or was evicted).
+      if (!more && (tail === undefined || tail.seq >= target) && ch.last === target) break;
+    }
+    return true;
+  }
+
+  /**
+   * A `sub` of `_all`, which every connection holds from its open: resumes it from `since`
+   * (live broadcast frames stop until the history read has caught up), then `subscribed`.
+   */
+  private async resumeAll(since: number | undefined): Promise<void> {
+    const { ctx } = this;
+    const token = {};
+    this.allToken = token;
+    const current = () => this.mode !== CLOSED && this.allToken === token;
+    const held = ctx.topics.channel(this.app, ALL_TOPIC);
+    if (held !== undefined) this.ws?.unsubscribe(held.key);
+    let ch: TopicChannel;
+    if (this.inAll) {
+      ch = await ctx.topics.join(this.app, ALL_TOPIC).finally(() => ctx.topics.leave(this.app, ALL_TOPIC));
+    } else {
+      // Joining at open had failed: this resume takes the connection's reference.
+      try {
+        ch = await ctx.topics.join(this.app, ALL_TOPIC);
+      } catch (err) {
+        ctx.topics.leave(this.app, ALL_TOPIC);
+        throw err;
+      }
+      if (this.mode === CLOSED) {
+        ctx.topics.leave(this.app, ALL_TOPIC);
+        return;
+      }
+      this.inAll = true;
+    }
+    if (!current()) return;
+    if (!(await this.replayTopic(ALL_TOPIC, ch, since, current))) return;
+    const ws = this.ws;
+    if (ws === undefined) return;
+    ws.subscribe(ch.key);
+    this.sendText(ServerFrames.subscribed(ALL_TOPIC, ch.last));
+  }
+
+  /** Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers `unsubscribed`. */
+  unsubscribeTopic(topic: string): void {
+    const { ctx } = this;
+    if (this.topics?.delete(topic) === true) {
+      const ch = ctx.topics.channel(this.app, topic);
+      if (ch !== undefined) this.ws?.unsubscribe(ch.key);
+      ctx.topics.leave(this.app, topic);
+      ctx.metrics.topicSubscriptions.dec();
+    }
+    this.sendText(ServerFrames.unsubscribed(topic));
+  }
+
+  /** A client's `sub`: the token's patterns, or a topic token, must grant the topic. */
+  private async handleSub(f: SubFrame): Promise<void> {
+    const { ctx } = this;
+    try {
+      const app = ctx.apps.get(this.app);
+      if (app === undefined || app.disabled) throw new PushError('app_disabled');
+      // `_all` needs no grant: every connection of the app receives it.
+      if (f.topic !== ALL_TOPIC && !topicGranted(this.topicGrants, f.topic)) {
+        if (f.token === undefined) {
+          throw new PushError('topic_forbidden', 'the client token does not grant this topic; pass a topic token');
+        }
+        verifyTopicToken(f.token, app, this.user, f.topic);
+      }
+      await this.subscribeTopic(f.topic, f.since);
+    } catch (err) {
+      this.sendError(err, { topic: f.topic });
+    }
   }
 
   /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
@@ -355,8 +632,15 @@ export class ClientConnection implements LiveReceiver {
     try {
       frame = parseClientFrame(text);
     } catch (err) {
-      // A refused `send` is answered with its id, so the client knows which send failed.
-      this.sendError(err, err instanceof FrameError && err.id !== undefined ? { id: err.id } : undefined);
+      // A refused `send` is answered with its id, a refused `sub`/`unsub` with its topic.
+      this.sendError(
+        err,
+        err instanceof FrameError && err.id !== undefined
+          ? { id: err.id }
+          : err instanceof TopicFrameError && err.topic !== undefined
+            ? { topic: err.topic }
+            : undefined,
+      );
       return;
     }
     switch (frame.t) {
@@ -374,6 +658,12 @@ export class ClientConnection implements LiveReceiver {
         return;
       case 'rpc':
         void this.handleRpc(frame);
+        return;
+      case 'sub':
+        void this.handleSub(frame);
+        return;
+      case 'unsub':
+        this.unsubscribeTopic(frame.topic);
         return;
     }
   }
@@ -546,7 +836,7 @@ export class ClientConnection implements LiveReceiver {
     }
   }
 
-  private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number }): void {
+  private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number; topic?: string }): void {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
     if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
     this.ctx.metrics.errors.inc({ code: e.code });

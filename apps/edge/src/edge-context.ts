@@ -1,12 +1,13 @@
 import type { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import type { BacklogReader, EventPublisher, InboxStore, RpcClient, UpstreamStore } from '@push/nats';
+import type { BacklogReader, EventPublisher, InboxStore, RpcClient, TopicStore, UpstreamStore } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
+import type { TopicChannels } from './topic-channels.js';
 import type { UserChannels } from './user-channels.js';
 
 /** What every connection of one edge process shares (one object, referenced, not copied). */
@@ -18,6 +19,10 @@ export interface EdgeContext {
   /** Reads backlogs: per user, or in one shared pass when many connections wait (BacklogReader). */
   backlog: BacklogReader;
   channels: UserChannels;
+  /** Topic history (resume reads). */
+  topicStore: TopicStore;
+  /** One NATS subscription per topic with local subscribers; fan-out through uWS pub/sub. */
+  topics: TopicChannels;
   apps: AppDirectory;
   presence: PresenceRegistry;
   metrics: EdgeMetrics;

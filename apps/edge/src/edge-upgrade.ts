@@ -135,7 +135,11 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     maxPayloadLength: edgeConfig.maxFrameBytes,
     idleTimeout: edgeConfig.idleTimeoutSeconds,
     maxBackpressure: edgeConfig.maxBackpressureBytes,
-    closeOnBackpressureLimit: 0,
+    // A frame uWS drops past `maxBackpressure` closes the socket. The inbox path never sends that
+    // far (it stalls at half of it and reloads from the store); topic frames are fanned out by uWS
+    // to every subscriber, and one dropped for a slow socket would be a silent gap: closed, the
+    // client reconnects and resumes each topic with `since` (docs/protocol.md, Topics).
+    closeOnBackpressureLimit: 1,
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
       const key = req.getHeader('sec-websocket-key');
@@ -171,7 +175,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         refuse(res, asked, e);
         return;
       }
-      const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp);
+      const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
       res.upgrade<UpgradeData>({ conn, ping }, key, protocol, extensions, context);

@@ -101,6 +101,36 @@ export function createEdgeMetrics(registry: Registry) {
       labelNames: ['outcome'],
       registers: r,
     }),
+    topicChannels: new Gauge({
+      name: 'push_edge_topic_channels',
+      help: 'Topics with a NATS live subscription on this edge (one per topic with local subscribers)',
+      registers: r,
+    }),
+    topicSubscriptions: new Gauge({
+      name: 'push_edge_topic_subscriptions',
+      help: 'Topic subscriptions of connections on this edge (_all not counted)',
+      registers: r,
+    }),
+    topicMessagesIn: new Counter({
+      name: 'push_edge_topic_messages_in_total',
+      help: 'Topic messages received live from NATS (one per topic message per edge)',
+      registers: r,
+    }),
+    topicMessagesOut: new Counter({
+      name: 'push_edge_topic_messages_out_total',
+      help: 'Topic message frames fanned out to sockets (live, gap fills and resumes)',
+      registers: r,
+    }),
+    topicGapFills: new Counter({
+      name: 'push_edge_topic_gap_fills_total',
+      help: 'Live topic messages whose previous sequence this edge had not seen (filled from history)',
+      registers: r,
+    }),
+    topicLost: new Counter({
+      name: 'push_edge_topic_lost_total',
+      help: 'lost frames sent to sockets (history did not reach back)',
+      registers: r,
+    }),
     errors: new Counter({
       name: 'push_edge_errors_total',
       help: 'Errors by code (sent to clients or internal)',

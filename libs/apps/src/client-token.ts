@@ -1,6 +1,6 @@
 import { SignJWT } from 'jose';
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { PushError, idProblem, type AppRecord, type AppSecret } from '@push/protocol';
+import { MAX_TOPIC_PATTERNS, PushError, idProblem, type AppRecord, type AppSecret } from '@push/protocol';
 
 /** Who a verified client token says the client is. */
 export interface ClientIdentity {
@@ -9,10 +9,12 @@ export interface ClientIdentity {
   device: string;
   /** Epoch seconds when the token expires. */
   exp: number;
+  /** Topic patterns the client may subscribe to (the `topics` claim; see topicMatches); absent: none. */
+  topics?: readonly string[];
 }
 
 /** A client token split and decoded, not yet verified. */
-interface DecodedToken {
+export interface DecodedToken {
   header: Record<string, unknown>;
   claims: Record<string, unknown>;
   /** `header.payload`, the bytes the signature covers. */
@@ -36,7 +38,7 @@ function decodeJson(part: string): Record<string, unknown> {
 }
 
 /** Splits and decodes a compact JWS (`header.claims.signature`). Throws PushError `token_malformed`. */
-function decodeToken(token: string): DecodedToken {
+export function decodeJws(token: string): DecodedToken {
   const dot1 = token.indexOf('.');
   const dot2 = token.indexOf('.', dot1 + 1);
   if (dot1 < 0 || dot2 < 0 || token.indexOf('.', dot2 + 1) >= 0)
@@ -53,7 +55,7 @@ function decodeToken(token: string): DecodedToken {
 
 const macKeys = new Map<string, KeyObject>();
 
-function macKey(secret: string): KeyObject {
+export function macKey(secret: string): KeyObject {
   let key = macKeys.get(secret);
   if (key === undefined) {
     key = createSecretKey(Buffer.from(secret, 'utf8'));
@@ -63,7 +65,7 @@ function macKey(secret: string): KeyObject {
   return key;
 }
 
-function signatureMatches(t: DecodedToken, secret: string): boolean {
+export function signatureMatches(t: DecodedToken, secret: string): boolean {
   const expected = createHmac('sha256', macKey(secret)).update(t.signed).digest();
   return expected.length === t.signature.length && timingSafeEqual(expected, t.signature);
 }
@@ -84,7 +86,7 @@ function numericClaim(claims: Record<string, unknown>, name: string, required: b
  * Throws PushError `token_malformed`.
  */
 export function peekTokenApp(token: string): string {
-  const app = decodeToken(token).claims['app'];
+  const app = decodeJws(token).claims['app'];
   if (idProblem('app', app) !== undefined) throw new PushError('token_malformed', 'token has no valid app claim');
   return app as string;
 }
@@ -108,7 +110,7 @@ export function verifyClientToken(
   nowSeconds = Date.now() / 1000,
   maxLifetimeSeconds = Number.POSITIVE_INFINITY,
 ): ClientIdentity {
-  const t = decodeToken(token);
+  const t = decodeJws(token);
   const { header, claims } = t;
   if (header['crit'] !== undefined) throw new PushError('token_malformed', 'token header crit is not supported');
   if (header['alg'] !== 'HS256') throw new PushError('token_invalid', 'token must be signed with HS256');
@@ -131,16 +133,45 @@ export function verifyClientToken(
     throw new PushError('token_malformed', 'token sub (user) is not a valid id');
   if (idProblem('device', device) !== undefined)
     throw new PushError('token_malformed', 'token dev (device) is not a valid id');
-  return { app: app.id, user: user as string, device: device as string, exp };
+  // A topic token (signed with the same secret) must not open a connection as its user.
+  if (claims['topic'] !== undefined) throw new PushError('token_invalid', 'a topic token is not a client token');
+  const topics = topicPatterns(claims['topics']);
+  return {
+    app: app.id,
+    user: user as string,
+    device: device as string,
+    exp,
+    ...(topics !== undefined ? { topics } : {}),
+  };
+}
+
+/** The `topics` claim: an array of at most MAX_TOPIC_PATTERNS patterns of 1 to 256 characters. */
+function topicPatterns(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (
+    !Array.isArray(v) ||
+    v.length > MAX_TOPIC_PATTERNS ||
+    !v.every((p) => typeof p === 'string' && p.length > 0 && p.length <= 256)
+  ) {
+    throw new PushError(
+      'token_malformed',
+      `token claim topics: must be an array of at most ${MAX_TOPIC_PATTERNS} patterns (strings of 1 to 256 characters)`,
+    );
+  }
+  return v as string[];
 }
 
 /** Signs a client token with the app's newest secret (for business servers, tests and the CLI). */
 export async function signClientToken(
   secret: AppSecret,
-  claims: { app: string; user: string; device?: string; ttlSeconds: number },
+  claims: { app: string; user: string; device?: string; ttlSeconds: number; topics?: string[] },
   nowSeconds = Math.floor(Date.now() / 1000),
 ): Promise<string> {
-  return new SignJWT({ app: claims.app, dev: claims.device ?? 'default' })
+  return new SignJWT({
+    app: claims.app,
+    dev: claims.device ?? 'default',
+    ...(claims.topics !== undefined ? { topics: claims.topics } : {}),
+  })
     .setProtectedHeader({ alg: 'HS256', kid: secret.kid })
     .setSubject(claims.user)
     .setIssuedAt(nowSeconds)

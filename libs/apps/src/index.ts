@@ -4,3 +4,4 @@ export * from './api-key.js';
 export * from './rate-limiter.js';
 export * from './webhook-signature.js';
 export * from './webhook-directory.js';
+export * from './topic-token.js';

@@ -55,7 +55,7 @@ export function ttlHeaderSeconds(ttlMs: number): number {
  * The last reply of a batched Direct Get: a status (end of batch, not found, error), or a
  * message without `Nats-Num-Pending` (a server that ignores `batch` answers with one message).
  */
-function isLastOfBatch(msg: Msg): boolean {
+export function isLastOfBatch(msg: Msg): boolean {
   return (msg.headers?.code ?? 0) !== 0 || msg.headers?.has(NUM_PENDING) !== true;
 }
 
@@ -401,7 +401,7 @@ export function readPubAck(data: Uint8Array): PublishResult | undefined {
   return { seq, duplicate: false };
 }
 
-function parseJson(msg: Msg): unknown {
+export function parseJson(msg: Msg): unknown {
   try {
     return JSON.parse(decoder.decode(msg.data));
   } catch (err) {

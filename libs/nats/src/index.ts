@@ -10,3 +10,4 @@ export * from './upstream-store.js';
 export * from './event-publisher.js';
 export * from './rpc-client.js';
 export * from './webhook-streams.js';
+export * from './topic-store.js';

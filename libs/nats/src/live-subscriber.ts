@@ -361,12 +361,25 @@ export class LiveSubscriber {
 }
 
 const SEQ_HEADER = Buffer.from('Nats-Sequence:');
+const LAST_SEQ_HEADER = Buffer.from('Nats-Last-Sequence:');
 
 /** The `Nats-Sequence` header of a NATS headers block, or 0 when absent or malformed. */
 export function headerSequence(headers: Buffer): number {
-  const at = headers.indexOf(SEQ_HEADER);
+  return headerNumber(headers, SEQ_HEADER);
+}
+
+/**
+ * The `Nats-Last-Sequence` header a stream's RePublish adds: the sequence of the previous
+ * message on the same subject (0 when none, or absent), for gap detection.
+ */
+export function headerLastSequence(headers: Buffer): number {
+  return headerNumber(headers, LAST_SEQ_HEADER);
+}
+
+function headerNumber(headers: Buffer, name: Buffer): number {
+  const at = headers.indexOf(name);
   if (at < 0) return 0;
-  let i = at + SEQ_HEADER.length;
+  let i = at + name.length;
   while (headers[i] === 0x20) i++;
   let n = 0;
   const start = i;

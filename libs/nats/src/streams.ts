@@ -166,7 +166,8 @@ async function directBatch(nc: NatsConnection, stream: string, req: Record<strin
 
 /** What an app's upstream and event streams depend on (defaults: 7 days each). */
 export interface AppStreamsApp extends InboxStreamApp {
-  settings: InboxStreamApp['settings'] & { upstreamRetentionSeconds?: number; eventRetentionSeconds?: number };
+  settings: InboxStreamApp['settings'] &
+    TopicStreamApp['settings'] & { upstreamRetentionSeconds?: number; eventRetentionSeconds?: number };
 }
 
 const WEEK_SECONDS = 7 * 24 * 3600;
@@ -208,8 +209,8 @@ export function upstreamAndEventStreamConfigs(
 }
 
 /**
- * Creates or updates every stream of an app: its inbox (see `ensureInboxStream`), its upstream
- * and its event stream. Idempotent; the center calls it whenever it saves an app and at start.
+ * Creates or updates every stream of an app: its inbox (see `ensureInboxStream`), its topic
+ * stream (`ensureTopicStream`), its upstream and its event stream. Idempotent; the center calls it whenever it saves an app and at start.
  */
 export async function ensureAppStreams(
   nc: NatsConnection,
@@ -218,6 +219,7 @@ export async function ensureAppStreams(
   opts: InboxStreamOptions,
 ): Promise<void> {
   await ensureInboxStream(nc, subjects, app, opts);
+  await ensureTopicStream(nc, subjects, app, opts);
   const jsm = await jetstreamManager(nc);
   for (const config of upstreamAndEventStreamConfigs(subjects, app, opts)) {
     const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
@@ -240,16 +242,88 @@ export async function ensureAppStreams(
 }
 
 /**
- * Deletes an app's streams (inbox, upstream, events) with every message they hold. Idempotent:
+ * Deletes an app's streams (inbox, topics, upstream, events) with every message they hold. Idempotent:
  * a stream that does not exist is no error.
  */
 export async function deleteAppStreams(nc: NatsConnection, subjects: Subjects, appId: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  for (const name of [subjects.inboxStream(appId), subjects.upstreamStream(appId), subjects.eventsStream(appId)]) {
+  const names = [
+    subjects.inboxStream(appId),
+    subjects.topicStream(appId),
+    subjects.upstreamStream(appId),
+    subjects.eventsStream(appId),
+  ];
+  for (const name of names) {
     await jsm.streams.delete(name).catch((err: unknown) => {
       if (!isNotFound(err)) throw err;
     });
   }
+}
+
+/** What an app's topic stream depends on. */
+export interface TopicStreamApp {
+  id: string;
+  settings: { topicHistory: number; topicHistorySeconds: number };
+}
+
+/**
+ * The configuration of one app's topic stream: `push.topic.<app>.*`, each topic keeping
+ * `topicHistory` messages (at least 1: JetStream numbers a message by storing it, and the newest
+ * tells a `sub` where live starts) for `topicHistorySeconds`, republished to
+ * `push.live.t.<app>.<topic>` once stored. The republished copy carries `Nats-Sequence` and
+ * `Nats-Last-Sequence` (the previous sequence of the same subject), which edges use to notice
+ * a message they did not get.
+ */
+export function topicStreamConfig(
+  subjects: Subjects,
+  app: TopicStreamApp,
+  opts: Pick<InboxStreamOptions, 'duplicateWindowSeconds' | 'replicas'>,
+): Partial<StreamConfig> & { name: string } {
+  const maxAge = app.settings.topicHistorySeconds;
+  return {
+    name: subjects.topicStream(app.id),
+    subjects: [subjects.topicsOfApp(app.id)],
+    retention: 'limits',
+    storage: 'file',
+    discard: 'old',
+    max_msgs_per_subject: Math.max(1, app.settings.topicHistory),
+    max_age: maxAge * NANOS,
+    duplicate_window: Math.min(opts.duplicateWindowSeconds, maxAge) * NANOS,
+    num_replicas: opts.replicas,
+    allow_direct: true,
+    allow_msg_ttl: true,
+    republish: { src: subjects.topicsOfApp(app.id), dest: subjects.topicRepublishDest(app.id) },
+  };
+}
+
+/**
+ * Creates an app's topic stream, or brings its history settings up to date. Idempotent; the
+ * center calls it with `ensureInboxStream` whenever it saves an app.
+ */
+export async function ensureTopicStream(
+  nc: NatsConnection,
+  subjects: Subjects,
+  app: TopicStreamApp,
+  opts: Pick<InboxStreamOptions, 'duplicateWindowSeconds' | 'replicas'>,
+): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const config = topicStreamConfig(subjects, app, opts);
+  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
+  if (existing === undefined) {
+    await jsm.streams.add(config);
+    return;
+  }
+  const c = existing.config;
+  const same =
+    c.max_msgs_per_subject === config.max_msgs_per_subject &&
+    c.max_age === config.max_age &&
+    c.duplicate_window === config.duplicate_window &&
+    c.num_replicas === config.num_replicas &&
+    c.republish?.dest === config.republish?.dest;
+  if (!same) await jsm.streams.update(config.name, { ...c, ...config });
 }
 
 /**

@@ -64,6 +64,14 @@ export interface AppSettings {
   webhookConcurrency: number;
   /** The business's RPC endpoint (http/https URL) the coordinator forwards `rpc` frames to; '' = none. */
   rpcUrl: string;
+  /** Messages each topic keeps for resume (`sub` with `since`); 0 = none (only the newest is held). */
+  topicHistory: number;
+  /** How long topic messages are kept for resume, seconds (and the longest `ttl` a topic message may ask for). */
+  topicHistorySeconds: number;
+  /** Most topic messages per second the center accepts for this app, `_all` included (per center process); 0 = no limit. */
+  topicRateLimit: number;
+  /** Most topics one connection may subscribe to (`_all` not counted); past it `sub` answers `too_many_topics`. */
+  maxTopicsPerConnection: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -90,6 +98,10 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   webhookTimeoutMs: 10_000,
   webhookConcurrency: 4,
   rpcUrl: '',
+  topicHistory: 100,
+  topicHistorySeconds: 24 * 3600,
+  topicRateLimit: 0,
+  maxTopicsPerConnection: 100,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

@@ -15,6 +15,15 @@ export const ERRORS = {
   unknown_frame: { status: 400, message: 'the frame type is not known' },
   invalid_kind: { status: 400, message: 'kind must be 1 to 64 characters of A-Z a-z 0-9 _ -' },
   token_malformed: { status: 400, message: 'the token is not a well-formed signed token' },
+  // --- Topics -----------------------------------------------------------------------------
+  invalid_topic: {
+    status: 400,
+    message: 'the topic name is empty, too long, has control characters, or is reserved (starts with _)',
+  },
+  topic_forbidden: { status: 403, message: 'neither the client token nor a topic token grants this topic' },
+  topic_token_invalid: { status: 403, message: 'the topic token does not verify for this app, user and topic' },
+  topic_token_expired: { status: 403, message: 'the topic token has expired' },
+  too_many_topics: { status: 400, message: 'this connection holds as many topics as the app allows' },
   // --- Auth (401/403) ---------------------------------------------------------------------
   token_missing: { status: 401, message: 'no token was presented' },
   token_invalid: { status: 401, message: 'the token signature does not verify' },

@@ -6,11 +6,16 @@ import {
   RpcFrameWireSchema,
   SendFrameWireSchema,
   UpFrameWireSchema,
+  SubFrameSchema,
+  UnsubFrameSchema,
   type AckFrame,
   type ErrorFrame,
   type HelloFrame,
   type PingFrame,
+  type SubFrame,
+  type UnsubFrame,
 } from './schemas.js';
+import { ALL_TOPIC, topicProblem } from './topics.js';
 import { compile } from './validate.js';
 
 /**
@@ -51,10 +56,26 @@ export interface RpcFrame {
   data: unknown;
 }
 
-export type ClientFrame = AckFrame | PingFrame | SendFrame | UpFrame | RpcFrame;
+export type ClientFrame = AckFrame | PingFrame | SendFrame | UpFrame | RpcFrame | SubFrame | UnsubFrame;
 
 /** The kind of an `up` frame that names none. */
 export const DEFAULT_UP_KIND = 'default';
+export type { SubFrame, UnsubFrame };
+
+/**
+ * A refused `sub` or `unsub`: the error frame carries the topic (when it was a string) so the
+ * client knows which subscription failed.
+ */
+export class TopicFrameError extends PushError {
+  constructor(
+    code: ErrorCode,
+    message: string | undefined,
+    readonly topic: string | undefined,
+  ) {
+    super(code, message);
+    this.name = 'PushError';
+  }
+}
 
 /** The bytes of a message and how they are encoded on the wire. */
 export interface MessagePayload {
@@ -103,6 +124,32 @@ export function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 const ackFrame = compile(AckFrameSchema);
+const subFrame = compile(SubFrameSchema, { order: ['t', 'topic', 'since', 'token'] });
+const unsubFrame = compile(UnsubFrameSchema);
+
+/**
+ * Reads a `sub` or `unsub`: the schema, then the topic rules clients obey (`_all` is subscribed
+ * at open and cannot be left, a `sub` of it resumes it; other `_` names are reserved).
+ * TopicFrameError with the topic.
+ */
+function parseTopicFrame(value: Record<string, unknown>): SubFrame | UnsubFrame {
+  const raw = value['topic'];
+  const topic = typeof raw === 'string' ? raw : undefined;
+  const v = value['t'] === 'sub' ? subFrame : unsubFrame;
+  const bad = v.problem(value);
+  // The topic is echoed as sent (even too long: the frame that carried it was within the edge's
+  // frame limit), so the client can match the answer to its `sub`.
+  if (bad !== undefined) throw new TopicFrameError(bad.code, bad.message, topic);
+  const t = value as SubFrame | UnsubFrame;
+  const why =
+    t.topic !== ALL_TOPIC
+      ? topicProblem(t.topic)
+      : t.t === 'unsub'
+        ? `every connection receives ${ALL_TOPIC}; it cannot be left`
+        : undefined; // a `sub` of _all resumes it from `since`
+  if (why !== undefined) throw new TopicFrameError('invalid_topic', why, t.topic);
+  return t;
+}
 /** Fields of `send` in the order they are checked: the first bad one answers. */
 const sendFrame = compile(SendFrameWireSchema, { order: ['t', 'to', 'id', 'data', 'b64', 'ttl'] });
 
@@ -194,6 +241,9 @@ export function parseClientFrame(text: string): ClientFrame {
       return parseUp(value);
     case 'rpc':
       return parseRpc(value);
+    case 'sub':
+    case 'unsub':
+      return parseTopicFrame(value);
     default:
       if (typeof value['t'] !== 'string') throw new PushError('bad_frame', 'frame needs a string field t');
       throw new PushError('unknown_frame', `unknown frame type ${JSON.stringify(value['t']).slice(0, 40)}`);
@@ -221,7 +271,7 @@ export const ServerFrames = {
   rpc(id: string, json: string): string {
     return `{"t":"rpc","id":${JSON.stringify(id)},"data":${json}}`;
   },
-  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs' | 'retryAfter'>): string {
+  error(code: ErrorCode, message: string, extra?: Pick<ErrorFrame, 'id' | 'seqs' | 'retryAfter' | 'topic'>): string {
     return JSON.stringify({ t: 'error', code, message, ...extra } satisfies ErrorFrame);
   },
   /**
@@ -234,5 +284,23 @@ export const ServerFrames = {
       : `"data":${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')}`;
     const fromPart = from === undefined ? '' : `,"from":${JSON.stringify(from)}`;
     return `{"t":"msg","seq":${seq},"ts":${ts}${fromPart},${body}}`;
+  },
+  /**
+   * A topic message: built once per message per edge and published to every local subscriber.
+   * `topicJson` is the topic name as a JSON string (encoded once per topic by the caller).
+   */
+  topicMessage(topicJson: string, seq: number, prev: number, ts: number, bytes: Uint8Array, binary: boolean): string {
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const body = binary ? `"b64":"${buf.toString('base64')}"` : `"data":${buf.toString('utf8')}`;
+    return `{"t":"msg","topic":${topicJson},"seq":${seq},"prev":${prev},"ts":${ts},${body}}`;
+  },
+  subscribed(topic: string, seq: number): string {
+    return JSON.stringify({ t: 'subscribed', topic, seq });
+  },
+  unsubscribed(topic: string): string {
+    return JSON.stringify({ t: 'unsubscribed', topic });
+  },
+  lost(topicJson: string, first: number): string {
+    return `{"t":"lost","topic":${topicJson},"first":${first}}`;
   },
 };

@@ -25,6 +25,8 @@ export const ID_LIMITS = Object.freeze({
   apiKey: 64,
   /** Method name of a client `rpc`. */
   rpcMethod: 128,
+  /** Topic names (validated and encoded like user ids; see topics.ts for the reserved ones). */
+  topic: 256,
 });
 
 export type IdKind = keyof typeof ID_LIMITS;

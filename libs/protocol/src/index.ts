@@ -9,3 +9,5 @@ export * from './control.js';
 export * from './backoff.js';
 export * from './schemas.js';
 export * from './validate.js';
+export * from './topics.js';
+export * from './topic-message.js';

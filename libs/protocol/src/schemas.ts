@@ -113,6 +113,39 @@ export const RpcFrameWireSchema = Type.Object({
 });
 export type RpcFrameWire = Static<typeof RpcFrameWireSchema>;
 
+/** A topic name in a frame or body: refused with `invalid_topic` (the reserved `_` names are refined by `topicProblem`). */
+const TopicName = IdString('topic', 'invalid_topic');
+
+/** Longest per-topic subscription token accepted, characters. */
+export const MAX_TOPIC_TOKEN_LENGTH = 4096;
+
+/**
+ * Client -> edge: subscribe to a topic. Answered by `subscribed` (after the missed messages when
+ * `since` is given) or an `error` carrying `topic`. `token` is a per-topic subscription token
+ * for a topic the client token's patterns do not grant.
+ */
+export const SubFrameSchema = Type.Object({
+  t: Type.Literal('sub'),
+  topic: TopicName,
+  since: Type.Optional(
+    note(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), {
+      code: 'bad_frame',
+      problem: 'sub.since must be a sequence (an integer >= 0)',
+    }),
+  ),
+  token: Type.Optional(
+    note(Type.String({ minLength: 1, maxLength: MAX_TOPIC_TOKEN_LENGTH }), {
+      code: 'topic_token_invalid',
+      problem: 'sub.token must be a topic token string',
+    }),
+  ),
+});
+export type SubFrame = Static<typeof SubFrameSchema>;
+
+/** Client -> edge: leave a topic; answered by `unsubscribed` (also when it was not subscribed). */
+export const UnsubFrameSchema = Type.Object({ t: Type.Literal('unsub'), topic: TopicName });
+export type UnsubFrame = Static<typeof UnsubFrameSchema>;
+
 /** Every client frame kind, by its `t`. */
 export const ClientFrameSchemas = {
   ack: AckFrameSchema,
@@ -120,6 +153,8 @@ export const ClientFrameSchemas = {
   send: SendFrameWireSchema,
   up: UpFrameWireSchema,
   rpc: RpcFrameWireSchema,
+  sub: SubFrameSchema,
+  unsub: UnsubFrameSchema,
 } as const;
 export type ClientFrameKind = keyof typeof ClientFrameSchemas;
 
@@ -138,12 +173,18 @@ export const HelloFrameSchema = Type.Object({
 });
 export type HelloFrame = Static<typeof HelloFrameSchema>;
 
-/** Edge -> client: a stored message; exactly one of `data` and `b64`; `from` on client sends. */
+/**
+ * Edge -> client: a stored message; exactly one of `data` and `b64`; `from` on client sends;
+ * `topic` and `prev` on topic messages (which take no ack).
+ */
 export const MsgFrameSchema = Type.Object({
   t: Type.Literal('msg'),
   seq: Type.Integer({ minimum: 1 }),
   ts: Type.Integer(),
   from: Type.Optional(Type.String()),
+  topic: Type.Optional(Type.String()),
+  /** The topic's previous sequence (0: none): a client whose last sequence differs missed messages. */
+  prev: Type.Optional(Type.Integer({ minimum: 0 })),
   data: Type.Optional(Type.Unknown()),
   b64: Type.Optional(Type.String()),
 });
@@ -171,6 +212,8 @@ export const ErrorFrameSchema = Type.Object({
   seqs: Type.Optional(Type.Array(Type.Integer({ minimum: 1 }))),
   /** With `rate_limited`: ms until another frame of the kind would be accepted. */
   retryAfter: Type.Optional(Type.Integer({ minimum: 0 })),
+  /** Answers a `sub` or `unsub` of this topic. */
+  topic: Type.Optional(Type.String()),
 });
 export type ErrorFrame = Static<typeof ErrorFrameSchema>;
 
@@ -191,6 +234,31 @@ export const RpcReplyFrameSchema = Type.Object({
 });
 export type RpcReplyFrame = Static<typeof RpcReplyFrameSchema>;
 
+/** Edge -> client: a `sub` took effect; every message after `seq` arrives live. */
+export const SubscribedFrameSchema = Type.Object({
+  t: Type.Literal('subscribed'),
+  topic: Type.String(),
+  /** The topic's last sequence when the live feed started (0: the topic has none). */
+  seq: Type.Integer({ minimum: 0 }),
+});
+export type SubscribedFrame = Static<typeof SubscribedFrameSchema>;
+
+/** Edge -> client: an `unsub` took effect; no more messages of the topic come. */
+export const UnsubscribedFrameSchema = Type.Object({ t: Type.Literal('unsubscribed'), topic: Type.String() });
+export type UnsubscribedFrame = Static<typeof UnsubscribedFrameSchema>;
+
+/**
+ * Edge -> client: messages of a topic are missing and no longer held (history did not reach
+ * back to `since`, or a gap the edge could not fill); `first` is the first sequence still held
+ * (what follows starts there or later).
+ */
+export const LostFrameSchema = Type.Object({
+  t: Type.Literal('lost'),
+  topic: Type.String(),
+  first: Type.Integer({ minimum: 0 }),
+});
+export type LostFrame = Static<typeof LostFrameSchema>;
+
 /** Every server frame kind, by its `t`. */
 export const ServerFrameSchemas = {
   hello: HelloFrameSchema,
@@ -200,8 +268,21 @@ export const ServerFrameSchemas = {
   error: ErrorFrameSchema,
   upsent: UpsentFrameSchema,
   rpc: RpcReplyFrameSchema,
+  subscribed: SubscribedFrameSchema,
+  unsubscribed: UnsubscribedFrameSchema,
+  lost: LostFrameSchema,
 } as const;
-export type ServerFrame = HelloFrame | MsgFrame | PongFrame | SentFrame | ErrorFrame | UpsentFrame | RpcReplyFrame;
+export type ServerFrame =
+  | HelloFrame
+  | MsgFrame
+  | PongFrame
+  | SentFrame
+  | ErrorFrame
+  | UpsentFrame
+  | RpcReplyFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | LostFrame;
 
 // --- Center HTTP bodies -----------------------------------------------------------------------
 
@@ -232,6 +313,41 @@ export const BatchItemResultSchema = Type.Union([
   Type.Object({ user: Type.String(), error: Type.Object({ code: Type.String(), message: Type.String() }) }),
 ]);
 export type BatchItemResult = Static<typeof BatchItemResultSchema>;
+
+/** `POST /v1/apps/<app>/topics/<topic>/messages` body: a push without `user`. */
+export const TopicMessageSchema = Type.Object({
+  data: Type.Optional(Data),
+  b64: Type.Optional(B64),
+  ttl: Type.Optional(Ttl),
+  id: Type.Optional(IdString('idempotencyId')),
+});
+export type TopicMessage = Static<typeof TopicMessageSchema>;
+
+/** One item of a batch topic publish: a topic message with its `topic`. */
+export const TopicBatchItemSchema = Type.Object({
+  topic: TopicName,
+  data: Type.Optional(Data),
+  b64: Type.Optional(B64),
+  ttl: Type.Optional(Ttl),
+  id: Type.Optional(IdString('idempotencyId')),
+});
+export type TopicBatchItem = Static<typeof TopicBatchItemSchema>;
+
+/** `POST /v1/apps/<app>/topics/messages` body (its size limit is `PUSH_CENTER_MAX_BATCH`, as for pushes). */
+export const TopicBatchSchema = Type.Object({
+  messages: note(
+    Type.Array(note(TopicBatchItemSchema, { problem: 'a message must be a JSON object' }), { minItems: 1 }),
+    { problem: 'messages must be a non-empty array' },
+  ),
+});
+export type TopicBatch = Static<typeof TopicBatchSchema>;
+
+/** One topic message's outcome in a batch answer. */
+export const TopicBatchItemResultSchema = Type.Union([
+  Type.Object({ topic: Type.String(), seq: Type.Integer({ minimum: 1 }), duplicate: Type.Boolean() }),
+  Type.Object({ topic: Type.String(), error: Type.Object({ code: Type.String(), message: Type.String() }) }),
+]);
+export type TopicBatchItemResult = Static<typeof TopicBatchItemResultSchema>;
 
 /** Longest kick reason, in UTF-8 bytes (a WebSocket close reason holds at most 123). */
 export const MAX_KICK_REASON_BYTES = 100;
@@ -270,6 +386,11 @@ export interface SettingsLimits {
 /** Largest message an app may allow: NATS' default max payload less room for the envelope. */
 export const MAX_MESSAGE_BYTES = 1_000_000;
 
+/** Most messages a topic may keep (`topicHistory`). */
+export const MAX_TOPIC_HISTORY = 100_000;
+/** Highest `maxTopicsPerConnection` an app may set. */
+export const MAX_TOPICS_PER_CONNECTION = 10_000;
+
 /** Settings given to create or update an app: any subset, within the deployment's limits; no unknown keys. */
 export const appSettingsPatchSchema = (limits: SettingsLimits) =>
   Type.Object(
@@ -305,6 +426,10 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       webhookTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 300_000 })),
       webhookConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
       rpcUrl: Type.Optional(HttpUrlOrEmpty),
+      topicHistory: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TOPIC_HISTORY })),
+      topicHistorySeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxTtlSeconds })),
+      topicRateLimit: Type.Optional(Type.Integer({ minimum: 0 })),
+      maxTopicsPerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TOPICS_PER_CONNECTION })),
     },
     { additionalProperties: false },
   );
@@ -394,6 +519,8 @@ export const NatsAppRequestSchema = Type.Object(AppField);
 export const NatsUserRequestSchema = Type.Object({ ...AppField, user: IdString('user') });
 /** `push.api.kick`: `{ app, user, device?, reason? }`. */
 export const NatsKickRequestSchema = Type.Object({ ...AppField, user: IdString('user') });
+/** `push.api.topics.publish`: `{ app, topic, data|b64, ttl?, id? }` or `{ app, messages: [...] }`. */
+export const NatsTopicPublishRequestSchema = Type.Object({ ...AppField, topic: Type.Optional(TopicName) });
 /** `push.api.apps.delete`: `{ app }` with the admin key. */
 export const NatsAppDeleteRequestSchema = Type.Object(AppField);
 /** `push.api.jobs.get`, `.start`, `.cancel` (and `.users` with `users`): `{ app, job }`. */

@@ -14,6 +14,8 @@ export class Subjects {
   readonly inboxStreamPrefix: string;
   /** KV bucket mirroring app config for edges: `<prefix>_apps`. */
   readonly appsBucket: string;
+  /** Name prefix of the per-app topic streams: `<PREFIX>_TOPICS-`. */
+  readonly topicStreamPrefix: string;
 
   constructor(prefix = 'push') {
     if (!/^[a-z][a-z0-9_]{0,31}$/.test(prefix)) {
@@ -22,6 +24,7 @@ export class Subjects {
     this.prefix = prefix;
     this.inboxStreamPrefix = `${prefix.toUpperCase()}_INBOX-`;
     this.appsBucket = `${prefix}_apps`;
+    this.topicStreamPrefix = `${prefix.toUpperCase()}_TOPICS-`;
   }
 
   /**
@@ -86,6 +89,42 @@ export class Subjects {
   /** `push.live.u.<app>.<user>`: live copies of stored inbox messages, for edges. */
   liveUser(app: string, user: string): string {
     return `${this.prefix}.live.u.${encodeToken(app)}.${encodeToken(user)}`;
+  }
+
+  /**
+   * The stream holding one app's topics: `<PREFIX>_TOPICS-<app>`, beside its inbox stream. Its
+   * `max_msgs_per_subject` is the app's `topicHistory`, its `max_age` the `topicHistorySeconds`.
+   */
+  topicStream(app: string): string {
+    return this.topicStreamPrefix + encodeToken(app);
+  }
+
+  /** `push.topic.<app>.<topic>`: where a topic's messages are stored (and what trusted services publish to). */
+  topic(app: string, topic: string): string {
+    return `${this.prefix}.topic.${encodeToken(app)}.${encodeToken(topic)}`;
+  }
+
+  /** `push.topic.<app>.*`: the subjects of the app's topic stream, and its RePublish source. */
+  topicsOfApp(app: string): string {
+    return `${this.prefix}.topic.${encodeToken(app)}.*`;
+  }
+
+  /** RePublish destination of the app's topic stream: `push.live.t.<app>.<topic>`. */
+  topicRepublishDest(app: string): string {
+    return `${this.prefix}.live.t.${encodeToken(app)}.{{wildcard(1)}}`;
+  }
+
+  /**
+   * `push.live.t.<app>.<topic>`: live copies of stored topic messages; an edge subscribes once per
+   * topic with local subscribers. Also the key of the topic in the edge's uWebSockets.js pub/sub.
+   */
+  liveTopic(app: string, topic: string): string {
+    return `${this.prefix}.live.t.${encodeToken(app)}.${encodeToken(topic)}`;
+  }
+
+  /** Nats-Msg-Id for an idempotent topic publish through the API. */
+  topicMessageId(app: string, topic: string, id: string): string {
+    return `topic.${encodeToken(app)}.${encodeToken(topic)}.${encodeToken(id)}`;
   }
 
   /** `push.ctl.>`: every control subject (what an edge subscribes to; control is rare). */
@@ -302,6 +341,7 @@ export type ApiOperation =
   | 'user'
   | 'kick'
   | 'apps.delete'
+  | 'topics.publish'
   | JobApiOperation
   // Webhook endpoints and their dead letters (issue 10).
   | `webhooks.${WebhookApiOperation}`;

@@ -1,0 +1,196 @@
+import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Subjects } from '@push/protocol';
+import { isLastOfBatch, readStored, storeError, ttlHeaderSeconds, type PublishResult } from './inbox-store.js';
+import { headerLastSequence, headerSequence } from './live-subscriber.js';
+import { RequestPipeline } from './request-pipeline.js';
+
+/** One topic message, read from history (Direct Get) or from the live RePublish. */
+export interface TopicStoredMessage {
+  seq: number;
+  /** The topic's previous sequence (`Nats-Last-Sequence` of the RePublish; 0 from history). */
+  prev: number;
+  /** Epoch ms when the message was accepted. */
+  ts: number;
+  /** Epoch ms after which it is not delivered (its ttl, or the app's topic history). */
+  expires: number;
+  bytes: Uint8Array;
+  binary: boolean;
+  /** Not an envelope: never delivered (see `tombstone`). */
+  malformed?: boolean;
+}
+
+export interface TopicPublishOptions {
+  /** Lifetime, ms: the `ttl` asked for, or the app's `topicHistorySeconds`. */
+  ttlMs: number;
+  /** Whether the caller asked for a ttl (sets `Nats-TTL`; the stream's `max_age` covers the rest). */
+  explicitTtl: boolean;
+  msgId?: string;
+  now?: number;
+}
+
+const NUM_PENDING = 'Nats-Num-Pending';
+/** Topic history reads in flight at once (each one batch). */
+const READS_IN_FLIGHT = 256;
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * What stands for a stored message that is not an envelope (a trusted service published garbage
+ * to the subject): already expired, so it is never delivered, but its sequence still counts, so
+ * it is no gap.
+ */
+function tombstone(seq: number, prev: number): TopicStoredMessage {
+  return { seq, prev, ts: 0, expires: 0, bytes: EMPTY, binary: false, malformed: true };
+}
+
+/**
+ * A live (republished) topic message from the live subscriber's headers block and payload;
+ * a tombstone (`malformed`) when the payload is not an envelope; undefined without a sequence.
+ */
+export function readLiveTopicMessage(hdrs: Buffer, payload: Buffer): TopicStoredMessage | undefined {
+  const seq = headerSequence(hdrs);
+  if (seq <= 0) return undefined;
+  const env = decodeEnvelope(payload);
+  if (env === undefined) return tombstone(seq, headerLastSequence(hdrs));
+  return {
+    seq,
+    prev: headerLastSequence(hdrs),
+    ts: env.meta.ts,
+    expires: env.meta.expires,
+    bytes: env.payload,
+    binary: env.meta.binary,
+  };
+}
+
+/**
+ * The apps' topic streams (`PUSH_TOPICS-<app>`): publish (pipelined, store-then-send: the
+ * RePublish to edges fires once stored), read a topic's history from a sequence (batched Direct
+ * Get `next_by_subj`, as the inbox backlog is read), and the topic's last sequence. No consumers.
+ */
+export class TopicStore {
+  private readonly pipeline: RequestPipeline;
+  private readonly reads: RequestPipeline;
+  private readonly subjects: Subjects;
+
+  constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number } = {}) {
+    this.subjects = subjects;
+    this.pipeline = new RequestPipeline(nc, opts);
+    this.reads = new RequestPipeline(nc, { ...opts, maxInFlight: READS_IN_FLIGHT, maxQueued: 200_000 });
+  }
+
+  /** Stores a message in a topic. Rejects with PushError `store_unavailable`. */
+  publish(app: string, topic: string, payload: MessagePayload, opts: TopicPublishOptions): Promise<PublishResult> {
+    let stored: Buffer;
+    let h: MsgHdrs | undefined;
+    try {
+      const now = opts.now ?? Date.now();
+      stored = encodeEnvelope(
+        { ts: now, expires: now + opts.ttlMs, binary: payload.binary, from: undefined },
+        payload.bytes,
+      );
+      if (opts.explicitTtl || opts.msgId !== undefined) {
+        h = headers();
+        if (opts.explicitTtl) h.set('Nats-TTL', String(ttlHeaderSeconds(opts.ttlMs)));
+        if (opts.msgId !== undefined) h.set('Nats-Msg-Id', opts.msgId);
+      }
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return this.pipeline.request(this.subjects.topic(app, topic), stored, h).then(readStored, (err: unknown) => {
+      throw storeError(err);
+    });
+  }
+
+  private api(op: string, app: string): string {
+    return `$JS.API.${op}.${this.subjects.topicStream(app)}`;
+  }
+
+  /**
+   * Reads up to `max` messages of a topic from sequence `fromSeq` on, in one batched Direct Get.
+   * `more` is true when more remain after the last one returned. A message's `prev` is the one
+   * before it in the batch (the first gets 0: the caller knows what it asked from).
+   */
+  async readBatch(
+    app: string,
+    topic: string,
+    fromSeq: number,
+    bounds: { max: number; maxBytes: number },
+  ): Promise<{ messages: TopicStoredMessage[]; more: boolean }> {
+    let replies: Msg[];
+    try {
+      replies = await this.reads.requestMany(
+        this.api('DIRECT.GET', app),
+        `{"seq":${Math.max(1, fromSeq)},"next_by_subj":${JSON.stringify(this.subjects.topic(app, topic))},"batch":${Math.max(1, Math.floor(bounds.max))},"max_bytes":${Math.max(1, Math.floor(bounds.maxBytes))}}`,
+        isLastOfBatch,
+      );
+    } catch (err) {
+      throw storeError(err);
+    }
+    const messages: TopicStoredMessage[] = [];
+    let more = false;
+    let prev = 0;
+    for (const reply of replies) {
+      const code = reply.headers?.code ?? 0;
+      if (code === 404) break;
+      if (code === 204) {
+        more = Number(reply.headers?.get(NUM_PENDING) ?? '0') > 0;
+        break;
+      }
+      if (code !== 0 && code !== 200) {
+        throw new PushError('store_unavailable', `direct get failed: ${code} ${reply.headers?.description ?? ''}`);
+      }
+      const seq = Number(reply.headers?.get('Nats-Sequence'));
+      if (!Number.isSafeInteger(seq) || seq <= 0) {
+        throw new PushError('store_unavailable', 'direct get answer has no sequence');
+      }
+      const env = decodeEnvelope(reply.data);
+      if (env === undefined) {
+        messages.push(tombstone(seq, prev));
+        prev = seq;
+        if (!reply.headers?.has(NUM_PENDING)) more = true;
+        continue;
+      }
+      messages.push({
+        seq,
+        prev,
+        ts: env.meta.ts,
+        expires: env.meta.expires,
+        bytes: env.payload,
+        binary: env.meta.binary,
+      });
+      prev = seq;
+      if (!reply.headers?.has(NUM_PENDING)) more = true;
+    }
+    return { messages, more };
+  }
+
+  /** The topic's last sequence (0 when it holds no message). Rejects with `store_unavailable`. */
+  async lastSeq(app: string, topic: string): Promise<number> {
+    let reply: Msg;
+    try {
+      reply = await this.reads.request(
+        this.api('DIRECT.GET', app),
+        JSON.stringify({ last_by_subj: this.subjects.topic(app, topic) }),
+      );
+    } catch (err) {
+      throw storeError(err);
+    }
+    const code = reply.headers?.code ?? 0;
+    if (code === 404) return 0;
+    if (code === 503) throw new PushError('store_unavailable', "no stream answers for the app's topics");
+    const seq = Number(reply.headers?.get('Nats-Sequence'));
+    if (!Number.isSafeInteger(seq)) throw new PushError('store_unavailable', `last topic message: ${code}`);
+    return seq;
+  }
+
+  /** Resolves true once nothing is in flight, false after `timeoutMs`. */
+  async idle(timeoutMs: number): Promise<boolean> {
+    const all = await Promise.all([this.pipeline.idle(timeoutMs), this.reads.idle(timeoutMs)]);
+    return all.every(Boolean);
+  }
+
+  close(): void {
+    this.pipeline.close();
+    this.reads.close();
+  }
+}
