@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { createLogger } from '@push/logger';
 import { Subjects } from '@push/protocol';
-import { createCenter } from '../../apps/center/src/app.js';
+import { createCenter } from '@push/center';
 import { NATS_URL } from '../helpers/nats-server.js';
 import { Stack, type HttpAnswer, type TestApp } from '../helpers/stack.js';
 import type { Frame, TestClient } from '../helpers/ws-client.js';
