@@ -4,14 +4,21 @@ import { Subjects, readKick } from '@push/protocol';
 import { ControlHandler } from '../../apps/edge/src/control-handler.js';
 import type { LiveReceiver, UserChannels } from '../../apps/edge/src/user-channels.js';
 
-/** A receiver that records the kick reasons it got. */
-function receiver(device: string): LiveReceiver & { kicks: string[] } {
+/** A receiver that records the kick reasons and topic binds it got. */
+function receiver(device: string): LiveReceiver & { kicks: string[]; binds: string[] } {
   const r = {
     device,
     kicks: [] as string[],
+    binds: [] as string[],
     onLive() {},
     kick(reason: string) {
       r.kicks.push(reason);
+    },
+    bindTopic(topic: string) {
+      r.binds.push(`+${topic}`);
+    },
+    unbindTopic(topic: string) {
+      r.binds.push(`-${topic}`);
     },
   };
   return r;
@@ -32,6 +39,8 @@ describe('ControlHandler', () => {
   beforeEach(() => {
     phone.kicks.length = 0;
     tablet.kicks.length = 0;
+    phone.binds.length = 0;
+    tablet.binds.length = 0;
     warnings.length = 0;
   });
 
@@ -41,6 +50,16 @@ describe('ControlHandler', () => {
     // What the center writes for a kick of one device with no reason given.
     send(subjects.control('app.1', 'bob smith'), JSON.stringify(readKick({ device: 'tablet' })));
     expect([phone.kicks, tablet.kicks]).to.deep.equal([['bye'], ['bye', 'kicked']]);
+  });
+
+  it('binds and unbinds a topic on every connection of the user, whatever the device', () => {
+    send(subjects.control('app.1', 'bob smith'), JSON.stringify({ op: 'bind', topic: 'news' }));
+    send(subjects.control('app.1', 'bob smith'), JSON.stringify({ op: 'unbind', topic: 'news' }));
+    expect([phone.binds, tablet.binds]).to.deep.equal([
+      ['+news', '-news'],
+      ['+news', '-news'],
+    ]);
+    expect([phone.kicks, tablet.kicks]).to.deep.equal([[], []]);
   });
 
   it('ignores, with a warning, subjects and payloads it cannot read; never throws', () => {
@@ -61,11 +80,15 @@ describe('ControlHandler', () => {
       '{"op":"kick"}',
       '{"op":"kick","reason":"x","device":5}',
       `{"op":"kick","reason":"${'x'.repeat(200)}"}`,
+      '{"op":"bind"}',
+      '{"op":"bind","topic":""}',
+      '{"op":"unbind","topic":5}',
     ];
     for (const body of bodies) {
       expect(() => send(subjects.control('app.1', 'bob smith'), body), body).not.to.throw();
     }
     expect(warnings).to.have.length(3 + bodies.length);
     expect([phone.kicks, tablet.kicks]).to.deep.equal([[], []]);
+    expect([phone.binds, tablet.binds]).to.deep.equal([[], []]);
   });
 });

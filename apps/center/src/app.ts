@@ -1,7 +1,15 @@
 import { Redis } from 'ioredis';
 import { AppDirectory, RateLimiter, WebhookDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import { JobsRepository, WebhooksRepository, createDatabase, ensureDatabase, migrate, type Knex } from '@push/db';
+import {
+  BindingsRepository,
+  JobsRepository,
+  WebhooksRepository,
+  createDatabase,
+  ensureDatabase,
+  migrate,
+  type Knex,
+} from '@push/db';
 import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
@@ -22,6 +30,7 @@ import { createAppAdmin, type AppAdmin } from './app-admin.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
 import { Kicker } from './kick.js';
+import { BindingService } from './bindings.js';
 import { createCenterMetrics } from './metrics.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
@@ -146,6 +155,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         metrics,
       );
       const kicker = new Kicker(conn, subjects, presence, log);
+      const bindings = new BindingService(new BindingsRepository(db), redis, conn, subjects);
       const jobsRepo = new JobsRepository(db);
       const jobRunner = new JobRunner(
         { repo: jobsRepo, store, subjects, apps, metrics, log: log.child({ component: 'jobs' }) },
@@ -162,6 +172,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         jobs,
         topics,
         kicker,
+        bindings,
         keys,
         admin,
         webhooks,
@@ -183,6 +194,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         jobs,
         topics,
         kicker,
+        bindings,
         admin,
         webhooks,
         keys,

@@ -3,10 +3,11 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { PushClient } from '@push/client';
-import { AppDirectory, WebhookDirectory, hashApiKey, signClientToken, signTopicToken } from '@push/apps';
+import { AppDirectory, RateLimiter, WebhookDirectory, hashApiKey, signClientToken, signTopicToken } from '@push/apps';
 import { ConfigError, loadConfig, type Config } from '@push/config';
 import {
   AppsRepository,
+  BindingsRepository,
   JOB_CHUNK_USERS,
   JobsRepository,
   WebhooksRepository,
@@ -15,10 +16,15 @@ import {
   migrate,
   type Knex,
 } from '@push/db';
-import { connectNats, provisionStreams } from '@push/nats';
+import { TopicStore, connectNats, provisionStreams } from '@push/nats';
+import { createRegistry } from '@push/http';
+import { Redis } from 'ioredis';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
+import { BindingService } from './bindings.js';
+import { createCenterMetrics } from './metrics.js';
+import { TopicService } from './topic-service.js';
 import { JobService } from './job-service.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { WebhookAdmin } from './webhook-admin.js';
@@ -49,6 +55,14 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   jobs get --app ID JOB                     a job's state and counts
   jobs list --app ID                        the app's newest jobs
   jobs cancel --app ID JOB                  cancel a job (its center stops within a second)
+  topics publish --app ID --topic T (--data JSON | --b64 BASE64) [--ttl SECONDS]
+                                            publish to a topic (answers its sequence)
+  topics watch --app ID --user USER --topic T [--url WS_URL]
+                                            connect as USER, subscribe to T, print its messages
+  topics bind --app ID --user USER --topic T   bind USER to T: every connection of USER, now
+                                            and later, subscribes to it (no grant needed)
+  topics unbind --app ID --user USER --topic T the user's connections leave T
+  topics bindings --app ID --user USER      the topics USER is bound to
   webhooks create APP --url URL [--events T,T|*] [--kinds K,K|*] [--description TEXT]
   webhooks list APP
   webhooks get APP ID
@@ -233,6 +247,8 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'jobs':
       return jobsCommand(config, sub, arg1, values);
+    case 'topics':
+      return topicsCommand(config, sub, values);
     case 'dev-setup':
       return withAdmin(config, async (admin, apps) => {
         const out = values.out ?? '.data/demo.json';
@@ -491,6 +507,123 @@ async function jobsCommand(
         return 0;
       }
     }
+  });
+}
+
+/**
+ * `topics <publish|watch|bind|unbind|bindings>`: through the services the center uses (the
+ * TopicService on the topic stream; the BindingService writing Postgres, the Redis mirror and
+ * the control message), trusted like the rest of the CLI: no API key is checked.
+ */
+async function topicsCommand(
+  config: Config,
+  sub: string | undefined,
+  flags: { app?: string; user?: string; topic?: string; data?: string; b64?: string; ttl?: string; url?: string },
+): Promise<number> {
+  if (sub === undefined || !['publish', 'watch', 'bind', 'unbind', 'bindings'].includes(sub)) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const app = await readApp(config, need(flags.app, '--app'));
+  const subjects = new Subjects(config.prefix);
+  if (sub === 'bindings') {
+    const user = need(flags.user, '--user');
+    const topics = await withDatabase(config, { migrate: false }, (db) =>
+      new BindingService(new BindingsRepository(db), noRedis, noNats, subjects).list(app, user),
+    );
+    print({ topics });
+    return 0;
+  }
+  const topic = need(flags.topic, '--topic');
+  if (sub === 'watch') {
+    const user = need(flags.user, '--user');
+    const url = flags.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
+    return watchTopic(url, await token(app, user, 'cli', 24 * 3600, [topic]), topic);
+  }
+  const log = createLogger({ level: 'warn', name: 'cli' });
+  const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+  try {
+    if (sub === 'publish') {
+      const message: Record<string, unknown> = {};
+      if (flags.data !== undefined) message['data'] = parseJsonFlag(flags.data, 'data');
+      if (flags.b64 !== undefined) message['b64'] = flags.b64;
+      if (flags.ttl !== undefined) message['ttl'] = Number(flags.ttl);
+      const store = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+      try {
+        const metrics = createCenterMetrics(createRegistry('cli'));
+        const topics = new TopicService(store, subjects, new RateLimiter(), { maxBatch: 1 }, metrics);
+        const r = await topics.publish(app, message, topic);
+        print(r.batch ? r : { topic: r.topic, seq: r.seq, duplicate: r.duplicate });
+      } finally {
+        store.close();
+      }
+      return 0;
+    }
+    const user = need(flags.user, '--user');
+    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true });
+    redis.on('error', (err) => log.warn({ err }, 'redis error'));
+    try {
+      await redis.connect();
+      return await withDatabase(config, { migrate: true }, async (db) => {
+        const bindings = new BindingService(new BindingsRepository(db), redis, nc, subjects);
+        print(sub === 'bind' ? await bindings.bind(app, user, topic) : await bindings.unbind(app, user, topic));
+        return 0;
+      });
+    } finally {
+      redis.disconnect();
+    }
+  } finally {
+    await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+  }
+}
+
+/** For a BindingService that only lists (reads Postgres): writing is a bug. */
+const noRedis = {
+  sadd: () => Promise.reject(new Error('no redis here')),
+  srem: () => Promise.reject(new Error('no redis here')),
+} as unknown as Pick<Redis, 'sadd' | 'srem'>;
+const noNats = {
+  publish: () => {
+    throw new Error('no nats here');
+  },
+};
+
+/**
+ * Connects as a client (raw WebSocket, token granting the topic), subscribes to the topic and
+ * prints each of its messages as one JSON line on stdout; status goes to stderr. Ends on Ctrl-C
+ * (exit 0), or when the edge refuses the subscription or closes the connection (exit 1).
+ */
+function watchTopic(url: string, clientToken: string, topic: string): Promise<number> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`${url}?token=${encodeURIComponent(clientToken)}`);
+    let stopping = false;
+    ws.on('message', (raw: Buffer, isBinary: boolean) => {
+      if (isBinary) return;
+      let f: Record<string, unknown>;
+      try {
+        f = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+      } catch {
+        process.stderr.write('unreadable frame ignored\n');
+        return;
+      }
+      if (f['t'] === 'hello') ws.send(JSON.stringify({ t: 'sub', topic }));
+      else if (f['t'] === 'subscribed' && f['topic'] === topic) process.stderr.write(`subscribed to ${topic}\n`);
+      else if (f['t'] === 'msg' && f['topic'] === topic) process.stdout.write(`${JSON.stringify(f)}\n`);
+      else if (f['t'] === 'error' && f['topic'] === topic) {
+        process.stderr.write(`error ${String(f['code'])}: ${String(f['message'])}\n`);
+        ws.close(1000);
+        resolve(1);
+      }
+    });
+    ws.on('error', (err) => process.stderr.write(`connection error: ${err.message}\n`));
+    ws.on('close', (code, reason) => {
+      process.stderr.write(`closed: ${code} ${reason.toString()}\n`);
+      resolve(stopping ? 0 : 1);
+    });
+    process.once('SIGINT', () => {
+      stopping = true;
+      ws.close(1000);
+    });
   });
 }
 

@@ -12,6 +12,7 @@ import { checkAdminKey } from './admin-key.js';
 import { adminView, type AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { Kicker } from './kick.js';
+import type { BindingService } from './bindings.js';
 import type { JobService } from './job-service.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
@@ -23,6 +24,7 @@ export interface HttpApiDeps {
   jobs: JobService;
   topics: TopicService;
   kicker: Kicker;
+  bindings: BindingService;
   admin: AppAdmin;
   webhooks: WebhookAdmin;
   keys: ApiKeyVerifier;
@@ -45,7 +47,7 @@ type Handler = (ex: HttpExchange, params: string[], body: Promise<unknown> | und
 
 /** One route of the API: the table below drives both the uWS routes and the 405/404 answers. */
 interface Route {
-  method: 'get' | 'post' | 'patch' | 'del';
+  method: 'get' | 'post' | 'put' | 'patch' | 'del';
   /** uWS pattern; `:name` matches one non-empty path segment. */
   pattern: string;
   /** Metrics label. */
@@ -288,6 +290,43 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
         return { status: 202, body: await deps.kicker.kick(record, user, await body) };
       },
     },
+    // --- topic bindings (docs/api.md#topic-bindings) -----------------------------------------
+    {
+      method: 'put',
+      pattern: '/v1/apps/:app/users/:user/topics/:topic',
+      op: 'topics.bind',
+      body: false,
+      handler: async (ex, [rawApp, rawUser, rawTopic]) => {
+        const appId = param(rawApp, 'app');
+        const user = param(rawUser, 'user');
+        const record = keys.verify(appId, ex.header('authorization'));
+        return { status: 200, body: await deps.bindings.bind(record, user, topicParam(rawTopic)) };
+      },
+    },
+    {
+      method: 'del',
+      pattern: '/v1/apps/:app/users/:user/topics/:topic',
+      op: 'topics.unbind',
+      body: false,
+      handler: async (ex, [rawApp, rawUser, rawTopic]) => {
+        const appId = param(rawApp, 'app');
+        const user = param(rawUser, 'user');
+        const record = keys.verify(appId, ex.header('authorization'));
+        return { status: 200, body: await deps.bindings.unbind(record, user, topicParam(rawTopic)) };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/users/:user/topics',
+      op: 'topics.bindings',
+      body: false,
+      handler: async (ex, [rawApp, rawUser]) => {
+        const appId = param(rawApp, 'app');
+        const user = param(rawUser, 'user');
+        const record = keys.verify(appId, ex.header('authorization'));
+        return { status: 200, body: { topics: await deps.bindings.list(record, user) } };
+      },
+    },
     // --- fan-out jobs (docs/api.md#fan-out-jobs) ----------------------------------------------
     {
       method: 'post',
@@ -440,7 +479,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
   ];
 
   const cors = new CorsPolicy(deps.corsOrigins);
-  cors.mountPreflight(app, ['GET', 'POST', 'PATCH', 'DELETE']);
+  cors.mountPreflight(app, ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
 
   for (const r of routes) {
     const params = r.pattern.split('/').filter((p) => p.startsWith(':')).length;

@@ -2,6 +2,7 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { toPushError } from '@push/http';
 import {
   NatsAppDeleteRequestSchema,
+  NatsBindRequestSchema,
   NatsAppRequestSchema,
   NatsJobRequestSchema,
   NatsKickRequestSchema,
@@ -20,6 +21,7 @@ import type { AppAdmin } from './app-admin.js';
 import type { ApiKeyVerifier } from './api-keys.js';
 import type { JobService } from './job-service.js';
 import type { Kicker } from './kick.js';
+import type { BindingService } from './bindings.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushService } from './push-service.js';
@@ -33,6 +35,7 @@ const kickRequest = compile(NatsKickRequestSchema);
 const deleteRequest = compile(NatsAppDeleteRequestSchema);
 const jobRequest = compile(NatsJobRequestSchema);
 const topicPublishRequest = compile(NatsTopicPublishRequestSchema);
+const bindRequest = compile(NatsBindRequestSchema);
 
 /** What one operation answers: the fields after `ok: true`, or a PushError with extra reply fields. */
 type Work = (req: Record<string, unknown>, auth: string) => Promise<object>;
@@ -110,7 +113,7 @@ function webhookHandlers(
 
 /**
  * The center's operations over NATS request/reply, for business services inside the NATS
- * network: `push.api.push`, `push.api.user`, `push.api.kick`, `push.api.jobs.*` (API key) and `push.api.apps.delete`
+ * network: `push.api.push`, `push.api.user`, `push.api.kick`, `push.api.topics.*`, `push.api.jobs.*` (API key) and `push.api.apps.delete`
  * (admin key), answered by any center (queue group). The request is the HTTP body plus `app` (and
  * `user` where the HTTP path has it); the key goes in an `Authorization: Bearer <key>` header.
  * Replies are `{ ok: true, ... }` or `{ error: { code, message, status, retryAfter? } }` (docs/api.md).
@@ -123,6 +126,7 @@ export function serveNatsApi(
     jobs: JobService;
     topics: TopicService;
     kicker: Kicker;
+    bindings: BindingService;
     keys: ApiKeyVerifier;
     admin: AppAdmin;
     webhooks: WebhookAdmin;
@@ -187,6 +191,19 @@ export function serveNatsApi(
       if (!outcome.batch) return { topic: outcome.topic, seq: outcome.seq, duplicate: outcome.duplicate };
       if (outcome.failed === 0) return { results: outcome.results };
       throw new ReplyError(batchStoreError(outcome), { results: outcome.results });
+    }),
+    // --- topic bindings: `{ app, user, topic }` (`bindings`: `{ app, user }`) ---
+    handle('topics.bind', async (req, auth) => {
+      const r = bindRequest.parse(req);
+      return deps.bindings.bind(deps.keys.verify(r.app, auth), r.user, r.topic);
+    }),
+    handle('topics.unbind', async (req, auth) => {
+      const r = bindRequest.parse(req);
+      return deps.bindings.unbind(deps.keys.verify(r.app, auth), r.user, r.topic);
+    }),
+    handle('topics.bindings', async (req, auth) => {
+      const r = userRequest.parse(req);
+      return { topics: await deps.bindings.list(deps.keys.verify(r.app, auth), r.user) };
     }),
     handle('user', async (req, auth) => {
       const r = userRequest.parse(req);

@@ -22,6 +22,7 @@ import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { AckBatcher } from './ack-batcher.js';
 import { ControlHandler } from './control-handler.js';
+import { BindingsReader } from './bindings.js';
 import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
 import { mountEdgeSocket, recordPresence } from './edge-upgrade.js';
@@ -297,8 +298,9 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       upstream,
       events,
       rpc: new RpcClient(nc, subjects),
+      bindings: new BindingsReader(redis, subjects),
     };
-    // Control (kick) for users connected here: one wildcard subscription; control is rare.
+    // Control (kick, topic bind/unbind) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
     mountEdgeSocket(app, {

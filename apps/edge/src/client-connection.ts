@@ -32,6 +32,7 @@ import {
 } from '@push/protocol';
 import type { Logger } from '@push/logger';
 import type { AckBatcher } from './ack-batcher.js';
+import type { BindingsReader } from './bindings.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannel, TopicChannels } from './topic-channels.js';
@@ -98,6 +99,8 @@ export interface ConnectionContext {
   acks: Pick<AckBatcher, 'ack'>;
   /** Send no more frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
+  /** The topics the business bound a user to (read once per connection, at open). */
+  bindings: Pick<BindingsReader, 'read'>;
 }
 
 /**
@@ -174,6 +177,11 @@ export class ClientConnection implements LiveReceiver {
   private allToken: object | undefined;
   /** Resume reads waiting for the socket to drain. */
   private drainWaiters: Array<() => void> | undefined;
+  /**
+   * Topics unbound while the bindings read at open was out (undefined when none is): the read
+   * may predate the unbind, so those are not subscribed from it.
+   */
+  private unboundWhileLoading: Set<string> | undefined;
 
   constructor(
     private readonly ctx: ConnectionContext,
@@ -216,6 +224,54 @@ export class ClientConnection implements LiveReceiver {
     // Read the backlog once the live subscription is active: no gap between the two.
     void subscribed.then(() => this.resync());
     this.joinAll();
+    // Registered for control messages above (channels.join), so a bind is seen by this read or
+    // by its control message, never by neither.
+    this.loadBindings();
+  }
+
+  /**
+   * Subscribes the topics the business bound the user to (after `hello`; each answered with
+   * `subscribed`, as a bind does). Retried with backoff while the connection lives when Redis
+   * fails: a bound topic must not stay away silently.
+   */
+  private loadBindings(attempt = 0): void {
+    const { ctx } = this;
+    const skip = (this.unboundWhileLoading ??= new Set());
+    ctx.bindings.read(this.app, this.user).then(
+      (topics) => {
+        if (this.unboundWhileLoading === skip) this.unboundWhileLoading = undefined;
+        if (this.mode === CLOSED) return;
+        // Already held: a bind's control message came first.
+        for (const t of topics) if (!skip.has(t) && this.topics?.has(t) !== true) this.bindTopic(t);
+      },
+      (err: unknown) => {
+        ctx.metrics.errors.inc({ code: 'bindings' });
+        ctx.log.warn({ err, conn: this.id }, 'reading the topic bindings failed; retrying');
+        setTimeout(
+          () => {
+            if (this.mode !== CLOSED) this.loadBindings(attempt + 1);
+          },
+          backoffDelay(attempt, ALL_RETRY),
+        ).unref();
+      },
+    );
+  }
+
+  /**
+   * A topic the business bound the user to (control message, or the read at open): subscribed
+   * with no grant check. A refusal (`too_many_topics`, a store error) is an `error` frame with
+   * the topic, as for a `sub`.
+   */
+  bindTopic(topic: string): void {
+    if (this.mode === CLOSED) return;
+    this.subscribeTopic(topic, undefined).catch((err: unknown) => this.sendError(err, { topic }));
+  }
+
+  /** The business unbound the user from a topic: the connection leaves it (`unsubscribed`). */
+  unbindTopic(topic: string): void {
+    if (this.mode === CLOSED) return;
+    this.unboundWhileLoading?.add(topic);
+    this.unsubscribeTopic(topic);
   }
 
   /** Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`. */

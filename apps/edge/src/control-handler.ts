@@ -1,10 +1,11 @@
 import type { Logger } from '@push/logger';
-import { readControl, type KickCommand, type Subjects } from '@push/protocol';
+import { readControl, type ControlCommand, type Subjects } from '@push/protocol';
 import type { UserChannels } from './user-channels.js';
 
 /**
  * Control messages on `push.ctl.<app>.<user>` (one wildcard subscription per edge; control is
- * rare): a kick closes the user's connections here, or only one device's. The subject is read
+ * rare): a kick closes the user's connections here, or only one device's; a topic bind or unbind
+ * subscribes every connection of the user here to the topic, or makes it leave. The subject is read
  * with `Subjects.parseControl` and the payload with libs/protocol's `readControl` (the schema the
  * center writes it with). Unreadable messages are logged and ignored: control comes from the
  * center, so one is a bug or a foreign publisher, never a reason to drop other users.
@@ -23,7 +24,7 @@ export class ControlHandler {
       this.log.warn({ subject }, 'control message on an unreadable subject ignored');
       return;
     }
-    let command: KickCommand;
+    let command: ControlCommand;
     try {
       command = readControl(payload);
     } catch (err) {
@@ -31,7 +32,10 @@ export class ControlHandler {
       return;
     }
     for (const conn of this.channels.receivers(target.app, target.user)) {
-      if (command.device === undefined || conn.device === command.device) conn.kick(command.reason);
+      if (command.op === 'kick') {
+        if (command.device === undefined || conn.device === command.device) conn.kick(command.reason);
+      } else if (command.op === 'bind') conn.bindTopic(command.topic);
+      else conn.unbindTopic(command.topic);
     }
   }
 }

@@ -5,6 +5,7 @@ import type { PresenceRegistry } from '@push/presence';
 import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
+import type { BindingsReader } from './bindings.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannels } from './topic-channels.js';
@@ -39,6 +40,8 @@ export interface EdgeContext {
   events: EventPublisher;
   /** Client `rpc` frames as NATS requests on `push.rpc.<app>`. */
   rpc: RpcClient;
+  /** Topic bindings of a user (Redis mirror), read when a connection opens. */
+  bindings: BindingsReader;
 }
 
 /** How often, at most, failed removals are logged (each is counted), ms. */

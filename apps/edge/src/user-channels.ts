@@ -1,11 +1,15 @@
 import { readLiveMessage, type InboxMessage, type LiveSubscriber } from '@push/nats';
 import type { Subjects } from '@push/protocol';
 
-/** A client connection as its user's channel sees it: takes live messages, can be kicked. */
+/** A client connection as its user's channel sees it: takes live messages, can be kicked, bound to topics. */
 export interface LiveReceiver {
   readonly device: string;
   onLive(msg: InboxMessage): void;
   kick(reason: string): void;
+  /** The business bound the user to a topic: subscribe (no grant needed). */
+  bindTopic(topic: string): void;
+  /** The business unbound the user from a topic: leave it. */
+  unbindTopic(topic: string): void;
 }
 
 /** The receivers of one user on this edge: one, or an array when several devices connect here. */

@@ -24,6 +24,10 @@ export const ERRORS = {
   topic_token_invalid: { status: 403, message: 'the topic token does not verify for this app, user and topic' },
   topic_token_expired: { status: 403, message: 'the topic token has expired' },
   too_many_topics: { status: 400, message: 'this connection holds as many topics as the app allows' },
+  too_many_bindings: {
+    status: 409,
+    message: 'the user is bound to as many topics as the app allows (its maxTopicsPerConnection)',
+  },
   // --- Auth (401/403) ---------------------------------------------------------------------
   token_missing: { status: 401, message: 'no token was presented' },
   token_invalid: { status: 401, message: 'the token signature does not verify' },

@@ -521,6 +521,8 @@ export const NatsUserRequestSchema = Type.Object({ ...AppField, user: IdString('
 export const NatsKickRequestSchema = Type.Object({ ...AppField, user: IdString('user') });
 /** `push.api.topics.publish`: `{ app, topic, data|b64, ttl?, id? }` or `{ app, messages: [...] }`. */
 export const NatsTopicPublishRequestSchema = Type.Object({ ...AppField, topic: Type.Optional(TopicName) });
+/** `push.api.topics.bind`, `.unbind`: `{ app, user, topic }`; `.bindings`: `{ app, user }`. */
+export const NatsBindRequestSchema = Type.Object({ ...AppField, user: IdString('user'), topic: TopicName });
 /** `push.api.apps.delete`: `{ app }` with the admin key. */
 export const NatsAppDeleteRequestSchema = Type.Object(AppField);
 /** `push.api.jobs.get`, `.start`, `.cancel` (and `.users` with `users`): `{ app, job }`. */
@@ -540,6 +542,20 @@ export const KickCommandSchema = Type.Object({
   reason: Type.String({ maxLength: MAX_KICK_REASON_BYTES }),
 });
 export type KickCommand = Static<typeof KickCommandSchema>;
+
+/**
+ * A control message binding or unbinding a topic (docs/api.md, topic bindings): every
+ * connection of the user subscribes to (`bind`) or leaves (`unbind`) the topic.
+ */
+export const BindCommandSchema = Type.Object({
+  op: Type.Union([Type.Literal('bind'), Type.Literal('unbind')]),
+  topic: TopicName,
+});
+export type BindCommand = Static<typeof BindCommandSchema>;
+
+/** Any control message on `push.ctl.<app>.<user>`. */
+export const ControlCommandSchema = Type.Union([KickCommandSchema, BindCommandSchema]);
+export type ControlCommand = Static<typeof ControlCommandSchema>;
 
 // --- Upstream and events in their streams (push.up.*, push.evt.*; issue 10) -------------------
 

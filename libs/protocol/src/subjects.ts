@@ -245,6 +245,14 @@ export class Subjects {
     return `${this.prefix}:presence:${encodeToken(app)}:${encodeToken(user)}`;
   }
 
+  /**
+   * Redis set of the topics the business bound a user to (a mirror of Postgres `topic_bindings`,
+   * written by the center after Postgres): what an edge reads when one of the user's connections opens.
+   */
+  bindingsKey(app: string, user: string): string {
+    return `${this.prefix}:bind:${encodeToken(app)}:${encodeToken(user)}`;
+  }
+
   /** Redis key of an edge's lease (a TTL it renews): presence of an edge without one is swept. */
   edgeAliveKey(edgeId: string): string {
     return `${this.prefix}:edge:${edgeId}`;
@@ -342,6 +350,10 @@ export type ApiOperation =
   | 'kick'
   | 'apps.delete'
   | 'topics.publish'
+  // Topic bindings (issue 9 item 4).
+  | 'topics.bind'
+  | 'topics.unbind'
+  | 'topics.bindings'
   | JobApiOperation
   // Webhook endpoints and their dead letters (issue 10).
   | `webhooks.${WebhookApiOperation}`;
