@@ -5,6 +5,7 @@ import {
   NatsAppRequestSchema,
   NatsJobRequestSchema,
   NatsKickRequestSchema,
+  NatsTopicPresenceRequestSchema,
   NatsTopicPublishRequestSchema,
   NatsUserRequestSchema,
   PushError,
@@ -24,6 +25,7 @@ import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushService } from './push-service.js';
 import type { TopicService } from './topic-service.js';
+import type { TopicPresenceService } from './topic-presence.js';
 
 const decoder = new TextDecoder();
 
@@ -33,6 +35,7 @@ const kickRequest = compile(NatsKickRequestSchema);
 const deleteRequest = compile(NatsAppDeleteRequestSchema);
 const jobRequest = compile(NatsJobRequestSchema);
 const topicPublishRequest = compile(NatsTopicPublishRequestSchema);
+const topicPresenceRequest = compile(NatsTopicPresenceRequestSchema);
 
 /** What one operation answers: the fields after `ok: true`, or a PushError with extra reply fields. */
 type Work = (req: Record<string, unknown>, auth: string) => Promise<object>;
@@ -122,6 +125,7 @@ export function serveNatsApi(
     push: PushService;
     jobs: JobService;
     topics: TopicService;
+    topicPresence: TopicPresenceService;
     kicker: Kicker;
     keys: ApiKeyVerifier;
     admin: AppAdmin;
@@ -187,6 +191,10 @@ export function serveNatsApi(
       if (!outcome.batch) return { topic: outcome.topic, seq: outcome.seq, duplicate: outcome.duplicate };
       if (outcome.failed === 0) return { results: outcome.results };
       throw new ReplyError(batchStoreError(outcome), { results: outcome.results });
+    }),
+    handle('topics.presence', async (req, auth) => {
+      const r = topicPresenceRequest.parse(req);
+      return deps.topicPresence.get(deps.keys.verify(r.app, auth), r.topic, true);
     }),
     handle('user', async (req, auth) => {
       const r = userRequest.parse(req);

@@ -35,6 +35,7 @@ import type { AckBatcher } from './ack-batcher.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannel, TopicChannels } from './topic-channels.js';
+import type { TopicPresence } from './topic-presence.js';
 import type { LiveReceiver, UserChannels } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
@@ -88,6 +89,8 @@ export interface ConnectionContext {
   topicStore: Pick<TopicStore, 'readBatch'>;
   /** One NATS subscription per topic with local subscribers; fan-out through uWS pub/sub. */
   topics: Pick<TopicChannels, 'join' | 'leave' | 'channel'>;
+  /** Records topic subscriptions for occupancy and presence; emits their events (TopicPresence). */
+  topicPresence: Pick<TopicPresence, 'joined' | 'left'>;
   /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
   backlog: Pick<BacklogReader, 'read'>;
   channels: Pick<UserChannels, 'join' | 'leave'>;
@@ -257,7 +260,10 @@ export class ClientConnection implements LiveReceiver {
     this.inAll = false;
     this.allToken = undefined;
     if (this.topics !== undefined) {
-      for (const topic of this.topics.keys()) this.ctx.topics.leave(this.app, topic);
+      for (const topic of this.topics.keys()) {
+        this.ctx.topics.leave(this.app, topic);
+        this.ctx.topicPresence.left(this, topic);
+      }
       this.ctx.metrics.topicSubscriptions.dec(this.topics.size);
       this.topics = undefined;
     }
@@ -446,6 +452,12 @@ export class ClientConnection implements LiveReceiver {
     return new Promise((resolve) => (this.drainWaiters ??= []).push(resolve));
   }
 
+  /** Records this connection's topic subscriptions anew (the edge's presence lease had lapsed). */
+  recordTopics(): void {
+    if (this.mode === CLOSED || this.topics === undefined) return;
+    for (const topic of this.topics.keys()) this.ctx.topicPresence.joined(this, topic, true);
+  }
+
   /** Topics this connection subscribed to (`_all` not included). */
   get topicCount(): number {
     return this.topics?.size ?? 0;
@@ -483,6 +495,8 @@ export class ClientConnection implements LiveReceiver {
       }
       topics.set(topic, token);
       ctx.metrics.topicSubscriptions.inc();
+      // Recorded (occupancy, presence) for as long as the entry is in `topics`: every removal leaves.
+      ctx.topicPresence.joined(this, topic);
       try {
         ch = await ctx.topics.join(this.app, topic);
       } catch (err) {
@@ -490,6 +504,7 @@ export class ClientConnection implements LiveReceiver {
         if (current()) {
           topics.delete(topic);
           ctx.metrics.topicSubscriptions.dec();
+          ctx.topicPresence.left(this, topic);
         }
         throw err;
       }
@@ -603,6 +618,7 @@ export class ClientConnection implements LiveReceiver {
       if (ch !== undefined) this.ws?.unsubscribe(ch.key);
       ctx.topics.leave(this.app, topic);
       ctx.metrics.topicSubscriptions.dec();
+      ctx.topicPresence.left(this, topic);
     }
     this.sendText(ServerFrames.unsubscribed(topic));
   }
