@@ -159,6 +159,7 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     // Topics have tests of their own (topics.test.ts, topic-channels.test.ts): `_all` never opens here.
     topicStore: { readBatch: () => Promise.resolve({ messages: [], more: false, first: 0, last: 0 }) },
     topics: { join: () => new Promise(() => undefined), leave: () => undefined, channel: () => undefined },
+    topicPresence: { joined: () => undefined, left: () => undefined },
     channels: { join: () => Promise.resolve(), leave: () => undefined },
     apps: { get: (id) => (id === app.id ? app : undefined) },
     metrics: createEdgeMetrics(new Registry()),

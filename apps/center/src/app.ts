@@ -19,11 +19,12 @@ import {
   natsReadiness,
   deleteDlqStream,
   provisionStreams,
+  publishPresenceFrame,
   TopicStore,
   type NatsConnection,
   type Subscription,
 } from '@push/nats';
-import { PresenceRegistry, emitSweptEvents } from '@push/presence';
+import { PresenceRegistry, emitSweptEvents, emitTopicsSweptEvents } from '@push/presence';
 import { Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { createAppAdmin, type AppAdmin } from './app-admin.js';
@@ -37,6 +38,7 @@ import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import { PushService } from './push-service.js';
+import { TopicPresenceService } from './topic-presence.js';
 import { TopicService } from './topic-service.js';
 
 /** A running center. */
@@ -135,6 +137,12 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         leaseSeconds: config.presenceLeaseSeconds,
         onError: (err) => log.warn({ err }, 'presence sweep failed'),
         onSwept: (entries) => emitSweptEvents(eventPublisher, entries),
+        onTopicsSwept: (entries) =>
+          emitTopicsSweptEvents(
+            eventPublisher,
+            (appId, topic, frame) => publishPresenceFrame(conn, subjects, appId, topic, frame),
+            entries,
+          ),
       });
       // Edges sweep each other; the center sweeps too, for when the last edge died.
       presence.startSweeping();
@@ -156,6 +164,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       );
       const kicker = new Kicker(conn, subjects, presence, log);
       const bindings = new BindingService(new BindingsRepository(db), redis, conn, subjects);
+      const topicPresence = new TopicPresenceService(presence);
       const jobsRepo = new JobsRepository(db);
       const jobRunner = new JobRunner(
         { repo: jobsRepo, store, subjects, apps, metrics, log: log.child({ component: 'jobs' }) },
@@ -171,6 +180,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         push,
         jobs,
         topics,
+        topicPresence,
         kicker,
         bindings,
         keys,
@@ -193,6 +203,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         push,
         jobs,
         topics,
+        topicPresence,
         kicker,
         bindings,
         admin,

@@ -18,11 +18,14 @@ import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
 import { topicNameError, type TopicOutcome, type TopicService } from './topic-service.js';
+import type { TopicPresenceService } from './topic-presence.js';
 
 export interface HttpApiDeps {
   push: PushService;
   jobs: JobService;
   topics: TopicService;
+  /** Topic occupancy and presence members (issue 9 item 6). */
+  topicPresence: TopicPresenceService;
   kicker: Kicker;
   bindings: BindingService;
   admin: AppAdmin;
@@ -264,6 +267,27 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       handler: async (ex, [rawApp], body) => {
         const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
         return topicReply(await deps.topics.publish(record, await body, undefined));
+      },
+    },
+    // --- topic occupancy and presence (issue 9 item 6) ----------------------------------------
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/topics/:topic',
+      op: 'topics.get',
+      body: false,
+      handler: async (ex, [rawApp, rawTopic]) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: await deps.topicPresence.get(record, topicParam(rawTopic), false) };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/topics/:topic/presence',
+      op: 'topics.presence',
+      body: false,
+      handler: async (ex, [rawApp, rawTopic]) => {
+        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        return { status: 200, body: await deps.topicPresence.get(record, topicParam(rawTopic), true) };
       },
     },
     {

@@ -6,6 +6,7 @@ import {
   NatsAppRequestSchema,
   NatsJobRequestSchema,
   NatsKickRequestSchema,
+  NatsTopicPresenceRequestSchema,
   NatsTopicPublishRequestSchema,
   NatsUserRequestSchema,
   PushError,
@@ -26,6 +27,7 @@ import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import { batchStoreError, type PushService } from './push-service.js';
 import type { TopicService } from './topic-service.js';
+import type { TopicPresenceService } from './topic-presence.js';
 
 const decoder = new TextDecoder();
 
@@ -36,6 +38,7 @@ const deleteRequest = compile(NatsAppDeleteRequestSchema);
 const jobRequest = compile(NatsJobRequestSchema);
 const topicPublishRequest = compile(NatsTopicPublishRequestSchema);
 const bindRequest = compile(NatsBindRequestSchema);
+const topicPresenceRequest = compile(NatsTopicPresenceRequestSchema);
 
 /** What one operation answers: the fields after `ok: true`, or a PushError with extra reply fields. */
 type Work = (req: Record<string, unknown>, auth: string) => Promise<object>;
@@ -125,6 +128,7 @@ export function serveNatsApi(
     push: PushService;
     jobs: JobService;
     topics: TopicService;
+    topicPresence: TopicPresenceService;
     kicker: Kicker;
     bindings: BindingService;
     keys: ApiKeyVerifier;
@@ -204,6 +208,10 @@ export function serveNatsApi(
     handle('topics.bindings', async (req, auth) => {
       const r = userRequest.parse(req);
       return { topics: await deps.bindings.list(deps.keys.verify(r.app, auth), r.user) };
+    }),
+    handle('topics.presence', async (req, auth) => {
+      const r = topicPresenceRequest.parse(req);
+      return deps.topicPresence.get(deps.keys.verify(r.app, auth), r.topic, true);
     }),
     handle('user', async (req, auth) => {
       const r = userRequest.parse(req);

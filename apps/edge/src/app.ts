@@ -15,9 +15,11 @@ import {
   UpstreamStore,
   connectNats,
   natsReadiness,
+  publishPresenceFrame,
   type NatsConnection,
 } from '@push/nats';
-import { PresenceRegistry, emitSweptEvents } from '@push/presence';
+import { PresenceRegistry, emitSweptEvents, emitTopicsSweptEvents } from '@push/presence';
+import { TopicPresence } from './topic-presence.js';
 import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { AckBatcher } from './ack-batcher.js';
@@ -264,18 +266,24 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => upstream.close());
     const events = createEventPublisher(nc, subjects, metrics, log);
     opened.push(() => events.close());
+    const announce = (appId: string, topic: string, frame: string) =>
+      publishPresenceFrame(nc, subjects, appId, topic, frame);
     const presence = new PresenceRegistry(redis, subjects, edgeId, {
       leaseSeconds: config.presenceLeaseSeconds,
       // Another edge may have swept this edge's entries while its lease had lapsed.
       onLeaseLost: () => {
         log.warn({ connections: connections.size }, 'presence lease had lapsed; recording every connection again');
-        for (const c of connections) recordPresence(ctx, c);
+        for (const c of connections) {
+          recordPresence(ctx, c);
+          c.recordTopics();
+        }
       },
       onError: (err) => {
         metrics.errors.inc({ code: 'presence' });
         log.warn({ err }, 'presence lease renewal or sweep failed');
       },
       onSwept: (entries) => emitSweptEvents(events, entries),
+      onTopicsSwept: (entries) => emitTopicsSweptEvents(events, announce, entries),
     });
     await presence.start();
     opened.push(() => presence.stop());
@@ -290,6 +298,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       topics,
       apps,
       presence,
+      topicPresence: new TopicPresence(edgeId, presence, apps, announce, events, metrics, log),
       metrics,
       log,
       sendLimits: new SendLimits(),

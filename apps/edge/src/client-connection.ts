@@ -36,6 +36,7 @@ import type { BindingsReader } from './bindings.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannel, TopicChannels } from './topic-channels.js';
+import type { TopicPresence } from './topic-presence.js';
 import type { LiveReceiver, UserChannels } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
@@ -89,6 +90,8 @@ export interface ConnectionContext {
   topicStore: Pick<TopicStore, 'readBatch'>;
   /** One NATS subscription per topic with local subscribers; fan-out through uWS pub/sub. */
   topics: Pick<TopicChannels, 'join' | 'leave' | 'channel'>;
+  /** Records topic subscriptions for occupancy and presence; emits their events (TopicPresence). */
+  topicPresence: Pick<TopicPresence, 'joined' | 'left'>;
   /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
   backlog: Pick<BacklogReader, 'read'>;
   channels: Pick<UserChannels, 'join' | 'leave'>;
@@ -313,7 +316,10 @@ export class ClientConnection implements LiveReceiver {
     this.inAll = false;
     this.allToken = undefined;
     if (this.topics !== undefined) {
-      for (const topic of this.topics.keys()) this.ctx.topics.leave(this.app, topic);
+      for (const topic of this.topics.keys()) {
+        this.ctx.topics.leave(this.app, topic);
+        this.ctx.topicPresence.left(this, topic);
+      }
       this.ctx.metrics.topicSubscriptions.dec(this.topics.size);
       this.topics = undefined;
     }
@@ -502,6 +508,12 @@ export class ClientConnection implements LiveReceiver {
     return new Promise((resolve) => (this.drainWaiters ??= []).push(resolve));
   }
 
+  /** Records this connection's topic subscriptions anew (the edge's presence lease had lapsed). */
+  recordTopics(): void {
+    if (this.mode === CLOSED || this.topics === undefined) return;
+    for (const topic of this.topics.keys()) this.ctx.topicPresence.joined(this, topic, true);
+  }
+
   /** Topics this connection subscribed to (`_all` not included). */
   get topicCount(): number {
     return this.topics?.size ?? 0;
@@ -539,6 +551,8 @@ export class ClientConnection implements LiveReceiver {
       }
       topics.set(topic, token);
       ctx.metrics.topicSubscriptions.inc();
+      // Recorded (occupancy, presence) for as long as the entry is in `topics`: every removal leaves.
+      ctx.topicPresence.joined(this, topic);
       try {
         ch = await ctx.topics.join(this.app, topic);
       } catch (err) {
@@ -546,6 +560,7 @@ export class ClientConnection implements LiveReceiver {
         if (current()) {
           topics.delete(topic);
           ctx.metrics.topicSubscriptions.dec();
+          ctx.topicPresence.left(this, topic);
         }
         throw err;
       }
@@ -659,6 +674,7 @@ export class ClientConnection implements LiveReceiver {
       if (ch !== undefined) this.ws?.unsubscribe(ch.key);
       ctx.topics.leave(this.app, topic);
       ctx.metrics.topicSubscriptions.dec();
+      ctx.topicPresence.left(this, topic);
     }
     this.sendText(ServerFrames.unsubscribed(topic));
   }

@@ -9,6 +9,7 @@ import type { BindingsReader } from './bindings.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannels } from './topic-channels.js';
+import type { TopicPresence } from './topic-presence.js';
 import type { UserChannels } from './user-channels.js';
 
 /** What every connection of one edge process shares (one object, referenced, not copied). */
@@ -26,6 +27,8 @@ export interface EdgeContext {
   topics: TopicChannels;
   apps: AppDirectory;
   presence: PresenceRegistry;
+  /** Topic subscriptions in Redis (occupancy, presence topics) and their events. */
+  topicPresence: TopicPresence;
   metrics: EdgeMetrics;
   log: Logger;
   /** Rate limits of client sends (per user across this edge's connections). */

@@ -126,6 +126,12 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Live topic messages whose previous sequence this edge had not seen (filled from history)',
       registers: r,
     }),
+    presenceFrames: new Counter({
+      name: 'push_edge_presence_frames_total',
+      help: 'join/leave frames of presence topics sent to sockets, by kind',
+      labelNames: ['kind'] as const,
+      registers: r,
+    }),
     topicLost: new Counter({
       name: 'push_edge_topic_lost_total',
       help: 'lost frames sent to sockets (history did not reach back)',

@@ -1,5 +1,11 @@
 import type { Logger } from 'pino';
-import { readLiveTopicMessage, type LiveSubscriber, type TopicStore, type TopicStoredMessage } from '@push/nats';
+import {
+  readLivePresenceFrame,
+  readLiveTopicMessage,
+  type LiveSubscriber,
+  type TopicStore,
+  type TopicStoredMessage,
+} from '@push/nats';
 import { ServerFrames, backoffDelay, type BackoffPolicy, type Subjects } from '@push/protocol';
 import type { EdgeMetrics } from './metrics.js';
 
@@ -154,7 +160,14 @@ export class TopicChannels {
 
   private onLive(ch: TopicChannel, hdrs: Buffer, payload: Buffer): void {
     const m = readLiveTopicMessage(hdrs, payload);
-    if (m === undefined) return;
+    if (m === undefined) {
+      // Not stored, so no sequence: a presence topic's `join`/`leave`, fanned out as it comes.
+      const p = readLivePresenceFrame(hdrs, payload);
+      if (p === undefined) return;
+      this.fanout.publish(ch.key, p.frame);
+      this.metrics.presenceFrames.inc({ kind: p.t }, this.fanout.subscribers(ch.key));
+      return;
+    }
     // Not an envelope (a trusted service publishing straight to the subject got it wrong): its
     // tombstone is never delivered but keeps the sequence chain whole.
     if (m.malformed === true) this.metrics.errors.inc({ code: 'topic_message_malformed' });

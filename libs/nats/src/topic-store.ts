@@ -62,6 +62,43 @@ export function readLiveTopicMessage(hdrs: Buffer, payload: Buffer): TopicStored
   };
 }
 
+/** Header marking a presence announcement on a topic's live subject (a `join`/`leave` frame, never stored). */
+const PRESENCE_HEADER = 'Push-Presence';
+const PRESENCE_HEADER_BYTES = Buffer.from(`${PRESENCE_HEADER}:`);
+
+/**
+ * Announces a presence change (`join`/`leave` frame text, ServerFrames) on the topic's live
+ * subject, with core NATS: every edge with subscribers of the topic already subscribes there
+ * and fans it out once through uWS pub/sub, like topic messages. Not stored: a subscriber that
+ * misses one reads the members list.
+ */
+export function publishPresenceFrame(
+  nc: NatsConnection,
+  subjects: Subjects,
+  app: string,
+  topic: string,
+  frame: string,
+): void {
+  const h = headers();
+  h.set(PRESENCE_HEADER, '1');
+  nc.publish(subjects.liveTopic(app, topic), frame, { headers: h });
+}
+
+/**
+ * The frame of a presence announcement from the live subscriber's headers block and payload;
+ * undefined for anything else (a stored topic message has a sequence instead).
+ */
+export function readLivePresenceFrame(
+  hdrs: Buffer,
+  payload: Buffer,
+): { t: 'join' | 'leave'; frame: string } | undefined {
+  if (hdrs.indexOf(PRESENCE_HEADER_BYTES) < 0) return undefined;
+  const frame = payload.toString('utf8');
+  if (frame.startsWith('{"t":"join"')) return { t: 'join', frame };
+  if (frame.startsWith('{"t":"leave"')) return { t: 'leave', frame };
+  return undefined;
+}
+
 /**
  * The apps' topic streams (`PUSH_TOPICS-<app>`): publish (pipelined, store-then-send: the
  * RePublish to edges fires once stored), read a topic's history from a sequence (batched Direct

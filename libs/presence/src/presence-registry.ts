@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { EventInput, EventType, Subjects } from '@push/protocol';
+import { ServerFrames, type EventInput, type EventType, type Subjects } from '@push/protocol';
 
 /** One live connection of a user, as presence knows it. */
 export interface PresenceEntry {
@@ -31,6 +31,38 @@ export interface PresenceOptions {
    * sweeper removes a given entry, so each is reported once.
    */
   onSwept?: (entries: SweptEntry[]) => void;
+  /**
+   * Called with the topic memberships a sweep removed (subscriptions of connections of a dead
+   * edge): the caller emits `topic_unsub`, and for presence topics whose user left (`last`)
+   * announces `leave` and emits `presence_leave`. Reported once, as `onSwept`.
+   */
+  onTopicsSwept?: (entries: SweptTopicEntry[]) => void;
+}
+
+/** One subscription of a connection to a topic, as topic presence stores it. */
+export interface TopicMember {
+  conn: string;
+  edge: string;
+  user: string;
+  device: string;
+  /** Epoch ms when the connection subscribed. */
+  since: number;
+}
+
+/** A topic membership of a dead edge's connection removed by a sweep. */
+export interface SweptTopicEntry extends TopicMember {
+  app: string;
+  topic: string;
+  /** The topic is a presence topic (as when the subscription was recorded). */
+  presence: boolean;
+  /** The user had no other connection subscribed: this removal made them leave the topic. */
+  last: boolean;
+}
+
+/** A topic's subscribers: connections and distinct users (entries of a dead edge count until swept). */
+export interface TopicOccupancy {
+  connections: number;
+  users: number;
 }
 
 /** A connection of a dead edge removed by a sweep. */
@@ -60,9 +92,30 @@ export function emitSweptEvents(events: EventSink, entries: SweptEntry[]): void 
 }
 
 /**
+ * The events and announcements of topic subscriptions a presence sweep removed (their edge
+ * died): `topic_unsub` for each, and on presence topics, for users it left with no subscribed
+ * connection, a `leave` frame (`announce`: publishPresenceFrame of @push/nats) and `presence_leave`.
+ */
+export function emitTopicsSweptEvents(
+  events: EventSink,
+  announce: (app: string, topic: string, frame: string) => void,
+  entries: SweptTopicEntry[],
+): void {
+  for (const e of entries) {
+    const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge, topic: e.topic };
+    events.emit('topic_unsub', about);
+    if (!e.presence || !e.last) continue;
+    announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user));
+    events.emit('presence_leave', about);
+  }
+}
+
+/**
  * Removes the entries of one edge whose lease lapsed, atomically with the check, so several
  * sweepers never race an edge that renews its lease and records its connections again.
- * KEYS: lease, index, edges set; ARGV: edge id. Returns the entries removed, -1 when alive.
+ * KEYS: lease, index, edges set, topic index; ARGV: edge id. Returns -1 when alive, else two
+ * lists: the presence entries removed (key, conn, value, left) and the topic memberships removed
+ * (index value, stored value, the user's connections left on the topic).
  * The presence hashes it touches are named in the index, not in KEYS: this needs one Redis
  * (not Redis Cluster), as the rest of presence does today.
  */
@@ -81,10 +134,65 @@ for i = 1, #idx, 2 do
     table.insert(out, left)
   end
 end
+local tidx = redis.call('HGETALL', KEYS[4])
+local tout = {}
+for i = 1, #tidx, 2 do
+  local ref = cjson.decode(tidx[i + 1])
+  local v = redis.call('HGET', ref[1], ref[3])
+  if v then
+    redis.call('HDEL', ref[1], ref[3])
+    local n = redis.call('HINCRBY', ref[2], ref[4], -1)
+    if n <= 0 then
+      redis.call('HDEL', ref[2], ref[4])
+      n = 0
+    end
+    table.insert(tout, tidx[i + 1])
+    table.insert(tout, v)
+    table.insert(tout, n)
+  end
+end
 redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[3], ARGV[1])
-return out
+return {out, tout}
 `;
+
+/**
+ * Records a topic subscription: KEYS topic connections, topic users, edge topic index; ARGV conn,
+ * value, user, index field, index value. Returns the user's subscribed connections after (1 =
+ * the user's first: they joined), atomically, so of two edges exactly one sees 1; 0 when the
+ * subscription was recorded already.
+ */
+const TOPIC_JOIN_SCRIPT = `
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+`;
+
+/**
+ * Forgets a topic subscription: KEYS as TOPIC_JOIN; ARGV conn, user, index field. Returns -1
+ * when it was already gone (swept), else the user's subscribed connections after (0 = they left).
+ */
+const TOPIC_LEAVE_SCRIPT = `
+redis.call('HDEL', KEYS[3], ARGV[3])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
+if n <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  return 0
+end
+return n
+`;
+
+/** Reads a topic membership value (`[edge, user, device, since, presence]`); undefined when not ours. */
+function decodeTopicMember(conn: string, value: string): (TopicMember & { presence: boolean }) | undefined {
+  const v = parseJson(value);
+  if (!Array.isArray(v)) return undefined;
+  const [edge, user, device, since, presence] = v as unknown[];
+  if (typeof edge !== 'string' || typeof user !== 'string' || typeof device !== 'string') return undefined;
+  if (typeof since !== 'number') return undefined;
+  return { conn, edge, user, device, since, presence: presence === 1 };
+}
 
 /**
  * Records a connection and tells whether it is the user's first: KEYS presence hash, edge
@@ -224,15 +332,18 @@ export class PresenceRegistry {
 
   /** Sweeps one edge if its lease lapsed; -1 when it is alive, else the entries removed (reported to `onSwept`). */
   private async sweepEdge(edge: string): Promise<number> {
-    const r = (await this.redis.eval(
+    const both = (await this.redis.eval(
       SWEEP_SCRIPT,
-      3,
+      4,
       this.subjects.edgeAliveKey(edge),
       this.subjects.edgeConnectionsKey(edge),
       this.subjects.edgesKey,
+      this.subjects.edgeTopicsKey(edge),
       edge,
-    )) as number | Array<string | number>;
-    if (!Array.isArray(r)) return Number(r);
+    )) as number | [Array<string | number>, Array<string | number>];
+    if (!Array.isArray(both)) return Number(both);
+    const [r, t] = both;
+    this.reportTopics(t);
     const swept: SweptEntry[] = [];
     for (let i = 0; i + 3 < r.length; i += 4) {
       const target = this.subjects.parsePresenceKey(String(r[i]));
@@ -242,6 +353,88 @@ export class PresenceRegistry {
     }
     if (swept.length > 0) this.opts.onSwept?.(swept);
     return r.length / 4;
+  }
+
+  /** Reports the topic memberships a sweep removed (SWEEP_SCRIPT's second list) to `onTopicsSwept`. */
+  private reportTopics(t: Array<string | number>): void {
+    const swept: SweptTopicEntry[] = [];
+    for (let i = 0; i + 2 < t.length; i += 3) {
+      const ref = parseJson(String(t[i]));
+      if (!Array.isArray(ref)) continue;
+      const [, , conn, , app, topic] = ref as unknown[];
+      if (typeof conn !== 'string' || typeof app !== 'string' || typeof topic !== 'string') continue;
+      const m = decodeTopicMember(conn, String(t[i + 1]));
+      if (m === undefined) continue; // not ours: nothing to report
+      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0 });
+    }
+    if (swept.length > 0) this.opts.onTopicsSwept?.(swept);
+  }
+
+  /**
+   * Records a connection's subscription to a topic (`_all` is never recorded). Resolves true
+   * when it is the user's first subscribed connection on any edge (they joined the topic).
+   * `presence` marks a presence topic, so a sweep knows to announce the user's `leave`.
+   */
+  async topicJoined(
+    m: Omit<TopicMember, 'edge'> & { app: string; topic: string; presence: boolean },
+  ): Promise<boolean> {
+    const conns = this.subjects.topicConnsKey(m.app, m.topic);
+    const users = this.subjects.topicUsersKey(m.app, m.topic);
+    const n = await this.redis.eval(
+      TOPIC_JOIN_SCRIPT,
+      3,
+      conns,
+      users,
+      this.subjects.edgeTopicsKey(this.edgeId),
+      m.conn,
+      JSON.stringify([this.edgeId, m.user, m.device, m.since, m.presence ? 1 : 0]),
+      m.user,
+      `${m.conn}\n${m.topic}`,
+      JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
+    );
+    return Number(n) === 1;
+  }
+
+  /**
+   * Forgets a connection's subscription to a topic. Resolves true when it was the user's last
+   * subscribed connection (they left); false when others remain or a sweep had removed it.
+   */
+  async topicLeft(app: string, topic: string, user: string, conn: string): Promise<boolean> {
+    const n = await this.redis.eval(
+      TOPIC_LEAVE_SCRIPT,
+      3,
+      this.subjects.topicConnsKey(app, topic),
+      this.subjects.topicUsersKey(app, topic),
+      this.subjects.edgeTopicsKey(this.edgeId),
+      conn,
+      user,
+      `${conn}\n${topic}`,
+    );
+    return Number(n) === 0;
+  }
+
+  /** A topic's subscribers: two O(1) reads. Subscriptions of a dead edge count until swept. */
+  async topicOccupancy(app: string, topic: string): Promise<TopicOccupancy> {
+    const [connections, users] = await Promise.all([
+      this.redis.hlen(this.subjects.topicConnsKey(app, topic)),
+      this.redis.hlen(this.subjects.topicUsersKey(app, topic)),
+    ]);
+    return { connections, users };
+  }
+
+  /** A topic's subscribed connections on edges that are alive (those of a dead edge hidden at once). */
+  async topicMembers(app: string, topic: string): Promise<TopicMember[]> {
+    const all = await this.redis.hgetall(this.subjects.topicConnsKey(app, topic));
+    const members: TopicMember[] = [];
+    for (const [conn, value] of Object.entries(all)) {
+      const m = decodeTopicMember(conn, value);
+      if (m !== undefined) members.push({ conn, edge: m.edge, user: m.user, device: m.device, since: m.since });
+    }
+    if (members.length === 0) return members;
+    const edges = [...new Set(members.map((e) => e.edge))];
+    const alive = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
+    const dead = new Set(edges.filter((_, i) => alive[i] === null));
+    return dead.size === 0 ? members : members.filter((m) => !dead.has(m.edge));
   }
 
   /**

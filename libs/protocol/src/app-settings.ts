@@ -72,6 +72,13 @@ export interface AppSettings {
   topicRateLimit: number;
   /** Most topics one connection may subscribe to (`_all` not counted); past it `sub` answers `too_many_topics`. */
   maxTopicsPerConnection: number;
+  // --- Presence on topics (issue 9 item 6) -------------------------------------------------
+  /**
+   * Topic patterns (as in the client token's `topics` claim: `*` one segment, `>` the rest) whose
+   * members are listed (`GET .../topics/<topic>/presence`) and announced to subscribers with
+   * `join`/`leave` frames and `presence_join`/`presence_leave` events. Empty = none.
+   */
+  presenceTopics: string[];
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -102,6 +109,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   topicHistorySeconds: 24 * 3600,
   topicRateLimit: 0,
   maxTopicsPerConnection: 100,
+  presenceTopics: Object.freeze([]) as unknown as string[],
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

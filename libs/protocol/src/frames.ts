@@ -303,4 +303,12 @@ export const ServerFrames = {
   lost(topicJson: string, first: number): string {
     return `{"t":"lost","topic":${topicJson},"first":${first}}`;
   },
+  /** A presence topic's member arrived (its user's first subscribed connection). */
+  join(topic: string, user: string, device: string, since: number): string {
+    return JSON.stringify({ t: 'join', topic, user, device, since });
+  },
+  /** A presence topic's member left (its user's last subscribed connection). */
+  leave(topic: string, user: string): string {
+    return JSON.stringify({ t: 'leave', topic, user });
+  },
 };

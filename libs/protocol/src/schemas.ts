@@ -259,6 +259,26 @@ export const LostFrameSchema = Type.Object({
 });
 export type LostFrame = Static<typeof LostFrameSchema>;
 
+/**
+ * Edge -> client: on a presence topic (app setting `presenceTopics`) the user's first connection
+ * subscribed (on any edge). `since`: when that subscription was made, epoch ms.
+ */
+export const JoinFrameSchema = Type.Object({
+  t: Type.Literal('join'),
+  topic: Type.String(),
+  user: Type.String(),
+  device: Type.String(),
+  since: Type.Integer({ minimum: 0 }),
+});
+export type JoinFrame = Static<typeof JoinFrameSchema>;
+
+/**
+ * Edge -> client: on a presence topic the user's last subscribed connection left (unsub, close,
+ * or its edge died: then within the presence bound, docs/operations.md).
+ */
+export const LeaveFrameSchema = Type.Object({ t: Type.Literal('leave'), topic: Type.String(), user: Type.String() });
+export type LeaveFrame = Static<typeof LeaveFrameSchema>;
+
 /** Every server frame kind, by its `t`. */
 export const ServerFrameSchemas = {
   hello: HelloFrameSchema,
@@ -271,6 +291,8 @@ export const ServerFrameSchemas = {
   subscribed: SubscribedFrameSchema,
   unsubscribed: UnsubscribedFrameSchema,
   lost: LostFrameSchema,
+  join: JoinFrameSchema,
+  leave: LeaveFrameSchema,
 } as const;
 export type ServerFrame =
   | HelloFrame
@@ -430,6 +452,12 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       topicHistorySeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxTtlSeconds })),
       topicRateLimit: Type.Optional(Type.Integer({ minimum: 0 })),
       maxTopicsPerConnection: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TOPICS_PER_CONNECTION })),
+      // Presence on topics (issue 9 item 6).
+      presenceTopics: Type.Optional(
+        note(Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[^\\s]+$' }), { maxItems: 100 }), {
+          problem: 'presenceTopics must list at most 100 topic patterns such as room-* (no spaces)',
+        }),
+      ),
     },
     { additionalProperties: false },
   );
@@ -523,6 +551,8 @@ export const NatsKickRequestSchema = Type.Object({ ...AppField, user: IdString('
 export const NatsTopicPublishRequestSchema = Type.Object({ ...AppField, topic: Type.Optional(TopicName) });
 /** `push.api.topics.bind`, `.unbind`: `{ app, user, topic }`; `.bindings`: `{ app, user }`. */
 export const NatsBindRequestSchema = Type.Object({ ...AppField, user: IdString('user'), topic: TopicName });
+/** `push.api.topics.presence`: `{ app, topic }`. */
+export const NatsTopicPresenceRequestSchema = Type.Object({ ...AppField, topic: TopicName });
 /** `push.api.apps.delete`: `{ app }` with the admin key. */
 export const NatsAppDeleteRequestSchema = Type.Object(AppField);
 /** `push.api.jobs.get`, `.start`, `.cancel` (and `.users` with `users`): `{ app, job }`. */

@@ -263,6 +263,25 @@ export class Subjects {
     return `${this.prefix}:edge-conns:${edgeId}`;
   }
 
+  /**
+   * Redis hash of a topic's subscribed connections (every topic but `_all`): field = connection
+   * id, value = `[edge, user, device, since, presence]` (libs/presence). Its length is the
+   * topic's connection count.
+   */
+  topicConnsKey(app: string, topic: string): string {
+    return `${this.prefix}:tconns:${encodeToken(app)}:${encodeToken(topic)}`;
+  }
+
+  /** Redis hash of a topic's subscribed users: field = user, value = their subscribed connections. */
+  topicUsersKey(app: string, topic: string): string {
+    return `${this.prefix}:tusers:${encodeToken(app)}:${encodeToken(topic)}`;
+  }
+
+  /** Redis hash indexing one edge's topic memberships, for its sweep (libs/presence). */
+  edgeTopicsKey(edgeId: string): string {
+    return `${this.prefix}:edge-topics:${edgeId}`;
+  }
+
   /** Redis set of the edges that hold (or held) a lease: what the presence sweep checks. */
   get edgesKey(): string {
     return `${this.prefix}:edges`;
@@ -354,6 +373,7 @@ export type ApiOperation =
   | 'topics.bind'
   | 'topics.unbind'
   | 'topics.bindings'
+  | 'topics.presence'
   | JobApiOperation
   // Webhook endpoints and their dead letters (issue 10).
   | `webhooks.${WebhookApiOperation}`;

@@ -1,0 +1,81 @@
+import type { AppDirectory } from '@push/apps';
+import type { EventPublisher } from '@push/nats';
+import type { PresenceRegistry } from '@push/presence';
+import { ServerFrames, topicGranted } from '@push/protocol';
+import type { Logger } from 'pino';
+import type { EdgeMetrics } from './metrics.js';
+
+/** The connection a topic subscription belongs to (a ClientConnection fits). */
+export interface TopicSubscriber {
+  readonly id: string;
+  readonly app: string;
+  readonly user: string;
+  readonly device: string;
+}
+
+/** Publishes a `join`/`leave` frame on the topic's live subject (libs/nats publishPresenceFrame). */
+export type PresenceAnnouncer = (app: string, topic: string, frame: string) => void;
+
+/**
+ * Topic occupancy and presence on the edge: records every topic subscription of a connection in
+ * Redis (libs/presence: counts for any topic, members for presence topics), emits `topic_sub` /
+ * `topic_unsub`, and when a user's first connection subscribes to a presence topic (app setting
+ * `presenceTopics`) or their last one leaves, announces `join`/`leave` on the topic's live
+ * subject (every edge with subscribers fans it out once) and emits `presence_join` /
+ * `presence_leave`. Redis decides first and last atomically, so two edges never both announce.
+ * A failed Redis write is counted and logged, never fatal to the subscription.
+ */
+export class TopicPresence {
+  constructor(
+    private readonly edgeId: string,
+    private readonly presence: Pick<PresenceRegistry, 'topicJoined' | 'topicLeft'>,
+    private readonly apps: Pick<AppDirectory, 'get'>,
+    private readonly announce: PresenceAnnouncer,
+    private readonly events: Pick<EventPublisher, 'emit'>,
+    private readonly metrics: EdgeMetrics,
+    private readonly log: Pick<Logger, 'warn'>,
+  ) {}
+
+  /** Whether the app lists the topic in `presenceTopics`. */
+  isPresenceTopic(app: string, topic: string): boolean {
+    return topicGranted(this.apps.get(app)?.settings.presenceTopics, topic);
+  }
+
+  /**
+   * A connection subscribed to a topic (`_all` never comes here). `again`: recording it anew after
+   * the edge's presence lease lapsed (no `topic_sub` event: the subscription is not new).
+   */
+  joined(c: TopicSubscriber, topic: string, again = false): void {
+    const about = { app: c.app, user: c.user, device: c.device, conn: c.id, edge: this.edgeId };
+    if (!again) this.events.emit('topic_sub', { ...about, topic });
+    const presence = this.isPresenceTopic(c.app, topic);
+    const since = Date.now();
+    this.presence.topicJoined({ app: c.app, topic, user: c.user, conn: c.id, device: c.device, since, presence }).then(
+      (first) => {
+        if (!first || !presence) return;
+        this.announce(c.app, topic, ServerFrames.join(topic, c.user, c.device, since));
+        this.events.emit('presence_join', { ...about, topic });
+      },
+      (err: unknown) => this.failed(err),
+    );
+  }
+
+  /** A connection's subscription to a topic ended (unsub, unbind, close, or a failed subscribe). */
+  left(c: TopicSubscriber, topic: string): void {
+    const about = { app: c.app, user: c.user, device: c.device, conn: c.id, edge: this.edgeId };
+    this.events.emit('topic_unsub', { ...about, topic });
+    this.presence.topicLeft(c.app, topic, c.user, c.id).then(
+      (last) => {
+        if (!last || !this.isPresenceTopic(c.app, topic)) return;
+        this.announce(c.app, topic, ServerFrames.leave(topic, c.user));
+        this.events.emit('presence_leave', { ...about, topic });
+      },
+      (err: unknown) => this.failed(err),
+    );
+  }
+
+  private failed(err: unknown): void {
+    this.metrics.errors.inc({ code: 'presence' });
+    this.log.warn({ err }, 'topic presence write failed');
+  }
+}
