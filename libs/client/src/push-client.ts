@@ -761,10 +761,10 @@ export class PushClient extends Emitter<PushClientEvents> {
         break;
       case 'msg':
         if (f.topic === undefined) this.onMessage(f);
-        else if (typeof f.seq === 'number') {
+        else if (typeof f.seq === 'number' && typeof f.topic === 'string') {
           // Topic messages take no ack.
           this.topicSub(f)?.onMessage({
-            topic: String(f.topic),
+            topic: f.topic,
             seq: f.seq,
             prev: typeof f.prev === 'number' ? f.prev : 0,
             ts: typeof f.ts === 'number' ? f.ts : 0,
