@@ -92,7 +92,9 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
    * options)` to start a PushClient there that records what it sees in `window.t[name]`.
    */
   async function harness(): Promise<void> {
-    await page.exposeFunction('pushToken', (user: string, ttl: number) => app.token(user, 'browser', ttl));
+    await page.exposeFunction('pushToken', (user: string, ttl: number, topics?: string[]) =>
+      app.token(user, 'browser', ttl, topics),
+    );
     await page.goto(`${demo.url}/harness`); // a 404 text page: only its origin matters
     await page.addScriptTag({ url: '/push-client.min.js' });
     await page.evaluate(`
@@ -101,7 +103,7 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
         const rec = { messages: [], connects: [], closes: [], errors: [], disconnected: null };
         const client = new PushClient({
           dispatcher: ${JSON.stringify(`http://127.0.0.1:${dispatcher.port}`)},
-          token: () => window.pushToken(user, opts.ttl ?? 3600),
+          token: () => window.pushToken(user, opts.ttl ?? 3600, opts.topics),
           backoff: { baseMs: 50, capMs: 300 },
           ...opts,
         });
@@ -191,6 +193,31 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     expect(r.dup).to.equal(false);
     await waitUntil('t.b.messages.length === 1');
     expect(await get('t.b.messages[0]')).to.deep.equal({ seq: r.seq, data: { text: 'hello' }, from: a });
+  });
+
+  it('subscribe: topic messages arrive in order, resume after a reconnect without gap or repeat, stop after unsubscribe', async function () {
+    await harness();
+    const user = userOn(stack.wsUrl(), 'sub');
+    await page.evaluate(`
+      mk('s', ${JSON.stringify(user)}, { topics: ['scores'] });
+      t.s.topic = [];
+      t.s.sub = t.s.client.subscribe('scores');
+      t.s.sub.on('message', (m) => t.s.topic.push({ seq: m.seq, data: m.data }));
+    `);
+    await waitUntil(`t.s.sub.state === 'subscribed'`);
+    const seqs: number[] = [];
+    for (let i = 0; i < 2; i++) seqs.push(await app.publishTopicOk('scores', i));
+    await waitUntil('t.s.topic.length === 2');
+    await page.evaluate('t.s.client.disconnect()');
+    for (let i = 2; i < 4; i++) seqs.push(await app.publishTopicOk('scores', i));
+    await page.evaluate('t.s.client.connect()');
+    await waitUntil('t.s.topic.length === 4');
+    expect(await get('t.s.topic')).to.deep.equal(seqs.map((seq, data) => ({ seq, data })));
+    await page.evaluate(`t.s.sub.unsubscribe()`);
+    await waitUntil(`t.s.sub.state === 'unsubscribed'`);
+    await app.publishTopicOk('scores', 'after');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await get('t.s.topic.length')).to.equal(4);
   });
 
   it('CORS: a page on another origin calls the center (preflighted) and the dispatcher', async function () {

@@ -173,4 +173,143 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     );
     expect(err?.code).to.equal('payload_too_large');
   });
+
+  it('subscribe: sub on hello, messages once and in order with no ack, resumes from the last seq after a reconnect', async function () {
+    const c = make();
+    const sub = c.subscribe('news', { token: 'tt' });
+    expect(c.subscribe('news')).to.equal(sub); // the same topic: the same subscription
+    const got: number[] = [];
+    const events: string[] = [];
+    sub.on('message', (m) => got.push(m.seq));
+    sub.on('subscribed', ({ seq }) => events.push(`subscribed ${seq}`));
+    sub.on('lost', ({ first }) => events.push(`lost ${first}`));
+    c.connect();
+    await tick();
+    last().hello();
+    expect(last().sent).to.deep.equal([{ t: 'sub', topic: 'news', token: 'tt' }]); // live only
+    last().frame({ t: 'subscribed', topic: 'news', seq: 10 });
+    expect(sub.state).to.equal('subscribed');
+    last().frame({ t: 'msg', topic: 'news', seq: 12, prev: 10, ts: 1, data: 'a' });
+    last().frame({ t: 'msg', topic: 'news', seq: 15, prev: 12, ts: 1, data: 'b' });
+    last().frame({ t: 'msg', topic: 'news', seq: 15, prev: 12, ts: 1, data: 'b' }); // a repeat
+    last().frame({ t: 'msg', topic: 'other', seq: 16, prev: 0, ts: 1, data: 'not ours' });
+    await tick();
+    expect(got).to.deep.equal([12, 15]);
+    expect(last().sent).to.have.length(1); // topic messages take no ack
+
+    last().end(1006);
+    await tick(20);
+    last().hello();
+    expect(last().sent).to.deep.equal([{ t: 'sub', topic: 'news', since: 15, token: 'tt' }]);
+    expect(sub.state).to.equal('subscribing');
+    // History no longer reaches back to 15: lost, then what is held (its prev points into the gone part).
+    last().frame({ t: 'lost', topic: 'news', first: 20 });
+    last().frame({ t: 'msg', topic: 'news', seq: 20, prev: 18, ts: 1, data: 'c' });
+    last().frame({ t: 'subscribed', topic: 'news', seq: 20 });
+    expect(got).to.deep.equal([12, 15, 20]);
+    expect(events).to.deep.equal(['subscribed 10', 'lost 20', 'subscribed 20']);
+  });
+
+  it('subscribe: a gap in prev asks again from the last seq and drops frames until the missed ones came', async function () {
+    const c = make();
+    const sub = c.subscribe('s', { since: 5 });
+    const got: number[] = [];
+    sub.on('message', (m) => got.push(m.seq));
+    c.connect();
+    await tick();
+    last().hello();
+    expect(last().sent).to.deep.equal([{ t: 'sub', topic: 's', since: 5 }]);
+    last().frame({ t: 'msg', topic: 's', seq: 6, prev: 5, ts: 1 });
+    last().frame({ t: 'subscribed', topic: 's', seq: 6 });
+    last().frame({ t: 'msg', topic: 's', seq: 9, prev: 8, ts: 1 }); // 8 was missed
+    last().frame({ t: 'msg', topic: 's', seq: 10, prev: 9, ts: 1 });
+    expect(last().sent.slice(1)).to.deep.equal([{ t: 'sub', topic: 's', since: 6 }]); // asked once
+    last().frame({ t: 'msg', topic: 's', seq: 8, prev: 6, ts: 1 });
+    last().frame({ t: 'msg', topic: 's', seq: 9, prev: 8, ts: 1 });
+    last().frame({ t: 'msg', topic: 's', seq: 10, prev: 9, ts: 1 });
+    last().frame({ t: 'subscribed', topic: 's', seq: 10 });
+    expect(got).to.deep.equal([6, 8, 9, 10]);
+  });
+
+  it('unsubscribe sends unsub and ends with unsubscribed; a refused sub ends with error; _all needs no sub', async function () {
+    const c = make();
+    c.connect();
+    await tick();
+    last().hello();
+    const sub = c.subscribe('t');
+    let unsubscribed = 0;
+    sub.on('unsubscribed', () => unsubscribed++);
+    last().frame({ t: 'subscribed', topic: 't', seq: 0 });
+    sub.unsubscribe();
+    expect(last().sent.at(-1)).to.deep.equal({ t: 'unsub', topic: 't' });
+    last().frame({ t: 'msg', topic: 't', seq: 3, prev: 0, ts: 1 });
+    last().frame({ t: 'unsubscribed', topic: 't' });
+    expect([sub.state, unsubscribed]).to.deep.equal(['unsubscribed', 1]);
+
+    const denied = c.subscribe('secret');
+    const codes: string[] = [];
+    denied.on('error', (e) => codes.push(e.code));
+    last().frame({ t: 'error', code: 'topic_forbidden', message: 'no', topic: 'secret' });
+    expect([codes, denied.state]).to.deep.equal([['topic_forbidden'], 'unsubscribed']);
+    expect(c.subscribe('secret')).to.not.equal(denied); // may be asked again (with a token)
+
+    const all: number[] = [];
+    expect(c.subscribe('_all')).to.equal(c.broadcasts);
+    c.broadcasts.on('message', (m) => all.push(m.seq));
+    last().frame({ t: 'msg', topic: '_all', seq: 40, prev: 31, ts: 1 });
+    last().end(1006);
+    await tick(20);
+    last().hello();
+    expect(last().sent).to.deep.include({ t: 'sub', topic: '_all', since: 40 }); // resumes broadcasts
+    expect(all).to.deep.equal([40]);
+  });
+
+  it('up: settled by upsent, retried with the same id after rate_limited and after a reconnect', async function () {
+    const c = make();
+    c.connect();
+    await tick();
+    const p = c.up({ text: 'hi' }, { kind: 'chat', id: 'u1' });
+    last().hello();
+    const frame = { t: 'up', id: 'u1', kind: 'chat', data: { text: 'hi' } };
+    expect(last().sent).to.deep.equal([frame]);
+    last().frame({ t: 'error', code: 'rate_limited', message: 'slow down', id: 'u1', retryAfter: 5 });
+    await tick(30);
+    expect(last().sent).to.deep.equal([frame, frame]);
+    last().end(1006);
+    await tick(20);
+    last().hello();
+    expect(last().sent).to.deep.equal([frame]);
+    last().frame({ t: 'upsent', id: 'u1', seq: 3, dup: true });
+    expect(await p).to.deep.equal({ id: 'u1', seq: 3, dup: true });
+  });
+
+  it('rpc: resolves with the reply data, rejects with the code, and an rpc in flight when the connection drops is rejected, not resent', async function () {
+    const c = make();
+    c.connect();
+    await tick();
+    const p = c.rpc('sum', [1, 2]); // before hello: waits for the connection
+    last().hello();
+    const [req] = last().sent as Array<{ id: string }>;
+    expect(req).to.deep.include({ t: 'rpc', method: 'sum', data: [1, 2] });
+    last().frame({ t: 'rpc', id: req?.id, data: 3 });
+    expect(await p).to.equal(3);
+
+    const code = (q: Promise<unknown>) =>
+      q.then(
+        () => 'resolved',
+        (e: unknown) => (e as { code: string }).code,
+      );
+    const q = c.rpc('slow');
+    const id = (last().sent.at(-1) as { id: string }).id;
+    last().frame({ t: 'error', code: 'rpc_timeout', message: 'no answer', id });
+    expect(await code(q)).to.equal('rpc_timeout');
+
+    const r = c.rpc('dropped');
+    last().end(1006);
+    expect(await code(r)).to.equal('disconnected');
+    await tick(20);
+    last().hello();
+    expect(last().sent).to.deep.equal([]);
+    expect(await code(c.rpc('late', null, { timeoutMs: 10 }))).to.equal('timeout');
+  });
 });

@@ -1,3 +1,4 @@
 export * from './push-client.js';
+export * from './subscription.js';
 export * from './protocol-constants.js';
 export type { Listener } from './emitter.js';

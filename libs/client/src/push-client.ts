@@ -1,5 +1,6 @@
 import { Emitter } from './emitter.js';
 import { CLOSE, MAX_ACKS_PER_FRAME, RECONNECT_BACKOFF, REFUSAL_AS_CLOSE, REFUSED } from './protocol-constants.js';
+import { BROADCAST_TOPIC, PushClientError, Subscription, type SubscribeOptions } from './subscription.js';
 
 /**
  * The client's state (docs/sdk.md#state-machine):
@@ -90,6 +91,21 @@ export interface SendResult {
   dup: boolean;
 }
 
+/** What `up` resolves with: the data is stored in the app's upstream stream for the business. */
+export type UpResult = SendResult;
+
+export interface UpOptions {
+  /** What the business filters on (`push.up.<app>.<kind>`): 1-64 of `A-Z a-z 0-9 _ -`; `default` when absent. */
+  kind?: string;
+  /** Your id for it (1-128 bytes); makes retries safe. Generated when absent. */
+  id?: string;
+}
+
+export interface RpcOptions {
+  /** Reject with `timeout` when no answer came within this long, ms (30000); waiting to connect counts. */
+  timeoutMs?: number;
+}
+
 export interface SendOptions {
   /** Your id for the message (1-128 bytes); makes retries safe. Generated when absent. */
   id?: string;
@@ -133,16 +149,6 @@ export interface PushClientEvents {
   error: [ClientErrorEvent];
 }
 
-/** A failure with a stable code: the server's error codes, or `timeout`, `disconnected`, ... */
-export class PushClientError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'PushClientError';
-    this.code = code;
-  }
-}
-
 interface PendingSend {
   id: string;
   frame: string;
@@ -155,6 +161,9 @@ interface PendingSend {
 /** Frames from the edge, as the SDK reads them (unknown fields and frame kinds are ignored). */
 interface ServerFrame {
   t?: unknown;
+  topic?: unknown;
+  prev?: unknown;
+  first?: unknown;
   seq?: unknown;
   ts?: unknown;
   from?: unknown;
@@ -253,7 +262,27 @@ export class PushClient extends Emitter<PushClientEvents> {
   private toAck: number[] = [];
   /** Recent sequences: true once handled (acked by the app or the auto mode). */
   private readonly seen = new Map<number, boolean>();
+  /** Pending `send`s and `up`s by id (one id space: both are answered by id). */
   private readonly sends = new Map<string, PendingSend>();
+  /** Pending `rpc`s by id; `sent` once written on the current socket. */
+  private readonly rpcs = new Map<
+    string,
+    {
+      frame: string;
+      sent: boolean;
+      resolve(data: unknown): void;
+      reject(e: PushClientError): void;
+      timeout: ReturnType<typeof setTimeout>;
+    }
+  >();
+  private readonly subs = new Map<string, Subscription>();
+  /** Subscriptions left and waiting for their `unsubscribed`, per topic in order. */
+  private readonly leaving = new Map<string, Subscription[]>();
+  /**
+   * The app's broadcast (`_all`): received without subscribing, from the moment a connection
+   * opens; after a reconnect it resumes from the last broadcast received. Cannot be left.
+   */
+  readonly broadcasts: Subscription;
 
   constructor(options: PushClientOptions) {
     super();
@@ -272,6 +301,7 @@ export class PushClient extends Emitter<PushClientEvents> {
       throw new PushClientError('no_websocket', 'no global WebSocket: pass one as the WebSocket option (Node 20: ws)');
     }
     this.WS = WS;
+    this.broadcasts = new Subscription(BROADCAST_TOPIC, this.host);
     if ((options.edges?.length ?? 0) === 0 && options.dispatcher === undefined) {
       throw new PushClientError('no_edges', 'give edges or a dispatcher URL');
     }
@@ -310,26 +340,88 @@ export class PushClient extends Emitter<PushClientEvents> {
    * (the edge stores one copy per id).
    */
   send(to: string, data: unknown, options: SendOptions = {}): Promise<SendResult> {
-    return this.sendFrame({ to, data }, options);
+    return this.sendFrame({ t: 'send', to, data }, options);
   }
+
+  /**
+   * Sends `data` (any JSON value) up to the business (the app's `upstream` setting must be on).
+   * Resolves once the edge stored it (`upsent`: `seq` in the upstream stream); retried with the
+   * same id like `send`, so the business gets it once; rejects with the server's code
+   * (`upstream_disabled`, `invalid_kind`, `payload_too_large`, ...), `timeout` or `disconnected`.
+   */
+  up(data: unknown, options: UpOptions = {}): Promise<UpResult> {
+    return this.sendFrame({ t: 'up', ...(options.kind !== undefined ? { kind: options.kind } : {}), data }, options);
+  }
+
+  /**
+   * Asks the business (`method`, `data`) and resolves with its reply's data. Rejects with the
+   * server's code (`rpc_unavailable`, `rpc_timeout`, `rpc_failed` with the business's message,
+   * `rate_limited`, ...), `timeout`, or `disconnected` when the connection dropped before the
+   * answer: an rpc is never sent twice (the business may have acted on it); ask again if safe.
+   * One made while not connected goes out on the next `hello`.
+   */
+  rpc(method: string, data?: unknown, options: RpcOptions = {}): Promise<unknown> {
+    const id = newSendId();
+    const frame = JSON.stringify({ t: 'rpc', id, method, data: data ?? null });
+    return new Promise<unknown>((resolve, reject) => {
+      const timeout = setTimeout(
+        () => this.settleRpc(id, new PushClientError('timeout', `no answer to rpc ${method}`)),
+        options.timeoutMs ?? 30_000,
+      );
+      this.rpcs.set(id, { frame, sent: false, resolve, reject, timeout });
+      if (this.current === 'connected') this.writeRpcs();
+    });
+  }
+
+  /**
+   * Subscribes to a topic (docs/sdk.md#topics); the Subscription's `message` events carry its
+   * messages, once each and in order, also across reconnects (it resumes from the last `seq`).
+   * A topic already subscribed gives the same Subscription. `_all` gives `broadcasts`.
+   */
+  subscribe(topic: string, options: SubscribeOptions = {}): Subscription {
+    if (topic === BROADCAST_TOPIC) return this.broadcasts;
+    let sub = this.subs.get(topic);
+    if (sub === undefined) {
+      sub = new Subscription(topic, this.host, options);
+      this.subs.set(topic, sub);
+      if (this.current === 'connected') sub.resubscribe();
+    }
+    return sub;
+  }
+
+  /** What the subscriptions may do to the client. */
+  private readonly host = {
+    write: (frame: object): boolean => this.current === 'connected' && this.write(JSON.stringify(frame)),
+    leave: (sub: Subscription, unsub: boolean): boolean => {
+      if (this.subs.get(sub.topic) === sub) this.subs.delete(sub.topic);
+      if (!unsub || !this.write(JSON.stringify({ t: 'unsub', topic: sub.topic }))) return false;
+      const waiting = this.leaving.get(sub.topic) ?? [];
+      waiting.push(sub);
+      this.leaving.set(sub.topic, waiting);
+      return true;
+    },
+    failed: (err: unknown, event: string): void =>
+      this.emit('error', {
+        type: 'listener',
+        error: new PushClientError('listener', `a ${event} listener threw: ${String(err)}`, { cause: err }),
+      }),
+  };
 
   /** Like `send`, for bytes (they arrive as the message's `b64`). */
   sendBytes(to: string, bytes: Uint8Array, options: SendOptions = {}): Promise<SendResult> {
     let bin = '';
     for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return this.sendFrame({ to, b64: btoa(bin) }, options);
+    return this.sendFrame({ t: 'send', to, b64: btoa(bin) }, options);
   }
 
-  private sendFrame(body: { to: string; data?: unknown; b64?: string }, options: SendOptions): Promise<SendResult> {
+  private sendFrame(
+    body: { t: string; to?: string; kind?: string; data?: unknown; b64?: string },
+    options: SendOptions,
+  ): Promise<SendResult> {
     const id = options.id ?? newSendId();
     if (this.sends.has(id))
       return Promise.reject(new PushClientError('duplicate_id', `a send with id ${id} is pending`));
-    const frame = JSON.stringify({
-      t: 'send',
-      id,
-      ...body,
-      ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
-    });
+    const frame = JSON.stringify({ ...body, id, ...(options.ttl !== undefined ? { ttl: options.ttl } : {}) });
     return new Promise<SendResult>((resolve, reject) => {
       const pending: PendingSend = {
         id,
@@ -579,9 +671,9 @@ export class PushClient extends Emitter<PushClientEvents> {
         this.emit('error', { type: 'transport', error: new PushClientError('transport', String(err), { cause: err }) });
       }
     }
-    for (const id of [...this.sends.keys()]) {
-      this.settleSend(id, new PushClientError('disconnected', `the client disconnected (${why.code} ${why.reason})`));
-    }
+    const gone = new PushClientError('disconnected', `the client disconnected (${why.code} ${why.reason})`);
+    for (const id of [...this.sends.keys()]) this.settleSend(id, gone);
+    for (const id of [...this.rpcs.keys()]) this.settleRpc(id, gone);
     this.setState('disconnected', why);
   }
 
@@ -607,12 +699,44 @@ export class PushClient extends Emitter<PushClientEvents> {
       clearTimeout(p.retry);
       p.retry = undefined;
     }
+    // An rpc is not repeated on the next connection: the business may have acted on it.
+    for (const [id, r] of this.rpcs) {
+      if (r.sent) this.settleRpc(id, new PushClientError('disconnected', 'the connection dropped before the answer'));
+    }
+    // Their `unsubscribed` will not come: the next connection does not hold them anyway.
+    for (const subs of this.leaving.values()) for (const sub of subs) sub.onUnsubscribed();
+    this.leaving.clear();
   }
 
-  private write(text: string): void {
+  /** Writes the rpcs not written yet. */
+  private writeRpcs(): void {
+    for (const r of this.rpcs.values()) if (!r.sent) r.sent = this.write(r.frame);
+  }
+
+  private settleRpc(id: string, outcome: { data: unknown } | PushClientError): void {
+    const r = this.rpcs.get(id);
+    if (r === undefined) return;
+    this.rpcs.delete(id);
+    clearTimeout(r.timeout);
+    if (outcome instanceof PushClientError) r.reject(outcome);
+    else r.resolve(outcome.data);
+  }
+
+  /** The subscription a topic frame is for (`_all` included). */
+  private topicSub(f: ServerFrame): Subscription | undefined {
+    return f.topic === BROADCAST_TOPIC
+      ? this.broadcasts
+      : typeof f.topic === 'string'
+        ? this.subs.get(f.topic)
+        : undefined;
+  }
+
+  /** Writes a frame on the open socket; false when there is none. */
+  private write(text: string): boolean {
     const sock = this.sock;
-    if (sock === undefined || sock.readyState !== OPEN) return;
+    if (sock === undefined || sock.readyState !== OPEN) return false;
     sock.send(text);
+    return true;
   }
 
   // --- frames ------------------------------------------------------------------------------
@@ -636,12 +760,36 @@ export class PushClient extends Emitter<PushClientEvents> {
         this.onHello(f);
         break;
       case 'msg':
-        this.onMessage(f);
+        if (f.topic === undefined) this.onMessage(f);
+        else if (typeof f.seq === 'number' && typeof f.topic === 'string') {
+          // Topic messages take no ack.
+          this.topicSub(f)?.onMessage({
+            topic: f.topic,
+            seq: f.seq,
+            prev: typeof f.prev === 'number' ? f.prev : 0,
+            ts: typeof f.ts === 'number' ? f.ts : 0,
+            ...(f.data !== undefined ? { data: f.data } : {}),
+            ...(typeof f.b64 === 'string' ? { b64: f.b64 } : {}),
+          });
+        }
         break;
       case 'sent':
+      case 'upsent':
         if (typeof f.id === 'string' && typeof f.seq === 'number') {
           this.settleSend(f.id, { id: f.id, seq: f.seq, dup: f.dup === true });
         }
+        break;
+      case 'rpc':
+        if (typeof f.id === 'string') this.settleRpc(f.id, { data: f.data ?? null });
+        break;
+      case 'subscribed':
+        this.topicSub(f)?.onSubscribed(typeof f.seq === 'number' ? f.seq : 0);
+        break;
+      case 'lost':
+        if (typeof f.first === 'number') this.topicSub(f)?.onLost(f.first);
+        break;
+      case 'unsubscribed':
+        if (typeof f.topic === 'string') this.leaving.get(f.topic)?.shift()?.onUnsubscribed();
         break;
       case 'error':
         this.onError(f);
@@ -671,6 +819,10 @@ export class PushClient extends Emitter<PushClientEvents> {
     });
     // Sends not answered on the last connection go again, with their ids.
     for (const p of this.sends.values()) if (p.retry === undefined) this.write(p.frame);
+    this.writeRpcs();
+    // Topics again, each from the last sequence it delivered.
+    this.broadcasts.resubscribe();
+    for (const sub of this.subs.values()) sub.resubscribe();
   }
 
   /** App-level pings; a connection that sent nothing for two intervals is dead. */
@@ -767,7 +919,11 @@ export class PushClient extends Emitter<PushClientEvents> {
     const message = typeof f.message === 'string' ? f.message : code;
     const pending = typeof f.id === 'string' ? this.sends.get(f.id) : undefined;
     if (pending === undefined) {
-      this.emit('error', { type: 'server', error: new PushClientError(code, message) });
+      const error = new PushClientError(code, message);
+      const sub = this.topicSub(f);
+      if (typeof f.id === 'string' && this.rpcs.has(f.id)) this.settleRpc(f.id, error);
+      else if (sub !== undefined) sub.onError(error, typeof f.retryAfter === 'number' ? f.retryAfter : undefined);
+      else this.emit('error', { type: 'server', error });
       return;
     }
     // Worth another try with the same id (the edge stores one copy per id).

@@ -1,0 +1,193 @@
+import { expect } from 'chai';
+import WebSocket from 'ws';
+import { PushClient, type PushClientOptions, type Subscription, type TopicMessage } from '@push/client';
+import { signTopicToken } from '@push/apps';
+import { createLogger } from '@push/logger';
+import { connectNats, type NatsConnection } from '@push/nats';
+import { Subjects } from '@push/protocol';
+import { EdgeProcess } from '../helpers/edge-process.js';
+import { NATS_URL } from '../helpers/nats-server.js';
+import { Stack, type TestApp } from '../helpers/stack.js';
+import { readStream } from '../helpers/streams.js';
+
+/** Polls `check` until it holds, or fails with `what` after `timeoutMs`. */
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** What a subscription delivered and said. */
+function record(sub: Subscription): { messages: TopicMessage[]; events: string[] } {
+  const seen = { messages: [] as TopicMessage[], events: [] as string[] };
+  sub.on('message', (m) => seen.messages.push(m));
+  sub.on('subscribed', () => seen.events.push('subscribed'));
+  sub.on('lost', ({ first }) => seen.events.push(`lost ${first}`));
+  sub.on('unsubscribed', () => seen.events.push('unsubscribed'));
+  sub.on('error', (e) => seen.events.push(`error ${e.code}`));
+  return seen;
+}
+
+const rejection = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => 'resolved',
+    (e: unknown) => (e as { code: string }).code,
+  );
+
+describe('SDK (@push/client) topics, up and rpc against the real stack', function () {
+  this.timeout(60_000);
+  let stack: Stack;
+  let app: TestApp;
+  let nc: NatsConnection;
+  let subjects: Subjects;
+  const clients: PushClient[] = [];
+  const client = (opts: Omit<PushClientOptions, 'WebSocket'>): PushClient => {
+    const c = new PushClient({ WebSocket, backoff: { baseMs: 50, capMs: 200 }, ...opts });
+    clients.push(c);
+    return c;
+  };
+
+  before(async function () {
+    stack = await Stack.start();
+    subjects = new Subjects(stack.prefix);
+    app = await stack.createApp({ upstream: true, rpcTimeoutMs: 300 });
+    const cfg = stack.config();
+    nc = await connectNats({
+      servers: cfg.natsUrl,
+      auth: cfg.natsAuth,
+      name: 'test-sdk-topics',
+      logger: createLogger({ level: 'silent', name: 'test' }),
+    });
+  });
+  afterEach(function () {
+    for (const c of clients.splice(0)) c.disconnect();
+  });
+  after(async function () {
+    await nc?.close();
+    await stack?.close();
+  });
+
+  it('subscribe receives in order without acks; unsubscribe stops the topic; _all arrives without subscribing', async function () {
+    const c = client({ edges: [stack.wsUrl()], token: () => app.token('sue', 'default', 3600, ['news']) });
+    const news = record(c.subscribe('news'));
+    const all = record(c.broadcasts);
+    c.connect();
+    await until('subscribed', () => news.events.includes('subscribed'));
+    const seqs = [await app.publishTopicOk('news', 1), await app.publishTopicOk('news', 2)];
+    const b = await app.publishTopicOk('_all', 'to everyone');
+    await until('2 news and a broadcast', () => news.messages.length === 2 && all.messages.length === 1);
+    expect(news.messages.map((m) => [m.topic, m.seq, m.data])).to.deep.equal([
+      ['news', seqs[0], 1],
+      ['news', seqs[1], 2],
+    ]);
+    expect(all.messages.map((m) => [m.topic, m.seq, m.data])).to.deep.equal([['_all', b, 'to everyone']]);
+    await app.waitPending('sue', 0); // nothing stored per user, nothing to ack
+
+    c.subscribe('news').unsubscribe();
+    await until('unsubscribed', () => news.events.includes('unsubscribed'));
+    await app.publishTopicOk('news', 3);
+    await app.publishTopicOk('_all', 'marker');
+    await until('the marker', () => all.messages.length === 2);
+    expect(news.messages).to.have.length(2);
+  });
+
+  it('a sub the token does not grant ends with error topic_forbidden; a topic token grants it', async function () {
+    const c = client({ edges: [stack.wsUrl()], token: () => app.token('tom') });
+    const denied = record(c.subscribe('vip'));
+    c.connect();
+    await until('refused', () => denied.events.length === 1);
+    expect(denied.events).to.deep.equal(['error topic_forbidden']);
+    const secret = app.record.secrets[0]!;
+    const token = await signTopicToken(secret, { app: app.id, user: 'tom', topic: 'vip', ttlSeconds: 60 });
+    const granted = record(c.subscribe('vip', { token }));
+    await until('subscribed', () => granted.events.includes('subscribed'));
+  });
+
+  it('surfaces lost when history no longer reaches back to since, then delivers what is held', async function () {
+    const small = await stack.createApp({ topicHistory: 2 });
+    const seqs: number[] = [];
+    for (let i = 0; i < 5; i++) seqs.push(await small.publishTopicOk('t', i));
+    const c = client({ edges: [stack.wsUrl()], token: () => small.token('lu', 'default', 3600, ['t']) });
+    const t = record(c.subscribe('t', { since: seqs[0] }));
+    c.connect();
+    await until('subscribed', () => t.events.includes('subscribed'));
+    expect(t.events).to.deep.equal([`lost ${seqs[3]}`, 'subscribed']);
+    expect(t.messages.map((m) => m.seq)).to.deep.equal(seqs.slice(3));
+  });
+
+  it('up is stored once across a reconnect (the retry with its id answers dup)', async function () {
+    const c = client({ edges: [stack.wsUrl()], token: () => app.token('uma') });
+    c.connect();
+    const first = await c.up({ text: 'hello business' }, { kind: 'chat', id: 'up-once' });
+    expect(first.dup).to.equal(false);
+    c.disconnect();
+    c.connect(); // as after a lost answer: the same id again
+    const again = await c.up({ text: 'hello business' }, { kind: 'chat', id: 'up-once' });
+    expect(again).to.deep.equal({ id: 'up-once', seq: first.seq, dup: true });
+    const stored = (await readStream(nc, subjects.upstreamStream(app.id))).filter((r) => r.body['user'] === 'uma');
+    expect(stored.map((r) => r.seq)).to.deep.equal([first.seq]);
+    expect(await rejection(c.up('x', { kind: 'no spaces' }))).to.equal('invalid_kind');
+  });
+
+  it('rpc resolves with the reply of a NATS responder; rpc_unavailable with none; rpc_timeout when it is silent', async function () {
+    const c = client({ edges: [stack.wsUrl()], token: () => app.token('rae') });
+    c.connect();
+    expect(await rejection(c.rpc('math.sum', [1, 2]))).to.equal('rpc_unavailable');
+    let answer = true;
+    const sub = nc.subscribe(subjects.rpc(app.id), {
+      queue: subjects.rpcQueue,
+      callback: (err, msg) => {
+        if (err !== null || !answer) return;
+        const req = msg.json<{ method: string; data: number[]; user: string }>();
+        msg.respond(JSON.stringify({ data: { sum: req.data.reduce((a, b) => a + b, 0), user: req.user } }));
+      },
+    });
+    await nc.flush();
+    expect(await c.rpc('math.sum', [1, 2, 3])).to.deep.equal({ sum: 6, user: 'rae' });
+    answer = false;
+    expect(await rejection(c.rpc('math.sum', [1]))).to.equal('rpc_timeout');
+    sub.unsubscribe();
+  });
+
+  describe('with an edge in its own process', function () {
+    const edgeA = new EdgeProcess();
+    before(async function () {
+      await edgeA.start({
+        PUSH_PREFIX: stack.prefix,
+        PUSH_NATS_URL: NATS_URL,
+        PUSH_REDIS_URL: 'redis://127.0.0.1:6379',
+      });
+    });
+    after(async function () {
+      await edgeA.kill();
+    });
+
+    it('a subscription resumes after the edge is killed (SIGKILL): every message once, in order, no gap', async function () {
+      const c = client({
+        edges: [edgeA.wsUrl, stack.wsUrl()],
+        token: () => app.token('kim', 'default', 3600, ['live']),
+      });
+      const live = record(c.subscribe('live'));
+      const edges: string[] = [];
+      c.on('connected', (i) => edges.push(i.edge));
+      c.connect();
+      await until('subscribed on A', () => live.events.includes('subscribed'));
+      const seqs: number[] = [];
+      for (let i = 0; i < 5; i++) seqs.push(await app.publishTopicOk('live', i));
+      await until('5 messages', () => live.messages.length === 5);
+      await edgeA.kill();
+      // Published while the client has no connection: it gets them from history on the resume.
+      for (let i = 5; i < 10; i++) seqs.push(await app.publishTopicOk('live', i));
+      await until('resubscribed on the other edge', () => live.events.filter((e) => e === 'subscribed').length === 2);
+      for (let i = 10; i < 12; i++) seqs.push(await app.publishTopicOk('live', i));
+      await until('all 12', () => live.messages.length >= 12);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(edges).to.deep.equal([edgeA.wsUrl, stack.wsUrl()]);
+      expect(live.messages.map((m) => m.seq)).to.deep.equal(seqs);
+      expect(live.messages.map((m) => m.data)).to.deep.equal([...Array(12).keys()]);
+      expect(live.events).to.deep.equal(['subscribed', 'subscribed']); // nothing lost
+    });
+  });
+});
