@@ -1,4 +1,4 @@
-import { jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { createInbox, headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { decodeEnvelope, type Subjects } from '@push/protocol';
@@ -21,6 +21,28 @@ export interface InboxStreamApp {
 }
 
 const NANOS = 1_000_000_000;
+
+/**
+ * Creates a stream from `config`, or updates it when `same` says the existing one differs in
+ * what matters (merging `config` over its current settings). Resolves true when it was created.
+ * The one create-or-update path of every stream the system makes.
+ */
+export async function upsertStream(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+  same: (existing: StreamConfig) => boolean,
+): Promise<boolean> {
+  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
+  if (existing === undefined) {
+    await jsm.streams.add(config);
+    return true;
+  }
+  if (!same(existing.config)) await jsm.streams.update(config.name, { ...existing.config, ...config });
+  return false;
+}
 
 /** The configuration of one app's inbox stream, as the contract in DESIGN.md describes it. */
 export function inboxStreamConfig(
@@ -62,26 +84,21 @@ export async function ensureInboxStream(
 ): Promise<void> {
   const jsm = await jetstreamManager(nc);
   const config = inboxStreamConfig(subjects, app, opts);
-  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  });
-  if (existing === undefined) {
-    await jsm.streams.add(config);
-    return;
-  }
-  const c = existing.config;
-  const same =
-    c.max_msgs_per_subject === config.max_msgs_per_subject &&
-    c.max_age === config.max_age &&
-    c.duplicate_window === config.duplicate_window &&
-    c.num_replicas === config.num_replicas &&
-    c.allow_msg_ttl === true &&
-    c.subjects?.length === 1 &&
-    c.subjects[0] === config.subjects?.[0] &&
-    c.republish?.src === config.republish?.src &&
-    c.republish?.dest === config.republish?.dest;
-  if (!same) await jsm.streams.update(config.name, { ...c, ...config });
+  const created = await upsertStream(
+    jsm,
+    config,
+    (c) =>
+      c.max_msgs_per_subject === config.max_msgs_per_subject &&
+      c.max_age === config.max_age &&
+      c.duplicate_window === config.duplicate_window &&
+      c.num_replicas === config.num_replicas &&
+      c.allow_msg_ttl === true &&
+      c.subjects.length === 1 &&
+      c.subjects[0] === config.subjects?.[0] &&
+      c.republish?.src === config.republish?.src &&
+      c.republish?.dest === config.republish?.dest,
+  );
+  if (created) return;
   // A stream made before the split by kind holds messages on `push.inbox.<app>.<user>`. Asked
   // of the stored subjects rather than of the old config, so a migration cut short resumes.
   const legacy = await jsm.streams.info(config.name, { subjects_filter: subjects.legacyInboxOfApp(app.id) });
@@ -222,22 +239,16 @@ export async function ensureAppStreams(
   await ensureTopicStream(nc, subjects, app, opts);
   const jsm = await jetstreamManager(nc);
   for (const config of upstreamAndEventStreamConfigs(subjects, app, opts)) {
-    const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    });
-    if (existing === undefined) {
-      await jsm.streams.add(config);
-      continue;
-    }
-    const c = existing.config;
-    const same =
-      c.max_age === config.max_age &&
-      c.duplicate_window === config.duplicate_window &&
-      c.num_replicas === config.num_replicas &&
-      c.subjects?.length === 1 &&
-      c.subjects[0] === config.subjects?.[0];
-    if (!same) await jsm.streams.update(config.name, { ...c, ...config });
+    await upsertStream(
+      jsm,
+      config,
+      (c) =>
+        c.max_age === config.max_age &&
+        c.duplicate_window === config.duplicate_window &&
+        c.num_replicas === config.num_replicas &&
+        c.subjects.length === 1 &&
+        c.subjects[0] === config.subjects?.[0],
+    );
   }
 }
 
@@ -308,22 +319,16 @@ export async function ensureTopicStream(
 ): Promise<void> {
   const jsm = await jetstreamManager(nc);
   const config = topicStreamConfig(subjects, app, opts);
-  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  });
-  if (existing === undefined) {
-    await jsm.streams.add(config);
-    return;
-  }
-  const c = existing.config;
-  const same =
-    c.max_msgs_per_subject === config.max_msgs_per_subject &&
-    c.max_age === config.max_age &&
-    c.duplicate_window === config.duplicate_window &&
-    c.num_replicas === config.num_replicas &&
-    c.republish?.dest === config.republish?.dest;
-  if (!same) await jsm.streams.update(config.name, { ...c, ...config });
+  await upsertStream(
+    jsm,
+    config,
+    (c) =>
+      c.max_msgs_per_subject === config.max_msgs_per_subject &&
+      c.max_age === config.max_age &&
+      c.duplicate_window === config.duplicate_window &&
+      c.num_replicas === config.num_replicas &&
+      c.republish?.dest === config.republish?.dest,
+  );
 }
 
 /**

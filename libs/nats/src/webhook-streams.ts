@@ -1,5 +1,6 @@
 import { jetstreamManager, type ConsumerConfig, type StreamConfig } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/nats-core';
+import { upsertStream } from './streams.js';
 import {
   MAX_DEAD_LETTERS_LISTED,
   type DeadLetter,
@@ -46,11 +47,8 @@ export async function ensureDlqStream(
 ): Promise<void> {
   const jsm = await jetstreamManager(nc);
   const config = dlqStreamConfig(subjects, app, opts);
-  const existing = await jsm.streams.info(config.name).catch((err: unknown) => {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  });
-  if (existing === undefined) await jsm.streams.add(config);
+  // Created once; its settings are not updated afterwards.
+  await upsertStream(jsm, config, () => true);
 }
 
 /** The stream each webhook source reads. */
