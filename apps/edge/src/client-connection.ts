@@ -783,13 +783,7 @@ export class ClientConnection implements LiveReceiver {
       if (!app.settings.clientMessaging) throw new PushError('client_messaging_disabled');
       const bucket = (this.sendBucket ??= new TokenBucket(app.settings.sendRatePerConnection));
       const wait = ctx.sendLimits.admit(app.settings, this.app, this.user, bucket);
-      if (wait > 0) {
-        this.sendError(new PushError('rate_limited', `too many sends; retry in ${wait} ms`), {
-          id: f.id,
-          retryAfter: wait,
-        });
-        return;
-      }
+      if (wait > 0) return this.rateLimited(f.id, 'sends', wait);
       if (f.payload.bytes.length > app.settings.maxMessageBytes) {
         throw new PushError('payload_too_large', `the message is larger than ${app.settings.maxMessageBytes} bytes`);
       }
@@ -822,16 +816,8 @@ export class ClientConnection implements LiveReceiver {
       if (f.payload.bytes.length > s.maxUpBytes) {
         throw new PushError('payload_too_large', `the up payload is larger than ${s.maxUpBytes} bytes`);
       }
-      const bucket = (this.upBucket ??= new TokenBucket(s.upRatePerConnection));
-      const wait = bucket.waitMs(s.upRatePerConnection, 1);
-      if (wait > 0) {
-        this.sendError(new PushError('rate_limited', `too many up frames; retry in ${wait} ms`), {
-          id: f.id,
-          retryAfter: wait,
-        });
-        return;
-      }
-      bucket.take(1);
+      const wait = (this.upBucket ??= new TokenBucket(s.upRatePerConnection)).admitOne(s.upRatePerConnection);
+      if (wait > 0) return this.rateLimited(f.id, 'up frames', wait);
       const r = await ctx.upstream.publish(
         {
           id: ctx.subjects.upstreamMessageId(this.app, this.user, f.id),
@@ -869,18 +855,12 @@ export class ClientConnection implements LiveReceiver {
           `at most ${RPC_IN_FLIGHT_PER_CONNECTION} rpc may await their answer on one connection`,
         );
       }
-      const bucket = (this.rpcBucket ??= new TokenBucket(s.rpcRatePerConnection));
-      const wait = bucket.waitMs(s.rpcRatePerConnection, 1);
+      const wait = (this.rpcBucket ??= new TokenBucket(s.rpcRatePerConnection)).admitOne(s.rpcRatePerConnection);
       if (wait > 0) {
         ctx.metrics.rpc.inc({ outcome: 'rate_limited' });
         counted = true;
-        this.sendError(new PushError('rate_limited', `too many rpc; retry in ${wait} ms`), {
-          id: f.id,
-          retryAfter: wait,
-        });
-        return;
+        return this.rateLimited(f.id, 'rpc', wait);
       }
-      bucket.take(1);
       this.rpcInFlight++;
       let json: string;
       try {
@@ -906,6 +886,14 @@ export class ClientConnection implements LiveReceiver {
       if (!counted) ctx.metrics.rpc.inc({ outcome: isPushError(err) ? err.code : 'internal' });
       this.sendError(err, { id: f.id });
     }
+  }
+
+  /** Answers a frame refused by a per-connection (or per-user) rate with `rate_limited`, its id and the wait. */
+  private rateLimited(id: string, what: string, waitMs: number): void {
+    this.sendError(new PushError('rate_limited', `too many ${what}; retry in ${waitMs} ms`), {
+      id,
+      retryAfter: waitMs,
+    });
   }
 
   private sendError(err: unknown, extra?: { id?: string; seqs?: number[]; retryAfter?: number; topic?: string }): void {

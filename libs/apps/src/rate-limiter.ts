@@ -29,6 +29,13 @@ export class TokenBucket {
     return Math.max(1, Math.ceil(((needed - this.tokens) / rate) * 1000));
   }
 
+  /** Takes one token when there is one and answers 0; else answers the ms to wait (nothing taken). */
+  admitOne(rate: number, now = Date.now()): number {
+    const wait = this.waitMs(rate, 1, now);
+    if (wait === 0) this.take(1);
+    return wait;
+  }
+
   /** Takes `n` tokens (after `waitMs` answered 0); the bucket may go into debt. */
   take(n: number): void {
     this.tokens -= n;
