@@ -7,6 +7,7 @@
  *   npx tsx bench/run.ts --smoke            # tiny sizes, one round each (seconds; part of make test)
  */
 import { runBacklog } from './backlog.js';
+import { runBroadcast } from './broadcast.js';
 import { runFanout } from './fanout.js';
 import { runIdle } from './idle.js';
 import { runJobs } from './jobs.js';
@@ -29,6 +30,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   jobs: runJobs,
   upstream: runUpstream,
   webhooks: runWebhooks,
+  broadcast: runBroadcast,
 };
 
 async function main(): Promise<number> {

@@ -49,11 +49,20 @@ export class CpuByRole {
   private readonly meter: CpuMeter;
   private readonly roles: Record<string, string[]> = {};
 
-  constructor(target: Target, fleet: LoadFleet) {
+  /**
+   * `splitServers` also reports our edges (summed) and center apart (`edges`, `center`): where a
+   * broadcast's cost lands, which one `servers` figure hides.
+   */
+  constructor(
+    target: Target,
+    fleet: LoadFleet,
+    private readonly splitServers = false,
+  ) {
     const pids: Record<string, number | undefined> = {};
     for (const s of target.servers) {
       pids[s.name] = s.pid;
       (this.roles['server'] ??= []).push(s.name);
+      (this.roles[s.name.startsWith('edge') ? 'edges' : 'center'] ??= []).push(s.name);
     }
     pids['nats'] = natsServerPid(Number(new URL(NATS_URL).port || 4222));
     pids['redis'] = redisServerPid(Number(new URL(REDIS_URL).port || 6379));
@@ -68,7 +77,7 @@ export class CpuByRole {
     this.meter.start();
   }
 
-  /** Cores busy: servers (summed), nats, redis, clients (summed), this process. */
+  /** Cores busy: servers (summed; with splitServers also edges and center), nats, redis, clients (summed). */
   stop(): Record<string, number> {
     const per = this.meter.stop();
     const sum = (names: string[] | undefined): number =>
@@ -78,6 +87,7 @@ export class CpuByRole {
       );
     return {
       servers: sum(this.roles['server']),
+      ...(this.splitServers ? { edges: sum(this.roles['edges']), center: sum(this.roles['center']) } : {}),
       nats: per['nats'] ?? Number.NaN,
       redis: per['redis'] ?? Number.NaN,
       clients: sum(this.roles['clients']),

@@ -6,7 +6,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SCENARIOS = ['idle', 'storm', 'unicast', 'backlog', 'fanout', 'publish', 'jobs', 'upstream', 'webhooks'];
+const SCENARIOS = [
+  'idle',
+  'storm',
+  'unicast',
+  'backlog',
+  'fanout',
+  'publish',
+  'jobs',
+  'upstream',
+  'webhooks',
+  'broadcast',
+];
 
 /**
  * The benchmark harness at tiny sizes (`bench/run.ts --smoke`), so it never rots: every scenario
@@ -51,6 +62,13 @@ describe('benchmark harness (smoke mode)', function () {
       readFileSync(path.join(dir, files.find((f) => f.endsWith('-idle.json')) as string), 'utf8'),
     ) as { targets: Record<string, { connectsPerSecond: { median: number } }> };
     for (const t of ['ours', 'uws', 'sio']) expect(idle.targets[t]?.connectsPerSecond.median, t).to.be.greaterThan(0);
+    // The broadcast through `_all` reached every connection on every edge: N x M receipts.
+    const broadcast = JSON.parse(
+      readFileSync(path.join(dir, files.find((f) => f.endsWith('-broadcast.json')) as string), 'utf8'),
+    ) as { expected: number; delivered: number; allDelivered: boolean; edges: number };
+    expect(broadcast.edges).to.be.greaterThan(1);
+    expect(broadcast.delivered).to.equal(broadcast.expected);
+    expect(broadcast.allDelivered).to.equal(true);
     expect(output).to.match(/fanout\s+our edge as a share of the bare uWS ceiling/);
   });
 });
