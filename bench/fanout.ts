@@ -102,7 +102,8 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
       (byTarget[target.name] ??= []).push(res);
     });
     if (TARGETS.includes('ours')) {
-      const tn = smoke ? 200 : env('BENCH_TOPIC_MEMORY_CONNECTIONS', 10_000);
+      // 2 x tn connections on one edge process: 9,000 stays below its 19,000-connection cap.
+      const tn = smoke ? 200 : env('BENCH_TOPIC_MEMORY_CONNECTIONS', 9_000);
       const tk = env('BENCH_TOPIC_MEMORY_TOPICS', 10);
       topicMem = { connections: tn, topics: tk, ...(await topicMemory(fleet, tn, tk)) };
       note(`topic memory: ${JSON.stringify(topicMem)}`);
