@@ -1,68 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { freePort } from './nats-server.js';
+import { AppProcess } from './app-process.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** An edge in its own process, so it can be killed without a goodbye (no close frames, no presence cleanup). */
+export class EdgeProcess extends AppProcess {
+  constructor() {
+    super('edge', 'PUSH_EDGE');
+  }
 
-/** Every edge started by this process, killed when it exits (a crashed run skips the after hooks). */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const p of running) p.kill('SIGKILL');
-});
-
-/** An edge in its own process, so it can be killed without a goodbye. */
-export class EdgeProcess {
-  private proc: ChildProcess | undefined;
-  /** Everything the edge printed (stdout and stderr), for failure messages. */
-  output = '';
-  port = 0;
-
-  async start(env: Record<string, string>, workers = 1): Promise<void> {
-    this.port = await freePort();
-    const proc = spawn(process.execPath, [path.join(ROOT, 'apps/edge/dist/main.js')], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env['PATH'] ?? '',
-        ...env,
-        PUSH_EDGE_WORKERS: String(workers),
-        PUSH_EDGE_HOST: '127.0.0.1',
-        PUSH_EDGE_PORT: String(this.port),
-        PUSH_LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.proc = proc;
-    running.add(proc);
-    proc.once('exit', () => running.delete(proc));
-    proc.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
-    proc.stderr?.on('data', (c: Buffer) => (this.output += c.toString()));
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      if (proc.exitCode !== null) throw new Error(`edge exited with ${proc.exitCode}: ${this.output}`);
-      const ok = await fetch(`http://127.0.0.1:${this.port}/readyz`).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) return;
-      if (Date.now() > deadline) throw new Error(`edge did not get ready: ${this.output}`);
-      await sleep(50);
-    }
+  override start(env: Record<string, string>, workers = 1): Promise<void> {
+    return super.start({ ...env, PUSH_EDGE_WORKERS: String(workers) });
   }
 
   get wsUrl(): string {
     return `ws://127.0.0.1:${this.port}/ws`;
-  }
-
-  /** SIGKILL: no drain, no close frames, no presence cleanup. */
-  async kill(): Promise<void> {
-    const p = this.proc;
-    this.proc = undefined;
-    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return; // already gone: no exit event to wait for
-    await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
-      p.kill('SIGKILL');
-    });
   }
 }
