@@ -1,7 +1,6 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { expect } from 'chai';
-import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
@@ -23,13 +22,7 @@ describe('events: online/offline, connections, kicks, deliveries (issue 10)', fu
     stack = await Stack.start({ PUSH_PRESENCE_LEASE: String(LEASE) });
     await stack.startEdge(); // two edges: online/offline are across every edge
     subjects = new Subjects(stack.prefix);
-    const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'test-events',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('test-events');
   });
   after(async function () {
     for (const c of clients) c.terminate();

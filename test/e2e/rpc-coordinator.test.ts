@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { createCoordinator, type Coordinator } from '@push/coordinator';
 import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { Stack } from '../helpers/stack.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -21,12 +21,7 @@ describe('RPC forwarding (issue 10): the coordinator calls the app and answers t
     stack = await Stack.start();
     subjects = new Subjects(stack.prefix);
     const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'rpc-test',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('rpc-test');
     coordinator = createCoordinator(cfg, { logger: createLogger({ level: cfg.log.level, name: 'coordinator' }) });
     await coordinator.start();
     receiver = await WebhookReceiver.start();

@@ -1,6 +1,5 @@
 import { expect } from 'chai';
-import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import type { TestClient } from '../helpers/ws-client.js';
@@ -14,13 +13,7 @@ describe('rpc: client requests answered over NATS (issue 10)', function () {
   before(async function () {
     stack = await Stack.start();
     subjects = new Subjects(stack.prefix);
-    const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'test-rpc',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('test-rpc');
   });
   after(async function () {
     for (const c of clients) c.terminate();

@@ -2,8 +2,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { PushClient, type PushClientOptions, type Subscription, type TopicMessage } from '@push/client';
 import { signTopicToken } from '@push/apps';
-import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { NATS_URL } from '../helpers/nats-server.js';
@@ -53,13 +52,7 @@ describe('SDK (@push/client) topics, up and rpc against the real stack', functio
     stack = await Stack.start();
     subjects = new Subjects(stack.prefix);
     app = await stack.createApp({ upstream: true, rpcTimeoutMs: 300 });
-    const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'test-sdk-topics',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('test-sdk-topics');
   });
   afterEach(function () {
     for (const c of clients.splice(0)) c.disconnect();

@@ -1,7 +1,6 @@
 import { headers } from '@nats-io/nats-core';
 import { expect } from 'chai';
-import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
@@ -46,13 +45,7 @@ describe('topic presence and occupancy (issue 9 item 6)', function () {
     stack = await Stack.start({ PUSH_PRESENCE_LEASE: String(LEASE) });
     await stack.startEdge(); // two edges: join/leave and counts are across edges
     subjects = new Subjects(stack.prefix);
-    const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'test-topic-presence',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('test-topic-presence');
     app = await stack.createApp({ presenceTopics: ['room.*'] });
   });
   after(async function () {

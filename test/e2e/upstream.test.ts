@@ -3,8 +3,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { expect } from 'chai';
-import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { readStream, waitStream } from '../helpers/streams.js';
@@ -37,13 +36,7 @@ describe('upstream: up frames stored for the business (issue 10)', function () {
   before(async function () {
     stack = await Stack.start();
     subjects = new Subjects(stack.prefix);
-    const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'test-upstream',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('test-upstream');
     app = await stack.createApp({ upstream: true });
   });
   after(async function () {

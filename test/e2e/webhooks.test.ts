@@ -8,7 +8,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers } from '@nats-io/nats-core';
 import { createCoordinator, type Coordinator } from '@push/coordinator';
 import { createLogger } from '@push/logger';
-import { connectNats, type NatsConnection } from '@push/nats';
+import type { NatsConnection } from '@push/nats';
 import { Subjects, type WebhookEndpoint } from '@push/protocol';
 import { CoordinatorProcess } from '../helpers/coordinator-process.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
@@ -97,12 +97,7 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     stack = await Stack.start({ PUSH_WEBHOOK_LINGER_MS: '20', PUSH_WEBHOOK_BATCH_MAX: '50' });
     subjects = new Subjects(stack.prefix);
     const cfg = stack.config();
-    nc = await connectNats({
-      servers: cfg.natsUrl,
-      auth: cfg.natsAuth,
-      name: 'webhooks-test',
-      logger: createLogger({ level: 'silent', name: 'test' }),
-    });
+    nc = await stack.connectNats('webhooks-test');
     coordinator = createCoordinator(cfg, { logger: createLogger({ level: cfg.log.level, name: 'coordinator' }) });
     await coordinator.start();
   });

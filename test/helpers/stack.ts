@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '@push/config';
 import { dropDatabase } from '@push/db';
 import { createEdge, type Edge } from '@push/edge';
 import { createLogger } from '@push/logger';
-import { connectNats } from '@push/nats';
+import { connectNats, type NatsConnection } from '@push/nats';
 import type { AppRecord } from '@push/protocol';
 import { NATS_URL } from './nats-server.js';
 import { TestClient } from './ws-client.js';
@@ -69,6 +69,17 @@ export class Stack {
 
   config(extra: Record<string, string> = {}): Config {
     return loadConfig({ ...this.env, ...extra });
+  }
+
+  /** A NATS connection of the test's own, to the stack's server (the caller closes it). */
+  connectNats(name: string): Promise<NatsConnection> {
+    const cfg = this.config();
+    return connectNats({
+      servers: cfg.natsUrl,
+      auth: cfg.natsAuth,
+      name,
+      logger: createLogger({ level: 'silent', name: 'test' }),
+    });
   }
 
   static async start(env: Record<string, string> = {}): Promise<Stack> {
