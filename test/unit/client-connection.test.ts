@@ -157,8 +157,16 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     rpc: { call: () => Promise.reject(new Error('no rpc in this test')) },
     events: { emit: (type) => `evt_${type}` },
     // Topics have tests of their own (topics.test.ts, topic-channels.test.ts): `_all` never opens here.
-    topicStore: { readBatch: () => Promise.resolve({ messages: [], more: false, first: 0, last: 0 }) },
-    topics: { join: () => new Promise(() => undefined), leave: () => undefined, channel: () => undefined },
+    topicStore: {
+      readBatch: () => Promise.resolve({ messages: [], more: false, first: 0, last: 0 }),
+      lastSeq: () => Promise.resolve(0),
+    },
+    topics: {
+      join: () => new Promise(() => undefined),
+      leave: () => undefined,
+      channel: () => undefined,
+      reached: () => Promise.resolve(true),
+    },
     topicPresence: { joined: () => undefined, left: () => undefined },
     channels: { join: () => Promise.resolve(), leave: () => undefined },
     apps: { get: (id) => (id === app.id ? app : undefined) },

@@ -59,6 +59,19 @@ const BACKLOG_MAX_BYTES = 1024 * 1024;
 const ALL_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 30_000 };
 /** Most topic messages one history read asks for when a `sub` resumes with `since`. */
 const TOPIC_REPLAY_BATCH = 256;
+/**
+ * How long a resume whose `since` is ahead of what this edge has fanned out waits before asking
+ * the store whether the topic reaches `since` at all.
+ */
+const FANNED_OUT_CHECK_MS = 1000;
+
+/** The `sub`s of one topic of a connection, not all answered yet: they run one after another. */
+interface SubQueue {
+  /** Settles once the last queued `sub` of the topic was answered. */
+  tail: Promise<void>;
+  /** `sub`s numbered at or below it were overtaken by an `unsub`: answered `unsubscribed`. */
+  overtakenUpTo: number;
+}
 
 /**
  * Most `rpc` frames of one connection awaiting their answer; past it `rate_limited`. Bounds what
@@ -87,9 +100,9 @@ export interface ConnectionContext {
   /** Emits the connection's events (never blocks delivery). */
   events: Pick<EventPublisher, 'emit'>;
   /** Reads topic history (resume, gap fill). */
-  topicStore: Pick<TopicStore, 'readBatch'>;
+  topicStore: Pick<TopicStore, 'readBatch' | 'lastSeq'>;
   /** One NATS subscription per topic with local subscribers; fan-out through uWS pub/sub. */
-  topics: Pick<TopicChannels, 'join' | 'leave' | 'channel'>;
+  topics: Pick<TopicChannels, 'join' | 'leave' | 'channel' | 'reached'>;
   /** Records topic subscriptions for occupancy and presence; emits their events (TopicPresence). */
   topicPresence: Pick<TopicPresence, 'joined' | 'left'>;
   /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
@@ -174,6 +187,8 @@ export class ClientConnection implements LiveReceiver {
   private topics: Map<string, number> | undefined;
   /** Numbers the `sub`s of this connection (see `topics`). */
   private subCounter = 0;
+  /** Per topic, the `sub`s queued or running (see `queueSub`); made on the first, entries dropped once answered. */
+  private subQueues: Map<string, SubQueue> | undefined;
   /** Whether this connection holds a reference on the app's `_all` channel. */
   private inAll = false;
   /** Token of whoever joins the socket to `_all`'s pub/sub key (the open, or a later resume): the latest wins. */
@@ -245,7 +260,9 @@ export class ClientConnection implements LiveReceiver {
         if (this.unboundWhileLoading === skip) this.unboundWhileLoading = undefined;
         if (this.mode === CLOSED) return;
         // Already held: a bind's control message came first.
-        for (const t of topics) if (!skip.has(t) && this.topics?.has(t) !== true) this.bindTopic(t);
+        for (const t of topics) {
+          if (!skip.has(t) && this.topics?.has(t) !== true && this.subQueues?.has(t) !== true) this.bindTopic(t);
+        }
       },
       (err: unknown) => {
         ctx.metrics.errors.inc({ code: 'bindings' });
@@ -267,7 +284,7 @@ export class ClientConnection implements LiveReceiver {
    */
   bindTopic(topic: string): void {
     if (this.mode === CLOSED) return;
-    this.subscribeTopic(topic, undefined).catch((err: unknown) => this.sendError(err, { topic }));
+    this.queueSub(topic, undefined);
   }
 
   /** The business unbound the user from a topic: the connection leaves it (`unsubscribed`). */
@@ -520,26 +537,63 @@ export class ClientConnection implements LiveReceiver {
   }
 
   /**
-   * Subscribes this connection to a topic, permission already checked: the entry point for a
-   * client's `sub` and for a server-initiated subscribe (bind). With `since`, first sends the
-   * messages after it that history holds (a `lost` first when history no longer reaches back to
-   * it), then `subscribed`; every later message comes live, with no gap and no duplicate: the
-   * socket joins the topic's pub/sub key in the same event-loop turn in which it has caught up
-   * with what the edge fanned out. Again for a topic already subscribed: resumes from `since`.
-   * Rejects with PushError `too_many_topics` or the store's error (nothing held then).
+   * Queues a subscribe of one topic (a client's `sub`, or a bind): the `sub`s of a topic run one
+   * after another, in the order they came, and each gets exactly one answer: `subscribed`, an
+   * `error` with the topic, or `unsubscribed` when an `unsub` of the topic overtook it (came
+   * before it was answered). `check` runs first, in turn (grant checks), and may throw.
    */
-  async subscribeTopic(topic: string, since: number | undefined): Promise<void> {
+  private queueSub(topic: string, since: number | undefined, check?: () => void): void {
+    const n = ++this.subCounter;
+    const queues = (this.subQueues ??= new Map<string, SubQueue>());
+    let q = queues.get(topic);
+    if (q === undefined) {
+      q = { tail: Promise.resolve(), overtakenUpTo: 0 };
+      queues.set(topic, q);
+    }
+    const queue = q;
+    const overtaken = () => queue.overtakenUpTo >= n;
+    const run = async (): Promise<void> => {
+      if (this.mode === CLOSED) return;
+      try {
+        if (!overtaken()) {
+          check?.();
+          if (await this.subscribeTopic(topic, since, n)) return;
+        }
+        this.sendText(ServerFrames.unsubscribed(topic));
+      } catch (err) {
+        if (overtaken()) this.sendText(ServerFrames.unsubscribed(topic));
+        else this.sendError(err, { topic });
+      }
+    };
+    const task = queue.tail.then(run);
+    queue.tail = task;
+    void task.then(() => {
+      const queues = this.subQueues;
+      if (queue.tail === task && queues !== undefined && queues.get(topic) === queue) queues.delete(topic);
+    });
+  }
+
+  /**
+   * Subscribes this connection to a topic, permission already checked (called in turn by
+   * `queueSub`, `n` the number of the `sub`). With `since`, first sends the messages after it
+   * that history holds (a `lost` first when history no longer reaches back to it), then
+   * `subscribed`; every later message comes live, with no gap and no duplicate: the socket joins
+   * the topic's pub/sub key in the same event-loop turn in which it has caught up with what the
+   * edge fanned out. Again for a topic already subscribed: resumes from `since`. Resolves true
+   * once `subscribed` was sent, false when an `unsub` (or the close) overtook it; rejects with
+   * PushError `too_many_topics` or the store's error (nothing held then).
+   */
+  private async subscribeTopic(topic: string, since: number | undefined, n: number): Promise<boolean> {
     if (topic === ALL_TOPIC) return this.resumeAll(since);
     const { ctx } = this;
     const app = ctx.apps.get(this.app);
     const topics = (this.topics ??= new Map());
-    const token = ++this.subCounter;
     // One string per topic on the edge rather than one per subscriber.
     topic = ctx.topics.channel(this.app, topic)?.topic ?? topic;
-    const current = () => this.mode !== CLOSED && this.topics?.get(topic) === token;
+    const current = () => this.mode !== CLOSED && this.topics?.get(topic) === n;
     let ch;
     if (topics.has(topic)) {
-      topics.set(topic, token);
+      topics.set(topic, n);
       ch = ctx.topics.channel(this.app, topic);
       // Resuming while subscribed: live frames stop until the history read has caught up.
       if (ch !== undefined) this.ws?.unsubscribe(ch.key);
@@ -549,7 +603,7 @@ export class ClientConnection implements LiveReceiver {
       if (topics.size >= limit) {
         throw new PushError('too_many_topics', `a connection may hold at most ${limit} topics`);
       }
-      topics.set(topic, token);
+      topics.set(topic, n);
       ctx.metrics.topicSubscriptions.inc();
       // Recorded (occupancy, presence) for as long as the entry is in `topics`: every removal leaves.
       ctx.topicPresence.joined(this, topic);
@@ -565,19 +619,31 @@ export class ClientConnection implements LiveReceiver {
         throw err;
       }
     }
-    if (!current()) return;
-    if (!(await this.replayTopic(topic, ch, since, current))) return;
-    // Same turn as the last check of `ch.last`: every later message reaches this socket live.
+    if (!current()) return false;
+    if (!(await this.replayTopic(topic, ch, since, current))) return false;
+    return this.goLive(topic, ch);
+  }
+
+  /**
+   * Joins the socket to the topic's pub/sub key and answers `subscribed`. Called in the turn in
+   * which the replay caught up with what the edge fanned out, so every later message reaches
+   * this socket live, and none it already has.
+   */
+  private goLive(topic: string, ch: TopicChannel): boolean {
     const ws = this.ws;
-    if (ws === undefined) return;
+    if (ws === undefined || this.mode === CLOSED) return false;
     ws.subscribe(ch.key);
     this.sendText(ServerFrames.subscribed(topic, ch.last));
+    return true;
   }
 
   /**
    * With `since`, sends the messages of the topic after it that history holds, up to what the
-   * edge has fanned out (a `lost` first when history no longer holds `since`). False when the
-   * subscription was dropped or replaced meanwhile (`current`); the caller then stops.
+   * edge has fanned out (a `lost` first when history no longer holds `since`). A `since` ahead of
+   * what this edge has fanned out (the client saw newer messages on another edge, or from the
+   * API) first waits for the edge to catch up, so that no live frame repeats one the client has.
+   * False when the subscription was dropped or replaced meanwhile (`current`); the caller then
+   * stops.
    */
   private async replayTopic(
     topic: string,
@@ -586,16 +652,20 @@ export class ClientConnection implements LiveReceiver {
     current: () => boolean,
   ): Promise<boolean> {
     const { ctx } = this;
-    if (since === undefined || since >= ch.last) return true;
+    if (since === undefined) return true;
+    if (since > ch.last && !(await this.awaitFannedOut(topic, ch, since, current))) return false;
+    // Nothing fanned out after `since`: live from here (no read, and no `lost` for what is not missing).
+    if (since >= ch.last) return true;
     /** Highest sequence the client has (sent now, or `since`): the `prev` of the next frame. */
     let cursor = since;
+    /** The next sequence to read: only ever past messages at or below what the edge fanned out. */
     let from = since === 0 ? 1 : since;
     // The first read starts at `since` itself: when it is still held, history reaches back.
     let probe = since > 0;
     for (;;) {
       // What the edge has fanned out so far; what comes after it arrives live once subscribed.
       const target = ch.last;
-      if (cursor >= target) break;
+      if (from > target) break;
       await this.roomToSend();
       if (!current()) return false;
       const ws = this.ws as ClientSocket;
@@ -613,19 +683,47 @@ export class ClientConnection implements LiveReceiver {
         }
       }
       let sent = 0;
+      let past = false;
       for (const m of messages) {
-        if (m.seq <= cursor || m.seq > target) continue;
-        if (m.expires > Date.now()) {
-          this.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
-          sent++;
+        // Stored after the target was taken: the next round reads it again, against a newer target
+        // (it is either fanned out by then, or arrives live).
+        if (m.seq > target) {
+          past = true;
+          break;
         }
+        from = m.seq + 1;
+        if (m.seq <= cursor || m.expires <= Date.now()) continue;
+        this.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
         cursor = m.seq;
+        sent++;
       }
       ctx.metrics.topicMessagesOut.inc(sent);
-      const tail = messages[messages.length - 1];
-      if (tail !== undefined) from = tail.seq + 1;
-      // Everything history holds up to the target was sent (the rest expired or was evicted).
-      if (!more && (tail === undefined || tail.seq >= target) && ch.last === target) break;
+      // History holds nothing more up to the target (the rest expired or was evicted).
+      if (past || !more) from = Math.max(from, target + 1);
+    }
+    return true;
+  }
+
+  /**
+   * Waits until the edge has fanned out the topic up to `since`. Every FANNED_OUT_CHECK_MS it
+   * asks the store whether the topic reaches `since` at all: a `since` past the topic's newest
+   * message (made up, or from before the app was created again) waits for nothing. False when
+   * the subscription was dropped meanwhile.
+   */
+  private async awaitFannedOut(
+    topic: string,
+    ch: TopicChannel,
+    since: number,
+    current: () => boolean,
+  ): Promise<boolean> {
+    const { ctx } = this;
+    while (ch.last < since) {
+      const reached = await ctx.topics.reached(ch, since, FANNED_OUT_CHECK_MS);
+      if (!current()) return false;
+      if (reached) break;
+      const newest = await ctx.topicStore.lastSeq(this.app, topic);
+      if (!current()) return false;
+      if (newest < since) break;
     }
     return true;
   }
@@ -634,7 +732,7 @@ export class ClientConnection implements LiveReceiver {
    * A `sub` of `_all`, which every connection holds from its open: resumes it from `since`
    * (live broadcast frames stop until the history read has caught up), then `subscribed`.
    */
-  private async resumeAll(since: number | undefined): Promise<void> {
+  private async resumeAll(since: number | undefined): Promise<boolean> {
     const { ctx } = this;
     const token = {};
     this.allToken = token;
@@ -654,21 +752,24 @@ export class ClientConnection implements LiveReceiver {
       }
       if (this.mode === CLOSED) {
         ctx.topics.leave(this.app, ALL_TOPIC);
-        return;
+        return false;
       }
       this.inAll = true;
     }
-    if (!current()) return;
-    if (!(await this.replayTopic(ALL_TOPIC, ch, since, current))) return;
-    const ws = this.ws;
-    if (ws === undefined) return;
-    ws.subscribe(ch.key);
-    this.sendText(ServerFrames.subscribed(ALL_TOPIC, ch.last));
+    if (!current()) return false;
+    if (!(await this.replayTopic(ALL_TOPIC, ch, since, current))) return false;
+    return this.goLive(ALL_TOPIC, ch);
   }
 
-  /** Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers `unsubscribed`. */
+  /**
+   * Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers
+   * `unsubscribed`. A `sub` of the topic not yet answered is overtaken: it stops, and is answered
+   * `unsubscribed` too.
+   */
   unsubscribeTopic(topic: string): void {
     const { ctx } = this;
+    const queue = this.subQueues?.get(topic);
+    if (queue !== undefined) queue.overtakenUpTo = this.subCounter;
     if (this.topics?.delete(topic) === true) {
       const ch = ctx.topics.channel(this.app, topic);
       if (ch !== undefined) this.ws?.unsubscribe(ch.key);
@@ -680,9 +781,9 @@ export class ClientConnection implements LiveReceiver {
   }
 
   /** A client's `sub`: the token's patterns, or a topic token, must grant the topic. */
-  private async handleSub(f: SubFrame): Promise<void> {
+  private handleSub(f: SubFrame): void {
     const { ctx } = this;
-    try {
+    this.queueSub(f.topic, f.since, () => {
       const app = ctx.apps.get(this.app);
       if (app === undefined || app.disabled) throw new PushError('app_disabled');
       // `_all` needs no grant: every connection of the app receives it.
@@ -692,10 +793,7 @@ export class ClientConnection implements LiveReceiver {
         }
         verifyTopicToken(f.token, app, this.user, f.topic);
       }
-      await this.subscribeTopic(f.topic, f.since);
-    } catch (err) {
-      this.sendError(err, { topic: f.topic });
-    }
+    });
   }
 
   /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
@@ -732,7 +830,7 @@ export class ClientConnection implements LiveReceiver {
         void this.handleRpc(frame);
         return;
       case 'sub':
-        void this.handleSub(frame);
+        this.handleSub(frame);
         return;
       case 'unsub':
         this.unsubscribeTopic(frame.topic);

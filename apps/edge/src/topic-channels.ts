@@ -35,6 +35,8 @@ export interface TopicChannel {
   overflow: boolean;
   /** Settles once the NATS subscription is active and `last` is known (undefined after that). */
   ready: Promise<void> | undefined;
+  /** Called each time `last` moves on (resumes waiting for the edge to catch up, see `reached`). */
+  waiters: Array<() => boolean> | undefined;
 }
 
 /** Most live messages held per channel while it opens or fills a gap; past it, the store is read again. */
@@ -109,6 +111,7 @@ export class TopicChannels {
       held: [],
       overflow: false,
       ready: undefined,
+      waiters: undefined,
     };
     ch = channel;
     channel.sid = this.live.subscribe(key, (h, payload) => this.onLive(channel, h, payload));
@@ -121,7 +124,7 @@ export class TopicChannels {
       .then(() => this.store.lastSeq(app, topic))
       .then(
         (last) => {
-          channel.last = Math.max(channel.last, last);
+          this.advance(channel, last);
           channel.ready = undefined;
           this.release(channel);
         },
@@ -135,6 +138,40 @@ export class TopicChannels {
     return channel;
   }
 
+  /**
+   * Resolves true once the channel has fanned out `seq` (at once when it has), or false after
+   * `timeoutMs` or when the channel is dropped (its last subscriber left).
+   */
+  reached(ch: TopicChannel, seq: number, timeoutMs: number): Promise<boolean> {
+    if (ch.last >= seq) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiters = (ch.waiters ??= []);
+      const check = () => {
+        if (ch.last < seq && this.channels.get(ch.key) === ch) return false;
+        clearTimeout(timer);
+        resolve(ch.last >= seq);
+        return true;
+      };
+      const timer = setTimeout(() => {
+        const i = waiters.indexOf(wake);
+        if (i >= 0) waiters.splice(i, 1);
+        resolve(ch.last >= seq);
+      }, timeoutMs);
+      const wake = () => check();
+      waiters.push(wake);
+    });
+  }
+
+  /** Moves the channel's fanned-out sequence on to `seq` (never back), waking those waiting for it. */
+  private advance(ch: TopicChannel, seq: number): void {
+    if (seq <= ch.last) return;
+    ch.last = seq;
+    const waiters = ch.waiters;
+    if (waiters === undefined) return;
+    ch.waiters = waiters.filter((w) => !w());
+    if (ch.waiters.length === 0) ch.waiters = undefined;
+  }
+
   /** Drops a reference; unsubscribes from NATS when it was the last. */
   leave(app: string, topic: string): void {
     const key = this.subjects.liveTopic(app, topic);
@@ -142,6 +179,7 @@ export class TopicChannels {
     if (ch === undefined) return;
     if (--ch.refs > 0) return;
     this.channels.delete(key);
+    for (const w of ch.waiters?.splice(0) ?? []) w();
     this.live.unsubscribe(ch.sid);
     this.metrics.topicChannels.set(this.channels.size);
   }
@@ -195,11 +233,13 @@ export class TopicChannels {
 
   /** Fans one message out to the topic's local sockets, serialized once. */
   private emit(ch: TopicChannel, m: TopicStoredMessage, prev: number): void {
-    ch.last = m.seq;
-    if (m.expires <= Date.now()) return;
-    const frame = ServerFrames.topicMessage(ch.topicJson, m.seq, prev, m.ts, m.bytes, m.binary);
-    this.fanout.publish(ch.key, frame);
-    this.metrics.topicMessagesOut.inc(this.fanout.subscribers(ch.key));
+    if (m.expires > Date.now()) {
+      const frame = ServerFrames.topicMessage(ch.topicJson, m.seq, prev, m.ts, m.bytes, m.binary);
+      this.fanout.publish(ch.key, frame);
+      this.metrics.topicMessagesOut.inc(this.fanout.subscribers(ch.key));
+    }
+    // After the publish: a resume woken here joins the key once this message went out.
+    this.advance(ch, m.seq);
   }
 
   /** Tells every local subscriber of the topic that messages before `first` are gone. */
@@ -239,7 +279,7 @@ export class TopicChannels {
       if (!sawExpected) {
         // Nothing held at or after the missing one: it is gone.
         this.lost(ch, ch.last + 1);
-        ch.last = Math.max(ch.last, expectPrev);
+        this.advance(ch, expectPrev);
       }
     } catch (err) {
       if (this.channels.get(ch.key) !== ch) return;
@@ -257,7 +297,7 @@ export class TopicChannels {
       const next = ch.held?.[0];
       if (next !== undefined && next.prev > ch.last) {
         this.lost(ch, next.seq);
-        ch.last = next.prev;
+        this.advance(ch, next.prev);
       }
     }
     this.release(ch);
