@@ -1,24 +1,13 @@
 import { expect } from 'chai';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient, type Frame } from '../helpers/ws-client.js';
+import { prng } from '../helpers/prng.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The topic frames (msg, lost, subscribed, unsubscribed, error) a client got for one topic, in order. */
 function ofTopic(c: TestClient, topic: string, from = 0): Frame[] {
   return c.frames.slice(from).filter((f) => f['topic'] === topic);
-}
-
-/** A deterministic generator (mulberry32), so a failing interleaving can be run again. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -78,7 +67,7 @@ describe('topic resume under load, and sub/unsub answers', function () {
       const edge = stack.edges[i % 2];
       resumers.push({ c: keep(await app.connectWithTopics(`r${i}`, [topic], edge)), since: -1 });
     }
-    const rand = random(14);
+    const rand = prng(14);
     const all: number[] = [];
     let lastAnswered = 0;
     let next = 0;
@@ -174,7 +163,7 @@ describe('topic resume under load, and sub/unsub answers', function () {
 
   it('random interleavings of sub, unsub and sub since: one answer per frame, and the last frame decides', async function () {
     const c = keep(await app.connectWithTopics('fuzz', ['*']));
-    const rand = random(20);
+    const rand = prng(20);
     for (let round = 0; round < 40; round++) {
       const topic = `fz${round}`;
       if (round % 3 === 0) await app.publishTopicOk(topic, 'old');

@@ -1,21 +1,10 @@
 import { expect } from 'chai';
 import { inspect } from 'node:util';
 import { PushError, decodeToken, encodeToken, idProblem, parseClientFrame, type IdKind } from '@push/protocol';
+import { prng } from '../helpers/prng.js';
 
 /** True when `value` is a valid id of the kind (idProblem finds nothing wrong). */
 const validId = (kind: IdKind, value: unknown): boolean => idProblem(kind, value) === undefined;
-
-/** Deterministic PRNG (mulberry32) so the property loops explore the same strings every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Pieces that stress the encoding: the safe alphabet, subject syntax, `~`, whitespace, non-ASCII. */
 const PIECES = [
