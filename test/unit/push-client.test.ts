@@ -308,6 +308,9 @@ describe('PushClient with a scripted edge (no I/O)', function () {
       expect(events.slice(1)).to.deep.equal(['join fay', 'leave eve']);
       expect(sub.members().map((m) => m.user)).to.have.members(['bob', 'cid', 'u', 'fay']);
       expect(sub.members().find((m) => m.user === 'fay')).to.deep.equal({ user: 'fay', device: 'tv', since: 7 });
+      // The `subscribed` of a gap's refill asks nothing: the list is current.
+      last().frame({ t: 'subscribed', topic: 'room', seq: 0 });
+      expect(asked).to.have.length(1);
       c.disconnect();
     }
   });

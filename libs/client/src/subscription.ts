@@ -108,6 +108,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** Counts fetches: an answer for an older one (before a resubscribe) is dropped. */
   private fetches = 0;
   private fetchFailures = 0;
+  /** The next `subscribed` fetches the members (the first after each `sub` from `resubscribe`). */
+  private membersDue = false;
   private fetchRetry: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -161,6 +163,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.refilling = false;
     // Frames of the last connection said nothing about this one: the list is fetched again.
     this.fetches += 1;
+    this.membersDue = true;
     this.roster?.reset();
     const since = this.last ?? this.since;
     // `_all` needs no `sub`: only one that resumes what was missed while away.
@@ -202,7 +205,11 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.last ??= seq;
     this.current = 'subscribed';
     this.emit('subscribed', { seq });
-    if (this.roster !== undefined) this.fetchMembers(this.roster);
+    // Once per (re)subscribe: the `subscribed` of a gap's refill finds the list kept current.
+    if (this.roster !== undefined && this.membersDue) {
+      this.membersDue = false;
+      this.fetchMembers(this.roster);
+    }
   }
 
   /** A `join` frame of this topic. */
