@@ -26,9 +26,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 deps: node_modules/.package-lock.json ## install dependencies (npm ci) if missing or stale
 
-build: deps ## compile every package (tsc -b) into its dist/, and the SDK's browser bundle
+build: deps ## compile every package (tsc -b) into its dist/, the SDK's browser bundle and its npm tarball
 	npx tsc -b tsconfig.json
 	node libs/client/bundle.mjs
+	node libs/client/pack.mjs
 
 # mocha runs the tests through tsx, which strips types without checking them: test/ and bench/
 # are type-checked here or nowhere.

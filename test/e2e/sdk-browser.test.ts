@@ -44,7 +44,7 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     expect(gz, 'bundle size, gzipped').to.be.at.most(MAX_GZIPPED_BYTES);
 
     stack = await Stack.start();
-    app = await stack.createApp({ clientMessaging: true });
+    app = await stack.createApp({ clientMessaging: true, presenceTopics: ['room-*'] });
     await edgeB.start({ PUSH_PREFIX: stack.prefix, PUSH_NATS_URL: NATS_URL, PUSH_REDIS_URL: 'redis://127.0.0.1:6379' });
     dispatcher = createDispatcher(
       stack.config({
@@ -95,6 +95,11 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     await page.exposeFunction('pushToken', (user: string, ttl: number, topics?: string[]) =>
       app.token(user, 'browser', ttl, topics),
     );
+    // Plays the app's backend for `fetchMembers`: the occupancy route wants the API key.
+    await page.exposeFunction('pushMembers', async (topic: string) => {
+      const path = `/v1/apps/${app.id}/topics/${encodeURIComponent(topic)}/presence`;
+      return (await stack.http('GET', path, app.apiKey)).body;
+    });
     await page.goto(`${demo.url}/harness`); // a 404 text page: only its origin matters
     await page.addScriptTag({ url: '/push-client.min.js' });
     await page.evaluate(`
@@ -218,6 +223,32 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     await app.publishTopicOk('scores', 'after');
     await new Promise((r) => setTimeout(r, 300));
     expect(await get('t.s.topic.length')).to.equal(4);
+  });
+
+  it('presence: two users see each other in members, a join when the other arrives and a leave when it disconnects', async function () {
+    await harness();
+    const watch = (name: string) => `
+      mk('${name}', '${name}-user', { topics: ['room-*'], fetchMembers: (topic) => window.pushMembers(topic) });
+      t.${name}.seen = [];
+      t.${name}.sub = t.${name}.client.subscribe('room-b', { presence: true });
+      t.${name}.sub.on('members', (list) => t.${name}.seen.push('members ' + list.map((m) => m.user).sort().join(',')));
+      t.${name}.sub.on('join', (m) => t.${name}.seen.push('join ' + m.user));
+      t.${name}.sub.on('leave', (m) => t.${name}.seen.push('leave ' + m.user));
+    `;
+    await page.evaluate(watch('ann'));
+    await waitUntil('t.ann.seen.length === 1');
+    expect(await get('t.ann.seen')).to.deep.equal(['members ann-user']);
+    // The edge records ann's subscription just after `subscribed`: wait for the route to list her.
+    await waitUntil(`window.pushMembers('room-b').then((b) => JSON.stringify(b).includes('ann-user'))`);
+    await page.evaluate(watch('bob'));
+    await waitUntil('t.bob.seen.length === 1 && t.ann.seen.length === 2');
+    expect(await get('t.bob.seen')).to.deep.equal(['members ann-user,bob-user']);
+    expect(await get('t.ann.seen')).to.deep.equal(['members ann-user', 'join bob-user']);
+    expect(await get('t.ann.sub.members().map((m) => m.user).sort()')).to.deep.equal(['ann-user', 'bob-user']);
+    await page.evaluate('t.bob.client.disconnect()');
+    await waitUntil('t.ann.seen.length === 3');
+    expect(await get('t.ann.seen[2]')).to.equal('leave bob-user');
+    expect(await get('t.ann.sub.members().map((m) => m.user)')).to.deep.equal(['ann-user']);
   });
 
   it('CORS: a page on another origin calls the center (preflighted) and the dispatcher', async function () {

@@ -110,6 +110,52 @@ describe('SDK (@push/client) topics, up and rpc against the real stack', functio
     expect(t.messages.map((m) => m.seq)).to.deep.equal(seqs.slice(3));
   });
 
+  it('presence: two users see each other in members, a join when the other arrives and a leave when it disconnects', async function () {
+    const room = await stack.createApp({ presenceTopics: ['room-*'] });
+    // Plays the app's backend, which reads the occupancy route with its API key.
+    const fetchMembers = async (topic: string): Promise<unknown> =>
+      (await stack.http('GET', `/v1/apps/${room.id}/topics/${encodeURIComponent(topic)}/presence`, room.apiKey)).body;
+    const join = (user: string): { client: PushClient; sub: Subscription; seen: string[] } => {
+      const c = client({
+        edges: [stack.wsUrl()],
+        token: () => room.token(user, 'node', 3600, ['room-*']),
+        fetchMembers,
+      });
+      const sub = c.subscribe('room-1', { presence: true });
+      const seen: string[] = [];
+      sub.on('members', (list) =>
+        seen.push(
+          `members ${list
+            .map((m) => m.user)
+            .sort()
+            .join(',')}`,
+        ),
+      );
+      sub.on('join', (m) => seen.push(`join ${m.user}`));
+      sub.on('leave', ({ user: u }) => seen.push(`leave ${u}`));
+      c.connect();
+      return { client: c, sub, seen };
+    };
+    const ann = join('ann');
+    await until('ann has members', () => ann.seen.length > 0);
+    expect(ann.seen).to.deep.equal(['members ann']);
+    // The edge records ann's subscription just after `subscribed`: wait for the route to list her.
+    while (!JSON.stringify(await fetchMembers('room-1')).includes('"ann"')) await new Promise((r) => setTimeout(r, 20));
+
+    const bob = join('bob');
+    await until('bob has members', () => bob.seen.length > 0);
+    expect(bob.seen).to.deep.equal(['members ann,bob']);
+    await until('ann told of bob', () => ann.seen.length === 2);
+    expect(ann.seen).to.deep.equal(['members ann', 'join bob']);
+    expect(ann.sub.members().map((m) => m.user)).to.have.members(['ann', 'bob']);
+    expect(ann.sub.members().find((m) => m.user === 'bob')).to.include({ device: 'node' });
+
+    bob.client.disconnect();
+    await until('ann told bob left', () => ann.seen.length === 3);
+    expect(ann.seen[2]).to.equal('leave bob');
+    expect(ann.sub.members().map((m) => m.user)).to.deep.equal(['ann']);
+  });
+
   it('up is stored once across a reconnect (the retry with its id answers dup)', async function () {
     const c = client({ edges: [stack.wsUrl()], token: () => app.token('uma') });
     c.connect();

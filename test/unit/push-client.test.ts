@@ -264,6 +264,95 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     expect(all).to.deep.equal([40]);
   });
 
+  it('presence: members are the fetched list with the join/leave frames that came during the fetch applied in order', async function () {
+    // The fetch answers late, with a list from before the frames: bob and cid joined, dan left
+    // meanwhile. Then once more with a list from after them (bob in it, dan gone): same members.
+    for (const snapshot of [
+      { members: [{ user: 'dan', device: 'x', conn: 'c9', since: 1 }, { user: 'eve' }] },
+      [{ user: 'eve' }, { user: 'bob' }],
+    ]) {
+      let answer: (v: unknown) => void = () => undefined;
+      const asked: string[] = [];
+      const c = make({
+        fetchMembers: (topic) => {
+          asked.push(topic);
+          return new Promise((r) => (answer = r));
+        },
+      });
+      const sub = c.subscribe('room', { presence: true });
+      const events: string[] = [];
+      sub.on('members', (list) => events.push(`members ${list.map((m) => m.user).join(',')}`));
+      sub.on('join', (m) => events.push(`join ${m.user}`));
+      sub.on('leave', ({ user }) => events.push(`leave ${user}`));
+      c.connect();
+      await tick();
+      last().hello(); // this client is user u
+      last().frame({ t: 'subscribed', topic: 'room', seq: 0 });
+      expect(asked).to.deep.equal(['room']);
+      last().frame({ t: 'join', topic: 'room', user: 'bob', device: 'phone', since: 5 });
+      last().frame({ t: 'join', topic: 'room', user: 'cid', device: 'web', since: 6 });
+      last().frame({ t: 'leave', topic: 'room', user: 'dan' });
+      expect(sub.members()).to.deep.equal([]); // not known yet
+      answer(snapshot);
+      await tick();
+      expect(events).to.deep.equal(['members eve,bob,cid,u']); // u: this user, subscribed
+      expect(sub.members().map((m) => m.user)).to.have.members(['eve', 'bob', 'cid', 'u']);
+
+      // From now on each frame applies at once; repeats change nothing; this user never leaves.
+      last().frame({ t: 'join', topic: 'room', user: 'bob', device: 'phone', since: 5 });
+      last().frame({ t: 'join', topic: 'room', user: 'fay', device: 'tv', since: 7 });
+      last().frame({ t: 'leave', topic: 'room', user: 'eve' });
+      last().frame({ t: 'leave', topic: 'room', user: 'eve' });
+      last().frame({ t: 'leave', topic: 'room', user: 'u' });
+      last().frame({ t: 'join', topic: 'other', user: 'gus' });
+      expect(events.slice(1)).to.deep.equal(['join fay', 'leave eve']);
+      expect(sub.members().map((m) => m.user)).to.have.members(['bob', 'cid', 'u', 'fay']);
+      expect(sub.members().find((m) => m.user === 'fay')).to.deep.equal({ user: 'fay', device: 'tv', since: 7 });
+      // The `subscribed` of a gap's refill asks nothing: the list is current.
+      last().frame({ t: 'subscribed', topic: 'room', seq: 0 });
+      expect(asked).to.have.length(1);
+      c.disconnect();
+    }
+  });
+
+  it('presence: fetched again after a reconnect (a late answer of the old fetch is dropped); a failed fetch is reported and retried', async function () {
+    const answers: ((v: unknown) => void)[] = [];
+    const failures: string[] = [];
+    let fail = true;
+    const c = make({
+      fetchMembers: () => (fail ? Promise.reject(new Error('backend down')) : new Promise((r) => answers.push(r))),
+    });
+    c.on('error', (e) => failures.push(`${e.type} ${e.error.code}`));
+    const sub = c.subscribe('room', { presence: true });
+    const lists: string[][] = [];
+    sub.on('members', (list) => lists.push(list.map((m) => m.user)));
+    c.connect();
+    await tick();
+    last().hello();
+    last().frame({ t: 'subscribed', topic: 'room', seq: 0 });
+    await tick();
+    expect(failures).to.deep.equal(['presence presence_fetch_failed']);
+    fail = false;
+    await tick(1100); // the retry, a second later
+    expect(answers).to.have.length(1);
+    last().end(1006);
+    await tick(20);
+    last().hello();
+    last().frame({ t: 'subscribed', topic: 'room', seq: 0 });
+    answers[0]?.(['old']); // the answer of the first connection's fetch: too late
+    answers[1]?.({ members: 'not a list' });
+    await tick();
+    expect(failures.at(-1)).to.equal('presence bad_members');
+    expect(lists).to.deep.equal([]);
+    await tick(2100);
+    answers[2]?.(['vic']);
+    await tick();
+    expect(lists).to.deep.equal([['vic', 'u']]);
+    expect(() => make({}).subscribe('x', { presence: true }))
+      .to.throw()
+      .with.property('code', 'no_fetch_members');
+  });
+
   it('up: settled by upsent, retried with the same id after rate_limited and after a reconnect', async function () {
     const c = make();
     c.connect();

@@ -1,4 +1,5 @@
 export * from './push-client.js';
 export * from './subscription.js';
+export type { PresenceMember } from './presence-roster.js';
 export * from './protocol-constants.js';
 export type { Listener } from './emitter.js';

@@ -65,6 +65,15 @@ export interface PushClientOptions {
   sendTimeoutMs?: number;
   /** How many recent `seq`s are remembered to drop repeats (10000). */
   dedupeSize?: number;
+  /**
+   * Gets the members of a presence topic for `subscribe(topic, { presence: true })`
+   * (docs/sdk.md#presence), typically from your backend, which asks the center's
+   * `GET /v1/apps/<app>/topics/<topic>/presence` with its API key (never give the key to a
+   * client). Returns (or resolves with) that answer as is, or an array of `{ user }` or user ids.
+   * Called after each `subscribed`; a rejection is reported as an `error` event (type
+   * `presence`) and retried.
+   */
+  fetchMembers?: (topic: string) => unknown;
 }
 
 /** One message delivered to the user. */
@@ -135,7 +144,7 @@ export interface ConnectedInfo {
 
 export interface ClientErrorEvent {
   /** Where it failed: getting a token, asking the dispatcher, an `error` frame, a listener. */
-  type: 'token' | 'dispatcher' | 'server' | 'handler' | 'listener' | 'transport';
+  type: 'token' | 'dispatcher' | 'server' | 'handler' | 'listener' | 'transport' | 'presence';
   error: PushClientError;
 }
 
@@ -181,6 +190,7 @@ interface ServerFrame {
   ping?: unknown;
   window?: unknown;
   maxMessageBytes?: unknown;
+  since?: unknown;
 }
 
 interface SocketEvents {
@@ -229,6 +239,8 @@ function newSendId(): string {
  * listeners, acks in batches, and sends to other users with a promise per message.
  */
 export class PushClient extends Emitter<PushClientEvents> {
+  /** The user of the last `hello`. */
+  private user: string | undefined;
   private readonly opts: Required<
     Pick<
       PushClientOptions,
@@ -405,6 +417,10 @@ export class PushClient extends Emitter<PushClientEvents> {
         type: 'listener',
         error: new PushClientError('listener', `a ${event} listener threw: ${String(err)}`, { cause: err }),
       }),
+    self: (): string | undefined => this.user,
+    // The options are set in the constructor, after this field: read them when asked.
+    membersFetcher: (): ((topic: string) => unknown) | undefined => this.opts.fetchMembers,
+    presenceFailed: (error: PushClientError): void => this.emit('error', { type: 'presence', error }),
   };
 
   /** Like `send`, for bytes (they arrive as the message's `b64`). */
@@ -785,6 +801,18 @@ export class PushClient extends Emitter<PushClientEvents> {
       case 'subscribed':
         this.topicSub(f)?.onSubscribed(typeof f.seq === 'number' ? f.seq : 0);
         break;
+      case 'join':
+        if (typeof f.user === 'string') {
+          this.topicSub(f)?.onJoin({
+            user: f.user,
+            ...(typeof f.device === 'string' ? { device: f.device } : {}),
+            ...(typeof f.since === 'number' ? { since: f.since } : {}),
+          });
+        }
+        break;
+      case 'leave':
+        if (typeof f.user === 'string') this.topicSub(f)?.onLeave(f.user);
+        break;
       case 'lost':
         if (typeof f.first === 'number') this.topicSub(f)?.onLost(f.first);
         break;
@@ -806,6 +834,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     this.window = typeof f.window === 'number' ? f.window : 100;
     const ping = typeof f.ping === 'number' ? f.ping : this.opts.pingSeconds;
     this.startPings(ping);
+    this.user = String(f.user);
     this.setState('connected', { code: 0, reason: '' });
     this.emit('connected', {
       edge: this.sockEdge,

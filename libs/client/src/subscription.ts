@@ -1,4 +1,5 @@
 import { Emitter } from './emitter.js';
+import { PresenceRoster, parseMembers, type PresenceMember } from './presence-roster.js';
 
 /** A failure with a stable code: the server's error codes, or `timeout`, `disconnected`, ... */
 export class PushClientError extends Error {
@@ -36,6 +37,12 @@ export interface SubscribeOptions {
   since?: number;
   /** A topic token (docs/protocol.md#topics) for a topic the client token does not grant. */
   token?: string;
+  /**
+   * Keep the topic's member list (docs/sdk.md#presence): on every `subscribed` the client's
+   * `fetchMembers` gives the current members, and `join`/`leave` frames keep them current. The
+   * topic must be one of the app's `presenceTopics`. Throws `no_fetch_members` without that option.
+   */
+  presence?: boolean;
 }
 
 /** `subscribing` until the edge's `subscribed` (again after each reconnect), `unsubscribed` at the end. */
@@ -53,6 +60,15 @@ export interface SubscriptionEvents {
   error: [PushClientError];
   /** `unsubscribe()` took effect. */
   unsubscribed: [];
+  /**
+   * Presence (`presence: true`): the whole member list, this user included, after each fetch
+   * (on every `subscribed`, so again after a reconnect): replace what you show with it.
+   */
+  members: [PresenceMember[]];
+  /** A user's first connection subscribed (presence: once the list is ready, and only a new member). */
+  join: [PresenceMember];
+  /** A user's last connection left (presence: once the list is ready, and only a member). */
+  leave: [{ user: string }];
 }
 
 /** What a Subscription needs from its client: write a frame when connected, and forget it. */
@@ -63,6 +79,12 @@ export interface SubscriptionHost {
   leave(sub: Subscription, unsub: boolean): boolean;
   /** Reports a listener's throw as the client's `error` event. */
   failed(err: unknown, event: string): void;
+  /** The user of the current connection (hello), if connected. */
+  self(): string | undefined;
+  /** The client's `fetchMembers` option, if given. */
+  membersFetcher(): ((topic: string) => unknown) | undefined;
+  /** Reports a failed member fetch as the client's `error` event (type `presence`); it is retried. */
+  presenceFailed(err: PushClientError): void;
 }
 
 /**
@@ -81,6 +103,14 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** A gap was seen and a `sub` asking for it went out: out-of-order frames wait for it. */
   private refilling = false;
   private retry: ReturnType<typeof setTimeout> | undefined;
+  /** The member list, with `presence: true`. */
+  private readonly roster: PresenceRoster | undefined;
+  /** Counts fetches: an answer for an older one (before a resubscribe) is dropped. */
+  private fetches = 0;
+  private fetchFailures = 0;
+  /** The next `subscribed` fetches the members (the first after each `sub` from `resubscribe`). */
+  private membersDue = false;
+  private fetchRetry: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     readonly topic: string,
@@ -90,6 +120,20 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     super();
     this.since = options.since;
     if (options.since !== undefined && options.since > 0) this.last = options.since;
+    if (options.presence === true) {
+      if (host.membersFetcher() === undefined) {
+        throw new PushClientError('no_fetch_members', 'presence needs the fetchMembers option of the client');
+      }
+      this.roster = new PresenceRoster();
+    }
+  }
+
+  /**
+   * Presence (`presence: true`): the members, this user included, once fetched (empty until the
+   * first `members` event). One entry per user.
+   */
+  members(): PresenceMember[] {
+    return this.roster?.ready === true ? this.roster.members() : [];
   }
 
   get state(): SubscriptionState {
@@ -117,6 +161,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (this.current === 'unsubscribed') return;
     this.current = 'subscribing';
     this.refilling = false;
+    // Frames of the last connection said nothing about this one: the list is fetched again.
+    this.fetches += 1;
+    this.membersDue = true;
+    this.roster?.reset();
     const since = this.last ?? this.since;
     // `_all` needs no `sub`: only one that resumes what was missed while away.
     if (this.topic === BROADCAST_TOPIC && since === undefined) {
@@ -157,6 +205,62 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.last ??= seq;
     this.current = 'subscribed';
     this.emit('subscribed', { seq });
+    // Once per (re)subscribe: the `subscribed` of a gap's refill finds the list kept current.
+    if (this.roster !== undefined && this.membersDue) {
+      this.membersDue = false;
+      this.fetchMembers(this.roster);
+    }
+  }
+
+  /** A `join` frame of this topic. */
+  onJoin(member: PresenceMember): void {
+    if (this.current === 'unsubscribed') return;
+    if (this.roster === undefined || this.roster.join(member)) this.emit('join', member);
+  }
+
+  /** A `leave` frame of this topic. */
+  onLeave(user: string): void {
+    if (this.current === 'unsubscribed') return;
+    if (this.roster === undefined || this.roster.leave(user, this.host.self())) this.emit('leave', { user });
+  }
+
+  /**
+   * Asks `fetchMembers` for the list, after the edge took the `sub`: frames from then on reach
+   * the roster, which holds them until the answer. Retried (1 s, doubling to 30 s) on failure.
+   */
+  private fetchMembers(roster: PresenceRoster): void {
+    const fetch = ++this.fetches;
+    const fetchMembers = this.host.membersFetcher();
+    if (fetchMembers === undefined) return;
+    const current = (): boolean => fetch === this.fetches && this.current === 'subscribed';
+    new Promise<unknown>((resolve) => resolve(fetchMembers(this.topic)))
+      .then((value) => {
+        if (!current()) return;
+        let snapshot: PresenceMember[];
+        try {
+          snapshot = parseMembers(value);
+        } catch (err) {
+          throw new PushClientError('bad_members', `fetchMembers(${this.topic}): ${String(err)}`, { cause: err });
+        }
+        this.fetchFailures = 0;
+        roster.fetched(snapshot, this.host.self());
+        this.emit('members', roster.members());
+      })
+      .catch((err: unknown) => {
+        if (!current()) return;
+        this.host.presenceFailed(
+          err instanceof PushClientError
+            ? err
+            : new PushClientError('presence_fetch_failed', `fetchMembers(${this.topic}) failed: ${String(err)}`, {
+                cause: err,
+              }),
+        );
+        const delay = Math.min(30_000, 1000 * 2 ** this.fetchFailures++);
+        clearTimeout(this.fetchRetry);
+        this.fetchRetry = setTimeout(() => {
+          if (current()) this.fetchMembers(roster);
+        }, delay);
+      });
   }
 
   onLost(first: number): void {
@@ -186,6 +290,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   private end(): void {
     this.current = 'unsubscribed';
     clearTimeout(this.retry);
+    clearTimeout(this.fetchRetry);
   }
 
   protected override listenerFailed(err: unknown, event: keyof SubscriptionEvents): void {
