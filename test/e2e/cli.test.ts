@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { NATS_URL } from '../helpers/nats-server.js';
+import { NATS_URL, freePort } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 
@@ -75,9 +75,19 @@ describe('CLI in a new shell', function () {
     }
   });
 
-  it('an expected failure is one line on stderr and exit 1', async () => {
+  it('an expected failure (no such app, NATS not answering) is one line on stderr and exit 1', async () => {
     const r = await cli('push', 'no-such-app', 'alice', '--data', '1');
     expect(r.code).to.equal(1);
     expect(r.stderr.trim().split('\n'), r.stderr).to.deep.equal(['error app_not_found: no such app']);
+    const nowhere = `nats://127.0.0.1:${await freePort()}`;
+    const down = await runCli(
+      ['provision'],
+      { PUSH_PREFIX: stack.prefix, PUSH_DATABASE_URL: stack.databaseUrl, PUSH_NATS_URL: nowhere },
+      cwd,
+    );
+    expect(down.code).to.equal(1);
+    expect(down.stderr.trim().split('\n'), down.stderr).to.deep.equal([
+      `cannot connect to NATS at ${nowhere} (connection refused): start one with scripts/services.sh up (it writes .data/services.env, which the CLI reads) or set PUSH_NATS_URL`,
+    ]);
   });
 });

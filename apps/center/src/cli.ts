@@ -17,7 +17,14 @@ import {
   migrate,
   type Knex,
 } from '@push/db';
-import { InboxStore, NatsServerTooOldError, TopicStore, connectNats, provisionStreams } from '@push/nats';
+import {
+  InboxStore,
+  NatsServerTooOldError,
+  TopicStore,
+  connectNats,
+  provisionStreams,
+  type NatsConnection,
+} from '@push/nats';
 import { createRegistry } from '@push/http';
 import { Redis } from 'ioredis';
 import type { PresenceRegistry } from '@push/presence';
@@ -202,6 +209,23 @@ class CliError extends Error {
   override name = 'CliError';
 }
 
+/**
+ * The CLI's NATS connection. A server that does not answer is said in one line with what to do
+ * (NatsServerTooOldError already says it).
+ */
+async function openNats(config: Config, log: ReturnType<typeof createLogger>): Promise<NatsConnection> {
+  try {
+    return await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+  } catch (err) {
+    if (err instanceof NatsServerTooOldError) throw err;
+    throw new CliError(
+      `cannot connect to NATS at ${config.natsUrl} (${err instanceof Error ? err.message : String(err)}): ` +
+        `start one with scripts/services.sh up (it writes ${SERVICES_ENV}, which the CLI reads) or set PUSH_NATS_URL`,
+      { cause: err },
+    );
+  }
+}
+
 /** Postgres SQLSTATEs of a database that does not exist yet, or has no tables yet. */
 const NOT_SET_UP = new Set(['3D000', '42P01']);
 
@@ -243,7 +267,7 @@ async function readApp(config: Config, id: string): Promise<AppRecord> {
 async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirectory) => Promise<T>): Promise<T> {
   const log = createLogger({ level: 'warn', name: 'cli' });
   return withDatabase(config, { migrate: true }, async (db) => {
-    const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+    const nc = await openNats(config, log);
     try {
       const subjects = new Subjects(config.prefix);
       await provisionStreams(nc, subjects, config.inbox);
@@ -459,7 +483,7 @@ async function webhooksCommand(
   const log = createLogger({ level: 'warn', name: 'cli' });
   return withDatabase(config, { migrate: true }, async (db) => {
     if ((await new AppsRepository(db).get(appId)) === undefined) throw new PushError('app_not_found');
-    const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+    const nc = await openNats(config, log);
     try {
       const subjects = new Subjects(config.prefix);
       await provisionStreams(nc, subjects, config.inbox);
@@ -657,7 +681,7 @@ async function topicsCommand(
     return watchTopic(url, await token(app, user, 'cli', 24 * 3600, [topic]), topic);
   }
   const log = createLogger({ level: 'warn', name: 'cli' });
-  const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+  const nc = await openNats(config, log);
   try {
     if (sub === 'publish') {
       const message: Record<string, unknown> = {};
@@ -715,7 +739,7 @@ async function pushCommand(
   if (flags.ttl !== undefined) body['ttl'] = Number(flags.ttl);
   if (flags.id !== undefined) body['id'] = flags.id;
   const log = createLogger({ level: 'warn', name: 'cli' });
-  const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+  const nc = await openNats(config, log);
   const store = new InboxStore(nc, new Subjects(config.prefix), { timeoutMs: config.inbox.timeoutMs });
   try {
     const push = new PushService(
