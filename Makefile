@@ -5,9 +5,10 @@ SHELL := /bin/bash
 # `npx mocha test/e2e/one.test.ts` runs just that file.
 TESTS := 'test/{unit,integration,e2e}/**/*.test.ts'
 UNIT_TESTS := 'test/unit/**/*.test.ts'
-# The services `scripts/services.sh up` settled on (PUSH_NATS_URL: a private current nats-server
-# when the configured one is older than 2.11; PUSH_NATS_SERVER_BIN), exported to the command after it.
-WITH_SERVICES := set -a && . .data/services.env && set +a &&
+# `scripts/services.sh up`, then the command with the services it settled on (PUSH_NATS_URL: a
+# private current nats-server when the configured one is older than 2.11; PUSH_NATS_SERVER_BIN),
+# then `down` for what this run started, and only that, also on failure and Ctrl-C.
+WITH_SERVICES := scripts/with-services.sh
 # The benchmark harness at tiny sizes takes minutes: CI runs it once (`make bench-smoke`), not
 # every local `make test`.
 SMOKE_TEST := test/e2e/bench-smoke.test.ts
@@ -41,21 +42,18 @@ typecheck: build ## type-check every project: the packages, test/ and bench/
 # A failed type-check or lint still ends with the summary line CI reads (the tests did not run).
 test: deps ## type-check, lint, make sure NATS/Redis/Postgres answer, run every test suite but the bench smoke
 	@$(MAKE) --no-print-directory typecheck lint || { echo; echo '0 passed, 1 failed'; exit 1; }
-	scripts/services.sh up
 	$(WITH_SERVICES) npx mocha --ignore $(SMOKE_TEST) $(TESTS)
 
 test-unit: build ## unit tests only (no services)
 	npx mocha $(UNIT_TESTS)
 
 bench-smoke: build ## the benchmark harness at tiny sizes, so it never rots (minutes; CI runs it)
-	scripts/services.sh up
 	$(WITH_SERVICES) npx mocha $(SMOKE_TEST)
 
 lint: deps ## eslint (type-checked rules) and prettier --check
 	npx eslint . && npx prettier --check .
 
 bench: build ## make sure NATS/Redis/Postgres answer, run the benchmarks under bench/
-	scripts/services.sh up
 	$(WITH_SERVICES) npx tsx bench/run.ts
 
 stop: ## stop what `make dev` started (apps, then private services)

@@ -1,6 +1,6 @@
 /**
  * The demo's stand-in for a business server (`make dev` starts it; DEMO_PORT, 8084): serves the
- * demo page and the SDK bundle, signs client tokens for the page (`GET /token?user=alice`, as
+ * demo page, its icon and the SDK bundle, signs client tokens for the page (`GET /token?user=alice`, as
  * a real backend would after its own login), and pushes a live feed item to the chat's users
  * every few seconds through the center's push API. The page itself talks to the dispatcher and
  * the edge directly, from this origin: it exercises CORS as any real page would.
@@ -42,6 +42,7 @@ export interface DemoServer {
 /** Starts the demo server; resolves once it listens. */
 export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
   const page = readFileSync(join(here, 'index.html'), 'utf8');
+  const favicon = readFileSync(join(here, 'favicon.svg'));
   const bundlePath = join(here, '..', 'libs', 'client', 'dist', 'push-client.min.js');
   const config = JSON.stringify({ app: opts.app, dispatcher: opts.dispatcherUrl, users: DEMO_USERS });
 
@@ -53,6 +54,9 @@ export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
     } else if (url.pathname === '/push-client.min.js') {
       res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
       res.end(readFileSync(bundlePath));
+    } else if (url.pathname === '/favicon.svg' || url.pathname === '/favicon.ico') {
+      // The page links the SVG; browsers ask for /favicon.ico anyway, and take an SVG there too.
+      res.writeHead(200, { 'content-type': 'image/svg+xml', 'cache-control': 'max-age=86400' }).end(favicon);
     } else if (url.pathname === '/token') {
       // A real backend signs for the user its own session names; the demo trusts the query.
       const user = url.searchParams.get('user') ?? '';

@@ -2,7 +2,7 @@
 # Runs the whole system on this machine: builds, makes sure NATS, Redis and Postgres answer
 # (starting private ones under .data/ when they do not), creates the demo app, starts the four
 # apps with their output prefixed, and waits. Ctrl-C stops the apps, then the services this run
-# started. scripts/stop.sh does the same from another terminal.
+# started. `make stop` (scripts/stop.sh) does the same from another terminal.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,11 +57,11 @@ cleanup() {
 
 mkdir -p "$DATA"
 if [[ -s $PIDS ]]; then
-  die "$PIDS exists: another dev run may be going on; stop it with scripts/stop.sh"
+  die "$PIDS exists: another dev run may be going on; stop it with make stop"
 fi
 for name in "${APPS[@]}" demo; do
   port=$(app_port "$name")
-  if port_busy "$port"; then die "port $port ($name) is taken; stop whatever listens there (scripts/stop.sh?)"; fi
+  if port_busy "$port"; then die "port $port ($name) is taken; stop whatever listens there (make stop?)"; fi
 done
 
 if [[ ! -d node_modules ]]; then
@@ -150,7 +150,7 @@ done
 
 cat <<EOF
 
-=== push is running (Ctrl-C here, or scripts/stop.sh, stops it) ===
+=== push is running (Ctrl-C here, or make stop in another terminal, stops it) ===
   center       $center_url          HTTP API; /readyz /healthz /metrics on every app
   edge         ws://127.0.0.1:$(app_port edge)/ws
   dispatcher   http://127.0.0.1:$(app_port dispatcher)/v1/edges?app=demo&user=alice
@@ -166,6 +166,8 @@ Watch as alice (another terminal):
   ${cli_env}node apps/center/dist/cli.js watch --app demo --user alice
 
 Push to alice:
+  ${cli_env}node apps/center/dist/cli.js push demo alice --data '{"hello":"world"}'
+or over HTTP:
   curl -sS -X POST $center_url/v1/apps/demo/push \\
     -H 'Authorization: Bearer $api_key' -H 'Content-Type: application/json' \\
     -d '{"user":"alice","data":{"hello":"world"}}'
@@ -177,7 +179,7 @@ set +e
 wait -n
 set -e
 if [[ ! -f $PIDS || -f $DATA/dev.stopping ]]; then
-  say "stopped by scripts/stop.sh"
+  say "stopped by make stop"
   exit 0
 fi
 while read -r pid name; do

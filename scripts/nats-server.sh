@@ -15,7 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MIN=2.11.0
-BIN_DIR="$PWD/.data/bin"
+BIN_DIR="${PUSH_DATA_DIR:-$PWD/.data}/bin"
 OURS="$BIN_DIR/nats-server"
 SUITE=${PUSH_NATS_DEBIAN_SUITE:-unstable}
 MIRROR=${PUSH_NATS_DEBIAN_MIRROR:-http://deb.debian.org/debian}

@@ -8,7 +8,9 @@
 # SERVICE is nats, redis or postgres (default: all three). Hosts and ports come from
 # PUSH_NATS_URL, PUSH_REDIS_URL and PUSH_DATABASE_URL (the same defaults as the apps). A service
 # that already answers is used as is and never stopped. Private copies keep their data and logs
-# under .data/ and are listed in .data/started-services, which `down` reads.
+# under .data/ and are listed in .data/started-services, which `down` reads. PUSH_DATA_DIR puts
+# that folder elsewhere (the tests of scripts/with-services.sh use a temp one, so that they never
+# touch the servers of the checkout's own test run).
 #
 # NATS must be 2.11.0 or newer (the apps refuse older ones). When the server answering at
 # PUSH_NATS_URL is older (its INFO greeting says which version it is), it is left alone and a
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DATA="$PWD/.data"
+DATA="${PUSH_DATA_DIR:-$PWD/.data}"
 STARTED="$DATA/started-services"
 ENV_FILE="$DATA/services.env"
 NATS_MIN=2.11.0

@@ -1,7 +1,3 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { signClientToken } from '@push/apps';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -10,10 +6,9 @@ import { Subjects, type AppRecord, type AppSecret } from '@push/protocol';
 import { Stack } from '../helpers/stack.js';
 import { TestClient, type Frame } from '../helpers/ws-client.js';
 import { NATS_URL } from '../helpers/nats-server.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const run = promisify(execFile);
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 type AdminApp = Omit<AppRecord, 'apiKeys'> & { apiKeys: Array<{ id: string; hash?: string }> };
 
@@ -377,26 +372,13 @@ describe('admin API and CLI', function () {
   });
 
   describe('CLI', function () {
-    const cli = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-      const env = {
-        PATH: process.env['PATH'] ?? '',
+    const cli = (...args: string[]): Promise<CliResult> =>
+      runCli(args, {
         PUSH_PREFIX: stack.prefix,
         PUSH_DATABASE_URL: stack.databaseUrl,
         PUSH_NATS_URL: NATS_URL,
         PUSH_REDIS_URL: 'redis://127.0.0.1:6379',
-      };
-      try {
-        const r = await run(process.execPath, [path.join(ROOT, 'apps/center/dist/cli.js'), ...args], {
-          cwd: ROOT,
-          env,
-          timeout: 20_000,
-        });
-        return { code: 0, stdout: r.stdout, stderr: r.stderr };
-      } catch (err) {
-        const e = err as { code?: number; stdout?: string; stderr?: string };
-        return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-      }
-    };
+      });
 
     it('creates an app, signs tokens the edge accepts, and its API key pushes through the center', async function () {
       const created = await cli(

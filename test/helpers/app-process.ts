@@ -1,16 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trackChild } from './children.js';
 import { freePort } from './nats-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** Every app process started by this process, killed when it exits (a crashed run skips the after hooks). */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const p of running) p.kill('SIGKILL');
-});
 
 /**
  * One of the apps in its own process (`node apps/<name>/dist/main.js`, as in production), on a
@@ -50,8 +45,7 @@ export class AppProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = proc;
-    running.add(proc);
-    proc.once('exit', () => running.delete(proc));
+    trackChild(proc);
     proc.stdout?.on('data', (c: Buffer) => (this.output += c.toString()));
     proc.stderr?.on('data', (c: Buffer) => (this.output += c.toString()));
     const deadline = Date.now() + this.readyMs;

@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trackChild } from './children.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -88,12 +89,6 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-/** Every server started by this process, killed when it exits (a crashed run skips the after hooks). */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const p of running) p.kill('SIGKILL');
-});
-
 export interface PrivateNatsServerOptions {
   /** The nats-server binary (default: currentNatsServerBin()); an old one to test refusals. */
   bin?: string;
@@ -151,13 +146,12 @@ export class PrivateNatsServer {
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     this.proc = proc;
-    running.add(proc);
+    trackChild(proc);
     let log = '';
     proc.stderr?.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-4000)));
     let exited = false;
     proc.once('exit', () => {
       exited = true;
-      running.delete(proc);
     });
     // The ports file of this process (named after the binary and the pid): the port it listens on.
     const file = path.join(this.portsDir, `${path.basename(this.bin)}_${proc.pid ?? 0}.ports`);

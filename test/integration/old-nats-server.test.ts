@@ -118,7 +118,7 @@ describe('an old nats-server (2.9.10) is refused', function () {
     expect(await tcpHandlesSettled(before)).to.equal(before);
   });
 
-  it('by the CLI commands that touch NATS (exit code 1 and the same message)', async function () {
+  it('by the CLI commands that touch NATS (exit code 1 and the same message, in one line)', async function () {
     const server = old as PrivateNatsServer;
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
       let output = '';
@@ -134,5 +134,8 @@ describe('an old nats-server (2.9.10) is refused', function () {
     await dropDatabase(stack.databaseUrl);
     expect(code, output).to.equal(1);
     expect(output).to.contain(`nats-server ${version} at ${server.url} is too old`).and.contain('2.11.0 or newer');
+    // One line that says what to do, not a stack trace.
+    expect(output.trim().split('\n'), output).to.have.length(1);
+    expect(output).to.contain('scripts/services.sh up');
   });
 });

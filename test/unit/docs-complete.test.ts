@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
@@ -108,5 +109,80 @@ describe('docs: every part of the wire contract is documented', () => {
     expect(tableFields('| `a`, `b` | x |\n| c | y |')).to.deep.equal(new Set(['a', 'b']));
     expect(section('## x\n#### `ping`\ntext\n#### `pong`\n', /^#{3,5} `ping`/)).to.equal('text');
     expect(section('#### `ping`\n', /^#{3,5} `nope`/)).to.equal(undefined);
+  });
+});
+
+/** Every prose doc a user reads: the README, docs/*.md and the bench README. */
+const PROSE = [
+  'README.md',
+  ...readdirSync(path.join(ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+  'bench/README.md',
+];
+
+/** `file:line` of each table separator row (`| --- | :-: |`) that is not the second row of its table. */
+function straySeparators(file: string, text: string): string[] {
+  const out: string[] = [];
+  let row = 0;
+  text.split('\n').forEach((line, i) => {
+    row = line.startsWith('|') ? row + 1 : 0;
+    if (row !== 2 && /^\|(\s*:?-+:?\s*\|)+\s*$/.test(line)) out.push(`${file}:${i + 1}`);
+  });
+  return out;
+}
+
+/**
+ * Claims that were true once and are not any more (issue 14: the coordinator "does no work yet"
+ * long after it delivered webhooks). A phrase goes here when a fix removes it from the docs.
+ */
+const STALE = ['does no work yet', 'beyond health and metrics'];
+
+describe('docs: nothing stale or broken', () => {
+  it('no table has a separator row in its middle (it renders as a row of dashes)', () => {
+    expect(PROSE.flatMap((f) => straySeparators(f, read(f)))).to.deep.equal([]);
+  });
+
+  it('no doc makes a claim the code has outgrown', () => {
+    const found = PROSE.flatMap((f) => STALE.filter((phrase) => read(f).includes(phrase)).map((p) => `${f}: ${p}`));
+    expect(found).to.deep.equal([]);
+  });
+
+  it('every CLI command in its usage has a row in the CLI tables of docs/api.md', () => {
+    const usage = execFileSync(process.execPath, [path.join(ROOT, 'apps/center/dist/cli.js'), '--help'], {
+      encoding: 'utf8',
+    });
+    const commands = new Set<string>();
+    for (const m of usage.matchAll(/^ {2}([a-z][a-z-]*)( [a-z][a-z-]*)?/gm)) commands.add(`${m[1] ?? ''}${m[2] ?? ''}`);
+    // First cells split at unescaped pipes: a usage cell holds `\|` (`--disable \| --enable`).
+    const rows = (section(api, /^## CLI/) ?? '')
+      .split('\n')
+      .filter((l) => l.startsWith('|'))
+      .flatMap((l) => [...(l.split(/(?<!\\)\|/)[1] ?? '').matchAll(/`([^`]+)`/g)].map((m) => m[1] ?? ''));
+    const missing = [...commands].filter((c) => !rows.some((r) => r === c || r.startsWith(`${c} `)));
+    expect(commands.size).to.be.greaterThan(10);
+    expect(missing, 'CLI commands missing from docs/api.md').to.deep.equal([]);
+  });
+
+  it("the README's watch sample shows the line `watch` prints when it connects", () => {
+    const cli = read('apps/center/src/cli.ts');
+    const template = /`(connected to \$\{c\.edge\} as \$\{c\.user\};[^`]*)`/.exec(cli)?.[1];
+    expect(template, 'the connected line in cli.ts').to.be.a('string');
+    const pattern = (template ?? '')
+      .split(/\$\{[^}]+\}/)
+      .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .join('\\S+');
+    expect(read('README.md')).to.match(new RegExp(`^ *${pattern}$`, 'm'));
+  });
+
+  it('make dev and the README name the same way to stop it (make stop)', () => {
+    expect(read('scripts/dev.sh')).to.not.match(/stop(ped)? (it )?(with|by) scripts\/stop\.sh|or scripts\/stop\.sh/);
+    expect(read('scripts/dev.sh')).to.contain('make stop');
+    expect(read('README.md')).to.contain('make stop');
+  });
+
+  it('the checks can fail: a stray separator is found', () => {
+    expect(straySeparators('x', '| a | b |\n| - | - |\n| 1 | 2 |\n| --- | :-: |\n| 3 | 4 |')).to.deep.equal(['x:4']);
+    expect(straySeparators('x', '| a |\n| --- |\n\n| b |\n| --- |')).to.deep.equal([]);
   });
 });

@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { PushClient } from '@push/client';
@@ -16,24 +17,54 @@ import {
   migrate,
   type Knex,
 } from '@push/db';
-import { TopicStore, connectNats, provisionStreams } from '@push/nats';
+import {
+  InboxStore,
+  NatsServerTooOldError,
+  TopicStore,
+  connectNats,
+  provisionStreams,
+  type NatsConnection,
+} from '@push/nats';
 import { createRegistry } from '@push/http';
 import { Redis } from 'ioredis';
+import type { PresenceRegistry } from '@push/presence';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
 import { BindingService } from './bindings.js';
 import { createCenterMetrics } from './metrics.js';
+import { PushService } from './push-service.js';
 import { TopicService } from './topic-service.js';
 import { JobService } from './job-service.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { WebhookAdmin } from './webhook-admin.js';
 
-const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
+/** One command's help: what `<command> --help` prints, and its lines in the global usage. */
+interface CommandHelp {
+  /** Synopsis lines with a short note each, as the global usage lists them. */
+  usage: string;
+  /** What it does and what its options mean. */
+  details: string;
+  example: string;
+}
 
-  migrate                                   apply Postgres migrations
-  provision                                 create/update the apps bucket and every app's inbox and topic streams
-  apps create [--id ID] [--name NAME] [--settings JSON]
+const CLI = 'node apps/center/dist/cli.js';
+
+const COMMANDS: Record<string, CommandHelp> = {
+  migrate: {
+    usage: '  migrate                                   apply Postgres migrations',
+    details:
+      'Creates the database when missing (PUSH_DATABASE_URL) and applies the migrations;\nprints {"applied":[...]}.',
+    example: `${CLI} migrate`,
+  },
+  provision: {
+    usage:
+      "  provision                                 create/update the apps bucket and every app's inbox and topic streams",
+    details: 'Needs Postgres and NATS (PUSH_NATS_URL); prints {"provisioned":true,"prefix":...,"apps":N}.',
+    example: `${CLI} provision`,
+  },
+  apps: {
+    usage: `  apps create [--id ID] [--name NAME] [--settings JSON]
   apps list
   apps get ID
   apps update ID [--name NAME] [--settings JSON] [--disable | --enable]
@@ -41,29 +72,79 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   apps add-key ID                           new API key (printed once)
   apps revoke-key ID KEY_ID
   apps delete ID                            delete the app, its keys, streams and messages;
-                                            closes its clients (exit 1, app_not_found, if absent)
-  token --app ID --user USER [--device DEV] [--ttl SECONDS] [--topics P1,P2]
+                                            closes its clients (exit 1, app_not_found, if absent)`,
+    details: `  --id ID          the new app's id (default: a random one)
+  --name NAME      a display name
+  --settings JSON  app settings (docs/api.md, "App settings"); update merges them
+  --disable, --enable  refuse or accept the app's clients and pushes
+list and get read Postgres only; the others also write the apps bucket and streams (NATS).`,
+    example: `${CLI} apps create --id chat --settings '{"clientMessaging":true}'`,
+  },
+  token: {
+    usage: `  token --app ID --user USER [--device DEV] [--ttl SECONDS] [--topics P1,P2]
                                             sign a client token with the app's newest secret
-                                            (--topics: topic patterns it grants, e.g. news,room-*)
-  topic-token --app ID --user USER --topic TOPIC [--ttl SECONDS]
-                                            sign a per-topic subscription token (sub.token)
-  watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages
-  dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds
-  jobs create --app ID --users FILE (--data JSON | --b64 BASE64) [--ttl SECONDS]
+                                            (--topics: topic patterns it grants, e.g. news,room-*)`,
+    details: `  --device DEV     the token's device (default cli)
+  --ttl SECONDS    lifetime (default 3600)
+Prints the bare token (not JSON), so TOKEN=$(... token ...) works.`,
+    example: `${CLI} token --app demo --user alice --ttl 600`,
+  },
+  'topic-token': {
+    usage: `  topic-token --app ID --user USER --topic TOPIC [--ttl SECONDS]
+                                            sign a per-topic subscription token (sub.token)`,
+    details: '  --ttl SECONDS    lifetime (default 3600)\nPrints the bare token.',
+    example: `${CLI} topic-token --app demo --user alice --topic news`,
+  },
+  push: {
+    usage: `  push APP USER --data JSON|TEXT [--ttl SECONDS] [--id MSG_ID]
+                                            push a message to USER's inbox (prints seq, duplicate)`,
+    details: `  --data JSON|TEXT   the message: JSON when it parses as JSON, else the text as a string
+  --ttl SECONDS      how long it is kept until acked (default: the app's)
+  --id MSG_ID        idempotency id: the same id within the duplicate window is stored once
+Stores it as POST /v1/apps/APP/push does (NATS; no API key) and prints {"seq":N,"duplicate":false}.`,
+    example: `${CLI} push demo alice --data '{"hello":"world"}'`,
+  },
+  watch: {
+    usage: '  watch --app ID --user USER [--url WS_URL] connect as USER, print and ack messages',
+    details: `  --url WS_URL     the edge (default ws://127.0.0.1:<PUSH_EDGE_PORT>/ws)
+  --device DEV     the device it connects as (default cli)
+Prints each message once as a JSON line on stdout (connection changes on stderr) and acks it;
+Ctrl-C ends it (exit 0), a kick or a refusal exit 1.`,
+    example: `${CLI} watch --app demo --user alice`,
+  },
+  'dev-setup': {
+    usage: "  dev-setup [--out FILE]                    migrate, provision, ensure the 'demo' app, write creds",
+    details: '  --out FILE       where the credentials go (default .data/demo.json, mode 600)',
+    example: `${CLI} dev-setup --out .data/demo.json`,
+  },
+  jobs: {
+    usage: `  jobs create --app ID --users FILE (--data JSON | --b64 BASE64) [--ttl SECONDS]
                                             fan-out job: the message to every user in FILE (one id
                                             a line; - reads stdin); a running center writes it
   jobs get --app ID JOB                     a job's state and counts
   jobs list --app ID                        the app's newest jobs
-  jobs cancel --app ID JOB                  cancel a job (its center stops within a second)
-  topics publish --app ID --topic T (--data JSON | --b64 BASE64) [--ttl SECONDS]
+  jobs cancel --app ID JOB                  cancel a job (its center stops within a second)`,
+    details: `  --users FILE     user ids, one a line (- reads stdin)
+  --data JSON, --b64 BASE64  the message
+  --ttl SECONDS    how long each message is kept until acked`,
+    example: `printf 'alice\\nbob\\n' | ${CLI} jobs create --app demo --users - --data '{"news":1}'`,
+  },
+  topics: {
+    usage: `  topics publish --app ID --topic T (--data JSON | --b64 BASE64) [--ttl SECONDS]
                                             publish to a topic (answers its sequence)
   topics watch --app ID --user USER --topic T [--url WS_URL]
                                             connect as USER, subscribe to T, print its messages
   topics bind --app ID --user USER --topic T   bind USER to T: every connection of USER, now
                                             and later, subscribes to it (no grant needed)
   topics unbind --app ID --user USER --topic T the user's connections leave T
-  topics bindings --app ID --user USER      the topics USER is bound to
-  webhooks create APP --url URL [--events T,T|*] [--kinds K,K|*] [--description TEXT]
+  topics bindings --app ID --user USER      the topics USER is bound to`,
+    details: `  --data JSON, --b64 BASE64  the message (publish)
+  --ttl SECONDS    how long it stays in the topic's history (publish)
+  --url WS_URL     the edge (watch; default ws://127.0.0.1:<PUSH_EDGE_PORT>/ws)`,
+    example: `${CLI} topics publish --app demo --topic news --data '{"headline":"hi"}'`,
+  },
+  webhooks: {
+    usage: `  webhooks create APP --url URL [--events T,T|*] [--kinds K,K|*] [--description TEXT]
   webhooks list APP
   webhooks get APP ID
   webhooks update APP ID [--url URL] [--events ...] [--kinds ...] [--disable | --enable]
@@ -71,12 +152,78 @@ const USAGE = `push admin CLI (configuration from PUSH_* environment variables, 
   webhooks delete APP ID
   webhooks dead-letters APP ID              list the endpoint's dead letters
   webhooks replay APP ID                    send its dead letters back to delivery
-  webhooks purge APP ID                     drop its dead letters
+  webhooks purge APP ID                     drop its dead letters`,
+    details: `  --url URL        where the coordinator POSTs batches
+  --events T,T|*   event types to deliver (* for all)
+  --kinds K,K|*    upstream kinds to deliver (* for all)`,
+    example: `${CLI} webhooks create demo --url http://127.0.0.1:9000/hook --events '*'`,
+  },
+};
+
+const USAGE = `push admin CLI (configuration from PUSH_* environment variables, see README)
+
+${Object.values(COMMANDS)
+  .map((c) => c.usage)
+  .join('\n')}
+
+\`<command> --help\` prints one command's options and an example.
 `;
+
+/** `<command> --help`: its usage, options and an example. */
+function commandHelp(name: string, help: CommandHelp): string {
+  return `usage of ${name}:\n${help.usage}\n\n${help.details}\n\nexample:\n  ${help.example}\n`;
+}
+
+/** A subcommand missing or unknown: the command's help on stderr, exit status 2. */
+function usageError(name: string): number {
+  const help = COMMANDS[name];
+  process.stderr.write(help === undefined ? USAGE : commandHelp(name, help));
+  return 2;
+}
+
+/** The file `scripts/services.sh up` writes: the NATS to use (a private current one when the configured is too old). */
+const SERVICES_ENV = '.data/services.env';
+
+/**
+ * `env`, with the settings of `.data/services.env` added when it sets no PUSH_NATS_URL: so that
+ * the CLI, run from a new shell, uses the NATS that `make dev` or `scripts/services.sh up` settled
+ * on. The file is looked for in the working directory, then in the checkout the CLI runs from.
+ * Variables the environment sets win.
+ */
+function withServicesEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  if (env['PUSH_NATS_URL'] !== undefined && env['PUSH_NATS_URL'] !== '') return env;
+  const here = dirname(fileURLToPath(import.meta.url)); // apps/center/dist
+  const file = [resolve(SERVICES_ENV), resolve(here, '../../..', SERVICES_ENV)].find((f) => existsSync(f));
+  if (file === undefined) return env;
+  const added: NodeJS.ProcessEnv = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    // services.sh quotes with printf %q: URLs and paths need no quoting, so nothing to undo.
+    const m = /^(PUSH_[A-Z_]+)=(.+)$/.exec(line);
+    if (m?.[1] !== undefined && m[2] !== undefined) added[m[1]] = m[2];
+  }
+  return { ...added, ...env };
+}
 
 /** A failure the CLI explains in one line (no stack): what is missing and what to run. */
 class CliError extends Error {
   override name = 'CliError';
+}
+
+/**
+ * The CLI's NATS connection. A server that does not answer is said in one line with what to do
+ * (NatsServerTooOldError already says it).
+ */
+async function openNats(config: Config, log: ReturnType<typeof createLogger>): Promise<NatsConnection> {
+  try {
+    return await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+  } catch (err) {
+    if (err instanceof NatsServerTooOldError) throw err;
+    throw new CliError(
+      `cannot connect to NATS at ${config.natsUrl} (${err instanceof Error ? err.message : String(err)}): ` +
+        `start one with scripts/services.sh up (it writes ${SERVICES_ENV}, which the CLI reads) or set PUSH_NATS_URL`,
+      { cause: err },
+    );
+  }
 }
 
 /** Postgres SQLSTATEs of a database that does not exist yet, or has no tables yet. */
@@ -120,7 +267,7 @@ async function readApp(config: Config, id: string): Promise<AppRecord> {
 async function withAdmin<T>(config: Config, fn: (admin: AppAdmin, apps: AppDirectory) => Promise<T>): Promise<T> {
   const log = createLogger({ level: 'warn', name: 'cli' });
   return withDatabase(config, { migrate: true }, async (db) => {
-    const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+    const nc = await openNats(config, log);
     try {
       const subjects = new Subjects(config.prefix);
       await provisionStreams(nc, subjects, config.inbox);
@@ -191,10 +338,11 @@ async function run(argv: string[]): Promise<number> {
   });
   const [cmd, sub, arg1, arg2] = positionals;
   if (values.help === true || cmd === undefined) {
-    process.stdout.write(USAGE);
+    const help = cmd === undefined ? undefined : COMMANDS[cmd];
+    process.stdout.write(help === undefined ? USAGE : commandHelp(cmd ?? '', help));
     return cmd === undefined && values.help !== true ? 2 : 0;
   }
-  const config = loadConfig();
+  const config = loadConfig(withServicesEnv(process.env));
   switch (cmd) {
     case 'migrate':
       await ensureDatabase(config.databaseUrl);
@@ -245,6 +393,8 @@ async function run(argv: string[]): Promise<number> {
       const url = values.url ?? `ws://127.0.0.1:${config.edge.port}/ws`;
       return watch(url, () => token(app, user, values.device ?? 'cli', 24 * 3600));
     }
+    case 'push':
+      return pushCommand(config, need(sub, 'APP'), need(arg1, 'USER'), values);
     case 'jobs':
       return jobsCommand(config, sub, arg1, values);
     case 'topics':
@@ -291,7 +441,7 @@ async function run(argv: string[]): Promise<number> {
     case 'webhooks':
       return webhooksCommand(config, sub, arg1, arg2, values);
     default:
-      process.stderr.write(USAGE);
+      process.stderr.write(`unknown command '${cmd}'\n\n${USAGE}`);
       return 2;
   }
 }
@@ -328,15 +478,12 @@ async function webhooksCommand(
   id: string | undefined,
   flags: { url?: string; events?: string; kinds?: string; description?: string; disable?: boolean; enable?: boolean },
 ): Promise<number> {
-  if (sub === undefined || !WEBHOOK_COMMANDS.has(sub)) {
-    process.stderr.write(USAGE);
-    return 2;
-  }
+  if (sub === undefined || !WEBHOOK_COMMANDS.has(sub)) return usageError('webhooks');
   const appId = need(app, 'APP');
   const log = createLogger({ level: 'warn', name: 'cli' });
   return withDatabase(config, { migrate: true }, async (db) => {
     if ((await new AppsRepository(db).get(appId)) === undefined) throw new PushError('app_not_found');
-    const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+    const nc = await openNats(config, log);
     try {
       const subjects = new Subjects(config.prefix);
       await provisionStreams(nc, subjects, config.inbox);
@@ -410,10 +557,7 @@ async function appsWrite(
   arg2: string | undefined,
   flags: { id?: string; name?: string; settings?: string; disable?: boolean; enable?: boolean },
 ): Promise<number> {
-  if (sub === undefined || !APP_WRITES.has(sub)) {
-    process.stderr.write(USAGE);
-    return 2;
-  }
+  if (sub === undefined || !APP_WRITES.has(sub)) return usageError('apps');
   return withAdmin(config, async (admin) => {
     switch (sub) {
       case 'create': {
@@ -465,10 +609,7 @@ async function jobsCommand(
   jobId: string | undefined,
   flags: { app?: string; users?: string; data?: string; b64?: string; ttl?: string },
 ): Promise<number> {
-  if (sub === undefined || !['create', 'get', 'list', 'cancel'].includes(sub)) {
-    process.stderr.write(USAGE);
-    return 2;
-  }
+  if (sub === undefined || !['create', 'get', 'list', 'cancel'].includes(sub)) return usageError('jobs');
   const app = await readApp(config, need(flags.app, '--app'));
   return withDatabase(config, { migrate: sub === 'create' }, async (db) => {
     const jobs = new JobService(new JobsRepository(db), {
@@ -521,8 +662,7 @@ async function topicsCommand(
   flags: { app?: string; user?: string; topic?: string; data?: string; b64?: string; ttl?: string; url?: string },
 ): Promise<number> {
   if (sub === undefined || !['publish', 'watch', 'bind', 'unbind', 'bindings'].includes(sub)) {
-    process.stderr.write(USAGE);
-    return 2;
+    return usageError('topics');
   }
   const app = await readApp(config, need(flags.app, '--app'));
   const subjects = new Subjects(config.prefix);
@@ -541,7 +681,7 @@ async function topicsCommand(
     return watchTopic(url, await token(app, user, 'cli', 24 * 3600, [topic]), topic);
   }
   const log = createLogger({ level: 'warn', name: 'cli' });
-  const nc = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'cli', logger: log });
+  const nc = await openNats(config, log);
   try {
     if (sub === 'publish') {
       const message: Record<string, unknown> = {};
@@ -576,6 +716,53 @@ async function topicsCommand(
     await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
   }
 }
+
+/**
+ * `push APP USER --data ...`: one message to the user's inbox through the PushService the center
+ * uses (validation, TTL, idempotency id), on NATS directly; prints what the HTTP route answers.
+ */
+async function pushCommand(
+  config: Config,
+  appId: string,
+  user: string,
+  flags: { data?: string; ttl?: string; id?: string },
+): Promise<number> {
+  const app = await readApp(config, appId);
+  const text = need(flags.data, '--data');
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    data = text; // not JSON: the text itself, as a string
+  }
+  const body: Record<string, unknown> = { user, data };
+  if (flags.ttl !== undefined) body['ttl'] = Number(flags.ttl);
+  if (flags.id !== undefined) body['id'] = flags.id;
+  const log = createLogger({ level: 'warn', name: 'cli' });
+  const nc = await openNats(config, log);
+  const store = new InboxStore(nc, new Subjects(config.prefix), { timeoutMs: config.inbox.timeoutMs });
+  try {
+    const push = new PushService(
+      store,
+      new Subjects(config.prefix),
+      noPresence,
+      new RateLimiter(),
+      { maxBatch: 1, maxTtlSeconds: config.inbox.maxAgeSeconds },
+      createCenterMetrics(createRegistry('cli')),
+    );
+    const r = await push.push(app, body);
+    print(r.batch ? r : { seq: r.seq, duplicate: r.duplicate });
+    return 0;
+  } finally {
+    store.close();
+    await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+  }
+}
+
+/** For a PushService that only pushes: a status lookup is a bug. */
+const noPresence = {
+  lookup: () => Promise.reject(new Error('no presence here')),
+} as unknown as PresenceRegistry;
 
 /** For a BindingService that only lists (reads Postgres): writing is a bug. */
 const noRedis = {
@@ -661,12 +848,29 @@ function watch(url: string, getToken: () => Promise<string>): Promise<number> {
   });
 }
 
+/**
+ * The one line an expected failure prints: the message of a configuration or CLI error, `error
+ * <code>: <message>` for anything with a code (API errors, an old nats-server, a refused
+ * connection); else the stack, which is a bug.
+ */
+function failureLine(err: unknown): string {
+  if (err instanceof ConfigError || err instanceof CliError) return err.message;
+  if (err instanceof NatsServerTooOldError) {
+    return `error ${err.code}: ${err.message}; or run scripts/services.sh up, which starts a current one and writes ${SERVICES_ENV} (the CLI reads it)`;
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (err instanceof Error && typeof code === 'string' && code !== '') {
+    // Node's connection errors come as an AggregateError (one per address) with an empty message.
+    const message = err.message !== '' ? err.message : ((err as { errors?: Error[] }).errors?.[0]?.message ?? err.name);
+    return `error ${code}: ${message.replace(/\s*\n\s*/g, ' ')}`;
+  }
+  return err instanceof Error ? (err.stack ?? err.message) : String(err);
+}
+
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof ConfigError || err instanceof CliError) process.stderr.write(`${err.message}\n`);
-    else if (err instanceof PushError) process.stderr.write(`error ${err.code}: ${err.message}\n`);
-    else process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(`${failureLine(err)}\n`);
     process.exit(1);
   },
 );
