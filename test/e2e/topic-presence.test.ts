@@ -115,6 +115,32 @@ describe('topic presence and occupancy (issue 9 item 6)', function () {
     expect(presenceFrames(ann, 'leave', 'bob')).to.have.length(1);
   });
 
+  it('a subscriber never gets the join of its own first connection; others on its edge and elsewhere do (issue 14, defect 2)', async function () {
+    const topic = 'room.self';
+    // Alone on the topic: the join is announced (the presence_join event says so), and comes back
+    // to this edge, which must not send it to its own joiner.
+    const solo = await connect('solo', 'phone', 0);
+    await sub(solo, topic);
+    await waitEvents((r) => ofType(r, 'presence_join', topic, 'solo').length === 1);
+    // Joins of others on the same edge and on the other edge reach solo, and the joiner of each
+    // gets none of its own.
+    const near = await connect('near', 'phone', 0);
+    await sub(near, topic);
+    const far = await connect('far', 'phone', 1);
+    await sub(far, topic);
+    await solo.waitFor((f) => f.t === 'join' && f['user'] === 'near');
+    await solo.waitFor((f) => f.t === 'join' && f['user'] === 'far');
+    await near.waitFor((f) => f.t === 'join' && f['user'] === 'far');
+    await far.ping();
+    await near.ping();
+    await solo.ping();
+    await sleep(200);
+    expect(presenceFrames(solo, 'join', 'solo')).to.deep.equal([]);
+    expect(presenceFrames(near, 'join', 'near')).to.deep.equal([]);
+    expect(presenceFrames(far, 'join', 'far')).to.deep.equal([]);
+    expect(presenceFrames(solo, 'join')).to.have.length(2);
+  });
+
   it('lists the members of a presence topic over HTTP and NATS, with connection and user counts', async function () {
     const topic = 'room.two';
     const cid = await connect('cid', 'phone', 0);

@@ -112,6 +112,9 @@ class FakeSocket implements ClientSocket {
   unsubscribe(): boolean {
     return true;
   }
+  publish(): boolean {
+    return true;
+  }
 
   /** Sequences of the messages delivered, in order. */
   get delivered(): number[] {

@@ -266,8 +266,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => upstream.close());
     const events = createEventPublisher(nc, subjects, metrics, log);
     opened.push(() => events.close());
-    const announce = (appId: string, topic: string, frame: string) =>
-      publishPresenceFrame(nc, subjects, appId, topic, frame);
+    const announce = (appId: string, topic: string, frame: string, conn?: string) =>
+      publishPresenceFrame(nc, subjects, appId, topic, frame, conn);
     const presence = new PresenceRegistry(redis, subjects, edgeId, {
       leaseSeconds: config.presenceLeaseSeconds,
       // Another edge may have swept this edge's entries while its lease had lapsed.
@@ -309,6 +309,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       rpc: new RpcClient(nc, subjects),
       bindings: new BindingsReader(redis, subjects),
     };
+    topics.joiners = ctx.topicPresence;
     // Control (kick, topic bind/unbind) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));

@@ -131,6 +131,8 @@ export interface ClientSocket {
   /** uWS pub/sub: the socket joins or leaves a topic's key (topic fan-out, `app.publish`). */
   subscribe(key: string): boolean;
   unsubscribe(key: string): boolean;
+  /** uWS pub/sub: sends to every socket subscribed to the key but this one. */
+  publish(key: string, message: string): boolean;
 }
 
 /**

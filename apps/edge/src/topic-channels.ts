@@ -8,6 +8,7 @@ import {
 } from '@push/nats';
 import { ServerFrames, backoffDelay, type BackoffPolicy, type Subjects } from '@push/protocol';
 import type { EdgeMetrics } from './metrics.js';
+import type { TopicPresence } from './topic-presence.js';
 
 /** The socket fan-out: uWebSockets.js' own pub/sub (`app.publish`), never a JS loop over sockets. */
 export interface TopicFanout {
@@ -67,6 +68,8 @@ const FILL_ATTEMPTS = 8;
  */
 export class TopicChannels {
   private readonly channels = new Map<string, TopicChannel>();
+  /** Who announced a `join` from this edge (TopicPresence), set once both exist. */
+  joiners: Pick<TopicPresence, 'takeJoiner'> | undefined;
 
   constructor(
     private readonly live: LiveSubscriber,
@@ -202,8 +205,12 @@ export class TopicChannels {
       // Not stored, so no sequence: a presence topic's `join`/`leave`, fanned out as it comes.
       const p = readLivePresenceFrame(hdrs, payload);
       if (p === undefined) return;
-      this.fanout.publish(ch.key, p.frame);
-      this.metrics.presenceFrames.inc({ kind: p.t }, this.fanout.subscribers(ch.key));
+      // A `join` this edge announced goes to every subscriber but its joiner (from the joiner's socket).
+      const joiner = p.conn === undefined ? undefined : this.joiners?.takeJoiner(p.conn, ch.app, ch.topic)?.ws;
+      if (joiner === undefined) this.fanout.publish(ch.key, p.frame);
+      else joiner.publish(ch.key, p.frame);
+      const n = this.fanout.subscribers(ch.key);
+      this.metrics.presenceFrames.inc({ kind: p.t }, joiner === undefined ? n : Math.max(0, n - 1));
       return;
     }
     // Not an envelope (a trusted service publishing straight to the subject got it wrong): its

@@ -11,10 +11,18 @@ export interface TopicSubscriber {
   readonly app: string;
   readonly user: string;
   readonly device: string;
+  /** Its socket: uWS `publish` from a socket reaches every subscriber of the key but that socket. */
+  readonly ws: { publish(key: string, frame: string): boolean } | undefined;
 }
 
-/** Publishes a `join`/`leave` frame on the topic's live subject (libs/nats publishPresenceFrame). */
-export type PresenceAnnouncer = (app: string, topic: string, frame: string) => void;
+/**
+ * Publishes a `join`/`leave` frame on the topic's live subject (libs/nats publishPresenceFrame);
+ * `conn` names the connection a `join` announces.
+ */
+export type PresenceAnnouncer = (app: string, topic: string, frame: string, conn?: string) => void;
+
+/** How long an announced `join` waits for its echo from NATS before its joiner is forgotten, ms. */
+const JOIN_ECHO_MS = 30_000;
 
 /**
  * Topic occupancy and presence on the edge: records every topic subscription of a connection in
@@ -26,6 +34,13 @@ export type PresenceAnnouncer = (app: string, topic: string, frame: string) => v
  * A failed Redis write is counted and logged, never fatal to the subscription.
  */
 export class TopicPresence {
+  /**
+   * The connections of this edge whose `join` was announced and has not come back from NATS
+   * yet, by connection and topic: the echo reaches every subscriber but them (a subscriber does
+   * not get the `join` of its own first connection).
+   */
+  private readonly joining = new Map<string, TopicSubscriber>();
+
   constructor(
     private readonly edgeId: string,
     private readonly presence: Pick<PresenceRegistry, 'topicJoined' | 'topicLeft'>,
@@ -53,7 +68,12 @@ export class TopicPresence {
     this.presence.topicJoined({ app: c.app, topic, user: c.user, conn: c.id, device: c.device, since, presence }).then(
       (first) => {
         if (!first || !presence) return;
-        this.announce(c.app, topic, ServerFrames.join(topic, c.user, c.device, since));
+        const key = joinKey(c.id, c.app, topic);
+        this.joining.set(key, c);
+        setTimeout(() => {
+          if (this.joining.get(key) === c) this.joining.delete(key);
+        }, JOIN_ECHO_MS).unref();
+        this.announce(c.app, topic, ServerFrames.join(topic, c.user, c.device, since), c.id);
         this.events.emit('presence_join', { ...about, topic });
       },
       (err: unknown) => this.failed(err),
@@ -74,8 +94,24 @@ export class TopicPresence {
     );
   }
 
+  /**
+   * The connection of this edge whose `join` on the topic came back from NATS (`conn` from the
+   * announcement), once; undefined when it is another edge's.
+   */
+  takeJoiner(conn: string, app: string, topic: string): TopicSubscriber | undefined {
+    const key = joinKey(conn, app, topic);
+    const c = this.joining.get(key);
+    if (c !== undefined) this.joining.delete(key);
+    return c;
+  }
+
   private failed(err: unknown): void {
     this.metrics.errors.inc({ code: 'presence' });
     this.log.warn({ err }, 'topic presence write failed');
   }
+}
+
+/** Key of an announced `join` (ids and topics hold no newline). */
+function joinKey(conn: string, app: string, topic: string): string {
+  return `${conn}\n${app}\n${topic}`;
 }

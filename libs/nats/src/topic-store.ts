@@ -70,7 +70,8 @@ const PRESENCE_HEADER_BYTES = Buffer.from(`${PRESENCE_HEADER}:`);
  * Announces a presence change (`join`/`leave` frame text, ServerFrames) on the topic's live
  * subject, with core NATS: every edge with subscribers of the topic already subscribes there
  * and fans it out once through uWS pub/sub, like topic messages. Not stored: a subscriber that
- * misses one reads the members list.
+ * misses one reads the members list. `conn`: the connection whose subscription the `join`
+ * announces, carried in the header so that its own edge does not send it its own `join`.
  */
 export function publishPresenceFrame(
   nc: NatsConnection,
@@ -78,25 +79,30 @@ export function publishPresenceFrame(
   app: string,
   topic: string,
   frame: string,
+  conn?: string,
 ): void {
   const h = headers();
-  h.set(PRESENCE_HEADER, '1');
+  h.set(PRESENCE_HEADER, conn ?? '1');
   nc.publish(subjects.liveTopic(app, topic), frame, { headers: h });
 }
 
 /**
- * The frame of a presence announcement from the live subscriber's headers block and payload;
- * undefined for anything else (a stored topic message has a sequence instead).
+ * The frame of a presence announcement from the live subscriber's headers block and payload,
+ * with the connection a `join` announces (`conn`, when the announcer named it); undefined for
+ * anything else (a stored topic message has a sequence instead).
  */
 export function readLivePresenceFrame(
   hdrs: Buffer,
   payload: Buffer,
-): { t: 'join' | 'leave'; frame: string } | undefined {
-  if (hdrs.indexOf(PRESENCE_HEADER_BYTES) < 0) return undefined;
+): { t: 'join' | 'leave'; frame: string; conn?: string } | undefined {
+  const at = hdrs.indexOf(PRESENCE_HEADER_BYTES);
+  if (at < 0) return undefined;
   const frame = payload.toString('utf8');
-  if (frame.startsWith('{"t":"join"')) return { t: 'join', frame };
   if (frame.startsWith('{"t":"leave"')) return { t: 'leave', frame };
-  return undefined;
+  if (!frame.startsWith('{"t":"join"')) return undefined;
+  const end = hdrs.indexOf('\r\n', at);
+  const conn = hdrs.toString('latin1', at + PRESENCE_HEADER_BYTES.length, end < 0 ? hdrs.length : end).trim();
+  return conn === '' || conn === '1' ? { t: 'join', frame } : { t: 'join', frame, conn };
 }
 
 /**
