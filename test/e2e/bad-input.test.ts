@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { SignJWT } from 'jose';
 import { signClientToken } from '@push/apps';
+import { badPushItems, badTopicItems } from '../helpers/batch-errors.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
 
@@ -402,6 +403,31 @@ describe('bad input', function () {
         expect(r.status, `${code}`).to.equal(status);
         expect((r.body['error'] as { code: string }).code).to.equal(code);
       }
+    });
+
+    it('names the bad message of a push or topic batch by its index, for every kind of per-message error (issue 14)', async function () {
+      const routes = [
+        { path: `/v1/apps/${encodeURIComponent(app.id)}/push`, good: { user: 'u', data: 1 }, bad: badPushItems },
+        {
+          path: `/v1/apps/${encodeURIComponent(app.id)}/topics/messages`,
+          good: { topic: 't', data: 1 },
+          bad: badTopicItems,
+        },
+      ];
+      for (const { path, good, bad } of routes) {
+        for (const { item, code, status, message } of bad) {
+          const r = await stack.http<{ error: { code: string; message: string } }>('POST', path, app.apiKey, {
+            messages: [good, item],
+          });
+          const what = `${path} ${JSON.stringify(item)}`;
+          expect(r.status, what).to.equal(status);
+          expect(r.body.error.code, what).to.equal(code);
+          expect(r.body.error.message, what).to.match(/^messages\[1\]: /);
+          if (message !== undefined) expect(r.body.error.message, what).to.equal(message);
+        }
+      }
+      // All or nothing: not even the good first message was stored.
+      expect((await app.user('u')).body['pending']).to.equal(0);
     });
 
     it("refuses one app's key on another app with 403 wrong_app, and an unknown app with 404", async function () {
