@@ -1,10 +1,17 @@
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { signClientToken } from '@push/apps';
+import { badPushItems, badTopicItems } from '../helpers/batch-errors.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
 
+const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('bad input', function () {
@@ -343,46 +350,108 @@ describe('bad input', function () {
   });
 
   describe('center HTTP API', function () {
-    /** Sends a push whose body claims (and keeps sending) `declared` bytes; what the center did. */
-    async function oversized(declared: number | undefined): Promise<{ head: string; closedAfterMs: number }> {
+    const MiB = 1024 * 1024;
+    const pushUrl = () => `${stack.httpUrl}/v1/apps/${encodeURIComponent(app.id)}/push`;
+
+    /**
+     * Streams a push body of `total` bytes on a raw socket (declaring `declared` bytes, or
+     * chunked), as fast as the server reads it, reading the answer meanwhile or only after, until it is sent or the server closes. What it read
+     * and whether the server closed the connection before the whole body was sent.
+     */
+    async function oversized(
+      declared: number | undefined,
+      total: number,
+      readWhileSending: boolean,
+    ): Promise<{ head: string; cutShort: boolean }> {
       const socket = net.connect(stack.center.port, '127.0.0.1');
       await new Promise((r) => socket.once('connect', r));
       let head = '';
-      let answeredAt = 0;
-      socket.on('data', (c: Buffer) => {
-        if (head === '') answeredAt = Date.now();
-        head += c.toString('latin1');
-      });
+      socket.on('data', (c: Buffer) => (head += c.toString('latin1')));
       socket.on('error', () => undefined); // a reset once the server closed is expected
-      const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+      let open = true;
+      const closed = new Promise<void>((resolve) =>
+        socket.once('close', () => {
+          open = false;
+          resolve();
+        }),
+      );
       socket.write(
         `POST /v1/apps/${encodeURIComponent(app.id)}/push HTTP/1.1\r\nHost: x\r\n` +
           `Authorization: Bearer ${app.apiKey}\r\nContent-Type: application/json\r\n` +
           (declared !== undefined ? `Content-Length: ${declared}\r\n` : 'Transfer-Encoding: chunked\r\n') +
           '\r\n',
       );
-      // Keep sending, as a client uploading a huge body would, until the server closes or 3 s pass.
+      // Else it reads nothing until the body is sent (or the server closed), as a client that
+      // writes its request before reading the answer does: the answer waits in the socket.
+      if (!readWhileSending) socket.pause();
       const chunk = Buffer.alloc(64 * 1024, 0x61);
-      const until = Date.now() + 3000;
-      let open = true;
-      void closed.then(() => (open = false));
-      while (open && Date.now() < until) {
-        if (declared !== undefined) socket.write(chunk);
-        else socket.write(`${chunk.length.toString(16)}\r\n${chunk.toString('latin1')}\r\n`);
-        await new Promise((r) => setTimeout(r, 5));
+      const frame = declared !== undefined ? chunk : `${chunk.length.toString(16)}\r\n${chunk.toString('latin1')}\r\n`;
+      let sent = 0;
+      while (open && sent < total) {
+        sent += chunk.length;
+        if (!socket.write(frame)) await Promise.race([new Promise((r) => socket.once('drain', r)), closed]);
       }
-      const end = open ? Date.now() + 10_000 : 0;
-      socket.destroy();
-      const closedAt = await closed;
-      return { head, closedAfterMs: (end !== 0 ? end : closedAt) - answeredAt };
+      const cutShort = open ? false : sent < total;
+      socket.resume();
+      if (open) socket.end();
+      await closed;
+      return { head, cutShort };
     }
 
-    it('answers an oversized body with 413 body_too_large and closes the connection (issue 7)', async function () {
+    it('a raw client streaming 64 MiB before it reads anything reads the 413 JSON (issue 14)', async function () {
+      for (const declared of [64 * MiB, undefined]) {
+        const r = await oversized(declared, 64 * MiB, false);
+        const what = `declared ${declared}`;
+        expect(r.head, what).to.match(/^HTTP\/1\.1 413/);
+        expect(r.head, what).to.include('"code":"body_too_large"');
+        expect(r.cutShort, what).to.equal(false);
+      }
+    });
+
+    it('a client sending far more than the linger bound reads the 413 JSON and is cut off (issue 14)', async function () {
       for (const declared of [500_000_000, undefined]) {
-        const r = await oversized(declared);
-        expect(r.head, `declared ${declared}`).to.match(/^HTTP\/1\.1 413/);
-        expect(r.head).to.include('body_too_large');
-        expect(r.closedAfterMs, `declared ${declared}: still open after the 413`).to.be.below(1000);
+        const r = await oversized(declared, 200 * MiB, true);
+        const what = `declared ${declared}`;
+        expect(r.head, what).to.match(/^HTTP\/1\.1 413/);
+        expect(r.head, what).to.include('"code":"body_too_large"');
+        // The center stopped reading at its bound, long before 200 MiB.
+        expect(r.cutShort, `${what}: the server read the whole 200 MiB`).to.equal(true);
+      }
+    });
+
+    it('a fetch of a body 29 bytes over the limit reads the 413 JSON, not EPIPE (issue 14)', async function () {
+      for (const size of [4 * MiB + 29, 12 * MiB]) {
+        const r = await fetch(pushUrl(), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${app.apiKey}`, 'content-type': 'application/json' },
+          body: Buffer.alloc(size, 0x61),
+        });
+        expect(r.status, `${size} bytes`).to.equal(413);
+        expect(((await r.json()) as { error: { code: string } }).error.code).to.equal('body_too_large');
+      }
+    });
+
+    it('curl sending a body over the limit reads the 413 JSON (issue 14)', async function () {
+      const file = path.join(os.tmpdir(), `push-big-${process.pid}.json`);
+      writeFileSync(file, Buffer.alloc(5 * MiB, 0x61));
+      try {
+        const { stdout } = await run('curl', [
+          '-sS',
+          '-w',
+          '\n%{http_code}',
+          '-H',
+          `Authorization: Bearer ${app.apiKey}`,
+          '-H',
+          'Content-Type: application/json',
+          '--data-binary',
+          `@${file}`,
+          pushUrl(),
+        ]);
+        const [body, code] = stdout.split('\n');
+        expect(code).to.equal('413');
+        expect((JSON.parse(body ?? '') as { error: { code: string } }).error.code).to.equal('body_too_large');
+      } finally {
+        rmSync(file, { force: true });
       }
     });
 
@@ -402,6 +471,31 @@ describe('bad input', function () {
         expect(r.status, `${code}`).to.equal(status);
         expect((r.body['error'] as { code: string }).code).to.equal(code);
       }
+    });
+
+    it('names the bad message of a push or topic batch by its index, for every kind of per-message error (issue 14)', async function () {
+      const routes = [
+        { path: `/v1/apps/${encodeURIComponent(app.id)}/push`, good: { user: 'u', data: 1 }, bad: badPushItems },
+        {
+          path: `/v1/apps/${encodeURIComponent(app.id)}/topics/messages`,
+          good: { topic: 't', data: 1 },
+          bad: badTopicItems,
+        },
+      ];
+      for (const { path, good, bad } of routes) {
+        for (const { item, code, status, message } of bad) {
+          const r = await stack.http<{ error: { code: string; message: string } }>('POST', path, app.apiKey, {
+            messages: [good, item],
+          });
+          const what = `${path} ${JSON.stringify(item)}`;
+          expect(r.status, what).to.equal(status);
+          expect(r.body.error.code, what).to.equal(code);
+          expect(r.body.error.message, what).to.match(/^messages\[1\]: /);
+          if (message !== undefined) expect(r.body.error.message, what).to.equal(message);
+        }
+      }
+      // All or nothing: not even the good first message was stored.
+      expect((await app.user('u')).body['pending']).to.equal(0);
     });
 
     it("refuses one app's key on another app with 403 wrong_app, and an unknown app with 404", async function () {

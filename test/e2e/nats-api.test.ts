@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { createCenter, type Center } from '@push/center';
 import { createLogger } from '@push/logger';
+import { badPushItems, badTopicItems } from '../helpers/batch-errors.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import type { TestClient } from '../helpers/ws-client.js';
 import { NATS_URL } from '../helpers/nats-server.js';
@@ -36,7 +37,11 @@ describe('center API over NATS request/reply', function () {
   }
 
   /** Sends a request to `<prefix>.api.<op>`; `authorization` is the raw header (none when undefined). */
-  async function call(op: 'push' | 'user' | 'apps.delete', body: unknown, authorization?: string): Promise<Answer> {
+  async function call(
+    op: 'push' | 'topics.publish' | 'user' | 'apps.delete',
+    body: unknown,
+    authorization?: string,
+  ): Promise<Answer> {
     const h = headers();
     if (authorization !== undefined) h.set('Authorization', authorization);
     const payload = typeof body === 'string' ? body : JSON.stringify(body);
@@ -147,6 +152,24 @@ describe('center API over NATS request/reply', function () {
     expect((await app.user('sue')).body['pending']).to.equal(0);
     // The service still answers.
     expect((await call('push', { app: app.id, user: 'sue', data: 'fine' }, key())).ok).to.equal(true);
+  });
+
+  it('names the bad message of a push or topic batch by its index, for every kind of per-message error (issue 14)', async function () {
+    const small = await stack.createApp({ maxMessageBytes: 1024 });
+    const ops = [
+      { op: 'push', good: { user: 'u', data: 1 }, bad: badPushItems },
+      { op: 'topics.publish', good: { topic: 't', data: 1 }, bad: badTopicItems },
+    ] as const;
+    for (const { op, good, bad } of ops) {
+      for (const { item, code, status, message } of bad) {
+        const r = await call(op, { app: small.id, messages: [good, item] }, key(small));
+        const what = `${op} ${JSON.stringify(item)}`;
+        expect(r.error, what).to.include({ code, status });
+        expect(r.error?.message, what).to.match(/^messages\[1\]: /);
+        if (message !== undefined) expect(r.error?.message, what).to.equal(message);
+      }
+    }
+    expect((await small.user('u')).body['pending']).to.equal(0);
   });
 
   it('apps.delete: with the admin key deletes the app and closes its clients; again answers app_not_found', async function () {

@@ -4,7 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import WebSocket from 'ws';
 import { PushClient, type CloseInfo, type PushClientOptions, type PushMessage } from '@push/client';
+import { createCenter, type Center } from '@push/center';
 import { createDispatcher, rankEdges, type Dispatcher } from '@push/dispatcher';
+import { createLogger } from '@push/logger';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { NATS_URL, freePort } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
@@ -309,7 +311,7 @@ describe('SDK (@push/client) in Node against the real stack', function () {
     }
   });
 
-  it('CORS: the dispatcher and the center answer pages of any origin by default, preflight included', async function () {
+  it('CORS: the center answers no page of another origin by default, the dispatcher any (issue 14)', async function () {
     const pre = await fetch(`${stack.httpUrl}/v1/apps/${app.id}/push`, {
       method: 'OPTIONS',
       headers: {
@@ -318,23 +320,79 @@ describe('SDK (@push/client) in Node against the real stack', function () {
         'access-control-request-headers': 'authorization, content-type',
       },
     });
-    expect(pre.status).to.equal(204);
-    expect(pre.headers.get('access-control-allow-origin')).to.equal('*');
-    expect(pre.headers.get('access-control-allow-headers')).to.include('authorization');
-    expect(pre.headers.get('access-control-allow-methods')).to.include('POST');
-    const r = await fetch(`${stack.httpUrl}/v1/apps/${app.id}/users/x`, {
-      headers: { origin: 'https://page.example', authorization: `Bearer ${app.apiKey}` },
-    });
-    expect(r.status).to.equal(200);
-    expect(r.headers.get('access-control-allow-origin')).to.equal('*');
+    expect(pre.headers.get('access-control-allow-origin')).to.equal(null);
+    expect(pre.headers.get('access-control-allow-methods')).to.equal(null);
+    for (const path of [`/v1/apps/${app.id}/users/x`, '/v1/admin/apps']) {
+      const r = await fetch(`${stack.httpUrl}${path}`, {
+        headers: {
+          origin: 'https://page.example',
+          authorization: `Bearer ${path.includes('admin') ? stack.adminKey : app.apiKey}`,
+        },
+      });
+      expect(r.status, path).to.equal(200);
+      expect(r.headers.get('access-control-allow-origin'), path).to.equal(null);
+    }
+    const d = createDispatcher(stack.config({ PUSH_DISPATCHER_HOST: '127.0.0.1', PUSH_DISPATCHER_PORT: '0' }));
+    await d.start();
+    try {
+      const r = await fetch(`http://127.0.0.1:${d.port}/v1/edges?app=demo&user=u`, {
+        headers: { origin: 'https://page.example' },
+      });
+      expect(r.headers.get('access-control-allow-origin')).to.equal('*');
+    } finally {
+      await d.stop();
+    }
   });
 
-  it('CORS: a configured list answers only its origins', async function () {
+  it('CORS: PUSH_CORS_ORIGINS lets exactly the named origins call the center, preflight included', async function () {
+    const cfg = stack.config({ PUSH_CENTER_PORT: '0', PUSH_CORS_ORIGINS: 'https://a.example, https://b.example:8443' });
+    const center: Center = createCenter(cfg, { logger: createLogger({ level: cfg.log.level, name: 'center-cors' }) });
+    await center.start();
+    try {
+      const base = `http://127.0.0.1:${center.port}`;
+      const preflight = (origin: string) =>
+        fetch(`${base}/v1/apps/${app.id}/push`, {
+          method: 'OPTIONS',
+          headers: {
+            origin,
+            'access-control-request-method': 'POST',
+            'access-control-request-headers': 'authorization, content-type',
+          },
+        });
+      const pre = await preflight('https://b.example:8443');
+      expect(pre.status).to.equal(204);
+      expect(pre.headers.get('access-control-allow-origin')).to.equal('https://b.example:8443');
+      expect(pre.headers.get('access-control-allow-methods')).to.include('POST');
+      expect(pre.headers.get('access-control-allow-headers')).to.include('authorization');
+      expect(pre.headers.get('vary')).to.include('origin');
+      const unlistedPre = await preflight('https://c.example');
+      expect(unlistedPre.headers.get('access-control-allow-origin')).to.equal(null);
+      expect(unlistedPre.headers.get('access-control-allow-methods')).to.equal(null);
+      const get = (origin: string) =>
+        fetch(`${base}/v1/apps/${app.id}/users/x`, { headers: { origin, authorization: `Bearer ${app.apiKey}` } });
+      expect((await get('https://a.example')).headers.get('access-control-allow-origin')).to.equal('https://a.example');
+      // Exact match only: another scheme, port or a suffix is another origin.
+      for (const other of [
+        'http://a.example',
+        'https://a.example:444',
+        'https://a.example.evil',
+        'https://c.example',
+      ]) {
+        const r = await get(other);
+        expect(r.status, other).to.equal(200); // CORS is the browser's to enforce: no header, no read
+        expect(r.headers.get('access-control-allow-origin'), other).to.equal(null);
+      }
+    } finally {
+      await center.stop();
+    }
+  });
+
+  it('CORS: a configured dispatcher list answers only its origins', async function () {
     const d = createDispatcher(
       stack.config({
         PUSH_DISPATCHER_HOST: '127.0.0.1',
         PUSH_DISPATCHER_PORT: '0',
-        PUSH_CORS_ORIGINS: 'https://a.example',
+        PUSH_DISPATCHER_CORS: 'https://a.example',
       }),
     );
     await d.start();

@@ -349,6 +349,88 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     expect((await stack.http<Letters>('GET', path, app.apiKey)).body.deadLetters).to.deep.equal([]);
   });
 
+  it('three failing endpoints of one app (503, timeout, refused) each dead-letter every item; replay of one reaches only it', async function () {
+    // Issue 14: the dead letter's Nats-Msg-Id left out the endpoint, so the endpoints failing the
+    // same events stored one letter between them and the others were acked and lost.
+    const app = await stack.createApp({
+      webhookRetryBaseMs: 20,
+      webhookRetryMaxMs: 50,
+      webhookMaxAttempts: 2,
+      webhookTimeoutMs: 200,
+    });
+    appIds.push(app.id);
+    await ensureSourceStreams(nc, subjects, app.id);
+    const failing = await WebhookReceiver.start();
+    const hanging = await WebhookReceiver.start();
+    const refused = await WebhookReceiver.start();
+    receivers.push(failing, hanging);
+    failing.mode = { kind: 'fail', status: 503 };
+    hanging.mode = { kind: 'hang' };
+    const refusedUrl = refused.url;
+    await refused.close(); // nothing listens there any more: connection refused
+    const endpoints: Record<string, WebhookEndpoint> = {};
+    for (const [name, url] of [
+      ['503', failing.url],
+      ['timeout', hanging.url],
+      ['refused', refusedUrl],
+    ] as const) {
+      const r = await stack.http<{ webhook: WebhookEndpoint }>('POST', `/v1/apps/${app.id}/webhooks`, app.apiKey, {
+        url,
+        events: ['*'],
+      });
+      expect(r.status, JSON.stringify(r.body)).to.equal(201);
+      endpoints[name] = r.body.webhook;
+    }
+    failing.secrets = (endpoints['503'] as WebhookEndpoint).secrets.map((x) => x.secret);
+    hanging.secrets = (endpoints.timeout as WebhookEndpoint).secrets.map((x) => x.secret);
+    // Apart enough that each item is retried alone: the same batches for every endpoint, the case
+    // where their dead letters used to collide.
+    const want: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      want.push(await publishEvent(nc, subjects, app.id, 'expired', { user: 'u', seq: i + 1 }));
+      await sleep(600);
+    }
+    type Letters = { deadLetters: Array<{ items: Array<{ id: string }>; lastStatus: number | null }> };
+    const lettersOf = async (ep: WebhookEndpoint) =>
+      (await stack.http<Letters>('GET', `/v1/apps/${app.id}/webhooks/${ep.id}/dead-letters`, app.apiKey)).body
+        .deadLetters;
+    const counted = async () => {
+      const metric = await coordinator?.registry.getSingleMetric('push_webhook_dead_letters_total')?.get();
+      return (metric?.values ?? []).filter((v) => v.labels.app === app.id).reduce((n, v) => n + v.value, 0);
+    };
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const all = await Promise.all(Object.values(endpoints).map(lettersOf));
+      if (all.every((l) => l.flatMap((x) => x.items).length >= want.length) && (await counted()) >= 3 * want.length)
+        break;
+      if (Date.now() > deadline) break;
+      await sleep(100);
+    }
+    for (const [name, ep] of Object.entries(endpoints)) {
+      const ids = (await lettersOf(ep)).flatMap((l) => l.items.map((i) => i.id));
+      expect(ids, `dead letters of the ${name} endpoint`).to.have.members(want);
+    }
+    expect((await lettersOf(endpoints['503'] as WebhookEndpoint)).every((l) => l.lastStatus === 503)).to.equal(true);
+    expect(await counted()).to.equal(3 * want.length);
+    // Replay of the 503 endpoint's letters reaches that endpoint only; the others keep theirs.
+    failing.mode = { kind: 'ok' };
+    hanging.mode = { kind: 'ok' };
+    const rp = await stack.http<{ replayed: number }>(
+      'POST',
+      `/v1/apps/${app.id}/webhooks/${(endpoints['503'] as WebhookEndpoint).id}/dead-letters/replay`,
+      app.apiKey,
+    );
+    expect(rp.status).to.equal(200);
+    await failing.waitFor(want, 10_000);
+    expect(await lettersOf(endpoints['503'] as WebhookEndpoint)).to.deep.equal([]);
+    expect(hanging.okIds()).to.deep.equal([]);
+    for (const name of ['timeout', 'refused']) {
+      const ids = (await lettersOf(endpoints[name] as WebhookEndpoint)).flatMap((l) => l.items.map((i) => i.id));
+      expect(ids, `dead letters of the ${name} endpoint after the other's replay`).to.have.members(want);
+    }
+    hanging.release();
+  });
+
   it("an endpoint that hangs does not slow another app's", async function () {
     const slow = await setup({ webhookTimeoutMs: 10_000, webhookConcurrency: 2 });
     slow.receiver.mode = { kind: 'hang' };

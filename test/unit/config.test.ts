@@ -52,13 +52,19 @@ describe('config', () => {
       maxBodyBytes: 4 * 1024 * 1024,
       maxBatch: 1000,
       adminKey: undefined,
+      corsOrigins: [],
     });
     expect(c.coordinator).to.deep.equal({
       host: '0.0.0.0',
       port: 8083,
       webhookBatch: { maxItems: 100, maxBytes: 256 * 1024, lingerMs: 20 },
     });
-    expect(c.dispatcher).to.deep.equal({ host: '0.0.0.0', port: 8082, edges: ['ws://127.0.0.1:8081/ws'] });
+    expect(c.dispatcher).to.deep.equal({
+      host: '0.0.0.0',
+      port: 8082,
+      edges: ['ws://127.0.0.1:8081/ws'],
+      corsOrigins: ['*'],
+    });
   });
 
   it('reads overrides from the environment', () => {
@@ -214,6 +220,27 @@ describe('config', () => {
     );
     expect(problems({ PUSH_EDGE_IDLE_TIMEOUT: '30' })[0]).to.match(/^PUSH_EDGE_PING_MAX: /);
     expect(loadConfig({ PUSH_EDGE_PING_MAX: '59' }).edge.ping.maxSeconds).to.equal(59);
+  });
+
+  it('gives the center no CORS origins and the dispatcher any by default; reads exact origins (issue 14)', () => {
+    const d = loadConfig({});
+    expect(d.center.corsOrigins).to.deep.equal([]);
+    expect(d.dispatcher.corsOrigins).to.deep.equal(['*']);
+    const c = loadConfig({
+      PUSH_CORS_ORIGINS: 'https://a.example, http://127.0.0.1:8084',
+      PUSH_DISPATCHER_CORS: 'none',
+    });
+    expect(c.center.corsOrigins).to.deep.equal(['https://a.example', 'http://127.0.0.1:8084']);
+    expect(c.dispatcher.corsOrigins).to.deep.equal([]);
+  });
+
+  it('names a CORS origin that no browser could send (a path, a trailing slash, no scheme)', () => {
+    for (const bad of ['https://a.example/', 'https://a.example/admin', 'a.example', 'https://a.example,nope']) {
+      const p = problems({ PUSH_CORS_ORIGINS: bad });
+      expect(p, bad).to.have.length(1);
+      expect(p[0], bad).to.match(/^PUSH_CORS_ORIGINS: .* is not an origin/);
+    }
+    expect(problems({ PUSH_DISPATCHER_CORS: 'x' })[0]).to.match(/^PUSH_DISPATCHER_CORS: /);
   });
 
   it('resolves PUSH_EDGE_WORKERS=0 to the number of cores', () => {

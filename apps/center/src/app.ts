@@ -213,7 +213,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         log,
         maxBodyBytes: config.center.maxBodyBytes,
         adminKey: config.center.adminKey,
-        corsOrigins: config.corsOrigins,
+        corsOrigins: config.center.corsOrigins,
       });
       listening = await listen(app, config.center.host, config.center.port);
       log.info({ port: listening.port }, 'center listening');

@@ -2,7 +2,6 @@ import type { InboxStore } from '@push/nats';
 import type { PresenceRegistry, PresenceEntry } from '@push/presence';
 import {
   PushError,
-  PushBatchSchema,
   PushMessageSchema,
   RateLimitedError,
   compile,
@@ -15,6 +14,7 @@ import {
   type PushMessage,
   type Subjects,
 } from '@push/protocol';
+import { readBatch } from './batch-items.js';
 import type { CenterMetrics } from './metrics.js';
 import type { RateLimiter } from '@push/apps';
 
@@ -49,7 +49,6 @@ export interface UserStatus {
 }
 
 const pushMessage = compile(PushMessageSchema);
-const pushBatch = compile(PushBatchSchema);
 
 /**
  * The push operation, shared by the HTTP API and `push.api.push` over NATS: validates the whole
@@ -70,20 +69,7 @@ export class PushService {
   parse(body: unknown, app: AppRecord): { inputs: PushInput[]; batch: boolean } {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     if (body['messages'] === undefined) return { inputs: [this.toInput(pushMessage.parse(body), app)], batch: false };
-    const messages = body['messages'];
-    // Counted before the messages are read: a huge batch is refused without reading it.
-    if (Array.isArray(messages) && messages.length > this.limits.maxBatch) {
-      throw new PushError('batch_too_large', `a batch holds at most ${this.limits.maxBatch} messages`);
-    }
-    const batch = pushBatch.parse(body);
-    const inputs = batch.messages.map((m, i) => {
-      try {
-        return this.toInput(m, app);
-      } catch (err) {
-        if (isPushError(err)) throw new PushError(err.code, `messages[${i}]: ${err.message}`);
-        throw err;
-      }
-    });
+    const inputs = readBatch(body['messages'], this.limits.maxBatch, (m) => this.toInput(pushMessage.parse(m), app));
     return { inputs, batch: true };
   }
 

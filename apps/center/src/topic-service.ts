@@ -3,7 +3,7 @@ import type { TopicStore } from '@push/nats';
 import {
   PushError,
   RateLimitedError,
-  TopicBatchSchema,
+  TopicBatchItemSchema,
   TopicMessageSchema,
   compile,
   isObject,
@@ -15,6 +15,7 @@ import {
   type Subjects,
   type TopicBatchItemResult,
 } from '@push/protocol';
+import { readBatch } from './batch-items.js';
 import type { CenterMetrics } from './metrics.js';
 
 interface TopicInput {
@@ -30,7 +31,7 @@ export type TopicOutcome =
   | { batch: true; results: TopicBatchItemResult[]; failed: number };
 
 const topicMessage = compile(TopicMessageSchema);
-const topicBatch = compile(TopicBatchSchema);
+const topicBatchItem = compile(TopicBatchItemSchema);
 
 /** PushError `invalid_topic` for a name a business may not publish to, or undefined. */
 export function topicNameError(topic: unknown): PushError | undefined {
@@ -61,19 +62,11 @@ export class TopicService {
       if (bad !== undefined) throw bad;
       return [this.toInput(topic, topicMessage.parse(body), app)];
     }
-    const messages = body['messages'];
-    if (Array.isArray(messages) && messages.length > this.limits.maxBatch) {
-      throw new PushError('batch_too_large', `a batch holds at most ${this.limits.maxBatch} messages`);
-    }
-    return topicBatch.parse(body).messages.map((m, i) => {
-      try {
-        const bad = topicNameError(m.topic);
-        if (bad !== undefined) throw bad;
-        return this.toInput(m.topic, m, app);
-      } catch (err) {
-        if (isPushError(err)) throw new PushError(err.code, `messages[${i}]: ${err.message}`);
-        throw err;
-      }
+    return readBatch(body['messages'], this.limits.maxBatch, (raw) => {
+      const m = topicBatchItem.parse(raw);
+      const bad = topicNameError(m.topic);
+      if (bad !== undefined) throw bad;
+      return this.toInput(m.topic, m, app);
     });
   }
 

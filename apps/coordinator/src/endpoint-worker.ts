@@ -385,14 +385,15 @@ class SourceLoop {
     const exhaustedItems =
       this.source === 'replay' ? items : items.filter((_, i) => exhausted.includes(kept[i] as JsMsg));
     try {
-      await this.deadLetter(exhausted, exhaustedItems, source, {
+      const stored = await this.deadLetter(exhausted, exhaustedItems, source, {
         attempts: (letter?.attempts ?? 0) + Math.max(...exhausted.map((m) => m.info.deliveryCount)),
         lastStatus: status,
         lastError: error,
       });
       for (const m of exhausted) m.ack();
       if (this.source === 'replay') for (const m of exhausted) await this.dropReplay(m);
-      deps.metrics.deadLetters.inc(this.labels, exhaustedItems.length);
+      // A duplicate was stored before (a coordinator killed between store and ack): counted then.
+      if (stored) deps.metrics.deadLetters.inc(this.labels, exhaustedItems.length);
     } catch (err) {
       this.log.error({ err }, 'dead-lettering failed; the batch is retried');
       for (const m of exhausted) m.nak(retryDelay(m, policy));
@@ -400,20 +401,23 @@ class SourceLoop {
   }
 
   /**
-   * Stores a dead letter. Its Nats-Msg-Id is made of the stream sequences, so the same messages
-   * dead-lettered twice (a coordinator killed between the store and the ack) are stored once.
+   * Stores a dead letter; resolves false when the stream already held it. Its Nats-Msg-Id is made
+   * of the endpoint and the stream sequences, so the same messages dead-lettered twice for one
+   * endpoint (a coordinator killed between the store and the ack) are stored once, while every
+   * endpoint that failed them keeps its own letter: the events and upstream streams are shared
+   * by all of an app's endpoints, so the sequences alone collided across them.
    */
   private async deadLetter(
     msgs: JsMsg[],
     items: Item[],
     source: WebhookSource,
     why: { attempts: number; lastStatus: number | null; lastError: string },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { deps } = this.worker;
     const ep = this.worker.endpoint;
     await this.ensureDlq();
     const digest = createHash('sha256')
-      .update(`${this.stream}:${msgs.map((m) => m.info.streamSequence).join(',')}`)
+      .update(`${ep.id}:${this.stream}:${msgs.map((m) => m.info.streamSequence).join(',')}`)
       .digest('base64url')
       .slice(0, 32);
     const letter: DeadLetter = {
@@ -427,10 +431,11 @@ class SourceLoop {
       lastError: why.lastError,
       items: items.map((i) => JSON.parse(i.raw) as unknown),
     };
-    await this.js.publish(deps.subjects.dlq(ep.app, ep.id), JSON.stringify(letter), {
+    const ack = await this.js.publish(deps.subjects.dlq(ep.app, ep.id), JSON.stringify(letter), {
       msgID: letter.id,
       timeout: 10_000,
     });
+    return !ack.duplicate;
   }
 
   /** A replayed dead letter that was delivered (or dead-lettered anew) leaves the stream. */

@@ -37,8 +37,8 @@ export function createDispatcher(config: Config, opts: { logger?: Logger } = {})
       mountHealth(app, registry, () =>
         stopping ? 'stopping' : config.dispatcher.edges.length > 0 ? true : 'no edges configured',
       );
-      // Pages ask for their edges from their own origin: CORS (PUSH_CORS_ORIGINS).
-      const cors = new CorsPolicy(config.corsOrigins);
+      // Pages ask for their edges from their own origin: CORS (PUSH_DISPATCHER_CORS).
+      const cors = new CorsPolicy(config.dispatcher.corsOrigins);
       cors.mountPreflight(app, ['GET']);
       app.get('/v1/edges', (res, req) => {
         const ex = new HttpExchange(res, req, [], cors);

@@ -72,7 +72,10 @@ const schema = z.object({
   PUSH_DISPATCHER_PORT: int(8082, 0, 65535),
   PUSH_DISPATCHER_EDGES: z.string().default('ws://127.0.0.1:8081/ws'),
 
-  PUSH_CORS_ORIGINS: z.string().default('*'),
+  // The center's API holds API and admin keys: no page of another origin unless named. The
+  // dispatcher's answers are public: any page by default.
+  PUSH_CORS_ORIGINS: z.string().default('none'),
+  PUSH_DISPATCHER_CORS: z.string().default('*'),
 });
 
 export type RawConfig = z.infer<typeof schema>;
@@ -117,7 +120,15 @@ export interface Config {
     drainMs: number;
     id: string | undefined;
   };
-  center: { host: string; port: number; maxBodyBytes: number; maxBatch: number; adminKey: string | undefined };
+  center: {
+    host: string;
+    port: number;
+    maxBodyBytes: number;
+    maxBatch: number;
+    adminKey: string | undefined;
+    /** Browser origins the center's HTTP API answers with CORS headers (exact origins, `*`, or none). */
+    corsOrigins: string[];
+  };
   /** Fan-out jobs (run by centers). */
   jobs: {
     /** Jobs one center runs at once (of different apps); 0 = this center runs none. */
@@ -136,12 +147,8 @@ export interface Config {
     /** Webhook batches: most items, most bytes of items, and the longest wait for more before a POST (ms). */
     webhookBatch: { maxItems: number; maxBytes: number; lingerMs: number };
   };
-  dispatcher: { host: string; port: number; edges: string[] };
-  /**
-   * Browser origins the dispatcher's and the center's HTTP APIs answer with CORS headers: `['*']`
-   * for any page, a list of exact origins, or empty for none.
-   */
-  corsOrigins: string[];
+  /** `corsOrigins`: browser origins the dispatcher answers with CORS headers (`*` by default). */
+  dispatcher: { host: string; port: number; edges: string[]; corsOrigins: string[] };
 }
 
 /** Thrown when the environment does not describe a valid configuration; lists every problem. */
@@ -191,6 +198,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if ((r.PUSH_NATS_USER === undefined) !== (r.PUSH_NATS_PASSWORD === undefined)) {
     problems.push('PUSH_NATS_USER: set it together with PUSH_NATS_PASSWORD');
   }
+  const centerCors = originList('PUSH_CORS_ORIGINS', r.PUSH_CORS_ORIGINS, problems);
+  const dispatcherCors = originList('PUSH_DISPATCHER_CORS', r.PUSH_DISPATCHER_CORS, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   const config: Config = {
     prefix: r.PUSH_PREFIX,
@@ -235,6 +244,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxBodyBytes: r.PUSH_CENTER_MAX_BODY,
       maxBatch: r.PUSH_CENTER_MAX_BATCH,
       adminKey: r.PUSH_ADMIN_KEY,
+      corsOrigins: centerCors,
     },
     jobs: { runners: r.PUSH_JOB_RUNNERS, leaseSeconds: r.PUSH_JOB_LEASE, maxUsers: r.PUSH_JOB_MAX_USERS },
     coordinator: {
@@ -252,13 +262,33 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       edges: r.PUSH_DISPATCHER_EDGES.split(',')
         .map((s) => s.trim())
         .filter((s) => s.length > 0),
+      corsOrigins: dispatcherCors,
     },
-    // `none` (an empty variable means the default) turns CORS off.
-    corsOrigins: r.PUSH_CORS_ORIGINS.split(',')
-      .map((s) => s.trim())
-      .filter((s) => s.length > 0 && s !== 'none'),
   };
   return deepFreeze(config);
+}
+
+/**
+ * A comma-separated list of browser origins: `*` (any page), exact origins
+ * (`scheme://host[:port]`, as a browser sends them in `Origin`: no path, no trailing slash), or
+ * `none` (an empty variable means the default). A value that is no origin could never match and
+ * would silently leave CORS off, so it is a problem.
+ */
+function originList(name: string, value: string, problems: string[]): string[] {
+  const out: string[] = [];
+  for (const o of value.split(',').map((s) => s.trim())) {
+    if (o === '' || o === 'none') continue;
+    let origin = '';
+    try {
+      origin = new URL(o).origin;
+    } catch {
+      // Not a URL: reported below.
+    }
+    if (o !== '*' && origin !== o) {
+      problems.push(`${name}: ${JSON.stringify(o)} is not an origin (scheme://host[:port], no path), * or none`);
+    } else out.push(o);
+  }
+  return out;
 }
 
 function deepFreeze<T>(value: T): T {

@@ -19,6 +19,16 @@ const STATUS_TEXT: Record<number, string> = {
   503: '503 Service Unavailable',
 };
 
+/**
+ * Bounds of the lingering close after a refused body (`body_too_large`): the answer goes out at
+ * once, then what the client still sends is read and dropped (never kept) for at most this long
+ * and this many bytes, so that a client still sending its body reads the answer instead of a
+ * reset (a client that writes its whole request before it reads loses the answer to a reset);
+ * then the connection closes. docs/api.md documents both.
+ */
+export const LINGER_MAX_MS = 10_000;
+export const LINGER_MAX_BYTES = 64 * 1024 * 1024;
+
 /** `"NNN Text"` for a status code. */
 export function statusLine(status: number): string {
   return STATUS_TEXT[status] ?? `${status} Status`;
@@ -40,10 +50,15 @@ export class HttpExchange {
   private aborted = false;
   private done = false;
   /**
-   * The body was refused part-way: the answer closes the connection, so the rest of an oversized
-   * body is not read (and a client cannot make the server swallow gigabytes after its 413).
+   * The body was refused (too large): the answer goes out at once but the response stays open
+   * while the rest of the body is dropped, up to LINGER_MAX_MS and LINGER_MAX_BYTES; then the
+   * response ends and the connection closes. Closing at once, with the client's bytes unread,
+   * made the kernel answer them with a reset, and a client still sending never read its 413.
    */
-  private closeAfter = false;
+  private lingering = false;
+  /** The refused body ended (or its bound was hit) before the answer was sent. */
+  private lingerDone = false;
+  private lingerTimer: NodeJS.Timeout | undefined;
   /** CORS headers every answer carries (empty without a policy or an Origin). */
   private readonly corsHeaders: Record<string, string>;
 
@@ -59,6 +74,7 @@ export class HttpExchange {
     this.corsHeaders = cors === undefined ? {} : cors.headers(req.getHeader('origin'));
     res.onAborted(() => {
       this.aborted = true;
+      clearTimeout(this.lingerTimer);
     });
   }
 
@@ -74,25 +90,24 @@ export class HttpExchange {
 
   /**
    * Reads the whole body, refusing more than `maxBytes` with PushError `body_too_large` (at once
-   * when Content-Length says so); the answer then closes the connection instead of reading on.
-   * Must be called before the first await of the handler (uWS streams the body right away).
+   * when Content-Length says so); the rest of a refused body is then dropped unread, within the
+   * linger bounds, and the answer closes the connection. Must be called before the first await
+   * of the handler (uWS streams the body right away).
    */
   readBody(maxBytes: number): Promise<Buffer> {
+    const tooLarge = () => new PushError('body_too_large', `the request body is larger than ${maxBytes} bytes`);
     if (this.contentLength !== '' && Number(this.contentLength) > maxBytes) {
-      this.closeAfter = true;
-      return Promise.reject(new PushError('body_too_large', `the request body is larger than ${maxBytes} bytes`));
+      this.linger(0);
+      return Promise.reject(tooLarge());
     }
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
-      let failed = false;
       this.res.onData((chunk, isLast) => {
-        if (failed) return;
         size += chunk.byteLength;
         if (size > maxBytes) {
-          failed = true;
-          this.closeAfter = true;
-          reject(new PushError('body_too_large', `the request body is larger than ${maxBytes} bytes`));
+          this.linger(chunk.byteLength, isLast);
+          reject(tooLarge());
           return;
         }
         // uWS neuters the ArrayBuffer after the callback: copy it.
@@ -100,6 +115,36 @@ export class HttpExchange {
         if (isLast) resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
       });
     });
+  }
+
+  /** Drops the rest of a refused body (`dropped` bytes of it so far), counting, never keeping. */
+  private linger(dropped: number, isLast = false): void {
+    this.lingering = true;
+    let total = dropped;
+    if (isLast) {
+      this.endLinger(true);
+      return;
+    }
+    this.res.onData((chunk, last) => {
+      total += chunk.byteLength;
+      if (last || total > LINGER_MAX_BYTES) this.endLinger(last);
+    });
+  }
+
+  /**
+   * The refused body ended (`whole`) or hit a bound. Ended: the answer's last chunk goes out
+   * (the client was told `connection: close`). A bound: the connection closes, the answer as it
+   * stands (its status and JSON went out at once; only the chunked framing's end is missing).
+   * uWS' end(…, true) after write() would break the framing, so it is not used.
+   */
+  private endLinger(whole: boolean): void {
+    clearTimeout(this.lingerTimer);
+    if (this.lingerDone) return;
+    this.lingerDone = true;
+    // Not answered yet: send() answers in full and closes (nothing is left unread when whole).
+    if (!this.done || this.aborted) return;
+    if (whole) this.res.cork(() => this.res.end());
+    else this.res.close();
   }
 
   /** Reads and parses a JSON body; PushError `bad_json` when it is not JSON. */
@@ -127,12 +172,18 @@ export class HttpExchange {
   ): void {
     if (this.aborted || this.done) return;
     this.done = true;
+    // Still reading a refused body: answer now, in a chunked response that ends when it does.
+    const open = this.lingering && !this.lingerDone;
     this.res.cork(() => {
       this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType);
       for (const [k, v] of Object.entries(this.corsHeaders)) this.res.writeHeader(k, v);
       if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
-      this.res.end(body, this.closeAfter);
+      if (open) {
+        this.res.writeHeader('connection', 'close');
+        this.res.write(body);
+      } else this.res.end(body, this.lingering);
     });
+    if (open) this.lingerTimer = setTimeout(() => this.endLinger(false), LINGER_MAX_MS).unref();
   }
 
   /** Answers with an error body `{ error: { code, message } }` and the code's status. */
