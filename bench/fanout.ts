@@ -1,11 +1,19 @@
 /**
- * Scenario 5, fan-out: the same message to N connected users, MESSAGES times, measured as
- * deliveries per second at the clients (first send to last receive) and delivery latency.
+ * Scenario 5, fan-out: the same message to N connected users, MESSAGES times, one message at a
+ * time (each reaches every client before the next is sent), measured as deliveries per second
+ * of fan-out time (each message's send to its last receive, summed) and delivery latency.
  * Ours publishes to the app's broadcast topic `_all`, which every connection is subscribed to
- * (one stored copy, fanned out by the edge with uWS pub/sub; before topics it went through the
- * batch push API, one stored copy per user); bare uWS publishes to a topic every socket joined
- * (its native pub/sub, the ceiling); Socket.IO emits to all through its Redis adapter. Each in turn, ROUNDS times; ours
- * is reported as a percentage of the bare uWS ceiling of the same round.
+ * (one stored copy, fanned out by the edge with uWS pub/sub); bare uWS publishes a frame of the
+ * same bytes to a topic every socket joined (its native pub/sub, the ceiling); Socket.IO emits to
+ * all through its Redis adapter. Each in turn, ROUNDS times; ours is reported as a percentage of
+ * the bare uWS ceiling of the same round.
+ *
+ * One at a time, because uWS drains everything published in one event-loop turn with one write
+ * per socket: messages that reach a server together cost one syscall per socket for all of them.
+ * Sent back to back, ours (whose API answers once the message is stored, before the fan-out)
+ * took several per write while the peer (which answers after its publish) took one each, and
+ * ours measured 385% of the "ceiling". In lockstep every delivery is one frame in its own write
+ * on both.
  *
  *   npx tsx bench/fanout.ts
  */
@@ -25,7 +33,8 @@ import {
   eachTargetRound,
 } from './lib/scenario.js';
 import { sleep } from './lib/procs.js';
-import { round } from './lib/stats.js';
+import { atLeast, below } from './lib/goals.js';
+import { round, sameRoundPercent } from './lib/stats.js';
 import { LABELS, startTarget } from './lib/targets.js';
 
 /** Goal for the memory one topic subscription of one connection costs the edge (issue 9). */
@@ -62,9 +71,13 @@ const CEILING_TARGET = 0.7;
 
 interface FanoutRound {
   deliveriesPerSecond: number;
+  /** Sum over the messages of send to last receive, ms. */
+  fanoutMs: number;
   p50: number;
   p99: number;
   cpu: Record<string, number>;
+  /** CPU of the server processes per delivery, microseconds. */
+  serverUsPerDelivery: number;
 }
 
 export async function runFanout(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
@@ -84,20 +97,28 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
       const cpu = new CpuByRole(target, fleet);
       cpu.start();
       const t0 = monoMs();
-      for (let k = 0; k < messages; k++) await target.fanout(users, { k, s: monoMs() });
-      const got = await fleet.waitReceived(n * messages, 300_000);
+      let fanoutMs = 0;
+      for (let k = 0; k < messages; k++) {
+        const sentAt = monoMs();
+        await target.fanout(users, { k, s: sentAt });
+        const got = await fleet.waitReceived(n * (k + 1), 60_000);
+        expectAll(`${target.name} fan-out of message ${k + 1}`, got.received, n * (k + 1));
+        fanoutMs += got.lastReceiveAt - sentAt;
+      }
       const used = cpu.stop();
-      expectAll(`${target.name} fan-out`, got.received, n * messages);
+      const windowMs = monoMs() - t0;
       const s = await fleet.stats(true);
       const l = latency(s);
       const res: FanoutRound = {
-        deliveriesPerSecond: Math.round((got.received / (got.lastReceiveAt - t0)) * 1000),
+        deliveriesPerSecond: Math.round(((n * messages) / fanoutMs) * 1000),
+        fanoutMs: Math.round(fanoutMs),
         p50: l.p50,
         p99: l.p99,
         cpu: used,
+        serverUsPerDelivery: round((((used['servers'] ?? Number.NaN) * windowMs) / (n * messages)) * 1000, 2),
       };
       note(
-        `fanout round ${r + 1}/${rounds} ${target.name}: ${res.deliveriesPerSecond}/s, p99 ${res.p99} ms, cpu ${JSON.stringify(used)}`,
+        `fanout round ${r + 1}/${rounds} ${target.name}: ${res.deliveriesPerSecond}/s, p99 ${res.p99} ms, server ${res.serverUsPerDelivery} us/delivery, cpu ${JSON.stringify(used)}`,
       );
       (byTarget[target.name] ??= []).push(res);
     });
@@ -111,35 +132,34 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
   } finally {
     await fleet.stop();
   }
-  const ratios = (byTarget['ours'] ?? []).map(
-    (o, i) => o.deliveriesPerSecond / (byTarget['uws']?.[i]?.deliveriesPerSecond ?? Number.NaN),
-  );
-  const ratio = spread(ratios.map((x) => x * 100));
+  const rates = (name: string): number[] => (byTarget[name] ?? []).map((x) => x.deliveriesPerSecond);
+  const shares = sameRoundPercent(rates('ours'), rates('uws'));
+  const ratio = shares.length > 0 ? spread(shares) : undefined;
   const summary: SummaryRow[] = TARGETS.map((name) => ({
     bench: 'fanout',
-    figure: `${LABELS[name]}: deliveries/s, ${messages} messages to ${n.toLocaleString('en-US')} users; p99`,
-    value: `${showSpread(spread((byTarget[name] ?? []).map((x) => x.deliveriesPerSecond)), '/s')}; ${round(
-      spread(
-        (byTarget[name] ?? []).map((x) => x.p99),
-        2,
-      ).median,
+    figure: `${LABELS[name]}: deliveries/s, ${messages} messages one at a time to ${n.toLocaleString('en-US')} users; p99; server CPU per delivery`,
+    value: `${showSpread(spread(rates(name)), '/s')}; ${spread(
+      (byTarget[name] ?? []).map((x) => x.p99),
       2,
-    )} ms`,
+    ).median.toLocaleString('en-US')} ms; ${spread(
+      (byTarget[name] ?? []).map((x) => x.serverUsPerDelivery),
+      2,
+    ).median.toLocaleString('en-US')} us`,
   }));
-  summary.push({
-    bench: 'fanout',
-    figure: 'our edge as a share of the bare uWS ceiling (same round)',
-    value: showSpread(ratio, '%'),
-    target: `>= ${CEILING_TARGET * 100}%`,
-    met: ratio.median >= CEILING_TARGET * 100 ? 'yes' : 'no',
-  });
+  // Only when bare uWS ran in the same rounds (BENCH_TARGETS may leave it out): no share, no row.
+  if (ratio !== undefined)
+    summary.push({
+      bench: 'fanout',
+      figure: 'our edge as a share of the bare uWS ceiling (same round)',
+      value: showSpread(ratio, '%'),
+      ...atLeast(ratio.median, CEILING_TARGET * 100, '%'),
+    });
   if (topicMem !== undefined) {
     summary.push({
       bench: 'fanout',
       figure: `our edge: memory per topic subscription per connection (${topicMem.connections.toLocaleString('en-US')} connections x ${topicMem.topics} topics), RSS; heap`,
       value: `${topicMem.rssBytes} B; ${topicMem.heapBytes} B`,
-      target: `< ${TOPIC_SUB_BYTES_TARGET} B`,
-      met: topicMem.rssBytes < TOPIC_SUB_BYTES_TARGET ? 'yes' : 'no',
+      ...below(topicMem.rssBytes, TOPIC_SUB_BYTES_TARGET, ' B'),
     });
   }
   return {
@@ -155,7 +175,7 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
           name: LABELS[name],
           values: [spread((byTarget[name] ?? []).map((x) => x.deliveriesPerSecond)).median],
         })),
-        note: 'higher is better; ours stores one copy (the _all topic) and fans it out at the edge, the peers store nothing',
+        note: 'higher is better; one message at a time; ours stores one copy (the _all topic) and fans it out at the edge, the peers store nothing',
         log: true,
       },
     ],

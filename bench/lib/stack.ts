@@ -40,18 +40,20 @@ export function benchPrefix(): string {
 }
 
 /**
- * Deletes what a prefix made on the shared services: the apps' streams, the apps KV bucket, the
- * Redis keys and (when given) the database.
+ * Deletes what a prefix made on the shared services: the apps' streams, every KV bucket of the
+ * prefix (apps; webhooks, which the center makes too), the Redis keys and (when given) the
+ * database.
  */
 export async function removePrefix(prefix: string, databaseUrl?: string): Promise<void> {
   const nc = await connect({ servers: NATS_URL });
   try {
     const jsm = await jetstreamManager(nc);
-    const mine: string[] = [`KV_${prefix}_apps`];
-    for await (const name of jsm.streams.names()) if (name.startsWith(`${prefix.toUpperCase()}_`)) mine.push(name);
+    const mine: string[] = [];
+    for await (const name of jsm.streams.names())
+      if (name.startsWith(`${prefix.toUpperCase()}_`) || name.startsWith(`KV_${prefix}_`)) mine.push(name);
     for (const name of mine)
       await jsm.streams.delete(name).catch((err: unknown) => {
-        // Not every run makes every stream (the publish bench has no apps bucket).
+        // Gone meanwhile is fine; anything else is worth a line.
         if (!/not found/i.test(String(err))) note(`cleanup: could not delete stream ${name}: ${String(err)}`);
       });
   } finally {

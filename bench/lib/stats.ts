@@ -39,6 +39,20 @@ export function summarizeLatencies(values: Float64Array): LatencySummary {
   };
 }
 
+/**
+ * `part[i] / whole[i]` in percent for every round i measured on both (a target left out of the
+ * run, or a round it did not finish, gives no share rather than NaN).
+ */
+export function sameRoundPercent(part: readonly number[], whole: readonly number[]): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < Math.min(part.length, whole.length); i++) {
+    const p = part[i] as number;
+    const w = whole[i] as number;
+    if (Number.isFinite(p) && Number.isFinite(w) && w > 0) out.push((p / w) * 100);
+  }
+  return out;
+}
+
 /** Rounds for display and JSON (keeps figures readable). */
 export function round(n: number, digits = 0): number {
   const f = 10 ** digits;

@@ -57,6 +57,18 @@ function jsonPost(res: uWS.HttpResponse, handle: (body: unknown) => string | und
 
 const frame = (data: unknown): string => JSON.stringify({ t: 'msg', data });
 
+/** Sequence of the `all` topic's messages, as our edge numbers a topic's. */
+let allSeq = 0;
+
+/**
+ * A broadcast frame with the same bytes as our edge's topic message (ServerFrames.topicMessage in
+ * libs/protocol: topic, seq, prev, ts, data), so both servers write frames of one size.
+ */
+const topicFrame = (data: unknown): string => {
+  const seq = ++allSeq;
+  return `{"t":"msg","topic":"_all","seq":${seq},"prev":${seq - 1},"ts":${Date.now()},"data":${JSON.stringify(data)}}`;
+};
+
 const app = uWS
   .App()
   .ws<UserData>('/ws', {
@@ -124,7 +136,7 @@ const app = uWS
   .post('/broadcast', (res) => {
     jsonPost(res, (body) => {
       if (typeof body !== 'object' || body === null) return undefined;
-      app.publish('all', frame((body as { data?: unknown }).data));
+      app.publish('all', topicFrame((body as { data?: unknown }).data));
       return '{"sent":true}';
     });
   })
