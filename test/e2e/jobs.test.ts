@@ -5,12 +5,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { Subjects, type JobView } from '@push/protocol';
 import { CenterProcess } from '../helpers/center-process.js';
 import { NATS_URL } from '../helpers/nats-server.js';
 import { Stack, type HttpAnswer, type TestApp } from '../helpers/stack.js';
+import { inboxCounts } from '../helpers/streams.js';
 import type { TestClient } from '../helpers/ws-client.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -81,18 +81,6 @@ describe('fan-out jobs', function () {
 
   const outputs = (): string => centers.map((c) => c.output.slice(-2000)).join('\n---\n');
 
-  /** Business messages stored per user of the app, read from the stream itself (user -> count). */
-  async function inboxCounts(a: TestApp): Promise<Map<string, number>> {
-    const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info(subjects.inboxStream(a.id), { subjects_filter: subjects.inboxOfApp(a.id) });
-    const out = new Map<string, number>();
-    for (const [subject, n] of Object.entries(info.state.subjects ?? {})) {
-      const [user, kind] = subject.split('.').slice(-2);
-      if (kind === 'b') out.set(user as string, n);
-    }
-    return out;
-  }
-
   const userIds = (n: number, prefix = 'u'): string[] =>
     Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(5, '0')}`);
 
@@ -131,7 +119,7 @@ describe('fan-out jobs', function () {
     const fresh = await runner.metric('push_center_job_writes_total');
     expect(rewrites + fresh).to.equal(10_000 - afterKill.written);
     // Every user's inbox holds the message exactly once: the rewrites after the checkpoint were deduped.
-    const counts = await inboxCounts(app);
+    const counts = await inboxCounts(nc, subjects, app.id);
     expect(counts.size).to.equal(10_000);
     const wrong = [...counts].filter(([, n]) => n !== 1);
     expect(wrong, 'users with other than one copy').to.deep.equal([]);
@@ -173,7 +161,7 @@ describe('fan-out jobs', function () {
     const done = await waitJob(app, id, (j) => j.state === 'completed', 20_000);
     expect(done).to.include({ written: 1000, failed: 0 });
     expect(await runner.metric('push_center_jobs_claimed_total', { resumed: '1' })).to.equal(1);
-    const counts = await inboxCounts(app);
+    const counts = await inboxCounts(nc, subjects, app.id);
     expect(counts.size).to.equal(1000);
     expect([...counts.values()].every((n) => n === 1)).to.equal(true);
   });
@@ -205,7 +193,7 @@ describe('fan-out jobs', function () {
     expect(later.written, 'nothing written a second after the cancel').to.equal(settled.written);
     expect(later.written).to.be.below(400);
     // The counts are the inboxes' truth.
-    const counts = await inboxCounts(app);
+    const counts = await inboxCounts(nc, subjects, app.id);
     expect(counts.size).to.equal(later.written);
     expect([...counts.values()].every((n) => n === 1)).to.equal(true);
 
@@ -226,7 +214,7 @@ describe('fan-out jobs', function () {
     const id = created.body.job.id;
     expect(created.body.job).to.include({ state: 'open', total: 0 });
     await sleep(1200); // an open job is not run, even by a center looking for work
-    expect((await inboxCounts(app)).size).to.equal(0);
+    expect((await inboxCounts(nc, subjects, app.id)).size).to.equal(0);
 
     type Added = { added: number; skipped: number; job: JobView };
     const one = await jobs<Added>(app, 'POST', `/${id}/users`, { users: ['ann', 'bob', 'cyd', ''] });
@@ -242,7 +230,7 @@ describe('fan-out jobs', function () {
     expect(started.body.job).to.include({ total: 8, skipped: 4, remaining: 4 });
     const done = await waitJob(app, id, (j) => j.state === 'completed', 20_000);
     expect(done).to.include({ written: 4, skipped: 4, failed: 0 });
-    const counts = await inboxCounts(app);
+    const counts = await inboxCounts(nc, subjects, app.id);
     expect(Object.fromEntries(counts)).to.deep.equal({ ann: 1, bob: 1, cyd: 1, dee: 1 });
 
     // A retried start changes nothing; users after the start are refused.
@@ -337,7 +325,7 @@ describe('fan-out jobs', function () {
     expect(unknown['error']).to.include({ code: 'job_not_found', status: 404 });
     const noJob = await call('get', { app: app.id });
     expect(noJob['error']).to.include({ code: 'job_not_found', status: 404 });
-    expect(Object.fromEntries(await inboxCounts(app))).to.deep.equal({ n1: 1, n2: 1 });
+    expect(Object.fromEntries(await inboxCounts(nc, subjects, app.id))).to.deep.equal({ n1: 1, n2: 1 });
   });
 
   it('CLI: jobs create from a file of users, get and list', async function () {
@@ -365,7 +353,7 @@ describe('fan-out jobs', function () {
       expect(got).to.include({ id: created.id, state: 'completed', written: 3 });
       const list = (await cli('jobs', 'list', '--app', app.id))['jobs'] as JobView[];
       expect(list.map((j) => j.id)).to.deep.equal([created.id]);
-      expect(Object.fromEntries(await inboxCounts(app))).to.deep.equal({ c1: 1, c2: 1, c3: 1 });
+      expect(Object.fromEntries(await inboxCounts(nc, subjects, app.id))).to.deep.equal({ c1: 1, c2: 1, c3: 1 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

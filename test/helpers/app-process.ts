@@ -61,6 +61,11 @@ export class AppProcess {
     }
   }
 
+  /** Whether the process runs (started, not exited). */
+  get alive(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
   /** SIGKILL: no drain, nothing saved, no goodbye. */
   async kill(): Promise<void> {
     await this.signal('SIGKILL');

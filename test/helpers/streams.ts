@@ -1,5 +1,6 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@push/nats';
+import type { Subjects } from '@push/protocol';
 
 /** One stored message of a stream, as a business consumer would see it. */
 export interface StoredRecord {
@@ -50,4 +51,16 @@ export async function waitStream(
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Business messages stored per user of an app, read from its inbox stream (user -> count). */
+export async function inboxCounts(nc: NatsConnection, subjects: Subjects, app: string): Promise<Map<string, number>> {
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(subjects.inboxStream(app), { subjects_filter: subjects.inboxOfApp(app) });
+  const out = new Map<string, number>();
+  for (const [subject, n] of Object.entries(info.state.subjects ?? {})) {
+    const [user, kind] = subject.split('.').slice(-2);
+    if (kind === 'b') out.set(user as string, n);
+  }
+  return out;
 }

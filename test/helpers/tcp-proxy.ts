@@ -1,9 +1,10 @@
 import net from 'node:net';
 
 /**
- * A TCP proxy for fault injection between a client and a server (e.g. nats-server): it can cut
- * every connection, and hold what a client sends for a while after it connects (so a handshake
- * stalls with the socket open and the server's greeting delivered).
+ * A TCP proxy for fault injection between a client and a server (e.g. nats-server, Postgres): it
+ * can cut every connection, refuse new ones for a while (the server is down, as its clients see
+ * it, while others using it are not disturbed), and hold what a client sends for a while after it
+ * connects (so a handshake stalls with the socket open and the server's greeting delivered).
  */
 export class TcpProxy {
   port = 0;
@@ -11,6 +12,8 @@ export class TcpProxy {
   holdMs = 0;
   /** Connections accepted so far. */
   accepted = 0;
+  /** While true, every connection is closed as soon as it is accepted. */
+  private refusing = false;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private clientSpoke: Array<{ match: ((c: Buffer) => boolean) | undefined; resolve: () => void }> = [];
@@ -46,12 +49,22 @@ export class TcpProxy {
     this.sockets.clear();
   }
 
+  /** The server is down (every connection cut, new ones closed at once) or back up. */
+  setDown(down: boolean): void {
+    this.refusing = down;
+    if (down) this.dropAll();
+  }
+
   async stop(): Promise<void> {
     this.dropAll();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   private onClient(client: net.Socket): void {
+    if (this.refusing) {
+      client.destroy();
+      return;
+    }
     this.accepted++;
     const upstream = net.connect(this.targetPort, this.targetHost);
     this.sockets.add(client).add(upstream);

@@ -33,6 +33,7 @@ import { mountHttpApi } from './http-api.js';
 import { Kicker } from './kick.js';
 import { BindingService } from './bindings.js';
 import { createCenterMetrics } from './metrics.js';
+import { DatabaseWatch } from './database-watch.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
@@ -55,7 +56,8 @@ export interface Center {
 /**
  * Builds the center: HTTP API and NATS request/reply for business servers, app administration.
  * On start it migrates Postgres, provisions the streams and syncs apps to the KV bucket, so
- * one started center makes a deployment usable.
+ * one started center makes a deployment usable; with Postgres down it starts anyway and does the
+ * Postgres part when Postgres answers (DatabaseWatch).
  */
 export function createCenter(config: Config, opts: { logger?: Logger } = {}): Center {
   const log = (
@@ -72,6 +74,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let apps: AppDirectory | undefined;
   let webhookDirectory: WebhookDirectory | undefined;
   let db: Knex | undefined;
+  let database: DatabaseWatch | undefined;
   let redis: Redis | undefined;
   let presence: PresenceRegistry | undefined;
   let events: EventPublisher | undefined;
@@ -94,10 +97,11 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
 
     async start() {
       const uws = loadUws();
-      await ensureDatabase(config.databaseUrl);
-      db = createDatabase(config.databaseUrl);
-      const applied = await migrate(db);
-      if (applied.length > 0) log.info({ applied }, 'migrations applied');
+      const pool = createDatabase(config.databaseUrl, undefined, log);
+      db = pool;
+      metrics.databaseUp.set(1);
+      const watch = new DatabaseWatch(pool, log, (up) => metrics.databaseUp.set(up ? 1 : 0));
+      database = watch;
       const conn = await connectNats({ servers: config.natsUrl, auth: config.natsAuth, name: 'center', logger: log });
       nc = conn;
       await provisionStreams(conn, subjects, config.inbox);
@@ -119,9 +123,16 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         await webhooks.forgetApp(appId);
         await deleteDlqStream(conn, subjects, appId);
       });
-      const synced = await admin.syncAll();
-      log.info({ apps: synced }, 'apps synced to KV');
-      log.info({ webhooks: await webhooks.syncAll() }, 'webhook endpoints synced to KV');
+      const appAdmin = admin;
+      // Postgres down now: pushes and topics are served from the apps already in the KV bucket,
+      // and this is done when it answers (docs/operations.md "Failures and recovery").
+      await watch.start(async () => {
+        await ensureDatabase(config.databaseUrl);
+        const applied = await migrate(pool);
+        if (applied.length > 0) log.info({ applied }, 'migrations applied');
+        log.info({ apps: await appAdmin.syncAll() }, 'apps synced to KV');
+        log.info({ webhooks: await webhooks.syncAll() }, 'webhook endpoints synced to KV');
+      });
       redis = new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
@@ -186,6 +197,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         keys,
         admin,
         webhooks,
+        database: watch,
         adminKey: config.center.adminKey,
         metrics,
         log,
@@ -209,6 +221,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         admin,
         webhooks,
         keys,
+        database: watch,
         metrics,
         log,
         maxBodyBytes: config.center.maxBodyBytes,
@@ -217,8 +230,9 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       listening = await listen(app, config.center.host, config.center.port);
       log.info({ port: listening.port }, 'center listening');
-      // Jobs left by a center that stopped or died are resumed from their checkpoints.
-      jobRunner.start();
+      // Jobs left by a center that stopped or died are resumed from their checkpoints (once the
+      // database is migrated, when Postgres was down at start).
+      watch.whenReady(() => jobRunner.start());
     },
 
     stop() {
@@ -226,6 +240,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         stopping = true;
         listening?.close();
         for (const s of natsSubs) s.unsubscribe();
+        await database?.close();
         // Before the store closes: the jobs' last writes land and their progress is saved.
         await runner?.stop().catch((err: unknown) => log.warn({ err }, 'fan-out jobs not let go cleanly'));
         if (store !== undefined && !(await store.idle(5000))) {

@@ -1,12 +1,5 @@
-import {
-  CorsPolicy,
-  HttpExchange,
-  toPushError,
-  type HttpRequest,
-  type HttpResponse,
-  type TemplatedApp,
-} from '@push/http';
-import { PushError, RateLimitedError, idProblem, type IdKind } from '@push/protocol';
+import { CorsPolicy, HttpExchange, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
+import { PushError, idProblem, type IdKind } from '@push/protocol';
 import type { Logger } from 'pino';
 import { checkAdminKey } from './admin-key.js';
 import { adminView, type AppAdmin } from './app-admin.js';
@@ -16,6 +9,7 @@ import type { BindingService } from './bindings.js';
 import type { JobService } from './job-service.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
+import type { DatabaseWatch } from './database-watch.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
 import { topicNameError, type TopicOutcome, type TopicService } from './topic-service.js';
 import type { TopicPresenceService } from './topic-presence.js';
@@ -31,6 +25,8 @@ export interface HttpApiDeps {
   admin: AppAdmin;
   webhooks: WebhookAdmin;
   keys: ApiKeyVerifier;
+  /** Turns a failure into its answer (`database_unavailable` when Postgres is down). */
+  database: Pick<DatabaseWatch, 'answer'>;
   metrics: CenterMetrics;
   log: Logger;
   maxBodyBytes: number;
@@ -523,11 +519,11 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
           else ex.json(reply.status, reply.body, reply.headers);
         },
         (err: unknown) => {
-          const e = toPushError(err);
+          const e = deps.database.answer(err, r.op);
           metrics.requests.inc({ op: r.op, transport: 'http', status: e.status });
           metrics.errors.inc({ code: e.code });
           if (e.code === 'internal') log.error({ err, op: r.op }, 'request failed');
-          const headers = e instanceof RateLimitedError ? { 'retry-after': String(e.retryAfter) } : undefined;
+          const headers = e.retryAfter !== undefined ? { 'retry-after': String(e.retryAfter) } : undefined;
           ex.json(e.status, { error: e.toJSON() }, headers);
         },
       );

@@ -1,5 +1,5 @@
 import type { AppDirectory } from '@push/apps';
-import type { ClaimedJob, JobProgress, JobsRepository } from '@push/db';
+import { databaseLogFields, type ClaimedJob, type JobProgress, type JobsRepository } from '@push/db';
 import type { InboxStore } from '@push/nats';
 import {
   DEFAULT_APP_SETTINGS,
@@ -67,6 +67,8 @@ export class JobRun {
   private readonly finished = new Map<number, Outcome>();
   private readonly progress: JobProgress;
   private checkpointing = false;
+  /** Checkpoints fail (Postgres is down): logged once, not every `checkpointMs`. */
+  private checkpointFailing = false;
   private leaseValidUntil: number;
   private rate: number;
   private readonly payload: MessagePayload;
@@ -130,7 +132,7 @@ export class JobRun {
     try {
       end = await this.writeAll();
     } catch (err) {
-      this.log.error({ err }, 'fan-out job run failed; letting go of it for a retry');
+      this.log.error(databaseLogFields(err), 'fan-out job run failed; letting go of it for a retry');
       this.halt('stopped');
       end = 'stopped';
     }
@@ -165,7 +167,7 @@ export class JobRun {
       }
     } catch (err) {
       // The lease lapses by itself: another center resumes from the last checkpoint saved.
-      this.log.warn({ err, end }, 'fan-out job end not recorded');
+      this.log.warn({ ...databaseLogFields(err), end }, 'fan-out job end not recorded');
     }
   }
 
@@ -316,8 +318,15 @@ export class JobRun {
         this.log.info({ from: this.rate, to: rate }, 'fan-out rate changed');
         this.rate = rate;
       }
+      if (this.checkpointFailing) this.log.info({ done: this.progress.done }, 'fan-out job checkpoint saved again');
+      this.checkpointFailing = false;
     } catch (err) {
-      this.log.warn({ err }, 'fan-out job checkpoint failed');
+      if (!this.checkpointFailing)
+        this.log.warn(
+          { ...databaseLogFields(err), leaseValidForMs: this.leaseValidUntil - Date.now() },
+          'fan-out job checkpoint failed; writing on until the lease runs out, then another try resumes from the last checkpoint',
+        );
+      this.checkpointFailing = true;
     } finally {
       this.checkpointing = false;
     }

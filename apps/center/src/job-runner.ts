@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import type { ClaimedJob } from '@push/db';
+import { databaseLogFields, type ClaimedJob } from '@push/db';
 import { JobRun, type JobRunDeps } from './job-run.js';
 
 /** How often a center looks for jobs to run (queued, or left by a center whose lease lapsed), ms. */
@@ -29,6 +29,8 @@ export class JobRunner {
   private timer: NodeJS.Timeout | undefined;
   private claiming: Promise<void> | undefined;
   private again = false;
+  /** Claims fail (Postgres is down): logged when it starts and when it ends, not every poll. */
+  private claimFailing = false;
   private stopping = false;
   private stopPromise: Promise<void> | undefined;
 
@@ -68,11 +70,15 @@ export class JobRunner {
     try {
       while (!this.stopping && this.active.size < this.opts.runners) {
         const job = await this.deps.repo.claim(this.owner, this.opts.leaseSeconds);
+        if (this.claimFailing) this.deps.log.info('fan-out job claims work again');
+        this.claimFailing = false;
         if (job === undefined) return;
         this.launch(job);
       }
     } catch (err) {
-      this.deps.log.warn({ err }, 'fan-out job claim failed; trying again at the next poll');
+      if (!this.claimFailing)
+        this.deps.log.warn(databaseLogFields(err), 'fan-out job claim failed; trying again every poll');
+      this.claimFailing = true;
     }
   }
 

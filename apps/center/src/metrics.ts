@@ -33,6 +33,11 @@ export function createCenterMetrics(registry: Registry) {
       labelNames: ['code'],
       registers: r,
     }),
+    databaseUp: new Gauge({
+      name: 'push_center_database_up',
+      help: 'Whether Postgres answered this center the last time it was tried (0 during an outage)',
+      registers: r,
+    }),
     // --- fan-out jobs ---
     jobsRunning: new Gauge({
       name: 'push_center_jobs_running',

@@ -1,5 +1,4 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
-import { toPushError } from '@push/http';
 import {
   NatsAppDeleteRequestSchema,
   NatsBindRequestSchema,
@@ -10,7 +9,6 @@ import {
   NatsTopicPublishRequestSchema,
   NatsUserRequestSchema,
   PushError,
-  RateLimitedError,
   compile,
   isObject,
   type ApiOperation,
@@ -25,6 +23,7 @@ import type { Kicker } from './kick.js';
 import type { BindingService } from './bindings.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import type { CenterMetrics } from './metrics.js';
+import type { DatabaseWatch } from './database-watch.js';
 import { batchStoreError, type PushService } from './push-service.js';
 import type { TopicService } from './topic-service.js';
 import type { TopicPresenceService } from './topic-presence.js';
@@ -134,6 +133,8 @@ export function serveNatsApi(
     keys: ApiKeyVerifier;
     admin: AppAdmin;
     webhooks: WebhookAdmin;
+    /** Turns a failure into its answer (`database_unavailable` when Postgres is down). */
+    database: Pick<DatabaseWatch, 'answer'>;
     adminKey: string | undefined;
     metrics: CenterMetrics;
     log: Logger;
@@ -164,11 +165,11 @@ export function serveNatsApi(
       if (!isObject(req)) throw new PushError('bad_request', 'the request must be a JSON object');
       reply = { ok: true, ...(await work(req, msg.headers?.get('Authorization') ?? '')) };
     } catch (err) {
-      const e = toPushError(err);
+      const e = deps.database.answer(err, op);
       status = e.status;
       deps.metrics.errors.inc({ code: e.code });
       if (e.code === 'internal') deps.log.error({ err, op }, 'nats api request failed');
-      const retryAfter = e instanceof RateLimitedError ? { retryAfter: e.retryAfter } : {};
+      const retryAfter = e.retryAfter !== undefined ? { retryAfter: e.retryAfter } : {};
       reply = {
         error: { ...e.toJSON(), status: e.status, ...retryAfter },
         ...(e instanceof ReplyError ? e.extra : {}),

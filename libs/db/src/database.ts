@@ -1,17 +1,48 @@
 import { fileURLToPath } from 'node:url';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
+import { DATABASE_CONNECT_TIMEOUT_MS } from './database-errors.js';
 
 export type { Knex };
 
 /** The repository's `migrations/` folder (knex migrations, plain ESM JavaScript). */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations', import.meta.url));
 
-/** A knex pool on Postgres. */
-export function createDatabase(url: string, pool = { min: 0, max: 10 }): Knex {
+/** Where knex's own messages go (a pino logger fits). */
+export interface DatabaseLog {
+  debug(obj: object, message: string): void;
+  warn(obj: object, message: string): void;
+}
+
+/** knex's messages of a connection that failed or was lost: each comes with its stack, per call. */
+const CONNECTION_NOISE = /^(Acquire connection error|Connection Error)/;
+
+/**
+ * A knex pool on Postgres. A call fails within DATABASE_CONNECT_TIMEOUT_MS when no connection can
+ * be had (Postgres down or unreachable) instead of waiting; TCP keepalive notices a peer that
+ * vanished without a word. With `log`, knex's messages go there instead of the console, those of
+ * failed connections at debug (the caller reports an outage once, not a stack per call).
+ */
+export function createDatabase(url: string, pool = { min: 0, max: 10 }, log?: DatabaseLog): Knex {
+  const warn = (message: unknown): void => {
+    const text = String(message);
+    if (CONNECTION_NOISE.test(text)) log?.debug({ component: 'knex' }, text);
+    else log?.warn({ component: 'knex' }, text);
+  };
   return knexFactory({
     client: 'pg',
-    connection: url,
+    ...(log === undefined
+      ? {}
+      : {
+          log: {
+            warn,
+            error: warn,
+            deprecate: warn,
+            debug: (m: unknown) => log.debug({ component: 'knex' }, String(m)),
+          },
+        }),
+    connection: { connectionString: url, connectionTimeoutMillis: DATABASE_CONNECT_TIMEOUT_MS, keepAlive: true },
+    acquireConnectionTimeout: DATABASE_CONNECT_TIMEOUT_MS,
     pool,
     migrations: { directory: MIGRATIONS_DIR, loadExtensions: ['.js'] },
   });
@@ -32,7 +63,13 @@ async function onServer(url: string, fn: (client: pg.Client, name: string) => Pr
   const name = decodeURIComponent(u.pathname.slice(1));
   if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`database name must be [A-Za-z0-9_]+, got ${name}`);
   u.pathname = '/postgres';
-  const client = new pg.Client({ connectionString: u.toString() });
+  const client = new pg.Client({
+    connectionString: u.toString(),
+    connectionTimeoutMillis: DATABASE_CONNECT_TIMEOUT_MS,
+  });
+  // A connection lost mid-query also rejects the query (handled by the caller): without a
+  // listener, the client's 'error' event would end the process.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     await fn(client, name);

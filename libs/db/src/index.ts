@@ -3,3 +3,4 @@ export * from './apps-repository.js';
 export * from './jobs-repository.js';
 export * from './webhooks-repository.js';
 export * from './bindings-repository.js';
+export * from './database-errors.js';

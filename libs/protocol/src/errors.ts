@@ -70,21 +70,32 @@ export const ERRORS = {
   rpc_timeout: { status: 504, message: 'the rpc got no answer in time' },
   rpc_failed: { status: 502, message: 'the service answering the rpc reported an error' },
   store_unavailable: { status: 503, message: 'the message store is unavailable; retry' },
+  database_unavailable: {
+    status: 503,
+    message: 'the database (Postgres) is unavailable; retry after the Retry-After seconds',
+  },
   internal: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
 
-/** Base error of the system: a stable `code`, its HTTP status, a message and an optional cause. */
+/**
+ * Base error of the system: a stable `code`, its HTTP status, a message, an optional cause and,
+ * for a failure that passes (`rate_limited`, `database_unavailable`), when to retry: the HTTP
+ * adapter sends it as `Retry-After`, the NATS adapter as `error.retryAfter`.
+ */
 export class PushError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
+  /** Whole seconds to wait before trying again, when the failure says. */
+  readonly retryAfter: number | undefined;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; retryAfter?: number }) {
     super(message ?? ERRORS[code].message, options);
     this.name = 'PushError';
     this.code = code;
     this.status = ERRORS[code].status;
+    this.retryAfter = options?.retryAfter;
   }
 
   /** The JSON body the API and the edge send for this error. */
@@ -93,18 +104,13 @@ export class PushError extends Error {
   }
 }
 
-/**
- * `rate_limited` with when to retry: the HTTP adapter sends `Retry-After`, the NATS adapter
- * `error.retryAfter`.
- */
+/** `rate_limited` with when to retry (whole seconds before the same request is allowed). */
 export class RateLimitedError extends PushError {
-  /** Whole seconds to wait before the same request is allowed. */
-  readonly retryAfter: number;
+  declare readonly retryAfter: number;
 
   constructor(retryAfter: number, message?: string) {
-    super('rate_limited', message);
+    super('rate_limited', message, { retryAfter });
     this.name = 'RateLimitedError';
-    this.retryAfter = retryAfter;
   }
 }
 
