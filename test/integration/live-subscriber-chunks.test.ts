@@ -66,6 +66,8 @@ class FakeNats {
   /** While true, the client's PINGs are answered (handshake, flush); the test's bytes are not interleaved. */
   answerPings = true;
   pongs = 0;
+  /** Written once, right before the next PONG (a message that beat the handshake's confirmation). */
+  beforePong: string | undefined;
 
   async listen(): Promise<string> {
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
@@ -84,7 +86,10 @@ class FakeNats {
       while ((nl = text.indexOf('\r\n')) >= 0) {
         const line = text.slice(0, nl);
         text = text.slice(nl + 2);
-        if (line === 'PING' && this.answerPings) s.write('PONG\r\n');
+        if (line === 'PING' && this.answerPings) {
+          s.write(`${this.beforePong ?? ''}PONG\r\n`);
+          this.beforePong = undefined;
+        }
         if (line === 'PONG') this.pongs++;
       }
     });
@@ -101,6 +106,11 @@ class FakeNats {
       // Long enough for the client to read this part before the next arrives (loopback, no Nagle).
       await sleep(1);
     }
+  }
+
+  /** Drops the client's connection (it reconnects). */
+  dropClient(): void {
+    this.socket?.destroy();
   }
 
   async close(): Promise<void> {
@@ -170,5 +180,36 @@ describe('LiveSubscriber parser at every chunk boundary (fake NATS server)', fun
 
   it('still delivers after all that (the parser is left in a clean state)', async function () {
     expect(await deliver([Buffer.from(STREAM)])).to.deep.equal(EXPECTED);
+  });
+});
+
+describe('LiveSubscriber reconnect: messages before onReconnect (issue 15)', function () {
+  this.timeout(20_000);
+
+  it('hands a message that came before the reconnect was confirmed over only after onReconnect', async function () {
+    // An edge's connection still live on its old cursor would take such a message and move past
+    // the ones missed while disconnected; after onReconnect it reads them from the store first.
+    const fake = new FakeNats();
+    const url = await fake.listen();
+    const events: string[] = [];
+    const live = await LiveSubscriber.connect({
+      servers: url,
+      name: 't',
+      logger: log,
+      pingSeconds: 3600,
+      onReconnect: () => events.push('reconnect'),
+    });
+    try {
+      live.subscribe('live.a', (_h, payload) => events.push(`msg:${payload.toString()}`)); // sid 1
+      await live.flush();
+      fake.beforePong = msg('live.a', 1, 'early');
+      fake.dropClient();
+      const deadline = Date.now() + 10_000;
+      while (events.length < 2 && Date.now() < deadline) await sleep(20);
+      expect(events).to.deep.equal(['reconnect', 'msg:early']);
+    } finally {
+      live.close();
+      await fake.close();
+    }
   });
 });

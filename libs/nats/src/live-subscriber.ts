@@ -11,7 +11,12 @@ export interface LiveSubscriberOptions {
   auth?: { user: string; pass: string } | undefined;
   name: string;
   logger: Logger;
-  /** Called after every reconnect, once every subscription is back: live messages may be lost. */
+  /**
+   * Called after every reconnect, once every subscription is back: live messages may be lost.
+   * Messages the new connection got before (between its resubscriptions and the server's
+   * confirmation) are handed over only after it returns, so the caller can first switch to
+   * reading what it missed from the store.
+   */
   onReconnect?: () => void;
   /** Seconds between pings; a connection that misses two pongs is replaced. */
   pingSeconds?: number;
@@ -56,6 +61,11 @@ export class LiveSubscriber {
   private flushQueued = false;
   private pingTimer: NodeJS.Timeout | undefined;
   private pingsOut = 0;
+  /**
+   * Messages a reconnecting socket received before `onReconnect` ran (see it), in order; undefined
+   * when not reconnecting.
+   */
+  private held: Array<{ sid: number; headers: Buffer; payload: Buffer; subject: string }> | undefined;
   // Parser state: bytes not yet consumed; when `expect` > 0, a message of `expect` bytes (its
   // payload plus the CRLF after it, so never 0, even for an empty message) is awaited for
   // `expectSid` with `expectHdr` header bytes at its start.
@@ -255,10 +265,16 @@ export class LiveSubscriber {
     setTimeout(() => {
       if (this.closed) return;
       this.serverIndex = (this.serverIndex + 1) % this.servers.length;
+      // A message that arrives before onReconnect ran must not reach a user's connection still
+      // live on its old cursor: it would move past the messages missed while disconnected.
+      this.held = [];
       this.open().then(
         () => {
           this.log.info({ server: this.url().host, subscriptions: this.handlers.size }, 'live subscriber reconnected');
           this.opts.onReconnect?.();
+          const held = this.held ?? [];
+          this.held = undefined;
+          for (const m of held) this.dispatch(m.sid, m.headers, m.payload, m.subject);
         },
         () => this.reconnectSoon(),
       );
@@ -295,6 +311,16 @@ export class LiveSubscriber {
     this.socket.write(text);
   }
 
+  private dispatch(sid: number, headers: Buffer, payload: Buffer, subject: string): void {
+    const h = this.handlers.get(sid);
+    if (h === undefined) return;
+    try {
+      h.handler(headers, payload, subject);
+    } catch (err) {
+      this.log.error({ err }, 'live message handler failed');
+    }
+  }
+
   private onData(socket: net.Socket): void {
     for (;;) {
       if (this.expect > 0) {
@@ -302,14 +328,11 @@ export class LiveSubscriber {
         const body = this.buf.subarray(0, this.expect - 2);
         this.buf = this.buf.subarray(this.expect);
         this.expect = 0;
-        const h = this.handlers.get(this.expectSid);
-        if (h !== undefined) {
-          try {
-            h.handler(body.subarray(0, this.expectHdr), body.subarray(this.expectHdr), this.expectSubject);
-          } catch (err) {
-            this.log.error({ err }, 'live message handler failed');
-          }
-        }
+        const headers = body.subarray(0, this.expectHdr);
+        const payload = body.subarray(this.expectHdr);
+        if (this.held !== undefined)
+          this.held.push({ sid: this.expectSid, headers, payload, subject: this.expectSubject });
+        else this.dispatch(this.expectSid, headers, payload, this.expectSubject);
         continue;
       }
       const nl = this.buf.indexOf(CRLF);
