@@ -87,7 +87,10 @@ export class EdgePresence {
     this.presence.disconnected(u.conn.app, u.conn.user, u.conn.id).then(
       (outcome) => {
         if (outcome === 'last') u.conn.emit('user_offline', { reason: u.reason });
-        else if (outcome === 'lost') this.orphan(u);
+        else if (outcome === 'lost') {
+          this.orphan(u);
+          this.settleLater();
+        }
       },
       (err: unknown) => {
         this.failed.push(u);
@@ -98,6 +101,11 @@ export class EdgePresence {
 
   private orphan(u: Unsettled): void {
     this.orphans.push({ ...u, due: Date.now() + this.settleAfterMs });
+  }
+
+  /** Settles what is due once the recovery is over (and again at each renewal, for what failed). */
+  private settleLater(): void {
+    setTimeout(() => this.settleDue(), this.settleAfterMs + 1).unref();
   }
 
   /** The lease had lapsed (entries may have been swept and reported): record everything again. */
@@ -124,16 +132,21 @@ export class EdgePresence {
     );
     for (const u of this.failed.splice(0)) this.orphan(u);
     this.recoveringUntil = Date.now() + this.settleAfterMs;
+    this.settleLater();
     for (const c of this.connections) {
       this.opened(c, !this.recorded.has(c));
       c.recordTopics('data');
     }
   }
 
-  /** A renewal reached Redis: retry what failed, settle the orphans that are due, decide the undecided. */
+  /** A renewal reached Redis: retry what failed, settle what is due. */
   renewed(): void {
     for (const c of [...this.unrecorded]) this.opened(c);
     for (const u of this.failed.splice(0)) this.remove(u);
+    this.settleDue();
+  }
+
+  private settleDue(): void {
     const now = Date.now();
     if (now >= this.recoveringUntil) for (const c of this.undecided.splice(0)) this.decide(c);
     const due = this.orphans.filter((u) => u.due <= now);
