@@ -120,4 +120,33 @@ describe('Redis restarted empty (issue 15)', function () {
       await c.waitFor((f) => f.t === 'msg' && f['topic'] === 'news' && f['seq'] === seq);
     }
   });
+
+  it('comes back within one lease from a FLUSHALL, which no reconnect reveals', async function () {
+    app = await stack.createApp(); // events of this test only
+    expect((await bind('fay', 'alerts')).status).to.equal(200);
+    const fay = keep(await app.connect('fay', 'phone', '', stack.edges[1]));
+    const gus = keep(await app.connect('gus', 'phone', '', stack.edges[0]));
+    await waitEvents((r) => ['fay', 'gus'].every((u) => ofType(r, 'user_online', u).length === 1));
+    await fay.waitFor((f) => f.t === 'subscribed' && f['topic'] === 'alerts');
+
+    await redis.flushall();
+    const flushedAt = Date.now();
+    gus.close(); // leaves while Redis is empty
+    const bound = flushedAt + LEASE * 1000 + 300; // the timers' own lateness
+    const settled = async (): Promise<boolean> =>
+      (await devices('fay')).length === 1 &&
+      (await devices('gus')).length === 0 &&
+      ofType(await events(), 'user_offline', 'gus').length === 1 &&
+      (await redis.smembers(new Subjects(stack.prefix).bindingsKey(app.id, 'fay'))).length === 1;
+    while (!(await settled()) && Date.now() < bound) await sleep(50);
+    const took = Date.now() - flushedAt;
+    expect(await devices('fay'), 'fay').to.deep.equal(['phone']);
+    expect(await devices('gus'), 'gus (left after the flush)').to.deep.equal([]);
+    const all = await events();
+    expect(ofType(all, 'user_offline', 'gus'), 'the offline of gus').to.have.length(1);
+    expect(ofType(all, 'user_offline', 'fay'), 'offline of fay').to.have.length(0);
+    expect(ofType(all, 'user_online', 'fay'), 'online of fay').to.have.length(1);
+    expect(await redis.smembers(new Subjects(stack.prefix).bindingsKey(app.id, 'fay'))).to.deep.equal(['alerts']);
+    expect(took, `settled ${took} ms after the flush`).to.be.at.most(bound - flushedAt);
+  });
 });
