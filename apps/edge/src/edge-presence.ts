@@ -33,8 +33,8 @@ interface Unsettled {
 export class EdgePresence {
   /** Open connections recorded under the current epoch: their user's online was decided. */
   private readonly recorded = new Set<ClientConnection>();
-  /** Open connections whose record failed: tried again after the next renewal. */
-  private readonly unrecorded = new Set<ClientConnection>();
+  /** Open connections whose record failed, and whether to announce them: tried again after the next renewal. */
+  private readonly unrecorded = new Map<ClientConnection, boolean>();
   /** Closed connections whose removal failed: tried again after the next renewal. */
   private failed: Unsettled[] = [];
   /** Closed connections whose entry Redis lost: settled from `due` on (at a renewal). */
@@ -70,7 +70,7 @@ export class EdgePresence {
         else if (outcome === 'first') conn.emit('user_online', {});
       },
       (err: unknown) => {
-        if (!conn.isClosed && !this.recorded.has(conn)) this.unrecorded.add(conn);
+        if (!conn.isClosed) this.unrecorded.set(conn, announce);
         this.failure(err, 'presence write failed; retried after the next lease renewal');
       },
     );
@@ -141,7 +141,7 @@ export class EdgePresence {
 
   /** A renewal reached Redis: retry what failed, settle what is due. */
   renewed(): void {
-    for (const c of [...this.unrecorded]) this.opened(c);
+    for (const [c, announce] of [...this.unrecorded]) this.opened(c, announce);
     for (const u of this.failed.splice(0)) this.remove(u);
     this.settleDue();
   }

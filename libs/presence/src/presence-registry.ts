@@ -380,13 +380,15 @@ export class PresenceRegistry {
   private async renew(): Promise<void> {
     const epoch = await this.readEpoch();
     const lost = epoch !== this.epoch;
-    this.epoch = epoch;
     const key = this.subjects.edgeAliveKey(this.edgeId);
     const kept = await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds, 'XX');
     if (kept === null) {
       await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds);
       await this.redis.sadd(this.subjects.edgesKey, this.edgeId);
     }
+    // Only now, in the turn that tells the caller: a removal sent meanwhile under the old epoch
+    // answers `lost` (its entry went with the data), not `more` as if a sweep had reported it.
+    this.epoch = epoch;
     if (lost) this.opts.onDataLost?.();
     else if (kept === null) this.opts.onLeaseLost?.();
     this.opts.onRenewed?.();
