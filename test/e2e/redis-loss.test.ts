@@ -112,9 +112,13 @@ describe('Redis restarted empty (issue 15)', function () {
       expect(ofType(all, 'user_online', u), `online of ${u}`).to.have.length(1);
     }
 
+    // Topic occupancy is recorded again (ann's phone; the tablet once it subscribed).
+    await tablet.waitFor((f) => f.t === 'subscribed' && f['topic'] === 'news', LEASE * 1000 + 3000);
+    const occupancy = await stack.http('GET', `/v1/apps/${app.id}/topics/news`, app.apiKey);
+    expect(occupancy.body).to.include({ connections: 2, users: 1 });
+
     // The mirror is back from Postgres, and the binding delivers to both of ann's connections.
     expect(await redis.smembers(new Subjects(stack.prefix).bindingsKey(app.id, 'ann'))).to.deep.equal(['news']);
-    await tablet.waitFor((f) => f.t === 'subscribed' && f['topic'] === 'news', LEASE * 1000 + 3000);
     const seq = await app.publishTopicOk('news', { n: 1 });
     for (const c of [ann, tablet]) {
       await c.waitFor((f) => f.t === 'msg' && f['topic'] === 'news' && f['seq'] === seq);
