@@ -188,7 +188,7 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     },
     highWaterBytes: HIGH_WATER,
     // Bindings have e2e tests of their own (bindings.test.ts).
-    bindings: { read: () => Promise.resolve([]) },
+    bindings: { read: () => Promise.resolve({ topics: [], whole: true }) },
   };
   const conn = new ClientConnection(ctx, 7, 'app', 'alice', 'phone', 0);
   conn.open(ws, 25, 1024);

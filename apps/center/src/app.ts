@@ -32,6 +32,7 @@ import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
 import { Kicker } from './kick.js';
 import { BindingService } from './bindings.js';
+import { BindingsMirror } from './bindings-mirror.js';
 import { createCenterMetrics } from './metrics.js';
 import { DatabaseWatch } from './database-watch.js';
 import { JobRunner } from './job-runner.js';
@@ -77,6 +78,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let database: DatabaseWatch | undefined;
   let redis: Redis | undefined;
   let presence: PresenceRegistry | undefined;
+  let mirror: BindingsMirror | undefined;
   let events: EventPublisher | undefined;
   let listening: Listening | undefined;
   let natsSubs: Subscription[] = [];
@@ -174,7 +176,11 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         metrics,
       );
       const kicker = new Kicker(conn, subjects, presence, log);
-      const bindings = new BindingService(new BindingsRepository(db), redis, conn, subjects);
+      const bindingsRepo = new BindingsRepository(db);
+      const bindings = new BindingService(bindingsRepo, redis, conn, subjects);
+      // Redis restarted empty: the mirror is copied back from Postgres within a third of the lease.
+      mirror = new BindingsMirror(bindingsRepo, redis, subjects, log.child({ component: 'bindings' }));
+      mirror.start((config.presenceLeaseSeconds * 1000) / 3);
       const topicPresence = new TopicPresenceService(presence);
       const jobsRepo = new JobsRepository(db);
       const jobRunner = new JobRunner(
@@ -252,6 +258,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         apps?.close();
         webhookDirectory?.close();
         store?.close();
+        mirror?.stop();
         // Stop sweeping (and so emitting) before the events are flushed and NATS drains.
         await presence?.stop().catch((err: unknown) => log.warn({ err }, 'presence sweep not stopped cleanly'));
         if (events !== undefined && !(await events.idle(5000))) log.warn('events still in flight at the stop deadline');

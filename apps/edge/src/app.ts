@@ -27,7 +27,8 @@ import { ControlHandler } from './control-handler.js';
 import { BindingsReader } from './bindings.js';
 import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
-import { mountEdgeSocket, recordPresence } from './edge-upgrade.js';
+import { EdgePresence } from './edge-presence.js';
+import { mountEdgeSocket } from './edge-upgrade.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { SendLimits } from './send-limits.js';
@@ -271,13 +272,9 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     const presence = new PresenceRegistry(redis, subjects, edgeId, {
       leaseSeconds: config.presenceLeaseSeconds,
       // Another edge may have swept this edge's entries while its lease had lapsed.
-      onLeaseLost: () => {
-        log.warn({ connections: connections.size }, 'presence lease had lapsed; recording every connection again');
-        for (const c of connections) {
-          recordPresence(ctx, c);
-          c.recordTopics();
-        }
-      },
+      onLeaseLost: () => edgePresence.leaseLost(),
+      onDataLost: () => edgePresence.dataLost(),
+      onRenewed: () => edgePresence.renewed(),
       onError: (err) => {
         metrics.errors.inc({ code: 'presence' });
         log.warn({ err }, 'presence lease renewal or sweep failed');
@@ -285,6 +282,15 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       onSwept: (entries) => emitSweptEvents(events, entries),
       onTopicsSwept: (entries) => emitTopicsSweptEvents(events, announce, entries),
     });
+    // Every edge finds a loss of Redis data within a third of the lease and records its connections
+    // again: two thirds later every live edge has.
+    const edgePresence = new EdgePresence(
+      presence,
+      connections,
+      (config.presenceLeaseSeconds * 2000) / 3,
+      metrics,
+      log,
+    );
     await presence.start();
     opened.push(() => presence.stop());
     const ctx: EdgeContext = {
@@ -298,6 +304,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       topics,
       apps,
       presence,
+      edgePresence,
       topicPresence: new TopicPresence(edgeId, presence, apps, announce, events, metrics, log),
       metrics,
       log,

@@ -252,29 +252,34 @@ export class ClientConnection implements LiveReceiver {
   /**
    * Subscribes the topics the business bound the user to (after `hello`; each answered with
    * `subscribed`, as a bind does). Retried with backoff while the connection lives when Redis
-   * fails: a bound topic must not stay away silently.
+   * fails, and read again while the mirror is being rebuilt (Redis lost its data): a bound topic
+   * must not stay away silently.
    */
   private loadBindings(attempt = 0): void {
     const { ctx } = this;
     const skip = (this.unboundWhileLoading ??= new Set());
+    const again = (): void => {
+      setTimeout(
+        () => {
+          if (this.mode !== CLOSED) this.loadBindings(attempt + 1);
+        },
+        backoffDelay(attempt, ALL_RETRY),
+      ).unref();
+    };
     ctx.bindings.read(this.app, this.user).then(
-      (topics) => {
+      ({ topics, whole }) => {
         if (this.unboundWhileLoading === skip) this.unboundWhileLoading = undefined;
         if (this.mode === CLOSED) return;
         // Already held: a bind's control message came first.
         for (const t of topics) {
           if (!skip.has(t) && this.topics?.has(t) !== true && this.subQueues?.has(t) !== true) this.bindTopic(t);
         }
+        if (!whole) again();
       },
       (err: unknown) => {
         ctx.metrics.errors.inc({ code: 'bindings' });
         ctx.log.warn({ err, conn: this.id }, 'reading the topic bindings failed; retrying');
-        setTimeout(
-          () => {
-            if (this.mode !== CLOSED) this.loadBindings(attempt + 1);
-          },
-          backoffDelay(attempt, ALL_RETRY),
-        ).unref();
+        again();
       },
     );
   }
@@ -527,10 +532,13 @@ export class ClientConnection implements LiveReceiver {
     return new Promise((resolve) => (this.drainWaiters ??= []).push(resolve));
   }
 
-  /** Records this connection's topic subscriptions anew (the edge's presence lease had lapsed). */
-  recordTopics(): void {
+  /**
+   * Records this connection's topic subscriptions anew: the edge's presence lease had lapsed, or
+   * Redis lost its data (TopicPresence.joined).
+   */
+  recordTopics(again: 'lease' | 'data'): void {
     if (this.mode === CLOSED || this.topics === undefined) return;
-    for (const topic of this.topics.keys()) this.ctx.topicPresence.joined(this, topic, true);
+    for (const topic of this.topics.keys()) this.ctx.topicPresence.joined(this, topic, again);
   }
 
   /** Topics this connection subscribed to (`_all` not included). */

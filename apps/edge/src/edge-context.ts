@@ -6,6 +6,7 @@ import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
+import type { EdgePresence } from './edge-presence.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannels } from './topic-channels.js';
@@ -27,6 +28,8 @@ export interface EdgeContext {
   topics: TopicChannels;
   apps: AppDirectory;
   presence: PresenceRegistry;
+  /** This edge's connections in presence, and their online/offline events. */
+  edgePresence: EdgePresence;
   /** Topic subscriptions in Redis (occupancy, presence topics) and their events. */
   topicPresence: TopicPresence;
   metrics: EdgeMetrics;

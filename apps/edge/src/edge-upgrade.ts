@@ -36,23 +36,6 @@ export function originAllowed(allowed: readonly string[], origin: string): boole
 }
 
 /**
- * Records a connection in presence and emits `user_online` when it is the user's first across
- * every edge (presence decides atomically in Redis); a failed write is counted and logged, never
- * fatal (and then no online event is emitted).
- */
-export function recordPresence(ctx: EdgeContext, conn: ClientConnection): void {
-  ctx.presence.connected(conn.app, conn.user, conn.id, conn.device).then(
-    (first) => {
-      if (first) conn.emit('user_online', {});
-    },
-    (err: unknown) => {
-      ctx.metrics.errors.inc({ code: 'presence' });
-      ctx.log.warn({ err }, 'presence write failed');
-    },
-  );
-}
-
-/**
  * The `reason` of a `conn_close` event: the edge's own cause when it closed the socket, else
  * from the close code (`client` for a normal close by the client, `lost` for a connection that
  * dropped without a close frame, `frame_too_large`, `protocol` otherwise).
@@ -69,11 +52,11 @@ export function closeReasonOf(code: number, edgeReason: string | undefined): str
  * Mounts `/ws`: the upgrade (token in `?token=` or `Authorization: Bearer`, checked against the
  * app's secrets or keys before the socket exists, refused with a JSON error and a status
  * otherwise) and the socket's events, handed to its ClientConnection. Presence is written on
- * open and removed on close; a failed presence write is counted and logged, never fatal.
+ * open and removed on close (EdgePresence: a failed write is counted, logged and retried, never fatal).
  */
 export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): void {
   const { ctx, connections, maxConnections } = opts;
-  const { metrics, log, presence } = ctx;
+  const { metrics, log } = ctx;
   const edgeConfig = ctx.config;
   let counter = 0;
 
@@ -193,7 +176,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       conn.open(ws, ping, record?.settings.maxMessageBytes ?? 0);
       metrics.users.set(ctx.channels.size);
       conn.emit('conn_open', {});
-      recordPresence(ctx, conn);
+      ctx.edgePresence.opened(conn);
     },
     message: (ws, message, isBinary) => {
       const { conn } = ws.getUserData();
@@ -217,15 +200,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       metrics.users.set(ctx.channels.size);
       const reason = closeReasonOf(code, conn.closeReason);
       conn.emit('conn_close', { code, reason });
-      presence.disconnected(conn.app, conn.user, conn.id).then(
-        (last) => {
-          if (last) conn.emit('user_offline', { reason });
-        },
-        (err: unknown) => {
-          metrics.errors.inc({ code: 'presence' });
-          log.warn({ err }, 'presence delete failed');
-        },
-      );
+      ctx.edgePresence.closed(conn, reason);
     },
   });
 }

@@ -57,17 +57,19 @@ export class TopicPresence {
   }
 
   /**
-   * A connection subscribed to a topic (`_all` never comes here). `again`: recording it anew after
-   * the edge's presence lease lapsed (no `topic_sub` event: the subscription is not new).
+   * A connection subscribed to a topic (`_all` never comes here). `again`: recording it anew (no
+   * `topic_sub` event: the subscription is not new) after the edge's presence lease lapsed
+   * (`lease`: a sweep may have announced the user's `leave`, so a `join` follows when they are
+   * first again), or after Redis lost its data (`data`: nobody announced a `leave`, so no `join`).
    */
-  joined(c: TopicSubscriber, topic: string, again = false): void {
+  joined(c: TopicSubscriber, topic: string, again?: 'lease' | 'data'): void {
     const about = { app: c.app, user: c.user, device: c.device, conn: c.id, edge: this.edgeId };
-    if (!again) this.events.emit('topic_sub', { ...about, topic });
+    if (again === undefined) this.events.emit('topic_sub', { ...about, topic });
     const presence = this.isPresenceTopic(c.app, topic);
     const since = Date.now();
     this.presence.topicJoined({ app: c.app, topic, user: c.user, conn: c.id, device: c.device, since, presence }).then(
       (first) => {
-        if (!first || !presence) return;
+        if (!first || !presence || again === 'data') return;
         const key = joinKey(c.id, c.app, topic);
         this.joining.set(key, c);
         setTimeout(() => {

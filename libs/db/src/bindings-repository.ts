@@ -8,6 +8,13 @@ interface BindingRow {
   created_at: Date;
 }
 
+/** One binding: a user of an app bound to a topic. */
+export interface Binding {
+  app: string;
+  user: string;
+  topic: string;
+}
+
 /** What a bind did: whether the binding is new, and the user's bindings after it. */
 export interface BindResult {
   created: boolean;
@@ -41,6 +48,20 @@ export class BindingsRepository {
   async remove(app: string, user: string, topic: string): Promise<boolean> {
     const n = await this.db('topic_bindings').where({ app_id: app, user_id: user, topic }).delete();
     return n > 0;
+  }
+
+  /**
+   * Every binding of every app in (app, user, topic) order, `limit` at a time from after `after`
+   * (keyset pagination on the primary key): what rebuilds the Redis mirror.
+   */
+  async page(after: Binding | undefined, limit: number): Promise<Binding[]> {
+    const q = this.db<BindingRow>('topic_bindings')
+      .select('app_id', 'user_id', 'topic')
+      .orderBy(['app_id', 'user_id', 'topic'])
+      .limit(limit);
+    if (after !== undefined) q.whereRaw('(app_id, user_id, topic) > (?, ?, ?)', [after.app, after.user, after.topic]);
+    const rows = await q;
+    return rows.map((r) => ({ app: r.app_id, user: r.user_id, topic: r.topic }));
   }
 
   /** The user's bound topics, by name. */

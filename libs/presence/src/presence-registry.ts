@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ServerFrames, type EventInput, type EventType, type Subjects } from '@push/protocol';
 
@@ -9,6 +10,21 @@ export interface PresenceEntry {
   /** Epoch ms when it connected. */
   since: number;
 }
+
+/**
+ * What recording a connection found: the user's first connection (on any edge), not the first
+ * (or recorded already), or `lost`: Redis had lost its data since this edge took its lease, and
+ * nothing was written (the edge records every connection again, see `onDataLost`).
+ */
+export type ConnectOutcome = 'first' | 'more' | 'lost';
+
+/**
+ * What forgetting a connection found: it was the user's `last`, or not (other connections remain,
+ * or a sweep had removed and reported it), or `lost`: Redis had lost its data, the entry with it,
+ * and nobody reported the connection; whether the user went offline is known only once every
+ * edge recorded its connections again.
+ */
+export type DisconnectOutcome = 'last' | 'more' | 'lost';
 
 /** Options of a PresenceRegistry. */
 export interface PresenceOptions {
@@ -23,6 +39,16 @@ export interface PresenceOptions {
    * connections again.
    */
   onLeaseLost?: () => void;
+  /**
+   * Called when Redis lost its data (restarted empty: the presence epoch key is gone or new),
+   * found by a renewal, by Redis becoming ready again, or by `connected`/`disconnected` answering
+   * `lost`. Nothing was swept and nothing reported: the caller records its connections again
+   * without online events, and settles the connections that closed meanwhile. The lease is
+   * taken again before this is called.
+   */
+  onDataLost?: () => void;
+  /** Called after each renewal that reached Redis (the caller retries what failed before). */
+  onRenewed?: () => void;
   /** Called when a renewal or a sweep fails (retried on the next tick). */
   onError?: (err: unknown) => void;
   /**
@@ -196,11 +222,13 @@ function decodeTopicMember(conn: string, value: string): (TopicMember & { presen
 
 /**
  * Records a connection and tells whether it is the user's first: KEYS presence hash, edge
- * index; ARGV conn, value. Returns the user's connection count after (1 = first), atomically
- * with the write, so of two edges connecting the same user at once exactly one sees 1; 0 when
- * the connection was recorded already (an edge recording its connections again).
+ * index, epoch key; ARGV conn, value, epoch. Returns the user's connection count after (1 =
+ * first), atomically with the write, so of two edges connecting the same user at once exactly one
+ * sees 1; 0 when the connection was recorded already (an edge recording its connections again);
+ * -2, writing nothing, when the epoch is not the edge's (Redis lost its data).
  */
 const CONNECT_SCRIPT = `
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -2 end
 local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])
 if added == 0 then return 0 end
@@ -208,10 +236,12 @@ return redis.call('HLEN', KEYS[1])
 `;
 
 /**
- * Forgets a connection: KEYS presence hash, edge index; ARGV conn. Returns -1 when the entry
- * was already gone (swept), else the user's connection count after (0 = that was the last).
+ * Forgets a connection: KEYS presence hash, edge index, epoch key; ARGV conn, epoch. Returns -1
+ * when the entry was already gone (swept), -2 when the epoch is not the edge's (Redis lost its
+ * data, the entry with it), else the user's connection count after (0 = that was the last).
  */
 const DISCONNECT_SCRIPT = `
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return -2 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
 return redis.call('HLEN', KEYS[1])
@@ -246,6 +276,14 @@ export function decodePresence(conn: string, value: string): PresenceEntry {
   };
 }
 
+/** The presence epoch: KEYS epoch key; ARGV a new value, set when there is none. Returns the value. */
+const EPOCH_SCRIPT = `
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`;
+
 function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
@@ -269,6 +307,13 @@ export class PresenceRegistry {
   private readonly leaseSeconds: number;
   private readonly opts: PresenceOptions;
   private timer: NodeJS.Timeout | undefined;
+  /** The presence epoch this edge recorded its connections under (undefined before `start`). */
+  private epoch: string | undefined;
+  /** The renewal under way, shared by the timer and by a `lost` answer or a Redis reconnect. */
+  private renewing: Promise<void> | undefined;
+  private readonly onReady = (): void => {
+    this.renewNow();
+  };
 
   constructor(redis: Redis, subjects: Subjects, edgeId: string, opts: PresenceOptions = {}) {
     this.redis = redis;
@@ -280,10 +325,13 @@ export class PresenceRegistry {
 
   /** Takes this edge's lease now, then renews it and sweeps dead edges every third of it until `stop()`. */
   async start(): Promise<void> {
+    this.epoch = await this.readEpoch();
     await this.redis.set(this.subjects.edgeAliveKey(this.edgeId), String(Date.now()), 'EX', this.leaseSeconds);
     await this.redis.sadd(this.subjects.edgesKey, this.edgeId);
+    // A reconnect may be to a Redis that restarted empty: look at once, not a third of a lease later.
+    this.redis.on('ready', this.onReady);
     this.every(async () => {
-      await this.renew();
+      await this.renewOnce();
       await this.sweep();
     });
   }
@@ -305,13 +353,45 @@ export class PresenceRegistry {
     this.timer.unref();
   }
 
+  /** The epoch in Redis, made anew when Redis has none (it lost its data, or never had one). */
+  private async readEpoch(): Promise<string> {
+    const fresh = randomBytes(8).toString('hex');
+    return String(await this.redis.eval(EPOCH_SCRIPT, 1, this.subjects.presenceEpochKey, fresh));
+  }
+
+  /** Renews now, joining a renewal under way; a failure goes to `onError` (the timer retries). */
+  private renewNow(): void {
+    if (this.timer === undefined) return; // stopped
+    this.renewOnce().catch((err: unknown) => this.opts.onError?.(err));
+  }
+
+  private renewOnce(): Promise<void> {
+    this.renewing ??= this.renew().finally(() => {
+      this.renewing = undefined;
+    });
+    return this.renewing;
+  }
+
+  /**
+   * Renews the lease, retaking it when it had lapsed; tells `onDataLost` when the epoch changed
+   * (Redis lost everything: nobody swept, nobody reported), else `onLeaseLost` when only the
+   * lease had lapsed (a sweeper may have removed and reported this edge's entries).
+   */
   private async renew(): Promise<void> {
+    const epoch = await this.readEpoch();
+    const lost = epoch !== this.epoch;
     const key = this.subjects.edgeAliveKey(this.edgeId);
     const kept = await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds, 'XX');
-    if (kept !== null) return;
-    await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds);
-    await this.redis.sadd(this.subjects.edgesKey, this.edgeId);
-    this.opts.onLeaseLost?.();
+    if (kept === null) {
+      await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds);
+      await this.redis.sadd(this.subjects.edgesKey, this.edgeId);
+    }
+    // Only now, in the turn that tells the caller: a removal sent meanwhile under the old epoch
+    // answers `lost` (its entry went with the data), not `more` as if a sweep had reported it.
+    this.epoch = epoch;
+    if (lost) this.opts.onDataLost?.();
+    else if (kept === null) this.opts.onLeaseLost?.();
+    this.opts.onRenewed?.();
   }
 
   /**
@@ -438,35 +518,54 @@ export class PresenceRegistry {
   }
 
   /**
-   * Records a connection. Resolves true when it is the user's first (no other connection is
-   * recorded on any edge; entries of a dead edge not swept yet still count, so a user who moves
+   * Records a connection. See ConnectOutcome: `first` when no other connection of the user is
+   * recorded on any edge (entries of a dead edge not swept yet still count, so a user who moves
    * to another edge before the sweep stays online throughout).
    */
-  async connected(app: string, user: string, conn: string, device: string, since = Date.now()): Promise<boolean> {
-    const n = await this.redis.eval(
-      CONNECT_SCRIPT,
-      2,
-      this.subjects.presenceKey(app, user),
-      this.subjects.edgeConnectionsKey(this.edgeId),
-      conn,
-      encodePresence(this.edgeId, device, since),
+  async connected(
+    app: string,
+    user: string,
+    conn: string,
+    device: string,
+    since = Date.now(),
+  ): Promise<ConnectOutcome> {
+    const n = Number(
+      await this.redis.eval(
+        CONNECT_SCRIPT,
+        3,
+        this.subjects.presenceKey(app, user),
+        this.subjects.edgeConnectionsKey(this.edgeId),
+        this.subjects.presenceEpochKey,
+        conn,
+        encodePresence(this.edgeId, device, since),
+        this.epoch ?? '',
+      ),
     );
-    return Number(n) === 1;
+    if (n === -2) return this.dataLost();
+    return n === 1 ? 'first' : 'more';
   }
 
-  /**
-   * Forgets a connection. Resolves true when it was the user's last (on any edge); false when
-   * others remain or a sweep had already removed it (and reported it).
-   */
-  async disconnected(app: string, user: string, conn: string): Promise<boolean> {
-    const n = await this.redis.eval(
-      DISCONNECT_SCRIPT,
-      2,
-      this.subjects.presenceKey(app, user),
-      this.subjects.edgeConnectionsKey(this.edgeId),
-      conn,
+  /** Forgets a connection. See DisconnectOutcome. */
+  async disconnected(app: string, user: string, conn: string): Promise<DisconnectOutcome> {
+    const n = Number(
+      await this.redis.eval(
+        DISCONNECT_SCRIPT,
+        3,
+        this.subjects.presenceKey(app, user),
+        this.subjects.edgeConnectionsKey(this.edgeId),
+        this.subjects.presenceEpochKey,
+        conn,
+        this.epoch ?? '',
+      ),
     );
-    return Number(n) === 0;
+    if (n === -2) return this.dataLost();
+    return n === 0 ? 'last' : 'more';
+  }
+
+  /** A script found another epoch: renew now (which tells `onDataLost`), and answer `lost`. */
+  private dataLost(): 'lost' {
+    this.renewNow();
+    return 'lost';
   }
 
   /** The user's live connections on edges that are alive. */
@@ -490,6 +589,7 @@ export class PresenceRegistry {
   async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    this.redis.off('ready', this.onReady);
     await this.redis.del(this.subjects.edgeAliveKey(this.edgeId));
     await this.sweepEdge(this.edgeId);
   }

@@ -282,6 +282,23 @@ export class Subjects {
     return `${this.prefix}:edge-topics:${edgeId}`;
   }
 
+  /**
+   * Redis key naming the presence data now in Redis (a random value, no TTL): an edge that finds
+   * it gone or changed knows Redis lost its data (restarted empty), not only its own lease.
+   */
+  get presenceEpochKey(): string {
+    return `${this.prefix}:presence-epoch`;
+  }
+
+  /**
+   * Redis key telling whether the bindings mirror is whole: `done` once a center copied every
+   * Postgres binding into Redis, `rebuilding:<id>` (with a TTL) while one does; gone after Redis
+   * lost its data, which makes a center rebuild the mirror.
+   */
+  get bindingsMirrorKey(): string {
+    return `${this.prefix}:bind-mirror`;
+  }
+
   /** Redis set of the edges that hold (or held) a lease: what the presence sweep checks. */
   get edgesKey(): string {
     return `${this.prefix}:edges`;

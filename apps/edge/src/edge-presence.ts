@@ -1,0 +1,194 @@
+import type { PresenceRegistry } from '@push/presence';
+import type { Logger } from 'pino';
+import type { ClientConnection } from './client-connection.js';
+import type { EdgeConnections } from './edge-connections.js';
+import type { EdgeMetrics } from './metrics.js';
+
+/** A closed connection whose removal from presence is not settled yet, and why it closed. */
+interface Unsettled {
+  conn: ClientConnection;
+  reason: string;
+  /** Epoch ms from which an orphan is settled (see `orphans`). */
+  due: number;
+}
+
+/**
+ * The presence of one edge's connections in Redis (libs/presence) and the `user_online` /
+ * `user_offline` events it decides, kept right through Redis failures:
+ *
+ * - a write that failed (Redis unreachable) is tried again after the next lease renewal that
+ *   reached Redis, so a connection opened or closed during an outage is neither missing from
+ *   presence nor left in it as a ghost, and its event is emitted then;
+ * - after the lease lapsed (a sweeper may have removed and reported this edge's entries), every
+ *   connection is recorded again, with `user_online` for users it makes online again;
+ * - after Redis lost its data (restarted empty), every connection is recorded again with no
+ *   event (nobody reported them offline), and what needs every edge's connections is decided
+ *   once every edge had time to record them again (`settleAfterMs`, the recovery): a connection
+ *   that closed since the loss, whose entry went with the data, gets its user's `user_offline`
+ *   when presence then lists no connection of theirs; a connection whose user's online was not
+ *   announced yet (opened during the outage or the recovery) gets `user_online` when it is then
+ *   the user's oldest connection (one whose online was announced before the loss is older), so
+ *   of several edges exactly one announces, and only for users who were not online already.
+ */
+export class EdgePresence {
+  /** Open connections recorded under the current epoch: their user's online was decided. */
+  private readonly recorded = new Set<ClientConnection>();
+  /** Open connections whose record failed, and whether to announce them: tried again after the next renewal. */
+  private readonly unrecorded = new Map<ClientConnection, boolean>();
+  /** Closed connections whose removal failed: tried again after the next renewal. */
+  private failed: Unsettled[] = [];
+  /** Closed connections whose entry Redis lost: settled from `due` on (at a renewal). */
+  private orphans: Unsettled[] = [];
+  /** When each connection opened (epoch ms), recorded as `since` every time. */
+  private readonly openedAt = new WeakMap<ClientConnection, number>();
+  /** Until when (epoch ms) the edges record their connections again after Redis lost its data. */
+  private recoveringUntil = 0;
+  /** Connections recorded during the recovery whose user's online is decided after it. */
+  private undecided: ClientConnection[] = [];
+
+  constructor(
+    private readonly presence: Pick<PresenceRegistry, 'connected' | 'disconnected' | 'lookup'>,
+    private readonly connections: EdgeConnections,
+    /** How long after Redis lost its data a closed connection is settled, ms (2/3 of the lease). */
+    private readonly settleAfterMs: number,
+    private readonly metrics: EdgeMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** A connection opened (or is recorded again): `user_online` when it is the user's first. */
+  opened(conn: ClientConnection, announce = true): void {
+    this.unrecorded.delete(conn);
+    let since = this.openedAt.get(conn);
+    if (since === undefined) this.openedAt.set(conn, (since = Date.now()));
+    this.presence.connected(conn.app, conn.user, conn.id, conn.device, since).then(
+      (outcome) => {
+        if (outcome === 'lost' || conn.isClosed) return; // `lost`: dataLost() records it again
+        this.recorded.add(conn);
+        if (!announce) return;
+        // Other edges may not have recorded the user's older connections yet: decided after.
+        if (Date.now() < this.recoveringUntil) this.undecided.push(conn);
+        else if (outcome === 'first') conn.emit('user_online', {});
+      },
+      (err: unknown) => {
+        if (!conn.isClosed) this.unrecorded.set(conn, announce);
+        this.failure(err, 'presence write failed; retried after the next lease renewal');
+      },
+    );
+  }
+
+  /** A connection closed: `user_offline` when it was the user's last (now, or once settled). */
+  closed(conn: ClientConnection, reason: string): void {
+    this.recorded.delete(conn);
+    this.unrecorded.delete(conn);
+    this.remove({ conn, reason, due: 0 });
+  }
+
+  private remove(u: Unsettled): void {
+    this.presence.disconnected(u.conn.app, u.conn.user, u.conn.id).then(
+      (outcome) => {
+        if (outcome === 'last') u.conn.emit('user_offline', { reason: u.reason });
+        else if (outcome === 'lost') {
+          this.orphan(u);
+          this.settleLater();
+        }
+      },
+      (err: unknown) => {
+        this.failed.push(u);
+        this.failure(err, 'presence delete failed; retried after the next lease renewal');
+      },
+    );
+  }
+
+  private orphan(u: Unsettled): void {
+    this.orphans.push({ ...u, due: Date.now() + this.settleAfterMs });
+  }
+
+  /** Settles what is due once the recovery is over (and again at each renewal, for what failed). */
+  private settleLater(): void {
+    setTimeout(() => this.settleDue(), this.settleAfterMs + 1).unref();
+  }
+
+  /** The lease had lapsed (entries may have been swept and reported): record everything again. */
+  leaseLost(): void {
+    this.log.warn(
+      { connections: this.connections.size },
+      'presence lease had lapsed; recording every connection again',
+    );
+    this.recorded.clear();
+    for (const c of this.connections) {
+      this.opened(c);
+      c.recordTopics('lease');
+    }
+  }
+
+  /**
+   * Redis lost its data: record every connection again, silently for those whose user's online
+   * was decided already; removals that failed meanwhile lost their entry with the data.
+   */
+  dataLost(): void {
+    this.log.warn(
+      { connections: this.connections.size, closed: this.failed.length },
+      'redis lost the presence data; recording every connection again',
+    );
+    for (const u of this.failed.splice(0)) this.orphan(u);
+    this.recoveringUntil = Date.now() + this.settleAfterMs;
+    this.settleLater();
+    for (const c of this.connections) {
+      this.opened(c, !this.recorded.has(c));
+      c.recordTopics('data');
+    }
+  }
+
+  /** A renewal reached Redis: retry what failed, settle what is due. */
+  renewed(): void {
+    for (const [c, announce] of [...this.unrecorded]) this.opened(c, announce);
+    for (const u of this.failed.splice(0)) this.remove(u);
+    this.settleDue();
+  }
+
+  private settleDue(): void {
+    const now = Date.now();
+    if (now >= this.recoveringUntil) for (const c of this.undecided.splice(0)) this.decide(c);
+    const due = this.orphans.filter((u) => u.due <= now);
+    if (due.length === 0) return;
+    this.orphans = this.orphans.filter((u) => u.due > now);
+    // One offline per user however many of their connections closed meanwhile: the last one.
+    const byUser = new Map(due.map((u) => [`${u.conn.app}\n${u.conn.user}`, u]));
+    for (const u of byUser.values()) this.settle(u);
+  }
+
+  /** `user_online` when the connection is the user's oldest (by `since`, then id) once recovered. */
+  private decide(conn: ClientConnection): void {
+    if (conn.isClosed) return;
+    this.presence.lookup(conn.app, conn.user).then(
+      (entries) => {
+        const oldest = entries.reduce<(typeof entries)[number] | undefined>(
+          (a, e) => (a === undefined || e.since < a.since || (e.since === a.since && e.conn < a.conn) ? e : a),
+          undefined,
+        );
+        if (oldest?.conn === conn.id) conn.emit('user_online', {});
+      },
+      (err: unknown) => {
+        this.undecided.push(conn);
+        this.failure(err, 'presence read failed; retried after the next lease renewal');
+      },
+    );
+  }
+
+  private settle(u: Unsettled): void {
+    this.presence.lookup(u.conn.app, u.conn.user).then(
+      (entries) => {
+        if (entries.length === 0) u.conn.emit('user_offline', { reason: u.reason });
+      },
+      (err: unknown) => {
+        this.orphans.push(u);
+        this.failure(err, 'presence read failed; retried after the next lease renewal');
+      },
+    );
+  }
+
+  private failure(err: unknown, msg: string): void {
+    this.metrics.errors.inc({ code: 'presence' });
+    this.log.warn({ err }, msg);
+  }
+}
