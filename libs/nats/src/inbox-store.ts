@@ -9,6 +9,7 @@ import {
 } from '@push/protocol';
 import { headerSequence } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+import { StoreRequester } from './store-requester.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
 export interface InboxMessage {
@@ -144,7 +145,7 @@ const READS_IN_FLIGHT = 64;
  * Backlog reads have a pipeline of their own too (see READS_IN_FLIGHT).
  */
 export class InboxStore {
-  readonly pipeline: RequestPipeline;
+  private readonly stores: StoreRequester;
   private readonly reads: RequestPipeline;
   private readonly removals: RequestPipeline;
   private readonly subjects: Subjects;
@@ -152,7 +153,7 @@ export class InboxStore {
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
-    this.pipeline = new RequestPipeline(nc, opts);
+    this.stores = new StoreRequester(nc, opts);
     this.reads = new RequestPipeline(nc, {
       ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
       deadlineFromSend: true,
@@ -201,8 +202,9 @@ export class InboxStore {
     } else {
       h = this.ttlHeaders(ttlSeconds);
     }
-    // One promise per message on this hot path: the pipeline's, mapped once.
-    return this.pipeline.request(subject, stored, h).then(readStored, (err: unknown) => {
+    // One promise per message on this hot path, mapped once. Held through an election (see
+    // StoreRequester); a request with an id is also sent again after a timeout.
+    return this.stores.request(subject, stored, h, opts.msgId !== undefined).then(readStored, (err: unknown) => {
       throw storeError(err);
     });
   }
@@ -338,7 +340,7 @@ export class InboxStore {
     const subject = this.subjects.inboxOfUser(app, user);
     let reply: Msg;
     try {
-      reply = await this.pipeline.request(this.api('STREAM.INFO', app), JSON.stringify({ subjects_filter: subject }));
+      reply = await this.stores.single(this.api('STREAM.INFO', app), JSON.stringify({ subjects_filter: subject }));
     } catch (err) {
       throw storeError(err);
     }
@@ -356,7 +358,7 @@ export class InboxStore {
    */
   async idle(timeoutMs: number): Promise<boolean> {
     const all = await Promise.all([
-      this.pipeline.idle(timeoutMs),
+      this.stores.idle(timeoutMs),
       this.reads.idle(timeoutMs),
       this.removals.idle(timeoutMs),
     ]);
@@ -364,7 +366,7 @@ export class InboxStore {
   }
 
   close(): void {
-    this.pipeline.close();
+    this.stores.close();
     this.reads.close();
     this.removals.close();
   }

@@ -1,6 +1,7 @@
 export * from './connect.js';
 export * from './server-version.js';
 export * from './request-pipeline.js';
+export * from './store-requester.js';
 export * from './streams.js';
 export * from './inbox-store.js';
 export * from './backlog-reader.js';

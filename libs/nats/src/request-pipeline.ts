@@ -20,6 +20,36 @@ export class PipelineFullError extends Error {
   }
 }
 
+/**
+ * Callers waiting for something to become idle: `wait()` resolves true when `wake()` is called,
+ * false when its timeout passes first.
+ */
+export class IdleWaiters {
+  private waiters: Array<() => void> = [];
+
+  get waiting(): boolean {
+    return this.waiters.length > 0;
+  }
+
+  wait(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      this.waiters.push(done);
+    });
+  }
+
+  wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
 interface Pending {
   resolve: (msg: Msg) => void;
   reject: (err: Error) => void;
@@ -91,7 +121,7 @@ export class RequestPipeline {
   private next = 1;
   private closed = false;
   /** Callers of `idle()` waiting for the last request to settle. */
-  private idleWaiters: Array<() => void> = [];
+  private readonly idleWaiters = new IdleWaiters();
 
   constructor(nc: NatsConnection, opts: RequestPipelineOptions = {}) {
     this.nc = nc;
@@ -142,23 +172,13 @@ export class RequestPipeline {
    */
   idle(timeoutMs: number): Promise<boolean> {
     if (this.pending.size === 0 && this.queued === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-      const timer = setTimeout(() => {
-        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
-        resolve(false);
-      }, timeoutMs);
-      this.idleWaiters.push(done);
-    });
+    return this.idleWaiters.wait(timeoutMs);
   }
 
   /** Wakes the `idle()` callers when the last request has settled. */
   private notifyIdle(): void {
-    if (this.idleWaiters.length === 0 || this.pending.size > 0 || this.queued > 0) return;
-    for (const w of this.idleWaiters.splice(0)) w();
+    if (!this.idleWaiters.waiting || this.pending.size > 0 || this.queued > 0) return;
+    this.idleWaiters.wake();
   }
 
   /**

@@ -3,6 +3,7 @@ import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Su
 import { isLastOfBatch, readStored, storeError, ttlHeaderSeconds, type PublishResult } from './inbox-store.js';
 import { headerLastSequence, headerSequence } from './live-subscriber.js';
 import { RequestPipeline } from './request-pipeline.js';
+import { StoreRequester } from './store-requester.js';
 
 /** One topic message, read from history (Direct Get) or from the live RePublish. */
 export interface TopicStoredMessage {
@@ -111,13 +112,13 @@ export function readLivePresenceFrame(
  * Get `next_by_subj`, as the inbox backlog is read), and the topic's last sequence. No consumers.
  */
 export class TopicStore {
-  private readonly pipeline: RequestPipeline;
+  private readonly stores: StoreRequester;
   private readonly reads: RequestPipeline;
   private readonly subjects: Subjects;
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number } = {}) {
     this.subjects = subjects;
-    this.pipeline = new RequestPipeline(nc, opts);
+    this.stores = new StoreRequester(nc, opts);
     this.reads = new RequestPipeline(nc, { ...opts, maxInFlight: READS_IN_FLIGHT, maxQueued: 200_000 });
   }
 
@@ -139,9 +140,12 @@ export class TopicStore {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    return this.pipeline.request(this.subjects.topic(app, topic), stored, h).then(readStored, (err: unknown) => {
-      throw storeError(err);
-    });
+    const idempotent = opts.msgId !== undefined;
+    return this.stores
+      .request(this.subjects.topic(app, topic), stored, h, idempotent)
+      .then(readStored, (err: unknown) => {
+        throw storeError(err);
+      });
   }
 
   private api(op: string, app: string): string {
@@ -228,12 +232,12 @@ export class TopicStore {
 
   /** Resolves true once nothing is in flight, false after `timeoutMs`. */
   async idle(timeoutMs: number): Promise<boolean> {
-    const all = await Promise.all([this.pipeline.idle(timeoutMs), this.reads.idle(timeoutMs)]);
+    const all = await Promise.all([this.stores.idle(timeoutMs), this.reads.idle(timeoutMs)]);
     return all.every(Boolean);
   }
 
   close(): void {
-    this.pipeline.close();
+    this.stores.close();
     this.reads.close();
   }
 }

@@ -1,7 +1,7 @@
 import { headers, type NatsConnection } from '@nats-io/nats-core';
 import { PushError, type MessagePayload, type Subjects, type UpstreamRecord } from '@push/protocol';
 import { readStored, storeError, type PublishResult } from './inbox-store.js';
-import { RequestPipeline } from './request-pipeline.js';
+import { StoreRequester } from './store-requester.js';
 
 /** Who sent an upstream message and what about (everything of the stored record but the payload). */
 export type UpstreamOrigin = Omit<UpstreamRecord, 'data' | 'b64'>;
@@ -13,14 +13,14 @@ export type UpstreamOrigin = Omit<UpstreamRecord, 'data' | 'b64'>;
  * the stream's duplicate window is stored once (`duplicate: true`, the first one's sequence).
  */
 export class UpstreamStore {
-  private readonly pipeline: RequestPipeline;
+  private readonly stores: StoreRequester;
 
   constructor(
     nc: NatsConnection,
     private readonly subjects: Subjects,
     opts: { timeoutMs?: number; maxInFlight?: number } = {},
   ) {
-    this.pipeline = new RequestPipeline(nc, opts);
+    this.stores = new StoreRequester(nc, opts);
   }
 
   /**
@@ -35,10 +35,11 @@ export class UpstreamStore {
     const h = headers();
     h.set('Nats-Msg-Id', origin.id);
     try {
-      const reply = await this.pipeline.request(
+      const reply = await this.stores.request(
         this.subjects.upstream(origin.app, origin.kind),
         head.slice(0, -1) + body,
         h,
+        true,
       );
       if (reply.headers?.code === 503) {
         throw new PushError('store_unavailable', "no stream answers for the app's upstream");
@@ -51,10 +52,10 @@ export class UpstreamStore {
 
   /** Resolves true once nothing is in flight, false after `timeoutMs` (shutdown). */
   idle(timeoutMs: number): Promise<boolean> {
-    return this.pipeline.idle(timeoutMs);
+    return this.stores.idle(timeoutMs);
   }
 
   close(): void {
-    this.pipeline.close();
+    this.stores.close();
   }
 }

@@ -1,0 +1,174 @@
+import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
+import { backoffDelay, type BackoffPolicy } from '@push/protocol';
+import { IdleWaiters, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+
+/**
+ * Delay between attempts of a store request that failed for a leader change: short first (an
+ * election in a healthy cluster takes a second or two), never more than a second, so that a
+ * request goes through soon after the new leader answers.
+ */
+const STORE_RETRY: BackoffPolicy = { minMs: 50, baseMs: 100, capMs: 1000 };
+
+/**
+ * JetStream API errors that say the stream is between leaders, not that it refused the message:
+ * `JSClusterNotAvailErr` (10008, "JetStream system temporarily unavailable") and
+ * `JSClusterNotLeaderErr` (10009, "JetStream cluster can not handle request").
+ */
+/** Time an attempt needs at least (a round trip to the store), ms. */
+const LAST_ATTEMPT_MS = 50;
+
+const LEADER_CHANGE_ERRORS = new Set([10008, 10009]);
+
+const ERROR_KEY = Buffer.from('"error"');
+
+/**
+ * True for a reply that says the store did not take the message for now (so sending it again
+ * cannot store it twice): "no responders" (status 503: no server holds the stream's leader at
+ * this instant, as while a cluster elects one) or an API error of a leader change.
+ */
+export function isLeaderChangeReply(reply: Msg): boolean {
+  if (reply.headers?.code === 503) return true;
+  const data = reply.data;
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (buf.length > 1024 || !buf.includes(ERROR_KEY)) return false;
+  try {
+    const r = JSON.parse(buf.toString('utf8')) as { error?: { err_code?: number } };
+    return LEADER_CHANGE_ERRORS.has(r.error?.err_code ?? 0);
+  } catch {
+    return false;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/**
+ * Store requests (JetStream publishes) that hold through an election: a request that failed for
+ * a leader change or "no responders" is sent again, after the project's backoff, until its
+ * deadline (`timeoutMs` from the call, the `PUSH_STORE_TIMEOUT_MS` callers document). The answer
+ * a caller sees is a refusal only when the deadline passed.
+ *
+ * A request that got no answer may have been stored (the reply was lost with a killed node), so
+ * only a request with a `Nats-Msg-Id` is sent again after a timeout: the stream dedupes it, a
+ * retry never stores twice. Those go through a pipeline with shorter attempts (a third of the
+ * deadline, at least a second) so that a request lost with a node has time to be resent; the
+ * others get the whole deadline for one attempt, as before. Every attempt sends the same
+ * headers, so the same `Nats-Msg-Id`.
+ */
+export class StoreRequester {
+  private readonly whole: RequestPipeline;
+  private readonly attempts: RequestPipeline;
+  private readonly timeoutMs: number;
+  /** `request()` calls not settled yet, waiting between attempts included. */
+  private active = 0;
+  private readonly idleWaiters = new IdleWaiters();
+
+  constructor(nc: NatsConnection, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.whole = new RequestPipeline(nc, { ...opts, timeoutMs: this.timeoutMs });
+    this.attempts = new RequestPipeline(nc, {
+      ...opts,
+      timeoutMs: Math.min(this.timeoutMs, Math.max(1000, Math.round(this.timeoutMs / 3))),
+    });
+  }
+
+  /** One request, not retried, with the whole deadline (a read such as STREAM.INFO). */
+  single(subject: string, payload: Uint8Array | string): Promise<Msg> {
+    return this.whole.request(subject, payload);
+  }
+
+  /**
+   * Sends a store request and resolves with its answer: the store's ack or refusal, or, once the
+   * deadline passed, the last leader-change answer. Rejects as RequestPipeline does (timeout,
+   * full queue, closed). `idempotent` says the headers hold a `Nats-Msg-Id`.
+   */
+  async request(
+    subject: string,
+    payload: Uint8Array | string,
+    headers: MsgHdrs | undefined,
+    idempotent: boolean,
+  ): Promise<Msg> {
+    this.active++;
+    try {
+      return await this.retry(subject, payload, headers, idempotent);
+    } finally {
+      if (--this.active === 0) this.idleWaiters.wake();
+    }
+  }
+
+  private async retry(
+    subject: string,
+    payload: Uint8Array | string,
+    headers: MsgHdrs | undefined,
+    idempotent: boolean,
+  ): Promise<Msg> {
+    const deadline = Date.now() + this.timeoutMs;
+    const pipeline = idempotent ? this.attempts : this.whole;
+    for (let attempt = 0; ; attempt++) {
+      let reply: Msg | undefined;
+      let failure: unknown;
+      try {
+        reply = await this.attempt(pipeline, subject, payload, headers, deadline, attempt);
+        if (!isLeaderChangeReply(reply)) return reply;
+      } catch (err) {
+        if (!(err instanceof RequestTimeoutError) || !idempotent) throw err;
+        failure = err;
+      }
+      // The last attempt goes out just before the deadline, so a refusal comes only then.
+      const left = deadline - Date.now() - LAST_ATTEMPT_MS;
+      if (left <= 0) {
+        if (reply !== undefined) return reply;
+        throw failure;
+      }
+      await sleep(Math.min(left, backoffDelay(attempt, STORE_RETRY)));
+    }
+  }
+
+  /**
+   * One attempt. The first has its pipeline's own deadline; a later one is cut at the request's
+   * deadline (its pipeline entry then expires on its own, and a late answer is dropped).
+   */
+  private attempt(
+    pipeline: RequestPipeline,
+    subject: string,
+    payload: Uint8Array | string,
+    headers: MsgHdrs | undefined,
+    deadline: number,
+    attempt: number,
+  ): Promise<Msg> {
+    const sent = pipeline.request(subject, payload, headers);
+    if (attempt === 0) return sent;
+    return new Promise<Msg>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new RequestTimeoutError(subject, this.timeoutMs)),
+        Math.max(0, deadline - Date.now()),
+      );
+      sent.then(
+        (msg) => {
+          clearTimeout(timer);
+          resolve(msg);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
+  }
+
+  /**
+   * Resolves true once no request is in flight or waiting to be sent again, false after
+   * `timeoutMs` (shutdown: a request held through an election still reaches the store).
+   */
+  async idle(timeoutMs: number): Promise<boolean> {
+    if (this.active > 0 && !(await this.idleWaiters.wait(timeoutMs))) return false;
+    const all = await Promise.all([this.whole.idle(timeoutMs), this.attempts.idle(timeoutMs)]);
+    return all.every(Boolean);
+  }
+
+  close(): void {
+    this.whole.close();
+    this.attempts.close();
+  }
+}

@@ -1,0 +1,113 @@
+import { expect } from 'chai';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import { InboxStore, TopicStore, ensureInboxStream } from '@push/nats';
+import { PushError, Subjects } from '@push/protocol';
+import { reportCleanupFailure } from '../helpers/cleanup.js';
+import { NATS_URL } from '../helpers/nats-server.js';
+
+const payload = { bytes: Buffer.from('"hi"'), binary: false };
+
+/**
+ * A store request that fails because no server holds the stream's leader (an election: "no
+ * responders") or whose answer was lost is held and sent again until PUSH_STORE_TIMEOUT_MS,
+ * with the same Nats-Msg-Id; a refusal comes only when that deadline passed (issue 15). The
+ * 3-node cluster faults are in test/faults; here the single mechanisms, on a real server.
+ */
+describe('store requests held through an election (real NATS)', function () {
+  this.timeout(20_000);
+  let nc: NatsConnection;
+  const subjects = new Subjects(`retry${process.pid}`);
+  const app = { id: 'shop', settings: { maxPendingPerUser: 100 } };
+  const opts = { maxPerUser: 100, maxAgeSeconds: 3600, duplicateWindowSeconds: 60, replicas: 1 };
+
+  before(async function () {
+    nc = await connect({ servers: NATS_URL });
+  });
+  after(async function () {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(subjects.inboxStream(app.id)).catch(() => undefined);
+    await nc.close().catch(reportCleanupFailure('close NATS'));
+  });
+
+  it('stores a push sent while no stream answers once the stream is back, before the deadline', async function () {
+    const store = new InboxStore(nc, subjects, { timeoutMs: 5000 });
+    try {
+      // No stream yet: every attempt is answered "no responders", as while a leader is elected.
+      const started = Date.now();
+      const stored = store.publish(app.id, 'u1', payload, { ttlMs: 60_000 });
+      await new Promise((r) => setTimeout(r, 800));
+      await ensureInboxStream(nc, subjects, app, opts);
+      const r = await stored;
+      expect(r.seq).to.equal(1);
+      expect(Date.now() - started).to.be.at.least(800);
+      const jsm = await jetstreamManager(nc);
+      expect((await jsm.streams.info(subjects.inboxStream(app.id))).state.messages).to.equal(1);
+    } finally {
+      store.close();
+    }
+  });
+
+  it('refuses with store_unavailable only once the deadline passed', async function () {
+    const store = new TopicStore(nc, new Subjects(`noretry${process.pid}`), { timeoutMs: 1500 });
+    try {
+      const started = Date.now();
+      const err = await store.publish(app.id, 'news', payload, { ttlMs: 60_000, explicitTtl: false }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const took = Date.now() - started;
+      expect(err).to.be.instanceOf(PushError);
+      expect((err as PushError).code).to.equal('store_unavailable');
+      expect(took).to.be.within(1300, 3000);
+    } finally {
+      store.close();
+    }
+  });
+
+  it('sends a request with an id again after its answer was lost, with the same Nats-Msg-Id', async function () {
+    // A stand-in for a stream leader killed after it got the request: it drops the first
+    // request, then answers as JetStream does. Real NATS carries both.
+    const local = new Subjects(`lost${process.pid}`);
+    const seen: Array<string | undefined> = [];
+    const sub = nc.subscribe(local.inbox(app.id, 'u1', 'b'), {
+      callback: (_e, m: Msg) => {
+        seen.push(m.headers?.get('Nats-Msg-Id'));
+        if (seen.length > 1) m.respond(JSON.stringify({ stream: 'S', seq: 7 }));
+      },
+    });
+    await nc.flush();
+    const store = new InboxStore(nc, local, { timeoutMs: 4000 });
+    try {
+      const r = await store.publish(app.id, 'u1', payload, { ttlMs: 60_000, msgId: 'order-17' });
+      expect(r.seq).to.equal(7);
+      expect(seen).to.deep.equal(['order-17', 'order-17']);
+    } finally {
+      store.close();
+      sub.unsubscribe();
+    }
+  });
+
+  it('does not send a request without an id again after a timeout (it may have been stored)', async function () {
+    const local = new Subjects(`once${process.pid}`);
+    let requests = 0;
+    const sub = nc.subscribe(local.inbox(app.id, 'u1', 'b'), {
+      callback: () => {
+        requests++;
+      },
+    });
+    await nc.flush();
+    const store = new InboxStore(nc, local, { timeoutMs: 1200 });
+    try {
+      const err = await store.publish(app.id, 'u1', payload, { ttlMs: 60_000 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as PushError).code).to.equal('store_unavailable');
+      expect(requests).to.equal(1);
+    } finally {
+      store.close();
+      sub.unsubscribe();
+    }
+  });
+});
