@@ -36,6 +36,8 @@ function goals(f: FaultFigures): Array<{ figure: string; value: string; goal?: G
   if (f.ackedLeftStored !== null)
     rows.push({ figure: 'acked left stored', value: String(f.ackedLeftStored), goal: atMost(f.ackedLeftStored, 0) });
   rows.push({ figure: 'accept latency p99', value: `${f.latencyMs.p99} ms` });
+  if (f.newLeaderMs !== null)
+    rows.push({ figure: 'stream without a leader after the kill', value: `${f.newLeaderMs} ms` });
   return rows;
 }
 
@@ -59,7 +61,7 @@ export async function runFailover(opts: RunOptions = { smoke: false }): Promise<
       const f = await system.run(name, load, note);
       results.push(f);
       note(
-        `${name}: refused ${f.refused}/${f.pushes} (${f.refusedPercent}%, ${JSON.stringify(f.refusals)}), longest ${f.longestRefusedMs} ms, lost ${f.lost}, duplicates ${f.duplicates}, out of order ${f.outOfOrder}, acked left ${String(f.ackedLeftStored)}, p99 ${f.latencyMs.p99} ms`,
+        `${name}: refused ${f.refused}/${f.pushes} (${f.refusedPercent}%, ${JSON.stringify(f.refusals)}), longest ${f.longestRefusedMs} ms, lost ${f.lost}, duplicates ${f.duplicates}, out of order ${f.outOfOrder}, acked left ${String(f.ackedLeftStored)}, p99 ${f.latencyMs.p99} ms, refused after ${f.refusedAfterMs.min}-${f.refusedAfterMs.max} ms`,
       );
     }
   } finally {

@@ -42,6 +42,8 @@ export interface FaultFigures {
   what: string;
   /** How long the fault took, ms (from the first signal to the node back and current). */
   faultMs: number;
+  /** Leader kills: ms from the kill -9 until another node answered as the stream's leader (null: other faults). */
+  newLeaderMs: number | null;
   pushes: number;
   accepted: number;
   refused: number;
@@ -53,6 +55,8 @@ export interface FaultFigures {
   longestRefusedMs: number;
   /** Accepted pushes (2xx with a seq) never delivered to their user (for topics: to a subscriber). */
   lost: number;
+  /** Some of the lost, as `recipient#seq` (recipient: user, or `user/topic`), for the report. */
+  lostExamples: string[];
   /** Deliveries of a message to a user (subscriber) that had it already. */
   duplicates: number;
   /** Deliveries with a seq lower than one delivered before to the same user (subscriber, per topic). */
@@ -63,6 +67,8 @@ export interface FaultFigures {
   ackedLeftStored: number | null;
   /** Accept latency of the accepted pushes, ms. */
   latencyMs: { p50: number; p99: number; max: number };
+  /** How long the refused pushes took to be answered, ms (NaN: none refused): a hold that ran out, or a quick no. */
+  refusedAfterMs: { min: number; max: number };
 }
 
 export type FaultName = 'leader-kill' | 'topic-leader-kill' | 'follower-kill' | 'rolling-ldm' | 'rolling-term';
@@ -83,14 +89,47 @@ interface Fault {
   /** What the load writes: user inboxes, or topics with subscribers. */
   mode: 'inbox' | 'topic';
   /** Does the fault; resolves with what it did once the cluster is whole and current again. */
-  inject(cluster: NatsCluster, streams: { inbox: string; topic: string }): Promise<string>;
+  inject(cluster: NatsCluster, streams: { inbox: string; topic: string }): Promise<Injected>;
 }
 
-async function killAndRestart(cluster: NatsCluster, node: ClusterNode, role: string): Promise<string> {
+interface Injected {
+  what: string;
+  /** For a leader kill: ms from the kill to another node answering as the stream's leader. */
+  newLeaderMs?: number;
+}
+
+/**
+ * kill -9 of `node`, started again DOWN_MS later and waited for until current. With `ledStream`
+ * (the node led it), also measures how long the stream had no leader: the election that every
+ * store request waits through.
+ */
+async function killAndRestart(
+  cluster: NatsCluster,
+  node: ClusterNode,
+  role: string,
+  ledStream?: string,
+): Promise<Injected> {
+  const t0 = Date.now();
   await cluster.kill(node);
+  let newLeaderMs: number | undefined;
+  const election =
+    ledStream === undefined
+      ? Promise.resolve()
+      : cluster
+          .streamInfo(ledStream, 30_000, (i) => i.cluster?.leader !== undefined && i.cluster.leader !== node.name)
+          .then(
+            () => {
+              newLeaderMs = Date.now() - t0;
+            },
+            () => undefined,
+          );
   await sleep(DOWN_MS);
+  await election;
   await cluster.restart(node);
-  return `kill -9 of ${node.name} (${role}), started again after ${DOWN_MS} ms`;
+  return {
+    what: `kill -9 of ${node.name} (${role}), started again after ${DOWN_MS} ms`,
+    ...(newLeaderMs !== undefined ? { newLeaderMs } : {}),
+  };
 }
 
 export const FAULTS: Record<FaultName, Fault> = {
@@ -98,14 +137,14 @@ export const FAULTS: Record<FaultName, Fault> = {
     mode: 'inbox',
     async inject(cluster, s) {
       const leader = await cluster.streamLeader(s.inbox);
-      return killAndRestart(cluster, leader, `leader of ${s.inbox}`);
+      return killAndRestart(cluster, leader, `leader of ${s.inbox}`, s.inbox);
     },
   },
   'topic-leader-kill': {
     mode: 'topic',
     async inject(cluster, s) {
       const leader = await cluster.streamLeader(s.topic);
-      return killAndRestart(cluster, leader, `leader of ${s.topic}`);
+      return killAndRestart(cluster, leader, `leader of ${s.topic}`, s.topic);
     },
   },
   'follower-kill': {
@@ -124,14 +163,14 @@ export const FAULTS: Record<FaultName, Fault> = {
     mode: 'inbox',
     async inject(cluster) {
       await cluster.rollingRestart({ ldm: true });
-      return 'rolling restart of n1, n2, n3 with lame duck mode (scripts/rolling-restart.sh)';
+      return { what: 'rolling restart of n1, n2, n3 with lame duck mode (scripts/rolling-restart.sh)' };
     },
   },
   'rolling-term': {
     mode: 'inbox',
     async inject(cluster) {
       await cluster.rollingRestart({ ldm: false });
-      return 'rolling restart of n1, n2, n3 with SIGTERM (scripts/rolling-restart.sh --no-ldm)';
+      return { what: 'rolling restart of n1, n2, n3 with SIGTERM (scripts/rolling-restart.sh --no-ldm)' };
     },
   },
 };
@@ -202,18 +241,19 @@ export class FailoverSystem {
       driver.start();
       await sleep(load.beforeMs);
       const t0 = Date.now();
-      const what = await fault.inject(this.cluster, streams);
+      const { what, newLeaderMs } = await fault.inject(this.cluster, streams);
       const faultMs = Date.now() - t0;
-      log(`${name}: ${what} (${faultMs} ms)`);
+      log(`${name}: ${what} (${faultMs} ms${newLeaderMs !== undefined ? `, new leader after ${newLeaderMs} ms` : ''})`);
       await sleep(load.afterMs);
       await driver.stop();
       await this.cluster.waitReady();
 
       // Every accepted message must reach its online users; then the offline users come.
       const want = driver.expected(fault.mode === 'topic' ? online : undefined);
-      const missingOnline = (): number => countMissing(want, online);
+      const wantOnline: Expected = new Map([...want].filter(([k]) => !k.startsWith('off')));
       const deadline = Date.now() + 30_000;
-      while (missingOnline() > 0 && Date.now() < deadline) await sleep(100);
+      while (countMissing(wantOnline, online) > 0 && Date.now() < deadline) await sleep(100);
+      const settledMs = (): number => Date.now() - t0 - faultMs;
       if (fault.mode === 'inbox') {
         for (let i = 0; i < load.offlineUsers; i++)
           offline.push(new FailoverClient(this.stack.edgeUrl(0), app.record.id, secret, `off${i}`));
@@ -233,7 +273,11 @@ export class FailoverSystem {
           await sleep(200);
         }
       }
-      return driver.figures(name, what, faultMs, everyone, want, ackedLeftStored);
+      log(`${name}: settled ${settledMs()} ms after the fault`);
+      return {
+        ...driver.figures(name, what, faultMs, everyone, want, ackedLeftStored),
+        newLeaderMs: newLeaderMs ?? null,
+      };
     } finally {
       for (const c of [...online, ...offline]) c.stop();
     }
@@ -242,6 +286,16 @@ export class FailoverSystem {
 
 /** Per recipient (user, or subscriber `user/topic`), the seqs accepted for it. */
 type Expected = Map<string, Set<number>>;
+
+/** Up to `limit` accepted messages no client got, as `recipient#seq`. */
+function missingExamples(want: Expected, clients: FailoverClient[], limit = 10): string[] {
+  const got = new Map<string, Set<number>>();
+  for (const c of clients) for (const [k, seqs] of c.received) got.set(k, seqs);
+  const out: string[] = [];
+  for (const [k, seqs] of want)
+    for (const s of seqs) if (got.get(k)?.has(s) !== true && out.length < limit) out.push(`${k}#${s}`);
+  return out;
+}
 
 function countMissing(want: Expected, clients: FailoverClient[]): number {
   const got = new Map<string, Set<number>>();
@@ -387,7 +441,7 @@ class PushLoad {
     clients: FailoverClient[],
     want: Expected,
     ackedLeftStored: number | null,
-  ): FaultFigures {
+  ): Omit<FaultFigures, 'newLeaderMs'> {
     const refusals: Record<string, number> = {};
     let longest = 0;
     let runStart: number | undefined;
@@ -406,6 +460,7 @@ class PushLoad {
     const refusedIds = new Set(this.records.filter((r) => r.answer !== '200').map((r) => r.id));
     let deliveredThoughRefused = 0;
     for (const c of clients) for (const id of c.ids) if (refusedIds.has(id)) deliveredThoughRefused++;
+    const refusedTimes = this.records.filter((r) => r.answer !== '200').map((r) => r.doneAt - r.sentAt);
     const latencies = this.records
       .filter((r) => r.answer === '200')
       .map((r) => r.doneAt - r.sentAt)
@@ -426,11 +481,16 @@ class PushLoad {
       refusals,
       longestRefusedMs: Math.round(longest),
       lost: countMissing(want, clients),
+      lostExamples: missingExamples(want, clients),
       duplicates: clients.reduce((s, c) => s + c.duplicates, 0),
       outOfOrder: clients.reduce((s, c) => s + c.outOfOrder, 0),
       deliveredThoughRefused,
       ackedLeftStored,
       latencyMs: { p50: round(pct(50)), p99: round(pct(99)), max: round(latencies.at(-1) ?? Number.NaN) },
+      refusedAfterMs: {
+        min: refusedTimes.length === 0 ? Number.NaN : round(Math.min(...refusedTimes)),
+        max: refusedTimes.length === 0 ? Number.NaN : round(Math.max(...refusedTimes)),
+      },
     };
   }
 }
