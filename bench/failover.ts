@@ -52,6 +52,7 @@ export async function runFailover(opts: RunOptions = { smoke: false }): Promise<
     rate: env('BENCH_FAILOVER_RATE', DEFAULT_LOAD.rate),
     onlineUsers: env('BENCH_FAILOVER_ONLINE', DEFAULT_LOAD.onlineUsers),
     offlineUsers: env('BENCH_FAILOVER_OFFLINE', DEFAULT_LOAD.offlineUsers),
+    withIds: process.env['BENCH_FAILOVER_IDS'] === '1',
   };
   const results: FaultFigures[] = [];
   await quietFirst(opts.smoke);

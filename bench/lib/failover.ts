@@ -25,6 +25,11 @@ export interface FailoverLoad {
   beforeMs: number;
   /** Load after the fault is over (the node back and current), ms. */
   afterMs: number;
+  /**
+   * Give every push an idempotency `id` (the API's `id` field, stored as its Nats-Msg-Id), as a
+   * careful business does; default false: pushes without one, the common case.
+   */
+  withIds?: boolean;
 }
 
 export const DEFAULT_LOAD: FailoverLoad = {
@@ -236,7 +241,7 @@ export class FailoverSystem {
         fault.mode === 'topic'
           ? topics
           : [...online.map((c) => c.user), ...Array.from({ length: load.offlineUsers }, (_, i) => `off${i}`)];
-      const driver = new PushLoad(this.stack.centerUrl, app, fault.mode, targets, load.rate);
+      const driver = new PushLoad(this.stack.centerUrl, app, fault.mode, targets, load.rate, load.withIds === true);
       log(`${name}: ${load.rate}/s to ${targets.length} ${fault.mode === 'topic' ? 'topics' : 'users'}`);
       driver.start();
       await sleep(load.beforeMs);
@@ -363,6 +368,7 @@ class PushLoad {
     private readonly mode: 'inbox' | 'topic',
     private readonly targets: string[],
     private readonly rate: number,
+    private readonly withIds: boolean,
   ) {}
 
   start(): void {
@@ -385,7 +391,11 @@ class PushLoad {
       this.mode === 'topic'
         ? `${this.centerUrl}/v1/apps/${appId}/topics/${encodeURIComponent(target)}/messages`
         : `${this.centerUrl}/v1/apps/${appId}/push`;
-    const body = this.mode === 'topic' ? { data: { id } } : { user: target, data: { id } };
+    const body = {
+      ...(this.mode === 'topic' ? {} : { user: target }),
+      data: { id },
+      ...(this.withIds ? { id } : {}),
+    };
     const p = post(url, this.app.apiKey, body, 30_000).then(
       (r) => {
         rec.doneAt = performance.now();
