@@ -12,8 +12,11 @@ WITH_SERVICES := scripts/with-services.sh
 # The benchmark harness at tiny sizes takes minutes: CI runs it once (`make bench-smoke`), not
 # every local `make test`.
 SMOKE_TEST := test/e2e/bench-smoke.test.ts
+# The failover suite (a private 3-node cluster losing nodes under load) takes minutes: its own
+# target, which CI runs after `make test`; `make test` does not.
+FAULT_TESTS := 'test/faults/**/*.test.ts'
 
-.PHONY: help deps dev build typecheck test test-unit bench-smoke lint bench stop clean
+.PHONY: help deps dev build typecheck test test-unit test-faults bench-smoke lint bench stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-11s %s\n", $$1, $$2 }'
@@ -46,6 +49,9 @@ test: deps ## type-check, lint, make sure NATS/Redis/Postgres answer, run every 
 
 test-unit: build ## unit tests only (no services)
 	npx mocha $(UNIT_TESTS)
+
+test-faults: build ## the failover suite: a 3-node JetStream cluster killed, lame-ducked and restarted under load (minutes; CI runs it)
+	$(WITH_SERVICES) npx mocha $(FAULT_TESTS)
 
 bench-smoke: build ## the benchmark harness at tiny sizes, so it never rots (minutes; CI runs it)
 	$(WITH_SERVICES) npx mocha $(SMOKE_TEST)

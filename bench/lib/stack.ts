@@ -42,10 +42,11 @@ export function benchPrefix(): string {
 /**
  * Deletes what a prefix made on the shared services: the apps' streams, every KV bucket of the
  * prefix (apps; webhooks, which the center makes too), the Redis keys and (when given) the
- * database.
+ * database. `natsUrl` (one URL or comma-separated seeds) is where the streams live: the shared
+ * server unless the run used its own (the failover scenario's private cluster).
  */
-export async function removePrefix(prefix: string, databaseUrl?: string): Promise<void> {
-  const nc = await connect({ servers: NATS_URL });
+export async function removePrefix(prefix: string, databaseUrl?: string, natsUrl = NATS_URL): Promise<void> {
+  const nc = await connect({ servers: natsUrl.split(',') });
   try {
     const jsm = await jetstreamManager(nc);
     const mine: string[] = [];
@@ -170,7 +171,7 @@ export class BenchStack {
     this.closed ??= (async () => {
       await Promise.allSettled(this.edges.map((e) => e.child.stop()));
       await this.center?.stop();
-      await removePrefix(this.prefix, this.databaseUrl);
+      await removePrefix(this.prefix, this.databaseUrl, this.env['PUSH_NATS_URL']);
     })();
     return this.closed;
   }
