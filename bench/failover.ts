@@ -62,7 +62,7 @@ export async function runFailover(opts: RunOptions = { smoke: false }): Promise<
       const f = await system.run(name, load, note);
       results.push(f);
       note(
-        `${name}: refused ${f.refused}/${f.pushes} (${f.refusedPercent}%, ${JSON.stringify(f.refusals)}), longest ${f.longestRefusedMs} ms, lost ${f.lost}, duplicates ${f.duplicates}, out of order ${f.outOfOrder}, acked left ${String(f.ackedLeftStored)}, p99 ${f.latencyMs.p99} ms, refused after ${f.refusedAfterMs.min}-${f.refusedAfterMs.max} ms`,
+        `${name}: refused ${f.refused}/${f.pushes} (${f.refusedPercent}%, ${JSON.stringify(f.refusals)}), longest ${f.longestRefusedMs} ms, lost ${f.lost}, duplicates ${f.duplicates}, out of order ${f.outOfOrder}, acked left ${String(f.ackedLeftStored)}, p99 ${f.latencyMs.p99} ms${f.refused > 0 ? `, refused after ${f.refusedAfterMs.min}-${f.refusedAfterMs.max} ms` : ''}`,
       );
     }
   } finally {

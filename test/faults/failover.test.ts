@@ -29,7 +29,7 @@ describe('faults: a 3-node JetStream cluster loses a node under load', function 
     process.stdout.write(
       `      ${name}: ${f.what}; refused ${f.refused}/${f.pushes} (${f.refusedPercent}%) ${JSON.stringify(f.refusals)}, ` +
         `longest refused stretch ${f.longestRefusedMs} ms, lost ${f.lost}, duplicates ${f.duplicates}, out of order ${f.outOfOrder}, ` +
-        `acked left stored ${String(f.ackedLeftStored)}, accept p99 ${f.latencyMs.p99} ms, refused after ${f.refusedAfterMs.min}-${f.refusedAfterMs.max} ms` +
+        `acked left stored ${String(f.ackedLeftStored)}, accept p99 ${f.latencyMs.p99} ms${f.refused > 0 ? `, refused after ${f.refusedAfterMs.min}-${f.refusedAfterMs.max} ms` : ''}` +
         `${f.newLeaderMs !== null ? `, new leader after ${f.newLeaderMs} ms` : ''}\n`,
     );
     const summary = JSON.stringify(f);

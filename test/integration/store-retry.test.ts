@@ -65,49 +65,44 @@ describe('store requests held through an election (real NATS)', function () {
     }
   });
 
-  it('sends a request with an id again after its answer was lost, with the same Nats-Msg-Id', async function () {
-    // A stand-in for a stream leader killed after it got the request: it drops the first
-    // request, then answers as JetStream does. Real NATS carries both.
+  it("sends a push again after its answer was lost, with the same Nats-Msg-Id: the caller's, or one it made", async function () {
+    // A stand-in for a stream leader killed after it got the request: it drops the first try of
+    // each message, then answers as JetStream does. Real NATS carries both.
     const local = new Subjects(`lost${process.pid}`);
     const seen: Array<string | undefined> = [];
     const sub = nc.subscribe(local.inbox(app.id, 'u1', 'b'), {
       callback: (_e, m: Msg) => {
         seen.push(m.headers?.get('Nats-Msg-Id'));
-        if (seen.length > 1) m.respond(JSON.stringify({ stream: 'S', seq: 7 }));
+        if (seen.length % 2 === 0) m.respond(JSON.stringify({ stream: 'S', seq: seen.length }));
       },
     });
     await nc.flush();
     const store = new InboxStore(nc, local, { timeoutMs: 4000 });
     try {
-      const r = await store.publish(app.id, 'u1', payload, { ttlMs: 60_000, msgId: 'order-17' });
-      expect(r.seq).to.equal(7);
-      expect(seen).to.deep.equal(['order-17', 'order-17']);
+      const given = await store.publish(app.id, 'u1', payload, { ttlMs: 60_000, msgId: 'order-17' });
+      expect(given.seq).to.equal(2);
+      const made = await store.publish(app.id, 'u1', payload, { ttlMs: 60_000 });
+      expect(made.seq).to.equal(4);
+      expect(seen.slice(0, 2)).to.deep.equal(['order-17', 'order-17']);
+      expect(seen[2]).to.be.a('string').and.not.equal('order-17');
+      expect(seen[3]).to.equal(seen[2]);
     } finally {
       store.close();
       sub.unsubscribe();
     }
   });
 
-  it('does not send a request without an id again after a timeout (it may have been stored)', async function () {
-    const local = new Subjects(`once${process.pid}`);
-    let requests = 0;
-    const sub = nc.subscribe(local.inbox(app.id, 'u1', 'b'), {
-      callback: () => {
-        requests++;
-      },
-    });
-    await nc.flush();
-    const store = new InboxStore(nc, local, { timeoutMs: 1200 });
+  it('gives each push without an id an id of its own: none is taken for a repeat of another', async function () {
+    await ensureInboxStream(nc, subjects, app, opts);
+    const store = new InboxStore(nc, subjects, { timeoutMs: 5000 });
     try {
-      const err = await store.publish(app.id, 'u1', payload, { ttlMs: 60_000 }).then(
-        () => undefined,
-        (e: unknown) => e,
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () => store.publish(app.id, 'u2', payload, { ttlMs: 60_000 })),
       );
-      expect((err as PushError).code).to.equal('store_unavailable');
-      expect(requests).to.equal(1);
+      expect(results.filter((r) => r.duplicate)).to.have.length(0);
+      expect(new Set(results.map((r) => r.seq)).size).to.equal(50);
     } finally {
       store.close();
-      sub.unsubscribe();
     }
   });
 });

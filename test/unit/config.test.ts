@@ -30,7 +30,7 @@ describe('config', () => {
       maxAgeSeconds: 30 * 24 * 3600,
       duplicateWindowSeconds: 120,
       replicas: 1,
-      timeoutMs: 5000,
+      timeoutMs: 15_000,
     });
     expect(c.edge).to.deep.equal({
       host: '0.0.0.0',

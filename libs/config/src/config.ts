@@ -33,7 +33,7 @@ const schema = z.object({
   PUSH_INBOX_MAX_AGE: int(30 * 24 * 3600, 60),
   PUSH_DUPLICATE_WINDOW: int(120, 1, 24 * 3600),
   PUSH_REPLICAS: int(1, 1, 5),
-  PUSH_STORE_TIMEOUT_MS: int(5000, 100, 60_000),
+  PUSH_STORE_TIMEOUT_MS: int(15_000, 100, 60_000),
 
   PUSH_EDGE_HOST: str('0.0.0.0'),
   PUSH_EDGE_PORT: int(8081, 0, 65535),

@@ -1,4 +1,4 @@
-import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import {
   PushError,
   decodeEnvelope,
@@ -9,7 +9,7 @@ import {
 } from '@push/protocol';
 import { headerSequence } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
-import { StoreRequester } from './store-requester.js';
+import { StoreRequester, storeMessageId } from './store-requester.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
 export interface InboxMessage {
@@ -149,7 +149,6 @@ export class InboxStore {
   private readonly reads: RequestPipeline;
   private readonly removals: RequestPipeline;
   private readonly subjects: Subjects;
-  private readonly ttlHeaderCache = new Map<number, MsgHdrs>();
 
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
@@ -194,34 +193,15 @@ export class InboxStore {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    let h: MsgHdrs;
-    if (opts.msgId !== undefined) {
-      h = headers();
-      h.set(TTL_HEADER, String(ttlSeconds));
-      h.set('Nats-Msg-Id', opts.msgId);
-    } else {
-      h = this.ttlHeaders(ttlSeconds);
-    }
-    // One promise per message on this hot path, mapped once. Held through an election (see
-    // StoreRequester); a request with an id is also sent again after a timeout.
-    return this.stores.request(subject, stored, h, opts.msgId !== undefined).then(readStored, (err: unknown) => {
+    // Every store has an id, so that one whose answer was lost can be sent again (StoreRequester).
+    const h = headers();
+    h.set(TTL_HEADER, String(ttlSeconds));
+    h.set('Nats-Msg-Id', opts.msgId ?? storeMessageId());
+    // One promise per message on this hot path, mapped once. Held through an election and sent
+    // again after a lost answer (see StoreRequester).
+    return this.stores.request(subject, stored, h).then(readStored, (err: unknown) => {
       throw storeError(err);
     });
-  }
-
-  /**
-   * Headers holding only `Nats-TTL`, shared by every publish with that TTL (nats.js only reads
-   * them): apps use a handful of TTLs, and building headers per message costs the hot path.
-   */
-  private ttlHeaders(seconds: number): MsgHdrs {
-    let h = this.ttlHeaderCache.get(seconds);
-    if (h === undefined) {
-      h = headers();
-      h.set(TTL_HEADER, String(seconds));
-      if (this.ttlHeaderCache.size >= 1024) this.ttlHeaderCache.clear();
-      this.ttlHeaderCache.set(seconds, h);
-    }
-    return h;
   }
 
   /**

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import { backoffDelay, type BackoffPolicy } from '@push/protocol';
 import { IdleWaiters, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
@@ -50,12 +51,23 @@ function sleep(ms: number): Promise<void> {
  * a caller sees is a refusal only when the deadline passed.
  *
  * A request that got no answer may have been stored (the reply was lost with a killed node), so
- * only a request with a `Nats-Msg-Id` is sent again after a timeout: the stream dedupes it, a
- * retry never stores twice. Those go through a pipeline with shorter attempts (a third of the
- * deadline, at least a second) so that a request lost with a node has time to be resent; the
- * others get the whole deadline for one attempt, as before. Every attempt sends the same
- * headers, so the same `Nats-Msg-Id`.
+ * every request carries a `Nats-Msg-Id` (the caller's, or one made by `storeMessageId()`) and is
+ * sent again with the same headers: the stream dedupes it, a retry never stores twice. Attempts
+ * last a third of the deadline (at least a second), so that a request lost with a node has time
+ * to be resent.
  */
+let generated = 0;
+const GENERATED_PREFIX = `gen.${randomBytes(9).toString('base64url')}.`;
+
+/**
+ * A `Nats-Msg-Id` for a store the caller gave no id to: unique to this process (a random prefix
+ * and a counter), and unlike every id made from a caller's (`api.`, `job.`, `c2c.`, topic and
+ * upstream ids), so it never dedupes against one.
+ */
+export function storeMessageId(): string {
+  return GENERATED_PREFIX + String(++generated);
+}
+
 export class StoreRequester {
   private readonly whole: RequestPipeline;
   private readonly attempts: RequestPipeline;
@@ -81,30 +93,20 @@ export class StoreRequester {
   /**
    * Sends a store request and resolves with its answer: the store's ack or refusal, or, once the
    * deadline passed, the last leader-change answer. Rejects as RequestPipeline does (timeout,
-   * full queue, closed). `idempotent` says the headers hold a `Nats-Msg-Id`.
+   * full queue, closed). `headers` must hold a `Nats-Msg-Id`.
    */
-  async request(
-    subject: string,
-    payload: Uint8Array | string,
-    headers: MsgHdrs | undefined,
-    idempotent: boolean,
-  ): Promise<Msg> {
+  async request(subject: string, payload: Uint8Array | string, headers: MsgHdrs): Promise<Msg> {
     this.active++;
     try {
-      return await this.retry(subject, payload, headers, idempotent);
+      return await this.retry(subject, payload, headers);
     } finally {
       if (--this.active === 0) this.idleWaiters.wake();
     }
   }
 
-  private async retry(
-    subject: string,
-    payload: Uint8Array | string,
-    headers: MsgHdrs | undefined,
-    idempotent: boolean,
-  ): Promise<Msg> {
+  private async retry(subject: string, payload: Uint8Array | string, headers: MsgHdrs): Promise<Msg> {
     const deadline = Date.now() + this.timeoutMs;
-    const pipeline = idempotent ? this.attempts : this.whole;
+    const pipeline = this.attempts;
     for (let attempt = 0; ; attempt++) {
       let reply: Msg | undefined;
       let failure: unknown;
@@ -112,7 +114,7 @@ export class StoreRequester {
         reply = await this.attempt(pipeline, subject, payload, headers, deadline, attempt);
         if (!isLeaderChangeReply(reply)) return reply;
       } catch (err) {
-        if (!(err instanceof RequestTimeoutError) || !idempotent) throw err;
+        if (!(err instanceof RequestTimeoutError)) throw err;
         failure = err;
       }
       // The last attempt goes out just before the deadline, so a refusal comes only then.

@@ -1,9 +1,9 @@
-import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Subjects } from '@push/protocol';
 import { isLastOfBatch, readStored, storeError, ttlHeaderSeconds, type PublishResult } from './inbox-store.js';
 import { headerLastSequence, headerSequence } from './live-subscriber.js';
 import { RequestPipeline } from './request-pipeline.js';
-import { StoreRequester } from './store-requester.js';
+import { StoreRequester, storeMessageId } from './store-requester.js';
 
 /** One topic message, read from history (Direct Get) or from the live RePublish. */
 export interface TopicStoredMessage {
@@ -125,27 +125,22 @@ export class TopicStore {
   /** Stores a message in a topic. Rejects with PushError `store_unavailable`. */
   publish(app: string, topic: string, payload: MessagePayload, opts: TopicPublishOptions): Promise<PublishResult> {
     let stored: Buffer;
-    let h: MsgHdrs | undefined;
+    const h = headers();
     try {
       const now = opts.now ?? Date.now();
       stored = encodeEnvelope(
         { ts: now, expires: now + opts.ttlMs, binary: payload.binary, from: undefined },
         payload.bytes,
       );
-      if (opts.explicitTtl || opts.msgId !== undefined) {
-        h = headers();
-        if (opts.explicitTtl) h.set('Nats-TTL', String(ttlHeaderSeconds(opts.ttlMs)));
-        if (opts.msgId !== undefined) h.set('Nats-Msg-Id', opts.msgId);
-      }
+      if (opts.explicitTtl) h.set('Nats-TTL', String(ttlHeaderSeconds(opts.ttlMs)));
+      // Every store has an id, so that one whose answer was lost can be sent again.
+      h.set('Nats-Msg-Id', opts.msgId ?? storeMessageId());
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const idempotent = opts.msgId !== undefined;
-    return this.stores
-      .request(this.subjects.topic(app, topic), stored, h, idempotent)
-      .then(readStored, (err: unknown) => {
-        throw storeError(err);
-      });
+    return this.stores.request(this.subjects.topic(app, topic), stored, h).then(readStored, (err: unknown) => {
+      throw storeError(err);
+    });
   }
 
   private api(op: string, app: string): string {

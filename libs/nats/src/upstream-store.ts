@@ -39,7 +39,6 @@ export class UpstreamStore {
         this.subjects.upstream(origin.app, origin.kind),
         head.slice(0, -1) + body,
         h,
-        true,
       );
       if (reply.headers?.code === 503) {
         throw new PushError('store_unavailable', "no stream answers for the app's upstream");
