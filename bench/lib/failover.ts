@@ -326,7 +326,18 @@ interface PushRecord {
 /** Keep-alive HTTP for the pushes (fetch costs about a millisecond of CPU per call). */
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
-function post(url: string, key: string, body: unknown, timeoutMs: number): Promise<{ status: number; body: string }> {
+/**
+ * One POST. A keep-alive socket the center closed as idle just as it was reused fails at once
+ * with ECONNRESET before the request was read (`reusedSocket`): sent again once on a new socket,
+ * as Node's documentation advises, so the figures count the store's refusals, not that race.
+ */
+function post(
+  url: string,
+  key: string,
+  body: unknown,
+  timeoutMs: number,
+  retried = false,
+): Promise<{ status: number; body: string }> {
   const payload = Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -349,7 +360,11 @@ function post(url: string, key: string, body: unknown, timeoutMs: number): Promi
       },
     );
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (!retried && req.reusedSocket && err.code === 'ECONNRESET') {
+        post(url, key, body, timeoutMs, true).then(resolve, reject);
+      } else reject(err);
+    });
     req.end(payload);
   });
 }
@@ -412,7 +427,8 @@ class PushLoad {
       },
       (err: unknown) => {
         rec.doneAt = performance.now();
-        rec.answer = err instanceof Error && err.message === 'timeout' ? 'timeout' : 'error';
+        const e = err as NodeJS.ErrnoException;
+        rec.answer = e.message === 'timeout' ? 'timeout' : `error ${e.code ?? e.message}`;
       },
     );
     this.inflight.add(p);

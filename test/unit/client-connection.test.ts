@@ -27,7 +27,7 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
 
-function message(seq: number, opts: { from?: string; expires?: number } = {}): InboxMessage {
+function message(seq: number, opts: { from?: string; expires?: number; prev?: number } = {}): InboxMessage {
   return {
     seq,
     ts: 1,
@@ -35,6 +35,7 @@ function message(seq: number, opts: { from?: string; expires?: number } = {}): I
     bytes: Buffer.from(String(seq)),
     binary: false,
     from: opts.from,
+    ...(opts.prev !== undefined ? { prev: opts.prev } : {}),
   };
 }
 
@@ -42,7 +43,8 @@ interface Read {
   fromSeq: number;
   max: number;
   maxBytes: number;
-  answer(seqs: number[], more: boolean): void;
+  /** Answers with these messages: a sequence (a business push), or a sequence and a sender. */
+  answer(seqs: Array<number | { seq: number; from: string }>, more: boolean): void;
   fail(err: unknown): void;
 }
 
@@ -64,7 +66,11 @@ class FakeStore implements Pick<InboxStore, 'readBatch' | 'publish'> {
         fromSeq,
         max: bounds.max,
         maxBytes: bounds.maxBytes,
-        answer: (seqs, more) => resolve({ messages: seqs.map((s) => message(s)), more }),
+        answer: (seqs, more) =>
+          resolve({
+            messages: seqs.map((s) => (typeof s === 'number' ? message(s) : message(s.seq, { from: s.from }))),
+            more,
+          }),
         fail: reject,
       });
     });
@@ -221,6 +227,35 @@ describe('ClientConnection (fake store and socket)', () => {
       conn.onLive(message(6));
       conn.onLive(message(6)); // the same live message twice (a redelivery) goes out once
       expect(ws.delivered).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    });
+
+    it('reads the store again when a live message follows one of its kind it never got (issue 15)', async () => {
+      // A stream leader died after storing 4 and before its RePublish reached this edge: 5 names
+      // 4 as its previous. Delivering 5 would move past 4, and the ack floor would purge it.
+      const { conn, store, ws, acks } = harness();
+      (await store.nextRead()).answer([1, 2], false);
+      await settle();
+      conn.onLive(message(3, { prev: 2 }));
+      conn.onLive(message(5, { prev: 4 }));
+      const again = await store.nextRead();
+      expect(again.fromSeq).to.equal(4);
+      again.answer([4, 5], false);
+      await settle();
+      conn.onLive(message(6, { prev: 5 }));
+      // A client message's previous is one of its own kind: 6 (business) does not vouch for 7.
+      conn.onLive(message(8, { from: 'bob', prev: 7 }));
+      const third = await store.nextRead();
+      expect(third.fromSeq).to.equal(7);
+      third.answer(
+        [
+          { seq: 7, from: 'bob' },
+          { seq: 8, from: 'bob' },
+        ],
+        false,
+      );
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(acks).to.deep.equal([]);
     });
 
     it('reads again, not from its buffer, when more live messages came during the read than it keeps', async () => {

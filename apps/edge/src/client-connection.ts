@@ -162,6 +162,12 @@ export class ClientConnection implements LiveReceiver {
   ws: ClientSocket | undefined;
   /** Highest sequence delivered or skipped: the backlog is read after it. */
   private cursor = 0;
+  /**
+   * Per kind (business, client), a sequence up to which this connection got or read every
+   * message of that kind: a live message whose `prev` is above it follows one it never got.
+   */
+  private seenB = 0;
+  private seenC = 0;
   /** Delivered, not acked: sequence -> kind, in delivery (= sequence) order. */
   private inflight: Map<number, InboxKind> | undefined;
   private mode = LOADING;
@@ -436,6 +442,9 @@ export class ClientConnection implements LiveReceiver {
       if (this.overflow || this.again) continue;
       const buffered = this.buffered;
       this.buffered = undefined;
+      // Read to the end: every message of both kinds up to the cursor was got.
+      this.seenB = Math.max(this.seenB, this.cursor);
+      this.seenC = Math.max(this.seenC, this.cursor);
       this.mode = LIVE;
       if (buffered !== undefined) for (const m of buffered) this.onLive(m);
       return;
@@ -447,6 +456,10 @@ export class ClientConnection implements LiveReceiver {
     switch (this.mode) {
       case LIVE:
         if (m.seq <= this.cursor) return;
+        if ((m.prev ?? 0) > (m.from === undefined ? this.seenB : this.seenC)) {
+          this.missed(m.prev ?? 0);
+          return;
+        }
         if (!this.canSend()) {
           this.stall();
           return;
@@ -461,6 +474,20 @@ export class ClientConnection implements LiveReceiver {
       default:
         return; // stalled or closed: the store has it
     }
+  }
+
+  /**
+   * A live message came whose previous message of its kind (`prev`) this connection never got:
+   * lost on its way (a stream leader died after storing it, before its RePublish crossed to this
+   * edge's server). Going on would move the cursor past it, and the ack floor's purge would then
+   * remove it undelivered; instead the store is read again from it. Messages of the other kind
+   * after it that were delivered may come again (at-least-once).
+   */
+  private missed(prev: number): void {
+    this.ctx.metrics.liveGaps.inc();
+    this.cursor = Math.min(this.cursor, prev - 1);
+    this.stall();
+    this.resync();
   }
 
   private canSend(): boolean {
@@ -480,6 +507,8 @@ export class ClientConnection implements LiveReceiver {
     const { ctx } = this;
     const previous = this.cursor;
     this.cursor = m.seq;
+    if (m.from === undefined) this.seenB = Math.max(this.seenB, m.seq);
+    else this.seenC = Math.max(this.seenC, m.seq);
     if (m.expires <= Date.now()) {
       // Second guard: the server's per-message TTL removes it within about a second.
       ctx.metrics.expired.inc();

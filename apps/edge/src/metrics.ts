@@ -84,6 +84,11 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Times a connection stopped live delivery (window full or slow socket)',
       registers: r,
     }),
+    liveGaps: new Counter({
+      name: 'push_edge_live_gaps_total',
+      help: 'Live inbox messages whose previous message of the same user and kind the connection never got (lost in transit, as when a stream leader dies): it reads the store again from there',
+      registers: r,
+    }),
     upstreamStored: new Counter({
       name: 'push_edge_upstream_stored_total',
       help: 'Client up frames stored in the upstream stream (retries deduped by the store not counted)',

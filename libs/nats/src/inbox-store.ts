@@ -7,7 +7,7 @@ import {
   type MessagePayload,
   type Subjects,
 } from '@push/protocol';
-import { headerSequence } from './live-subscriber.js';
+import { headerLastSequence, headerSequence } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
 import { StoreRequester, storeMessageId } from './store-requester.js';
 
@@ -22,6 +22,12 @@ export interface InboxMessage {
   binary: boolean;
   /** Sending user, for client-to-client messages. */
   from: string | undefined;
+  /**
+   * Live messages only: the sequence of the previous message of the same user and kind
+   * (`Nats-Last-Sequence` of the RePublish; 0 when none), for gap detection. Undefined when read
+   * from the store.
+   */
+  prev?: number;
 }
 
 export interface PublishOptions {
@@ -98,7 +104,9 @@ export function readStored(reply: Msg): PublishResult {
 
 /** Reads a live (republished) message from the live subscriber's headers block and payload. */
 export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage | undefined {
-  return inboxMessage(headerSequence(headers), payload);
+  const m = inboxMessage(headerSequence(headers), payload);
+  if (m !== undefined) m.prev = headerLastSequence(headers);
+  return m;
 }
 
 /** A pipeline failure (timeout, full queue) as the PushError `store_unavailable` a caller reports. */
