@@ -103,12 +103,15 @@ describe('upstream: up frames stored for the business (issue 10)', function () {
   });
 
   it('answers store_unavailable, never upsent, when the upstream stream cannot store', async function () {
+    this.timeout(40_000);
     const lone = await stack.createApp({ upstream: true });
     const jsm = await jetstreamManager(nc);
     await jsm.streams.delete(subjects.upstreamStream(lone.id));
     const c = await connect(lone, 'carol');
     c.send({ t: 'up', id: 'lost', data: 'x' });
-    const answer = await c.waitFor((f) => f['id'] === 'lost', 10_000);
+    // No stream answers, as while one is elected: the edge holds the frame until
+    // PUSH_STORE_TIMEOUT_MS (15 s), then refuses it.
+    const answer = await c.waitFor((f) => f['id'] === 'lost', 25_000);
     expect(answer).to.include({ t: 'error', code: 'store_unavailable' });
     await c.ping(); // the connection stays usable
   });

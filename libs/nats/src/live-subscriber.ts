@@ -271,7 +271,11 @@ export class LiveSubscriber {
       this.open().then(
         () => {
           this.log.info({ server: this.url().host, subscriptions: this.handlers.size }, 'live subscriber reconnected');
-          this.opts.onReconnect?.();
+          try {
+            this.opts.onReconnect?.();
+          } catch (err) {
+            this.log.error({ err }, 'live subscriber: onReconnect failed');
+          }
           const held = this.held ?? [];
           this.held = undefined;
           for (const m of held) this.dispatch(m.sid, m.headers, m.payload, m.subject);
