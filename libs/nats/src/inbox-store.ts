@@ -9,7 +9,7 @@ import {
 } from '@push/protocol';
 import { headerLastSequence, headerSequence } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
-import { StoreRequester, storeMessageId } from './store-requester.js';
+import { StoreRequester, readTimeoutMs, storeMessageId } from './store-requester.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
 export interface InboxMessage {
@@ -162,7 +162,7 @@ export class InboxStore {
     this.subjects = subjects;
     this.stores = new StoreRequester(nc, opts);
     this.reads = new RequestPipeline(nc, {
-      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      timeoutMs: readTimeoutMs(opts.timeoutMs),
       deadlineFromSend: true,
       maxInFlight: READS_IN_FLIGHT,
       maxQueued: 200_000,

@@ -56,6 +56,17 @@ function sleep(ms: number): Promise<void> {
  * last a third of the deadline (at least a second), so that a request lost with a node has time
  * to be resent.
  */
+/**
+ * Deadline of a read (a backlog, a topic's history, a stream's info), ms, at most: a read that
+ * fails is tried again by its caller, so it is not held through an election as a store is.
+ */
+export const READ_TIMEOUT_MS = 5000;
+
+/** The read deadline for a store deadline of `timeoutMs` (the lower of the two). */
+export function readTimeoutMs(timeoutMs: number | undefined): number {
+  return Math.min(timeoutMs ?? READ_TIMEOUT_MS, READ_TIMEOUT_MS);
+}
+
 let generated = 0;
 const GENERATED_PREFIX = `gen.${randomBytes(9).toString('base64url')}.`;
 
@@ -78,14 +89,14 @@ export class StoreRequester {
 
   constructor(nc: NatsConnection, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5000;
-    this.whole = new RequestPipeline(nc, { ...opts, timeoutMs: this.timeoutMs });
+    this.whole = new RequestPipeline(nc, { ...opts, timeoutMs: readTimeoutMs(this.timeoutMs) });
     this.attempts = new RequestPipeline(nc, {
       ...opts,
       timeoutMs: Math.min(this.timeoutMs, Math.max(1000, Math.round(this.timeoutMs / 3))),
     });
   }
 
-  /** One request, not retried, with the whole deadline (a read such as STREAM.INFO). */
+  /** One request, not retried, with the read deadline (a read such as STREAM.INFO). */
   single(subject: string, payload: Uint8Array | string): Promise<Msg> {
     return this.whole.request(subject, payload);
   }

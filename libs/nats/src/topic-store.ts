@@ -3,7 +3,7 @@ import { PushError, decodeEnvelope, encodeEnvelope, type MessagePayload, type Su
 import { isLastOfBatch, readStored, storeError, ttlHeaderSeconds, type PublishResult } from './inbox-store.js';
 import { headerLastSequence, headerSequence } from './live-subscriber.js';
 import { RequestPipeline } from './request-pipeline.js';
-import { StoreRequester, storeMessageId } from './store-requester.js';
+import { StoreRequester, readTimeoutMs, storeMessageId } from './store-requester.js';
 
 /** One topic message, read from history (Direct Get) or from the live RePublish. */
 export interface TopicStoredMessage {
@@ -119,7 +119,11 @@ export class TopicStore {
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number } = {}) {
     this.subjects = subjects;
     this.stores = new StoreRequester(nc, opts);
-    this.reads = new RequestPipeline(nc, { ...opts, maxInFlight: READS_IN_FLIGHT, maxQueued: 200_000 });
+    this.reads = new RequestPipeline(nc, {
+      timeoutMs: readTimeoutMs(opts.timeoutMs),
+      maxInFlight: READS_IN_FLIGHT,
+      maxQueued: 200_000,
+    });
   }
 
   /** Stores a message in a topic. Rejects with PushError `store_unavailable`. */
