@@ -486,6 +486,8 @@ export class ClientConnection implements LiveReceiver {
   private missed(prev: number): void {
     this.ctx.metrics.liveGaps.inc();
     this.cursor = Math.min(this.cursor, prev - 1);
+    // Stalled first: called while a read loop still hands over its buffered live messages, the
+    // rest of them must be dropped (they are stored), and that loop's end runs the resync.
     this.stall();
     this.resync();
   }

@@ -80,7 +80,8 @@ export function storeMessageId(): string {
 }
 
 export class StoreRequester {
-  private readonly whole: RequestPipeline;
+  /** Reads (STREAM.INFO): one attempt each, with the read deadline. */
+  private readonly info: RequestPipeline;
   private readonly attempts: RequestPipeline;
   private readonly timeoutMs: number;
   /** `request()` calls not settled yet, waiting between attempts included. */
@@ -89,7 +90,7 @@ export class StoreRequester {
 
   constructor(nc: NatsConnection, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5000;
-    this.whole = new RequestPipeline(nc, { ...opts, timeoutMs: readTimeoutMs(this.timeoutMs) });
+    this.info = new RequestPipeline(nc, { ...opts, timeoutMs: readTimeoutMs(this.timeoutMs) });
     this.attempts = new RequestPipeline(nc, {
       ...opts,
       timeoutMs: Math.min(this.timeoutMs, Math.max(1000, Math.round(this.timeoutMs / 3))),
@@ -98,7 +99,7 @@ export class StoreRequester {
 
   /** One request, not retried, with the read deadline (a read such as STREAM.INFO). */
   single(subject: string, payload: Uint8Array | string): Promise<Msg> {
-    return this.whole.request(subject, payload);
+    return this.info.request(subject, payload);
   }
 
   /**
@@ -117,12 +118,11 @@ export class StoreRequester {
 
   private async retry(subject: string, payload: Uint8Array | string, headers: MsgHdrs): Promise<Msg> {
     const deadline = Date.now() + this.timeoutMs;
-    const pipeline = this.attempts;
     for (let attempt = 0; ; attempt++) {
       let reply: Msg | undefined;
       let failure: unknown;
       try {
-        reply = await this.attempt(pipeline, subject, payload, headers, deadline, attempt);
+        reply = await this.attempt(subject, payload, headers, deadline, attempt);
         if (!isLeaderChangeReply(reply)) return reply;
       } catch (err) {
         if (!(err instanceof RequestTimeoutError)) throw err;
@@ -143,14 +143,13 @@ export class StoreRequester {
    * deadline (its pipeline entry then expires on its own, and a late answer is dropped).
    */
   private attempt(
-    pipeline: RequestPipeline,
     subject: string,
     payload: Uint8Array | string,
     headers: MsgHdrs | undefined,
     deadline: number,
     attempt: number,
   ): Promise<Msg> {
-    const sent = pipeline.request(subject, payload, headers);
+    const sent = this.attempts.request(subject, payload, headers);
     if (attempt === 0) return sent;
     return new Promise<Msg>((resolve, reject) => {
       const timer = setTimeout(
@@ -176,12 +175,12 @@ export class StoreRequester {
    */
   async idle(timeoutMs: number): Promise<boolean> {
     if (this.active > 0 && !(await this.idleWaiters.wait(timeoutMs))) return false;
-    const all = await Promise.all([this.whole.idle(timeoutMs), this.attempts.idle(timeoutMs)]);
+    const all = await Promise.all([this.info.idle(timeoutMs), this.attempts.idle(timeoutMs)]);
     return all.every(Boolean);
   }
 
   close(): void {
-    this.whole.close();
+    this.info.close();
     this.attempts.close();
   }
 }
