@@ -12,20 +12,6 @@ export class RequestTimeoutError extends Error {
   }
 }
 
-/**
- * Raised for a request that was in flight when the connection to NATS was lost: its answer may
- * never come (a request buffered across the reconnect, or sent on the old socket, is not always
- * answered), so it fails at once instead of at its deadline. A RequestTimeoutError: its outcome
- * is as unknown, and a store with an id is sent again (StoreRequester).
- */
-export class ConnectionLostError extends RequestTimeoutError {
-  constructor(subject: string) {
-    super(subject, 0);
-    this.message = `the connection to NATS was lost while a request on ${subject} was in flight`;
-    this.name = 'ConnectionLostError';
-  }
-}
-
 /** Raised when more requests wait for a slot than the pipeline holds (the server is behind). */
 export class PipelineFullError extends Error {
   constructor(queued: number) {
@@ -167,27 +153,6 @@ export class RequestPipeline {
         this.notifyIdle();
       },
     });
-    void this.watchReconnects(nc);
-  }
-
-  /** Fails the requests in flight at each reconnect (see ConnectionLostError). */
-  private async watchReconnects(nc: NatsConnection): Promise<void> {
-    try {
-      for await (const s of nc.status()) {
-        if (this.closed) return;
-        if (s.type === 'reconnect') this.failInFlight();
-      }
-    } catch {
-      // The status stream ends with the connection.
-    }
-  }
-
-  private failInFlight(): void {
-    const lost = [...this.pending];
-    this.pending.clear();
-    for (const [, p] of lost) p.reject(new ConnectionLostError(p.subject));
-    for (let i = 0; i < lost.length; i++) this.release();
-    this.notifyIdle();
   }
 
   /** Requests in flight now. */
