@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import type { Edge } from '@push/edge';
+import { Subjects } from '@push/protocol';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import type { TestClient } from '../helpers/ws-client.js';
 
@@ -234,5 +235,65 @@ describe('inbox store (batched reads, coalesced acks, TTL, kinds)', function () 
     await app.waitPending('storm.0', 0);
     await sleep(200);
     for (const c of storm) expect(c.messages.length, 'no message twice').to.equal(per);
+  });
+
+  it('connects 300 users with nothing pending without a read (a few shared probes), while 20 with pending get every message once', async function () {
+    this.timeout(60_000);
+    // Every Direct Get the edges make of this app's inbox stream, as the server sees them.
+    const nc = await stack.connectNats('probe-watch');
+    const bodies: string[] = [];
+    const watch = nc.subscribe(`$JS.API.DIRECT.GET.${new Subjects(stack.prefix).inboxStream(app.id)}`, {
+      callback: (_err, msg) => {
+        bodies.push(msg.string());
+      },
+    });
+    try {
+      const busy = Array.from({ length: 20 }, (_, i) => `busy.${i}`);
+      const idle = Array.from({ length: 300 }, (_, i) => `idle.${i}`);
+      const want = new Map<string, number[]>(busy.map((u) => [u, []]));
+      for (let r = 0; r < 3; r++) {
+        for (const u of busy) want.get(u)?.push(await app.pushOk(u, { r }));
+      }
+      // One client message too: the probe covers both kinds.
+      const sender = await connect('sender');
+      sender.send({ t: 'send', to: 'busy.0', id: 'c1', data: 'from a client' });
+      await sender.waitFor((f) => f.t === 'sent');
+      await app.waitPending('busy.0', 4);
+      await nc.flush();
+      bodies.length = 0;
+      const skipsBefore = await counter(stack.edge, 'push_edge_backlog_probe_skips_total');
+      const all = [...idle, ...busy].sort(() => Math.random() - 0.5);
+      const cs = await Promise.all(all.map((u) => connect(u)));
+      for (const [i, c] of cs.entries()) {
+        const u = all[i] as string;
+        if (!u.startsWith('busy.')) continue;
+        const n = u === 'busy.0' ? 4 : 3;
+        const got = await c.waitForMessages(n, 20_000);
+        const seqs = got.filter((m) => m.from === undefined).map((m) => m.seq);
+        expect(seqs, u).to.deep.equal(want.get(u));
+      }
+      // Something pushed now reaches an idle user live: probed "nothing" left it live, not stalled.
+      const late = await app.pushOk('idle.7', 'late');
+      const idle7 = cs[all.indexOf('idle.7')] as TestClient;
+      expect((await idle7.waitForMessages(1))[0]?.seq).to.equal(late);
+      await sleep(300);
+      await nc.flush();
+      const probes = bodies.filter((b) => b.includes('"multi_last"'));
+      const reads = bodies.filter((b) => !b.includes('"multi_last"'));
+      expect(probes.length, 'probes for 320 connects').to.be.within(1, 8);
+      // The busy users' reads only (one each, or a shared pass): none for the 300 idle users.
+      expect(reads.length, reads.join('\n')).to.be.within(1, busy.length);
+      expect(reads.some((b) => b.includes('idle.'))).to.equal(false);
+      expect((await counter(stack.edge, 'push_edge_backlog_probe_skips_total')) - skipsBefore).to.equal(idle.length);
+      await sleep(200);
+      for (const [i, c] of cs.entries()) {
+        const u = all[i] as string;
+        const n = u === 'busy.0' ? 4 : u.startsWith('busy.') ? 3 : u === 'idle.7' ? 1 : 0;
+        expect(c.messages.length, `${u}: each message once`).to.equal(n);
+      }
+    } finally {
+      watch.unsubscribe();
+      await nc.close();
+    }
   });
 });

@@ -11,8 +11,18 @@ function message(seq: number, bytes = 10): InboxMessage {
  * kind, and answers them like nats-server's batched Direct Get.
  */
 function fakeStore(log: string[], bytes = 10) {
-  const calls = { batch: 0, range: 0 };
+  const calls = { batch: 0, range: 0, probe: 0, probedUsers: [] as number[] };
   const store: BacklogStore = {
+    // Like nats-server's multi_last: the last sequence of each asked user that has one.
+    lastSeqs(_app, users) {
+      calls.probe++;
+      calls.probedUsers.push(users.length);
+      const last = new Map<string, number>();
+      log.forEach((u, i) => {
+        if (users.includes(u)) last.set(encodeToken(u), i + 1);
+      });
+      return Promise.resolve({ last, complete: true });
+    },
     readBatch(_app, user, fromSeq, bounds) {
       calls.batch++;
       const seqs: number[] = [];
@@ -53,7 +63,7 @@ describe('BacklogReader', () => {
     const got = await Promise.all(
       Array.from({ length: 10 }, (_, u) => reader.read('app', `user.${u}`, 1, { max: 100, maxBytes: 1 << 20 })),
     );
-    expect(calls).to.deep.equal({ batch: 10, range: 0 });
+    expect(calls).to.include({ batch: 10, range: 0, probe: 0 });
     got.forEach((b, u) => {
       expect(b.messages.map((m) => m.seq)).to.deep.equal(seqsOf(log, `user.${u}`));
       expect(b.more).to.equal(false);
@@ -114,5 +124,70 @@ describe('BacklogReader', () => {
       Array.from({ length: 100 }, (_, u) => reader.read('app', `user.${u}`, 1, { max: 100, maxBytes: 1 << 20 })),
     );
     expect(results.every((r) => r.status === 'rejected')).to.equal(true);
+  });
+
+  describe("probes (a connection's first read)", () => {
+    const bounds = { max: 100, maxBytes: 1 << 20 };
+
+    it('answers users with nothing stored from one shared probe, with no read, and reads the others', async () => {
+      // 10 of 300 connecting users have messages.
+      const log = interleaved(10, 5).map((u) => u.replace('user.', 'busy.'));
+      const { store, calls } = fakeStore(log);
+      const reader = new BacklogReader(store);
+      const users = [
+        ...Array.from({ length: 290 }, (_, u) => `idle.${u}`),
+        ...Array.from({ length: 10 }, (_, u) => `busy.${u}`),
+      ];
+      const got = await Promise.all(users.map((u) => reader.read('app', u, 1, bounds, {}, true)));
+      expect(calls.probe).to.equal(1);
+      expect(calls.batch, 'one read per user with messages').to.equal(10);
+      users.forEach((u, i) => {
+        expect(
+          got[i]?.messages.map((m) => m.seq),
+          u,
+        ).to.deep.equal(seqsOf(log, u));
+        expect(got[i]?.more).to.equal(false);
+      });
+    });
+
+    it('answers "nothing" when every stored message of the user lies before the read position', async () => {
+      const log = ['a', 'b', 'a'];
+      const { store, calls } = fakeStore(log);
+      const reader = new BacklogReader(store);
+      const [a, b] = await Promise.all([
+        reader.read('app', 'a', 4, bounds, {}, true),
+        reader.read('app', 'b', 2, bounds, {}, true),
+      ]);
+      expect(a?.messages).to.deep.equal([]);
+      expect(b?.messages.map((m) => m.seq)).to.deep.equal([2]);
+      expect(calls.batch).to.equal(1);
+    });
+
+    it('asks about at most 512 users per probe, two connections of one user once', async () => {
+      const { store, calls } = fakeStore([]);
+      const reader = new BacklogReader(store);
+      const users = Array.from({ length: 1200 }, (_, u) => `u${u}`);
+      users.push('u1199', 'u1100'); // in the last probe, with their first connections
+      const got = await Promise.all(users.map((u) => reader.read('app', u, 1, bounds, {}, true)));
+      expect(got.every((b) => b.messages.length === 0 && !b.more)).to.equal(true);
+      expect(calls.batch + calls.range).to.equal(0);
+      expect(calls.probedUsers.reduce((a, b) => a + b, 0)).to.equal(1200);
+      expect(Math.max(...calls.probedUsers)).to.be.at.most(512);
+    });
+
+    it('reads every user the probe could not vouch for: a cut answer, or a failed probe', async () => {
+      const log = ['x', 'y'];
+      const { store, calls } = fakeStore(log);
+      // A cut answer names y only; x and z may have messages beyond it.
+      store.lastSeqs = () => Promise.resolve({ last: new Map([[encodeToken('y'), 2]]), complete: false });
+      const reader = new BacklogReader(store);
+      const got = await Promise.all(['x', 'y', 'z'].map((u) => reader.read('app', u, 1, bounds, {}, true)));
+      expect(got.map((b) => b.messages.map((m) => m.seq))).to.deep.equal([[1], [2], []]);
+      expect(calls.batch).to.equal(3);
+      store.lastSeqs = () => Promise.reject(new Error('store down'));
+      const again = await Promise.all(['x', 'y'].map((u) => reader.read('app', u, 1, bounds, {}, true)));
+      expect(again.map((b) => b.messages.map((m) => m.seq))).to.deep.equal([[1], [2]]);
+      expect(calls.batch).to.equal(5);
+    });
   });
 });

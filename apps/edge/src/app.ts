@@ -91,6 +91,9 @@ interface StartedEdge {
 /** How often, at most, failed or dropped events are logged (each is counted), ms. */
 const EVENT_FAILED_LOG_MS = 5000;
 
+/** Events an edge queues for the store before it drops new ones (counted). */
+const EVENTS_MAX_QUEUED = 200_000;
+
 /**
  * Builds the edge's event publisher: outcomes counted by `push_edge_events_total{outcome}`,
  * failures and drops logged at most every few seconds (an event store outage must not flood
@@ -105,6 +108,9 @@ function createEventPublisher(
   let lost = 0;
   let loggedAt = 0;
   return new EventPublisher(nc, subjects, {
+    // Every connect and disconnect emits: a storm of 10,000 connects at once must queue, not drop
+    // (at about 300 bytes an event, 200,000 waiting is 60 MB).
+    maxQueued: EVENTS_MAX_QUEUED,
     onOutcome: (type, outcome, err) => {
       metrics.events.inc({ outcome });
       if (outcome === 'stored') return;
@@ -208,6 +214,10 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       onSweep: (readers) => {
         metrics.backlogSweeps.inc();
         metrics.backlogSweepReaders.inc(readers);
+      },
+      onProbe: (_readers, answered) => {
+        metrics.backlogProbes.inc();
+        metrics.backlogProbeSkips.inc(answered);
       },
     });
     opened.push(() => acks.close());

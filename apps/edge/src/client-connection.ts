@@ -175,6 +175,11 @@ export class ClientConnection implements LiveReceiver {
   private again = false;
   private overflow = false;
   private buffered: InboxMessage[] | undefined;
+  /**
+   * True when the last backlog load read to the end (and at connect): the next load's first
+   * read is a probe (BacklogReader), since most such reads find nothing.
+   */
+  private caughtUp = true;
   /** Backlog reads failed in a row (the backoff attempt); 0 after one that succeeds. */
   private readFailures = 0;
   /** Rate limit of this connection's sends; made on its first send. */
@@ -413,6 +418,10 @@ export class ClientConnection implements LiveReceiver {
         // One batched read per free window, bounded by the bytes the socket may still take.
         const ws = this.ws as ClientSocket;
         ctx.metrics.backlogRequests.inc();
+        // Nothing says messages wait (a connect, or a resync of a connection that had caught
+        // up): ask first, in a probe shared with other connects, whether there is anything.
+        const probe = this.caughtUp;
+        this.caughtUp = false;
         const { messages, more } = await ctx.backlog.read(
           this.app,
           this.user,
@@ -422,6 +431,7 @@ export class ClientConnection implements LiveReceiver {
             maxBytes: Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount()),
           },
           this,
+          probe,
         );
         if (this.mode === CLOSED) return;
         ctx.metrics.backlogReads.inc(messages.length);
@@ -445,6 +455,7 @@ export class ClientConnection implements LiveReceiver {
       // Read to the end: every message of both kinds up to the cursor was got.
       this.seenB = Math.max(this.seenB, this.cursor);
       this.seenC = Math.max(this.seenC, this.cursor);
+      this.caughtUp = true;
       this.mode = LIVE;
       if (buffered !== undefined) for (const m of buffered) this.onLive(m);
       return;

@@ -61,7 +61,17 @@ export function createEdgeMetrics(registry: Registry) {
     }),
     backlogRequests: new Counter({
       name: 'push_edge_backlog_requests_total',
-      help: 'Batched Direct Get requests made to read backlogs (one per free window, or per byte bound)',
+      help: 'Backlog reads asked for (one per free window, or per byte bound); a probe or a shared pass may answer several with one request',
+      registers: r,
+    }),
+    backlogProbes: new Counter({
+      name: 'push_edge_backlog_probes_total',
+      help: 'Probes: one multi_last Direct Get asking whether up to 512 connecting users have anything stored',
+      registers: r,
+    }),
+    backlogProbeSkips: new Counter({
+      name: 'push_edge_backlog_probe_skips_total',
+      help: 'Backlog reads a probe answered with nothing stored, so no read was made',
       registers: r,
     }),
     backlogSweeps: new Counter({

@@ -1,5 +1,5 @@
 import { encodeToken } from '@push/protocol';
-import type { InboxMessage, InboxStore } from './inbox-store.js';
+import { LAST_SEQS_MAX_USERS, type InboxMessage, type InboxStore } from './inbox-store.js';
 
 /** One connection's backlog read: the user's messages from a sequence on, within bounds. */
 export interface BacklogBatch {
@@ -9,7 +9,7 @@ export interface BacklogBatch {
 }
 
 /** What a BacklogReader needs of the store (InboxStore implements it). */
-export type BacklogStore = Pick<InboxStore, 'readBatch' | 'readRange'>;
+export type BacklogStore = Pick<InboxStore, 'readBatch' | 'readRange' | 'lastSeqs'>;
 
 export interface BacklogReaderOptions {
   /**
@@ -28,7 +28,15 @@ export interface BacklogReaderOptions {
   sweepMaxBytes?: number;
   /** Counts shared passes and the per-user reads they replaced (metrics). */
   onSweep?: (readers: number) => void;
+  /**
+   * Counts probes (`lastSeqs` requests), the reads they asked about and how many of those they
+   * answered at once with "nothing stored" (metrics).
+   */
+  onProbe?: (readers: number, answered: number) => void;
 }
+
+/** Probes of one app in flight at once; probes asked for meanwhile wait and go out together. */
+const PROBES_IN_FLIGHT = 2;
 
 interface Waiter {
   /** The reading connection (its identity lets it rejoin a pass it has kept up with). */
@@ -63,6 +71,10 @@ interface AppState {
   waiting: Waiter[];
   scheduled: boolean;
   pass: Pass | undefined;
+  /** Reads that first ask whether their user has anything stored (see `read`'s `probe`). */
+  probing: Waiter[];
+  probeScheduled: boolean;
+  probesInFlight: number;
 }
 
 /**
@@ -82,6 +94,15 @@ interface AppState {
  *
  * Same contract either way: a reader gets its user's messages with sequence >= fromSeq, in
  * sequence order, at most `max` and about `maxBytes`, and `more` when others may follow.
+ *
+ * Most connecting users have nothing stored, and a read that finds nothing still costs the server
+ * a scan. So a read marked `probe` (a connection's first read, when nothing says a backlog waits)
+ * first joins a probe: ONE `multi_last` Direct Get over the subjects of up to 512 waiting users
+ * (`InboxStore.lastSeqs`), which the server answers from its per-subject index without reading
+ * the stream. A user whose last sequence is below `fromSeq` (or who has none) is answered "nothing"
+ * at once; the others, and all of them when the probe fails or its answer was cut, go on to the
+ * reads above. Probes of one app go out at most PROBES_IN_FLIGHT at a time, so under a connect
+ * storm each gathers every read that came while the previous ones were out.
  */
 export class BacklogReader {
   private readonly apps = new Map<string, AppState>();
@@ -108,13 +129,10 @@ export class BacklogReader {
     fromSeq: number,
     bounds: { max: number; maxBytes: number },
     key?: object,
+    probe = false,
   ): Promise<BacklogBatch> {
     return new Promise((resolve, reject) => {
-      let st = this.apps.get(app);
-      if (st === undefined) {
-        st = { waiting: [], scheduled: false, pass: undefined };
-        this.apps.set(app, st);
-      }
+      const st = this.state(app);
       const w: Waiter = {
         key,
         user,
@@ -128,6 +146,11 @@ export class BacklogReader {
         resolve,
         reject,
       };
+      if (probe) {
+        st.probing.push(w);
+        this.scheduleProbe(app, st);
+        return;
+      }
       // A reader that consumed all a running pass handed it rides on with the pass.
       const pass = st.pass;
       const handed = key === undefined ? undefined : pass?.handed.get(key);
@@ -139,6 +162,89 @@ export class BacklogReader {
       st.waiting.push(w);
       this.schedule(app, st);
     });
+  }
+
+  private state(app: string): AppState {
+    let st = this.apps.get(app);
+    if (st === undefined) {
+      st = { waiting: [], scheduled: false, pass: undefined, probing: [], probeScheduled: false, probesInFlight: 0 };
+      this.apps.set(app, st);
+    }
+    return st;
+  }
+
+  /** Probes asked for in one event-loop turn (or while PROBES_IN_FLIGHT are out) go out together. */
+  private scheduleProbe(app: string, st: AppState): void {
+    if (st.probeScheduled || st.probesInFlight >= PROBES_IN_FLIGHT) return;
+    st.probeScheduled = true;
+    setImmediate(() => {
+      st.probeScheduled = false;
+      while (st.probing.length > 0 && st.probesInFlight < PROBES_IN_FLIGHT) this.probe(app, st);
+    });
+  }
+
+  /** Sends one probe for up to LAST_SEQS_MAX_USERS users' waiting reads. */
+  private probe(app: string, st: AppState): void {
+    const byUser = new Map<string, Waiter[]>();
+    const users: string[] = [];
+    let taken = 0;
+    for (const w of st.probing) {
+      const list = byUser.get(w.userToken);
+      if (list !== undefined) list.push(w);
+      else if (users.length < LAST_SEQS_MAX_USERS) {
+        byUser.set(w.userToken, [w]);
+        users.push(w.user);
+      } else break;
+      taken++;
+    }
+    const batch = st.probing.splice(0, taken);
+    st.probesInFlight++;
+    const toRead = (w: Waiter): void => {
+      st.waiting.push(w);
+    };
+    this.store
+      .lastSeqs(app, users)
+      .then(
+        ({ last, complete }) => {
+          let answered = 0;
+          for (const [token, list] of byUser) {
+            const seq = last.get(token);
+            for (const w of list) {
+              if (seq === undefined ? complete : seq < w.fromSeq) {
+                answered++;
+                w.done = true;
+                w.resolve({ messages: [], more: false });
+              } else toRead(w);
+            }
+          }
+          this.opts.onProbe?.(batch.length, answered);
+        },
+        () => {
+          // The probe is only a shortcut: the reads themselves say whether the store answers.
+          for (const w of batch) toRead(w);
+          this.opts.onProbe?.(batch.length, 0);
+        },
+      )
+      .finally(() => {
+        st.probesInFlight--;
+        if (st.waiting.length > 0) this.schedule(app, st);
+        if (st.probing.length > 0) this.scheduleProbe(app, st);
+        this.forget(app, st);
+      });
+  }
+
+  /** Drops an app's state once nothing of it waits or runs. */
+  private forget(app: string, st: AppState): void {
+    if (
+      st.waiting.length === 0 &&
+      st.pass === undefined &&
+      !st.scheduled &&
+      st.probing.length === 0 &&
+      st.probesInFlight === 0 &&
+      !st.probeScheduled
+    ) {
+      this.apps.delete(app);
+    }
   }
 
   /** Reads gathered in one event-loop turn are dispatched together (a pass needs them all). */
@@ -182,7 +288,7 @@ export class BacklogReader {
           this.pump();
         });
     }
-    if (st.waiting.length === 0 && st.pass === undefined) this.apps.delete(app);
+    this.forget(app, st);
   }
 
   /** A per-user read ended: give its slot to whichever app has readers waiting. */

@@ -141,6 +141,15 @@ const REMOVAL_TIMEOUT_MS = 120_000;
  */
 const READS_IN_FLIGHT = 64;
 
+/** Most subjects nats-server answers in one `multi_last` Direct Get (more is 413 Too Many Results). */
+const MULTI_LAST_MAX_RESULTS = 1024;
+
+/** Users one `lastSeqs` may ask about: two subjects each, so the answer always fits. */
+export const LAST_SEQS_MAX_USERS = MULTI_LAST_MAX_RESULTS / 2;
+
+/** Bytes one `lastSeqs` answer may carry (the last messages come with it; only their sequences are used). */
+const LAST_SEQS_MAX_BYTES = 256 * 1024;
+
 /**
  * Users' inboxes in their app's inbox stream: store (pipelined publish with a per-message TTL),
  * read the backlog (batched Direct Get `next_by_subj` over both of a user's subjects), remove on
@@ -241,6 +250,51 @@ export class InboxStore {
     bounds: { max: number; maxBytes: number },
   ): Promise<{ messages: InboxMessage[]; userTokens: string[]; more: boolean }> {
     return this.directBatch(app, this.subjects.inboxOfApp(app), fromSeq, bounds);
+  }
+
+  /**
+   * The last stored sequence of each given user (either kind), in ONE batched Direct Get
+   * (`multi_last` over the users' subjects): what a connect needs to know whether there is a
+   * backlog to read at all (see BacklogReader). `last` maps a user's subject token
+   * (`subjects.inboxUserToken`) to its last sequence; a user with nothing stored is absent.
+   * `complete` is false when the server cut the answer (more than 1,024 subjects matched, or past
+   * `maxBytes`): a user absent from `last` may then still have messages. Pass at most
+   * LAST_SEQS_MAX_USERS users (two subjects each). Rejects with PushError `store_unavailable`.
+   */
+  async lastSeqs(app: string, users: string[]): Promise<{ last: Map<string, number>; complete: boolean }> {
+    const filters = users.map((u) => this.subjects.inboxOfUser(app, u));
+    let replies: Msg[];
+    try {
+      replies = await this.reads.requestMany(
+        this.api('DIRECT.GET', app),
+        `{"multi_last":${JSON.stringify(filters)},"batch":${MULTI_LAST_MAX_RESULTS},"max_bytes":${LAST_SEQS_MAX_BYTES}}`,
+        isLastOfBatch,
+      );
+    } catch (err) {
+      throw storeError(err);
+    }
+    const last = new Map<string, number>();
+    let complete = false;
+    for (const reply of replies) {
+      const code = reply.headers?.code ?? 0;
+      if (code === 404) {
+        complete = true; // none of the subjects has a message
+        break;
+      }
+      if (code === 413) break; // more subjects matched than the server answers: not complete
+      if (code === 204) {
+        complete = Number(reply.headers?.get(NUM_PENDING) ?? '1') === 0;
+        break;
+      }
+      if (code !== 0 && code !== 200) {
+        throw new PushError('store_unavailable', `direct get failed: ${code} ${reply.headers?.description ?? ''}`);
+      }
+      const seq = Number(reply.headers?.get('Nats-Sequence') ?? NaN);
+      if (!Number.isSafeInteger(seq)) throw new PushError('store_unavailable', 'direct get answer has no sequence');
+      const token = this.subjects.inboxUserToken(reply.headers?.get('Nats-Subject') ?? '');
+      last.set(token, Math.max(seq, last.get(token) ?? 0));
+    }
+    return { last, complete };
   }
 
   private async directBatch(
