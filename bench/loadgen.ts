@@ -95,10 +95,23 @@ class Conn {
   constructor(
     readonly socket: net.Socket,
     readonly port: number,
+    /** The user's index (`${userPrefix}${i}`). */
+    readonly i: number,
   ) {}
 }
 
 const hist = new LatencyHistogram();
+/** Unicast (inbox) messages only, for scenarios that also broadcast. */
+const unicastHist = new LatencyHistogram();
+/** Churn: from dropping a connection to the `hello` of its reconnect. */
+const churnHist = new LatencyHistogram();
+/** Unicast messages' `"k"` ids received (a scenario that checks nothing was lost sets them). */
+const unicastIds = new Set<number>();
+/** Broadcast (topic) messages' `"k"` ids: how many connections got each, and when the last did. */
+const topicIds = new Map<number, { count: number; lastAt: number }>();
+let churnFailed = 0;
+/** The last open command: churn reopens its users with it. */
+let lastOpen: OpenCommand | undefined;
 const conns = new Set<Conn>();
 let protocol: Protocol = 'push';
 let received = 0;
@@ -161,15 +174,37 @@ function sentAt(text: string): number {
   return i < 0 ? Number.NaN : Number.parseFloat(text.slice(i + 4, i + 30));
 }
 
+/** Reads `"k":<integer>` (a message id set by the scenario); -1 when absent. */
+function idOf(text: string): number {
+  const i = text.indexOf('"k":');
+  return i < 0 ? -1 : Number.parseInt(text.slice(i + 4, i + 24), 10);
+}
+
 function onMessageFrame(c: Conn, text: string): void {
   const s = sentAt(text);
   const now = monoMs();
-  if (!Number.isNaN(s)) hist.record(now - s);
+  const topic = text.startsWith('{"t":"msg","topic"');
+  if (!Number.isNaN(s)) {
+    hist.record(now - s);
+    if (!topic) unicastHist.record(now - s);
+  }
   received++;
   if (firstReceiveAt === 0) firstReceiveAt = now;
   lastReceiveAt = now;
+  const k = idOf(text);
+  if (k >= 0) {
+    if (!topic) unicastIds.add(k);
+    else {
+      const t = topicIds.get(k);
+      if (t === undefined) topicIds.set(k, { count: 1, lastAt: now });
+      else {
+        t.count++;
+        t.lastAt = now;
+      }
+    }
+  }
   // Topic messages (`"topic"` follows `"t":"msg"` in our frames) take no ack.
-  if (protocol === 'push' && !text.startsWith('{"t":"msg","topic"')) {
+  if (protocol === 'push' && !topic) {
     const i = text.indexOf('"seq":');
     const seq = Number.parseInt(text.slice(i + 6, i + 26), 10);
     if (seq <= c.lastSeq) duplicates++;
@@ -307,7 +342,7 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
     const localPort = takePort();
     const socket = net.connect({ host: '127.0.0.1', port: cmd.port, localAddress: cmd.source, localPort });
     socket.setNoDelay(true);
-    const c = new Conn(socket, localPort);
+    const c = new Conn(socket, localPort, i);
     conns.add(c);
     const timer = setTimeout(() => closeUnexpectedly(c, 'timeout'), cmd.timeoutMs);
     c.settle = (ok, kind) => {
@@ -334,6 +369,7 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
 }
 
 async function open(cmd: OpenCommand): Promise<ChildMessage> {
+  lastOpen = cmd;
   protocol = cmd.protocol;
   topicsPerConnection = cmd.topics ?? 0;
   const failures: Record<string, number> = {};
@@ -359,6 +395,74 @@ async function open(cmd: OpenCommand): Promise<ChildMessage> {
   await Promise.all(Array.from({ length: Math.max(1, Math.min(cmd.concurrency, cmd.count)) }, worker));
   const ms = monoMs() - t0;
   return { type: 'opened', ok, failed: cmd.count - ok, retried, failures, ms, startedAt: t0, endedAt: t0 + ms };
+}
+
+/** Drops one ready connection with RST, as a phone losing its network does. */
+function drop(c: Conn): void {
+  c.closedByUs = true;
+  if (c.state === READY) ready--;
+  c.state = CLOSED;
+  conns.delete(c);
+  portsInUse.delete(c.port);
+  c.socket.resetAndDestroy();
+}
+
+/**
+ * Churn: for `durationMs`, every 100 ms drop `perSecond / 10` random ready connections (RST) and
+ * reconnect each user at once, as a client SDK does (retrying up to 20 times), recording the
+ * time from the drop to the new connection's `hello` (`churnHist`).
+ */
+async function churn(perSecond: number, durationMs: number): Promise<ChildMessage> {
+  const cmd = lastOpen;
+  if (cmd === undefined) throw new Error('churn before open');
+  const failures: Record<string, number> = {};
+  const pending: Array<Promise<void>> = [];
+  let dropped = 0;
+  let carry = 0;
+  const end = monoMs() + durationMs;
+  while (monoMs() < end) {
+    const tick = monoMs();
+    carry += perSecond / 10;
+    const n = Math.floor(carry);
+    carry -= n;
+    const live = [...conns].filter((c) => c.state === READY);
+    for (let j = 0; j < n && live.length > 0; j++) {
+      const at = Math.floor(Math.random() * live.length);
+      const c = live[at] as Conn;
+      live[at] = live[live.length - 1] as Conn;
+      live.pop();
+      drop(c);
+      dropped++;
+      const t0 = monoMs();
+      pending.push(
+        (async () => {
+          for (let attempt = 0; ; attempt++) {
+            if (await openOne(cmd, c.i, failures)) {
+              churnHist.record(monoMs() - t0);
+              return;
+            }
+            if (attempt >= 20) {
+              churnFailed++;
+              return;
+            }
+            await new Promise((r) => setTimeout(r, backoffDelay(attempt, CONNECT_RETRY)));
+          }
+        })(),
+      );
+    }
+    await new Promise((r) => setTimeout(r, Math.max(0, 100 - (monoMs() - tick))));
+  }
+  await Promise.all(pending);
+  return { type: 'churned', dropped, failed: churnFailed, failures };
+}
+
+/** The ids received (see `idOf`), and this process's memory. */
+function ids(): ChildMessage {
+  return {
+    type: 'ids',
+    unicast: [...unicastIds],
+    topics: [...topicIds.entries()].map(([k, t]) => [k, t.count, t.lastAt]),
+  };
 }
 
 /** Closes every connection with RST (no TIME_WAIT). */
@@ -388,9 +492,16 @@ function stats(reset: boolean, withHistogram: boolean): ChildMessage {
     closeKinds: { ...closeKinds },
     hist: withHistogram ? hist.toPairs() : [],
     histMax: hist.max,
+    unicastHist: withHistogram ? unicastHist.toPairs() : [],
+    unicastHistMax: unicastHist.max,
+    churnHist: withHistogram ? churnHist.toPairs() : [],
+    churnHistMax: churnHist.max,
+    rss: process.memoryUsage.rss(),
   };
   if (reset) {
     hist.reset();
+    unicastHist.reset();
+    churnHist.reset();
     received = 0;
     duplicates = 0;
     firstReceiveAt = 0;
@@ -405,6 +516,10 @@ serveParent(async (msg) => {
       return open(msg as unknown as OpenCommand);
     case 'reset':
       return resetAll();
+    case 'churn':
+      return churn(Number(msg['perSecond']), Number(msg['durationMs']));
+    case 'ids':
+      return ids();
     case 'stats':
       return stats(msg['reset'] === true, msg['histogram'] !== false);
     default:

@@ -12,6 +12,7 @@ import { runFailover } from './failover.js';
 import { runFanout } from './fanout.js';
 import { runIdle } from './idle.js';
 import { runJobs } from './jobs.js';
+import { runMillion } from './million.js';
 import { runCleanups } from './lib/procs.js';
 import { note, printSummary, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
 import type { RunOptions } from './lib/scenario.js';
@@ -33,9 +34,10 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   webhooks: runWebhooks,
   broadcast: runBroadcast,
   failover: runFailover,
+  million: runMillion,
 };
 
-const NOT_IN_SMOKE = ['failover'];
+const NOT_IN_SMOKE = ['failover', 'million'];
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);

@@ -1,6 +1,9 @@
 import type { OpenCommand } from '../loadgen.js';
 import { LatencyHistogram } from './hist.js';
-import { ask, sleep, spawnNode, type Child } from './procs.js';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ask, ROOT, sleep, spawnNode, type Child } from './procs.js';
 import type { Target } from './targets.js';
 
 /** Connections one load child holds at most (a process here may hold 20,000 file descriptors). */
@@ -28,10 +31,32 @@ export interface FleetStats {
   unexpectedCloses: number;
   closeKinds: Record<string, number>;
   hist: LatencyHistogram;
+  /** Inbox messages only (no topic messages). */
+  unicastHist: LatencyHistogram;
+  /** Churn: drop to the reconnect's `hello`. */
+  churnHist: LatencyHistogram;
+  /** The load children's resident memory, summed. */
+  rss: number;
 }
 
-/** One child's counters: the same, with its histogram as bucket pairs. */
-type ChildStats = Omit<FleetStats, 'hist'> & { hist: Array<[number, number]>; histMax: number };
+type Pairs = Array<[number, number]>;
+
+/** One child's counters: the same, with its histograms as bucket pairs. */
+type ChildStats = Omit<FleetStats, 'hist' | 'unicastHist' | 'churnHist'> & {
+  hist: Pairs;
+  histMax: number;
+  unicastHist: Pairs;
+  unicastHistMax: number;
+  churnHist: Pairs;
+  churnHistMax: number;
+};
+
+/** What the children received of messages carrying a `"k"` id (see loadgen.ts `ids`). */
+export interface ReceivedIds {
+  unicast: Set<number>;
+  /** Per topic message id: how many connections got it, and when the last one did (monoMs). */
+  topics: Map<number, { count: number; lastAt: number }>;
+}
 
 export interface OpenOptions {
   /** What to connect to: its protocol, its ports (child i connects to ports[i % ports.length]), its token. */
@@ -49,6 +74,22 @@ export interface OpenOptions {
 }
 
 /**
+ * bench/loadgen.ts bundled into one plain JavaScript file (.data/bench/loadgen.mjs) once per
+ * run, so that the children run on node alone: through tsx each child held about 45 MB more,
+ * which across the 56 children of a million connections is 2.5 GB the servers could not have.
+ */
+function loadgenBundle(): string {
+  const out = '.data/bench/loadgen.mjs';
+  mkdirSync(join(ROOT, '.data/bench'), { recursive: true });
+  execFileSync(
+    join(ROOT, 'node_modules/.bin/esbuild'),
+    ['bench/loadgen.ts', '--bundle', '--platform=node', '--format=esm', '--log-level=warning', `--outfile=${out}`],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  return out;
+}
+
+/**
  * The load-generator children (bench/loadgen.ts), each connecting from its own loopback address
  * 127.0.0.(2 + i). Users are split evenly, so a user's index tells which child holds it.
  */
@@ -56,8 +97,11 @@ export class LoadFleet {
   private constructor(readonly children: Child[]) {}
 
   static start(count: number): LoadFleet {
+    const script = loadgenBundle();
     return new LoadFleet(
-      Array.from({ length: count }, (_, i) => spawnNode(`load${i}`, 'bench/loadgen.ts', { ipc: true })),
+      Array.from({ length: count }, (_, i) =>
+        spawnNode(`load${i}`, script, { ipc: true, nodeArgs: ['--max-semi-space-size=1'] }),
+      ),
     );
   }
 
@@ -139,9 +183,13 @@ export class LoadFleet {
       this.children.map((c) => ask<ChildStats>(c, { type: 'stats', reset, histogram }, 'stats')),
     );
     const hist = new LatencyHistogram();
+    const unicastHist = new LatencyHistogram();
+    const churnHist = new LatencyHistogram();
     const closeKinds: Record<string, number> = {};
     for (const s of all) {
       hist.add(s.hist, s.histMax);
+      unicastHist.add(s.unicastHist, s.unicastHistMax);
+      churnHist.add(s.churnHist, s.churnHistMax);
       for (const [k, v] of Object.entries(s.closeKinds)) closeKinds[k] = (closeKinds[k] ?? 0) + v;
     }
     const firsts = all.map((s) => s.firstReceiveAt).filter((t) => t > 0);
@@ -154,7 +202,54 @@ export class LoadFleet {
       unexpectedCloses: all.reduce((s, a) => s + a.unexpectedCloses, 0),
       closeKinds,
       hist,
+      unicastHist,
+      churnHist,
+      rss: all.reduce((sum, a) => sum + a.rss, 0),
     };
+  }
+
+  /**
+   * Churn over the whole fleet: `perSecond` connections a second (split over the children) drop
+   * and reconnect, for `durationMs`. Resolves when every reconnect is done.
+   */
+  async churn(perSecond: number, durationMs: number): Promise<{ dropped: number; failed: number }> {
+    const n = this.children.length;
+    const answers = await Promise.all(
+      this.children.map((c) =>
+        ask<{ dropped: number; failed: number }>(
+          c,
+          { type: 'churn', perSecond: perSecond / n, durationMs },
+          'churned',
+          durationMs + 300_000,
+        ),
+      ),
+    );
+    return {
+      dropped: answers.reduce((s, a) => s + a.dropped, 0),
+      failed: answers.reduce((s, a) => s + a.failed, 0),
+    };
+  }
+
+  /** The message ids every child received (merged). */
+  async ids(): Promise<ReceivedIds> {
+    const all = await Promise.all(
+      this.children.map((c) =>
+        ask<{ unicast: number[]; topics: Array<[number, number, number]> }>(c, { type: 'ids' }, 'ids'),
+      ),
+    );
+    const out: ReceivedIds = { unicast: new Set(), topics: new Map() };
+    for (const a of all) {
+      for (const k of a.unicast) out.unicast.add(k);
+      for (const [k, count, lastAt] of a.topics) {
+        const t = out.topics.get(k);
+        if (t === undefined) out.topics.set(k, { count, lastAt });
+        else {
+          t.count += count;
+          t.lastAt = Math.max(t.lastAt, lastAt);
+        }
+      }
+    }
+    return out;
   }
 
   /**

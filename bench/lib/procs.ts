@@ -42,12 +42,21 @@ export async function runCleanups(): Promise<void> {
 function hookSignals(): void {
   if (signalsHooked) return;
   signalsHooked = true;
+  let cleaning = false;
+  // Every signal is handled, not only the first: a Ctrl-C reaches tsx and this process both, and
+  // tsx passes its own on, so a second SIGINT arrives at once; with the default action it would
+  // kill this process halfway through stopping the servers and leave the rest running.
   const handler = (signal: NodeJS.Signals): void => {
+    if (cleaning) {
+      process.stderr.write(`${signal}: still cleaning up (stopping the processes this run started)\n`);
+      return;
+    }
+    cleaning = true;
     process.stderr.write(`\n${signal}: cleaning up\n`);
     void runCleanups().finally(() => process.exit(130));
   };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
 }
 
 /** A port that was free a moment ago on 127.0.0.1 (children get a fixed port to listen on). */

@@ -116,6 +116,15 @@ export async function inspectorGc(inspectPort: number): Promise<void> {
   }
 }
 
+/** One edge's figures, scraped with no forced GC (OursTarget.sample). */
+export interface EdgeSample {
+  rss: number;
+  heapUsed: number;
+  connections: number;
+  loopP99: number;
+  loopMax: number;
+}
+
 /** Batch API calls in flight at once when a scenario pushes many messages to our center. */
 const PUSH_CONCURRENCY = 8;
 const MAX_BATCH = 1000;
@@ -128,13 +137,15 @@ export class OursTarget implements Target {
   readonly ports: number[] = [];
   token: OpenCommand['token'];
   private readonly inspectPorts: number[] = [];
+  private edgeNodeArgs: string[] = [];
 
   private constructor(
     readonly stack: BenchStack,
     readonly app: BenchApp,
   ) {}
 
-  static async start(edges = 1, env: Record<string, string> = {}): Promise<OursTarget> {
+  /** `edgeNodeArgs`: node flags for the edges only (V8 tuning, see bench/README.md "million"). */
+  static async start(edges = 1, env: Record<string, string> = {}, edgeNodeArgs: string[] = []): Promise<OursTarget> {
     const stack = new BenchStack({ PUSH_EDGE_MAX_CONNECTIONS: '19500', ...env });
     await stack.startCenter();
     const app = await stack.createApp({ maxPendingPerUser: 1000 });
@@ -142,6 +153,7 @@ export class OursTarget implements Target {
     const secret = app.record.secrets[0];
     if (secret === undefined) throw new Error('the app has no secret');
     t.token = { app: app.record.id, kid: secret.kid, secret: secret.secret, ttlSeconds: 3600 };
+    t.edgeNodeArgs = edgeNodeArgs;
     for (let i = 0; i < edges; i++) await t.startEdge();
     return t;
   }
@@ -149,7 +161,7 @@ export class OursTarget implements Target {
   /** Starts edge `i` (a new one when i is past the end) and records its port, process, inspector. */
   private async startEdge(i = this.ports.length): Promise<void> {
     const inspect = await freePort();
-    const idx = await this.stack.startEdge({}, [`--inspect=127.0.0.1:${inspect}`], this.ports[i]);
+    const idx = await this.stack.startEdge({}, [...this.edgeNodeArgs, `--inspect=127.0.0.1:${inspect}`], this.ports[i]);
     const e = this.stack.edges[idx];
     if (e === undefined) throw new Error('edge did not start');
     this.ports[i] = e.port;
@@ -185,6 +197,41 @@ export class OursTarget implements Target {
       out.connections += m['push_edge_connections'] ?? Number.NaN;
     }
     return out;
+  }
+
+  /**
+   * Each edge as an operator sees it, with no forced GC: resident and heap memory, connections,
+   * and the event-loop delay since the previous scrape (p99 and max, seconds).
+   */
+  async sample(): Promise<EdgeSample[]> {
+    return Promise.all(
+      this.ports.map(async (port) => {
+        const m = await scrapeMetrics(`http://127.0.0.1:${port}/metrics`, [
+          'process_resident_memory_bytes',
+          'nodejs_heap_size_used_bytes',
+          'push_edge_connections',
+          'nodejs_eventloop_lag_p99_seconds',
+          'nodejs_eventloop_lag_max_seconds',
+        ]);
+        return {
+          rss: m['process_resident_memory_bytes'] ?? Number.NaN,
+          heapUsed: m['nodejs_heap_size_used_bytes'] ?? Number.NaN,
+          connections: m['push_edge_connections'] ?? Number.NaN,
+          loopP99: m['nodejs_eventloop_lag_p99_seconds'] ?? Number.NaN,
+          loopMax: m['nodejs_eventloop_lag_max_seconds'] ?? Number.NaN,
+        };
+      }),
+    );
+  }
+
+  /** One batch API call, answering the center's results (one per message: `seq`, or an error). */
+  async pushResults(messages: Message[]): Promise<Array<{ seq?: number }>> {
+    const body = (await postJson(
+      `${this.stack.centerUrl}/v1/apps/${encodeURIComponent(this.app.record.id)}/push`,
+      { messages },
+      { authorization: `Bearer ${this.app.apiKey}` },
+    )) as { results?: Array<{ seq?: number }> };
+    return body.results ?? [];
   }
 
   /** One batch API call. */
