@@ -13,6 +13,7 @@ import { runFanout } from './fanout.js';
 import { runIdle } from './idle.js';
 import { runJobs } from './jobs.js';
 import { runMillion } from './million.js';
+import { leaveTsxCli } from './lib/main.js';
 import { runCleanups } from './lib/procs.js';
 import { note, printSummary, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
 import type { RunOptions } from './lib/scenario.js';
@@ -37,7 +38,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   million: runMillion,
 };
 
-const NOT_IN_SMOKE = ['failover', 'million'];
+const NOT_IN_SMOKE = ['failover'];
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
@@ -77,10 +78,11 @@ async function main(): Promise<number> {
   return failed > 0 ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`${String(err)}\n`);
-    void runCleanups().finally(() => process.exit(1));
-  },
-);
+if (!leaveTsxCli(import.meta.url))
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${String(err)}\n`);
+      void runCleanups().finally(() => process.exit(1));
+    },
+  );

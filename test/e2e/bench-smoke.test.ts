@@ -17,6 +17,7 @@ const SCENARIOS = [
   'upstream',
   'webhooks',
   'broadcast',
+  'million',
 ];
 
 /**
@@ -70,5 +71,14 @@ describe('benchmark harness (smoke mode)', function () {
     expect(broadcast.delivered).to.equal(broadcast.expected);
     expect(broadcast.allDelivered).to.equal(true);
     expect(output).to.match(/fanout\s+our edge as a share of the bare uWS ceiling/);
+    // The million scenario at its smoke size: everyone held, and through the churn every push the
+    // center accepted reached its user.
+    const million = JSON.parse(
+      readFileSync(path.join(dir, files.find((f) => f.endsWith('-million.json')) as string), 'utf8'),
+    ) as { connections: number; held: number; churn: { pushesAccepted: number; lost: number; dropped: number } };
+    expect(million.held).to.equal(million.connections);
+    expect(million.churn.dropped).to.be.greaterThan(0);
+    expect(million.churn.pushesAccepted).to.be.greaterThan(0);
+    expect(million.churn.lost).to.equal(0);
   });
 });
