@@ -62,6 +62,7 @@ function loginView(problem?: string): void {
         saveSession(s);
         announce('Logged in');
         go('#/overview');
+        void refreshApps();
       },
       (err: unknown) => {
         error.textContent =

@@ -61,25 +61,27 @@ export function userView(main: HTMLElement, app: string, user: string | undefine
     timers.add(t);
   };
 
-  const watchAck = (seq: number, item: HTMLElement, started: number): void => {
+  const watchAck = (seq: number, state: HTMLElement, started: number): void => {
     api<{ stored: boolean }>('GET', `${base}/inbox/${seq}`).then(
       (r) => {
         if (!r.stored) {
-          item.append(
-            h('span', { class: 'badge ok', 'data-acked': String(seq) }, ` acked after ${Date.now() - started} ms`),
+          fill(
+            state,
+            h('span', { class: 'badge ok', 'data-acked': String(seq) }, `acked after ${Date.now() - started} ms`),
           );
           announce(`Message ${seq} acked`);
           return;
         }
         if (Date.now() - started > ACK_WAIT_MS) {
-          item.append(
-            h('span', { class: 'badge warn' }, ' still pending (no device acked it yet; it waits in the inbox)'),
+          fill(
+            state,
+            h('span', { class: 'badge warn' }, 'still pending: no device acked it yet; it waits in the inbox'),
           );
           return;
         }
-        later(() => watchAck(seq, item, started), ACK_POLL_MS);
+        later(() => watchAck(seq, state, started), ACK_POLL_MS);
       },
-      (err: unknown) => item.append(h('span', { class: 'error' }, ` ${message(err)}`)),
+      (err: unknown) => fill(state, h('span', { class: 'error' }, message(err))),
     );
   };
   pushForm.addEventListener('submit', (ev) => {
@@ -90,14 +92,12 @@ export function userView(main: HTMLElement, app: string, user: string | undefine
       data: testData(dataIn.value),
     }).then(
       (r) => {
-        const item = h(
-          'li',
-          { 'data-seq': String(r.seq) },
-          `seq ${r.seq} stored at ${new Date().toLocaleTimeString()}, waiting for an ack…`,
+        const state = h('span', { class: 'badge' }, 'waiting for an ack…');
+        pushLog.prepend(
+          h('li', { 'data-seq': String(r.seq) }, `seq ${r.seq} stored at ${new Date().toLocaleTimeString()} `, state),
         );
-        pushLog.prepend(item);
         announce(`Message ${r.seq} stored`);
-        watchAck(r.seq, item, Date.now());
+        watchAck(r.seq, state, Date.now());
       },
       (err: unknown) => {
         pushError.textContent = message(err);
@@ -120,10 +120,14 @@ export function userView(main: HTMLElement, app: string, user: string | undefine
           ' · pending: ',
           h('strong', { id: 'user-pending' }, num(s.pending)),
         ),
-        table(
-          'Connections',
-          ['edge', 'device', 'since', 'connection'],
-          s.connections.map((c) => [c.edge, c.device || '–', since(c.since), h('code', {}, c.conn)]),
+        h(
+          'div',
+          { id: 'user-connections' },
+          table(
+            'Connections',
+            ['edge', 'device', 'since', 'connection'],
+            s.connections.map((c) => [c.edge, c.device || '–', since(c.since), h('code', {}, c.conn)]),
+          ),
         ),
       );
     } catch (err) {
