@@ -156,6 +156,7 @@ cat <<EOF
   dispatcher   http://127.0.0.1:$(app_port dispatcher)/v1/edges?app=demo&user=alice
   coordinator  http://127.0.0.1:$(app_port coordinator)
   demo page    http://127.0.0.1:$(app_port demo)   alice and bob chatting, plus a live feed (open it in a browser)
+  console      $center_url/console/   web console: log in with the admin key ($DATA/admin-key)
 
 Demo app 'demo' (credentials in $DATA/demo.json):
   API key      $api_key

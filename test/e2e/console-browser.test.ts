@@ -232,6 +232,15 @@ describe('web console in headless Chromium (issue 19)', function () {
     await card.locator('[data-col="dead-letters"]').filter({ hasText: /^0$/ }).waitFor();
   });
 
+  it('follows the system theme: dark when the browser prefers dark, light otherwise', async function () {
+    await page.emulateMedia({ colorScheme: 'light' });
+    await login(stack.adminKey);
+    const background = () => page.evaluate('getComputedStyle(document.body).backgroundColor');
+    expect(await background()).to.equal('rgb(255, 255, 255)');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    expect(await background()).to.equal('rgb(13, 17, 23)');
+  });
+
   it("with app B's API key shows app B only: nothing of app A on the overview, no apps admin", async function () {
     clients.push(await a.connect('alice', 'phone'));
     clients.push(await b.connect('bob', 'laptop'));
