@@ -146,6 +146,36 @@ describe('console summary API (issue 19)', function () {
     expect(types).to.include.members(['conn_open', 'delivered', 'acked']);
   });
 
+  it('tails a topic: its last sequence first, then the messages stored after it, in order; bad input gets its code', async function () {
+    type Tail = { topic: string; last: number; messages: Array<{ seq: number; data?: unknown; b64?: string }> };
+    const path = `${appPath(a)}/topics/room-1/messages`;
+    await a.publishTopicOk('room-1', { n: 0 });
+    const start = await stack.http<Tail>('GET', path, a.apiKey);
+    expect(start.status).to.equal(200);
+    expect(start.body.messages).to.deep.equal([]);
+    expect(start.body.last).to.be.greaterThan(0);
+    const s1 = await a.publishTopicOk('room-1', { n: 1 });
+    await a.publishTopicOk('other', { n: 'not this topic' });
+    const s2 = await a.publishTopicOk('room-1', { n: 2 });
+    const next = await stack.http<Tail>('GET', `${path}?after=${start.body.last}`, a.apiKey);
+    expect(next.body.messages.map((m) => [m.seq, m.data])).to.deep.equal([
+      [s1, { n: 1 }],
+      [s2, { n: 2 }],
+    ]);
+    expect(next.body.last).to.equal(s2);
+    const none = await stack.http<Tail>('GET', `${path}?after=${s2}`, a.apiKey);
+    expect([none.body.messages, none.body.last]).to.deep.equal([[], s2]);
+    const bad = await stack.http<Err>('GET', `${path}?after=-1`, a.apiKey);
+    expect([bad.status, bad.body.error.code]).to.deep.equal([400, 'bad_request']);
+    // The broadcast topic tails like any other; other names starting with _ are reserved.
+    const all = await stack.http<Tail>('GET', `${appPath(a)}/topics/_all/messages?after=0`, a.apiKey);
+    expect(all.status).to.equal(200);
+    const reserved = await stack.http<Err>('GET', `${appPath(a)}/topics/_other/messages`, a.apiKey);
+    expect([reserved.status, reserved.body.error.code]).to.deep.equal([400, 'invalid_topic']);
+    const other = await stack.http<Err>('GET', path, b.apiKey);
+    expect(other.body.error.code).to.equal('wrong_app');
+  });
+
   it('lets the admin key act on an app as its API key does (the console pushes and looks users up with it), not on a disabled app', async function () {
     const r = await stack.http<{ seq: number }>('POST', `${appPath(b)}/push`, stack.adminKey, { user: 'zed', data: 1 });
     expect(r.status).to.equal(200);

@@ -164,6 +164,19 @@ describe('web console in headless Chromium (issue 19)', function () {
     await page.screenshot({ path: path.join(SHOTS, 'console-user.png'), fullPage: false });
   });
 
+  it("publishes to a topic from the topic page and shows it, and the business's messages, in the live tail", async function () {
+    await login(stack.adminKey);
+    await page.goto(`${stack.httpUrl}/console/#/app/${a.id}/topics/news`);
+    await page.locator('#topic-connections').waitFor();
+    await page.getByText('Following from stream sequence').waitFor();
+    await page.getByLabel('Data (JSON, or text)').fill('{"headline":"from the console"}');
+    await page.getByRole('button', { name: 'Publish test message' }).click();
+    await page.locator('#topic-tail li').filter({ hasText: '{"headline":"from the console"}' }).waitFor();
+    const seq = await a.publishTopicOk('news', { headline: 'from the business' });
+    await page.locator(`[data-topic-seq="${seq}"]`).filter({ hasText: 'from the business' }).waitFor();
+    expect(await page.locator('#topic-tail li').first().getAttribute('data-topic-seq')).to.equal(String(seq));
+  });
+
   it('edits a setting: a bad value gets its error beside the field, a good one is saved', async function () {
     await login(stack.adminKey);
     await page.goto(`${stack.httpUrl}/console/#/apps/${a.id}`);

@@ -236,7 +236,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         maxBodyBytes: config.center.maxBodyBytes,
         adminKey: config.center.adminKey,
         corsOrigins: config.center.corsOrigins,
-        console: new ConsoleService(conn, subjects, apps, webhookDirectory, redis, pool),
+        console: new ConsoleService(conn, subjects, apps, webhookDirectory, redis, pool, topicStore),
       });
       listening = await listen(app, config.center.host, config.center.port);
       log.info({ port: listening.port }, 'center listening');

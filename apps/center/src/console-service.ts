@@ -7,6 +7,7 @@ import {
   recentEvents,
   webhookBacklog,
   type NatsConnection,
+  type TopicStore,
 } from '@push/nats';
 import { PushError, isEdgeStats, type AppRecord, type EdgeStats, type Subjects } from '@push/protocol';
 import type { Redis } from 'ioredis';
@@ -19,6 +20,17 @@ const PROBE_MS = 1500;
 export const SUMMARY_MAX_APPS = 100;
 /** Most events a user's recent-events read scans (the last ones of the app's event stream). */
 export const USER_EVENTS_SCAN = 500;
+/** Most topic messages (and bytes) one tail read answers. */
+const TAIL_MAX = 100;
+const TAIL_MAX_BYTES = 512 * 1024;
+
+/** A topic message as the tail shows it: JSON `data`, or `b64` for bytes. */
+export interface TailedMessage {
+  seq: number;
+  ts: number;
+  data?: unknown;
+  b64?: string;
+}
 
 /** One service's health: whether it answered, and how long it took or why not. */
 export interface Health {
@@ -95,6 +107,7 @@ export class ConsoleService {
     private readonly webhooks: WebhookDirectory,
     private readonly redis: Redis,
     private readonly db: Knex,
+    private readonly topics: TopicStore,
   ) {}
 
   /** Every app's figures (admin key). */
@@ -135,6 +148,31 @@ export class ConsoleService {
   inboxHolds(app: AppRecord, user: string, seq: number): Promise<boolean> {
     if (!Number.isSafeInteger(seq) || seq < 1) throw new PushError('bad_request', 'seq must be a positive integer');
     return inboxHolds(this.nc, this.subjects, app.id, user, seq);
+  }
+
+  /**
+   * A topic's messages stored after stream sequence `after`, oldest first (at most TAIL_MAX), and
+   * the sequence to ask from next. Without `after`: no messages, and the topic's last sequence
+   * (where a tail starts). Rejects with `store_unavailable`.
+   */
+  async topicTail(
+    app: AppRecord,
+    topic: string,
+    after: number | undefined,
+  ): Promise<{ topic: string; last: number; messages: TailedMessage[] }> {
+    if (after === undefined) return { topic, last: await this.topics.lastSeq(app.id, topic), messages: [] };
+    const { messages } = await this.topics.readBatch(app.id, topic, after + 1, {
+      max: TAIL_MAX,
+      maxBytes: TAIL_MAX_BYTES,
+    });
+    const out: TailedMessage[] = [];
+    for (const m of messages) {
+      if (m.malformed === true) continue;
+      const bytes = Buffer.from(m.bytes);
+      if (m.binary) out.push({ seq: m.seq, ts: m.ts, b64: bytes.toString('base64') });
+      else out.push({ seq: m.seq, ts: m.ts, data: JSON.parse(bytes.toString('utf8')) as unknown });
+    }
+    return { topic, last: messages.at(-1)?.seq ?? after, messages: out };
   }
 
   /** Asks every edge for its figures; waits for as many answers as edges hold a lease, or EDGE_WAIT_MS. */

@@ -253,6 +253,21 @@ function consoleRoutes(
     },
     {
       method: 'get',
+      pattern: '/v1/apps/:app/topics/:topic/messages',
+      op: 'console.topicTail',
+      body: false,
+      handler: async (ex, [rawApp, rawTopic]) => {
+        const app = open(ex, rawApp);
+        const topic = topicParam(rawTopic);
+        const raw = new URLSearchParams(ex.query).get('after');
+        const after = raw === null ? undefined : Number(raw);
+        if (after !== undefined && (!Number.isSafeInteger(after) || after < 0))
+          throw new PushError('bad_request', 'after must be a sequence (an integer, 0 or more)');
+        return { status: 200, body: await reads.topicTail(app, topic, after) };
+      },
+    },
+    {
+      method: 'get',
       pattern: '/v1/apps/:app/users/:user/inbox/:seq',
       op: 'console.inbox',
       body: false,

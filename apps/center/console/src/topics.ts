@@ -28,7 +28,7 @@ export function topicsView(main: HTMLElement, app: string, topic: string | undef
   const note = h(
     'p',
     { class: 'note' },
-    'Not shown yet: a live tail of the topic’s messages (the console has no client connection of its own).',
+    'The broadcast topic, which every connection of the app receives, is _all; other names starting with _ are reserved.',
   );
   if (topic === undefined) {
     fill(main, h('h1', {}, 'Topics of ', h('code', {}, app)), lookup, note);
@@ -64,6 +64,52 @@ export function topicsView(main: HTMLElement, app: string, topic: string | undef
   });
   let stopped = false;
   let timer: number | undefined;
+  let tailTimer: number | undefined;
+  // Live tail: the topic's last sequence first, then what is stored after it, every second.
+  const tail = h('ol', { id: 'topic-tail', reversed: true, 'aria-live': 'polite' });
+  const tailState = h('p', { class: 'note' }, 'starting…');
+  let last: number | undefined;
+  let paused = false;
+  const pause = h(
+    'button',
+    {
+      type: 'button',
+      'aria-pressed': 'false',
+      onclick: () => {
+        paused = !paused;
+        pause.setAttribute('aria-pressed', String(paused));
+        pause.textContent = paused ? 'Resume tail' : 'Pause tail';
+      },
+    },
+    'Pause tail',
+  );
+  const follow = async (): Promise<void> => {
+    if (!paused) {
+      try {
+        const q = last === undefined ? '' : `?after=${last}`;
+        const r = await api<{
+          last: number;
+          messages: Array<{ seq: number; ts: number; data?: unknown; b64?: string }>;
+        }>('GET', `${base}/messages${q}`);
+        for (const m of r.messages) {
+          tail.prepend(
+            h(
+              'li',
+              { 'data-topic-seq': String(m.seq) },
+              `seq ${m.seq} · ${new Date(m.ts).toLocaleTimeString()} · `,
+              h('code', {}, m.b64 !== undefined ? `(bytes, base64) ${m.b64}` : JSON.stringify(m.data)),
+            ),
+          );
+        }
+        while (tail.children.length > 100) tail.lastElementChild?.remove();
+        last = r.last;
+        tailState.textContent = `Following from stream sequence ${r.last}: new messages appear at the top.`;
+      } catch (err) {
+        tailState.textContent = `Tail stopped: ${message(err)}`;
+      }
+    }
+    if (!stopped) tailTimer = window.setTimeout(() => void follow(), 1000);
+  };
   const load = async (): Promise<void> => {
     try {
       const t = await api<TopicView>('GET', `${base}/presence`);
@@ -100,13 +146,16 @@ export function topicsView(main: HTMLElement, app: string, topic: string | undef
     lookup,
     h('section', {}, h('h2', {}, 'Occupancy and presence'), view),
     h('section', {}, h('h2', { id: 'h-publish' }, 'Publish'), form),
+    h('section', {}, h('h2', {}, 'Live tail'), h('div', { class: 'row' }, pause), tailState, tail),
     note,
   );
   void load();
+  void follow();
   return {
     stop: () => {
       stopped = true;
       window.clearTimeout(timer);
+      window.clearTimeout(tailTimer);
     },
   };
 }
