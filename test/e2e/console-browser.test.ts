@@ -245,6 +245,45 @@ describe('web console in headless Chromium (issue 19)', function () {
     await card.locator('[data-col="dead-letters"]').filter({ hasText: /^0$/ }).waitFor();
   });
 
+  it('creates an app (its API key shown once) and deletes it only after its id is typed', async function () {
+    const id = `temp-${randomBytes(3).toString('hex')}`;
+    await login(stack.adminKey);
+    await page.getByRole('link', { name: 'Apps' }).click();
+    await page.getByLabel('Id').fill(id);
+    await page.getByRole('button', { name: 'Create app' }).click();
+    const key = (await page.locator('[data-secret="API key"]').textContent()) ?? '';
+    expect(key).to.match(/^pk_/);
+    // The key shown pushes to the new app.
+    const pushed = await stack.http('POST', `/v1/apps/${id}/push`, key, { user: 'u', data: 1 });
+    expect(pushed.status).to.equal(200);
+    await page.getByRole('table').getByRole('link', { name: id, exact: true }).click();
+    await page.getByLabel(/^Type .* to delete/).fill('wrong');
+    await page.getByRole('button', { name: 'Delete app' }).click();
+    await page.getByRole('alert').filter({ hasText: 'nothing was deleted' }).waitFor();
+    expect((await stack.http('GET', `/v1/admin/apps/${id}`, stack.adminKey)).status).to.equal(200);
+    await page.getByLabel(/^Type .* to delete/).fill(id);
+    await page.getByRole('button', { name: 'Delete app' }).click();
+    await page.getByRole('heading', { name: 'Apps', exact: true }).waitFor();
+    expect((await stack.http('GET', `/v1/admin/apps/${id}`, stack.adminKey)).status).to.equal(404);
+  });
+
+  it('shows a fan-out job with its state and cancels it', async function () {
+    const created = await stack.http<{ job: { id: string } }>('POST', `/v1/apps/${a.id}/jobs`, a.apiKey, {
+      data: { promo: 1 },
+      open: true,
+    });
+    expect(created.status).to.equal(201);
+    const job = created.body.job.id;
+    await login(stack.adminKey);
+    await page.goto(`${stack.httpUrl}/console/#/app/${a.id}/jobs`);
+    const row = page.locator(`[data-job="${job}"]`);
+    await row.getByRole('cell', { name: 'open', exact: true }).waitFor();
+    await row.getByRole('button', { name: `Cancel ${job}` }).click();
+    await row.getByRole('cell', { name: 'cancelled', exact: true }).waitFor();
+    const after = await stack.http<{ job: { state: string } }>('GET', `/v1/apps/${a.id}/jobs/${job}`, a.apiKey);
+    expect(after.body.job.state).to.equal('cancelled');
+  });
+
   it('follows the system theme: dark when the browser prefers dark, light otherwise', async function () {
     await page.emulateMedia({ colorScheme: 'light' });
     await login(stack.adminKey);

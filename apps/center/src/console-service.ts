@@ -46,13 +46,17 @@ export interface AppFigures {
   disabled: boolean;
   /** Open connections over every edge that answered. */
   connections: number;
-  /** Messages stored in the app's inboxes now (not acked, not expired), both kinds. */
-  pending: number;
+  /**
+   * Messages stored in the app's inboxes now (not acked, not expired), both kinds. This and the
+   * other stream figures are null when JetStream did not answer (`unavailable` says why).
+   */
+  pending: number | null;
   /** Last sequence of the inbox stream: every message ever stored in the app's inboxes (a counter). */
-  inboxStored: number;
+  inboxStored: number | null;
   /** Last sequence of the topic stream: every topic message ever stored, `_all` included (a counter). */
-  topicStored: number;
-  webhooks: Array<{ id: string; url: string; disabled: boolean; waiting: number; deadLetters: number }>;
+  topicStored: number | null;
+  webhooks: Array<{ id: string; url: string; disabled: boolean; waiting: number | null; deadLetters: number | null }>;
+  unavailable?: string;
 }
 
 /** An edge as an app's view shows it: its id and that app's connections there, nothing of other apps. */
@@ -210,31 +214,53 @@ export class ConsoleService {
     return alive;
   }
 
+  /**
+   * Stream and webhook figures per app. JetStream not answering (NATS reconnecting, a stream
+   * without a leader) leaves an app's figures null with the reason, so the rest of the summary
+   * (health above all) still answers.
+   */
   private async appFigures(records: AppRecord[]): Promise<AppFigures[]> {
     const endpoints = [...this.webhooks.all().values()];
+    const ready = natsReadiness(this.nc);
     return Promise.all(
       records.map(async (r) => {
-        const { inbox, topics } = await appStreamFigures(this.nc, this.subjects, r.id);
-        const webhooks = await Promise.all(
-          endpoints
-            .filter((ep) => ep.app === r.id)
-            .map(async (ep) => ({
+        const mine = endpoints.filter((ep) => ep.app === r.id);
+        const base = { id: r.id, name: r.name, disabled: r.disabled, connections: 0 };
+        const blank = (why: string): AppFigures => ({
+          ...base,
+          pending: null,
+          inboxStored: null,
+          topicStored: null,
+          webhooks: mine.map((ep) => ({
+            id: ep.id,
+            url: ep.url,
+            disabled: ep.disabled,
+            waiting: null,
+            deadLetters: null,
+          })),
+          unavailable: why,
+        });
+        if (ready !== true) return blank(ready);
+        try {
+          const { inbox, topics } = await appStreamFigures(this.nc, this.subjects, r.id);
+          const webhooks = await Promise.all(
+            mine.map(async (ep) => ({
               id: ep.id,
               url: ep.url,
               disabled: ep.disabled,
               ...(await webhookBacklog(this.nc, this.subjects, ep)),
             })),
-        );
-        return {
-          id: r.id,
-          name: r.name,
-          disabled: r.disabled,
-          connections: 0,
-          pending: inbox.messages,
-          inboxStored: inbox.lastSeq,
-          topicStored: topics.lastSeq,
-          webhooks,
-        };
+          );
+          return {
+            ...base,
+            pending: inbox.messages,
+            inboxStored: inbox.lastSeq,
+            topicStored: topics.lastSeq,
+            webhooks,
+          };
+        } catch (err) {
+          return blank(`stream figures not read: ${err instanceof Error ? err.message : String(err)}`);
+        }
       }),
     );
   }

@@ -40,8 +40,8 @@ export function announce(text: string): void {
 }
 
 /** A number for a table: integers grouped, rates with one decimal. */
-export function num(n: number | undefined, digits = 0): string {
-  if (n === undefined || !Number.isFinite(n)) return '–';
+export function num(n: number | null | undefined, digits = 0): string {
+  if (n === undefined || n === null || !Number.isFinite(n)) return '–';
   return n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 

@@ -8,8 +8,9 @@ import type { EdgeFigures, Summary } from './types.js';
 const POLL_MS = 2000;
 
 /** Per second between two counter readings; undefined when there is no earlier one or it went down (a restart). */
-function rate(now: number | undefined, before: number | undefined, seconds: number): number | undefined {
-  if (now === undefined || before === undefined || now < before || seconds <= 0) return undefined;
+function rate(now: number | null | undefined, before: number | null | undefined, seconds: number): number | undefined {
+  if (now === undefined || now === null || before === undefined || before === null || now < before || seconds <= 0)
+    return undefined;
   return (now - before) / seconds;
 }
 
@@ -125,8 +126,10 @@ export function overview(main: HTMLElement): View {
           h('span', { 'data-app': a.id, 'data-col': 'pending' }, num(a.pending)),
           num(inRate, 1),
           num(topic, 1),
-          num(a.webhooks.reduce((n, w) => n + w.waiting, 0)),
-          num(a.webhooks.reduce((n, w) => n + w.deadLetters, 0)),
+          a.unavailable === undefined ? num(a.webhooks.reduce((n, w) => n + (w.waiting ?? 0), 0)) : '–',
+          a.unavailable === undefined
+            ? num(a.webhooks.reduce((n, w) => n + (w.deadLetters ?? 0), 0))
+            : h('span', { class: 'warn', title: a.unavailable }, 'not read'),
         ]),
         [1, 2, 3, 4, 5, 6],
       ),
@@ -170,7 +173,10 @@ export function overview(main: HTMLElement): View {
     );
     // Charts.
     charts.connections.push(sum.at, Object.fromEntries(sum.apps.map((a) => [a.id, a.connections])));
-    charts.pending.push(sum.at, Object.fromEntries(sum.apps.map((a) => [a.id, a.pending])));
+    charts.pending.push(
+      sum.at,
+      Object.fromEntries(sum.apps.filter((a) => a.pending !== null).map((a) => [a.id, a.pending ?? 0])),
+    );
     if (before !== undefined) {
       const sumOf = (xs: Array<number | undefined>): number => xs.reduce<number>((n, x) => n + (x ?? 0), 0);
       const r: Record<string, number> = {

@@ -27,10 +27,12 @@ export interface AppFigures {
   name: string;
   disabled: boolean;
   connections: number;
-  pending: number;
-  inboxStored: number;
-  topicStored: number;
-  webhooks: Array<{ id: string; url: string; disabled: boolean; waiting: number; deadLetters: number }>;
+  /** Null when JetStream did not answer (`unavailable` says why). */
+  pending: number | null;
+  inboxStored: number | null;
+  topicStored: number | null;
+  webhooks: Array<{ id: string; url: string; disabled: boolean; waiting: number | null; deadLetters: number | null }>;
+  unavailable?: string;
 }
 
 export interface Summary {
