@@ -71,6 +71,7 @@ fi
 say "build"
 node_modules/.bin/tsc -b tsconfig.json
 node libs/client/bundle.mjs
+node apps/center/console/bundle.mjs
 
 before=$(started_services)
 trap cleanup EXIT
