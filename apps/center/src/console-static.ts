@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -54,7 +55,8 @@ function send(res: HttpResponse, status: string, headers: Record<string, string>
 }
 
 function sendError(res: HttpResponse, e: PushError): void {
-  send(res, `${e.status} ${e.code}`, { 'content-type': 'application/json' }, JSON.stringify({ error: e.toJSON() }));
+  const status = `${e.status} ${STATUS_CODES[e.status] ?? ''}`.trim();
+  send(res, status, { 'content-type': 'application/json' }, JSON.stringify({ error: e.toJSON() }));
 }
 
 /**
