@@ -28,7 +28,9 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.base.json tsconfig.json ./
 COPY libs libs
 COPY apps apps
+# The web console (apps/center/dist/console) is bundled with esbuild and uPlot, dev dependencies.
 RUN npx tsc -b tsconfig.json \
+  && node apps/center/console/bundle.mjs \
   && npm prune --omit=dev --no-audit --no-fund
 
 # --- runtime: compiled output, production dependencies, migrations -----------------------------

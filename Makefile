@@ -30,10 +30,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 deps: node_modules/.package-lock.json ## install dependencies (npm ci) if missing or stale
 
-build: deps ## compile every package (tsc -b) into its dist/, the SDK's browser bundle and its npm tarball
+build: deps ## compile every package (tsc -b) into its dist/, the SDK's browser bundle and its npm tarball, the web console
 	npx tsc -b tsconfig.json
 	node libs/client/bundle.mjs
 	node libs/client/pack.mjs
+	node apps/center/console/bundle.mjs
 
 # mocha runs the tests through tsx, which strips types without checking them: test/ and bench/
 # are type-checked here or nowhere.
@@ -41,6 +42,7 @@ typecheck: build ## type-check every project: the packages, test/ and bench/
 	npx tsc -p test/tsconfig.json
 	npx tsc -p bench/tsconfig.json
 	npx tsc -p demo/tsconfig.json
+	npx tsc -p apps/center/console/tsconfig.json
 
 # A failed type-check or lint still ends with the summary line CI reads (the tests did not run).
 test: deps ## type-check, lint, make sure NATS/Redis/Postgres answer, run every test suite but the bench smoke

@@ -71,6 +71,7 @@ fi
 say "build"
 node_modules/.bin/tsc -b tsconfig.json
 node libs/client/bundle.mjs
+node apps/center/console/bundle.mjs
 
 before=$(started_services)
 trap cleanup EXIT
@@ -156,6 +157,7 @@ cat <<EOF
   dispatcher   http://127.0.0.1:$(app_port dispatcher)/v1/edges?app=demo&user=alice
   coordinator  http://127.0.0.1:$(app_port coordinator)
   demo page    http://127.0.0.1:$(app_port demo)   alice and bob chatting, plus a live feed (open it in a browser)
+  console      $center_url/console/   web console: log in with the admin key ($DATA/admin-key)
 
 Demo app 'demo' (credentials in $DATA/demo.json):
   API key      $api_key

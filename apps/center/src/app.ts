@@ -30,6 +30,8 @@ import type { Registry } from 'prom-client';
 import { createAppAdmin, type AppAdmin } from './app-admin.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
+import { mountConsole } from './console-static.js';
+import { ConsoleService } from './console-service.js';
 import { Kicker } from './kick.js';
 import { BindingService } from './bindings.js';
 import { BindingsMirror } from './bindings-mirror.js';
@@ -217,6 +219,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
         return true;
       });
+      // The web console's files at /console/ (before the API's catch-all 404).
+      mountConsole(app);
       mountHttpApi(app, {
         push,
         jobs,
@@ -226,13 +230,13 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         bindings,
         admin,
         webhooks,
-        keys,
         database: watch,
         metrics,
         log,
         maxBodyBytes: config.center.maxBodyBytes,
         adminKey: config.center.adminKey,
         corsOrigins: config.center.corsOrigins,
+        console: new ConsoleService(conn, subjects, apps, webhookDirectory, redis, pool, topicStore),
       });
       listening = await listen(app, config.center.host, config.center.port);
       log.info({ port: listening.port }, 'center listening');

@@ -1,9 +1,8 @@
 import { CorsPolicy, HttpExchange, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
-import { PushError, idProblem, type IdKind } from '@push/protocol';
+import { PushError, idProblem, type AppRecord, type IdKind } from '@push/protocol';
 import type { Logger } from 'pino';
 import { checkAdminKey } from './admin-key.js';
 import { adminView, type AppAdmin } from './app-admin.js';
-import type { ApiKeyVerifier } from './api-keys.js';
 import type { Kicker } from './kick.js';
 import type { BindingService } from './bindings.js';
 import type { JobService } from './job-service.js';
@@ -13,6 +12,7 @@ import type { DatabaseWatch } from './database-watch.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
 import { topicNameError, type TopicOutcome, type TopicService } from './topic-service.js';
 import type { TopicPresenceService } from './topic-presence.js';
+import type { ConsoleService } from './console-service.js';
 
 export interface HttpApiDeps {
   push: PushService;
@@ -24,7 +24,6 @@ export interface HttpApiDeps {
   bindings: BindingService;
   admin: AppAdmin;
   webhooks: WebhookAdmin;
-  keys: ApiKeyVerifier;
   /** Turns a failure into its answer (`database_unavailable` when Postgres is down). */
   database: Pick<DatabaseWatch, 'answer'>;
   metrics: CenterMetrics;
@@ -33,6 +32,8 @@ export interface HttpApiDeps {
   adminKey: string | undefined;
   /** Browser origins answered with CORS headers (PUSH_CORS_ORIGINS). */
   corsOrigins: readonly string[];
+  /** The web console's summary and reads (issue 19). */
+  console: ConsoleService;
 }
 
 /** What a route answers: a status, a JSON body (none for 204) and extra headers. */
@@ -200,6 +201,86 @@ function webhookRoutes(webhooks: WebhookAdmin): Route[] {
   ];
 }
 
+/** `seq` from a path: a positive integer, else PushError `bad_request`. */
+function seqParam(raw: string | undefined): number {
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 1) throw new PushError('bad_request', 'seq must be a positive integer');
+  return n;
+}
+
+/**
+ * Routes the web console reads beside the business API (docs/api.md "Console summary"): the
+ * deployment's figures (admin key), one app's figures, a user's recent events and whether a
+ * message is still in an inbox (the app's API key or the admin key; a disabled app is still
+ * shown to the admin).
+ */
+function consoleRoutes(
+  reads: ConsoleService,
+  webhooks: WebhookAdmin,
+  requireAdmin: (ex: HttpExchange) => void,
+): Route[] {
+  const open = (ex: HttpExchange, rawApp: string | undefined): AppRecord =>
+    webhooks.authorize(param(rawApp, 'app'), ex.header('authorization'));
+  return [
+    {
+      method: 'get',
+      pattern: '/v1/admin/summary',
+      op: 'console.summary',
+      body: false,
+      handler: async (ex) => {
+        requireAdmin(ex);
+        return { status: 200, body: await reads.all() };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/summary',
+      op: 'console.appSummary',
+      body: false,
+      handler: async (ex, [rawApp]) => ({ status: 200, body: await reads.forApp(open(ex, rawApp)) }),
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/users/:user/events',
+      op: 'console.userEvents',
+      body: false,
+      handler: async (ex, [rawApp, rawUser]) => {
+        const app = open(ex, rawApp);
+        const user = param(rawUser, 'user');
+        const limit = Math.min(limitParam(ex.query) ?? 50, 200);
+        return { status: 200, body: { user, events: await reads.userEvents(app, user, limit) } };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/topics/:topic/messages',
+      op: 'console.topicTail',
+      body: false,
+      handler: async (ex, [rawApp, rawTopic]) => {
+        const app = open(ex, rawApp);
+        const topic = topicParam(rawTopic);
+        const raw = new URLSearchParams(ex.query).get('after');
+        const after = raw === null ? undefined : Number(raw);
+        if (after !== undefined && (!Number.isSafeInteger(after) || after < 0))
+          throw new PushError('bad_request', 'after must be a sequence (an integer, 0 or more)');
+        return { status: 200, body: await reads.topicTail(app, topic, after) };
+      },
+    },
+    {
+      method: 'get',
+      pattern: '/v1/apps/:app/users/:user/inbox/:seq',
+      op: 'console.inbox',
+      body: false,
+      handler: async (ex, [rawApp, rawUser, rawSeq]) => {
+        const app = open(ex, rawApp);
+        const user = param(rawUser, 'user');
+        const seq = seqParam(rawSeq);
+        return { status: 200, body: { user, seq, stored: await reads.inboxHolds(app, user, seq) } };
+      },
+    },
+  ];
+}
+
 /** A topic path parameter: percent-decoded; PushError `invalid_topic` for a name a business may not use. */
 function topicParam(raw: string | undefined): string {
   let value: string;
@@ -228,9 +309,18 @@ export function topicReply(outcome: TopicOutcome): Reply {
  * administration (admin key). Every answer is JSON; every error is `{ error: { code, message } }`.
  */
 export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
-  const { push, jobs, admin, keys, metrics, log } = deps;
+  const { push, jobs, admin, metrics, log } = deps;
 
   const requireAdmin = (ex: HttpExchange): void => checkAdminKey(ex.header('authorization'), deps.adminKey);
+  /**
+   * The app a business route acts on: its API key opens it, and so does the admin key (the web
+   * console acts for an operator); a disabled app is refused either way (`app_disabled`).
+   */
+  const open = (ex: HttpExchange, rawApp: string | undefined): AppRecord => {
+    const record = deps.webhooks.authorize(param(rawApp, 'app'), ex.header('authorization'));
+    if (record.disabled) throw new PushError('app_disabled');
+    return record;
+  };
 
   const routes: Route[] = [
     // --- business API ---------------------------------------------------------------------
@@ -240,7 +330,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'push',
       body: true,
       handler: async (ex, [rawApp], body) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return pushReply(await push.push(record, await body));
       },
     },
@@ -251,7 +341,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.publish',
       body: true,
       handler: async (ex, [rawApp, rawTopic], body) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return topicReply(await deps.topics.publish(record, await body, topicParam(rawTopic)));
       },
     },
@@ -261,7 +351,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.publishBatch',
       body: true,
       handler: async (ex, [rawApp], body) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return topicReply(await deps.topics.publish(record, await body, undefined));
       },
     },
@@ -272,7 +362,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.get',
       body: false,
       handler: async (ex, [rawApp, rawTopic]) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: await deps.topicPresence.get(record, topicParam(rawTopic), false) };
       },
     },
@@ -282,7 +372,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.presence',
       body: false,
       handler: async (ex, [rawApp, rawTopic]) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: await deps.topicPresence.get(record, topicParam(rawTopic), true) };
       },
     },
@@ -292,9 +382,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'user',
       body: false,
       handler: async (ex, [rawApp, rawUser]) => {
-        const appId = param(rawApp, 'app');
+        const record = open(ex, rawApp);
         const user = param(rawUser, 'user');
-        const record = keys.verify(appId, ex.header('authorization'));
         return { status: 200, body: await push.user(record, user) };
       },
     },
@@ -304,9 +393,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'kick',
       body: 'optional',
       handler: async (ex, [rawApp, rawUser], body) => {
-        const appId = param(rawApp, 'app');
+        const record = open(ex, rawApp);
         const user = param(rawUser, 'user');
-        const record = keys.verify(appId, ex.header('authorization'));
         return { status: 202, body: await deps.kicker.kick(record, user, await body) };
       },
     },
@@ -317,9 +405,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.bind',
       body: false,
       handler: async (ex, [rawApp, rawUser, rawTopic]) => {
-        const appId = param(rawApp, 'app');
+        const record = open(ex, rawApp);
         const user = param(rawUser, 'user');
-        const record = keys.verify(appId, ex.header('authorization'));
         return { status: 200, body: await deps.bindings.bind(record, user, topicParam(rawTopic)) };
       },
     },
@@ -329,9 +416,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.unbind',
       body: false,
       handler: async (ex, [rawApp, rawUser, rawTopic]) => {
-        const appId = param(rawApp, 'app');
+        const record = open(ex, rawApp);
         const user = param(rawUser, 'user');
-        const record = keys.verify(appId, ex.header('authorization'));
         return { status: 200, body: await deps.bindings.unbind(record, user, topicParam(rawTopic)) };
       },
     },
@@ -341,9 +427,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'topics.bindings',
       body: false,
       handler: async (ex, [rawApp, rawUser]) => {
-        const appId = param(rawApp, 'app');
+        const record = open(ex, rawApp);
         const user = param(rawUser, 'user');
-        const record = keys.verify(appId, ex.header('authorization'));
         return { status: 200, body: { topics: await deps.bindings.list(record, user) } };
       },
     },
@@ -354,7 +439,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'jobs.create',
       body: true,
       handler: async (ex, [rawApp], body) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 201, body: { job: await jobs.create(record, await body) } };
       },
     },
@@ -364,7 +449,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'jobs.list',
       body: false,
       handler: async (ex, [rawApp]) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: { jobs: await jobs.list(record) } };
       },
     },
@@ -374,7 +459,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'jobs.get',
       body: false,
       handler: async (ex, [rawApp, rawJob]) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: { job: await jobs.get(record, jobParam(rawJob)) } };
       },
     },
@@ -384,7 +469,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'jobs.users',
       body: true,
       handler: async (ex, [rawApp, rawJob], body) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: await jobs.addUsers(record, jobParam(rawJob), await body) };
       },
     },
@@ -394,7 +479,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'jobs.start',
       body: false,
       handler: async (ex, [rawApp, rawJob]) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: { job: await jobs.start(record, jobParam(rawJob)) } };
       },
     },
@@ -404,7 +489,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       op: 'jobs.cancel',
       body: false,
       handler: async (ex, [rawApp, rawJob]) => {
-        const record = keys.verify(param(rawApp, 'app'), ex.header('authorization'));
+        const record = open(ex, rawApp);
         return { status: 200, body: { job: await jobs.cancel(record, jobParam(rawJob)) } };
       },
     },
@@ -496,6 +581,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     },
     // --- webhooks (issue 10): the app's API key or the admin key -------------------------
     ...webhookRoutes(deps.webhooks),
+    // --- web console (issue 19) ----------------------------------------------------------------
+    ...consoleRoutes(deps.console, deps.webhooks, requireAdmin),
   ];
 
   const cors = new CorsPolicy(deps.corsOrigins);

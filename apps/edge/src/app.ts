@@ -28,6 +28,7 @@ import { BindingsReader } from './bindings.js';
 import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
 import { EdgePresence } from './edge-presence.js';
+import { EdgeStatsResponder } from './edge-stats.js';
 import { mountEdgeSocket } from './edge-upgrade.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
@@ -85,6 +86,7 @@ interface StartedEdge {
   presence: PresenceRegistry;
   upstream: UpstreamStore;
   events: EventPublisher;
+  stats: EdgeStatsResponder;
   listening: Listening;
 }
 
@@ -330,6 +332,10 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     // Control (kick, topic bind/unbind) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
+    // The center's console summary asks every edge for its figures (docs/api.md "Console summary").
+    const stats = new EdgeStatsResponder(edgeId, connections, metrics, log);
+    stats.start(nc, subjects);
+    opened.push(() => stats.stop());
     mountEdgeSocket(app, {
       ctx,
       connections,
@@ -358,7 +364,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, listening };
+    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -380,8 +386,9 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, listening } = parts;
+  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, listening } = parts;
   connections.stopTokenSweep();
+  stats.stop();
   listening.close();
   connections.endAll(config.edge.drainMs);
   if (!(await connections.whenEmpty(STOP_WAIT_MS))) {

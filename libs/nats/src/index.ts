@@ -12,3 +12,4 @@ export * from './event-publisher.js';
 export * from './rpc-client.js';
 export * from './webhook-streams.js';
 export * from './topic-store.js';
+export * from './console-reads.js';

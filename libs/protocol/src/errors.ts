@@ -74,6 +74,7 @@ export const ERRORS = {
     status: 503,
     message: 'the database (Postgres) is unavailable; retry after the Retry-After seconds',
   },
+  console_not_built: { status: 503, message: 'the web console was not built on this center (make build builds it)' },
   internal: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -132,6 +132,14 @@ export class Subjects {
     return `${this.prefix}.ctl.>`;
   }
 
+  /**
+   * `push.stats.edges`: the center asks every edge for its figures here (scatter-gather request,
+   * core NATS, no queue group: every edge answers with an `EdgeStats`).
+   */
+  get edgeStats(): string {
+    return `${this.prefix}.stats.edges`;
+  }
+
   /** `push.ctl.<app>.<user>`: control (kick, logout) for one user's connections. */
   control(app: string, user: string): string {
     return `${this.prefix}.ctl.${encodeToken(app)}.${encodeToken(user)}`;
