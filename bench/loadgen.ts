@@ -90,6 +90,8 @@ class Conn {
   lastSeq = 0;
   acks: number[] | undefined;
   closedByUs = false;
+  /** Index in `readyList` while ready, else -1. */
+  slot = -1;
   /** Told once whether the connection got ready (or why not). */
   settle: ((ok: boolean, kind?: string) => void) | undefined;
   constructor(
@@ -122,7 +124,23 @@ let unexpectedCloses = 0;
 const closeKinds: Record<string, number> = {};
 let ackQueue: Conn[] = [];
 let ackScheduled = false;
-let ready = 0;
+/** The ready connections, for O(1) random picks (churn) and counting. */
+const readyList: Conn[] = [];
+
+function addReady(c: Conn): void {
+  c.slot = readyList.length;
+  readyList.push(c);
+}
+
+function removeReady(c: Conn): void {
+  if (c.slot < 0) return;
+  const last = readyList.pop() as Conn;
+  if (last !== c) {
+    readyList[c.slot] = last;
+    last.slot = c.slot;
+  }
+  c.slot = -1;
+}
 
 function count(rec: Record<string, number>, key: string): void {
   rec[key] = (rec[key] ?? 0) + 1;
@@ -238,7 +256,7 @@ let topicsPerConnection = 0;
 
 function becomeReady(c: Conn): void {
   c.state = READY;
-  ready++;
+  addReady(c);
   if (protocol === 'push')
     for (let i = 0; i < topicsPerConnection; i++) c.socket.write(frame(`{"t":"sub","topic":"t${i}"}`));
   c.settle?.(true);
@@ -318,7 +336,7 @@ function closeUnexpectedly(c: Conn, kind: string): void {
   if (c.socket.destroyed) c.socket.destroy();
   else c.socket.resetAndDestroy();
   if (wasReady) {
-    ready--;
+    removeReady(c);
     unexpectedCloses++;
     count(closeKinds, kind);
   } else {
@@ -400,7 +418,7 @@ async function open(cmd: OpenCommand): Promise<ChildMessage> {
 /** Drops one ready connection with RST, as a phone losing its network does. */
 function drop(c: Conn): void {
   c.closedByUs = true;
-  if (c.state === READY) ready--;
+  removeReady(c);
   c.state = CLOSED;
   conns.delete(c);
   portsInUse.delete(c.port);
@@ -425,12 +443,10 @@ async function churn(perSecond: number, durationMs: number): Promise<ChildMessag
     carry += perSecond / 10;
     const n = Math.floor(carry);
     carry -= n;
-    const live = [...conns].filter((c) => c.state === READY);
-    for (let j = 0; j < n && live.length > 0; j++) {
-      const at = Math.floor(Math.random() * live.length);
-      const c = live[at] as Conn;
-      live[at] = live[live.length - 1] as Conn;
-      live.pop();
+    // A random ready connection, in O(1): scanning every connection per tick cost each load
+    // child 10% of a core at 18,000 connections, taken from the servers it loads.
+    for (let j = 0; j < n && readyList.length > 0; j++) {
+      const c = readyList[Math.floor(Math.random() * readyList.length)] as Conn;
       drop(c);
       dropped++;
       const t0 = monoMs();
@@ -470,11 +486,12 @@ function resetAll(): ChildMessage {
   let n = 0;
   for (const c of conns) {
     c.closedByUs = true;
-    if (c.state === READY) ready--;
+    c.slot = -1;
     c.state = CLOSED;
     c.socket.resetAndDestroy();
     n++;
   }
+  readyList.length = 0;
   conns.clear();
   portsInUse.clear();
   return { type: 'reset', closed: n };
@@ -483,7 +500,7 @@ function resetAll(): ChildMessage {
 function stats(reset: boolean, withHistogram: boolean): ChildMessage {
   const out = {
     type: 'stats',
-    ready,
+    ready: readyList.length,
     received,
     duplicates,
     firstReceiveAt,
