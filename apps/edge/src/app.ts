@@ -29,6 +29,7 @@ import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
 import { EdgePresence } from './edge-presence.js';
 import { mountEdgeSocket } from './edge-upgrade.js';
+import { mountPusherDoor, type PusherDoor } from './pusher/pusher-door.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { SendLimits } from './send-limits.js';
@@ -85,6 +86,8 @@ interface StartedEdge {
   presence: PresenceRegistry;
   upstream: UpstreamStore;
   events: EventPublisher;
+  /** The Pusher door's sockets (`/app/<key>`). */
+  pusher: PusherDoor;
   listening: Listening;
 }
 
@@ -214,7 +217,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     const topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
     opened.push(() => topicStore.close());
     // Made once the uWS app exists (it fans out); the live connection's reconnect reaches it here.
-    const late: { topics?: TopicChannels } = {};
+    const late: { topics?: TopicChannels; pusher?: PusherDoor } = {};
     // Live subscriptions (one per connected user, one per topic with local subscribers) on their
     // own lean NATS connection.
     const live = await LiveSubscriber.connect({
@@ -230,17 +233,11 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => live.close());
     const channels = new UserChannels(live, subjects);
     const app = uws.App();
-    const topics = new TopicChannels(
-      live,
-      topicStore,
-      subjects,
-      {
-        publish: (key, frame) => app.publish(key, frame, false),
-        subscribers: (key) => app.numSubscribers(key),
-      },
-      metrics,
-      log,
-    );
+    const fanout = {
+      publish: (key: string, frame: string) => app.publish(key, frame, false),
+      subscribers: (key: string) => app.numSubscribers(key),
+    };
+    const topics = new TopicChannels(live, topicStore, subjects, fanout, metrics, log);
     late.topics = topics;
     let apps: AppDirectory;
     try {
@@ -254,6 +251,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     apps.onChange((id, record) => {
       if (record !== undefined && !record.disabled) return;
       connections.endApp(id);
+      late.pusher?.endApp(id);
     });
     const redis = new Redis(config.redisUrl, {
       enableAutoPipelining: true,
@@ -327,6 +325,17 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       accepting: () => base.accepting(),
       tokenMaxLifetimeSeconds: config.tokenMaxLifetimeSeconds,
     });
+    // The Pusher door (docs/pusher.md): its own module, on the same topics.
+    const pusher = mountPusherDoor(app, {
+      ctx,
+      redis,
+      topics,
+      fanout,
+      nativeConnections: () => connections.size,
+      maxConnections,
+      accepting: () => base.accepting(),
+    });
+    late.pusher = pusher;
     mountHealth(app, registry, () => {
       if (!base.accepting()) return 'stopping';
       const natsReady = natsReadiness(nc);
@@ -348,7 +357,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, listening };
+    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, pusher, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -370,12 +379,17 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, listening } = parts;
+  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, pusher, listening } = parts;
   connections.stopTokenSweep();
   listening.close();
   connections.endAll(config.edge.drainMs);
-  if (!(await connections.whenEmpty(STOP_WAIT_MS))) {
-    log.warn({ open: connections.size }, 'connections still open at the stop deadline');
+  pusher.endAll();
+  const [native, pusherClosed] = await Promise.all([
+    connections.whenEmpty(STOP_WAIT_MS),
+    pusher.whenEmpty(STOP_WAIT_MS),
+  ]);
+  if (!native || !pusherClosed) {
+    log.warn({ open: connections.size, pusher: pusher.size }, 'connections still open at the stop deadline');
   }
   // Let the last acks, removals and sends reach the store.
   acks.flush();

@@ -1,7 +1,7 @@
 import type { AppDirectory } from '@push/apps';
 import type { EventPublisher } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
-import { ServerFrames, topicGranted } from '@push/protocol';
+import { ServerFrames, isPresenceTopic } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { EdgeMetrics } from './metrics.js';
 
@@ -51,9 +51,9 @@ export class TopicPresence {
     private readonly log: Pick<Logger, 'warn'>,
   ) {}
 
-  /** Whether the app lists the topic in `presenceTopics`. */
+  /** Whether the app lists the topic in `presenceTopics`, or it is a Pusher `presence-` channel. */
   isPresenceTopic(app: string, topic: string): boolean {
-    return topicGranted(this.apps.get(app)?.settings.presenceTopics, topic);
+    return isPresenceTopic(this.apps.get(app)?.settings.presenceTopics, topic);
   }
 
   /**

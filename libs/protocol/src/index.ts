@@ -11,3 +11,4 @@ export * from './schemas.js';
 export * from './validate.js';
 export * from './topics.js';
 export * from './topic-message.js';
+export * from './pusher-event.js';
