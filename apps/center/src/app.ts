@@ -30,6 +30,7 @@ import type { Registry } from 'prom-client';
 import { createAppAdmin, type AppAdmin } from './app-admin.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
+import { mountPusherHttp } from './pusher/pusher-http.js';
 import { Kicker } from './kick.js';
 import { BindingService } from './bindings.js';
 import { BindingsMirror } from './bindings-mirror.js';
@@ -216,6 +217,18 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         if (natsReady !== true) return natsReady;
         if (redis?.status !== 'ready') return `redis ${redis?.status ?? 'missing'}`;
         return true;
+      });
+      // The Pusher HTTP door (docs/pusher.md): its own module, publishing through the same topics.
+      mountPusherHttp(app, {
+        apps,
+        topics,
+        presence,
+        redis,
+        subjects,
+        database: watch,
+        metrics,
+        log,
+        maxBodyBytes: config.center.maxBodyBytes,
       });
       mountHttpApi(app, {
         push,
