@@ -1,0 +1,96 @@
+import PusherJs, { type Options } from 'pusher-js';
+import PusherServer from 'pusher';
+import { pusherCredentials } from '@push/apps';
+import type { Edge } from '@push/edge';
+import type { Stack, TestApp } from './stack.js';
+
+/** The official `pusher` server SDK, pointed at the stack's center with the app's derived credentials. */
+export function pusherServer(stack: Stack, app: TestApp, secretIndex = 0): PusherServer {
+  const creds = pusherCredentials(app.record);
+  return new PusherServer({
+    appId: creds.appId,
+    key: creds.key,
+    secret: creds.secrets[secretIndex] ?? '',
+    host: '127.0.0.1',
+    port: String(stack.center.port),
+    useTLS: false,
+  });
+}
+
+/** Presence data a test's auth endpoint signs for a presence channel. */
+export interface TestMember {
+  user_id: string;
+  user_info?: Record<string, unknown>;
+}
+
+/**
+ * pusher-js clients (Node build) on the stack's edge, each authorized by the `pusher` server SDK
+ * as a business's auth endpoint would: `member` is the presence data it signs. Tracks every client
+ * so `disconnectAll()` leaves nothing open.
+ */
+export class PusherClients {
+  private readonly open: PusherJs[] = [];
+
+  constructor(
+    private readonly stack: Stack,
+    private readonly app: TestApp,
+  ) {}
+
+  connect(opts: { member?: TestMember; edge?: Edge; extra?: Partial<Options>; key?: string } = {}): PusherJs {
+    const server = pusherServer(this.stack, this.app);
+    const edge = opts.edge ?? this.stack.edge;
+    const client = new PusherJs(opts.key ?? this.app.id, {
+      cluster: 'local',
+      wsHost: '127.0.0.1',
+      wsPort: edge.port,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      disableStats: true,
+      channelAuthorization: {
+        endpoint: 'unused',
+        transport: 'ajax',
+        customHandler: (params, callback) => {
+          try {
+            const auth = params.channelName.startsWith('presence-')
+              ? server.authorizeChannel(params.socketId, params.channelName, opts.member ?? { user_id: 'anon' })
+              : server.authorizeChannel(params.socketId, params.channelName);
+            callback(null, auth);
+          } catch (err) {
+            callback(err as Error, null);
+          }
+        },
+      },
+      ...opts.extra,
+    });
+    this.open.push(client);
+    return client;
+  }
+
+  disconnectAll(): void {
+    for (const c of this.open.splice(0)) c.disconnect();
+  }
+}
+
+/** Resolves once the client is connected (with its socket id), rejects after `timeoutMs`. */
+export function connected(client: PusherJs, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    if (client.connection.state === 'connected') {
+      resolve(client.connection.socket_id);
+      return;
+    }
+    const timer = setTimeout(() => reject(new Error(`not connected: ${client.connection.state}`)), timeoutMs);
+    client.connection.bind('connected', () => {
+      clearTimeout(timer);
+      resolve(client.connection.socket_id);
+    });
+  });
+}
+
+/** Waits until `check` holds, polling; fails with `what` after `timeoutMs`. */
+export async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
