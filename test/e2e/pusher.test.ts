@@ -1,8 +1,10 @@
 import { expect } from 'chai';
-import type PusherJs from 'pusher-js';
+import WebSocket from 'ws';
 import type { Channel, PresenceChannel } from 'pusher-js';
+import { PushClient, type TopicMessage } from '@push/client';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
-import { PusherClients, connected, pusherServer, until } from '../helpers/pusher.js';
+import { PusherClients, connected, pusherServer, until, type PusherJs } from '../helpers/pusher.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -86,5 +88,134 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
     b.disconnect();
     await until(() => removed.length === 1, 'member_removed at alice');
     expect(removed).to.deep.equal([{ id: 'bob', info: { name: 'Bob' } }]);
+  });
+
+  it('a trigger to several channels, and triggerBatch, reach each channel; socket_id keeps one socket out', async function () {
+    const a = clients.connect();
+    const b = clients.connect();
+    const [socketA] = await Promise.all([connected(a), connected(b)]);
+    const [a1, b1, b2] = await Promise.all([subscribe(a, 'multi-1'), subscribe(b, 'multi-1'), subscribe(b, 'multi-2')]);
+    const gotA1 = record(a1);
+    const gotB1 = record(b1);
+    const gotB2 = record(b2);
+    const server = pusherServer(stack, app);
+    const r = await server.trigger(['multi-1', 'multi-2'], 'tick', 'one', { socket_id: socketA });
+    expect(r.status).to.equal(200);
+    await server.triggerBatch([
+      { channel: 'multi-1', name: 'tock', data: 'two' },
+      { channel: 'multi-2', name: 'tock', data: { n: 3 } },
+    ]);
+    await until(() => gotB1.length === 2 && gotB2.length === 2 && gotA1.length === 1, 'every event');
+    expect(gotB1).to.deep.equal([
+      { event: 'tick', data: 'one' },
+      { event: 'tock', data: 'two' },
+    ]);
+    expect(gotB2).to.deep.equal([
+      { event: 'tick', data: 'one' },
+      { event: 'tock', data: { n: 3 } },
+    ]);
+    expect(gotA1, 'the excluded socket got only the batch event').to.deep.equal([{ event: 'tock', data: 'two' }]);
+  });
+
+  it('channel info, the channels list and presence users answer through the pusher SDK', async function () {
+    const a = clients.connect({ member: { user_id: 'ann' } });
+    const b = clients.connect({ member: { user_id: 'ben' } });
+    const c = clients.connect({ member: { user_id: 'ann' } });
+    await Promise.all([connected(a), connected(b), connected(c)]);
+    await Promise.all([subscribe(a, 'presence-info'), subscribe(b, 'presence-info'), subscribe(c, 'presence-info')]);
+    await subscribe(a, 'info-public');
+    const server = pusherServer(stack, app);
+    const info = (await (
+      await server.get({ path: '/channels/presence-info', params: { info: 'user_count,subscription_count' } })
+    ).json()) as unknown;
+    expect(info).to.deep.equal({ occupied: true, user_count: 2, subscription_count: 3 });
+    const users = (await (await server.get({ path: '/channels/presence-info/users' })).json()) as {
+      users: Array<{ id: string }>;
+    };
+    expect(users.users.map((u) => u.id).sort()).to.deep.equal(['ann', 'ben']);
+    const list = (await (
+      await server.get({ path: '/channels', params: { filter_by_prefix: 'presence-' } })
+    ).json()) as {
+      channels: Record<string, unknown>;
+    };
+    expect(list.channels).to.have.property('presence-info');
+    expect(list.channels).to.not.have.property('info-public');
+    const all = (await (await server.get({ path: '/channels' })).json()) as { channels: Record<string, unknown> };
+    expect(Object.keys(all.channels)).to.include.members(['presence-info', 'info-public']);
+    const empty = (await (await server.get({ path: '/channels/nobody-here' })).json()) as unknown;
+    expect(empty).to.deep.equal({ occupied: false });
+  });
+
+  it('private-encrypted channels: the SDK encrypts, the door passes through, pusher-js decrypts', async function () {
+    const masterKey = Buffer.alloc(32, 7).toString('base64');
+    const server = pusherServer(stack, app, { encryptionMasterKeyBase64: masterKey });
+    const c = clients.connect({ server });
+    await connected(c);
+    const ch = await subscribe(c, 'private-encrypted-vault');
+    const got = record(ch);
+    await server.trigger('private-encrypted-vault', 'secret', { pin: 1234 });
+    await until(() => got.length === 1, 'the decrypted event');
+    expect(got).to.deep.equal([{ event: 'secret', data: { pin: 1234 } }]);
+  });
+
+  it('cross-door: our HTTP API reaches pusher-js; a pusher trigger reaches our SDK topic subscriber', async function () {
+    const p = clients.connect();
+    await connected(p);
+    const ch = await subscribe(p, 'both');
+    const got = record(ch);
+    await app.publishTopicOk('both', { plain: true });
+    await app.publishTopicOk('both', { event: 'named', data: { x: 1 } });
+    await until(() => got.length === 2, 'both native publishes at pusher-js');
+    expect(got).to.deep.equal([
+      { event: 'message', data: { plain: true } },
+      { event: 'named', data: { x: 1 } },
+    ]);
+
+    const native = new PushClient({
+      WebSocket,
+      edges: [stack.wsUrl()],
+      token: () => app.token('nat', 'default', 3600, ['both']),
+    });
+    try {
+      const sub = native.subscribe('both');
+      const messages: TopicMessage[] = [];
+      let subscribed = false;
+      sub.on('message', (m) => messages.push(m));
+      sub.on('subscribed', () => (subscribed = true));
+      native.connect();
+      await until(() => subscribed, 'the native subscription');
+      await pusherServer(stack, app).trigger('both', 'from-pusher', { y: 2 });
+      await until(() => messages.length === 1, 'the trigger at the native subscriber');
+      expect(messages[0]?.data).to.deep.equal({ event: 'from-pusher', data: JSON.stringify({ y: 2 }) });
+      expect(messages[0]?.seq).to.be.a('number');
+    } finally {
+      native.disconnect();
+    }
+  });
+
+  it('pusher-js reconnects after the connection drops, resubscribes, and gets what is published next', async function () {
+    const proxy = new TcpProxy('127.0.0.1', stack.edge.port);
+    await proxy.start();
+    try {
+      const c = clients.connect({ extra: { wsPort: proxy.port } });
+      const first = await connected(c);
+      const ch = await subscribe(c, 'private-again');
+      const got = record(ch);
+      let resubscribed = 0;
+      ch.bind('pusher:subscription_succeeded', () => resubscribed++);
+      proxy.dropAll();
+      await until(
+        () => c.connection.state === 'connected' && c.connection.socket_id !== first,
+        'a new connection',
+        15_000,
+      );
+      await until(() => resubscribed === 1, 'the resubscription');
+      await pusherServer(stack, app).trigger('private-again', 'after', 'back');
+      await until(() => got.length === 1, 'the event after the reconnect');
+      expect(got).to.deep.equal([{ event: 'after', data: 'back' }]);
+    } finally {
+      clients.disconnectAll();
+      await proxy.stop();
+    }
   });
 });

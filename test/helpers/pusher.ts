@@ -1,19 +1,35 @@
-import PusherJs, { type Options } from 'pusher-js';
+import PusherJsModule from 'pusher-js';
+import type { ChannelAuthorizationHandler, Options } from 'pusher-js';
 import PusherServer from 'pusher';
 import { pusherCredentials } from '@push/apps';
 import type { Edge } from '@push/edge';
 import type { Stack, TestApp } from './stack.js';
 
+/**
+ * pusher-js's Node build sets `module.exports` to the class while its types declare an ES default
+ * export (which NodeNext reads as the module object): the default import is the class at runtime.
+ */
+type PusherJsClass = typeof PusherJsModule.default;
+export const PusherJs = PusherJsModule as unknown as PusherJsClass;
+export type PusherJs = InstanceType<PusherJsClass>;
+
 /** The official `pusher` server SDK, pointed at the stack's center with the app's derived credentials. */
-export function pusherServer(stack: Stack, app: TestApp, secretIndex = 0): PusherServer {
+export function pusherServer(
+  stack: Stack,
+  app: TestApp,
+  opts: { secret?: string; encryptionMasterKeyBase64?: string } = {},
+): PusherServer {
   const creds = pusherCredentials(app.record);
   return new PusherServer({
     appId: creds.appId,
     key: creds.key,
-    secret: creds.secrets[secretIndex] ?? '',
+    secret: opts.secret ?? creds.secrets[0] ?? '',
     host: '127.0.0.1',
     port: String(stack.center.port),
     useTLS: false,
+    ...(opts.encryptionMasterKeyBase64 !== undefined
+      ? { encryptionMasterKeyBase64: opts.encryptionMasterKeyBase64 }
+      : {}),
   });
 }
 
@@ -36,8 +52,10 @@ export class PusherClients {
     private readonly app: TestApp,
   ) {}
 
-  connect(opts: { member?: TestMember; edge?: Edge; extra?: Partial<Options>; key?: string } = {}): PusherJs {
-    const server = pusherServer(this.stack, this.app);
+  connect(
+    opts: { member?: TestMember; edge?: Edge; extra?: Partial<Options>; key?: string; server?: PusherServer } = {},
+  ): PusherJs {
+    const server = opts.server ?? pusherServer(this.stack, this.app);
     const edge = opts.edge ?? this.stack.edge;
     const client = new PusherJs(opts.key ?? this.app.id, {
       cluster: 'local',
@@ -49,14 +67,14 @@ export class PusherClients {
       channelAuthorization: {
         endpoint: 'unused',
         transport: 'ajax',
-        customHandler: (params, callback) => {
+        customHandler: (...[params, callback]: Parameters<ChannelAuthorizationHandler>) => {
           try {
             const auth = params.channelName.startsWith('presence-')
               ? server.authorizeChannel(params.socketId, params.channelName, opts.member ?? { user_id: 'anon' })
               : server.authorizeChannel(params.socketId, params.channelName);
             callback(null, auth);
           } catch (err) {
-            callback(err as Error, null);
+            callback(err instanceof Error ? err : new Error(String(err)), null);
           }
         },
       },
