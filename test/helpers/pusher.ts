@@ -1,7 +1,7 @@
 import PusherJsModule from 'pusher-js';
 import type { ChannelAuthorizationHandler, Options } from 'pusher-js';
 import PusherServer from 'pusher';
-import { pusherCredentials } from '@push/apps';
+import { pusherBodyMd5, pusherCredentials, pusherSign } from '@push/apps';
 import type { Edge } from '@push/edge';
 import type { Stack, TestApp } from './stack.js';
 
@@ -111,4 +111,46 @@ export async function until(check: () => boolean, what: string, timeoutMs = 5000
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * A request to the center's Pusher door signed by hand (as Pusher documents it), so a test can
+ * sign it wrong: another secret, an old timestamp, a body that is not the one signed.
+ */
+export async function pusherRequest(
+  stack: Stack,
+  app: TestApp,
+  method: 'GET' | 'POST',
+  path: string,
+  opts: {
+    body?: unknown;
+    params?: Record<string, string>;
+    timestamp?: number;
+    secret?: string;
+    key?: string;
+    /** Sent instead of the body that was signed. */
+    sentBody?: string;
+  } = {},
+): Promise<{ status: number; body: { error?: { code: string; message: string } } & Record<string, unknown> }> {
+  const creds = pusherCredentials(app.record);
+  const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  const params: Record<string, string> = {
+    auth_key: opts.key ?? creds.key,
+    auth_timestamp: String(opts.timestamp ?? Math.floor(Date.now() / 1000)),
+    auth_version: '1.0',
+    ...opts.params,
+  };
+  if (body !== undefined) params['body_md5'] = pusherBodyMd5(body);
+  const sorted = Object.keys(params)
+    .sort()
+    .map((k) => `${k}=${params[k] ?? ''}`)
+    .join('&');
+  const signature = pusherSign(opts.secret ?? creds.secrets[0] ?? '', `${method}\n${path}\n${sorted}`);
+  const res = await fetch(`${stack.httpUrl}${path}?${sorted}&auth_signature=${signature}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: opts.sentBody ?? body,
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text === '' ? {} : JSON.parse(text)) as Record<string, unknown> };
 }
