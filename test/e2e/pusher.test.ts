@@ -218,4 +218,26 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
       await proxy.stop();
     }
   });
+
+  it('the admin API shows the Pusher credentials; after a secret rotation the old and the new Pusher secret both sign', async function () {
+    type View = { app: { id: string; pusher: { appId: string; key: string; secrets: string[] } } };
+    const before = await stack.http<View>('GET', `/v1/admin/apps/${app.id}`, stack.adminKey);
+    const old = before.body.app.pusher;
+    expect(old.appId).to.equal(app.id);
+    expect(old.key).to.equal(app.id);
+    expect(old.secrets).to.have.length(1);
+    const rotated = await stack.http<View>('POST', `/v1/admin/apps/${app.id}/secrets`, stack.adminKey);
+    expect(rotated.status).to.equal(200);
+    const now = rotated.body.app.pusher;
+    expect(now.secrets).to.have.length(2);
+    expect(now.secrets[1]).to.equal(old.secrets[0]);
+    const c = clients.connect();
+    await connected(c);
+    const ch = await subscribe(c, 'rotation');
+    const got = record(ch);
+    await pusherServer(stack, app, { secret: old.secrets[0] }).trigger('rotation', 'e', 'old secret');
+    await pusherServer(stack, app, { secret: now.secrets[0] }).trigger('rotation', 'e', 'new secret');
+    await until(() => got.length === 2, 'both events');
+    expect(got.map((g) => g.data)).to.deep.equal(['old secret', 'new secret']);
+  });
 });
