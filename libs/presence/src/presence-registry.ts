@@ -187,27 +187,28 @@ return {out, tout}
  * Records a topic subscription: KEYS topic connections, topic users, edge topic index; ARGV conn,
  * value, user, index field, index value. Returns the user's subscribed connections after (1 =
  * the user's first: they joined), atomically, so of two edges exactly one sees 1; 0 when the
- * subscription was recorded already.
+ * subscription was recorded already; and the topic's connections after (1 = it became occupied).
  */
 const TOPIC_JOIN_SCRIPT = `
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
+return {redis.call('HINCRBY', KEYS[2], ARGV[3], 1), redis.call('HLEN', KEYS[1])}
 `;
 
 /**
  * Forgets a topic subscription: KEYS as TOPIC_JOIN; ARGV conn, user, index field. Returns -1
- * when it was already gone (swept), else the user's subscribed connections after (0 = they left).
+ * when it was already gone (swept), else the user's subscribed connections after (0 = they left);
+ * and the topic's connections after (0 = it became vacant; -1 when already gone).
  */
 const TOPIC_LEAVE_SCRIPT = `
 redis.call('HDEL', KEYS[3], ARGV[3])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {-1, -1} end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
-  return 0
+  n = 0
 end
-return n
+return {n, redis.call('HLEN', KEYS[1])}
 `;
 
 /** Reads a topic membership value (`[edge, user, device, since, presence]`); undefined when not ours. */
@@ -451,13 +452,14 @@ export class PresenceRegistry {
   }
 
   /**
-   * Records a connection's subscription to a topic (`_all` is never recorded). Resolves true
-   * when it is the user's first subscribed connection on any edge (they joined the topic).
-   * `presence` marks a presence topic, so a sweep knows to announce the user's `leave`.
+   * Records a connection's subscription to a topic (`_all` is never recorded). `first`: it is
+   * the user's first subscribed connection on any edge (they joined the topic); `occupied`: the
+   * topic's first (it had no subscriber). `presence` marks a presence topic, so a sweep knows to
+   * announce the user's `leave`.
    */
   async topicJoined(
     m: Omit<TopicMember, 'edge'> & { app: string; topic: string; presence: boolean },
-  ): Promise<boolean> {
+  ): Promise<{ first: boolean; occupied: boolean }> {
     const conns = this.subjects.topicConnsKey(m.app, m.topic);
     const users = this.subjects.topicUsersKey(m.app, m.topic);
     const n = await this.redis.eval(
@@ -472,14 +474,21 @@ export class PresenceRegistry {
       `${m.conn}\n${m.topic}`,
       JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
     );
-    return Number(n) === 1;
+    const [user, topic] = Array.isArray(n) ? (n as unknown[]) : [n, 0];
+    return { first: Number(user) === 1, occupied: Number(topic) === 1 };
   }
 
   /**
-   * Forgets a connection's subscription to a topic. Resolves true when it was the user's last
-   * subscribed connection (they left); false when others remain or a sweep had removed it.
+   * Forgets a connection's subscription to a topic. `last`: it was the user's last subscribed
+   * connection (they left), false when others remain or a sweep had removed it; `vacated`: it
+   * was the topic's last subscription.
    */
-  async topicLeft(app: string, topic: string, user: string, conn: string): Promise<boolean> {
+  async topicLeft(
+    app: string,
+    topic: string,
+    user: string,
+    conn: string,
+  ): Promise<{ last: boolean; vacated: boolean }> {
     const n = await this.redis.eval(
       TOPIC_LEAVE_SCRIPT,
       3,
@@ -490,7 +499,8 @@ export class PresenceRegistry {
       user,
       `${conn}\n${topic}`,
     );
-    return Number(n) === 0;
+    const [users, conns] = Array.isArray(n) ? (n as unknown[]) : [n, -1];
+    return { last: Number(users) === 0, vacated: Number(conns) === 0 };
   }
 
   /** A topic's subscribers: two O(1) reads. Subscriptions of a dead edge count until swept. */

@@ -273,6 +273,14 @@ export class PusherConnection {
         { ttlMs: app.settings.topicHistorySeconds * 1000, explicitTtl: false },
       );
       ctx.metrics.messagesIn.inc();
+      ctx.events.emit('client_event', {
+        app: this.app,
+        topic: channel,
+        event,
+        data: data ?? null,
+        socket_id: this.socketId,
+        ...(s.kind === 'presence' ? { user_id: s.subscriber.user } : {}),
+      });
     } catch (err) {
       ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
       this.error(null, `client event not delivered: ${isPushError(err) ? err.code : 'internal'}`);
