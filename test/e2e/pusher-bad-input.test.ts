@@ -288,5 +288,22 @@ describe('Pusher door: bad input gets Pusher’s codes and stores nothing (issue
       const off = await q.next((f) => f.event === 'pusher:error', 'the refusal');
       expect((off.data as { message: string }).message).to.match(/clientMessaging/);
     });
+
+    it("another user's #server-to-user- channel: AuthError 401; a signin with a bad signature: 4009 and the close", async function () {
+      const s = open(app.id);
+      const socketId = await s.socketId();
+      s.send({ event: 'pusher:subscribe', data: { channel: '#server-to-user-uma' } });
+      const refused = await s.next((f) => f.event === 'pusher:subscription_error', 'the refusal');
+      expect(RawPusher.data(refused)).to.include({ type: 'AuthError', status: 401 });
+      const key = pusherCredentials(app.record).key;
+      const userData = JSON.stringify({ id: 'uma' });
+      s.send({
+        event: 'pusher:signin',
+        data: { user_data: userData, auth: `${key}:${pusherSign('wrong', `${socketId}::user::${userData}`)}` },
+      });
+      await until(() => s.closed !== undefined, 'the close');
+      expect(s.closed?.code).to.equal(4009);
+      expect(s.frames.some((f) => f.event === 'pusher:signin_success')).to.equal(false);
+    });
   });
 });

@@ -240,4 +240,47 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
     await until(() => got.length === 2, 'both events');
     expect(got.map((g) => g.data)).to.deep.equal(['old secret', 'new secret']);
   });
+
+  it('user authentication: signin, sendToUser reaches the user, terminateUserConnections closes them on both doors', async function () {
+    const server = pusherServer(stack, app);
+    const c = clients.connect({
+      extra: {
+        userAuthentication: {
+          endpoint: 'unused',
+          transport: 'ajax',
+          customHandler: (params, callback) =>
+            callback(null, server.authenticateUser(params.socketId, { id: 'uma', name: 'Uma' })),
+        },
+      },
+    });
+    const errors: unknown[] = [];
+    c.connection.bind('error', (e: unknown) => errors.push(e));
+    const notices: unknown[] = [];
+    c.user.bind('notice', (d: unknown) => notices.push(d));
+    c.signin();
+    await connected(c);
+    await until(() => (c.user.user_data as { id?: string } | null)?.id === 'uma', 'the signin');
+    // pusher-js subscribes to the user's channel after the signin; a trigger before that is not for it.
+    await until(
+      () =>
+        (c.user as unknown as { serverToUserChannel?: { subscribed: boolean } }).serverToUserChannel?.subscribed ===
+        true,
+      'the #server-to-user- subscription',
+    );
+    await server.sendToUser('uma', 'notice', { n: 1 });
+    await until(() => notices.length === 1, 'the event for the user');
+    expect(notices).to.deep.equal([{ n: 1 }]);
+
+    const other = clients.connect();
+    await connected(other);
+
+    const native = await app.connect('uma');
+    const r = await server.terminateUserConnections('uma');
+    expect(r.status).to.equal(200);
+    await until(() => errors.length > 0 && native.closeCode !== undefined, 'both doors closed');
+    expect(JSON.stringify(errors[0])).to.contain('4009');
+    expect(native.closeCode).to.equal(4004);
+    await until(() => c.connection.state !== 'connected', 'the pusher-js socket closed');
+    expect(other.connection.state, 'other users stay').to.equal('connected');
+  });
 });

@@ -223,6 +223,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         apps,
         topics,
         presence,
+        kicker,
         redis,
         subjects,
         database: watch,

@@ -336,6 +336,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       accepting: () => base.accepting(),
     });
     late.pusher = pusher;
+    control.pusher = pusher;
     mountHealth(app, registry, () => {
       if (!base.accepting()) return 'stopping';
       const natsReady = natsReadiness(nc);

@@ -55,25 +55,32 @@ export function pusherBodyMd5(body: Uint8Array | string): string {
 /** Longest Pusher channel name (Pusher's documented limit). */
 export const PUSHER_CHANNEL_MAX = 164;
 const CHANNEL_CHARS = /^[-a-zA-Z0-9_=@,.;]+$/;
+/** Prefix of the channel of one signed-in user (user authentication): `#server-to-user-<user id>`. */
+export const PUSHER_USER_CHANNEL_PREFIX = '#server-to-user-';
 
 /**
  * Why `name` is not a channel name the Pusher door takes, or undefined. Pusher's rules (at most
  * 164 characters of `A-Z a-z 0-9 _ - = @ , . ;`), plus ours: no leading `_` (topic names starting
- * with `_` are reserved, `_all` is the app's broadcast), and `#server-to-user-` channels (user
- * authentication, not offered) are refused.
+ * with `_` are reserved, `_all` is the app's broadcast). `#server-to-user-<user id>` is the
+ * channel of a signed-in user (user authentication).
  */
 export function pusherChannelProblem(name: unknown): string | undefined {
   if (typeof name !== 'string' || name === '') return 'the channel name is missing';
   if (name.length > PUSHER_CHANNEL_MAX) return `the channel name is longer than ${PUSHER_CHANNEL_MAX} characters`;
+  if (name.startsWith(PUSHER_USER_CHANNEL_PREFIX)) {
+    const user = name.slice(PUSHER_USER_CHANNEL_PREFIX.length);
+    return user !== '' && CHANNEL_CHARS.test(user) ? undefined : 'a #server-to-user- channel names a user id';
+  }
   if (!CHANNEL_CHARS.test(name)) return 'a channel name has only the characters A-Z a-z 0-9 _ - = @ , . ;';
   if (name.startsWith('_')) return 'channel names starting with _ are reserved';
   return undefined;
 }
 
 /** The kinds of Pusher channel, by name prefix. */
-export type PusherChannelKind = 'public' | 'private' | 'encrypted' | 'presence';
+export type PusherChannelKind = 'public' | 'private' | 'encrypted' | 'presence' | 'user';
 
 export function pusherChannelKind(name: string): PusherChannelKind {
+  if (name.startsWith(PUSHER_USER_CHANNEL_PREFIX)) return 'user';
   if (name.startsWith('private-encrypted-')) return 'encrypted';
   if (name.startsWith('private-')) return 'private';
   if (name.startsWith('presence-')) return 'presence';

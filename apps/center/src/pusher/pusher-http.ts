@@ -2,10 +2,19 @@ import type { AppDirectory } from '@push/apps';
 import { pusherChannelProblem } from '@push/apps';
 import { HttpExchange, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
 import type { PresenceRegistry } from '@push/presence';
-import { PushError, decodeToken, isObject, isPresenceTopic, type AppRecord, type Subjects } from '@push/protocol';
+import {
+  PushError,
+  decodeToken,
+  idProblem,
+  isObject,
+  isPresenceTopic,
+  type AppRecord,
+  type Subjects,
+} from '@push/protocol';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { DatabaseWatch } from '../database-watch.js';
+import type { Kicker } from '../kick.js';
 import type { CenterMetrics } from '../metrics.js';
 import type { TopicService } from '../topic-service.js';
 import { verifyPusherRequest } from './pusher-auth.js';
@@ -14,12 +23,21 @@ export interface PusherHttpDeps {
   apps: Pick<AppDirectory, 'get'>;
   topics: Pick<TopicService, 'publish'>;
   presence: Pick<PresenceRegistry, 'topicOccupancy' | 'topicMembers'>;
+  /** terminate_connections is a kick of the user. */
+  kicker: Pick<Kicker, 'kick'>;
   redis: Redis;
   subjects: Subjects;
   database: Pick<DatabaseWatch, 'answer'>;
   metrics: CenterMetrics;
   log: Logger;
   maxBodyBytes: number;
+}
+
+/** A channel from the path; PushError `invalid_topic` when it is past Pusher's rules. */
+function channelParam(channel: string | undefined): string {
+  const bad = pusherChannelProblem(channel);
+  if (bad !== undefined) throw new PushError('invalid_topic', `channel ${JSON.stringify(channel)}: ${bad}`);
+  return channel as string;
 }
 
 /** Pusher's limits: channels per trigger, events per batch, event name length. */
@@ -184,7 +202,8 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
       method: 'get',
       pattern: '/apps/:app/channels/:channel',
       op: 'pusher.channel',
-      handler: async (record, params, _body, [channel = '']) => {
+      handler: async (record, params, _body, [raw]) => {
+        const channel = channelParam(raw);
         const presence = isPresenceTopic(record.settings.presenceTopics, channel);
         const info = infoFields(params, presence);
         const o = await deps.presence.topicOccupancy(record.id, channel);
@@ -198,12 +217,25 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
       method: 'get',
       pattern: '/apps/:app/channels/:channel/users',
       op: 'pusher.users',
-      handler: async (record, _params, _body, [channel = '']) => {
+      handler: async (record, _params, _body, [raw]) => {
+        const channel = channelParam(raw);
         if (!channel.startsWith('presence-')) {
           throw new PushError('bad_request', 'users are only listed for presence- channels');
         }
         const members = await deps.presence.topicMembers(record.id, channel);
         return { status: 200, body: { users: [...new Set(members.map((m) => m.user))].map((id) => ({ id })) } };
+      },
+    },
+    {
+      method: 'post',
+      pattern: '/apps/:app/users/:user/terminate_connections',
+      op: 'pusher.terminate',
+      handler: async (record, _params, _body, [user = '']) => {
+        const bad = idProblem('user', user);
+        if (bad !== undefined) throw new PushError('invalid_id', bad);
+        // A kick: closes the user's native connections (4004) and the Pusher sockets signed in as them (4009).
+        await deps.kicker.kick(record, user, { reason: 'terminated' });
+        return { status: 200, body: {} };
       },
     },
   ];
@@ -230,10 +262,6 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
         if (record.disabled) throw new PushError('app_disabled');
         const bytes = body === undefined ? undefined : await body;
         const query = verifyPusherRequest(record, { method: ex.method, path: ex.url, query: ex.query, body: bytes });
-        for (const channel of rest) {
-          const bad = pusherChannelProblem(channel);
-          if (bad !== undefined) throw new PushError('invalid_topic', `channel ${JSON.stringify(channel)}: ${bad}`);
-        }
         let parsed: unknown;
         if (bytes !== undefined) {
           try {

@@ -1,4 +1,5 @@
 import {
+  PUSHER_USER_CHANNEL_PREFIX,
   TokenBucket,
   pusherChannelKind,
   pusherChannelProblem,
@@ -44,6 +45,8 @@ export interface PusherDoorContext {
   members: PusherMembers;
   /** Seconds of silence after which a pusher-js client pings (`activity_timeout`). */
   activityTimeout: number;
+  /** A connection signed in as a user (`pusher:signin`): a kick or terminate_connections of the user closes it. */
+  signedIn(conn: PusherConnection): void;
 }
 
 /**
@@ -58,6 +61,8 @@ export class PusherConnection {
   private readonly channels = new Map<string, ChannelSub>();
   private closed = false;
   private eventBucket: TokenBucket | undefined;
+  /** The user this socket signed in as (`pusher:signin`), if it did. */
+  user: string | undefined;
 
   constructor(
     private readonly door: PusherDoorContext,
@@ -105,6 +110,9 @@ export class PusherConnection {
       case 'pusher:subscribe':
         void this.subscribe(isObject(data) ? data : {});
         return;
+      case 'pusher:signin':
+        this.signin(isObject(data) ? data : {});
+        return;
       case 'pusher:unsubscribe':
         if (isObject(data) && typeof data['channel'] === 'string') this.leave(data['channel']);
         return;
@@ -131,7 +139,13 @@ export class PusherConnection {
     }
     const kind = pusherChannelKind(channel);
     let member: { user: string; info: unknown } | undefined;
-    if (kind !== 'public') {
+    if (kind === 'user') {
+      // Only the signed-in user's own channel, with no auth: the signin proved who they are.
+      if (this.user === undefined || channel !== `${PUSHER_USER_CHANNEL_PREFIX}${this.user}`) {
+        this.subscriptionError(channel, 'AuthError', 'only the signed-in user may subscribe to their own channel', 401);
+        return;
+      }
+    } else if (kind !== 'public') {
       const channelData = typeof d['channel_data'] === 'string' ? d['channel_data'] : undefined;
       const auth = typeof d['auth'] === 'string' ? d['auth'] : '';
       const creds = pusherCredentials(app);
@@ -215,6 +229,44 @@ export class PusherConnection {
       this.leave(channel, false);
       this.subscriptionError(channel, 'ServerError', `${e.code}: ${e.message}`, e.status);
     }
+  }
+
+  /**
+   * `pusher:signin` (user authentication): `auth` = `<key>:<hex HMAC-SHA256 of
+   * "<socket_id>::user::<user_data>">` with the app's Pusher secret, `user_data` a JSON object
+   * with a string `id`. Answered `pusher:signin_success`; a bad one `pusher:error` code 4009 and
+   * the close, as Pusher does.
+   */
+  private signin(d: Record<string, unknown>): void {
+    const { ctx } = this.door;
+    const app = ctx.apps.get(this.app);
+    if (app === undefined || app.disabled) return;
+    const userData = typeof d['user_data'] === 'string' ? d['user_data'] : '';
+    const auth = typeof d['auth'] === 'string' ? d['auth'] : '';
+    const creds = pusherCredentials(app);
+    const colon = auth.indexOf(':');
+    const signed = `${this.socketId}::user::${userData}`;
+    let id: unknown;
+    try {
+      id = (JSON.parse(userData) as { id?: unknown }).id;
+    } catch {
+      id = undefined;
+    }
+    const ok =
+      colon >= 0 &&
+      auth.slice(0, colon) === creds.key &&
+      pusherVerify(creds.secrets, signed, auth.slice(colon + 1)) &&
+      typeof id === 'string' &&
+      idProblem('user', id) === undefined &&
+      (this.user === undefined || this.user === id);
+    if (!ok) {
+      ctx.metrics.errors.inc({ code: 'pusher_signin' });
+      this.end(PUSHER_CODE.UNAUTHORIZED, 'signin refused: bad auth or user_data without a valid id');
+      return;
+    }
+    this.user = id as string;
+    this.door.signedIn(this);
+    this.send('pusher:signin_success', { user_data: userData });
   }
 
   /** Leaves a channel (`pusher:unsubscribe`, a failed subscribe, or the close). */

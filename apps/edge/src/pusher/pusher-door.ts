@@ -38,6 +38,11 @@ export interface PusherDoor {
   endApp(app: string): void;
   /** Resolves true once no Pusher socket is open, false after `timeoutMs`. */
   whenEmpty(timeoutMs: number): Promise<boolean>;
+  /**
+   * A kick of a user (the native kick API, or Pusher's terminate_connections): closes the sockets
+   * signed in as that user with 4009.
+   */
+  kickUser(app: string, user: string): void;
 }
 
 /**
@@ -58,7 +63,21 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
   let counter = 0;
   let emptyWaiters: Array<() => void> = [];
   const activityTimeout = Math.max(10, Math.floor(edgeConfig.idleTimeoutSeconds / 2));
-  const door = { ctx, members, activityTimeout };
+  /** Signed-in sockets by app and user. */
+  const users = new Map<string, Set<PusherConnection>>();
+  const userKey = (app: string, user: string): string => `${app}\n${user}`;
+  const door = {
+    ctx,
+    members,
+    activityTimeout,
+    signedIn: (conn: PusherConnection) => {
+      if (conn.user === undefined) return;
+      const key = userKey(conn.app, conn.user);
+      let set = users.get(key);
+      if (set === undefined) users.set(key, (set = new Set()));
+      set.add(conn);
+    },
+  };
 
   function refusalOf(key: string, protocol: string, origin: string): Refusal | undefined {
     if (!opts.accepting()) return { code: PUSHER_CODE.RECONNECT, message: 'the server is shutting down; reconnect' };
@@ -137,6 +156,12 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
       if (conn === undefined) return;
       conn.onClose();
       sockets.delete(conn.socketId);
+      if (conn.user !== undefined) {
+        const key = userKey(conn.app, conn.user);
+        const set = users.get(key);
+        set?.delete(conn);
+        if (set?.size === 0) users.delete(key);
+      }
       if (sockets.size === 0) for (const w of emptyWaiters.splice(0)) w();
     },
   });
@@ -147,6 +172,11 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
     },
     endAll() {
       for (const c of sockets.values()) c.end(PUSHER_CODE.RECONNECT, 'the server is shutting down; reconnect');
+    },
+    kickUser(appId, user) {
+      for (const c of users.get(userKey(appId, user)) ?? []) {
+        c.end(PUSHER_CODE.UNAUTHORIZED, "the app terminated this user's connections");
+      }
     },
     endApp(appId) {
       for (const c of sockets.values()) if (c.app === appId) c.end(PUSHER_CODE.APP_DISABLED, 'the app is disabled');
