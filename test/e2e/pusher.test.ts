@@ -158,6 +158,26 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
     expect(got).to.deep.equal([{ event: 'secret', data: { pin: 1234 } }]);
   });
 
+  it('cache channels: a new subscriber gets the last event from topic history, or pusher:cache_miss', async function () {
+    const c = clients.connect();
+    await connected(c);
+    let missed = 0;
+    const empty = c.subscribe('cache-empty');
+    empty.bind('pusher:cache_miss', () => missed++);
+    await until(() => missed === 1, 'pusher:cache_miss');
+    const server = pusherServer(stack, app);
+    await server.trigger('cache-scores', 'goal', { score: 1 });
+    await server.trigger('cache-scores', 'goal', { score: 2 });
+    // Recording from the subscribe on: the cached event follows subscription_succeeded at once.
+    const got = record(c.subscribe('cache-scores'));
+    await until(() => got.length === 1, 'the cached event');
+    await sleep(200);
+    expect(got, 'only the last one').to.deep.equal([{ event: 'goal', data: { score: 2 } }]);
+    await server.trigger('cache-scores', 'goal', { score: 3 });
+    await until(() => got.length === 2, 'the next event live');
+    expect(got[1]).to.deep.equal({ event: 'goal', data: { score: 3 } });
+  });
+
   it('cross-door: our HTTP API reaches pusher-js; a pusher trigger reaches our SDK topic subscriber', async function () {
     const p = clients.connect();
     await connected(p);

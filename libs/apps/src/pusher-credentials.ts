@@ -76,6 +76,15 @@ export function pusherChannelProblem(name: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether a channel is a cache channel (`cache-`, `private-cache-`, `private-encrypted-cache-`,
+ * `presence-cache-`): a new subscriber gets its last event right after subscribing, from the
+ * topic's history, or `pusher:cache_miss`.
+ */
+export function pusherCacheChannel(name: string): boolean {
+  return /^(private-encrypted-|private-|presence-)?cache-/.test(name);
+}
+
 /** The kinds of Pusher channel, by name prefix. */
 export type PusherChannelKind = 'public' | 'private' | 'encrypted' | 'presence' | 'user';
 

@@ -1,13 +1,15 @@
 import {
   PUSHER_USER_CHANNEL_PREFIX,
   TokenBucket,
+  pusherCacheChannel,
   pusherChannelKind,
   pusherChannelProblem,
   pusherCredentials,
   pusherVerify,
   type PusherChannelKind,
 } from '@push/apps';
-import { PushError, idProblem, isObject, isPushError } from '@push/protocol';
+import { PushError, idProblem, isObject, isPushError, pusherFrameOf } from '@push/protocol';
+import type { TopicChannel } from '../topic-channels.js';
 import type { EdgeContext } from '../edge-context.js';
 import type { TopicSubscriber } from '../topic-presence.js';
 import { PUSHER_CLIENT_EVENT_MAX_BYTES, PUSHER_CODE, PUSHER_USER_INFO_MAX_BYTES } from './pusher-codes.js';
@@ -208,9 +210,24 @@ export class PusherConnection {
       s.topicRef = true;
       const ch = await ctx.topics.join(this.app, channel);
       if (!current()) return;
+      // A cache channel's last event, read until it is still the last one this edge fanned out:
+      // then the socket joins the fan-out in the same turn, so nothing newer comes before it.
+      let cached: string | undefined;
+      if (pusherCacheChannel(channel)) {
+        for (;;) {
+          const last = ch.last;
+          const frame = await this.lastEvent(channel, ch, last);
+          if (!current()) return;
+          if (ch.last === last) {
+            cached = frame ?? `{"event":"pusher:cache_miss","channel":${ch.topicJson}}`;
+            break;
+          }
+        }
+      }
       this.ws?.subscribe(pusherKey(ch.key));
       if (member === undefined) {
         this.sendRaw(`{"event":"pusher_internal:subscription_succeeded","channel":${JSON.stringify(channel)}}`);
+        if (cached !== undefined) this.sendRaw(cached);
         return;
       }
       const presence = await this.door.members.list(this.app, channel);
@@ -221,6 +238,7 @@ export class PusherConnection {
       }
       presence.hash[member.user] = member.info ?? null;
       this.send('pusher_internal:subscription_succeeded', JSON.stringify({ presence }), channel);
+      if (cached !== undefined) this.sendRaw(cached);
     } catch (err) {
       const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
       ctx.metrics.errors.inc({ code: e.code });
@@ -267,6 +285,18 @@ export class PusherConnection {
     this.user = id as string;
     this.door.signedIn(this);
     this.send('pusher:signin_success', { user_data: userData });
+  }
+
+  /** The Pusher frame of the topic's message `seq` (its last), from history; undefined when there is none. */
+  private async lastEvent(channel: string, ch: TopicChannel, seq: number): Promise<string | undefined> {
+    if (seq === 0) return undefined;
+    const { messages } = await this.door.ctx.topicStore.readBatch(this.app, channel, seq, {
+      max: 1,
+      maxBytes: 1024 * 1024,
+    });
+    const m = messages[0];
+    if (m === undefined || m.seq !== seq || m.malformed === true || m.expires <= Date.now()) return undefined;
+    return pusherFrameOf(ch.topicJson, m.bytes, m.binary).frame;
   }
 
   /** Leaves a channel (`pusher:unsubscribe`, a failed subscribe, or the close). */
