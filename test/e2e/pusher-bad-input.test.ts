@@ -175,6 +175,12 @@ describe('Pusher door: bad input gets Pusher’s codes and stores nothing (issue
           { batch: Array.from({ length: 11 }, () => ({ channel: 'h-bad', name: 'e', data: 'x' })) },
         ],
         ['user_count of a public channel', 'GET', `/apps/${app.id}/channels/h-bad`, undefined, { info: 'user_count' }],
+        [
+          'a trigger asking user_count of a public channel',
+          'POST',
+          events,
+          { name: 'e', data: 'x', channels: ['h-bad'], info: 'user_count' },
+        ],
         ['users of a public channel', 'GET', `/apps/${app.id}/channels/h-bad/users`, undefined],
       ];
       for (const [what, method, path, body, params] of cases) {

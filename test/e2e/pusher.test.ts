@@ -158,6 +158,23 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
     expect(got).to.deep.equal([{ event: 'secret', data: { pin: 1234 } }]);
   });
 
+  it('a trigger with info answers the channel attributes after the event (subscription_count, user_count)', async function () {
+    const a = clients.connect({ member: { user_id: 'ida' } });
+    const b = clients.connect({ member: { user_id: 'ida' } });
+    await Promise.all([connected(a), connected(b)]);
+    await Promise.all([subscribe(a, 'presence-count'), subscribe(b, 'presence-count'), subscribe(a, 'count')]);
+    const server = pusherServer(stack, app);
+    const r = await server.trigger(['presence-count', 'count'], 'e', 'x', { info: 'subscription_count' });
+    expect(await r.json()).to.deep.equal({
+      channels: { 'presence-count': { subscription_count: 2 }, count: { subscription_count: 1 } },
+    });
+    const batch = await server.triggerBatch([
+      { channel: 'presence-count', name: 'e', data: 'y', info: 'user_count,subscription_count' },
+      { channel: 'count', name: 'e', data: 'z' },
+    ]);
+    expect(await batch.json()).to.deep.equal({ batch: [{ user_count: 1, subscription_count: 2 }, {}] });
+  });
+
   it('cache channels: a new subscriber gets the last event from topic history, or pusher:cache_miss', async function () {
     const c = clients.connect();
     await connected(c);

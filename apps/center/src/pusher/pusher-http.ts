@@ -102,6 +102,37 @@ async function storeEvents(deps: PusherHttpDeps, app: AppRecord, events: PusherE
   }
 }
 
+/**
+ * The `info` of a trigger (or of one batch event): `subscription_count` and, on presence
+ * channels, `user_count`; PushError `bad_request` otherwise (checked before anything is stored).
+ */
+function triggerInfo(raw: unknown, channel: string, app: AppRecord): Set<string> {
+  if (raw === undefined) return new Set();
+  if (typeof raw !== 'string') throw new PushError('bad_request', 'info must be a comma-separated string');
+  const info = infoFields(new URLSearchParams({ info: raw }), isPresenceTopic(app.settings.presenceTopics, channel));
+  for (const f of info) {
+    if (f !== 'subscription_count' && f !== 'user_count') {
+      throw new PushError('bad_request', `info ${JSON.stringify(f)} is not subscription_count or user_count`);
+    }
+  }
+  return info;
+}
+
+/** The attributes `info` asks for of a channel, after the trigger. */
+async function channelAttributes(
+  deps: PusherHttpDeps,
+  app: AppRecord,
+  channel: string,
+  info: Set<string> | undefined,
+): Promise<Record<string, number>> {
+  if (info === undefined || info.size === 0) return {};
+  const o = await deps.presence.topicOccupancy(app.id, channel);
+  const out: Record<string, number> = {};
+  if (info.has('subscription_count')) out['subscription_count'] = o.connections;
+  if (info.has('user_count')) out['user_count'] = o.users;
+  return out;
+}
+
 /** `info` of the channel routes, a comma-separated list; PushError when user_count is asked of a non-presence channel. */
 function infoFields(params: URLSearchParams, presence: boolean): Set<string> {
   const info = new Set((params.get('info') ?? '').split(',').filter((s) => s !== ''));
@@ -151,12 +182,15 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
         if (!Array.isArray(channels) || channels.length === 0 || channels.length > MAX_TRIGGER_CHANNELS) {
           throw new PushError('bad_request', `channels must be an array of 1 to ${MAX_TRIGGER_CHANNELS} channel names`);
         }
-        await storeEvents(
-          deps,
-          record,
-          channels.map((c) => readEvent(body, c)),
+        const events = channels.map((c) => readEvent(body, c));
+        const info = events.map((e) => triggerInfo(body['info'], e.channel, record));
+        await storeEvents(deps, record, events);
+        if (info.every((i) => i.size === 0)) return { status: 200, body: {} };
+        const out: Record<string, Record<string, number>> = {};
+        await Promise.all(
+          events.map(async (e, i) => (out[e.channel] = await channelAttributes(deps, record, e.channel, info[i]))),
         );
-        return { status: 200, body: {} };
+        return { status: 200, body: { channels: out } };
       },
     },
     {
@@ -172,8 +206,12 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
           if (!isObject(e)) throw new PushError('bad_request', 'each batch event is an object');
           return readEvent(e, e['channel']);
         });
+        const info = events.map((e, i) =>
+          triggerInfo((batch[i] as Record<string, unknown>)['info'], e.channel, record),
+        );
         await storeEvents(deps, record, events);
-        return { status: 200, body: { batch: events.map(() => ({})) } };
+        const answers = await Promise.all(events.map((e, i) => channelAttributes(deps, record, e.channel, info[i])));
+        return { status: 200, body: { batch: answers } };
       },
     },
     {
