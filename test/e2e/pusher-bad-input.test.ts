@@ -311,5 +311,22 @@ describe('Pusher door: bad input gets Pusher’s codes and stores nothing (issue
       expect(s.closed?.code).to.equal(4009);
       expect(s.frames.some((f) => f.event === 'pusher:signin_success')).to.equal(false);
     });
+
+    it('past PUSH_EDGE_MAX_CONNECTIONS, both doors counted: a Pusher socket gets 4100, a native upgrade 503 edge_full', async function () {
+      const edge = await stack.startEdge({ PUSH_EDGE_MAX_CONNECTIONS: '2' });
+      const native = await app.connect('cap-a', 'default', '', edge);
+      natives.push(native);
+      const first = RawPusher.open(`ws://127.0.0.1:${edge.port}/app/${app.id}?protocol=7`);
+      sockets.push(first);
+      await first.socketId();
+      const over = RawPusher.open(`ws://127.0.0.1:${edge.port}/app/${app.id}?protocol=7`);
+      sockets.push(over);
+      await until(() => over.closed !== undefined, 'the refusal');
+      expect(over.closed?.code).to.equal(4100);
+      expect(over.frames.map((f) => (f.data as { code: number }).code)).to.deep.equal([4100]);
+      const refusal = await TestClient.refused(`ws://127.0.0.1:${edge.port}/ws`, await app.token('cap-b'));
+      expect([refusal.status, refusal.body.error?.code]).to.deep.equal([503, 'edge_full']);
+      expect(first.closed, 'the open Pusher socket stays').to.equal(undefined);
+    });
   });
 });

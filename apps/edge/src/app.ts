@@ -322,6 +322,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       ctx,
       connections,
       maxConnections,
+      otherConnections: () => late.pusher?.size ?? 0,
       accepting: () => base.accepting(),
       tokenMaxLifetimeSeconds: config.tokenMaxLifetimeSeconds,
     });
