@@ -68,7 +68,10 @@ export class PusherFanout implements TopicObserver {
       }
     };
     const before = this.presenceQueues.get(key) ?? Promise.resolve();
-    const task = before.then(run);
+    // A failure is logged and the queue goes on: one lost announcement must not stop the channel's others.
+    const task = before
+      .then(run)
+      .catch((err: unknown) => this.log.warn({ err, topic: ch.topic }, 'presence frame not sent'));
     this.presenceQueues.set(key, task);
     void task.then(() => {
       if (this.presenceQueues.get(key) === task) this.presenceQueues.delete(key);
