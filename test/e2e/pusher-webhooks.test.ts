@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import type { PresenceChannel } from 'pusher-js';
 import { createCoordinator, type Coordinator } from '@push/coordinator';
 import { createLogger } from '@push/logger';
+import { EdgeProcess } from '../helpers/edge-process.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { PusherClients, connected, pusherServer, until, type PusherJs } from '../helpers/pusher.js';
 
@@ -42,6 +43,9 @@ function subscribe(client: PusherJs, name: string): Promise<PresenceChannel> {
   });
 }
 
+/** Presence lease of this suite, seconds: a killed edge's subscriptions go within 4/3 of it. */
+const LEASE = 3;
+
 describe('Pusher door: Pusher-format webhooks, validated with the pusher SDK (issue 18)', function () {
   this.timeout(40_000);
   let stack: Stack;
@@ -49,9 +53,10 @@ describe('Pusher door: Pusher-format webhooks, validated with the pusher SDK (is
   let clients: PusherClients;
   let coordinator: Coordinator;
   let hooks: Awaited<ReturnType<typeof receiver>>;
+  const killable = new EdgeProcess();
 
   before(async function () {
-    stack = await Stack.start();
+    stack = await Stack.start({ PUSH_PRESENCE_LEASE: String(LEASE) });
     app = await stack.createApp({ clientMessaging: true });
     clients = new PusherClients(stack, app);
     const cfg = stack.config();
@@ -61,6 +66,7 @@ describe('Pusher door: Pusher-format webhooks, validated with the pusher SDK (is
   });
   after(async function () {
     clients?.disconnectAll();
+    await killable.kill();
     await coordinator?.stop();
     await hooks?.close();
     await stack?.close();
@@ -121,5 +127,41 @@ describe('Pusher door: Pusher-format webhooks, validated with the pusher SDK (is
     );
     const other = pusherServer(stack, app, { secret: 'someone-else' });
     expect(other.webhook({ headers: first.headers, rawBody: first.rawBody }).isValid()).to.equal(false);
+  });
+
+  it('an edge killed with the last subscriber: member_removed and channel_vacated from the presence sweep', async function () {
+    const before = hooks.hooks.length;
+    await killable.start({
+      PUSH_PREFIX: stack.prefix,
+      PUSH_NATS_URL: stack.config().natsUrl,
+      PUSH_REDIS_URL: stack.config().redisUrl,
+      PUSH_PRESENCE_LEASE: String(LEASE),
+    });
+    const doomed = clients.connect({ member: { user_id: 'zed' }, extra: { wsPort: killable.port } });
+    await connected(doomed);
+    await subscribe(doomed, 'presence-doomed');
+    const server = pusherServer(stack, app);
+    const events = () =>
+      hooks.hooks
+        .slice(before)
+        .flatMap(
+          (h) =>
+            server.webhook({ headers: h.headers, rawBody: h.rawBody }).getEvents() as Array<{
+              name: string;
+              channel: string;
+              user_id?: string;
+            }>,
+        )
+        .filter((e) => e.channel === 'presence-doomed');
+    await until(() => events().length === 2, 'occupied and member_added', 10_000);
+    await killable.kill();
+    doomed.disconnect(); // stop pusher-js retrying the dead edge
+    await until(() => events().length === 4, 'the sweep', (LEASE * 4000) / 3 + 10_000);
+    expect(events().map((e) => [e.name, e.user_id ?? ''])).to.deep.equal([
+      ['channel_occupied', ''],
+      ['member_added', 'zed'],
+      ['member_removed', 'zed'],
+      ['channel_vacated', ''],
+    ]);
   });
 });

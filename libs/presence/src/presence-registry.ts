@@ -83,6 +83,8 @@ export interface SweptTopicEntry extends TopicMember {
   presence: boolean;
   /** The user had no other connection subscribed: this removal made them leave the topic. */
   last: boolean;
+  /** The topic had no other subscription left: this removal vacated it (`channel_vacated`). */
+  vacated: boolean;
 }
 
 /** A topic's subscribers: connections and distinct users (entries of a dead edge count until swept). */
@@ -120,7 +122,8 @@ export function emitSweptEvents(events: EventSink, entries: SweptEntry[]): void 
 /**
  * The events and announcements of topic subscriptions a presence sweep removed (their edge
  * died): `topic_unsub` for each, and on presence topics, for users it left with no subscribed
- * connection, a `leave` frame (`announce`: publishPresenceFrame of @push/nats) and `presence_leave`.
+ * connection, a `leave` frame (`announce`: publishPresenceFrame of @push/nats) and `presence_leave`;
+ * `channel_vacated` for a topic it left with no subscription (after the leave, as an edge orders them).
  */
 export function emitTopicsSweptEvents(
   events: EventSink,
@@ -130,9 +133,11 @@ export function emitTopicsSweptEvents(
   for (const e of entries) {
     const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge, topic: e.topic };
     events.emit('topic_unsub', about);
-    if (!e.presence || !e.last) continue;
-    announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user));
-    events.emit('presence_leave', about);
+    if (e.presence && e.last) {
+      announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user));
+      events.emit('presence_leave', about);
+    }
+    if (e.vacated) events.emit('channel_vacated', { app: e.app, topic: e.topic });
   }
 }
 
@@ -141,7 +146,7 @@ export function emitTopicsSweptEvents(
  * sweepers never race an edge that renews its lease and records its connections again.
  * KEYS: lease, index, edges set, topic index; ARGV: edge id. Returns -1 when alive, else two
  * lists: the presence entries removed (key, conn, value, left) and the topic memberships removed
- * (index value, stored value, the user's connections left on the topic).
+ * (index value, stored value, the user's connections left on the topic, the topic's connections left).
  * The presence hashes it touches are named in the index, not in KEYS: this needs one Redis
  * (not Redis Cluster), as the rest of presence does today.
  */
@@ -175,6 +180,7 @@ for i = 1, #tidx, 2 do
     table.insert(tout, tidx[i + 1])
     table.insert(tout, v)
     table.insert(tout, n)
+    table.insert(tout, redis.call('HLEN', ref[1]))
   end
 end
 redis.call('DEL', KEYS[2])
@@ -439,14 +445,14 @@ export class PresenceRegistry {
   /** Reports the topic memberships a sweep removed (SWEEP_SCRIPT's second list) to `onTopicsSwept`. */
   private reportTopics(t: Array<string | number>): void {
     const swept: SweptTopicEntry[] = [];
-    for (let i = 0; i + 2 < t.length; i += 3) {
+    for (let i = 0; i + 3 < t.length; i += 4) {
       const ref = parseJson(String(t[i]));
       if (!Array.isArray(ref)) continue;
       const [, , conn, , app, topic] = ref as unknown[];
       if (typeof conn !== 'string' || typeof app !== 'string' || typeof topic !== 'string') continue;
       const m = decodeTopicMember(conn, String(t[i + 1]));
       if (m === undefined) continue; // not ours: nothing to report
-      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0 });
+      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0, vacated: Number(t[i + 3]) === 0 });
     }
     if (swept.length > 0) this.opts.onTopicsSwept?.(swept);
   }
