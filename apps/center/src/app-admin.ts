@@ -1,5 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { generateApiKey, generateSecret, hashApiKey, type AppDirectory } from '@push/apps';
+import {
+  generateApiKey,
+  generateSecret,
+  hashApiKey,
+  pusherCredentials,
+  type AppDirectory,
+  type PusherCredentials,
+} from '@push/apps';
 import type { Config } from '@push/config';
 import { AppsRepository, type Knex } from '@push/db';
 import { deleteAppStreams, ensureAppStreams, type NatsConnection } from '@push/nats';
@@ -20,8 +27,11 @@ import {
 export { MAX_MESSAGE_BYTES, type SettingsLimits } from '@push/protocol';
 
 /** An app as the admin API shows it: secrets included, API keys by id only. */
-export function adminView(app: AppRecord): Omit<AppRecord, 'apiKeys'> & { apiKeys: Array<{ id: string }> } {
-  return { ...app, apiKeys: app.apiKeys.map((k) => ({ id: k.id })) };
+export function adminView(
+  app: AppRecord,
+): Omit<AppRecord, 'apiKeys'> & { apiKeys: Array<{ id: string }>; pusher: PusherCredentials } {
+  // `pusher`: the app's Pusher app id, key and secrets, derived from its secrets (docs/pusher.md).
+  return { ...app, apiKeys: app.apiKeys.map((k) => ({ id: k.id })), pusher: pusherCredentials(app) };
 }
 
 /**

@@ -32,6 +32,7 @@ import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
 import { mountConsole } from './console-static.js';
 import { ConsoleService } from './console-service.js';
+import { mountPusherHttp } from './pusher/pusher-http.js';
 import { Kicker } from './kick.js';
 import { BindingService } from './bindings.js';
 import { BindingsMirror } from './bindings-mirror.js';
@@ -221,6 +222,19 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       // The web console's files at /console/ (before the API's catch-all 404).
       mountConsole(app);
+      // The Pusher HTTP door (docs/pusher.md): its own module, publishing through the same topics.
+      mountPusherHttp(app, {
+        apps,
+        topics,
+        presence,
+        kicker,
+        redis,
+        subjects,
+        database: watch,
+        metrics,
+        log,
+        maxBodyBytes: config.center.maxBodyBytes,
+      });
       mountHttpApi(app, {
         push,
         jobs,

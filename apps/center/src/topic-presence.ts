@@ -1,5 +1,5 @@
 import type { PresenceRegistry } from '@push/presence';
-import { topicGranted, type AppRecord } from '@push/protocol';
+import { isPresenceTopic, type AppRecord } from '@push/protocol';
 
 /** One subscribed connection of a presence topic, as the members list shows it. */
 export interface TopicMemberView {
@@ -32,7 +32,7 @@ export class TopicPresenceService {
   constructor(private readonly presence: Pick<PresenceRegistry, 'topicOccupancy' | 'topicMembers'>) {}
 
   async get(app: AppRecord, topic: string, withMembers: boolean): Promise<TopicPresenceView> {
-    const presence = topicGranted(app.settings.presenceTopics, topic);
+    const presence = isPresenceTopic(app.settings.presenceTopics, topic);
     const [occupancy, members] = await Promise.all([
       this.presence.topicOccupancy(app.id, topic),
       presence && withMembers ? this.presence.topicMembers(app.id, topic) : undefined,

@@ -80,7 +80,14 @@ export class WebhookAdmin {
       throw new PushError('bad_request', 'give events or kinds (or both): an endpoint that wants nothing gets nothing');
     const ep = await this.repo.create(
       app,
-      { url: b.url, events, kinds, disabled: b.disabled ?? false, description: b.description ?? '' },
+      {
+        url: b.url,
+        events,
+        kinds,
+        disabled: b.disabled ?? false,
+        description: b.description ?? '',
+        format: b.format ?? 'native',
+      },
       generateWebhookSecret(),
     );
     await this.directory.put(ep);
@@ -108,6 +115,7 @@ export class WebhookAdmin {
     if (b.kinds !== undefined) patch.kinds = b.kinds;
     if (b.disabled !== undefined) patch.disabled = b.disabled;
     if (b.description !== undefined) patch.description = b.description;
+    if (b.format !== undefined) patch.format = b.format;
     const ep = await this.repo.update(app, id, patch);
     await this.directory.put(ep);
     return ep;

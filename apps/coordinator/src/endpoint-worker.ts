@@ -26,6 +26,7 @@ import {
 } from '@push/protocol';
 import type { Logger } from 'pino';
 import { HttpPoster, PostError } from './http-poster.js';
+import { pusherWebhook } from './pusher-webhook.js';
 import type { CoordinatorMetrics } from './metrics.js';
 
 /** What every endpoint worker shares. */
@@ -343,20 +344,35 @@ class SourceLoop {
     const { items, kept, letter } = this.items(batch);
     if (kept.length === 0) return;
     const source: WebhookSource = letter?.source ?? (this.source === 'replay' ? 'events' : this.source);
-    const body = `{"app":${JSON.stringify(ep.app)},"endpoint":${JSON.stringify(ep.id)},"source":"${source}","items":[${items.map((i) => i.raw).join(',')}]}`;
-    const id = batchWebhookId(items.map((i) => i.id));
     const now = Date.now();
-    const headers = signWebhook(
-      ep.secrets.slice(0, 2).map((x) => x.secret),
-      id,
-      now / 1000,
-      body,
-    );
+    let body: string;
+    let headers: Record<string, string>;
+    if (ep.format === 'pusher') {
+      // Pusher's webhook body (docs/pusher.md): items Pusher has no webhook for are not sent.
+      const pusher = pusherWebhook(app, items, now);
+      if (pusher === undefined) {
+        for (const m of kept) m.ack();
+        if (this.source === 'replay') for (const m of kept) await this.dropReplay(m);
+        return;
+      }
+      ({ body, headers } = pusher);
+    } else {
+      body = `{"app":${JSON.stringify(ep.app)},"endpoint":${JSON.stringify(ep.id)},"source":"${source}","items":[${items.map((i) => i.raw).join(',')}]}`;
+      const id = batchWebhookId(items.map((i) => i.id));
+      headers = {
+        ...signWebhook(
+          ep.secrets.slice(0, 2).map((x) => x.secret),
+          id,
+          now / 1000,
+          body,
+        ),
+      };
+    }
     let status: number | null = null;
     let error = '';
     const started = process.hrtime.bigint();
     try {
-      status = (await this.worker.poster.post(ep.url, body, { ...headers }, s.webhookTimeoutMs)).status;
+      status = (await this.worker.poster.post(ep.url, body, headers, s.webhookTimeoutMs)).status;
       if (status < 200 || status > 299) error = `HTTP ${status}`;
     } catch (err) {
       error = err instanceof PostError ? err.message : String(err);

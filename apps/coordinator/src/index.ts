@@ -1,1 +1,2 @@
 export { createCoordinator, type Coordinator } from './app.js';
+export { pusherWebhook, pusherWebhookEvent } from './pusher-webhook.js';

@@ -30,6 +30,7 @@ import { removalFailureReporter, type EdgeContext } from './edge-context.js';
 import { EdgePresence } from './edge-presence.js';
 import { EdgeStatsResponder } from './edge-stats.js';
 import { mountEdgeSocket } from './edge-upgrade.js';
+import { mountPusherDoor, type PusherDoor } from './pusher/pusher-door.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { SendLimits } from './send-limits.js';
@@ -87,6 +88,8 @@ interface StartedEdge {
   upstream: UpstreamStore;
   events: EventPublisher;
   stats: EdgeStatsResponder;
+  /** The Pusher door's sockets (`/app/<key>`). */
+  pusher: PusherDoor;
   listening: Listening;
 }
 
@@ -226,7 +229,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     const topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
     opened.push(() => topicStore.close());
     // Made once the uWS app exists (it fans out); the live connection's reconnect reaches it here.
-    const late: { topics?: TopicChannels } = {};
+    const late: { topics?: TopicChannels; pusher?: PusherDoor } = {};
     // Live subscriptions (one per connected user, one per topic with local subscribers) on their
     // own lean NATS connection.
     const live = await LiveSubscriber.connect({
@@ -242,17 +245,11 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => live.close());
     const channels = new UserChannels(live, subjects);
     const app = uws.App();
-    const topics = new TopicChannels(
-      live,
-      topicStore,
-      subjects,
-      {
-        publish: (key, frame) => app.publish(key, frame, false),
-        subscribers: (key) => app.numSubscribers(key),
-      },
-      metrics,
-      log,
-    );
+    const fanout = {
+      publish: (key: string, frame: string) => app.publish(key, frame, false),
+      subscribers: (key: string) => app.numSubscribers(key),
+    };
+    const topics = new TopicChannels(live, topicStore, subjects, fanout, metrics, log);
     late.topics = topics;
     let apps: AppDirectory;
     try {
@@ -266,6 +263,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     apps.onChange((id, record) => {
       if (record !== undefined && !record.disabled) return;
       connections.endApp(id);
+      late.pusher?.endApp(id);
     });
     const redis = new Redis(config.redisUrl, {
       enableAutoPipelining: true,
@@ -340,9 +338,22 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       ctx,
       connections,
       maxConnections,
+      otherConnections: () => late.pusher?.size ?? 0,
       accepting: () => base.accepting(),
       tokenMaxLifetimeSeconds: config.tokenMaxLifetimeSeconds,
     });
+    // The Pusher door (docs/pusher.md): its own module, on the same topics.
+    const pusher = mountPusherDoor(app, {
+      ctx,
+      redis,
+      topics,
+      fanout,
+      nativeConnections: () => connections.size,
+      maxConnections,
+      accepting: () => base.accepting(),
+    });
+    late.pusher = pusher;
+    control.pusher = pusher;
     mountHealth(app, registry, () => {
       if (!base.accepting()) return 'stopping';
       const natsReady = natsReadiness(nc);
@@ -364,7 +375,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, listening };
+    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, pusher, listening };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -386,13 +397,19 @@ const STOP_WAIT_MS = 2000;
  */
 async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
-  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, listening } = parts;
+  const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, pusher, listening } =
+    parts;
   connections.stopTokenSweep();
   stats.stop();
   listening.close();
   connections.endAll(config.edge.drainMs);
-  if (!(await connections.whenEmpty(STOP_WAIT_MS))) {
-    log.warn({ open: connections.size }, 'connections still open at the stop deadline');
+  pusher.endAll();
+  const [native, pusherClosed] = await Promise.all([
+    connections.whenEmpty(STOP_WAIT_MS),
+    pusher.whenEmpty(STOP_WAIT_MS),
+  ]);
+  if (!native || !pusherClosed) {
+    log.warn({ open: connections.size, pusher: pusher.size }, 'connections still open at the stop deadline');
   }
   // Let the last acks, removals and sends reach the store.
   acks.flush();

@@ -11,6 +11,9 @@ import type { UserChannels } from './user-channels.js';
  * center, so one is a bug or a foreign publisher, never a reason to drop other users.
  */
 export class ControlHandler {
+  /** The Pusher door: a kick also closes the Pusher sockets signed in as the user (set once both exist). */
+  pusher: { kickUser(app: string, user: string): void } | undefined;
+
   constructor(
     private readonly subjects: Subjects,
     private readonly channels: Pick<UserChannels, 'receivers'>,
@@ -31,6 +34,7 @@ export class ControlHandler {
       this.log.warn({ err, subject }, 'unreadable control message ignored');
       return;
     }
+    if (command.op === 'kick' && command.device === undefined) this.pusher?.kickUser(target.app, target.user);
     for (const conn of this.channels.receivers(target.app, target.user)) {
       if (command.op === 'kick') {
         if (command.device === undefined || conn.device === command.device) conn.kick(command.reason);

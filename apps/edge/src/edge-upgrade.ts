@@ -10,6 +10,8 @@ export interface EdgeSocketOptions {
   connections: EdgeConnections;
   /** Upgrades past this many open connections are refused with `edge_full`. */
   maxConnections: number;
+  /** Open connections of the edge's other door (Pusher): they count toward `maxConnections` too. */
+  otherConnections?: () => number;
   /** False once the edge is stopping: upgrades are refused with `shutting_down`. */
   accepting: () => boolean;
   /** Tokens whose `exp` lies further ahead than this many seconds are refused (`token_exp_too_far`). */
@@ -144,7 +146,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         refuse(res, asked, new PushError('shutting_down'), edgeConfig.retryAfterSeconds);
         return;
       }
-      if (connections.size >= maxConnections) {
+      if (connections.size + (opts.otherConnections?.() ?? 0) >= maxConnections) {
         refuse(res, asked, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
         return;
       }

@@ -40,6 +40,21 @@ export interface TopicChannel {
   waiters: Array<() => boolean> | undefined;
 }
 
+/**
+ * Another door's fan-out of the same topics (the Pusher door, apps/edge/src/pusher): told of every
+ * message fanned out, in the same order and once, and of every presence announcement.
+ */
+export interface TopicObserver {
+  message(ch: TopicChannel, m: TopicStoredMessage): void;
+  /** A `join`/`leave` frame; `joiner`: the local socket whose `join` it announces (it must not get it). */
+  presence(ch: TopicChannel, t: 'join' | 'leave', frame: string, joiner: TopicJoinerSocket | undefined): void;
+}
+
+/** A socket that publishes to a uWS pub/sub key (reaching every subscriber but itself). */
+export interface TopicJoinerSocket {
+  publish(key: string, frame: string): boolean;
+}
+
 /** Most live messages held per channel while it opens or fills a gap; past it, the store is read again. */
 const MAX_HELD = 10_000;
 /** Messages per history read when filling a gap. */
@@ -70,6 +85,8 @@ export class TopicChannels {
   private readonly channels = new Map<string, TopicChannel>();
   /** Who announced a `join` from this edge (TopicPresence), set once both exist. */
   joiners: Pick<TopicPresence, 'takeJoiner'> | undefined;
+  /** The Pusher door's fan-out, set once both exist. */
+  observer: TopicObserver | undefined;
 
   constructor(
     private readonly live: LiveSubscriber,
@@ -209,6 +226,7 @@ export class TopicChannels {
       const joiner = p.conn === undefined ? undefined : this.joiners?.takeJoiner(p.conn, ch.app, ch.topic)?.ws;
       if (joiner === undefined) this.fanout.publish(ch.key, p.frame);
       else joiner.publish(ch.key, p.frame);
+      this.observer?.presence(ch, p.t, p.frame, joiner);
       const n = this.fanout.subscribers(ch.key);
       this.metrics.presenceFrames.inc({ kind: p.t }, joiner === undefined ? n : Math.max(0, n - 1));
       return;
@@ -244,6 +262,7 @@ export class TopicChannels {
       const frame = ServerFrames.topicMessage(ch.topicJson, m.seq, prev, m.ts, m.bytes, m.binary);
       this.fanout.publish(ch.key, frame);
       this.metrics.topicMessagesOut.inc(this.fanout.subscribers(ch.key));
+      this.observer?.message(ch, m);
     }
     // After the publish: a resume woken here joins the key once this message went out.
     this.advance(ch, m.seq);

@@ -1,7 +1,7 @@
 import type { AppDirectory } from '@push/apps';
 import type { EventPublisher } from '@push/nats';
 import type { PresenceRegistry } from '@push/presence';
-import { ServerFrames, topicGranted } from '@push/protocol';
+import { ServerFrames, isPresenceTopic } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { EdgeMetrics } from './metrics.js';
 
@@ -51,9 +51,9 @@ export class TopicPresence {
     private readonly log: Pick<Logger, 'warn'>,
   ) {}
 
-  /** Whether the app lists the topic in `presenceTopics`. */
+  /** Whether the app lists the topic in `presenceTopics`, or it is a Pusher `presence-` channel. */
   isPresenceTopic(app: string, topic: string): boolean {
-    return topicGranted(this.apps.get(app)?.settings.presenceTopics, topic);
+    return isPresenceTopic(this.apps.get(app)?.settings.presenceTopics, topic);
   }
 
   /**
@@ -68,7 +68,8 @@ export class TopicPresence {
     const presence = this.isPresenceTopic(c.app, topic);
     const since = Date.now();
     this.presence.topicJoined({ app: c.app, topic, user: c.user, conn: c.id, device: c.device, since, presence }).then(
-      (first) => {
+      ({ first, occupied }) => {
+        if (occupied && again === undefined) this.events.emit('channel_occupied', { app: c.app, topic });
         if (!first || !presence || again === 'data') return;
         const key = joinKey(c.id, c.app, topic);
         this.joining.set(key, c);
@@ -87,10 +88,13 @@ export class TopicPresence {
     const about = { app: c.app, user: c.user, device: c.device, conn: c.id, edge: this.edgeId };
     this.events.emit('topic_unsub', { ...about, topic });
     this.presence.topicLeft(c.app, topic, c.user, c.id).then(
-      (last) => {
-        if (!last || !this.isPresenceTopic(c.app, topic)) return;
-        this.announce(c.app, topic, ServerFrames.leave(topic, c.user));
-        this.events.emit('presence_leave', { ...about, topic });
+      ({ last, vacated }) => {
+        if (last && this.isPresenceTopic(c.app, topic)) {
+          this.announce(c.app, topic, ServerFrames.leave(topic, c.user));
+          this.events.emit('presence_leave', { ...about, topic });
+        }
+        // After the member's leave, as Pusher orders its webhooks.
+        if (vacated) this.events.emit('channel_vacated', { app: c.app, topic });
       },
       (err: unknown) => this.failed(err),
     );

@@ -5,3 +5,4 @@ export * from './rate-limiter.js';
 export * from './webhook-signature.js';
 export * from './webhook-directory.js';
 export * from './topic-token.js';
+export * from './pusher-credentials.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { PushError, type WebhookEndpoint, type WebhookSecret } from '@push/protocol';
+import { PushError, type WebhookEndpoint, type WebhookFormat, type WebhookSecret } from '@push/protocol';
 
 /** Valid secrets at once: the newest two sign every request, so a rotation has no gap. */
 const SECRETS_KEPT = 2;
@@ -14,6 +14,7 @@ interface WebhookRow {
   disabled: boolean;
   description: string;
   secrets: WebhookSecret[];
+  format: WebhookFormat;
   created_at: Date;
   updated_at: Date;
 }
@@ -25,6 +26,7 @@ export interface WebhookPatch {
   kinds?: string[];
   disabled?: boolean;
   description?: string;
+  format?: WebhookFormat;
 }
 
 const toEndpoint = (r: WebhookRow): WebhookEndpoint => ({
@@ -36,6 +38,7 @@ const toEndpoint = (r: WebhookRow): WebhookEndpoint => ({
   disabled: r.disabled,
   description: r.description,
   secrets: r.secrets,
+  format: r.format,
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
 });
@@ -57,6 +60,7 @@ export class WebhooksRepository {
         kinds: JSON.stringify(input.kinds) as unknown as string[],
         disabled: input.disabled,
         description: input.description,
+        format: input.format,
         secrets: JSON.stringify(secrets) as unknown as WebhookSecret[],
       })
       .returning('*');
@@ -91,6 +95,7 @@ export class WebhooksRepository {
     if (patch.kinds !== undefined) changes['kinds'] = JSON.stringify(patch.kinds);
     if (patch.disabled !== undefined) changes['disabled'] = patch.disabled;
     if (patch.description !== undefined) changes['description'] = patch.description;
+    if (patch.format !== undefined) changes['format'] = patch.format;
     const n = await this.db('webhook_endpoints').where({ id, app_id: app }).update(changes);
     if (n === 0) throw new PushError('webhook_not_found');
     return this.get(app, id);

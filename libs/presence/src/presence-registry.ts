@@ -83,6 +83,8 @@ export interface SweptTopicEntry extends TopicMember {
   presence: boolean;
   /** The user had no other connection subscribed: this removal made them leave the topic. */
   last: boolean;
+  /** The topic had no other subscription left: this removal vacated it (`channel_vacated`). */
+  vacated: boolean;
 }
 
 /** A topic's subscribers: connections and distinct users (entries of a dead edge count until swept). */
@@ -120,7 +122,8 @@ export function emitSweptEvents(events: EventSink, entries: SweptEntry[]): void 
 /**
  * The events and announcements of topic subscriptions a presence sweep removed (their edge
  * died): `topic_unsub` for each, and on presence topics, for users it left with no subscribed
- * connection, a `leave` frame (`announce`: publishPresenceFrame of @push/nats) and `presence_leave`.
+ * connection, a `leave` frame (`announce`: publishPresenceFrame of @push/nats) and `presence_leave`;
+ * `channel_vacated` for a topic it left with no subscription (after the leave, as an edge orders them).
  */
 export function emitTopicsSweptEvents(
   events: EventSink,
@@ -130,9 +133,11 @@ export function emitTopicsSweptEvents(
   for (const e of entries) {
     const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge, topic: e.topic };
     events.emit('topic_unsub', about);
-    if (!e.presence || !e.last) continue;
-    announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user));
-    events.emit('presence_leave', about);
+    if (e.presence && e.last) {
+      announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user));
+      events.emit('presence_leave', about);
+    }
+    if (e.vacated) events.emit('channel_vacated', { app: e.app, topic: e.topic });
   }
 }
 
@@ -141,7 +146,7 @@ export function emitTopicsSweptEvents(
  * sweepers never race an edge that renews its lease and records its connections again.
  * KEYS: lease, index, edges set, topic index; ARGV: edge id. Returns -1 when alive, else two
  * lists: the presence entries removed (key, conn, value, left) and the topic memberships removed
- * (index value, stored value, the user's connections left on the topic).
+ * (index value, stored value, the user's connections left on the topic, the topic's connections left).
  * The presence hashes it touches are named in the index, not in KEYS: this needs one Redis
  * (not Redis Cluster), as the rest of presence does today.
  */
@@ -175,6 +180,7 @@ for i = 1, #tidx, 2 do
     table.insert(tout, tidx[i + 1])
     table.insert(tout, v)
     table.insert(tout, n)
+    table.insert(tout, redis.call('HLEN', ref[1]))
   end
 end
 redis.call('DEL', KEYS[2])
@@ -187,27 +193,28 @@ return {out, tout}
  * Records a topic subscription: KEYS topic connections, topic users, edge topic index; ARGV conn,
  * value, user, index field, index value. Returns the user's subscribed connections after (1 =
  * the user's first: they joined), atomically, so of two edges exactly one sees 1; 0 when the
- * subscription was recorded already.
+ * subscription was recorded already; and the topic's connections after (1 = it became occupied).
  */
 const TOPIC_JOIN_SCRIPT = `
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
+return {redis.call('HINCRBY', KEYS[2], ARGV[3], 1), redis.call('HLEN', KEYS[1])}
 `;
 
 /**
  * Forgets a topic subscription: KEYS as TOPIC_JOIN; ARGV conn, user, index field. Returns -1
- * when it was already gone (swept), else the user's subscribed connections after (0 = they left).
+ * when it was already gone (swept), else the user's subscribed connections after (0 = they left);
+ * and the topic's connections after (0 = it became vacant; -1 when already gone).
  */
 const TOPIC_LEAVE_SCRIPT = `
 redis.call('HDEL', KEYS[3], ARGV[3])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {-1, -1} end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
-  return 0
+  n = 0
 end
-return n
+return {n, redis.call('HLEN', KEYS[1])}
 `;
 
 /** Reads a topic membership value (`[edge, user, device, since, presence]`); undefined when not ours. */
@@ -438,26 +445,27 @@ export class PresenceRegistry {
   /** Reports the topic memberships a sweep removed (SWEEP_SCRIPT's second list) to `onTopicsSwept`. */
   private reportTopics(t: Array<string | number>): void {
     const swept: SweptTopicEntry[] = [];
-    for (let i = 0; i + 2 < t.length; i += 3) {
+    for (let i = 0; i + 3 < t.length; i += 4) {
       const ref = parseJson(String(t[i]));
       if (!Array.isArray(ref)) continue;
       const [, , conn, , app, topic] = ref as unknown[];
       if (typeof conn !== 'string' || typeof app !== 'string' || typeof topic !== 'string') continue;
       const m = decodeTopicMember(conn, String(t[i + 1]));
       if (m === undefined) continue; // not ours: nothing to report
-      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0 });
+      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0, vacated: Number(t[i + 3]) === 0 });
     }
     if (swept.length > 0) this.opts.onTopicsSwept?.(swept);
   }
 
   /**
-   * Records a connection's subscription to a topic (`_all` is never recorded). Resolves true
-   * when it is the user's first subscribed connection on any edge (they joined the topic).
-   * `presence` marks a presence topic, so a sweep knows to announce the user's `leave`.
+   * Records a connection's subscription to a topic (`_all` is never recorded). `first`: it is
+   * the user's first subscribed connection on any edge (they joined the topic); `occupied`: the
+   * topic's first (it had no subscriber). `presence` marks a presence topic, so a sweep knows to
+   * announce the user's `leave`.
    */
   async topicJoined(
     m: Omit<TopicMember, 'edge'> & { app: string; topic: string; presence: boolean },
-  ): Promise<boolean> {
+  ): Promise<{ first: boolean; occupied: boolean }> {
     const conns = this.subjects.topicConnsKey(m.app, m.topic);
     const users = this.subjects.topicUsersKey(m.app, m.topic);
     const n = await this.redis.eval(
@@ -472,14 +480,21 @@ export class PresenceRegistry {
       `${m.conn}\n${m.topic}`,
       JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
     );
-    return Number(n) === 1;
+    const [user, topic] = Array.isArray(n) ? (n as unknown[]) : [n, 0];
+    return { first: Number(user) === 1, occupied: Number(topic) === 1 };
   }
 
   /**
-   * Forgets a connection's subscription to a topic. Resolves true when it was the user's last
-   * subscribed connection (they left); false when others remain or a sweep had removed it.
+   * Forgets a connection's subscription to a topic. `last`: it was the user's last subscribed
+   * connection (they left), false when others remain or a sweep had removed it; `vacated`: it
+   * was the topic's last subscription.
    */
-  async topicLeft(app: string, topic: string, user: string, conn: string): Promise<boolean> {
+  async topicLeft(
+    app: string,
+    topic: string,
+    user: string,
+    conn: string,
+  ): Promise<{ last: boolean; vacated: boolean }> {
     const n = await this.redis.eval(
       TOPIC_LEAVE_SCRIPT,
       3,
@@ -490,7 +505,8 @@ export class PresenceRegistry {
       user,
       `${conn}\n${topic}`,
     );
-    return Number(n) === 0;
+    const [users, conns] = Array.isArray(n) ? (n as unknown[]) : [n, -1];
+    return { last: Number(users) === 0, vacated: Number(conns) === 0 };
   }
 
   /** A topic's subscribers: two O(1) reads. Subscriptions of a dead edge count until swept. */

@@ -40,6 +40,15 @@ export const ERRORS = {
   api_key_missing: { status: 401, message: 'no API key was presented (Authorization: Bearer <key>)' },
   api_key_invalid: { status: 401, message: 'the API key is not valid' },
   admin_key_invalid: { status: 401, message: 'the admin key is missing or not valid' },
+  signature_invalid: {
+    status: 401,
+    message:
+      "the Pusher request's auth_key, body_md5 or auth_signature does not verify with the app's Pusher key and secret",
+  },
+  timestamp_expired: {
+    status: 401,
+    message: "the Pusher request's auth_timestamp is more than 600 seconds away from the server's clock",
+  },
   wrong_app: { status: 403, message: 'the credential belongs to another app' },
   app_disabled: { status: 403, message: 'the app is disabled' },
   upstream_disabled: { status: 403, message: 'this app does not take upstream (up) frames from clients' },

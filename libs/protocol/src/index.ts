@@ -12,3 +12,4 @@ export * from './validate.js';
 export * from './topics.js';
 export * from './topic-message.js';
 export * from './edge-stats.js';
+export * from './pusher-event.js';

@@ -649,6 +649,20 @@ export const EventSchemas = {
   topic_unsub: Type.Object({ ...EventBase, type: Type.Literal('topic_unsub'), ...Conn, topic: Type.String() }),
   presence_join: Type.Object({ ...EventBase, type: Type.Literal('presence_join'), ...Conn, topic: Type.String() }),
   presence_leave: Type.Object({ ...EventBase, type: Type.Literal('presence_leave'), ...Conn, topic: Type.String() }),
+  /** A topic's first subscription on any edge (either door): its connection count went from 0 to 1. */
+  channel_occupied: Type.Object({ ...EventBase, type: Type.Literal('channel_occupied'), topic: Type.String() }),
+  /** A topic's last subscription left (unsub or close; not reported for an edge that died). */
+  channel_vacated: Type.Object({ ...EventBase, type: Type.Literal('channel_vacated'), topic: Type.String() }),
+  /** A Pusher client event (`client-*`) a socket sent on a private or presence channel (docs/pusher.md). */
+  client_event: Type.Object({
+    ...EventBase,
+    type: Type.Literal('client_event'),
+    topic: Type.String(),
+    event: Type.String(),
+    data: Type.Unknown(),
+    socket_id: Type.String(),
+    user_id: Type.Optional(Type.String()),
+  }),
 } as const;
 export type EventType = keyof typeof EventSchemas;
 export const EVENT_TYPES = Object.keys(EventSchemas) as EventType[];
@@ -705,6 +719,11 @@ export const WebhookCreateSchema = Type.Object({
   description: Type.Optional(
     note(Type.String({ maxLength: 500 }), { problem: 'description must be a string of at most 500 characters' }),
   ),
+  format: Type.Optional(
+    note(Type.Union([Type.Literal('native'), Type.Literal('pusher')]), {
+      problem: 'format must be "native" or "pusher"',
+    }),
+  ),
 });
 export type WebhookCreateBody = Static<typeof WebhookCreateSchema>;
 
@@ -717,6 +736,9 @@ export interface WebhookSecret {
   secret: string;
   createdAt: string;
 }
+
+/** How an endpoint's requests look: ours (Standard Webhooks) or Pusher's webhooks. */
+export type WebhookFormat = 'native' | 'pusher';
 
 /** A webhook endpoint as stored, mirrored to coordinators and shown to its app. */
 export interface WebhookEndpoint {
@@ -732,6 +754,8 @@ export interface WebhookEndpoint {
   description: string;
   /** Newest first; the newest two sign every request (rotation without a gap). */
   secrets: WebhookSecret[];
+  /** The body format: `native` (absent in endpoints written before it existed) or `pusher` (docs/pusher.md). */
+  format?: WebhookFormat;
   createdAt: string;
   updatedAt: string;
 }

@@ -285,6 +285,19 @@ export class Subjects {
     return `${this.prefix}:tusers:${encodeToken(app)}:${encodeToken(topic)}`;
   }
 
+  /**
+   * Redis hash of the Pusher `user_info` of a presence channel's members (the Pusher door):
+   * field = user, value = the JSON `user_info` given at their latest subscribe.
+   */
+  pusherMembersKey(app: string, topic: string): string {
+    return `${this.prefix}:pinfo:${encodeToken(app)}:${encodeToken(topic)}`;
+  }
+
+  /** Pattern (Redis SCAN MATCH) of an app's topic connection hashes, for listing occupied topics. */
+  topicConnsPattern(app: string): string {
+    return `${this.prefix}:tconns:${encodeToken(app)}:*`;
+  }
+
   /** Redis hash indexing one edge's topic memberships, for its sweep (libs/presence). */
   edgeTopicsKey(edgeId: string): string {
     return `${this.prefix}:edge-topics:${edgeId}`;

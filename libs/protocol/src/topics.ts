@@ -58,3 +58,14 @@ export function topicGranted(patterns: readonly string[] | undefined, topic: str
   for (const p of patterns) if (topicMatches(p, topic)) return true;
   return false;
 }
+
+/**
+ * Prefix of the topics that are presence topics in every app, whatever its `presenceTopics`:
+ * Pusher's presence channels (`presence-<name>`) are topics of that name (docs/pusher.md).
+ */
+export const PUSHER_PRESENCE_PREFIX = 'presence-';
+
+/** Whether a topic is a presence topic of an app: its `presenceTopics` patterns, or a Pusher `presence-` channel. */
+export function isPresenceTopic(patterns: readonly string[] | undefined, topic: string): boolean {
+  return topic.startsWith(PUSHER_PRESENCE_PREFIX) || topicGranted(patterns, topic);
+}
