@@ -71,6 +71,8 @@ export interface OpenOptions {
   retries?: number;
   /** Topics each connection subscribes to once ready (ours only; see OpenCommand). */
   topics?: number;
+  /** How long the whole open may take before the harness gives up (default: timeoutMs + 10 min). */
+  waitMs?: number;
 }
 
 /**
@@ -151,7 +153,7 @@ export class LoadFleet {
           child,
           cmd as unknown as Record<string, unknown> & { type: string },
           'opened',
-          (o.timeoutMs ?? 60_000) + 600_000,
+          o.waitMs ?? (o.timeoutMs ?? 60_000) + 600_000,
         );
       }),
     );
