@@ -11,7 +11,7 @@
  * is overridden to the alias the project uses); without it only ours runs, and the summary says so.
  * Run: `npx tsx bench/pusher.ts [--smoke]` (after `make build`, with the services up).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import PusherServer from 'pusher';
 import { pusherCredentials } from '@push/apps';
@@ -34,12 +34,17 @@ interface Target {
   wsUrl: string;
   sdk: PusherServer;
   pids: number[];
+  /** The process holding the sockets (ours: the edge), whose memory per connection is reported. */
+  socketPid: number;
 }
 
 interface Figures {
   target: string;
   clients: number;
   subscribeMs: number;
+  connectsPerSecond: number;
+  /** Resident memory of the socket process per idle subscribed client, settled, no forced GC (bytes). */
+  rssPerClient: number;
   events: number;
   delivered: number;
   p50Ms: number;
@@ -71,9 +76,17 @@ function openClient(url: string, onTick: (sentAt: number) => void): Promise<WebS
   });
 }
 
+/** VmRSS of a process, bytes (what `ps` shows an operator). */
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? Number.NaN : Number(m[1]) * 1024;
+}
+
 async function drive(t: Target): Promise<Figures> {
   const hist = new LatencyHistogram();
   const sockets: WebSocket[] = [];
+  await sleep(1000);
+  const rss0 = rssOf(t.socketPid);
   const started = Date.now();
   try {
     for (let i = 0; i < CLIENTS; i += 100) {
@@ -84,7 +97,9 @@ async function drive(t: Target): Promise<Figures> {
     }
     const subscribeMs = Date.now() - started;
     note(`${t.name}: ${CLIENTS} clients subscribed in ${subscribeMs} ms`);
-    await sleep(500);
+    // Idle for a while, as an operator would look at it (no forced GC on either side).
+    await sleep(SMOKE ? 500 : 5000);
+    const rssPerClient = (rssOf(t.socketPid) - rss0) / CLIENTS;
     const cpu0 = t.pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
     const gap = 1000 / RATE;
     const first = Date.now();
@@ -103,6 +118,8 @@ async function drive(t: Target): Promise<Figures> {
       target: t.name,
       clients: CLIENTS,
       subscribeMs,
+      connectsPerSecond: Math.round((CLIENTS / subscribeMs) * 1000),
+      rssPerClient: Math.round(rssPerClient),
       events: EVENTS,
       delivered: hist.count / expected,
       p50Ms: hist.percentile(50),
@@ -146,6 +163,7 @@ async function ours(): Promise<{ target: Target; stack: BenchStack }> {
       }),
       // The store is part of our cost (every event is stored before it is sent): nats-server counts.
       pids: [stack.center.proc.pid ?? 0, edge.child.proc.pid ?? 0, natsPid()].filter((p) => p > 0),
+      socketPid: edge.child.proc.pid ?? 0,
     },
   };
 }
@@ -182,6 +200,7 @@ async function soketi(): Promise<{ target: Target; child: Child }> {
         useTLS: false,
       }),
       pids: [child.proc.pid ?? 0],
+      socketPid: child.proc.pid ?? 0,
     },
   };
 }
@@ -217,7 +236,12 @@ export async function pusherBench(): Promise<BenchResult> {
   }
   for (const f of figures) {
     summary.push(
-      row(f, `${f.clients} clients connected and subscribed`, `${f.subscribeMs} ms`),
+      row(
+        f,
+        `${f.clients} clients connected and subscribed`,
+        `${f.subscribeMs} ms (${f.connectsPerSecond}/s, 100 handshakes in flight)`,
+      ),
+      row(f, 'server RSS per idle subscribed client, settled, no forced GC', `${f.rssPerClient} B`),
       row(f, `${f.events} events at ${RATE}/s: delivered`, `${(f.delivered * 100).toFixed(2)} %`),
       row(
         f,
