@@ -325,18 +325,21 @@ interface PushRecord {
 
 /** Keep-alive HTTP for the pushes (fetch costs about a millisecond of CPU per call). */
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+/** Requests sent again after ECONNRESET on a reused keep-alive socket (a reset on a new socket is a refusal). */
+const STALE_SOCKET_RETRIES = 5;
 
 /**
  * One POST. A keep-alive socket the center closed as idle just as it was reused fails at once
- * with ECONNRESET before the request was read (`reusedSocket`): sent again once on a new socket,
- * as Node's documentation advises, so the figures count the store's refusals, not that race.
+ * with ECONNRESET before the request was read (`reusedSocket`): sent again, as Node's
+ * documentation advises, up to STALE_SOCKET_RETRIES times (the agent may hand out another such
+ * socket), so the figures count the store's refusals, not that race. A reset on a new socket counts.
  */
 function post(
   url: string,
   key: string,
   body: unknown,
   timeoutMs: number,
-  retried = false,
+  retries = 0,
 ): Promise<{ status: number; body: string }> {
   const payload = Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
@@ -361,8 +364,10 @@ function post(
     );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      if (!retried && req.reusedSocket && err.code === 'ECONNRESET') {
-        post(url, key, body, timeoutMs, true).then(resolve, reject);
+      // The agent may hand out several sockets the server closed in the same instant (idle
+      // keep-alive sockets time out together): each such reset is a request never read.
+      if (retries < STALE_SOCKET_RETRIES && req.reusedSocket && err.code === 'ECONNRESET') {
+        post(url, key, body, timeoutMs, retries + 1).then(resolve, reject);
       } else reject(err);
     });
     req.end(payload);
