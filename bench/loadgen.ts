@@ -415,7 +415,7 @@ async function open(cmd: OpenCommand): Promise<ChildMessage> {
   return { type: 'opened', ok, failed: cmd.count - ok, retried, failures, ms, startedAt: t0, endedAt: t0 + ms };
 }
 
-/** Drops one ready connection with RST, as a phone losing its network does. */
+/** Closes one connection with RST (no TIME_WAIT), as a phone losing its network does. */
 function drop(c: Conn): void {
   c.closedByUs = true;
   removeReady(c);
@@ -483,18 +483,9 @@ function ids(): ChildMessage {
 
 /** Closes every connection with RST (no TIME_WAIT). */
 function resetAll(): ChildMessage {
-  let n = 0;
-  for (const c of conns) {
-    c.closedByUs = true;
-    c.slot = -1;
-    c.state = CLOSED;
-    c.socket.resetAndDestroy();
-    n++;
-  }
-  readyList.length = 0;
-  conns.clear();
-  portsInUse.clear();
-  return { type: 'reset', closed: n };
+  const all = [...conns];
+  for (const c of all) drop(c);
+  return { type: 'reset', closed: all.length };
 }
 
 function stats(reset: boolean, withHistogram: boolean): ChildMessage {

@@ -11,7 +11,7 @@
  * is overridden to the alias the project uses); without it only ours runs, and the summary says so.
  * Run: `npx tsx bench/pusher.ts [--smoke]` (after `make build`, with the services up).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import WebSocket from 'ws';
 import PusherServer from 'pusher';
 import { pusherCredentials } from '@push/apps';
@@ -35,7 +35,7 @@ interface Target {
   sdk: PusherServer;
   pids: number[];
   /** The process holding the sockets (ours: the edge), whose memory per connection is reported. */
-  socketPid: number;
+  socketProcess: Child;
 }
 
 interface Figures {
@@ -76,17 +76,11 @@ function openClient(url: string, onTick: (sentAt: number) => void): Promise<WebS
   });
 }
 
-/** VmRSS of a process, bytes (what `ps` shows an operator). */
-function rssOf(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m === null ? Number.NaN : Number(m[1]) * 1024;
-}
-
 async function drive(t: Target): Promise<Figures> {
   const hist = new LatencyHistogram();
   const sockets: WebSocket[] = [];
   await sleep(1000);
-  const rss0 = rssOf(t.socketPid);
+  const rss0 = t.socketProcess.rss();
   const started = Date.now();
   try {
     for (let i = 0; i < CLIENTS; i += 100) {
@@ -99,7 +93,7 @@ async function drive(t: Target): Promise<Figures> {
     note(`${t.name}: ${CLIENTS} clients subscribed in ${subscribeMs} ms`);
     // Idle for a while, as an operator would look at it (no forced GC on either side).
     await sleep(SMOKE ? 500 : 5000);
-    const rssPerClient = (rssOf(t.socketPid) - rss0) / CLIENTS;
+    const rssPerClient = (t.socketProcess.rss() - rss0) / CLIENTS;
     const cpu0 = t.pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
     const gap = 1000 / RATE;
     const first = Date.now();
@@ -163,7 +157,7 @@ async function ours(): Promise<{ target: Target; stack: BenchStack }> {
       }),
       // The store is part of our cost (every event is stored before it is sent): nats-server counts.
       pids: [stack.center.proc.pid ?? 0, edge.child.proc.pid ?? 0, natsPid()].filter((p) => p > 0),
-      socketPid: edge.child.proc.pid ?? 0,
+      socketProcess: edge.child,
     },
   };
 }
@@ -200,7 +194,7 @@ async function soketi(): Promise<{ target: Target; child: Child }> {
         useTLS: false,
       }),
       pids: [child.proc.pid ?? 0],
-      socketPid: child.proc.pid ?? 0,
+      socketProcess: child,
     },
   };
 }

@@ -29,6 +29,24 @@ interface RefusedSocket {
 type UpgradeData = SocketData | RefusedSocket;
 
 /**
+ * The socket limits both doors (`/ws` and the Pusher door's `/app/:key`) share. A frame uWS drops
+ * past `maxBackpressure` closes the socket. The inbox path never sends that far (it stalls at
+ * half of it and reloads from the store); topic frames are fanned out by uWS to every subscriber,
+ * and one dropped for a slow socket would be a silent gap: closed, the client reconnects and
+ * resumes each topic with `since` (docs/protocol.md, Topics).
+ */
+export function socketLimits(edgeConfig: EdgeContext['config']) {
+  return {
+    compression: 0,
+    maxPayloadLength: edgeConfig.maxFrameBytes,
+    idleTimeout: edgeConfig.idleTimeoutSeconds,
+    maxBackpressure: edgeConfig.maxBackpressureBytes,
+    closeOnBackpressureLimit: 1,
+    sendPingsAutomatically: true,
+  } as const;
+}
+
+/**
  * Whether a browser page from `origin` may connect to an app: any page when the app's
  * `allowedOrigins` is empty; else an exact match of the Origin header (`https://host[:port]`).
  * Clients that send no Origin (servers, the CLI, mobile apps) are not pages and always may.
@@ -116,16 +134,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
   }
 
   app.ws<UpgradeData>('/ws', {
-    compression: 0,
-    maxPayloadLength: edgeConfig.maxFrameBytes,
-    idleTimeout: edgeConfig.idleTimeoutSeconds,
-    maxBackpressure: edgeConfig.maxBackpressureBytes,
-    // A frame uWS drops past `maxBackpressure` closes the socket. The inbox path never sends that
-    // far (it stalls at half of it and reloads from the store); topic frames are fanned out by uWS
-    // to every subscriber, and one dropped for a slow socket would be a silent gap: closed, the
-    // client reconnects and resumes each topic with `since` (docs/protocol.md, Topics).
-    closeOnBackpressureLimit: 1,
-    sendPingsAutomatically: true,
+    ...socketLimits(edgeConfig),
     upgrade: (res, req, context) => {
       const key = req.getHeader('sec-websocket-key');
       const protocol = req.getHeader('sec-websocket-protocol');

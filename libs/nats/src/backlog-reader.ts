@@ -199,9 +199,6 @@ export class BacklogReader {
     }
     const batch = st.probing.splice(0, taken);
     st.probesInFlight++;
-    const toRead = (w: Waiter): void => {
-      st.waiting.push(w);
-    };
     this.store
       .lastSeqs(app, users)
       .then(
@@ -212,16 +209,15 @@ export class BacklogReader {
             for (const w of list) {
               if (seq === undefined ? complete : seq < w.fromSeq) {
                 answered++;
-                w.done = true;
                 w.resolve({ messages: [], more: false });
-              } else toRead(w);
+              } else st.waiting.push(w);
             }
           }
           this.opts.onProbe?.(batch.length, answered);
         },
         () => {
           // The probe is only a shortcut: the reads themselves say whether the store answers.
-          for (const w of batch) toRead(w);
+          st.waiting.push(...batch);
           this.opts.onProbe?.(batch.length, 0);
         },
       )

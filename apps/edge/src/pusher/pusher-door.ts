@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { TemplatedApp } from '@push/http';
 import type { EdgeContext } from '../edge-context.js';
-import { originAllowed } from '../edge-upgrade.js';
+import { originAllowed, socketLimits } from '../edge-upgrade.js';
 import type { TopicChannels, TopicFanout } from '../topic-channels.js';
 import { PUSHER_CODE, PUSHER_PROTOCOL_MAX, PUSHER_PROTOCOL_MIN } from './pusher-codes.js';
 import { PusherConnection } from './pusher-connection.js';
@@ -101,13 +101,8 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
   }
 
   app.ws<PusherSocketData>('/app/:key', {
-    compression: 0,
-    maxPayloadLength: edgeConfig.maxFrameBytes,
-    idleTimeout: edgeConfig.idleTimeoutSeconds,
-    maxBackpressure: edgeConfig.maxBackpressureBytes,
     // As on `/ws`: a socket too slow for its fan-out is closed rather than silently skipped.
-    closeOnBackpressureLimit: 1,
-    sendPingsAutomatically: true,
+    ...socketLimits(edgeConfig),
     upgrade: (res, req, context) => {
       let key: string;
       try {
