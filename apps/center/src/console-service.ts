@@ -9,7 +9,17 @@ import {
   type NatsConnection,
   type TopicStore,
 } from '@push/nats';
-import { PushError, isEdgeStats, type AppRecord, type EdgeStats, type Subjects } from '@push/protocol';
+import {
+  PushError,
+  isEdgeStats,
+  type AppFigures,
+  type AppRecord,
+  type EdgeStats,
+  type Health,
+  type Subjects,
+  type Summary,
+  type TailedMessage,
+} from '@push/protocol';
 import type { Redis } from 'ioredis';
 
 /** How long the center waits for the edges' answers to a figures request, ms. */
@@ -23,60 +33,6 @@ export const USER_EVENTS_SCAN = 500;
 /** Most topic messages (and bytes) one tail read answers. */
 const TAIL_MAX = 100;
 const TAIL_MAX_BYTES = 512 * 1024;
-
-/** A topic message as the tail shows it: JSON `data`, or `b64` for bytes. */
-export interface TailedMessage {
-  seq: number;
-  ts: number;
-  data?: unknown;
-  b64?: string;
-}
-
-/** One service's health: whether it answered, and how long it took or why not. */
-export interface Health {
-  ok: boolean;
-  ms?: number;
-  detail?: string;
-}
-
-/** One app's figures in a summary. */
-export interface AppFigures {
-  id: string;
-  name: string;
-  disabled: boolean;
-  /** Open connections over every edge that answered. */
-  connections: number;
-  /**
-   * Messages stored in the app's inboxes now (not acked, not expired), both kinds. This and the
-   * other stream figures are null when JetStream did not answer (`unavailable` says why).
-   */
-  pending: number | null;
-  /** Last sequence of the inbox stream: every message ever stored in the app's inboxes (a counter). */
-  inboxStored: number | null;
-  /** Last sequence of the topic stream: every topic message ever stored, `_all` included (a counter). */
-  topicStored: number | null;
-  webhooks: Array<{ id: string; url: string; disabled: boolean; waiting: number | null; deadLetters: number | null }>;
-  unavailable?: string;
-}
-
-/** An edge as an app's view shows it: its id and that app's connections there, nothing of other apps. */
-export interface AppEdgeFigures {
-  edge: string;
-  connections: number;
-}
-
-/** The answer of the summary routes (docs/api.md "Console summary"). */
-export interface Summary {
-  at: number;
-  scope: 'all' | 'app';
-  edges: Array<EdgeStats | AppEdgeFigures>;
-  /** Edges that hold a presence lease but did not answer in time. */
-  edgesSilent: number;
-  apps: AppFigures[];
-  /** Apps left out past SUMMARY_MAX_APPS (admin view only). */
-  appsOmitted: number;
-  health: { nats: Health; redis: Health; postgres: Health };
-}
 
 /** Resolves with how long `probe` took, or rejects when it fails or takes over PROBE_MS. */
 async function timed(probe: () => Promise<unknown>): Promise<Health> {

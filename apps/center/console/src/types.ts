@@ -1,49 +1,14 @@
 /** Shapes of the API answers the console reads (docs/api.md). */
 
-export interface Health {
-  ok: boolean;
-  ms?: number;
-  detail?: string;
-}
+import type { AppEdgeFigures, EdgeStats, Summary as SummaryAnswer } from '@push/protocol';
 
-export interface EdgeFigures {
-  edge: string;
-  connections: number;
-  /** The rest is in the admin's view only (edges' totals cover every app). */
-  at?: number;
-  startedAt?: number;
-  users?: number;
-  apps?: Record<string, number>;
-  messagesOut?: number;
-  messagesIn?: number;
-  acks?: number;
-  topicFramesOut?: number;
-  topicMessagesIn?: number;
-  eventLoopDelayMs?: { mean: number; p99: number };
-}
+export type { AppFigures, Health } from '@push/protocol';
 
-export interface AppFigures {
-  id: string;
-  name: string;
-  disabled: boolean;
-  connections: number;
-  /** Null when JetStream did not answer (`unavailable` says why). */
-  pending: number | null;
-  inboxStored: number | null;
-  topicStored: number | null;
-  webhooks: Array<{ id: string; url: string; disabled: boolean; waiting: number | null; deadLetters: number | null }>;
-  unavailable?: string;
-}
+/** An edge in a summary: the admin's view has every figure, an app's view its id and count. */
+export type EdgeFigures = AppEdgeFigures & Partial<EdgeStats>;
 
-export interface Summary {
-  at: number;
-  scope: 'all' | 'app';
-  edges: EdgeFigures[];
-  edgesSilent: number;
-  apps: AppFigures[];
-  appsOmitted: number;
-  health: { nats: Health; redis: Health; postgres: Health };
-}
+/** The summary answer, with its edges read as one shape whichever view answered. */
+export type Summary = Omit<SummaryAnswer, 'edges'> & { edges: EdgeFigures[] };
 
 export type Settings = Record<string, unknown>;
 
