@@ -658,6 +658,7 @@ export class PushClient extends Emitter<PushClientEvents> {
       case REFUSED.UNAUTHORIZED:
         return { stop: false, delayMs: this.backoff(), nextEdge: false, newToken: true };
       case REFUSED.UNAVAILABLE:
+      case REFUSED.TOO_MANY_REQUESTS:
         return { stop: false, delayMs: this.backoff(), nextEdge: true, newToken: false };
       default:
         // 1006 and the rest: a lost connection. An edge that never said hello is skipped; and a
