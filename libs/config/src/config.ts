@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { z } from 'zod';
-import { cidrListProblem } from '@push/protocol';
+import { REGION_LABEL, cidrListProblem } from '@push/protocol';
 
 const int = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(def);
@@ -161,7 +161,15 @@ export interface Config {
     webhookBatch: { maxItems: number; maxBytes: number; lingerMs: number };
   };
   /** `corsOrigins`: browser origins the dispatcher answers with CORS headers (`*` by default). */
-  dispatcher: { host: string; port: number; edges: string[]; corsOrigins: string[] };
+  dispatcher: {
+    host: string;
+    port: number;
+    /** Edge URLs, in the order configured. */
+    edges: string[];
+    /** The region label of each labelled edge (`eu=ws://...` in PUSH_DISPATCHER_EDGES), by URL. */
+    regions: Record<string, string>;
+    corsOrigins: string[];
+  };
 }
 
 /** Thrown when the environment does not describe a valid configuration; lists every problem. */
@@ -213,6 +221,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const centerCors = originList('PUSH_CORS_ORIGINS', r.PUSH_CORS_ORIGINS, problems);
   const dispatcherCors = originList('PUSH_DISPATCHER_CORS', r.PUSH_DISPATCHER_CORS, problems);
+  const dispatcherEdges = labelledEdges(r.PUSH_DISPATCHER_EDGES, problems);
   const trustedProxies = commaList(r.PUSH_EDGE_TRUSTED_PROXIES);
   const proxyProblem = cidrListProblem('PUSH_EDGE_TRUSTED_PROXIES', trustedProxies);
   if (proxyProblem !== undefined) problems.push(proxyProblem);
@@ -277,7 +286,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dispatcher: {
       host: r.PUSH_DISPATCHER_HOST,
       port: r.PUSH_DISPATCHER_PORT,
-      edges: commaList(r.PUSH_DISPATCHER_EDGES),
+      edges: dispatcherEdges.map((e) => e.url),
+      regions: Object.fromEntries(dispatcherEdges.filter((e) => e.region !== '').map((e) => [e.url, e.region])),
       corsOrigins: dispatcherCors,
     },
   };
@@ -290,6 +300,25 @@ function commaList(value: string): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
+}
+
+/**
+ * PUSH_DISPATCHER_EDGES: edge URLs, each optionally labelled with its region (`eu=wss://a/ws`).
+ * A label is 1-32 of `a-z 0-9 -`; an edge listed twice is a problem (rendezvous ranks URLs).
+ */
+function labelledEdges(value: string, problems: string[]): Array<{ url: string; region: string }> {
+  const out: Array<{ url: string; region: string }> = [];
+  for (const entry of commaList(value)) {
+    const m = /^([^=:/]*)=(.*)$/.exec(entry);
+    const region = m?.[1] ?? '';
+    const url = (m?.[2] ?? entry).trim();
+    if (m !== null && !REGION_LABEL.test(region)) {
+      problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(entry)}: a region label is 1 to 32 of a-z 0-9 - (eu=wss://host/ws)`);
+    } else if (out.some((e) => e.url === url)) {
+      problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is listed twice`);
+    } else out.push({ url, region });
+  }
+  return out;
 }
 
 /**
