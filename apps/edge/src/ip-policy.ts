@@ -1,7 +1,6 @@
-import type { BlockList } from 'node:net';
 import { TokenBucket } from '@push/apps';
 import type { Config } from '@push/config';
-import { PushError, canonicalIp, cidrBlockList, type AppSettings } from '@push/protocol';
+import { CidrSet, PushError, canonicalIp, type AppSettings } from '@push/protocol';
 
 /**
  * Connect-rate buckets held at most: past it, buckets full again are forgotten at once, then the
@@ -13,10 +12,10 @@ export const MAX_RATE_BUCKETS = 100_000;
 /** How often, at most, full buckets are forgotten in passing, ms. */
 const PRUNE_EVERY_MS = 5_000;
 
-/** An app's CIDR lists as BlockLists, built once per settings object (a change brings a new one). */
+/** An app's CIDR lists as CidrSets, built once per settings object (a change brings a new one). */
 interface AppCidrs {
-  allowed: BlockList | undefined;
-  denied: BlockList | undefined;
+  allowed: CidrSet | undefined;
+  denied: CidrSet | undefined;
 }
 
 /**
@@ -32,7 +31,7 @@ interface AppCidrs {
  *   connections and `MAX_RATE_BUCKETS`.
  */
 export class IpPolicy {
-  private readonly trusted: BlockList | undefined;
+  private readonly trusted: CidrSet | undefined;
   private readonly maxPerIp: number;
   private readonly rate: number;
   /** Open connections by limit key; an entry goes when its count reaches 0. */
@@ -42,7 +41,7 @@ export class IpPolicy {
   private readonly appCidrs = new WeakMap<AppSettings, AppCidrs>();
 
   constructor(config: Pick<Config['edge'], 'perIp' | 'trustedProxies'>) {
-    this.trusted = config.trustedProxies.length > 0 ? cidrBlockList(config.trustedProxies) : undefined;
+    this.trusted = config.trustedProxies.length > 0 ? new CidrSet(config.trustedProxies) : undefined;
     this.maxPerIp = config.perIp.maxConnections;
     this.rate = config.perIp.connectRate;
   }
@@ -75,7 +74,7 @@ export class IpPolicy {
   }
 
   private isTrusted(ip: string): boolean {
-    return this.trusted?.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4') ?? false;
+    return this.trusted?.has(ip) ?? false;
   }
 
   /**
@@ -119,14 +118,12 @@ export class IpPolicy {
     let cidrs = this.appCidrs.get(settings);
     if (cidrs === undefined) {
       cidrs = {
-        allowed: allowedList.length > 0 ? cidrBlockList(allowedList) : undefined,
-        denied: deniedList.length > 0 ? cidrBlockList(deniedList) : undefined,
+        allowed: allowedList.length > 0 ? new CidrSet(allowedList) : undefined,
+        denied: deniedList.length > 0 ? new CidrSet(deniedList) : undefined,
       };
       this.appCidrs.set(settings, cidrs);
     }
-    const family = ip.includes(':') ? 'ipv6' : 'ipv4';
-    const denied = cidrs.denied?.check(ip, family) === true;
-    if (denied || cidrs.allowed?.check(ip, family) === false) {
+    if (cidrs.denied?.has(ip) === true || cidrs.allowed?.has(ip) === false) {
       return new PushError('ip_not_allowed', `this app does not take connections from ${ip}`);
     }
     return undefined;

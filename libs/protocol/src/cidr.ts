@@ -40,17 +40,26 @@ export function cidrListProblem(name: string, list: readonly string[]): string |
 }
 
 /**
- * A BlockList holding every CIDR of `list` (entries that do not parse are skipped: lists are
- * checked with `cidrListProblem` when they are set). An IPv4 rule also matches the IPv4-mapped
- * IPv6 form of its addresses (`::ffff:10.0.0.1`).
+ * A set of CIDRs to test addresses against. Each family has its own BlockList: node's matches an
+ * IPv4 address against IPv6 rules too (as `::ffff:a.b.c.d`), so `::/0` would also take in every
+ * IPv4 address. Entries that do not parse are skipped (lists are checked with `cidrListProblem`
+ * when they are set).
  */
-export function cidrBlockList(list: readonly string[]): BlockList {
-  const b = new BlockList();
-  for (const text of list) {
-    const c = parseCidr(text);
-    if (typeof c !== 'string') b.addSubnet(c.address, c.prefix, c.family);
+export class CidrSet {
+  private readonly v4 = new BlockList();
+  private readonly v6 = new BlockList();
+
+  constructor(list: readonly string[]) {
+    for (const text of list) {
+      const c = parseCidr(text);
+      if (typeof c !== 'string') (c.family === 'ipv4' ? this.v4 : this.v6).addSubnet(c.address, c.prefix, c.family);
+    }
   }
-  return b;
+
+  /** Whether a canonical address (`canonicalIp`: IPv4-mapped ones as IPv4) is in the set. */
+  has(ip: string): boolean {
+    return ip.includes(':') ? this.v6.check(ip, 'ipv6') : this.v4.check(ip, 'ipv4');
+  }
 }
 
 /**
