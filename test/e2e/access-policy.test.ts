@@ -58,7 +58,8 @@ describe('access policy at the edge: CIDRs, per-IP limits, trusted proxies (issu
       });
       ws.once('message', (data: Buffer) => {
         first = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
-        if (first['t'] === 'hello' || first['event'] === 'pusher:connection_established') resolve({ open: true, first });
+        if (first['t'] === 'hello' || first['event'] === 'pusher:connection_established')
+          resolve({ open: true, first });
       });
       ws.once('close', (code, reason) => {
         resolve({ open: false, closeCode: code, closeReason: reason.toString(), ...(first ? { first } : {}) });
@@ -94,7 +95,9 @@ describe('access policy at the edge: CIDRs, per-IP limits, trusted proxies (issu
 
     it('lets allowed addresses in, and deniedCidrs wins over allowedCidrs', async function () {
       const loop = await stack.createApp({ allowedCidrs: ['127.0.0.0/8'], deniedCidrs: ['127.0.0.66'] });
-      expect(await attempt(await wsUrl('u2', stack.edge, loop), { localAddress: '127.0.0.5' })).to.include({ open: true });
+      expect(await attempt(await wsUrl('u2', stack.edge, loop), { localAddress: '127.0.0.5' })).to.include({
+        open: true,
+      });
       expect(
         await attempt(await wsUrl('u2', stack.edge, loop), { localAddress: '127.0.0.66', query: '&refusal=close' }),
       ).to.include({ closeCode: 4403, closeReason: 'ip_not_allowed' });
@@ -168,7 +171,9 @@ describe('access policy at the edge: CIDRs, per-IP limits, trusted proxies (issu
     });
 
     it('ignores X-Forwarded-For entirely on an edge with no trusted proxies', async function () {
-      const o = await attempt(await wsUrl('x2', stack.edge, only203), { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      const o = await attempt(await wsUrl('x2', stack.edge, only203), {
+        headers: { 'x-forwarded-for': '203.0.113.9' },
+      });
       expect(o).to.include({ status: 403, code: 'ip_not_allowed' });
     });
 

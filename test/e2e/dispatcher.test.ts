@@ -73,7 +73,10 @@ describe('dispatcher: exclude and regions (issue 17 item 6)', function () {
   const eu = ['ws://eu1:8081/ws', 'ws://eu1:443/ws', 'ws://eu2:8081/ws'];
   const us = ['ws://us1:8081/ws', 'ws://us2:8081/ws'];
   const all = [...eu, ...us];
-  const regions = Object.fromEntries([...eu.map((e) => [e, 'eu']), ...us.map((e) => [e, 'us'])]);
+  const regions: Record<string, string> = Object.fromEntries([
+    ...eu.map((e) => [e, 'eu'] as const),
+    ...us.map((e) => [e, 'us'] as const),
+  ]);
   let d: Dispatcher;
 
   before(async function () {
@@ -108,7 +111,10 @@ describe('dispatcher: exclude and regions (issue 17 item 6)', function () {
       expect(edges[0]).to.equal(first);
       const own = regions[first];
       const cut = edges.findIndex((e) => regions[e] !== own);
-      expect(edges.slice(cut).every((e) => regions[e] !== own), JSON.stringify(edges)).to.equal(true);
+      expect(
+        edges.slice(cut).every((e) => regions[e] !== own),
+        JSON.stringify(edges),
+      ).to.equal(true);
       expect([...edges].sort()).to.deep.equal([...all].sort());
     }
   });

@@ -5,10 +5,10 @@ import { EdgeRoutes, UNREACHABLE_FOR_MS, currentNetwork } from '../../libs/clien
 function dispatcher(lists: string[][]) {
   const asked: string[][] = [];
   let n = 0;
-  const fetch = async (url: string) => {
+  const fetch = (url: string) => {
     asked.push(new URL(url).searchParams.getAll('exclude'));
     const edges = lists[Math.min(n++, lists.length - 1)] ?? [];
-    return { ok: true, status: 200, json: async () => ({ edges }) };
+    return Promise.resolve({ ok: true, status: 200, json: () => Promise.resolve({ edges }) });
   };
   return { asked, fetch };
 }
@@ -92,11 +92,14 @@ describe('EdgeRoutes: which edge the SDK tries, per network (issue 17 item 6)', 
     expect(await r.pick('app', 'u')).to.equal('ws://y/ws');
   });
 
-  it("reads the network from navigator.connection.type where the platform gives it, else one network", function () {
+  it('reads the network from navigator.connection.type where the platform gives it, else one network', function () {
     const g = globalThis as { navigator?: unknown };
     const saved = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
     try {
-      Object.defineProperty(globalThis, 'navigator', { value: { connection: { type: 'cellular' } }, configurable: true });
+      Object.defineProperty(globalThis, 'navigator', {
+        value: { connection: { type: 'cellular' } },
+        configurable: true,
+      });
       expect(currentNetwork()).to.equal('cellular');
       Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true });
       expect(currentNetwork()).to.equal('default');

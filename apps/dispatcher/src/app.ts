@@ -14,7 +14,12 @@ const MAX_EXCLUDE = 100;
  */
 function routeQuery(raw: string): RouteQuery | PushError {
   const q = new URLSearchParams(raw);
-  const exclude = q.getAll('exclude').flatMap((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''));
+  const exclude = q.getAll('exclude').flatMap((v) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
+  );
   if (exclude.length > MAX_EXCLUDE || exclude.some((e) => e.length > 2048)) {
     return new PushError('bad_request', `exclude takes at most ${MAX_EXCLUDE} edge URLs of at most 2048 characters`);
   }

@@ -44,5 +44,8 @@ export function routeEdges(
     return (regions[e] ?? '') === region ? 1 : 2;
   };
   // A stable sort keeps the rendezvous order within a tier.
-  return left.map((e) => ({ e, t: tier(e) })).sort((a, b) => a.t - b.t).map((x) => x.e);
+  return left
+    .map((e) => ({ e, t: tier(e) }))
+    .sort((a, b) => a.t - b.t)
+    .map((x) => x.e);
 }

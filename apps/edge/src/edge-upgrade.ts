@@ -1,5 +1,12 @@
 import { peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
-import { statusLine, toPushError, type HttpRequest, type HttpResponse, type TemplatedApp, type us_socket_context_t } from '@push/http';
+import {
+  statusLine,
+  toPushError,
+  type HttpRequest,
+  type HttpResponse,
+  type TemplatedApp,
+  type us_socket_context_t,
+} from '@push/http';
 import { CLOSE, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';

@@ -313,7 +313,9 @@ function labelledEdges(value: string, problems: string[]): Array<{ url: string; 
     const region = m?.[1] ?? '';
     const url = (m?.[2] ?? entry).trim();
     if (m !== null && !REGION_LABEL.test(region)) {
-      problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(entry)}: a region label is 1 to 32 of a-z 0-9 - (eu=wss://host/ws)`);
+      problems.push(
+        `PUSH_DISPATCHER_EDGES: ${JSON.stringify(entry)}: a region label is 1 to 32 of a-z 0-9 - (eu=wss://host/ws)`,
+      );
     } else if (out.some((e) => e.url === url)) {
       problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is listed twice`);
     } else out.push({ url, region });

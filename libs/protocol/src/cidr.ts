@@ -19,7 +19,8 @@ export function parseCidr(text: string): Cidr | string {
   const slash = text.indexOf('/');
   const address = slash < 0 ? text : text.slice(0, slash);
   const version = isIP(address);
-  if (version === 0) return `${JSON.stringify(text.slice(0, 100))} is not an IPv4 or IPv6 address or CIDR (such as 10.0.0.0/8 or 2001:db8::/32)`;
+  if (version === 0)
+    return `${JSON.stringify(text.slice(0, 100))} is not an IPv4 or IPv6 address or CIDR (such as 10.0.0.0/8 or 2001:db8::/32)`;
   const max = version === 4 ? 32 : 128;
   const prefixText = slash < 0 ? String(max) : text.slice(slash + 1);
   const prefix = Number(prefixText);

@@ -11,8 +11,7 @@ import { PusherMembers } from './pusher-members.js';
 
 /** What uWS keeps per Pusher socket: its connection, or the refusal to send before closing. */
 type PusherSocketData =
-  | { conn: PusherConnection; ip: string; refused?: undefined }
-  | { conn?: undefined; refused: Refusal };
+  { conn: PusherConnection; ip: string; refused?: undefined } | { conn?: undefined; refused: Refusal };
 
 interface Refusal {
   code: number;
@@ -88,7 +87,8 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
     }
     // Per-IP limits of the edge: Pusher's "over capacity" (reconnect with backoff), the native code in the message.
     const limited = ctx.ipPolicy.admit(ip);
-    if (limited !== undefined) return { code: PUSHER_CODE.OVER_CAPACITY, message: `${limited.code}: ${limited.message}` };
+    if (limited !== undefined)
+      return { code: PUSHER_CODE.OVER_CAPACITY, message: `${limited.code}: ${limited.message}` };
     if (protocol === '') return { code: PUSHER_CODE.NO_PROTOCOL, message: 'no protocol version supplied' };
     const version = Number(protocol);
     if (!/^\d+$/.test(protocol)) return { code: PUSHER_CODE.BAD_PROTOCOL, message: 'invalid version string format' };
