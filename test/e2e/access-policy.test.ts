@@ -238,6 +238,16 @@ describe('access policy at the edge: CIDRs, per-IP limits, trusted proxies (issu
       await closeAll(edge);
     });
 
+    it('holds the per-IP limit exactly under a burst of concurrent upgrades from one address', async function () {
+      const edge = await stack.startEdge({ PUSH_EDGE_MAX_CONNECTIONS_PER_IP: '3' });
+      const url = await wsUrl('burst', edge);
+      const outcomes = await Promise.all(Array.from({ length: 20 }, () => attempt(url, { localAddress: '127.0.0.9' })));
+      expect(outcomes.filter((o) => o.open)).to.have.length(3);
+      expect(outcomes.filter((o) => o.code === 'ip_connection_limit')).to.have.length(17);
+      expect(edge.connectionCount).to.equal(3);
+      await closeAll(edge);
+    });
+
     it('refuses connects faster than PUSH_EDGE_CONNECT_RATE_PER_IP with 429 ip_rate_limited; other IPs unaffected', async function () {
       const edge = await stack.startEdge({ PUSH_EDGE_CONNECT_RATE_PER_IP: '2' });
       const outcomes: Outcome[] = [];
