@@ -85,6 +85,23 @@ describe('EdgeRoutes: which edge the SDK tries, per network (issue 17 item 6)', 
     expect((caught as { code?: string }).code).to.equal('dispatcher');
   });
 
+  it('asks for the region given, along with the excludes', async function () {
+    const urls: string[] = [];
+    const d = dispatcher([['ws://a/ws', 'ws://b/ws']]);
+    const fetch = (url: string) => {
+      urls.push(url);
+      return d.fetch(url);
+    };
+    const r = new EdgeRoutes({ dispatcher: 'http://d/', fetch, region: 'eu' });
+    await r.pick('my app', 'u/1');
+    r.failed('ws://a/ws', true);
+    await r.pick('my app', 'u/1');
+    expect(urls).to.deep.equal([
+      'http://d/v1/edges?app=my%20app&user=u%2F1&region=eu',
+      'http://d/v1/edges?app=my%20app&user=u%2F1&region=eu&exclude=ws%3A%2F%2Fa%2Fws',
+    ]);
+  });
+
   it('with edges given, never asks anyone', async function () {
     const r = new EdgeRoutes({ edges: ['ws://x/ws', 'ws://y/ws'] });
     expect(await r.pick('app', 'u')).to.equal('ws://x/ws');

@@ -36,6 +36,8 @@ export interface EdgeRoutesOptions {
   fetch?: FetchLike | undefined;
   /** The network the device is on now (default `currentNetwork`). */
   network?: (() => string) | undefined;
+  /** The region to ask the dispatcher for (`region=`); none by default. */
+  region?: string | undefined;
 }
 
 /**
@@ -109,6 +111,7 @@ export class EdgeRoutes {
     const base = (this.opts.dispatcher ?? '').replace(/\/+$/, '');
     const url =
       `${base}/v1/edges?app=${encodeURIComponent(app)}&user=${encodeURIComponent(user)}` +
+      (this.opts.region !== undefined ? `&region=${encodeURIComponent(this.opts.region)}` : '') +
       exclude.map((e) => `&exclude=${encodeURIComponent(e)}`).join('');
     const fetchFn = this.opts.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
     if (fetchFn === undefined) throw new PushClientError('dispatcher', 'no fetch: pass one as the fetch option');

@@ -81,6 +81,11 @@ export interface PushClientOptions {
    * browser's `navigator.connection.type`, else one network.
    */
   network?: () => string;
+  /**
+   * The region whose edges the dispatcher should answer first (`region=`, a label of its
+   * `PUSH_DISPATCHER_EDGES`); by default the region of the user's best-ranked edge.
+   */
+  region?: string;
 }
 
 /** One message delivered to the user. */
