@@ -9,7 +9,7 @@ import { createDispatcher, rankEdges, type Dispatcher } from '@push/dispatcher';
 import { createLogger } from '@push/logger';
 import { startDemoServer, type DemoServer } from '../../demo/server.js';
 import { EdgeProcess } from '../helpers/edge-process.js';
-import { NATS_URL } from '../helpers/nats-server.js';
+import { NATS_URL, freePort } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -273,6 +273,52 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
       `fetch('http://127.0.0.1:${dispatcher.port}/v1/edges?app=${app.id}&user=x').then((r) => r.json()).then((b) => b.edges)`,
     );
     expect(edges).to.have.length(2);
+  });
+
+  it('route selection: reports an unreachable edge with exclude=, and keeps one edge list per navigator.connection.type (issue 17)', async function () {
+    const dead = `ws://127.0.0.1:${await freePort()}/ws`;
+    const live = stack.wsUrl();
+    const routed = createDispatcher(
+      stack.config({
+        PUSH_DISPATCHER_HOST: '127.0.0.1',
+        PUSH_DISPATCHER_PORT: '0',
+        PUSH_DISPATCHER_EDGES: [dead, live].join(','),
+      }),
+    );
+    await routed.start();
+    try {
+      let user = '';
+      for (let i = 0; user === ''; i++) if (rankEdges([dead, live], app.id, `net${i}`)[0] === dead) user = `net${i}`;
+      /** The `exclude`s of each dispatcher request the page made. */
+      const asks: string[][] = [];
+      page.on('request', (r) => {
+        const u = new URL(r.url());
+        if (u.pathname === '/v1/edges' && u.port === String(routed.port)) asks.push(u.searchParams.getAll('exclude'));
+      });
+      // The page's network, as Chrome on Android reports it; the test switches it.
+      await page.addInitScript(`
+        window.netType = 'wifi';
+        Object.defineProperty(navigator, 'connection', { get: () => ({ type: window.netType }), configurable: true });
+      `);
+      await harness();
+      await page.evaluate(`mk('n', ${JSON.stringify(user)}, { dispatcher: 'http://127.0.0.1:${routed.port}' })`);
+      await waitUntil(`window.t.n.connects.length === 1`);
+      expect(await get<string[]>('window.t.n.connects')).to.deep.equal([live]);
+      expect(asks).to.deep.equal([[], [dead]]);
+
+      // Another network: its own list, asked afresh (nothing excluded there yet).
+      await page.evaluate(`window.netType = 'cellular'; window.t.n.client.disconnect(); window.t.n.client.connect()`);
+      await waitUntil(`window.t.n.connects.length === 2`);
+      expect(asks).to.deep.equal([[], [dead], [], [dead]]);
+
+      // Back on Wi-Fi: the list that worked there, with no request at all.
+      await page.evaluate(`window.netType = 'wifi'; window.t.n.client.disconnect(); window.t.n.client.connect()`);
+      await waitUntil(`window.t.n.connects.length === 3`);
+      expect(await get<string[]>('window.t.n.connects')).to.deep.equal([live, live, live]);
+      expect(asks).to.have.length(4);
+    } finally {
+      await routed.stop();
+    }
   });
 
   it('the demo page: two users chat and a live feed flows; screenshot taken', async function () {

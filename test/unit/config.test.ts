@@ -45,6 +45,8 @@ describe('config', () => {
       retryAfterSeconds: 5,
       drainMs: 5000,
       id: undefined,
+      perIp: { maxConnections: 0, connectRate: 0 },
+      trustedProxies: [],
     });
     expect(c.center).to.deep.equal({
       host: '0.0.0.0',
@@ -63,6 +65,7 @@ describe('config', () => {
       host: '0.0.0.0',
       port: 8082,
       edges: ['ws://127.0.0.1:8081/ws'],
+      regions: {},
       corsOrigins: ['*'],
     });
   });
@@ -245,5 +248,29 @@ describe('config', () => {
 
   it('resolves PUSH_EDGE_WORKERS=0 to the number of cores', () => {
     expect(loadConfig({ PUSH_EDGE_WORKERS: '0' }).edge.workers).to.equal(os.availableParallelism());
+  });
+
+  it('reads the per-IP limits and trusted proxies of the edge, and names a bad proxy CIDR (issue 17)', () => {
+    const c = loadConfig({
+      PUSH_EDGE_MAX_CONNECTIONS_PER_IP: '50',
+      PUSH_EDGE_CONNECT_RATE_PER_IP: '5',
+      PUSH_EDGE_TRUSTED_PROXIES: ' 10.0.0.0/8, fd00::/8 ,192.0.2.1',
+    });
+    expect(c.edge.perIp).to.deep.equal({ maxConnections: 50, connectRate: 5 });
+    expect(c.edge.trustedProxies).to.deep.equal(['10.0.0.0/8', 'fd00::/8', '192.0.2.1']);
+    for (const bad of ['10.0.0.0/33', 'proxy.example', '10.0.0.0/8,::1/129']) {
+      const p = problems({ PUSH_EDGE_TRUSTED_PROXIES: bad });
+      expect(p, bad).to.have.length(1);
+      expect(p[0], bad).to.match(/^PUSH_EDGE_TRUSTED_PROXIES(\[\d\])?: /);
+    }
+    expect(problems({ PUSH_EDGE_CONNECT_RATE_PER_IP: '-1' })[0]).to.match(/^PUSH_EDGE_CONNECT_RATE_PER_IP/);
+  });
+
+  it('reads region labels of the dispatcher edges and names a bad label or a repeated edge (issue 17)', () => {
+    const c = loadConfig({ PUSH_DISPATCHER_EDGES: 'eu=ws://a:1/ws, ws://b:2/ws?x=1 ,us-east-1=wss://c/ws' });
+    expect(c.dispatcher.edges).to.deep.equal(['ws://a:1/ws', 'ws://b:2/ws?x=1', 'wss://c/ws']);
+    expect(c.dispatcher.regions).to.deep.equal({ 'ws://a:1/ws': 'eu', 'wss://c/ws': 'us-east-1' });
+    expect(problems({ PUSH_DISPATCHER_EDGES: 'EU=ws://a/ws' })[0]).to.match(/^PUSH_DISPATCHER_EDGES: .*region label/);
+    expect(problems({ PUSH_DISPATCHER_EDGES: 'eu=ws://a/ws,us=ws://a/ws' })[0]).to.match(/listed twice/);
   });
 });

@@ -134,6 +134,20 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     expect(d.state).to.equal('disconnected');
   });
 
+  it('moves to the next edge on 4429 (per-IP limit of one edge) and stops on 4403 ip_not_allowed (issue 17)', async function () {
+    const c = make();
+    c.connect();
+    await tick();
+    expect(last().host).to.equal('e1');
+    last().end(4429, 'ip_connection_limit');
+    await tick(20);
+    expect(last().host).to.equal('e2');
+    expect(c.state).to.equal('connecting');
+    last().end(4403, 'ip_not_allowed');
+    await tick(20);
+    expect(c.state).to.equal('disconnected');
+  });
+
   it('pings every hello.ping seconds and abandons a connection silent for two intervals', async function () {
     const c = make();
     const lost: number[] = [];

@@ -17,6 +17,7 @@ import {
   appUpdateSchema,
   compile,
   isObject,
+  settingsProblem,
   type AppRecord,
   type AppSettings,
   type SettingsLimits,
@@ -61,6 +62,12 @@ export function createAppAdmin(
       },
     },
   );
+}
+
+/** Throws what the settings schema cannot catch (a CIDR that does not parse): `invalid_cidr`. */
+function checkSettings(settings: Partial<AppSettings> | undefined): void {
+  const problem = settingsProblem(settings);
+  if (problem !== undefined) throw problem;
 }
 
 /**
@@ -112,6 +119,7 @@ export class AppAdmin {
   async create(body: unknown): Promise<{ app: AppRecord; apiKey: string; apiKeyId: string }> {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     const given = this.createBody.parse(body);
+    checkSettings(given.settings);
     const id = given.id ?? `app_${randomBytes(6).toString('hex')}`;
     const settings = this.mergeSettings(given.settings, this.defaults());
     const apiKey = generateApiKey();
@@ -140,6 +148,7 @@ export class AppAdmin {
   async update(id: string, body: unknown): Promise<AppRecord> {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     const given = this.updateBody.parse(body);
+    checkSettings(given.settings);
     const current = await this.get(id);
     const patch: { name?: string; settings?: AppSettings; disabled?: boolean } = {};
     if (given.name !== undefined) patch.name = given.name;

@@ -1,9 +1,34 @@
 import type { Config } from '@push/config';
 import { CorsPolicy, HttpExchange, createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
-import { PushError, idProblem } from '@push/protocol';
+import { PushError, REGION_LABEL, idProblem } from '@push/protocol';
 import type { Registry } from 'prom-client';
-import { rankEdges } from './rank-edges.js';
+import { routeEdges, type RouteQuery } from './route-edges.js';
+
+/** Most `exclude` values one request may give. */
+const MAX_EXCLUDE = 100;
+
+/**
+ * `exclude` (repeated, or comma-separated) and `region` of a `/v1/edges` query; a PushError
+ * `bad_request` for too many or too long values or a region that is no label.
+ */
+function routeQuery(raw: string): RouteQuery | PushError {
+  const q = new URLSearchParams(raw);
+  const exclude = q.getAll('exclude').flatMap((v) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
+  );
+  if (exclude.length > MAX_EXCLUDE || exclude.some((e) => e.length > 2048)) {
+    return new PushError('bad_request', `exclude takes at most ${MAX_EXCLUDE} edge URLs of at most 2048 characters`);
+  }
+  const region = q.get('region') ?? '';
+  if (region !== '' && !REGION_LABEL.test(region)) {
+    return new PushError('bad_request', 'region must be a region label: 1 to 32 of a-z 0-9 -');
+  }
+  return { exclude, region };
+}
 
 /** A running dispatcher. */
 export interface Dispatcher {
@@ -15,7 +40,8 @@ export interface Dispatcher {
 
 /**
  * The dispatcher tells a client which edges to connect to: `GET /v1/edges?app=A&user=U` answers
- * `{ edges: [url, ...] }`, ranked and sticky per user (rendezvous hashing over PUSH_DISPATCHER_EDGES).
+ * `{ edges: [url, ...] }`, ranked and sticky per user (rendezvous hashing over PUSH_DISPATCHER_EDGES),
+ * without the edges the client `exclude`s and by region (routeEdges).
  */
 export function createDispatcher(config: Config, opts: { logger?: Logger } = {}): Dispatcher {
   const log = (
@@ -49,7 +75,13 @@ export function createDispatcher(config: Config, opts: { logger?: Logger } = {})
           ex.error(new PushError('invalid_id', `give app and user query parameters: ${problem}`));
           return;
         }
-        ex.json(200, { edges: rankEdges(config.dispatcher.edges, appId, user) });
+        const route = routeQuery(req.getQuery() ?? '');
+        if (route instanceof PushError) {
+          ex.error(route);
+          return;
+        }
+        const { edges, regions } = config.dispatcher;
+        ex.json(200, { edges: routeEdges(edges, regions, appId, user, route) });
       });
       app.any('/*', (res, req) => {
         new HttpExchange(res, req, [], cors).error(new PushError('not_found'));

@@ -30,6 +30,7 @@ import { removalFailureReporter, type EdgeContext } from './edge-context.js';
 import { EdgePresence } from './edge-presence.js';
 import { EdgeStatsResponder } from './edge-stats.js';
 import { mountEdgeSocket } from './edge-upgrade.js';
+import { IpPolicy } from './ip-policy.js';
 import { mountPusherDoor, type PusherDoor } from './pusher/pusher-door.js';
 import { connectionBudget, openFileLimit } from './fd-limit.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
@@ -325,6 +326,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       events,
       rpc: new RpcClient(nc, subjects),
       bindings: new BindingsReader(redis, subjects),
+      ipPolicy: new IpPolicy(edgeConfig),
     };
     topics.joiners = ctx.topicPresence;
     // Control (kick, topic bind/unbind) for users connected here: one wildcard subscription; control is rare.

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
 import type { EdgePresence } from './edge-presence.js';
+import type { IpPolicy } from './ip-policy.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannels } from './topic-channels.js';
@@ -48,6 +49,8 @@ export interface EdgeContext {
   rpc: RpcClient;
   /** Topic bindings of a user (Redis mirror), read when a connection opens. */
   bindings: BindingsReader;
+  /** Client addresses, app CIDRs and per-IP limits, for both doors' upgrades. */
+  ipPolicy: IpPolicy;
 }
 
 /** How often, at most, failed removals are logged (each is counted), ms. */

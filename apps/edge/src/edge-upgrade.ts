@@ -1,5 +1,12 @@
 import { peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
-import { statusLine, toPushError, type HttpResponse, type TemplatedApp, type us_socket_context_t } from '@push/http';
+import {
+  statusLine,
+  toPushError,
+  type HttpRequest,
+  type HttpResponse,
+  type TemplatedApp,
+  type us_socket_context_t,
+} from '@push/http';
 import { CLOSE, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
@@ -26,7 +33,8 @@ interface RefusedSocket {
   conn?: undefined;
   refused: { code: number; reason: string };
 }
-type UpgradeData = SocketData | RefusedSocket;
+/** An accepted socket: its connection and the client's address (counted per IP until it closes). */
+type UpgradeData = (SocketData & { ip: string }) | RefusedSocket;
 
 /**
  * The socket limits both doors (`/ws` and the Pusher door's `/app/:key`) share. A frame uWS drops
@@ -53,6 +61,14 @@ export function socketLimits(edgeConfig: EdgeContext['config']) {
  */
 export function originAllowed(allowed: readonly string[], origin: string): boolean {
   return origin === '' || allowed.length === 0 || allowed.includes(origin);
+}
+
+/**
+ * The client's address of an upgrade (both doors): the peer, or what a trusted proxy forwarded
+ * (IpPolicy.clientIp). Read before the upgrade; uWS's request is gone after the handler returns.
+ */
+export function upgradeIp(ctx: EdgeContext, res: HttpResponse, req: HttpRequest): string {
+  return ctx.ipPolicy.clientIp(Buffer.from(res.getRemoteAddressAsText()).toString(), req.getHeader('x-forwarded-for'));
 }
 
 /**
@@ -113,7 +129,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     });
   }
 
-  function authenticate(token: string, appParam: string, origin: string): ClientIdentity {
+  function authenticate(token: string, appParam: string, origin: string, ip: string): ClientIdentity {
     if (token === '') throw new PushError('token_missing');
     const appId = peekTokenApp(token);
     if (appParam !== '' && appParam !== appId) throw new PushError('wrong_app', 'the token is for another app');
@@ -123,6 +139,8 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     if (!originAllowed(record.settings.allowedOrigins, origin)) {
       throw new PushError('origin_not_allowed', `pages from ${origin.slice(0, 200)} may not connect to this app`);
     }
+    const ipRefusal = ctx.ipPolicy.appRefusal(record.settings, ip);
+    if (ipRefusal !== undefined) throw ipRefusal;
     return verifyClientToken(token, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
@@ -159,9 +177,15 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         refuse(res, asked, new PushError('edge_full'), edgeConfig.retryAfterSeconds);
         return;
       }
+      const ip = upgradeIp(ctx, res, req);
+      const limited = ctx.ipPolicy.admit(ip);
+      if (limited !== undefined) {
+        refuse(res, asked, limited, edgeConfig.retryAfterSeconds);
+        return;
+      }
       let id: ClientIdentity;
       try {
-        id = authenticate(token, appParam, origin);
+        id = authenticate(token, appParam, origin, ip);
       } catch (err) {
         const e = toPushError(err);
         if (e.code === 'internal') log.error({ err }, 'upgrade failed');
@@ -172,7 +196,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
-      res.upgrade<UpgradeData>({ conn, ping }, key, protocol, extensions, context);
+      res.upgrade<UpgradeData>({ conn, ping, ip }, key, protocol, extensions, context);
     },
     open: (ws) => {
       const data = ws.getUserData();
@@ -181,6 +205,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         return;
       }
       const { conn, ping } = data;
+      ctx.ipPolicy.opened(data.ip);
       connections.add(conn);
       metrics.connections.set(connections.size);
       const record = ctx.apps.get(conn.app);
@@ -202,8 +227,10 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       ws.getUserData().conn?.drained();
     },
     close: (ws, code) => {
-      const { conn } = ws.getUserData();
+      const data = ws.getUserData();
+      const { conn } = data;
       if (conn === undefined) return; // a refusal: never counted, never in presence
+      ctx.ipPolicy.closed(data.ip);
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
       conn.closed();
       connections.delete(conn);

@@ -29,10 +29,12 @@ export const REFUSED = {
   BAD_REQUEST: 4400,
   /** 401: `token_missing`, `token_invalid`, `token_expired`, ... Get a new token, back off. */
   UNAUTHORIZED: 4401,
-  /** 403: `app_disabled`, `wrong_app`, `origin_not_allowed`. Stop. */
+  /** 403: `app_disabled`, `wrong_app`, `origin_not_allowed`, `ip_not_allowed`. Stop. */
   FORBIDDEN: 4403,
   /** 404: `app_not_found` (an edge may hear of a new app a moment late). Back off. */
   NOT_FOUND: 4404,
+  /** 429: `ip_connection_limit`, `ip_rate_limited` (per-IP limits of one edge). Try the next edge, back off. */
+  TOO_MANY_REQUESTS: 4429,
   /** 500: `internal`. Back off. */
   INTERNAL: 4500,
   /** 503: `edge_full`, `shutting_down`. Try the next edge, back off. */

@@ -1,3 +1,4 @@
+import { EdgeRoutes } from './edge-routes.js';
 import { Emitter } from './emitter.js';
 import { CLOSE, MAX_ACKS_PER_FRAME, RECONNECT_BACKOFF, REFUSAL_AS_CLOSE, REFUSED } from './protocol-constants.js';
 import { BROADCAST_TOPIC, PushClientError, Subscription, type SubscribeOptions } from './subscription.js';
@@ -74,6 +75,17 @@ export interface PushClientOptions {
    * `presence`) and retried.
    */
   fetchMembers?: (topic: string) => unknown;
+  /**
+   * The network the device is on now (`wifi`, `cellular`...): the edge list and the edges that
+   * could not be reached are kept per network (docs/sdk.md#edges-and-networks). Defaults to the
+   * browser's `navigator.connection.type`, else one network.
+   */
+  network?: () => string;
+  /**
+   * The region whose edges the dispatcher should answer first (`region=`, a label of its
+   * `PUSH_DISPATCHER_EDGES`); by default the region of the user's best-ranked edge.
+   */
+  region?: string;
 }
 
 /** One message delivered to the user. */
@@ -258,8 +270,8 @@ export class PushClient extends Emitter<PushClientEvents> {
   private sockToken = '';
   private helloOnSocket = false;
   private attempt = 0;
-  private edgeList: string[] = [];
-  private edgeIndex = 0;
+  /** Which edge to try, per network (EdgeRoutes). */
+  private readonly routes: EdgeRoutes;
   private token: { value: string; exp: number | undefined } | undefined;
   private tokenFetch: Promise<string> | undefined;
   private window = 100;
@@ -314,6 +326,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     }
     this.WS = WS;
     this.broadcasts = new Subscription(BROADCAST_TOPIC, this.host);
+    this.routes = new EdgeRoutes(options);
     if ((options.edges?.length ?? 0) === 0 && options.dispatcher === undefined) {
       throw new PushClientError('no_edges', 'give edges or a dispatcher URL');
     }
@@ -473,7 +486,8 @@ export class PushClient extends Emitter<PushClientEvents> {
     try {
       token = await this.currentToken();
       if (gen !== this.generation) return;
-      edge = await this.pickEdge(token);
+      const { app, sub } = tokenClaims(token);
+      edge = await this.routes.pick(app ?? '', sub ?? '');
       if (gen !== this.generation) return;
     } catch (err) {
       if (gen !== this.generation) return;
@@ -492,7 +506,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     } catch (err) {
       // A malformed URL: the next edge may do better.
       this.emit('error', { type: 'transport', error: new PushClientError('transport', String(err), { cause: err }) });
-      this.edgeIndex++;
+      this.routes.failed(edge, false);
       this.schedule(this.backoff(), gen);
       return;
     }
@@ -563,42 +577,6 @@ export class PushClient extends Emitter<PushClientEvents> {
     );
   }
 
-  /** The edge to try: sticky while it works, the next one after a failure, a new list when all failed. */
-  private async pickEdge(token: string): Promise<string> {
-    const given = this.opts.edges;
-    if (given !== undefined && given.length > 0) {
-      this.edgeList = [...given];
-      this.edgeIndex %= given.length;
-    } else if (this.edgeList.length === 0 || this.edgeIndex >= this.edgeList.length) {
-      this.edgeList = await this.askDispatcher(token);
-      this.edgeIndex = 0;
-    }
-    const edge = this.edgeList[this.edgeIndex];
-    if (edge === undefined) throw new PushClientError('dispatcher', 'the dispatcher gave no edges');
-    return edge;
-  }
-
-  private async askDispatcher(token: string): Promise<string[]> {
-    const { app, sub } = tokenClaims(token);
-    const base = (this.opts.dispatcher ?? '').replace(/\/+$/, '');
-    const url = `${base}/v1/edges?app=${encodeURIComponent(app ?? '')}&user=${encodeURIComponent(sub ?? '')}`;
-    const fetchFn = this.opts.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
-    if (fetchFn === undefined) throw new PushClientError('dispatcher', 'no fetch: pass one as the fetch option');
-    let body: unknown;
-    try {
-      const res = await fetchFn(url);
-      if (!res.ok) throw new Error(`status ${res.status}`);
-      body = await res.json();
-    } catch (err) {
-      throw new PushClientError('dispatcher', `dispatcher ${url} failed: ${String(err)}`, { cause: err });
-    }
-    const edges = (body as { edges?: unknown } | null)?.edges;
-    if (!Array.isArray(edges) || !edges.every((e) => typeof e === 'string') || edges.length === 0) {
-      throw new PushClientError('dispatcher', 'the dispatcher answered no edge list');
-    }
-    return edges;
-  }
-
   private schedule(delayMs: number, gen: number): void {
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
@@ -634,7 +612,8 @@ export class PushClient extends Emitter<PushClientEvents> {
     }
     // A token fetched ahead of expiry while this socket ran is kept: that is what it was for.
     if (next.newToken && this.token?.value === this.sockToken) this.token = undefined;
-    if (next.nextEdge) this.edgeIndex++;
+    // No answer before a hello (1006; 1015 a TLS failure): reported to the dispatcher as unreachable.
+    if (next.nextEdge) this.routes.failed(this.sockEdge, !hadHello && (code === 1006 || code === 1015));
     // Every failed attempt is reported, also those that do not change the state.
     if (this.current === 'connecting') this.emit('connecting', { code, reason });
     else this.setState('connecting', { code, reason });
@@ -658,6 +637,7 @@ export class PushClient extends Emitter<PushClientEvents> {
       case REFUSED.UNAUTHORIZED:
         return { stop: false, delayMs: this.backoff(), nextEdge: false, newToken: true };
       case REFUSED.UNAVAILABLE:
+      case REFUSED.TOO_MANY_REQUESTS:
         return { stop: false, delayMs: this.backoff(), nextEdge: true, newToken: false };
       default:
         // 1006 and the rest: a lost connection. An edge that never said hello is skipped; and a
@@ -830,6 +810,7 @@ export class PushClient extends Emitter<PushClientEvents> {
   private onHello(f: ServerFrame): void {
     this.helloOnSocket = true;
     this.attempt = 0;
+    this.routes.connected(this.sockEdge);
     clearTimeout(this.connectTimer);
     this.window = typeof f.window === 'number' ? f.window : 100;
     const ping = typeof f.ping === 'number' ? f.ping : this.opts.pingSeconds;

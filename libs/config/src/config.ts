@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { z } from 'zod';
+import { REGION_LABEL, cidrListProblem } from '@push/protocol';
 
 const int = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(def);
@@ -52,6 +53,9 @@ const schema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_-]{1,64}$/)
     .optional(),
+  PUSH_EDGE_MAX_CONNECTIONS_PER_IP: int(0, 0, 10_000_000),
+  PUSH_EDGE_CONNECT_RATE_PER_IP: int(0, 0, 1_000_000),
+  PUSH_EDGE_TRUSTED_PROXIES: z.string().default(''),
 
   PUSH_CENTER_HOST: str('0.0.0.0'),
   PUSH_CENTER_PORT: int(8080, 0, 65535),
@@ -119,6 +123,15 @@ export interface Config {
     retryAfterSeconds: number;
     drainMs: number;
     id: string | undefined;
+    /** Access policy (issue 17): per client IP (or IPv6 /64), 0 = no limit. */
+    perIp: {
+      /** Most open connections from one IP on this edge (both doors). */
+      maxConnections: number;
+      /** Upgrades per second from one IP (bursts up to one second's worth). */
+      connectRate: number;
+    };
+    /** CIDRs of the proxies whose `X-Forwarded-For` is believed (empty: none). */
+    trustedProxies: string[];
   };
   center: {
     host: string;
@@ -148,7 +161,15 @@ export interface Config {
     webhookBatch: { maxItems: number; maxBytes: number; lingerMs: number };
   };
   /** `corsOrigins`: browser origins the dispatcher answers with CORS headers (`*` by default). */
-  dispatcher: { host: string; port: number; edges: string[]; corsOrigins: string[] };
+  dispatcher: {
+    host: string;
+    port: number;
+    /** Edge URLs, in the order configured. */
+    edges: string[];
+    /** The region label of each labelled edge (`eu=ws://...` in PUSH_DISPATCHER_EDGES), by URL. */
+    regions: Record<string, string>;
+    corsOrigins: string[];
+  };
 }
 
 /** Thrown when the environment does not describe a valid configuration; lists every problem. */
@@ -200,6 +221,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const centerCors = originList('PUSH_CORS_ORIGINS', r.PUSH_CORS_ORIGINS, problems);
   const dispatcherCors = originList('PUSH_DISPATCHER_CORS', r.PUSH_DISPATCHER_CORS, problems);
+  const dispatcherEdges = labelledEdges(r.PUSH_DISPATCHER_EDGES, problems);
+  const trustedProxies = commaList(r.PUSH_EDGE_TRUSTED_PROXIES);
+  const proxyProblem = cidrListProblem('PUSH_EDGE_TRUSTED_PROXIES', trustedProxies);
+  if (proxyProblem !== undefined) problems.push(proxyProblem);
   if (problems.length > 0) throw new ConfigError(problems);
   const config: Config = {
     prefix: r.PUSH_PREFIX,
@@ -237,6 +262,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryAfterSeconds: r.PUSH_EDGE_RETRY_AFTER,
       drainMs: r.PUSH_EDGE_DRAIN_MS,
       id: r.PUSH_EDGE_ID,
+      perIp: { maxConnections: r.PUSH_EDGE_MAX_CONNECTIONS_PER_IP, connectRate: r.PUSH_EDGE_CONNECT_RATE_PER_IP },
+      trustedProxies,
     },
     center: {
       host: r.PUSH_CENTER_HOST,
@@ -259,13 +286,41 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dispatcher: {
       host: r.PUSH_DISPATCHER_HOST,
       port: r.PUSH_DISPATCHER_PORT,
-      edges: r.PUSH_DISPATCHER_EDGES.split(',')
-        .map((s) => s.trim())
-        .filter((s) => s.length > 0),
+      edges: dispatcherEdges.map((e) => e.url),
+      regions: Object.fromEntries(dispatcherEdges.filter((e) => e.region !== '').map((e) => [e.url, e.region])),
       corsOrigins: dispatcherCors,
     },
   };
   return deepFreeze(config);
+}
+
+/** The non-empty entries of a comma-separated list, trimmed. */
+function commaList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/**
+ * PUSH_DISPATCHER_EDGES: edge URLs, each optionally labelled with its region (`eu=wss://a/ws`).
+ * A label is 1-32 of `a-z 0-9 -`; an edge listed twice is a problem (rendezvous ranks URLs).
+ */
+function labelledEdges(value: string, problems: string[]): Array<{ url: string; region: string }> {
+  const out: Array<{ url: string; region: string }> = [];
+  for (const entry of commaList(value)) {
+    const m = /^([^=:/]*)=(.*)$/.exec(entry);
+    const region = m?.[1] ?? '';
+    const url = (m?.[2] ?? entry).trim();
+    if (m !== null && !REGION_LABEL.test(region)) {
+      problems.push(
+        `PUSH_DISPATCHER_EDGES: ${JSON.stringify(entry)}: a region label is 1 to 32 of a-z 0-9 - (eu=wss://host/ws)`,
+      );
+    } else if (out.some((e) => e.url === url)) {
+      problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is listed twice`);
+    } else out.push({ url, region });
+  }
+  return out;
 }
 
 /**

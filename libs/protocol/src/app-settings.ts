@@ -79,6 +79,15 @@ export interface AppSettings {
    * `join`/`leave` frames and `presence_join`/`presence_leave` events. Empty = none.
    */
   presenceTopics: string[];
+  // --- Access policy at the edge (issue 17 item 5) -----------------------------------------
+  /**
+   * IPv4/IPv6 CIDRs (`10.0.0.0/8`, `2001:db8::/32`, or one address) clients may connect from;
+   * empty = any address. Checked at the upgrade on both doors, against the client's address
+   * (`X-Forwarded-For` counts only from `PUSH_EDGE_TRUSTED_PROXIES`); refused: `ip_not_allowed`.
+   */
+  allowedCidrs: string[];
+  /** CIDRs clients may not connect from, even when `allowedCidrs` lists them (`ip_not_allowed`). */
+  deniedCidrs: string[];
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -110,6 +119,8 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   topicRateLimit: 0,
   maxTopicsPerConnection: 100,
   presenceTopics: Object.freeze([]) as unknown as string[],
+  allowedCidrs: Object.freeze([]) as unknown as string[],
+  deniedCidrs: Object.freeze([]) as unknown as string[],
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

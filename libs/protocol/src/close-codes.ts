@@ -28,10 +28,12 @@ export const REFUSED = {
   BAD_REQUEST: 4400,
   /** 401 `token_missing`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_exp_too_far`: new token, back off. */
   UNAUTHORIZED: 4401,
-  /** 403 `app_disabled`, `wrong_app`, `origin_not_allowed`: do not reconnect. */
+  /** 403 `app_disabled`, `wrong_app`, `origin_not_allowed`, `ip_not_allowed`: do not reconnect. */
   FORBIDDEN: 4403,
   /** 404 `app_not_found`: back off (an edge hears of a new app a moment after it is created). */
   NOT_FOUND: 4404,
+  /** 429 `ip_connection_limit`, `ip_rate_limited` (limits per IP of this edge): try the next edge, back off. */
+  TOO_MANY_REQUESTS: 4429,
   /** 500 `internal`: back off. */
   INTERNAL: 4500,
   /** 503 `edge_full`, `shutting_down`: try the next edge, back off. */

@@ -15,6 +15,7 @@ export const ERRORS = {
   unknown_frame: { status: 400, message: 'the frame type is not known' },
   invalid_kind: { status: 400, message: 'kind must be 1 to 64 characters of A-Z a-z 0-9 _ -' },
   token_malformed: { status: 400, message: 'the token is not a well-formed signed token' },
+  invalid_cidr: { status: 400, message: 'an entry is not an IPv4 or IPv6 address or CIDR (such as 10.0.0.0/8)' },
   // --- Topics -----------------------------------------------------------------------------
   invalid_topic: {
     status: 400,
@@ -54,6 +55,10 @@ export const ERRORS = {
   upstream_disabled: { status: 403, message: 'this app does not take upstream (up) frames from clients' },
   client_messaging_disabled: { status: 403, message: 'this app does not let clients message other users' },
   origin_not_allowed: { status: 403, message: "the page's origin is not in the app's allowedOrigins" },
+  ip_not_allowed: {
+    status: 403,
+    message: "the client's IP address is in the app's deniedCidrs, or not in its allowedCidrs",
+  },
   // --- Not found / conflict ---------------------------------------------------------------
   app_not_found: { status: 404, message: 'no such app' },
   api_key_not_found: { status: 404, message: 'no such API key (or it was already revoked)' },
@@ -66,6 +71,14 @@ export const ERRORS = {
   body_too_large: { status: 413, message: 'the request body is too large' },
   batch_too_large: { status: 413, message: 'the batch has too many messages' },
   rate_limited: { status: 429, message: 'too many requests; slow down' },
+  ip_connection_limit: {
+    status: 429,
+    message: 'this IP address holds as many connections to this edge as it allows (PUSH_EDGE_MAX_CONNECTIONS_PER_IP)',
+  },
+  ip_rate_limited: {
+    status: 429,
+    message: 'this IP address opens connections faster than this edge allows (PUSH_EDGE_CONNECT_RATE_PER_IP); back off',
+  },
   // --- Fan-out jobs -----------------------------------------------------------------------
   job_not_found: { status: 404, message: 'no such fan-out job in this app' },
   job_not_open: { status: 409, message: 'the job is started, finished or cancelled: it takes no more users' },

@@ -68,3 +68,6 @@ export function decodeToken(token: string): string {
   }
   throw new Error(`not a subject token: ${JSON.stringify(token)}`);
 }
+
+/** An edge's region label (`eu`, `us-east-1`): in PUSH_DISPATCHER_EDGES and the dispatcher's `region=`. */
+export const REGION_LABEL = /^[a-z0-9][a-z0-9-]{0,31}$/;

@@ -14,3 +14,4 @@ export * from './topic-message.js';
 export * from './edge-stats.js';
 export * from './pusher-event.js';
 export * from './console-summary.js';
+export * from './cidr.js';

@@ -1,6 +1,7 @@
 import { CloneType, Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { Annotations } from './validate.js';
-import type { ErrorCode } from './errors.js';
+import { PushError, type ErrorCode } from './errors.js';
+import { MAX_CIDRS, cidrListProblem } from './cidr.js';
 import { ID_LIMITS, type IdKind } from './ids.js';
 
 /**
@@ -399,6 +400,25 @@ const HttpUrlOrEmpty = Type.Union([HttpUrl, Type.Literal('')], {
   problem: 'rpcUrl must be an http:// or https:// URL, or empty for none',
 });
 
+/** A list of CIDRs: strings here; each is parsed by `settingsProblem` (JSON Schema cannot say what an address is). */
+const CidrList = (name: string) =>
+  note(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: MAX_CIDRS }), {
+    code: 'invalid_cidr',
+    problem: `${name} must be a list of at most ${MAX_CIDRS} CIDRs such as 10.0.0.0/8 or 2001:db8::/32`,
+  });
+
+/**
+ * What the settings schema cannot check: each CIDR of `allowedCidrs` and `deniedCidrs` parses.
+ * A PushError `invalid_cidr` naming the first bad entry, or undefined.
+ */
+export function settingsProblem(settings: { allowedCidrs?: string[]; deniedCidrs?: string[] } | undefined) {
+  for (const name of ['allowedCidrs', 'deniedCidrs'] as const) {
+    const why = cidrListProblem(`settings.${name}`, settings?.[name] ?? []);
+    if (why !== undefined) return new PushError('invalid_cidr', why);
+  }
+  return undefined;
+}
+
 /** Limits app settings must stay within (from the deployment's inbox configuration). */
 export interface SettingsLimits {
   maxTtlSeconds: number;
@@ -458,6 +478,9 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
           problem: 'presenceTopics must list at most 100 topic patterns such as room-* (no spaces)',
         }),
       ),
+      // Access policy at the edge (issue 17 item 5); each entry is parsed by `settingsProblem`.
+      allowedCidrs: Type.Optional(CidrList('allowedCidrs')),
+      deniedCidrs: Type.Optional(CidrList('deniedCidrs')),
     },
     { additionalProperties: false },
   );

@@ -14,9 +14,9 @@ export const PUSHER_CODE = {
   BAD_PROTOCOL: 4006,
   /** Upgrade: a protocol version other than 5 to 7. */
   UNSUPPORTED_PROTOCOL: 4007,
-  /** Upgrade: the page's Origin is not in the app's `allowedOrigins`. */
+  /** Upgrade: the page's Origin is not in the app's `allowedOrigins`, or the client's IP not in its `allowedCidrs` (or in `deniedCidrs`). */
   UNAUTHORIZED: 4009,
-  /** Upgrade: this edge holds its maximum of connections; reconnect with backoff. */
+  /** Upgrade: this edge holds its maximum of connections, or the client's IP its per-IP limit; reconnect with backoff. */
   OVER_CAPACITY: 4100,
   /** The edge is shutting down: reconnect at once (to another edge). */
   RECONNECT: 4200,

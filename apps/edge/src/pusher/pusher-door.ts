@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { TemplatedApp } from '@push/http';
 import type { EdgeContext } from '../edge-context.js';
-import { originAllowed, socketLimits } from '../edge-upgrade.js';
+import { originAllowed, socketLimits, upgradeIp } from '../edge-upgrade.js';
 import type { TopicChannels, TopicFanout } from '../topic-channels.js';
 import { PUSHER_CODE, PUSHER_PROTOCOL_MAX, PUSHER_PROTOCOL_MIN } from './pusher-codes.js';
 import { PusherConnection } from './pusher-connection.js';
@@ -10,7 +10,8 @@ import { PusherFanout } from './pusher-fanout.js';
 import { PusherMembers } from './pusher-members.js';
 
 /** What uWS keeps per Pusher socket: its connection, or the refusal to send before closing. */
-type PusherSocketData = { conn: PusherConnection; refused?: undefined } | { conn?: undefined; refused: Refusal };
+type PusherSocketData =
+  { conn: PusherConnection; ip: string; refused?: undefined } | { conn?: undefined; refused: Refusal };
 
 interface Refusal {
   code: number;
@@ -79,11 +80,15 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
     },
   };
 
-  function refusalOf(key: string, protocol: string, origin: string): Refusal | undefined {
+  function refusalOf(key: string, protocol: string, origin: string, ip: string): Refusal | undefined {
     if (!opts.accepting()) return { code: PUSHER_CODE.RECONNECT, message: 'the server is shutting down; reconnect' };
     if (sockets.size + opts.nativeConnections() >= opts.maxConnections) {
       return { code: PUSHER_CODE.OVER_CAPACITY, message: 'this server is over capacity; retry later' };
     }
+    // Per-IP limits of the edge: Pusher's "over capacity" (reconnect with backoff), the native code in the message.
+    const limited = ctx.ipPolicy.admit(ip);
+    if (limited !== undefined)
+      return { code: PUSHER_CODE.OVER_CAPACITY, message: `${limited.code}: ${limited.message}` };
     if (protocol === '') return { code: PUSHER_CODE.NO_PROTOCOL, message: 'no protocol version supplied' };
     const version = Number(protocol);
     if (!/^\d+$/.test(protocol)) return { code: PUSHER_CODE.BAD_PROTOCOL, message: 'invalid version string format' };
@@ -97,6 +102,8 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
     if (!originAllowed(record.settings.allowedOrigins, origin)) {
       return { code: PUSHER_CODE.UNAUTHORIZED, message: `pages from ${origin.slice(0, 200)} may not connect` };
     }
+    const denied = ctx.ipPolicy.appRefusal(record.settings, ip);
+    if (denied !== undefined) return { code: PUSHER_CODE.UNAUTHORIZED, message: `${denied.code}: ${denied.message}` };
     return undefined;
   }
 
@@ -110,14 +117,15 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
       } catch {
         key = '';
       }
-      const refused = refusalOf(key, req.getQuery('protocol') ?? '', req.getHeader('origin'));
+      const ip = upgradeIp(ctx, res, req);
+      const refused = refusalOf(key, req.getQuery('protocol') ?? '', req.getHeader('origin'), ip);
       let data: PusherSocketData;
       if (refused !== undefined) {
         ctx.metrics.upgradesRefused.inc({ code: `pusher_${refused.code}` });
         data = { refused };
       } else {
         const n = ++counter;
-        data = { conn: new PusherConnection(door, `${edgeNumber}.${n}`, `${ctx.edgeId}-p${n}`, key) };
+        data = { conn: new PusherConnection(door, `${edgeNumber}.${n}`, `${ctx.edgeId}-p${n}`, key), ip };
       }
       res.upgrade<PusherSocketData>(
         data,
@@ -139,6 +147,7 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
         return;
       }
       sockets.set(data.conn.socketId, data.conn);
+      ctx.ipPolicy.opened(data.ip);
       data.conn.open(ws);
     },
     message: (ws, message, isBinary) => {
@@ -147,8 +156,10 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
       conn.onFrame(Buffer.from(message).toString('utf8'));
     },
     close: (ws) => {
-      const { conn } = ws.getUserData();
+      const data = ws.getUserData();
+      const { conn } = data;
       if (conn === undefined) return;
+      ctx.ipPolicy.closed(data.ip);
       conn.onClose();
       sockets.delete(conn.socketId);
       if (conn.user !== undefined) {
