@@ -6,6 +6,7 @@ import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
+import type { DeliveryCounts } from './delivery-counts.js';
 import type { EdgePresence } from './edge-presence.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
@@ -48,6 +49,8 @@ export interface EdgeContext {
   rpc: RpcClient;
   /** Topic bindings of a user (Redis mirror), read when a connection opens. */
   bindings: BindingsReader;
+  /** Counts deliveries that ended without an ack; moves never-acked messages out (issue 17 part 3). */
+  deliveryCounts: DeliveryCounts;
 }
 
 /** How often, at most, failed removals are logged (each is counted), ms. */

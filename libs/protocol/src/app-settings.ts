@@ -79,6 +79,12 @@ export interface AppSettings {
    * `join`/`leave` frames and `presence_join`/`presence_leave` events. Empty = none.
    */
   presenceTopics: string[];
+  // --- Never-ack loops (issue 17 part 3) ---------------------------------------------------
+  /**
+   * Deliveries a message may get without an ack (connections that closed with it in flight)
+   * before it leaves the user's inbox for the app's undeliverable list; 0 = no limit.
+   */
+  maxDeliveries: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -110,6 +116,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   topicRateLimit: 0,
   maxTopicsPerConnection: 100,
   presenceTopics: Object.freeze([]) as unknown as string[],
+  maxDeliveries: 20,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */
