@@ -443,7 +443,8 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   }
   // Let the last acks, removals and sends reach the store, and the closes' unacked counts Redis.
   acks.flush();
-  if (!(await deliveryCounts.idle(STOP_WAIT_MS))) log.warn('unacked delivery counts still in flight at the stop deadline');
+  if (!(await deliveryCounts.idle(STOP_WAIT_MS)))
+    log.warn('unacked delivery counts still in flight at the stop deadline');
   if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');
   if (acks.pending > 0) {
     log.warn({ acks: acks.pending }, 'acks not applied at the stop deadline: those messages will be delivered again');

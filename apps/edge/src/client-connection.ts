@@ -363,7 +363,8 @@ export class ClientConnection implements LiveReceiver {
     }
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
     // Never-ack guard (issue 17 part 3): each delivery still unacked at the close counts once.
-    if (this.inflight?.size) this.ctx.deliveryCounts.unacked(this.app, this.user, this.inflight.keys(), this.ackFloor());
+    if (this.inflight?.size)
+      this.ctx.deliveryCounts.unacked(this.app, this.user, this.inflight.keys(), this.ackFloor());
     this.ws = undefined;
     this.inflight = undefined;
     this.buffered = undefined;

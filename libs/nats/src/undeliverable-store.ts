@@ -138,20 +138,25 @@ export class UndeliverableStore {
     h.set(INBOX_SEQ, String(seq));
     h.set(DELIVERIES, String(deliveries));
     h.set(MOVED_AT, String(Date.now()));
-    let ack = await this.request(this.subjects.undeliverable(app, user), got.data, h);
-    if (ack.headers?.code === 503) {
-      // No stream yet (an app saved before this feature, or a center of an older version).
+    await this.ensure(app);
+    let ack: Msg;
+    try {
+      ack = await this.request(this.subjects.undeliverable(app, user), got.data, h);
+    } catch (err) {
+      // No stream answers: deleted with the app since this process made it, or by an operator.
+      if (!/no responders/i.test(String((err as Error).cause ?? err))) throw err;
+      this.ready.delete(app);
       await this.ensure(app);
       ack = await this.request(this.subjects.undeliverable(app, user), got.data, h);
     }
     const stored = parseJson(ack) as { seq?: number; error?: { description?: string } };
     if (ack.headers?.code === 503 || stored.error !== undefined || typeof stored.seq !== 'number') {
-      throw new PushError('store_unavailable', `undeliverable store refused: ${stored.error?.description ?? 'no stream'}`);
+      throw new PushError(
+        'store_unavailable',
+        `undeliverable store refused: ${stored.error?.description ?? 'no stream'}`,
+      );
     }
-    const del = await this.request(
-      `$JS.API.STREAM.MSG.DELETE.${inboxStream}`,
-      JSON.stringify({ seq, no_erase: true }),
-    );
+    const del = await this.request(`$JS.API.STREAM.MSG.DELETE.${inboxStream}`, JSON.stringify({ seq, no_erase: true }));
     const r = parseJson(del) as { success?: boolean; error?: { err_code?: number; description?: string } };
     if (r.success === true) return 'moved';
     if (r.error?.err_code === 10057 || /no message found/i.test(r.error?.description ?? '')) return 'gone';
@@ -182,10 +187,7 @@ export class UndeliverableStore {
     const filter = this.filter(app, user);
     let seq = fromSeq;
     while (out.length < limit) {
-      const m = await this.request(
-        `$JS.API.DIRECT.GET.${stream}`,
-        JSON.stringify({ seq, next_by_subj: filter }),
-      );
+      const m = await this.request(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ seq, next_by_subj: filter }));
       const code = m.headers?.code ?? 0;
       if (code === 404) break;
       if (code !== 0 && code !== 200) {
@@ -287,8 +289,15 @@ export class UndeliverableStore {
   /** Drops the app's undeliverable messages (one user's when `user` is given); resolves with how many. */
   async purge(app: string, user?: string): Promise<number> {
     const stream = this.subjects.undeliverableStream(app);
-    const reply = await this.request(`$JS.API.STREAM.PURGE.${stream}`, JSON.stringify({ filter: this.filter(app, user) }));
-    const r = parseJson(reply) as { success?: boolean; purged?: number; error?: { err_code?: number; description?: string } };
+    const reply = await this.request(
+      `$JS.API.STREAM.PURGE.${stream}`,
+      JSON.stringify({ filter: this.filter(app, user) }),
+    );
+    const r = parseJson(reply) as {
+      success?: boolean;
+      purged?: number;
+      error?: { err_code?: number; description?: string };
+    };
     if (r.success === true) return r.purged ?? 0;
     // 10059: stream not found: nothing was ever moved.
     if (r.error?.err_code === 10059) return 0;
