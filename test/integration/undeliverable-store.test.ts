@@ -49,7 +49,10 @@ describe('UndeliverableStore: a move loses nothing and stores once (real NATS)',
     h.set('Push-Inbox-Seq', String(seq));
     h.set('Push-Deliveries', '3');
     h.set('Push-Moved-At', String(Date.now()));
-    await nc.request(subjects.undeliverable(app.id, 'ann'), raw?.data ?? new Uint8Array(), { headers: h });
+    await nc.request(subjects.undeliverable(app.id, 'ann'), raw?.data ?? new Uint8Array(), {
+      headers: h,
+      timeout: 5000,
+    });
     expect(await inbox.pending(app.id, 'ann')).to.equal(1); // still in the inbox: nothing lost
     expect(await undeliverable.move(app.id, 'ann', seq, 4)).to.equal('moved');
     expect(await inbox.pending(app.id, 'ann')).to.equal(0);
