@@ -1,5 +1,6 @@
 import { headers } from '@nats-io/nats-core';
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
 import type { Edge } from '@push/edge';
 import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
@@ -168,6 +169,54 @@ describe('never-ack loops: maxDeliveries and the undeliverable list (issue 17 pa
     for (const edge of [e0, e1, e0, e1]) await receiveAndDrop(off, 'dan', edge, kept);
     expect(await list(off)).to.deep.equal([]);
     expect((await off.user('dan')).body['pending']).to.equal(1);
+  });
+
+  it('two devices on two edges at once each count one delivery', async function () {
+    const [e0, e1] = stack.edges as [Edge, Edge];
+    const seq = await app.pushOk('gus', { text: 'two devices' });
+    const phone = await app.connect('gus', 'phone', '', e0);
+    const laptop = await app.connect('gus', 'laptop', '', e1);
+    clients.push(phone, laptop);
+    await Promise.all([phone.waitForMessages(1), laptop.waitForMessages(1)]);
+    phone.close();
+    laptop.close();
+    await Promise.all([phone.waitClosed(), laptop.waitClosed()]);
+    await sleep(300);
+    expect(await list(app, '?user=gus')).to.deep.equal([]);
+    await receiveAndDrop(app, 'gus', e1, seq); // the third delivery without an ack
+    const [listed] = await waitListed(app, 1, '?user=gus');
+    expect(listed).to.include({ inboxSeq: seq, deliveries: 3 });
+    expect((await stack.http('DELETE', path(app, '?user=gus'), app.apiKey)).body).to.deep.equal({ purged: 1 });
+  });
+
+  it('deleting the app drops its counts: the same id made again starts from none', async function () {
+    const id = `recreated-${stack.prefix}`;
+    const first = await stack.createApp({ maxDeliveries: 3 }, id);
+    const seq = await first.pushOk('hal', { text: 'old' });
+    await receiveAndDrop(first, 'hal', stack.edge, seq);
+    await receiveAndDrop(first, 'hal', stack.edge, seq);
+    const redis = new Redis(stack.env['PUSH_REDIS_URL'] ?? 'redis://127.0.0.1:6379');
+    try {
+      // Sync point only: the second close's count is written before the app goes.
+      const key = subjects.deliveryCountsKey(id, 'hal');
+      const deadline = Date.now() + 5000;
+      while ((await redis.hget(key, String(seq))) !== '2') {
+        if (Date.now() > deadline) throw new Error('the count never reached 2');
+        await sleep(25);
+      }
+      const del = await stack.http('DELETE', `/v1/admin/apps/${id}`, stack.adminKey);
+      expect(del.status).to.equal(204);
+      expect(await redis.exists(key)).to.equal(0);
+    } finally {
+      redis.disconnect();
+    }
+    const again = await stack.createApp({ maxDeliveries: 3 }, id);
+    const fresh = await again.pushOk('hal', { text: 'new' });
+    expect(fresh).to.equal(seq); // a new stream numbers from 1 again
+    await receiveAndDrop(again, 'hal', stack.edge, fresh);
+    await sleep(300);
+    expect(await list(again)).to.deep.equal([]);
+    expect((await again.user('hal')).body['pending']).to.equal(1);
   });
 
   it('answers bad input on the routes with clear codes, and an app key of another app sees nothing', async function () {

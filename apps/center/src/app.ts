@@ -43,7 +43,7 @@ import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
 import { WebhookAdmin } from './webhook-admin.js';
-import { UndeliverableAdmin } from './undeliverable-admin.js';
+import { UndeliverableAdmin, deleteDeliveryCounts } from './undeliverable-admin.js';
 import { PushService } from './push-service.js';
 import { TopicPresenceService } from './topic-presence.js';
 import { TopicService } from './topic-service.js';
@@ -130,6 +130,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         // Webhooks (issue 10): the coordinators stop, the dead letters go.
         await webhooks.forgetApp(appId);
         await deleteDlqStream(conn, subjects, appId);
+        // Never-ack counts (issue 17 part 3): the undeliverable stream goes with the app's streams.
+        if (redis !== undefined) await deleteDeliveryCounts(redis, subjects, appId);
       });
       const appAdmin = admin;
       // Postgres down now: pushes and topics are served from the apps already in the KV bucket,

@@ -1,5 +1,6 @@
 import { MAX_UNDELIVERABLE_LISTED, type ListedUndeliverable, type UndeliverableStore } from '@push/nats';
-import { PushError, idProblem } from '@push/protocol';
+import type { Redis } from 'ioredis';
+import { PushError, idProblem, type Subjects } from '@push/protocol';
 
 /** Which undeliverable messages a request is about: the whole app's, or one user's. */
 export interface UndeliverableQuery {
@@ -61,4 +62,17 @@ export class UndeliverableAdmin {
   async purge(app: string, q: UndeliverableQuery): Promise<{ purged: number }> {
     return { purged: await this.store.purge(app, q.user) };
   }
+}
+
+/**
+ * Deletes a deleted app's never-ack counts (`push:redeliv:<app>:*`): an app made again with the
+ * same id starts its inbox sequences at 1, and old counts must not apply to its new messages.
+ */
+export async function deleteDeliveryCounts(redis: Pick<Redis, 'scan' | 'del'>, subjects: Subjects, app: string) {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', subjects.deliveryCountsPattern(app), 'COUNT', 1000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }

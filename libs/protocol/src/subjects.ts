@@ -401,6 +401,11 @@ export class Subjects {
     return `${this.prefix}:redeliv:${encodeToken(app)}:${encodeToken(user)}`;
   }
 
+  /** Pattern (Redis SCAN MATCH) of an app's delivery count hashes, dropped with the app. */
+  deliveryCountsPattern(app: string): string {
+    return `${this.prefix}:redeliv:${encodeToken(app)}:*`;
+  }
+
   /** Nats-Msg-Id for a client-to-client message (idempotent by the sender's id). */
   clientMessageId(app: string, fromUser: string, id: string): string {
     return `c2c.${encodeToken(app)}.${encodeToken(fromUser)}.${encodeToken(id)}`;
