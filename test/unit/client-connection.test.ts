@@ -144,6 +144,7 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
   const store = new FakeStore();
   const ws = new FakeSocket();
   const acks: Ack[] = [];
+  const unacked: Array<{ seqs: number[]; floor: number }> = [];
   const warnings: unknown[] = [];
   const app: AppRecord = {
     id: 'app',
@@ -195,11 +196,16 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     highWaterBytes: HIGH_WATER,
     // Bindings have e2e tests of their own (bindings.test.ts).
     bindings: { read: () => Promise.resolve({ topics: [], whole: true }) },
+    deliveryCounts: {
+      unacked(_app, _user, seqs, floor) {
+        unacked.push({ seqs: [...seqs], floor });
+      },
+    },
   };
   const conn = new ClientConnection(ctx, 7, 'app', 'alice', 'phone', 0);
   conn.open(ws, 25, 1024);
   const frame = (f: unknown): void => conn.onFrame(JSON.stringify(f));
-  return { conn, store, ws, acks, app, ctx, warnings, frame };
+  return { conn, store, ws, acks, app, ctx, warnings, frame, unacked };
 }
 
 describe('ClientConnection (fake store and socket)', () => {
@@ -271,6 +277,28 @@ describe('ClientConnection (fake store and socket)', () => {
       await settle();
       expect(ws.delivered).to.deep.equal([1, 2, 3]);
       expect(store.reads).to.have.length(0); // window full: the rest waits in the store
+    });
+  });
+
+  describe('never-ack guard (issue 17 part 3)', () => {
+    it('reports at the close only what was delivered and not acked, with the ack floor', async () => {
+      const { conn, store, frame, unacked } = harness();
+      (await store.nextRead()).answer([1, 2, 3, 4], false);
+      await settle();
+      frame({ t: 'ack', seqs: [1, 3] });
+      expect(unacked).to.deep.equal([]); // nothing is counted while delivering or acking
+      conn.closed();
+      expect(unacked).to.deep.equal([{ seqs: [2, 4], floor: 1 }]);
+    });
+
+    it('reports nothing when every delivery was acked', async () => {
+      const { conn, store, frame, unacked } = harness();
+      (await store.nextRead()).answer([1, 2], false);
+      await settle();
+      frame({ t: 'ack', seqs: [1, 2] });
+      conn.closed();
+      conn.closed();
+      expect(unacked).to.deep.equal([]);
     });
   });
 

@@ -21,6 +21,7 @@ import {
   provisionStreams,
   publishPresenceFrame,
   TopicStore,
+  UndeliverableStore,
   type NatsConnection,
   type Subscription,
 } from '@push/nats';
@@ -42,6 +43,7 @@ import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
 import { WebhookAdmin } from './webhook-admin.js';
+import { UndeliverableAdmin, deleteDeliveryCounts } from './undeliverable-admin.js';
 import { PushService } from './push-service.js';
 import { TopicPresenceService } from './topic-presence.js';
 import { TopicService } from './topic-service.js';
@@ -123,10 +125,13 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         conn,
         subjects,
       );
+      const undeliverable = new UndeliverableAdmin(new UndeliverableStore(conn, subjects, config.inbox));
       admin = createAppAdmin(db, apps, conn, subjects, config.inbox, async (appId) => {
         // Webhooks (issue 10): the coordinators stop, the dead letters go.
         await webhooks.forgetApp(appId);
         await deleteDlqStream(conn, subjects, appId);
+        // Never-ack counts (issue 17 part 3): the undeliverable stream goes with the app's streams.
+        if (redis !== undefined) await deleteDeliveryCounts(redis, subjects, appId);
       });
       const appAdmin = admin;
       // Postgres down now: pushes and topics are served from the apps already in the KV bucket,
@@ -206,6 +211,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         keys,
         admin,
         webhooks,
+        undeliverable,
         database: watch,
         adminKey: config.center.adminKey,
         metrics,
@@ -244,6 +250,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         bindings,
         admin,
         webhooks,
+        undeliverable,
         database: watch,
         metrics,
         log,

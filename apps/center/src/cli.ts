@@ -21,6 +21,7 @@ import {
   InboxStore,
   NatsServerTooOldError,
   TopicStore,
+  UndeliverableStore,
   connectNats,
   provisionStreams,
   type NatsConnection,
@@ -38,6 +39,7 @@ import { TopicService } from './topic-service.js';
 import { JobService } from './job-service.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { WebhookAdmin } from './webhook-admin.js';
+import { UndeliverableAdmin, readUndeliverableQuery } from './undeliverable-admin.js';
 
 /** One command's help: what `<command> --help` prints, and its lines in the global usage. */
 interface CommandHelp {
@@ -157,6 +159,17 @@ Ctrl-C ends it (exit 0), a kick or a refusal exit 1.`,
   --events T,T|*   event types to deliver (* for all)
   --kinds K,K|*    upstream kinds to deliver (* for all)`,
     example: `${CLI} webhooks create demo --url http://127.0.0.1:9000/hook --events '*'`,
+  },
+  undeliverable: {
+    usage: `  undeliverable list APP [--user USER] [--limit N] [--after SEQ]
+                                            list messages delivered maxDeliveries times unacked
+  undeliverable replay APP [--user USER]    put them back into their users' inboxes
+  undeliverable purge APP [--user USER]     drop them`,
+    details: `  --user USER      only this user's undeliverable messages
+  --limit N        list at most N (at most 1000, the default)
+  --after SEQ      list from the list sequence after SEQ (paging)
+Needs NATS only. replay prints {"replayed":N,"expired":N} (expired ones are dropped), purge {"purged":N}.`,
+    example: `${CLI} undeliverable list demo --user alice`,
   },
 };
 
@@ -333,6 +346,8 @@ async function run(argv: string[]): Promise<number> {
       description: { type: 'string' },
       topic: { type: 'string' },
       topics: { type: 'string' },
+      limit: { type: 'string' },
+      after: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -440,6 +455,8 @@ async function run(argv: string[]): Promise<number> {
       });
     case 'webhooks':
       return webhooksCommand(config, sub, arg1, arg2, values);
+    case 'undeliverable':
+      return undeliverableCommand(config, sub, arg1, values);
     default:
       process.stderr.write(`unknown command '${cmd}'\n\n${USAGE}`);
       return 2;
@@ -544,6 +561,39 @@ async function webhooksCommand(
       await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
     }
   });
+}
+
+/**
+ * `undeliverable <list|replay|purge> APP`: an app's never-acked messages (docs/api.md
+ * "Undeliverable messages"), straight on NATS like the center's routes. Trusted: no key.
+ */
+async function undeliverableCommand(
+  config: Config,
+  sub: string | undefined,
+  app: string | undefined,
+  flags: { user?: string; limit?: string; after?: string },
+): Promise<number> {
+  if (sub !== 'list' && sub !== 'replay' && sub !== 'purge') return usageError('undeliverable');
+  const appId = need(app, 'APP');
+  const q = readUndeliverableQuery(flags);
+  const log = createLogger({ level: 'warn', name: 'cli' });
+  const nc = await openNats(config, log);
+  try {
+    const subjects = new Subjects(config.prefix);
+    const apps = await AppDirectory.open(nc, subjects, log);
+    try {
+      if (apps.get(appId) === undefined) throw new PushError('app_not_found');
+    } finally {
+      apps.close();
+    }
+    const u = new UndeliverableAdmin(new UndeliverableStore(nc, subjects, config.inbox));
+    if (sub === 'list') print({ undeliverable: await u.list(appId, q) });
+    else if (sub === 'replay') print(await u.replay(appId, q));
+    else print(await u.purge(appId, q));
+    return 0;
+  } finally {
+    await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
+  }
 }
 
 /** The `apps` subcommands that save (the others only read). */

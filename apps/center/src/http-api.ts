@@ -7,6 +7,7 @@ import type { Kicker } from './kick.js';
 import type { BindingService } from './bindings.js';
 import type { JobService } from './job-service.js';
 import { WebhookAdmin } from './webhook-admin.js';
+import { readUndeliverableQuery, type UndeliverableAdmin } from './undeliverable-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import type { DatabaseWatch } from './database-watch.js';
 import { batchStoreError, type PushOutcome, type PushService } from './push-service.js';
@@ -24,6 +25,8 @@ export interface HttpApiDeps {
   bindings: BindingService;
   admin: AppAdmin;
   webhooks: WebhookAdmin;
+  /** Never-acked messages moved out of inboxes (issue 17 part 3). */
+  undeliverable: UndeliverableAdmin;
   /** Turns a failure into its answer (`database_unavailable` when Postgres is down). */
   database: Pick<DatabaseWatch, 'answer'>;
   metrics: CenterMetrics;
@@ -196,6 +199,52 @@ function webhookRoutes(webhooks: WebhookAdmin): Route[] {
       handler: async (ex, [rawApp, rawId]) => {
         const app = open(ex, rawApp);
         return { status: 200, body: { purged: await webhooks.purge(app, WebhookAdmin.id(rawId)) } };
+      },
+    },
+  ];
+}
+
+/**
+ * Routes of an app's undeliverable messages (docs/api.md "Undeliverable messages"): the app's API
+ * key or the admin key, as for webhooks; `?user=` narrows each to one user.
+ */
+function undeliverableRoutes(undeliverable: UndeliverableAdmin, webhooks: WebhookAdmin): Route[] {
+  const base = '/v1/apps/:app/undeliverable';
+  const open = (ex: HttpExchange, rawApp: string | undefined): string =>
+    webhooks.authorize(param(rawApp, 'app'), ex.header('authorization')).id;
+  const query = (ex: HttpExchange) => {
+    const q = new URLSearchParams(ex.query);
+    return readUndeliverableQuery({ user: q.get('user'), limit: q.get('limit'), after: q.get('after') });
+  };
+  return [
+    {
+      method: 'get',
+      pattern: base,
+      op: 'undeliverable.list',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: { undeliverable: await undeliverable.list(app, query(ex)) } };
+      },
+    },
+    {
+      method: 'post',
+      pattern: `${base}/replay`,
+      op: 'undeliverable.replay',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: await undeliverable.replay(app, query(ex)) };
+      },
+    },
+    {
+      method: 'del',
+      pattern: base,
+      op: 'undeliverable.purge',
+      body: false,
+      handler: async (ex, [rawApp]) => {
+        const app = open(ex, rawApp);
+        return { status: 200, body: await undeliverable.purge(app, query(ex)) };
       },
     },
   ];
@@ -581,6 +630,8 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     },
     // --- webhooks (issue 10): the app's API key or the admin key -------------------------
     ...webhookRoutes(deps.webhooks),
+    // --- undeliverable messages (issue 17 part 3): the app's API key or the admin key -------
+    ...undeliverableRoutes(deps.undeliverable, deps.webhooks),
     // --- web console (issue 19) ----------------------------------------------------------------
     ...consoleRoutes(deps.console, deps.webhooks, requireAdmin),
   ];

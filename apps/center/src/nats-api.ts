@@ -22,6 +22,7 @@ import type { JobService } from './job-service.js';
 import type { Kicker } from './kick.js';
 import type { BindingService } from './bindings.js';
 import { WebhookAdmin } from './webhook-admin.js';
+import { readUndeliverableQuery, type UndeliverableAdmin } from './undeliverable-admin.js';
 import type { CenterMetrics } from './metrics.js';
 import type { DatabaseWatch } from './database-watch.js';
 import { batchStoreError, type PushService } from './push-service.js';
@@ -113,6 +114,40 @@ function webhookHandlers(
   ];
 }
 
+/** Fields an `undeliverable.*` request may have. */
+const UNDELIVERABLE_FIELDS = new Set(['app', 'user', 'limit', 'after']);
+
+/**
+ * `push.api.undeliverable.<op>`: the undeliverable routes over NATS. The request is
+ * `{ app, user?, limit?, after? }` (limit and after for `list`); the app's API key or the admin key.
+ */
+function undeliverableHandlers(
+  undeliverable: UndeliverableAdmin,
+  webhooks: WebhookAdmin,
+  handle: (op: ApiOperation, work: Work) => Subscription,
+): Subscription[] {
+  const read = (req: Record<string, unknown>, auth: string) => {
+    const app = webhooks.authorize(appRequest.parse(req).app, auth).id;
+    const unknown = Object.keys(req).find((k) => !UNDELIVERABLE_FIELDS.has(k));
+    if (unknown !== undefined) throw new PushError('bad_request', `unknown field ${JSON.stringify(unknown)}`);
+    return { app, q: readUndeliverableQuery(req) };
+  };
+  return [
+    handle('undeliverable.list', async (req, auth) => {
+      const r = read(req, auth);
+      return { undeliverable: await undeliverable.list(r.app, r.q) };
+    }),
+    handle('undeliverable.replay', async (req, auth) => {
+      const r = read(req, auth);
+      return undeliverable.replay(r.app, r.q);
+    }),
+    handle('undeliverable.purge', async (req, auth) => {
+      const r = read(req, auth);
+      return undeliverable.purge(r.app, r.q);
+    }),
+  ];
+}
+
 /**
  * The center's operations over NATS request/reply, for business services inside the NATS
  * network: `push.api.push`, `push.api.user`, `push.api.kick`, `push.api.topics.*`, `push.api.jobs.*` (API key) and `push.api.apps.delete`
@@ -133,6 +168,7 @@ export function serveNatsApi(
     keys: ApiKeyVerifier;
     admin: AppAdmin;
     webhooks: WebhookAdmin;
+    undeliverable: UndeliverableAdmin;
     /** Turns a failure into its answer (`database_unavailable` when Postgres is down). */
     database: Pick<DatabaseWatch, 'answer'>;
     adminKey: string | undefined;
@@ -258,5 +294,6 @@ export function serveNatsApi(
       return {};
     }),
     ...webhookHandlers(deps.webhooks, handle),
+    ...undeliverableHandlers(deps.undeliverable, deps.webhooks, handle),
   ];
 }

@@ -8,6 +8,7 @@ import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@p
 import {
   BacklogReader,
   EventPublisher,
+  UndeliverableStore,
   InboxStore,
   LiveSubscriber,
   RpcClient,
@@ -25,6 +26,7 @@ import type { Registry } from 'prom-client';
 import { AckBatcher } from './ack-batcher.js';
 import { ControlHandler } from './control-handler.js';
 import { BindingsReader } from './bindings.js';
+import { DeliveryCounts } from './delivery-counts.js';
 import { EdgeConnections } from './edge-connections.js';
 import { removalFailureReporter, type EdgeContext } from './edge-context.js';
 import { EdgePresence } from './edge-presence.js';
@@ -92,6 +94,7 @@ interface StartedEdge {
   /** The Pusher door's sockets (`/app/<key>`). */
   pusher: PusherDoor;
   listening: Listening;
+  deliveryCounts: DeliveryCounts;
 }
 
 /** How often, at most, failed or dropped events are logged (each is counted), ms. */
@@ -278,6 +281,16 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => upstream.close());
     const events = createEventPublisher(nc, subjects, metrics, log);
     opened.push(() => events.close());
+    // Never-ack guard (issue 17 part 3): counts in Redis, moves into the app's undeliverable list.
+    const deliveryCounts = new DeliveryCounts({
+      redis,
+      subjects,
+      apps,
+      undeliverable: new UndeliverableStore(nc, subjects, config.inbox),
+      events,
+      metrics,
+      log,
+    });
     const announce = (appId: string, topic: string, frame: string, conn?: string) =>
       publishPresenceFrame(nc, subjects, appId, topic, frame, conn);
     const presence = new PresenceRegistry(redis, subjects, edgeId, {
@@ -327,6 +340,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       rpc: new RpcClient(nc, subjects),
       bindings: new BindingsReader(redis, subjects),
       ipPolicy: new IpPolicy(edgeConfig),
+      deliveryCounts,
     };
     topics.joiners = ctx.topicPresence;
     // Control (kick, topic bind/unbind) for users connected here: one wildcard subscription; control is rare.
@@ -377,7 +391,22 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       );
     }
     log.info({ port: listening.port, maxConnections }, 'edge listening');
-    return { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, pusher, listening };
+    return {
+      nc,
+      live,
+      store,
+      topicStore,
+      acks,
+      apps,
+      redis,
+      presence,
+      upstream,
+      events,
+      stats,
+      pusher,
+      listening,
+      deliveryCounts,
+    };
   } catch (err) {
     for (const close of opened.reverse()) {
       try {
@@ -401,6 +430,7 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   const { config, log, connections } = base;
   const { nc, live, store, topicStore, acks, apps, redis, presence, upstream, events, stats, pusher, listening } =
     parts;
+  const { deliveryCounts } = parts;
   connections.stopTokenSweep();
   stats.stop();
   listening.close();
@@ -413,8 +443,10 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   if (!native || !pusherClosed) {
     log.warn({ open: connections.size, pusher: pusher.size }, 'connections still open at the stop deadline');
   }
-  // Let the last acks, removals and sends reach the store.
+  // Let the last acks, removals and sends reach the store, and the closes' unacked counts Redis.
   acks.flush();
+  if (!(await deliveryCounts.idle(STOP_WAIT_MS)))
+    log.warn('unacked delivery counts still in flight at the stop deadline');
   if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');
   if (acks.pending > 0) {
     log.warn({ acks: acks.pending }, 'acks not applied at the stop deadline: those messages will be delivered again');

@@ -33,6 +33,7 @@ import {
 import type { Logger } from '@push/logger';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
+import type { DeliveryCounts } from './delivery-counts.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannel, TopicChannels } from './topic-channels.js';
@@ -117,6 +118,8 @@ export interface ConnectionContext {
   highWaterBytes: number;
   /** The topics the business bound a user to (read once per connection, at open). */
   bindings: Pick<BindingsReader, 'read'>;
+  /** Never-ack guard (issue 17 part 3): told what a closing connection leaves unacked. */
+  deliveryCounts: Pick<DeliveryCounts, 'unacked'>;
 }
 
 /**
@@ -359,6 +362,9 @@ export class ClientConnection implements LiveReceiver {
       this.topics = undefined;
     }
     for (const w of this.drainWaiters?.splice(0) ?? []) w();
+    // Never-ack guard (issue 17 part 3): each delivery still unacked at the close counts once.
+    if (this.inflight?.size)
+      this.ctx.deliveryCounts.unacked(this.app, this.user, this.inflight.keys(), this.ackFloor());
     this.ws = undefined;
     this.inflight = undefined;
     this.buffered = undefined;

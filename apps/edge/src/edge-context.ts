@@ -6,6 +6,7 @@ import type { Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
+import type { DeliveryCounts } from './delivery-counts.js';
 import type { EdgePresence } from './edge-presence.js';
 import type { IpPolicy } from './ip-policy.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -51,6 +52,8 @@ export interface EdgeContext {
   bindings: BindingsReader;
   /** Client addresses, app CIDRs and per-IP limits, for both doors' upgrades. */
   ipPolicy: IpPolicy;
+  /** Counts deliveries that ended without an ack; moves never-acked messages out (issue 17 part 3). */
+  deliveryCounts: DeliveryCounts;
 }
 
 /** How often, at most, failed removals are logged (each is counted), ms. */

@@ -156,6 +156,16 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'lost frames sent to sockets (history did not reach back)',
       registers: r,
     }),
+    undeliverable: new Counter({
+      name: 'push_edge_undeliverable_total',
+      help: 'Messages moved to the undeliverable list after maxDeliveries deliveries without an ack',
+      registers: r,
+    }),
+    deliveryCountWrites: new Counter({
+      name: 'push_edge_delivery_count_writes_total',
+      help: 'Redis writes of the never-ack guard: one per connection that closed with unacked messages',
+      registers: r,
+    }),
     errors: new Counter({
       name: 'push_edge_errors_total',
       help: 'Errors by code (sent to clients or internal)',

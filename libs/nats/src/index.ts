@@ -13,3 +13,4 @@ export * from './rpc-client.js';
 export * from './webhook-streams.js';
 export * from './topic-store.js';
 export * from './console-reads.js';
+export * from './undeliverable-store.js';

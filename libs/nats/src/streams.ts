@@ -253,7 +253,7 @@ export async function ensureAppStreams(
 }
 
 /**
- * Deletes an app's streams (inbox, topics, upstream, events) with every message they hold. Idempotent:
+ * Deletes an app's streams (inbox, topics, upstream, events, undeliverable) with every message they hold. Idempotent:
  * a stream that does not exist is no error.
  */
 export async function deleteAppStreams(nc: NatsConnection, subjects: Subjects, appId: string): Promise<void> {
@@ -263,6 +263,8 @@ export async function deleteAppStreams(nc: NatsConnection, subjects: Subjects, a
     subjects.topicStream(appId),
     subjects.upstreamStream(appId),
     subjects.eventsStream(appId),
+    // Made by the first edge that moves a never-acked message (UndeliverableStore).
+    subjects.undeliverableStream(appId),
   ];
   for (const name of names) {
     await jsm.streams.delete(name).catch((err: unknown) => {

@@ -88,6 +88,12 @@ export interface AppSettings {
   allowedCidrs: string[];
   /** CIDRs clients may not connect from, even when `allowedCidrs` lists them (`ip_not_allowed`). */
   deniedCidrs: string[];
+  // --- Never-ack loops (issue 17 part 3) ---------------------------------------------------
+  /**
+   * Deliveries a message may get without an ack (connections that closed with it in flight)
+   * before it leaves the user's inbox for the app's undeliverable list; 0 = no limit.
+   */
+  maxDeliveries: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -121,6 +127,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   presenceTopics: Object.freeze([]) as unknown as string[],
   allowedCidrs: Object.freeze([]) as unknown as string[],
   deniedCidrs: Object.freeze([]) as unknown as string[],
+  maxDeliveries: 20,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

@@ -433,6 +433,9 @@ export const MAX_TOPIC_HISTORY = 100_000;
 /** Highest `maxTopicsPerConnection` an app may set. */
 export const MAX_TOPICS_PER_CONNECTION = 10_000;
 
+/** Highest `maxDeliveries` an app may set. */
+export const MAX_DELIVERIES = 1000;
+
 /** Settings given to create or update an app: any subset, within the deployment's limits; no unknown keys. */
 export const appSettingsPatchSchema = (limits: SettingsLimits) =>
   Type.Object(
@@ -481,6 +484,8 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       // Access policy at the edge (issue 17 item 5); each entry is parsed by `settingsProblem`.
       allowedCidrs: Type.Optional(CidrList('allowedCidrs')),
       deniedCidrs: Type.Optional(CidrList('deniedCidrs')),
+      // Never-ack loops (issue 17 part 3).
+      maxDeliveries: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_DELIVERIES })),
     },
     { additionalProperties: false },
   );
@@ -660,6 +665,17 @@ export const EventSchemas = {
   acked: Type.Object({ ...EventBase, type: Type.Literal('acked'), ...Conn, seq: Type.Integer() }),
   /** A message past its TTL that the edge dropped instead of delivering. */
   expired: Type.Object({ ...EventBase, type: Type.Literal('expired'), user: Type.String(), seq: Type.Integer() }),
+  /**
+   * A message delivered `maxDeliveries` times without an ack left the user's inbox for the app's
+   * undeliverable list (`seq`: its inbox sequence; `deliveries`: how many ended unacked).
+   */
+  undeliverable: Type.Object({
+    ...EventBase,
+    type: Type.Literal('undeliverable'),
+    user: Type.String(),
+    seq: Type.Integer(),
+    deliveries: Type.Integer(),
+  }),
   /** Messages removed by the per-user cap (not reported yet: see docs/api.md). */
   evicted: Type.Object({
     ...EventBase,

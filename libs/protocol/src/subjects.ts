@@ -373,6 +373,39 @@ export class Subjects {
     return `job.${encodeToken(app)}.${encodeToken(job)}.${encodeToken(user)}`;
   }
 
+  // --- Undeliverable messages (issue 17 part 3) ----------------------------------------------
+
+  /**
+   * The stream of one app's undeliverable messages: `<PREFIX>_UNDELIV-<app>`. A message delivered
+   * `maxDeliveries` times without an ack is moved here from the user's inbox (docs/api.md).
+   */
+  undeliverableStream(app: string): string {
+    return `${this.prefix.toUpperCase()}_UNDELIV-${encodeToken(app)}`;
+  }
+
+  /** `push.undeliv.<app>.<user>`: one user's undeliverable messages. */
+  undeliverable(app: string, user: string): string {
+    return `${this.prefix}.undeliv.${encodeToken(app)}.${encodeToken(user)}`;
+  }
+
+  /** `push.undeliv.<app>.*`: every undeliverable message of an app (its stream's subjects). */
+  undeliverableOfApp(app: string): string {
+    return `${this.prefix}.undeliv.${encodeToken(app)}.*`;
+  }
+
+  /**
+   * Redis hash counting, per inbox sequence, the deliveries of one user's messages that ended
+   * without an ack (a connection closed with them in flight): the never-ack loop guard.
+   */
+  deliveryCountsKey(app: string, user: string): string {
+    return `${this.prefix}:redeliv:${encodeToken(app)}:${encodeToken(user)}`;
+  }
+
+  /** Pattern (Redis SCAN MATCH) of an app's delivery count hashes, dropped with the app. */
+  deliveryCountsPattern(app: string): string {
+    return `${this.prefix}:redeliv:${encodeToken(app)}:*`;
+  }
+
   /** Nats-Msg-Id for a client-to-client message (idempotent by the sender's id). */
   clientMessageId(app: string, fromUser: string, id: string): string {
     return `c2c.${encodeToken(app)}.${encodeToken(fromUser)}.${encodeToken(id)}`;
@@ -414,7 +447,11 @@ export type ApiOperation =
   | 'topics.presence'
   | JobApiOperation
   // Webhook endpoints and their dead letters (issue 10).
-  | `webhooks.${WebhookApiOperation}`;
+  | `webhooks.${WebhookApiOperation}`
+  // Undeliverable messages (issue 17 part 3).
+  | 'undeliverable.list'
+  | 'undeliverable.replay'
+  | 'undeliverable.purge';
 
 /** The fan-out job operations on `push.api.jobs.<verb>` (docs/api.md, fan-out jobs). */
 export type JobApiOperation = 'jobs.create' | 'jobs.users' | 'jobs.start' | 'jobs.get' | 'jobs.list' | 'jobs.cancel';
