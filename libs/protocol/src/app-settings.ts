@@ -79,7 +79,18 @@ export interface AppSettings {
    * `join`/`leave` frames and `presence_join`/`presence_leave` events. Empty = none.
    */
   presenceTopics: string[];
+  // --- One device at a time (issue 17 item 7) ---------------------------------------------
+  /**
+   * `multi`: a user may hold any number of connections. `single`: a new connection of a user
+   * closes the user's older ones on every edge (close code 4006, reason `replaced`) after its
+   * `hello`. `single-per-device`: the same among connections with the same `dev` claim.
+   */
+  devicePolicy: DevicePolicyName;
 }
+
+/** The values of the app setting `devicePolicy`. */
+export const DEVICE_POLICIES = ['multi', 'single', 'single-per-device'] as const;
+export type DevicePolicyName = (typeof DEVICE_POLICIES)[number];
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   defaultTtlSeconds: 7 * 24 * 3600,
@@ -110,6 +121,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   topicRateLimit: 0,
   maxTopicsPerConnection: 100,
   presenceTopics: Object.freeze([]) as unknown as string[],
+  devicePolicy: 'multi',
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */
