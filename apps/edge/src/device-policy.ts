@@ -113,6 +113,7 @@ export class DevicePolicy {
 
   /** A connection closed (any reason). */
   closed(holder: PolicyHolder): void {
+    if (this.users.size === 0) return; // no app of this edge's connections has a single policy
     const key = this.deps.subjects.claim(holder.app, holder.user);
     const u = this.users.get(key);
     if (u === undefined) return;
