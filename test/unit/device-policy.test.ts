@@ -203,6 +203,23 @@ describe('DevicePolicy (simulated edges and NATS)', () => {
     });
   }
 
+  it('an edge whose clock is two minutes fast (past the bound a heard stamp may raise a clock): still exactly one, 200 interleavings', async () => {
+    for (let seed = 1; seed <= 200; seed++) {
+      const random = prng(seed);
+      const w = new World(random, 'single');
+      w.addEdge(120_000);
+      w.addEdge(0);
+      w.addEdge(-5);
+      for (let i = 0; i < 6; i++) {
+        w.open(Math.floor(random() * 3), 'alice');
+        w.now += Math.floor(random() * 3);
+        for (let k = Math.floor(random() * 4); k > 0; k--) w.step();
+      }
+      await w.settle();
+      expect(w.open_('alice').length, `seed ${seed}`).to.equal(1);
+    }
+  });
+
   it('a claim lost on the way (a NATS reconnect) is made up for by the reclaim after the reconnect', async () => {
     const w = new World(prng(6), 'single');
     w.addEdge();
