@@ -30,16 +30,7 @@ describe('kick', function () {
     clients.push(c);
     return c;
   }
-  /** Waits until presence lists `n` connections of the user (entries are written as sockets open and close). */
-  async function online(a: TestApp, user: string, n: number): Promise<void> {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const got = ((await a.user(user)).body['connections'] as unknown[]).length;
-      if (got === n) return;
-      if (Date.now() > deadline) throw new Error(`presence of ${user}: ${got} connections, wanted ${n}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
+  const online = (a: TestApp, user: string, n: number) => a.waitConnections(user, n);
   const kick = (a: TestApp, user: string, body?: unknown, key = a.apiKey) =>
     stack.http('POST', `/v1/apps/${encodeURIComponent(a.id)}/users/${encodeURIComponent(user)}/kick`, key, body);
 

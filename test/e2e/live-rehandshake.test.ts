@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Edge } from '@push/edge';
 import { Stack, type TestApp } from '../helpers/stack.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import type { TcpProxy } from '../helpers/tcp-proxy.js';
 import type { TestClient } from '../helpers/ws-client.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -21,10 +21,7 @@ describe('a user connecting during the edge NATS re-handshake', function () {
 
   before(async function () {
     stack = await Stack.start();
-    const nats = new URL(stack.config().natsUrl.split(',')[0] ?? '');
-    proxy = new TcpProxy(nats.hostname, Number(nats.port || 4222));
-    await proxy.start();
-    edge = await stack.startEdge({ PUSH_NATS_URL: proxy.url });
+    ({ edge, proxy } = await stack.startEdgeBehindProxy());
     app = await stack.createApp();
   });
   after(async function () {

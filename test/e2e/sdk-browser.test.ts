@@ -191,6 +191,25 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     expect(await get('[t.k.client.state, t.k.connects.length]')).to.deep.equal(['disconnected', 1]);
   });
 
+  it('stops on 4006 replaced when a newer connection of the user takes over (app devicePolicy single)', async function () {
+    await harness();
+    const single = await stack.createApp({ devicePolicy: 'single' });
+    await page.exposeFunction('singleToken', (user: string) => single.token(user, 'browser'));
+    const edges = JSON.stringify([stack.wsUrl()]);
+    await page.evaluate(`mk('s', 'solo', { edges: ${edges}, token: () => window.singleToken('solo') })`);
+    await waitUntil(`t.s.client.state === 'connected'`);
+    const newer = await single.connect('solo', 'phone', '', stack.edges[stack.edges.length - 1]);
+    try {
+      await waitUntil(`t.s.client.state === 'disconnected'`);
+      expect(await get('t.s.disconnected')).to.deep.equal({ code: 4006, reason: 'replaced' });
+      await new Promise((r) => setTimeout(r, 1500)); // backoff here is 50-300 ms: a reconnect would show
+      expect(await get('[t.s.client.state, t.s.connects.length]')).to.deep.equal(['disconnected', 1]);
+      await newer.ping();
+    } finally {
+      newer.terminate();
+    }
+  });
+
   it('send resolves with the stored seq; the other user receives it', async function () {
     await harness();
     const a = userOn(stack.wsUrl(), 'snd');

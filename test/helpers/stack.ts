@@ -10,6 +10,7 @@ import { createLogger } from '@push/logger';
 import { connectNats, type NatsConnection } from '@push/nats';
 import type { AppRecord } from '@push/protocol';
 import { NATS_URL } from './nats-server.js';
+import { TcpProxy } from './tcp-proxy.js';
 import { TestClient } from './ws-client.js';
 import { reportCleanupFailure } from './cleanup.js';
 
@@ -98,6 +99,22 @@ export class Stack {
     await edge.start();
     this.edges.push(edge);
     return edge;
+  }
+
+  /**
+   * Starts one more edge whose NATS connections go through a TcpProxy (to cut them: `setDown`,
+   * `dropAll`). The caller stops the proxy after `close()`.
+   */
+  async startEdgeBehindProxy(): Promise<{ edge: Edge; proxy: TcpProxy }> {
+    const nats = new URL(this.config().natsUrl.split(',')[0] ?? '');
+    const proxy = new TcpProxy(nats.hostname, Number(nats.port || 4222));
+    await proxy.start();
+    try {
+      return { edge: await this.startEdge({ PUSH_NATS_URL: proxy.url }), proxy };
+    } catch (err) {
+      await proxy.stop();
+      throw err;
+    }
   }
 
   get edge(): Edge {
@@ -257,6 +274,17 @@ export class TestApp {
       if (Date.now() > deadline)
         throw new Error(`pending of ${user} stayed ${String(r.body['pending'])}, wanted ${pending}`);
       await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+
+  /** Waits until presence lists `n` connections of the user (entries are written as sockets open and close). */
+  async waitConnections(user: string, n: number, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const got = ((await this.user(user)).body['connections'] as unknown[]).length;
+      if (got === n) return;
+      if (Date.now() > deadline) throw new Error(`presence of ${user}: ${got} connections, wanted ${n}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
 

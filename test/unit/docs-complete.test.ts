@@ -4,13 +4,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import {
+  CLOSE,
   ClientFrameSchemas,
+  DEFAULT_APP_SETTINGS,
   ERRORS,
+  EVENT_TYPES,
   JOB_STATES,
   JobCreateSchema,
   JobViewSchema,
   KickBodySchema,
   PushMessageSchema,
+  REFUSED,
   ServerFrameSchemas,
   type ErrorCode,
 } from '@push/protocol';
@@ -103,6 +107,29 @@ describe('docs: every part of the wire contract is documented', () => {
       expect(rows.has(field), `job field \`${field}\` missing from "Fan-out jobs" in docs/api.md`).to.equal(true);
     }
     for (const state of JOB_STATES) expect(rows.has(state), `job state \`${state}\``).to.equal(true);
+  });
+
+  it('every app setting has a row in docs/api.md "Settings"', () => {
+    const rows = tableFields(section(api, /^### Settings/) ?? '');
+    const missing = Object.keys(DEFAULT_APP_SETTINGS).filter((k) => !rows.has(k));
+    expect(missing, 'app settings missing from docs/api.md "Settings"').to.deep.equal([]);
+  });
+
+  it('every close code the edge sends has a row in docs/protocol.md "Close codes"', () => {
+    const text = section(protocol, /^## Close codes/) ?? '';
+    const rows = new Set(
+      text.split('\n').flatMap((l) => (l.startsWith('|') ? (l.split('|')[1]?.match(/\d{4}/g) ?? []) : [])),
+    );
+    const missing = [...Object.values(CLOSE), ...Object.values(REFUSED)].filter((c) => !rows.has(String(c)));
+    expect(missing, 'close codes missing from docs/protocol.md').to.deep.equal([]);
+  });
+
+  it('every event type has a row in docs/api.md "Events"', () => {
+    const rows = tableFields(section(api, /^### Events/) ?? '');
+    expect(
+      EVENT_TYPES.filter((t) => !rows.has(t)),
+      'event types missing from docs/api.md "Events"',
+    ).to.deep.equal([]);
   });
 
   it('the checks can fail: a section without a field and a code nowhere are found', () => {

@@ -872,7 +872,8 @@ function need(value: string | undefined, what: string): string {
 /**
  * Connects as a client with the SDK (reconnects, refreshes its token, acks, drops repeats) and
  * prints every message once, as one JSON line on stdout; connection changes go to stderr. Ends
- * on Ctrl-C (exit 0) or when the edge ends it for good: kicked, app disabled, refused (exit 1).
+ * on Ctrl-C (exit 0) or when the edge ends it for good: kicked, replaced by a newer connection
+ * (app setting devicePolicy), app disabled, refused (exit 1).
  */
 function watch(url: string, getToken: () => Promise<string>): Promise<number> {
   return new Promise((resolve) => {

@@ -25,6 +25,7 @@ import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { AckBatcher } from './ack-batcher.js';
 import { ControlHandler } from './control-handler.js';
+import { DevicePolicy } from './device-policy.js';
 import { BindingsReader } from './bindings.js';
 import { DeliveryCounts } from './delivery-counts.js';
 import { EdgeConnections } from './edge-connections.js';
@@ -205,6 +206,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
   const uws = loadUws();
   /** Closers of what is open so far, run in reverse when a later step fails. */
   const opened: Array<() => unknown> = [];
+  /** Parts made later in the start that earlier parts' callbacks (NATS reconnects, app changes) reach. */
+  const late: { topics?: TopicChannels; pusher?: PusherDoor; devicePolicy?: DevicePolicy } = {};
   try {
     const nc = await connectNats({
       servers: config.natsUrl,
@@ -212,8 +215,11 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       name: `edge-${edgeId}`,
       logger: log,
       // Core NATS may have dropped live messages while disconnected: every connection rereads
-      // the store from its cursor.
-      onReconnect: () => connections.resyncAll(),
+      // the store from its cursor. Device claims sent meanwhile may be lost: announced again.
+      onReconnect: () => {
+        connections.resyncAll();
+        late.devicePolicy?.reclaimAll();
+      },
     });
     opened.push(() => nc.close());
     const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
@@ -232,8 +238,6 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => acks.close());
     const topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
     opened.push(() => topicStore.close());
-    // Made once the uWS app exists (it fans out); the live connection's reconnect reaches it here.
-    const late: { topics?: TopicChannels; pusher?: PusherDoor } = {};
     // Live subscriptions (one per connected user, one per topic with local subscribers) on their
     // own lean NATS connection.
     const live = await LiveSubscriber.connect({
@@ -244,6 +248,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       onReconnect: () => {
         connections.resyncAll();
         late.topics?.catchUpAll();
+        // Device claims of other edges may have been missed meanwhile (docs/architecture.md).
+        late.devicePolicy?.reclaimAll();
       },
     });
     opened.push(() => live.close());
@@ -265,6 +271,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     }
     opened.push(() => apps.close());
     apps.onChange((id, record) => {
+      late.devicePolicy?.appChanged(id, record, connections);
       if (record !== undefined && !record.disabled) return;
       connections.endApp(id);
       late.pusher?.endApp(id);
@@ -346,6 +353,16 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     // Control (kick, topic bind/unbind) for users connected here: one wildcard subscription; control is rare.
     const control = new ControlHandler(subjects, channels, log);
     live.subscribe(subjects.controlAll, (_h, payload, subject) => control.onMessage(subject, payload));
+    // One device at a time (app setting devicePolicy): claims of new connections, one wildcard subscription.
+    const devicePolicy = new DevicePolicy({
+      subjects,
+      apps,
+      publish: (subject, payload) => nc.publish(subject, payload),
+      metrics,
+      log,
+    });
+    late.devicePolicy = devicePolicy;
+    live.subscribe(subjects.claimAll, (_h, payload, subject) => devicePolicy.onClaim(subject, payload));
     // The center's console summary asks every edge for its figures (docs/api.md "Console summary").
     const stats = new EdgeStatsResponder(edgeId, connections, metrics, log);
     stats.start(nc, subjects);
@@ -357,6 +374,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       otherConnections: () => late.pusher?.size ?? 0,
       accepting: () => base.accepting(),
       tokenMaxLifetimeSeconds: config.tokenMaxLifetimeSeconds,
+      devicePolicy,
     });
     // The Pusher door (docs/pusher.md): its own module, on the same topics.
     const pusher = mountPusherDoor(app, {

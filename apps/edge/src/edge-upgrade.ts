@@ -10,6 +10,7 @@ import {
 import { CLOSE, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
+import type { DevicePolicy } from './device-policy.js';
 import type { EdgeContext } from './edge-context.js';
 
 export interface EdgeSocketOptions {
@@ -23,6 +24,8 @@ export interface EdgeSocketOptions {
   accepting: () => boolean;
   /** Tokens whose `exp` lies further ahead than this many seconds are refused (`token_exp_too_far`). */
   tokenMaxLifetimeSeconds: number;
+  /** The app setting `devicePolicy`: told of every connection after its `hello`, and of its close. */
+  devicePolicy?: Pick<DevicePolicy, 'opened' | 'closed'>;
 }
 
 /**
@@ -213,6 +216,8 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       metrics.users.set(ctx.channels.size);
       conn.emit('conn_open', {});
       ctx.edgePresence.opened(conn);
+      // devicePolicy: after the hello (and conn_open), replaces the user's older connections.
+      opts.devicePolicy?.opened(conn);
     },
     message: (ws, message, isBinary) => {
       const { conn } = ws.getUserData();
@@ -233,6 +238,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       ctx.ipPolicy.closed(data.ip);
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
       conn.closed();
+      opts.devicePolicy?.closed(conn); // devicePolicy
       connections.delete(conn);
       metrics.connections.set(connections.size);
       metrics.users.set(ctx.channels.size);

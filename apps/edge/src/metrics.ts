@@ -53,6 +53,11 @@ export function createEdgeMetrics(registry: Registry) {
       registers: r,
     }),
     kicked: new Counter({ name: 'push_edge_kicked_total', help: 'Connections closed by a kick (4004)', registers: r }),
+    replaced: new Counter({
+      name: 'push_edge_replaced_total',
+      help: 'Connections closed by a newer one of the same user or device under the app devicePolicy (4006)',
+      registers: r,
+    }),
     expired: new Counter({
       name: 'push_edge_expired_total',
       help: 'Messages past their TTL, dropped instead of delivered',

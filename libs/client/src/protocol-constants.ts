@@ -14,6 +14,8 @@ export const CLOSE = {
   KICKED: 4004,
   /** The token expired while connected: get a new token, reconnect at once. */
   TOKEN_EXPIRED: 4005,
+  /** A newer connection of this user (or device) took over (app setting `devicePolicy`): stop. */
+  REPLACED: 4006,
   /** A frame over the edge's hard limit (in practice seen as 1006): reconnect. */
   FRAME_TOO_LARGE: 1009,
   /**

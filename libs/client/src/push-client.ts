@@ -7,7 +7,7 @@ import { BROADCAST_TOPIC, PushClientError, Subscription, type SubscribeOptions }
  * The client's state (docs/sdk.md#state-machine):
  * `disconnected` --connect()--> `connecting` --hello--> `connected`;
  * `connected` --connection lost--> `connecting` (backoff, next edge when one fails);
- * any --disconnect(), kicked (4004), app disabled (4003), refused for good (4403)--> `disconnected`.
+ * any --disconnect(), kicked (4004), app disabled (4003), replaced (4006), refused for good (4403)--> `disconnected`.
  */
 export type ClientState = 'disconnected' | 'connecting' | 'connected';
 
@@ -625,6 +625,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     switch (code) {
       case CLOSE.APP_GONE:
       case CLOSE.KICKED:
+      case CLOSE.REPLACED: // coming back would replace the newer connection in turn
       case REFUSED.FORBIDDEN:
         return { stop: true };
       case CLOSE.SHUTDOWN: {

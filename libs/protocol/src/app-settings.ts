@@ -94,7 +94,18 @@ export interface AppSettings {
    * before it leaves the user's inbox for the app's undeliverable list; 0 = no limit.
    */
   maxDeliveries: number;
+  // --- One device at a time (issue 17 item 7) ---------------------------------------------
+  /**
+   * `multi`: a user may hold any number of connections. `single`: a new connection of a user
+   * closes the user's older ones on every edge (close code 4006, reason `replaced`) after its
+   * `hello`. `single-per-device`: the same among connections with the same `dev` claim.
+   */
+  devicePolicy: DevicePolicyName;
 }
+
+/** The values of the app setting `devicePolicy`. */
+export const DEVICE_POLICIES = ['multi', 'single', 'single-per-device'] as const;
+export type DevicePolicyName = (typeof DEVICE_POLICIES)[number];
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   defaultTtlSeconds: 7 * 24 * 3600,
@@ -128,6 +139,7 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   allowedCidrs: Object.freeze([]) as unknown as string[],
   deniedCidrs: Object.freeze([]) as unknown as string[],
   maxDeliveries: 20,
+  devicePolicy: 'multi',
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

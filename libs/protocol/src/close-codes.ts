@@ -11,6 +11,12 @@ export const CLOSE = {
   KICKED: 4004,
   /** Edge, when the connection's token expired while connected: get a new token, then reconnect. */
   TOKEN_EXPIRED: 4005,
+  /**
+   * Edge, under the app's `devicePolicy` `single` / `single-per-device`: a newer connection of the
+   * same user (or device) took over. Reason `replaced`. Do not reconnect (two clients would take
+   * turns replacing each other).
+   */
+  REPLACED: 4006,
   /** uWebSockets.js, when a frame exceeds the edge's hard frame limit: reconnect; send smaller frames. */
   FRAME_TOO_LARGE: 1009,
 } as const;

@@ -2,20 +2,23 @@ import { PushError } from './errors.js';
 import { isObject } from './frames.js';
 import {
   BindCommandSchema,
+  DeviceClaimSchema,
   KickBodySchema,
   KickCommandSchema,
   MAX_KICK_REASON_BYTES,
   type BindCommand,
   type ControlCommand,
+  type DeviceClaim,
   type KickCommand,
 } from './schemas.js';
 import { compile } from './validate.js';
 
-export { MAX_KICK_REASON_BYTES, type BindCommand, type ControlCommand, type KickCommand };
+export { MAX_KICK_REASON_BYTES, type BindCommand, type ControlCommand, type DeviceClaim, type KickCommand };
 
 const kickBody = compile(KickBodySchema);
 const kickCommand = compile(KickCommandSchema);
 const bindCommand = compile(BindCommandSchema);
+const deviceClaim = compile(DeviceClaimSchema);
 
 /**
  * Reads a kick request body (absent, `{}` or `{ device?, reason? }`) into the control message
@@ -38,13 +41,24 @@ export function readKick(body: unknown): KickCommand {
  * or not a known command: the edge logs and ignores it.
  */
 export function readControl(payload: Uint8Array): ControlCommand {
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
-  } catch (cause) {
-    throw new PushError('bad_request', 'control message is not JSON', { cause });
-  }
+  const value = parseJson(payload, 'control message');
   // By `op`, one schema each: the error names what is wrong with that command.
   if (isObject(value) && (value['op'] === 'bind' || value['op'] === 'unbind')) return bindCommand.parse(value);
   return kickCommand.parse(value);
+}
+
+/**
+ * Reads a device claim as an edge receives it on `push.claim.<app>.<user>` (another edge wrote
+ * it). PushError `bad_request` when it is not JSON or not a claim: the edge logs and ignores it.
+ */
+export function readDeviceClaim(payload: Uint8Array): DeviceClaim {
+  return deviceClaim.parse(parseJson(payload, 'device claim'));
+}
+
+function parseJson(payload: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch (cause) {
+    throw new PushError('bad_request', `${what} is not JSON`, { cause });
+  }
 }

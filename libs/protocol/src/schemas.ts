@@ -3,6 +3,7 @@ import type { Annotations } from './validate.js';
 import { PushError, type ErrorCode } from './errors.js';
 import { MAX_CIDRS, cidrListProblem } from './cidr.js';
 import { ID_LIMITS, type IdKind } from './ids.js';
+import { DEVICE_POLICIES } from './app-settings.js';
 
 /**
  * The wire contract: one JSON Schema (TypeBox) per shape that crosses a process boundary, with
@@ -486,6 +487,12 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
       deniedCidrs: Type.Optional(CidrList('deniedCidrs')),
       // Never-ack loops (issue 17 part 3).
       maxDeliveries: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_DELIVERIES })),
+      // One device at a time (issue 17 item 7).
+      devicePolicy: Type.Optional(
+        note(Type.Union(DEVICE_POLICIES.map((p) => Type.Literal(p))), {
+          problem: `devicePolicy must be one of ${DEVICE_POLICIES.join(', ')}`,
+        }),
+      ),
     },
     { additionalProperties: false },
   );
@@ -615,6 +622,21 @@ export type BindCommand = Static<typeof BindCommandSchema>;
 export const ControlCommandSchema = Type.Union([KickCommandSchema, BindCommandSchema]);
 export type ControlCommand = Static<typeof ControlCommandSchema>;
 
+/**
+ * An edge announcing a connection on `push.claim.<app>.<user>` (app setting `devicePolicy`): every
+ * edge closes the user's connections ordered before it (by `at`, then `conn`), only those of
+ * `device` when given (`single-per-device`). See apps/edge/src/device-policy.ts.
+ */
+export const DeviceClaimSchema = Type.Object({
+  /** The connection's id (as in its `hello`): breaks ties of `at`. */
+  conn: Type.String({ minLength: 1, maxLength: 256 }),
+  /** The edge's stamp of the connection: epoch ms, raised past every stamp the edge has heard. */
+  at: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+  /** Only this device's connections (`single-per-device`); all of the user's when absent. */
+  device: Type.Optional(IdString('device')),
+});
+export type DeviceClaim = Static<typeof DeviceClaimSchema>;
+
 // --- Upstream and events in their streams (push.up.*, push.evt.*; issue 10) -------------------
 
 /**
@@ -661,6 +683,8 @@ export const EventSchemas = {
     reason: Type.String(),
   }),
   kicked: Type.Object({ ...EventBase, type: Type.Literal('kicked'), ...Conn, reason: Type.String() }),
+  /** Closed under the app's `devicePolicy` by a newer connection of the user (`by`: its conn id). */
+  replaced: Type.Object({ ...EventBase, type: Type.Literal('replaced'), ...Conn, by: Type.String() }),
   delivered: Type.Object({ ...EventBase, type: Type.Literal('delivered'), ...Conn, seq: Type.Integer() }),
   acked: Type.Object({ ...EventBase, type: Type.Literal('acked'), ...Conn, seq: Type.Integer() }),
   /** A message past its TTL that the edge dropped instead of delivering. */

@@ -152,8 +152,31 @@ export class Subjects {
    * id (so two subjects never name the same user, and no garbage becomes an id).
    */
   parseControl(subject: string): ControlSubject | undefined {
+    return this.parseUserSubject(subject, 'ctl');
+  }
+
+  /** `push.claim.>`: every device claim (an edge subscribes once; see `claim`). */
+  get claimAll(): string {
+    return `${this.prefix}.claim.>`;
+  }
+
+  /**
+   * `push.claim.<app>.<user>`: an edge announces a connection that opened under the app's
+   * `devicePolicy` `single` or `single-per-device`; every edge closes the user's older ones
+   * (apps/edge/src/device-policy.ts, docs/architecture.md "One device at a time").
+   */
+  claim(app: string, user: string): string {
+    return `${this.prefix}.claim.${encodeToken(app)}.${encodeToken(user)}`;
+  }
+
+  /** Reads a claim subject back into its app and user, as `parseControl` does for control. */
+  parseClaim(subject: string): ControlSubject | undefined {
+    return this.parseUserSubject(subject, 'claim');
+  }
+
+  private parseUserSubject(subject: string, kind: string): ControlSubject | undefined {
     const tokens = subject.split('.');
-    if (tokens.length !== 4 || tokens[0] !== this.prefix || tokens[1] !== 'ctl') return undefined;
+    if (tokens.length !== 4 || tokens[0] !== this.prefix || tokens[1] !== kind) return undefined;
     const app = canonicalId(tokens[2] ?? '');
     const user = canonicalId(tokens[3] ?? '');
     if (app === undefined || user === undefined) return undefined;
