@@ -33,6 +33,7 @@ import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
 import { BindingService } from './bindings.js';
 import { createCenterMetrics } from './metrics.js';
+import { TransientPush } from './transient-push.js';
 import { PushService } from './push-service.js';
 import { TopicService } from './topic-service.js';
 import { JobService } from './job-service.js';
@@ -749,9 +750,11 @@ async function pushCommand(
       new RateLimiter(),
       { maxBatch: 1, maxTtlSeconds: config.inbox.maxAgeSeconds },
       createCenterMetrics(createRegistry('cli')),
+      // The command takes no --transient (its body is never transient): this is never used.
+      new TransientPush(nc, new Subjects(config.prefix), noPresence, log),
     );
     const r = await push.push(app, body);
-    print(r.batch ? r : { seq: r.seq, duplicate: r.duplicate });
+    print(r.batch ? r : r.answer);
     return 0;
   } finally {
     store.close();
