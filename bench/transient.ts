@@ -16,7 +16,6 @@
  *   npx tsx bench/transient.ts
  */
 import { LoadFleet } from './lib/fleet.js';
-import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
 import {
@@ -32,7 +31,7 @@ import {
 import { waitStreamEmpty } from './lib/stack.js';
 import { median, round } from './lib/stats.js';
 import { OursTarget, type Target } from './lib/targets.js';
-import { Messages, drive } from './unicast.js';
+import { Messages, drive, flatOut } from './unicast.js';
 
 type Kind = 'stored' | 'transient';
 const KINDS: Kind[] = ['stored', 'transient'];
@@ -97,19 +96,9 @@ async function throughputRound(
 ): Promise<Round> {
   if (kind === 'stored') await waitStreamEmpty(target.inboxStream, 180_000);
   await fleet.stats(true);
-  const msgs = new Messages(users, kind === 'transient');
   const cpu = new CpuByRole(target, fleet);
   cpu.start();
-  const t0 = monoMs();
-  const end = t0 + seconds * 1000;
-  let accepted = 0;
-  const worker = async (): Promise<void> => {
-    while (monoMs() < end) {
-      await target.send(msgs.take(1000));
-      accepted += 1000;
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  const { t0, accepted } = await flatOut(target, new Messages(users, kind === 'transient'), seconds);
   const got = await received(fleet, kind, accepted, `${kind} throughput`);
   const used = cpu.stop();
   const l = latency(await fleet.stats(true));

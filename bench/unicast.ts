@@ -167,6 +167,28 @@ async function latencyRound(
   return { rate, mode, sentPerSecond: d.sentPerSecond, p50: l.p50, p99: l.p99, p999: l.p999, max: l.max, cpu: used };
 }
 
+/**
+ * Pushes as fast as the server takes it for `seconds`: 8 batch calls of 1,000 in flight. Returns
+ * when it started (monoMs) and how many messages were accepted.
+ */
+export async function flatOut(
+  target: Target,
+  msgs: Messages,
+  seconds: number,
+): Promise<{ t0: number; accepted: number }> {
+  const t0 = monoMs();
+  const end = t0 + seconds * 1000;
+  let accepted = 0;
+  const worker = async (): Promise<void> => {
+    while (monoMs() < end) {
+      await target.send(msgs.take(1000));
+      accepted += 1000;
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  return { t0, accepted };
+}
+
 async function throughputRound(
   target: Target,
   fleet: LoadFleet,
@@ -178,16 +200,7 @@ async function throughputRound(
   await fleet.stats(true);
   const cpu = new CpuByRole(target, fleet);
   cpu.start();
-  const t0 = monoMs();
-  const end = t0 + seconds * 1000;
-  let accepted = 0;
-  const worker = async (): Promise<void> => {
-    while (monoMs() < end) {
-      await target.send(msgs.take(1000));
-      accepted += 1000;
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  const { t0, accepted } = await flatOut(target, msgs, seconds);
   const got = await fleet.waitReceived(accepted, 120_000);
   const used = cpu.stop();
   expectAll(`${target.name} throughput`, got.received, accepted);

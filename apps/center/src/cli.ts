@@ -839,8 +839,10 @@ function watch(url: string, getToken: () => Promise<string>): Promise<number> {
     });
     client.on('error', (e) => say(`error ${e.error.code}: ${e.error.message}`));
     client.on('message', (m) => {
-      const { seq, ts, from, data, b64 } = m;
-      process.stdout.write(`${JSON.stringify({ t: 'msg', seq, ts, from, data, b64 })}\n`);
+      const { seq, ts, from, data, b64, transient } = m;
+      // A transient message has no seq: printed as it came (`"transient":true`), not as seq 0.
+      const head = transient === true ? { t: 'msg', transient } : { t: 'msg', seq };
+      process.stdout.write(`${JSON.stringify({ ...head, ts, from, data, b64 })}\n`);
     });
     client.on('disconnected', (why) => {
       say(`closed: ${why.code} ${why.reason}`);

@@ -64,7 +64,8 @@ const pushMessage = compile(PushMessageSchema);
 /**
  * The push operation, shared by the HTTP API and `push.api.push` over NATS: validates the whole
  * request first (nothing is stored when any message is bad), then stores every message through
- * the pipelined publisher and returns what was stored.
+ * the pipelined publisher (or, for a transient one, publishes it live: TransientPush) and returns
+ * what each did.
  */
 export class PushService {
   constructor(
@@ -114,7 +115,7 @@ export class PushService {
   }
 
   /**
-   * Validates, rate-limits and stores. Throws a PushError for a bad request, RateLimitedError
+   * Validates, rate-limits and stores (or sends, when transient). Throws a PushError for a bad request, RateLimitedError
    * over the app's rate, and the store's error when a single message was not stored; a batch
    * reports each message's result instead.
    */
