@@ -288,7 +288,7 @@ describe('transient pushes', function () {
     const client = new PushClient({
       edges: [stack.wsUrl(stack.edges[1])],
       token: () => app.token('sdk-t'),
-      WebSocket: RecordingWebSocket as unknown as ConstructorParameters<typeof PushClient>[0]['WebSocket'],
+      WebSocket: RecordingWebSocket,
     });
     sdks.push(client);
     const got: PushMessage[] = [];
