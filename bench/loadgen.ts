@@ -221,8 +221,8 @@ function onMessageFrame(c: Conn, text: string): void {
       }
     }
   }
-  // Topic messages (`"topic"` follows `"t":"msg"` in our frames) take no ack.
-  if (protocol === 'push' && !topic) {
+  // Topic messages (`"topic"` follows `"t":"msg"` in our frames) and transient ones take no ack.
+  if (protocol === 'push' && !topic && !text.startsWith('{"t":"msg","transient"')) {
     const i = text.indexOf('"seq":');
     const seq = Number.parseInt(text.slice(i + 6, i + 26), 10);
     if (seq <= c.lastSeq) duplicates++;

@@ -19,6 +19,7 @@ import { note, printSummary, writeResult, type BenchResult, type SummaryRow } fr
 import type { RunOptions } from './lib/scenario.js';
 import { runPublish } from './publish.js';
 import { runStorm } from './storm.js';
+import { runTransient } from './transient.js';
 import { runUnicast } from './unicast.js';
 import { runUpstream } from './upstream.js';
 import { runWebhooks } from './webhooks.js';
@@ -27,6 +28,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   idle: runIdle,
   storm: runStorm,
   unicast: runUnicast,
+  transient: runTransient,
   backlog: runBacklog,
   fanout: runFanout,
   publish: runPublish,

@@ -43,7 +43,7 @@ const THROUGHPUT_TARGET = 50_000;
 const P99_TARGET_MS = 10;
 const MAX_IN_FLIGHT = { batch: 64, single: 512 };
 
-type Mode = 'batch' | 'single';
+export type Mode = 'batch' | 'single';
 
 interface LatencyRound {
   rate: number;
@@ -65,18 +65,27 @@ interface ThroughputRound {
   cpu: Record<string, number>;
 }
 
-/** Builds messages whose data carries the send time, padded to about PAYLOAD_BYTES. */
-class Messages {
+/**
+ * Builds messages whose data carries the send time, padded to about PAYLOAD_BYTES; with
+ * `transient`, transient pushes (bench/transient.ts).
+ */
+export class Messages {
   private next = 0;
   private readonly pad: string;
-  constructor(private readonly users: string[]) {
+  constructor(
+    private readonly users: string[],
+    private readonly transient = false,
+  ) {
     this.pad = 'x'.repeat(PAYLOAD_BYTES - `{"s":${monoMs()},"p":""}`.length);
   }
   take(n: number): Message[] {
     const out: Message[] = [];
     const s = monoMs();
     for (let i = 0; i < n; i++) {
-      out.push({ user: this.users[this.next % this.users.length] as string, data: { s, p: this.pad } });
+      const user = this.users[this.next % this.users.length] as string;
+      out.push(
+        this.transient ? { user, data: { s, p: this.pad }, transient: true } : { user, data: { s, p: this.pad } },
+      );
       this.next++;
     }
     return out;
@@ -84,7 +93,7 @@ class Messages {
 }
 
 /** Sends `rate` msgs/s for `seconds`; returns how many were accepted and the rate really sent. */
-async function drive(
+export async function drive(
   target: Target,
   msgs: Messages,
   rate: number,
@@ -158,6 +167,28 @@ async function latencyRound(
   return { rate, mode, sentPerSecond: d.sentPerSecond, p50: l.p50, p99: l.p99, p999: l.p999, max: l.max, cpu: used };
 }
 
+/**
+ * Pushes as fast as the server takes it for `seconds`: 8 batch calls of 1,000 in flight. Returns
+ * when it started (monoMs) and how many messages were accepted.
+ */
+export async function flatOut(
+  target: Target,
+  msgs: Messages,
+  seconds: number,
+): Promise<{ t0: number; accepted: number }> {
+  const t0 = monoMs();
+  const end = t0 + seconds * 1000;
+  let accepted = 0;
+  const worker = async (): Promise<void> => {
+    while (monoMs() < end) {
+      await target.send(msgs.take(1000));
+      accepted += 1000;
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  return { t0, accepted };
+}
+
 async function throughputRound(
   target: Target,
   fleet: LoadFleet,
@@ -169,16 +200,7 @@ async function throughputRound(
   await fleet.stats(true);
   const cpu = new CpuByRole(target, fleet);
   cpu.start();
-  const t0 = monoMs();
-  const end = t0 + seconds * 1000;
-  let accepted = 0;
-  const worker = async (): Promise<void> => {
-    while (monoMs() < end) {
-      await target.send(msgs.take(1000));
-      accepted += 1000;
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  const { t0, accepted } = await flatOut(target, msgs, seconds);
   const got = await fleet.waitReceived(accepted, 120_000);
   const used = cpu.stop();
   expectAll(`${target.name} throughput`, got.received, accepted);

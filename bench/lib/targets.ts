@@ -14,6 +14,8 @@ export interface Memory {
 export interface Message {
   user: string;
   data: unknown;
+  /** Ours only: a transient push (never stored; docs/api.md#transient-pushes). */
+  transient?: true;
 }
 
 /**

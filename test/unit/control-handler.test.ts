@@ -11,6 +11,7 @@ function receiver(device: string): LiveReceiver & { kicks: string[]; binds: stri
     kicks: [] as string[],
     binds: [] as string[],
     onLive() {},
+    onTransient() {},
     kick(reason: string) {
       r.kicks.push(reason);
     },

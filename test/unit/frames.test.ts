@@ -330,6 +330,22 @@ describe('frames: server frames', () => {
   });
 });
 
+describe('frames: transient msg', () => {
+  it('carries transient and no seq: nothing to ack', () => {
+    const frame = JSON.parse(
+      ServerFrames.transientMessage(5, Buffer.from('{"typing":true}'), false, undefined),
+    ) as unknown;
+    expect(frame).to.deep.equal({ t: 'msg', transient: true, ts: 5, data: { typing: true } });
+    expect(JSON.parse(ServerFrames.transientMessage(5, new Uint8Array([1, 2, 3]), true, 'bob'))).to.deep.equal({
+      t: 'msg',
+      transient: true,
+      ts: 5,
+      from: 'bob',
+      b64: 'AQID',
+    });
+  });
+});
+
 describe('frames: server frames match their schemas', () => {
   const cases: Array<[keyof typeof ServerFrameSchemas, string]> = [
     [
@@ -350,6 +366,7 @@ describe('frames: server frames match their schemas', () => {
     ['error', ServerFrames.error('invalid_id', 'id: bad', { id: 'm1' })],
     ['msg', ServerFrames.message(9, 1700000000000, Buffer.from('{"a":1}'), false, undefined)],
     ['msg', ServerFrames.message(9, 1700000000000, Buffer.from([1, 2]), true, 'bob')],
+    ['msg', ServerFrames.transientMessage(1700000000000, Buffer.from('{"typing":true}'), false, undefined)],
   ];
   for (const [kind, text] of cases) {
     it(`${kind}: ${text.slice(0, 60)}`, () => {

@@ -28,6 +28,7 @@ import {
 import { PresenceRegistry, emitSweptEvents, emitTopicsSweptEvents } from '@push/presence';
 import { Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
+import { TransientPush } from './transient-push.js';
 import { createAppAdmin, type AppAdmin } from './app-admin.js';
 import { ApiKeyVerifier } from './api-keys.js';
 import { mountHttpApi } from './http-api.js';
@@ -167,6 +168,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       });
       // Edges sweep each other; the center sweeps too, for when the last edge died.
       presence.startSweeping();
+      const transientPush = new TransientPush(nc, subjects, presence, log.child({ component: 'transient' }));
       const push = new PushService(
         store,
         subjects,
@@ -174,6 +176,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         new RateLimiter(),
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
+        transientPush,
       );
       topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       const topics = new TopicService(
@@ -192,7 +195,15 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       const topicPresence = new TopicPresenceService(presence);
       const jobsRepo = new JobsRepository(db);
       const jobRunner = new JobRunner(
-        { repo: jobsRepo, store, subjects, apps, metrics, log: log.child({ component: 'jobs' }) },
+        {
+          repo: jobsRepo,
+          store,
+          subjects,
+          apps,
+          metrics,
+          log: log.child({ component: 'jobs' }),
+          transient: transientPush,
+        },
         { runners: config.jobs.runners, leaseSeconds: config.jobs.leaseSeconds },
       );
       runner = jobRunner;

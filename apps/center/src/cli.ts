@@ -34,6 +34,7 @@ import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
 import { BindingService } from './bindings.js';
 import { createCenterMetrics } from './metrics.js';
+import { TransientPush } from './transient-push.js';
 import { PushService } from './push-service.js';
 import { TopicService } from './topic-service.js';
 import { JobService } from './job-service.js';
@@ -799,9 +800,11 @@ async function pushCommand(
       new RateLimiter(),
       { maxBatch: 1, maxTtlSeconds: config.inbox.maxAgeSeconds },
       createCenterMetrics(createRegistry('cli')),
+      // The command takes no --transient (its body is never transient): this is never used.
+      new TransientPush(nc, new Subjects(config.prefix), noPresence, log),
     );
     const r = await push.push(app, body);
-    print(r.batch ? r : { seq: r.seq, duplicate: r.duplicate });
+    print(r.batch ? r : r.answer);
     return 0;
   } finally {
     store.close();
@@ -887,8 +890,10 @@ function watch(url: string, getToken: () => Promise<string>): Promise<number> {
     });
     client.on('error', (e) => say(`error ${e.error.code}: ${e.error.message}`));
     client.on('message', (m) => {
-      const { seq, ts, from, data, b64 } = m;
-      process.stdout.write(`${JSON.stringify({ t: 'msg', seq, ts, from, data, b64 })}\n`);
+      const { seq, ts, from, data, b64, transient } = m;
+      // A transient message has no seq: printed as it came (`"transient":true`), not as seq 0.
+      const head = transient === true ? { t: 'msg', transient } : { t: 'msg', seq };
+      process.stdout.write(`${JSON.stringify({ ...head, ts, from, data, b64 })}\n`);
     });
     client.on('disconnected', (why) => {
       say(`closed: ${why.code} ${why.reason}`);

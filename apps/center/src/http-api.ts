@@ -91,7 +91,7 @@ export function matchesPattern(pattern: string, path: string): boolean {
 
 /** The HTTP answer to a push: 200 with the sequence(s); 503 with each result when some of a batch were not stored. */
 function pushReply(outcome: PushOutcome): Reply {
-  if (!outcome.batch) return { status: 200, body: { seq: outcome.seq, duplicate: outcome.duplicate } };
+  if (!outcome.batch) return { status: 200, body: outcome.answer };
   if (outcome.failed === 0) return { status: 200, body: { results: outcome.results } };
   // Some were not stored: 503 so a naive client retries the batch (idempotency ids make that safe).
   const e = batchStoreError(outcome);

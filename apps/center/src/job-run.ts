@@ -10,6 +10,7 @@ import {
 } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { CenterMetrics } from './metrics.js';
+import type { TransientPush } from './transient-push.js';
 
 /** How one user's write ended: stored, already stored (a rewrite after a resume), given up, or not finished. */
 type Outcome = 'written' | 'duplicate' | 'failed' | 'aborted';
@@ -37,6 +38,8 @@ export interface JobRunDeps {
   apps: AppDirectory;
   metrics: CenterMetrics;
   log: Logger;
+  /** Sends a transient job's copies (published live, never stored). */
+  transient: Pick<TransientPush, 'publish'>;
 }
 
 /**
@@ -272,6 +275,7 @@ export class JobRun {
    */
   private async write(user: string): Promise<Outcome> {
     const { store, subjects, metrics } = this.deps;
+    if (this.job.transient) return this.sendTransient(user);
     const msgId = subjects.jobMessageId(this.job.appId, this.job.id, user);
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
@@ -290,6 +294,28 @@ export class JobRun {
         }
         if (attempt + 1 === WRITE_ATTEMPTS) this.log.warn({ err }, 'fan-out job paused: the store takes no writes');
         metrics.jobWriteRetries.inc();
+        this.retrying++;
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, WRITE_BACKOFF)));
+        this.retrying--;
+        if (this.halted !== undefined) return 'aborted';
+      }
+    }
+  }
+
+  /**
+   * Sends a transient job's copy to whatever connection of the user is online (core NATS, no
+   * presence read per user: a publish nobody listens to costs the server next to nothing). Only
+   * a closed NATS connection fails it; the job then pauses as for a store failure.
+   */
+  private async sendTransient(user: string): Promise<Outcome> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.deps.transient.publish(this.job.appId, user, this.payload, Date.now());
+        this.deps.metrics.transientMessages.inc();
+        return 'written';
+      } catch (err) {
+        if (this.halted !== undefined) return 'aborted';
+        if (attempt === 0) this.log.warn({ err }, 'transient fan-out job paused: NATS takes no publishes');
         this.retrying++;
         await new Promise((r) => setTimeout(r, backoffDelay(attempt, WRITE_BACKOFF)));
         this.retrying--;

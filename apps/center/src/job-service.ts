@@ -62,7 +62,7 @@ export class JobService {
   }
 
   /**
-   * `{ data|b64, ttl?, users?, open? }` (docs/api.md). Without `open` the job is queued at once
+   * `{ data|b64, ttl?, users?, open?, transient? }` (docs/api.md). Without `open` the job is queued at once
    * (and needs `users`); with `open: true` it waits for `addUsers` and `start`.
    */
   async create(app: AppRecord, body: unknown): Promise<JobView> {
@@ -80,6 +80,10 @@ export class JobService {
         `the message is ${payload.bytes.length} bytes; the app allows ${app.settings.maxMessageBytes}`,
       );
     }
+    const transient = b.transient === true;
+    if (transient && b.ttl !== undefined) {
+      throw new PushError('transient_conflict', 'a transient job is never stored: it takes no ttl');
+    }
     if (b.ttl !== undefined && b.ttl > this.limits.maxTtlSeconds) {
       throw new PushError('invalid_ttl', `ttl may be at most ${this.limits.maxTtlSeconds} seconds`);
     }
@@ -90,7 +94,8 @@ export class JobService {
       appId: app.id,
       payload: Buffer.from(payload.bytes),
       binary: payload.binary,
-      ttlSeconds: b.ttl ?? app.settings.defaultTtlSeconds,
+      ttlSeconds: transient ? 0 : (b.ttl ?? app.settings.defaultTtlSeconds),
+      transient,
       state: open ? 'open' : 'queued',
       users,
       total: given.length,

@@ -10,6 +10,11 @@ export function createCenterMetrics(registry: Registry) {
       help: 'Pushes dropped as repeats of an idempotency id',
       registers: r,
     }),
+    transientMessages: new Counter({
+      name: 'push_center_transient_messages_total',
+      help: 'Transient messages sent live to the connections online, never stored: pushes, batch items and fan-out job copies',
+      registers: r,
+    }),
     requests: new Counter({
       name: 'push_center_requests_total',
       help: 'API requests by operation, transport and status',

@@ -220,7 +220,7 @@ export function serveNatsApi(
       const app = deps.keys.verify(appRequest.parse(req).app, auth);
       const { app: _omit, ...body } = req;
       const outcome = await deps.push.push(app, body);
-      if (!outcome.batch) return { seq: outcome.seq, duplicate: outcome.duplicate };
+      if (!outcome.batch) return outcome.answer;
       if (outcome.failed === 0) return { results: outcome.results };
       throw new ReplyError(batchStoreError(outcome), { results: outcome.results });
     }),

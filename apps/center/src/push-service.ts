@@ -17,20 +17,31 @@ import {
 import { readBatch } from './batch-items.js';
 import type { CenterMetrics } from './metrics.js';
 import type { RateLimiter } from '@push/apps';
+import type { TransientPush } from './transient-push.js';
 
 interface PushInput {
   user: string;
   payload: MessagePayload;
   ttlSeconds: number | undefined;
   id: string | undefined;
+  transient: boolean;
 }
+
+/** What one message of a push did: stored (`seq`), or sent live only (`transient`, to `connections`). */
+export type PushAnswer = { seq: number; duplicate: boolean } | { transient: true; connections: number | null };
 
 /**
  * What a push did, for the HTTP and NATS adapters to answer (each chooses its own status):
- * one stored message, or a batch with each message's result (`failed` of them not stored).
+ * one message's answer, or a batch with each message's result (`failed` of them not stored).
  */
 export type PushOutcome =
-  { batch: false; seq: number; duplicate: boolean } | { batch: true; results: BatchItemResult[]; failed: number };
+  { batch: false; answer: PushAnswer } | { batch: true; results: BatchItemResult[]; failed: number };
+
+/** Reads `transient` where the schema did not check it (a batch's own); PushError `bad_request` unless absent or boolean. */
+function readTransient(value: unknown): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new PushError('bad_request', 'transient must be a boolean');
+}
 
 /** The error a batch answers when `failed` of its messages were not stored (each result says which). */
 export function batchStoreError(outcome: { results: unknown[]; failed: number }): PushError {
@@ -53,7 +64,8 @@ const pushMessage = compile(PushMessageSchema);
 /**
  * The push operation, shared by the HTTP API and `push.api.push` over NATS: validates the whole
  * request first (nothing is stored when any message is bad), then stores every message through
- * the pipelined publisher and returns what was stored.
+ * the pipelined publisher (or, for a transient one, publishes it live: TransientPush) and returns
+ * what each did.
  */
 export class PushService {
   constructor(
@@ -63,18 +75,32 @@ export class PushService {
     private readonly limiter: RateLimiter,
     private readonly limits: { maxBatch: number; maxTtlSeconds: number },
     private readonly metrics: CenterMetrics,
+    private readonly transient: TransientPush,
   ) {}
 
-  /** Parses `{ user, data|b64, ttl?, id? }` or `{ messages: [...] }` (docs/api.md). */
+  /**
+   * Parses `{ user, data|b64, ttl?, id?, transient? }` or `{ messages: [...], transient? }`
+   * (docs/api.md); a batch's `transient` is the default of its messages that do not say.
+   */
   parse(body: unknown, app: AppRecord): { inputs: PushInput[]; batch: boolean } {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     if (body['messages'] === undefined) return { inputs: [this.toInput(pushMessage.parse(body), app)], batch: false };
-    const inputs = readBatch(body['messages'], this.limits.maxBatch, (m) => this.toInput(pushMessage.parse(m), app));
+    const transient = readTransient(body['transient']);
+    const inputs = readBatch(body['messages'], this.limits.maxBatch, (m) =>
+      this.toInput(pushMessage.parse(m), app, transient),
+    );
     return { inputs, batch: true };
   }
 
   /** The app's limits on one schema-checked message. */
-  private toInput(m: PushMessage, app: AppRecord): PushInput {
+  private toInput(m: PushMessage, app: AppRecord, batchTransient?: boolean): PushInput {
+    const transient = m.transient ?? batchTransient ?? false;
+    if (transient && (m.ttl !== undefined || m.id !== undefined)) {
+      throw new PushError(
+        'transient_conflict',
+        `a transient message is never stored: it takes no ${m.ttl !== undefined ? 'ttl' : 'id'}`,
+      );
+    }
     const payload = readPayload(m);
     if (payload.bytes.length > app.settings.maxMessageBytes) {
       throw new PushError(
@@ -85,11 +111,11 @@ export class PushService {
     if (m.ttl !== undefined && m.ttl > this.limits.maxTtlSeconds) {
       throw new PushError('invalid_ttl', `ttl may be at most ${this.limits.maxTtlSeconds} seconds`);
     }
-    return { user: m.user, payload, ttlSeconds: m.ttl, id: m.id };
+    return { user: m.user, payload, ttlSeconds: m.ttl, id: m.id, transient };
   }
 
   /**
-   * Validates, rate-limits and stores. Throws a PushError for a bad request, RateLimitedError
+   * Validates, rate-limits and stores (or sends, when transient). Throws a PushError for a bad request, RateLimitedError
    * over the app's rate, and the store's error when a single message was not stored; a batch
    * reports each message's result instead.
    */
@@ -98,15 +124,7 @@ export class PushService {
     const wait = this.limiter.take(app.id, app.settings.pushRateLimit, inputs.length);
     if (wait > 0) throw new RateLimitedError(wait);
     const now = Date.now();
-    const settled = await Promise.allSettled(
-      inputs.map((m) =>
-        this.store.publish(app.id, m.user, m.payload, {
-          ttlMs: Math.round((m.ttlSeconds ?? app.settings.defaultTtlSeconds) * 1000),
-          ...(m.id !== undefined ? { msgId: this.subjects.apiMessageId(app.id, m.user, m.id) } : {}),
-          now,
-        }),
-      ),
-    );
+    const settled = await Promise.allSettled(inputs.map((m) => this.one(app, m, now)));
     if (!batch) {
       const r = settled[0];
       if (r === undefined) throw new PushError('internal', 'no result for the message');
@@ -114,16 +132,12 @@ export class PushService {
         const e = isPushError(r.reason) ? r.reason : new PushError('internal', undefined, { cause: r.reason });
         throw e;
       }
-      this.count(r.value.duplicate);
-      return { batch: false, seq: r.value.seq, duplicate: r.value.duplicate };
+      return { batch: false, answer: r.value };
     }
     let failed = 0;
     const results = settled.map((s, i): BatchItemResult => {
       const user = inputs[i]?.user ?? '';
-      if (s.status === 'fulfilled') {
-        this.count(s.value.duplicate);
-        return { user, seq: s.value.seq, duplicate: s.value.duplicate };
-      }
+      if (s.status === 'fulfilled') return { user, ...s.value };
       failed++;
       const e = isPushError(s.reason) ? s.reason : new PushError('internal', undefined, { cause: s.reason });
       this.metrics.errors.inc({ code: e.code });
@@ -132,9 +146,21 @@ export class PushService {
     return { batch: true, results, failed };
   }
 
-  private count(duplicate: boolean): void {
-    if (duplicate) this.metrics.duplicates.inc();
+  /** Stores one message, or sends a transient one; counts it. */
+  private async one(app: AppRecord, m: PushInput, now: number): Promise<PushAnswer> {
+    if (m.transient) {
+      const connections = await this.transient.send(app.id, m.user, m.payload, now);
+      this.metrics.transientMessages.inc();
+      return { transient: true, connections };
+    }
+    const r = await this.store.publish(app.id, m.user, m.payload, {
+      ttlMs: Math.round((m.ttlSeconds ?? app.settings.defaultTtlSeconds) * 1000),
+      ...(m.id !== undefined ? { msgId: this.subjects.apiMessageId(app.id, m.user, m.id) } : {}),
+      now,
+    });
+    if (r.duplicate) this.metrics.duplicates.inc();
     else this.metrics.messages.inc();
+    return { seq: r.seq, duplicate: r.duplicate };
   }
 
   /** Pending count and presence of one user. */

@@ -40,6 +40,20 @@ export function topicNameError(topic: unknown): PushError | undefined {
 }
 
 /**
+ * PushError `transient_conflict` for a topic message that asks to be transient: topic messages
+ * are stored as history (resume, `prev` gap checks), so one that skipped the store would break
+ * both; the field is refused rather than ignored, which would store it silently.
+ */
+function refuseTransient(body: Record<string, unknown>): void {
+  if (body['transient'] !== undefined && body['transient'] !== false) {
+    throw new PushError(
+      'transient_conflict',
+      'topics take no transient messages: a topic message is stored as history',
+    );
+  }
+}
+
+/**
  * Topic publishing, shared by the HTTP API and `push.api.topics.publish` over NATS: validates
  * the whole request first (nothing is stored when any message is bad), rate-limits by the app's
  * `topicRateLimit` (broadcasts to `_all` included), then stores every message in the app's topic
@@ -57,12 +71,14 @@ export class TopicService {
   /** Parses one message for `topic` (from the path) or `{ messages: [{ topic, ... }] }` (topic undefined). */
   parse(body: unknown, app: AppRecord, topic: string | undefined): TopicInput[] {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
+    refuseTransient(body);
     if (topic !== undefined) {
       const bad = topicNameError(topic);
       if (bad !== undefined) throw bad;
       return [this.toInput(topic, topicMessage.parse(body), app)];
     }
     return readBatch(body['messages'], this.limits.maxBatch, (raw) => {
+      refuseTransient(raw);
       const m = topicBatchItem.parse(raw);
       const bad = topicNameError(m.topic);
       if (bad !== undefined) throw bad;

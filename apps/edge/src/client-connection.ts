@@ -38,6 +38,7 @@ import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannel, TopicChannels } from './topic-channels.js';
 import type { TopicPresence } from './topic-presence.js';
+import { sendTransient } from './transient-delivery.js';
 import type { LiveReceiver, UserChannels } from './user-channels.js';
 
 /** Reading the backlog from the store; live messages are buffered meanwhile. */
@@ -490,6 +491,13 @@ export class ClientConnection implements LiveReceiver {
         return;
       default:
         return; // stalled or closed: the store has it
+    }
+  }
+
+  /** A transient message's frame (user-channels.ts): sent now or dropped, never kept (transient-delivery.ts). */
+  onTransient(frame: string): void {
+    if (this.ws !== undefined && this.mode !== CLOSED) {
+      sendTransient(this.ws, frame, this.ctx.highWaterBytes, this.ctx.metrics);
     }
   }
 

@@ -21,6 +21,16 @@ export function createEdgeMetrics(registry: Registry) {
       help: 'Messages delivered to clients',
       registers: r,
     }),
+    transientOut: new Counter({
+      name: 'push_edge_transient_out_total',
+      help: 'Transient messages (never stored, no ack) sent to clients',
+      registers: r,
+    }),
+    transientDropped: new Counter({
+      name: 'push_edge_transient_dropped_total',
+      help: 'Transient messages not sent because the socket was past its high-water mark (they are not kept)',
+      registers: r,
+    }),
     messagesIn: new Counter({
       name: 'push_edge_messages_in_total',
       help: 'Messages clients sent to other users (stored)',

@@ -1,10 +1,12 @@
 import { readLiveMessage, type InboxMessage, type LiveSubscriber } from '@push/nats';
-import type { Subjects } from '@push/protocol';
+import { ServerFrames, type Subjects } from '@push/protocol';
 
 /** A client connection as its user's channel sees it: takes live messages, can be kicked, bound to topics. */
 export interface LiveReceiver {
   readonly device: string;
   onLive(msg: InboxMessage): void;
+  /** A transient message (never stored, no seq, no ack) as its `msg` frame, built once for all receivers. */
+  onTransient(frame: string): void;
   kick(reason: string): void;
   /** The business bound the user to a topic: subscribe (no grant needed). */
   bindTopic(topic: string): void;
@@ -59,6 +61,12 @@ export class UserChannels {
       const m = readLiveMessage(headers, payload);
       if (m === undefined) return;
       const rs = channel.receivers;
+      if (m.seq === 0) {
+        const frame = ServerFrames.transientMessage(m.ts, m.bytes, m.binary, m.from);
+        if (Array.isArray(rs)) for (const r of rs) r.onTransient(frame);
+        else rs.onTransient(frame);
+        return;
+      }
       if (Array.isArray(rs)) for (const r of rs) r.onLive(m);
       else rs.onLive(m);
     });

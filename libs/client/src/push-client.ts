@@ -90,8 +90,14 @@ export interface PushClientOptions {
 
 /** One message delivered to the user. */
 export interface PushMessage {
-  /** Delivery id in the store; increases per user. */
+  /** Delivery id in the store; increases per user. 0 on a transient message (never stored). */
   seq: number;
+  /**
+   * True on a transient message: the business sent it to the connections online at that moment
+   * and stored nothing. It has no `seq` to dedupe on or ack (`ack()` does nothing) and is not
+   * ordered with stored messages.
+   */
+  transient?: true;
   /** When the message was accepted, epoch ms. */
   ts: number;
   /** The sending user, for messages another client sent. */
@@ -186,6 +192,7 @@ interface ServerFrame {
   prev?: unknown;
   first?: unknown;
   seq?: unknown;
+  transient?: unknown;
   ts?: unknown;
   from?: unknown;
   data?: unknown;
@@ -203,6 +210,16 @@ interface ServerFrame {
   window?: unknown;
   maxMessageBytes?: unknown;
   since?: unknown;
+}
+
+/** What a `msg` frame tells of its message (all but `seq` and `ack`). */
+function messageFields(f: ServerFrame): Pick<PushMessage, 'ts' | 'from' | 'data' | 'b64'> {
+  return {
+    ts: typeof f.ts === 'number' ? f.ts : 0,
+    ...(typeof f.from === 'string' ? { from: f.from } : {}),
+    ...(f.data !== undefined ? { data: f.data } : {}),
+    ...(typeof f.b64 === 'string' ? { b64: f.b64 } : {}),
+  };
 }
 
 interface SocketEvents {
@@ -852,6 +869,11 @@ export class PushClient extends Emitter<PushClientEvents> {
   }
 
   private onMessage(f: ServerFrame): void {
+    if (f.transient === true) {
+      // Never stored: nothing to dedupe or ack (docs/sdk.md#transient-messages).
+      this.emitMessage({ ...messageFields(f), seq: 0, transient: true, ack: () => undefined });
+      return;
+    }
     if (typeof f.seq !== 'number') return;
     const seq = f.seq;
     this.delivered.add(seq);
@@ -862,14 +884,7 @@ export class PushClient extends Emitter<PushClientEvents> {
       return;
     }
     this.remember(seq, false);
-    const msg: PushMessage = {
-      seq,
-      ts: typeof f.ts === 'number' ? f.ts : 0,
-      ...(typeof f.from === 'string' ? { from: f.from } : {}),
-      ...(f.data !== undefined ? { data: f.data } : {}),
-      ...(typeof f.b64 === 'string' ? { b64: f.b64 } : {}),
-      ack: () => this.ack(seq),
-    };
+    const msg: PushMessage = { ...messageFields(f), seq, ack: () => this.ack(seq) };
     const threw = this.emitMessage(msg);
     if (this.opts.ackMode === 'auto' && !threw) this.ack(seq);
   }

@@ -20,6 +20,7 @@ interface JobRow {
   written: number;
   failed: number;
   dedupe: boolean;
+  transient: boolean;
   locked_by: string | null;
   lease_until: Date | null;
   created_at: Date;
@@ -35,6 +36,8 @@ export interface ClaimedJob {
   payload: Buffer;
   binary: boolean;
   ttlSeconds: number;
+  /** Sent live to the connections online, never stored (no ttl, no dedupe). */
+  transient: boolean;
   /** Users stored for the job (valid, without repeats), in chunk order. */
   stored: number;
   /** The checkpoint: the first `done` users are handled and counted in `written` and `failed`. */
@@ -59,6 +62,7 @@ export interface NewJob {
   payload: Buffer;
   binary: boolean;
   ttlSeconds: number;
+  transient: boolean;
   /** `open`: waits for more users and a start; `queued`: runs as soon as a center claims it. */
   state: 'open' | 'queued';
   users: string[];
@@ -112,6 +116,7 @@ export class JobsRepository {
       createdAt: row.created_at.toISOString(),
       startedAt: row.started_at?.toISOString() ?? null,
       finishedAt: row.finished_at?.toISOString() ?? null,
+      transient: row.transient,
     };
   }
 
@@ -136,6 +141,7 @@ export class JobsRepository {
           payload: job.payload,
           binary: job.binary,
           ttl_seconds: job.ttlSeconds,
+          transient: job.transient,
           total: job.total,
           skipped: job.skipped,
           stored: job.users.length,
@@ -328,6 +334,7 @@ export class JobsRepository {
         payload: r.payload,
         binary: r.binary,
         ttlSeconds: r.ttl_seconds,
+        transient: r.transient,
         stored: r.stored,
         done: r.done,
         written: r.written,

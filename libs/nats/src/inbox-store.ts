@@ -13,6 +13,7 @@ import { StoreRequester, readTimeoutMs, storeMessageId } from './store-requester
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
 export interface InboxMessage {
+  /** The message's sequence in the inbox stream; 0 for a transient message (never stored, live only). */
   seq: number;
   /** Epoch ms when the message was accepted. */
   ts: number;
@@ -78,6 +79,11 @@ export function readInboxMessage(msg: Msg): InboxMessage | undefined {
 /** A message from its sequence and stored bytes; undefined for a bad sequence or envelope. */
 function inboxMessage(seq: number, stored: Uint8Array): InboxMessage | undefined {
   if (seq <= 0) return undefined;
+  return envelopeMessage(seq, stored);
+}
+
+/** A message from its envelope, with `seq` as given (0 for a transient one). */
+function envelopeMessage(seq: number, stored: Uint8Array): InboxMessage | undefined {
   const env = decodeEnvelope(stored);
   if (env === undefined) return undefined;
   return {
@@ -102,11 +108,36 @@ export function readStored(reply: Msg): PublishResult {
   return { seq: ack.seq, duplicate: ack.duplicate === true };
 }
 
-/** Reads a live (republished) message from the live subscriber's headers block and payload. */
+/**
+ * Reads a live message from the live subscriber's headers block and payload: a republished one
+ * (its `Nats-Sequence` and `Nats-Last-Sequence` headers), or a transient one (`seq` 0), which
+ * the center publishes with no headers at all (publishTransient).
+ */
 export function readLiveMessage(headers: Buffer, payload: Buffer): InboxMessage | undefined {
+  if (headers.length === 0) return envelopeMessage(0, payload);
   const m = inboxMessage(headerSequence(headers), payload);
   if (m !== undefined) m.prev = headerLastSequence(headers);
   return m;
+}
+
+/**
+ * Publishes a transient message to a user's live subject (`push.live.u.<app>.<user>`), on core
+ * NATS: never stored, so only the edges holding a connection of the user now get it. No headers:
+ * that is what tells the edge it is transient (a republished copy always has `Nats-Sequence`).
+ * Throws when the NATS connection is closed; while it reconnects nats.js buffers the publish.
+ */
+export function publishTransient(
+  nc: NatsConnection,
+  subjects: Subjects,
+  app: string,
+  user: string,
+  payload: MessagePayload,
+  now = Date.now(),
+): void {
+  nc.publish(
+    subjects.liveUser(app, user),
+    encodeEnvelope({ ts: now, expires: now, binary: payload.binary, from: undefined }, payload.bytes),
+  );
 }
 
 /** A pipeline failure (timeout, full queue) as the PushError `store_unavailable` a caller reports. */

@@ -14,6 +14,10 @@ export const ERRORS = {
   bad_frame: { status: 400, message: 'the frame is not a JSON object with a known shape' },
   unknown_frame: { status: 400, message: 'the frame type is not known' },
   invalid_kind: { status: 400, message: 'kind must be 1 to 64 characters of A-Z a-z 0-9 _ -' },
+  transient_conflict: {
+    status: 400,
+    message: 'a transient message is never stored: it takes no ttl or id, and topics take no transient messages',
+  },
   token_malformed: { status: 400, message: 'the token is not a well-formed signed token' },
   invalid_cidr: { status: 400, message: 'an entry is not an IPv4 or IPv6 address or CIDR (such as 10.0.0.0/8)' },
   // --- Topics -----------------------------------------------------------------------------

@@ -251,6 +251,20 @@ export function parseClientFrame(text: string): ClientFrame {
 }
 
 /**
+ * A message's payload field: the stored JSON text spliced in as `data` without re-parsing, or
+ * binary bytes base64-encoded as `b64`.
+ */
+function payloadField(bytes: Uint8Array, binary: boolean): string {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return binary ? `"b64":"${buf.toString('base64')}"` : `"data":${buf.toString('utf8')}`;
+}
+
+/** `,"from":...` for a message another client sent; empty for one the business pushed. */
+function fromField(from: string | undefined): string {
+  return from === undefined ? '' : `,"from":${JSON.stringify(from)}`;
+}
+
+/**
  * Server -> client frames, built as strings on the hot path; their shapes are the server frame
  * schemas in schemas.ts (a unit test checks each builder's output against its schema).
  */
@@ -279,20 +293,21 @@ export const ServerFrames = {
    * payloads go out base64-encoded in `b64`.
    */
   message(seq: number, ts: number, bytes: Uint8Array, binary: boolean, from: string | undefined): string {
-    const body = binary
-      ? `"b64":"${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')}"`
-      : `"data":${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')}`;
-    const fromPart = from === undefined ? '' : `,"from":${JSON.stringify(from)}`;
-    return `{"t":"msg","seq":${seq},"ts":${ts}${fromPart},${body}}`;
+    return `{"t":"msg","seq":${seq},"ts":${ts}${fromField(from)},${payloadField(bytes, binary)}}`;
+  },
+  /**
+   * A transient message (never stored): no `seq`, nothing to ack. Built once per message per edge
+   * and sent to each of the user's connections there.
+   */
+  transientMessage(ts: number, bytes: Uint8Array, binary: boolean, from: string | undefined): string {
+    return `{"t":"msg","transient":true,"ts":${ts}${fromField(from)},${payloadField(bytes, binary)}}`;
   },
   /**
    * A topic message: built once per message per edge and published to every local subscriber.
    * `topicJson` is the topic name as a JSON string (encoded once per topic by the caller).
    */
   topicMessage(topicJson: string, seq: number, prev: number, ts: number, bytes: Uint8Array, binary: boolean): string {
-    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const body = binary ? `"b64":"${buf.toString('base64')}"` : `"data":${buf.toString('utf8')}`;
-    return `{"t":"msg","topic":${topicJson},"seq":${seq},"prev":${prev},"ts":${ts},${body}}`;
+    return `{"t":"msg","topic":${topicJson},"seq":${seq},"prev":${prev},"ts":${ts},${payloadField(bytes, binary)}}`;
   },
   subscribed(topic: string, seq: number): string {
     return JSON.stringify({ t: 'subscribed', topic, seq });

@@ -33,6 +33,8 @@ const B64 = note(Type.String({ pattern: '^(?:[A-Za-z0-9+/]*|[A-Za-z0-9_-]*)={0,2
 });
 /** Any JSON value: the message as given. */
 const Data = note(Type.Unknown(), { code: 'invalid_data' });
+/** `transient`: a boolean (true: never stored, sent only to connections online now). */
+const Transient = note(Type.Boolean(), { problem: 'transient must be a boolean' });
 /** Seconds, > 0 and finite (JSON's 1e999 parses as Infinity, which this refuses). */
 const Ttl = note(Type.Number({ exclusiveMinimum: 0, maximum: Number.MAX_VALUE }), {
   code: 'invalid_ttl',
@@ -181,7 +183,10 @@ export type HelloFrame = Static<typeof HelloFrameSchema>;
  */
 export const MsgFrameSchema = Type.Object({
   t: Type.Literal('msg'),
-  seq: Type.Integer({ minimum: 1 }),
+  /** Absent on a transient message (never stored: nothing to ack). */
+  seq: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** True on a message the business pushed with `transient`: never stored, no `seq`, no ack. */
+  transient: Type.Optional(Type.Literal(true)),
   ts: Type.Integer(),
   from: Type.Optional(Type.String()),
   topic: Type.Optional(Type.String()),
@@ -317,6 +322,7 @@ export const PushMessageSchema = Type.Object({
   b64: Type.Optional(B64),
   ttl: Type.Optional(Ttl),
   id: Type.Optional(IdString('idempotencyId')),
+  transient: Type.Optional(Transient),
 });
 export type PushMessage = Static<typeof PushMessageSchema>;
 
@@ -331,9 +337,17 @@ export const PushBatchSchema = Type.Object({
 });
 export type PushBatch = Static<typeof PushBatchSchema>;
 
-/** One message's outcome in a batch answer: stored (`seq`, `duplicate`) or not (`error`). */
+/**
+ * One message's outcome in a batch answer: stored (`seq`, `duplicate`), sent live only
+ * (`transient`, to `connections` by presence; null when presence was unreadable) or not (`error`).
+ */
 export const BatchItemResultSchema = Type.Union([
   Type.Object({ user: Type.String(), seq: Type.Integer({ minimum: 1 }), duplicate: Type.Boolean() }),
+  Type.Object({
+    user: Type.String(),
+    transient: Type.Literal(true),
+    connections: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]),
+  }),
   Type.Object({ user: Type.String(), error: Type.Object({ code: Type.String(), message: Type.String() }) }),
 ]);
 export type BatchItemResult = Static<typeof BatchItemResultSchema>;
@@ -535,6 +549,7 @@ export const JobCreateSchema = Type.Object({
   ttl: Type.Optional(Ttl),
   users: Type.Optional(JobUsers),
   open: Type.Optional(note(Type.Boolean(), { problem: 'open must be a boolean' })),
+  transient: Type.Optional(Transient),
 });
 export type JobCreateBody = Static<typeof JobCreateSchema>;
 
@@ -568,6 +583,8 @@ export const JobViewSchema = Type.Object({
   createdAt: Type.String(),
   startedAt: Type.Union([Type.String(), Type.Null()]),
   finishedAt: Type.Union([Type.String(), Type.Null()]),
+  /** A transient job: sent live to the users' connections online at that moment, never stored. */
+  transient: Type.Boolean(),
 });
 export type JobView = Static<typeof JobViewSchema>;
 
