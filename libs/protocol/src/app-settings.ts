@@ -79,6 +79,14 @@ export interface AppSettings {
    * `join`/`leave` frames and `presence_join`/`presence_leave` events. Empty = none.
    */
   presenceTopics: string[];
+  // --- Adaptive heartbeats (issue 17 item 2) -----------------------------------------------
+  /**
+   * Lowest and highest app-level ping interval, seconds, a connection of this app may agree
+   * (within the edge's `PUSH_EDGE_PING_MIN`..`PUSH_EDGE_PING_MAX`; the edge's bounds win where
+   * they do not overlap). The edge drops a connection silent for twice the agreed interval.
+   */
+  pingMinSeconds: number;
+  pingMaxSeconds: number;
 }
 
 export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
@@ -110,6 +118,8 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   topicRateLimit: 0,
   maxTopicsPerConnection: 100,
   presenceTopics: Object.freeze([]) as unknown as string[],
+  pingMinSeconds: 10,
+  pingMaxSeconds: 600,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */
