@@ -56,7 +56,8 @@ describe('HeartbeatWheel (issue 17)', () => {
     const wheel = new HeartbeatWheel(600);
     const s = socket();
     wheel.add(s, 10);
-    run(wheel, 14);
+    // Heard at tick 0: the wheel knows silence to a tick, so it acts one tick past each bound.
+    run(wheel, 15);
     expect(s.pings).to.equal(0);
     run(wheel, 1);
     expect(s.pings).to.equal(1);
@@ -92,7 +93,7 @@ describe('HeartbeatWheel (issue 17)', () => {
     });
     expect(s.pings).to.be.greaterThan(5);
     expect(s.dropped).to.equal(false);
-    run(wheel, 21);
+    run(wheel, 22);
     expect(s.dropped).to.equal(true);
   });
 
@@ -102,14 +103,14 @@ describe('HeartbeatWheel (issue 17)', () => {
     const hb = wheel.add(s, 600);
     run(wheel, 5);
     wheel.change(hb, 10);
-    run(wheel, 19);
+    run(wheel, 20);
     expect(s.dropped).to.equal(false);
     run(wheel, 1);
     expect(s.dropped).to.equal(true);
     const t = socket();
     const hb2 = wheel.add(t, 10);
     wheel.change(hb2, 600);
-    run(wheel, 1199);
+    run(wheel, 1200);
     expect(t.dropped).to.equal(false);
     run(wheel, 1);
     expect(t.dropped).to.equal(true);
@@ -122,7 +123,7 @@ describe('HeartbeatWheel (issue 17)', () => {
     for (let i = 0; i < 50; i += 2) wheel.remove(beats[i]!);
     wheel.remove(beats[0]!);
     expect(wheel.size).to.equal(25);
-    run(wheel, 20);
+    run(wheel, 21);
     expect(socks.filter((s) => s.dropped)).to.have.length(25);
     expect(socks.every((s, i) => s.dropped === (i % 2 === 1))).to.equal(true);
     expect(wheel.size).to.equal(0);

@@ -141,8 +141,11 @@ export interface ClientSocket {
  */
 export interface SocketData {
   conn: ClientConnection;
-  /** Ping interval the client asked for at the upgrade (seconds, clamped), applied at open. */
-  ping: number;
+  /**
+   * Ping interval agreed at the upgrade (seconds), applied at open. Not named `ping`: uWS.js keeps
+   * these fields on the socket object itself, where `ping` would hide `ws.ping()`.
+   */
+  pingSeconds: number;
 }
 
 /**

@@ -181,7 +181,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const ping = agreePing(askedPing === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
-      res.upgrade<UpgradeData>({ conn, ping }, key, protocol, extensions, context);
+      res.upgrade<UpgradeData>({ conn, pingSeconds: ping }, key, protocol, extensions, context);
     },
     open: (ws) => {
       const data = ws.getUserData();
@@ -189,7 +189,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         ws.end(data.refused.code, data.refused.reason);
         return;
       }
-      const { conn, ping } = data;
+      const { conn, pingSeconds: ping } = data;
       const beat = heartbeats.add(
         {
           ping: () => ws.ping(),

@@ -9,7 +9,11 @@ import type { AppSettings } from '@push/protocol';
 export const PROBE_AFTER_INTERVALS = 1.5;
 /** A connection silent for this many agreed intervals is dropped (docs/protocol.md#heartbeats). */
 export const DROP_AFTER_INTERVALS = 2;
-/** The wheel's tick, ms: the drop comes within one tick after the silence passed its bound. */
+/**
+ * The wheel's tick, ms. `heard` is counted in ticks, so a silence is known to a tick: the wheel
+ * acts one tick past each bound, and the drop comes after 2 intervals and within 2 intervals and
+ * one tick (never early).
+ */
 export const HEARTBEAT_TICK_MS = 1000;
 
 /** The edge-wide bounds (`PUSH_EDGE_PING_*`). */
@@ -95,7 +99,7 @@ export class HeartbeatWheel {
     /** Counts drops (metrics). */
     private readonly onDrop: () => void = () => undefined,
   ) {
-    const span = Math.ceil((maxSeconds * DROP_AFTER_INTERVALS * 1000) / tickMs) + 2;
+    const span = Math.ceil((maxSeconds * DROP_AFTER_INTERVALS * 1000) / tickMs) + 3;
     let size = 16;
     while (size < span) size *= 2;
     this.slots = Array.from({ length: size }, () => []);
@@ -145,7 +149,7 @@ export class HeartbeatWheel {
     for (const hb of due) hb.slot = -1;
     for (const hb of due) {
       const silent = this.now - hb.heard;
-      if (silent >= this.ticks(hb.seconds * DROP_AFTER_INTERVALS)) {
+      if (silent > this.ticks(hb.seconds * DROP_AFTER_INTERVALS)) {
         this.count--;
         this.onDrop();
         hb.socket.drop();
@@ -160,7 +164,7 @@ export class HeartbeatWheel {
         hb.probedAt = hb.heard;
         hb.socket.ping();
       }
-      this.place(hb, hb.heard + this.ticks(hb.seconds * DROP_AFTER_INTERVALS));
+      this.place(hb, hb.heard + this.ticks(hb.seconds * DROP_AFTER_INTERVALS) + 1);
     }
     if (this.count === 0) this.stopTimer();
   }
@@ -175,7 +179,7 @@ export class HeartbeatWheel {
   }
 
   private probeTick(hb: Heartbeat): number {
-    return hb.heard + this.ticks(hb.seconds * PROBE_AFTER_INTERVALS);
+    return hb.heard + this.ticks(hb.seconds * PROBE_AFTER_INTERVALS) + 1;
   }
 
   /** Puts an entry in the slot of `at` (at least the next tick, at most a turn of the ring ahead). */
