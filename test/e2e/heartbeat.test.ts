@@ -1,5 +1,7 @@
+import net from 'node:net';
 import { expect } from 'chai';
 import WebSocket from 'ws';
+import { PushClient } from '@push/client';
 import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { Stack, type TestApp } from '../helpers/stack.js';
@@ -61,6 +63,53 @@ class RawClient {
       await sleep(20);
     }
     return this.closed;
+  }
+}
+
+/**
+ * A NAT between client and edge that forgets a connection idle (no byte either way) for longer
+ * than `idleMs`: from then on it forwards nothing, and tells neither side (no FIN, no RST).
+ */
+class ForgetfulNat {
+  readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  forgotten = 0;
+
+  constructor(edgePort: number, idleMs: number) {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(edgePort, '127.0.0.1');
+      this.sockets.add(client).add(upstream);
+      let last = Date.now();
+      let alive = true;
+      const forward = (from: net.Socket, to: net.Socket) =>
+        from.on('data', (b: Buffer) => {
+          if (alive && Date.now() - last > idleMs) {
+            alive = false; // the mapping is gone: this packet and all after it are lost
+            this.forgotten++;
+          }
+          if (!alive) return;
+          last = Date.now();
+          to.write(b);
+        });
+      forward(client, upstream);
+      forward(upstream, client);
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', end).on('close', () => alive && end());
+      upstream.on('error', end).on('close', () => alive && end());
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
 
@@ -186,5 +235,51 @@ describe('heartbeats: intervals agreed per connection, silent connections droppe
     const e = await c.waitFor((f) => f['t'] === 'error');
     expect(e['code']).to.equal('bad_frame');
     expect(await c.ping()).to.deep.equal({ t: 'pong' });
+  });
+
+  it('SDK: steps the interval up while pongs come, steps back and sticks below what a NAT forgets', async function () {
+    const app = await stack.createApp({ pingMinSeconds: 1 });
+    // Forgets connections idle for 2.5 s: 1 s and 2 s pass, 3 s and 4 s do not.
+    const nat = new ForgetfulNat(stack.edge.port, 2500);
+    const port = await nat.listen();
+    const client = new PushClient({
+      edges: [`ws://127.0.0.1:${port}/ws`],
+      token: await app.token('nat-user'),
+      WebSocket: WebSocket as never,
+      backoff: { baseMs: 50, capMs: 200 },
+      pingSeconds: 1,
+      heartbeat: { confirmAfter: 1, stepFactor: 2, maxSeconds: 8, pongTimeoutMs: 1000, storage: null },
+    });
+    const intervals: number[] = [];
+    const lost: string[] = [];
+    client.on('connected', (c) => intervals.push(c.ping));
+    client.on('connecting', (why) => lost.push(why.reason));
+    const data: unknown[] = [];
+    client.on('message', (m) => data.push(m.data));
+    try {
+      client.connect();
+      // 1 -> 2 -> 4 (forgotten: no pong) -> back to 2, probe 3 (forgotten) -> 2, stuck.
+      const deadline = Date.now() + 40_000;
+      while (lost.filter((r) => r === 'no pong').length < 2 || client.state !== 'connected') {
+        if (Date.now() > deadline) throw new Error(`no second failure: ${JSON.stringify({ intervals, lost })}`);
+        await sleep(100);
+      }
+      expect(nat.forgotten).to.equal(2);
+      // Each new connection asks for the interval that worked, not the one that failed.
+      expect(intervals).to.deep.equal([1, 2, 2]);
+      expect(client.heartbeat).to.deep.equal({ seconds: 2, network: 'default' });
+      // Stuck at 2 s: the connection stays up through the NAT, and delivers.
+      await sleep(7000);
+      expect(client.state).to.equal('connected');
+      expect(client.heartbeat.seconds).to.equal(2);
+      expect(nat.forgotten).to.equal(2);
+      await app.pushOk('nat-user', 'through the nat');
+      const until = Date.now() + 5000;
+      while (!data.includes('through the nat') && Date.now() < until) await sleep(20);
+      expect(data).to.include('through the nat');
+    } finally {
+      client.disconnect();
+      await nat.close();
+    }
   });
 });
