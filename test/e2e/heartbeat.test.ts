@@ -245,7 +245,7 @@ describe('heartbeats: intervals agreed per connection, silent connections droppe
     const client = new PushClient({
       edges: [`ws://127.0.0.1:${port}/ws`],
       token: await app.token('nat-user'),
-      WebSocket: WebSocket as never,
+      WebSocket: WebSocket,
       backoff: { baseMs: 50, capMs: 200 },
       pingSeconds: 1,
       heartbeat: { confirmAfter: 1, stepFactor: 2, maxSeconds: 8, pongTimeoutMs: 1000, storage: null },

@@ -98,7 +98,7 @@ export class HeartbeatPolicy {
     private readonly networkName: () => string = options.network ?? platformNetwork,
   ) {
     const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as HeartbeatOptions;
-    this.o = { ...DEFAULTS, ...given } as typeof this.o;
+    this.o = { ...DEFAULTS, ...given };
     this.storage = options.storage === undefined ? platformStorage() : options.storage;
     this.net = this.networkName();
     this.current = this.startFor(this.net);
