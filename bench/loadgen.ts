@@ -43,6 +43,12 @@ export interface OpenCommand {
   token?: { app: string; kid: string; secret: string; ttlSeconds: number };
   /** For `push`: subscribe each connection to topics `t0` .. `t<topics - 1>` once ready (the token grants `*`). */
   topics?: number;
+  /**
+   * For `push`: ask for this ping interval (`?ping=`) and send `{"t":"ping"}` on every ready
+   * connection once per interval, spread evenly (one pacing timer for the child, not one per
+   * connection), as clients that keep their connections alive do.
+   */
+  pingSeconds?: number;
 }
 
 const NOT_OPEN = 0;
@@ -121,6 +127,9 @@ let duplicates = 0;
 let lastReceiveAt = 0;
 let firstReceiveAt = 0;
 let unexpectedCloses = 0;
+/** App-level pings sent and pongs received (`pingSeconds`). */
+let pingsSent = 0;
+let pongs = 0;
 const closeKinds: Record<string, number> = {};
 let ackQueue: Conn[] = [];
 let ackScheduled = false;
@@ -276,6 +285,7 @@ function onText(c: Conn, text: string): void {
     return;
   }
   if (text.startsWith('{"t":"msg"')) onMessageFrame(c, text);
+  else if (text.startsWith('{"t":"pong"')) pongs++;
   else if (c.state === WAIT_READY && text.startsWith('{"t":"hello"')) becomeReady(c);
 }
 
@@ -351,7 +361,7 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
     let path: string;
     if (cmd.protocol === 'push') {
       const token = cmd.token === undefined ? '' : signToken(cmd.token, user, (cmd.topics ?? 0) > 0);
-      path = `/ws?token=${token}`;
+      path = `/ws?token=${token}${cmd.pingSeconds !== undefined ? `&ping=${cmd.pingSeconds}` : ''}`;
     } else if (cmd.protocol === 'uws') {
       path = `/ws?user=${encodeURIComponent(user)}`;
     } else {
@@ -386,8 +396,31 @@ function openOne(cmd: OpenCommand, i: number, failures: Record<string, number>):
   });
 }
 
+/** How often the ping pacer runs, ms: each run pings the share of connections due by then. */
+const PING_PACE_MS = 200;
+let pingTimer: ReturnType<typeof setInterval> | undefined;
+let pingCursor = 0;
+let pingCredit = 0;
+const PING_FRAME = frame('{"t":"ping"}');
+
+/** Pings every ready connection once per `seconds`, round robin over `readyList`. */
+function startPinging(seconds: number): void {
+  clearInterval(pingTimer);
+  pingCredit = 0;
+  pingTimer = setInterval(() => {
+    pingCredit += (readyList.length * PING_PACE_MS) / (seconds * 1000);
+    while (pingCredit >= 1 && readyList.length > 0) {
+      pingCredit--;
+      if (pingCursor >= readyList.length) pingCursor = 0;
+      (readyList[pingCursor++] as Conn).socket.write(PING_FRAME);
+      pingsSent++;
+    }
+  }, PING_PACE_MS);
+}
+
 async function open(cmd: OpenCommand): Promise<ChildMessage> {
   lastOpen = cmd;
+  if (cmd.protocol === 'push' && cmd.pingSeconds !== undefined) startPinging(cmd.pingSeconds);
   protocol = cmd.protocol;
   topicsPerConnection = cmd.topics ?? 0;
   const failures: Record<string, number> = {};
@@ -483,6 +516,8 @@ function ids(): ChildMessage {
 
 /** Closes every connection with RST (no TIME_WAIT). */
 function resetAll(): ChildMessage {
+  clearInterval(pingTimer);
+  pingTimer = undefined;
   const all = [...conns];
   for (const c of all) drop(c);
   return { type: 'reset', closed: all.length };
@@ -505,6 +540,8 @@ function stats(reset: boolean, withHistogram: boolean): ChildMessage {
     churnHist: withHistogram ? churnHist.toPairs() : [],
     churnHistMax: churnHist.max,
     rss: process.memoryUsage.rss(),
+    pings: pingsSent,
+    pongs,
   };
   if (reset) {
     hist.reset();
@@ -512,6 +549,8 @@ function stats(reset: boolean, withHistogram: boolean): ChildMessage {
     churnHist.reset();
     received = 0;
     duplicates = 0;
+    pingsSent = 0;
+    pongs = 0;
     firstReceiveAt = 0;
     lastReceiveAt = 0;
   }

@@ -3,13 +3,14 @@
  * bench/results/<date>-<name>.json, .md and .svg for each, and prints one summary table.
  *
  *   npx tsx bench/run.ts                    # every scenario (about 25 minutes)
- *   npx tsx bench/run.ts idle fanout        # only those
+ *   npx tsx bench/run.ts idle fanout        # only those (idle | storm | ... | million | heartbeat)
  *   npx tsx bench/run.ts --smoke            # tiny sizes, one round each (seconds; part of make test)
  */
 import { runBacklog } from './backlog.js';
 import { runBroadcast } from './broadcast.js';
 import { runFailover } from './failover.js';
 import { runFanout } from './fanout.js';
+import { runHeartbeat } from './heartbeat.js';
 import { runIdle } from './idle.js';
 import { runJobs } from './jobs.js';
 import { runMillion } from './million.js';
@@ -38,6 +39,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   broadcast: runBroadcast,
   failover: runFailover,
   million: runMillion,
+  heartbeat: runHeartbeat,
 };
 
 const NOT_IN_SMOKE = ['failover'];

@@ -37,6 +37,9 @@ export interface FleetStats {
   churnHist: LatencyHistogram;
   /** The load children's resident memory, summed. */
   rss: number;
+  /** App-level pings sent and pongs received (OpenOptions.pingSeconds). */
+  pings: number;
+  pongs: number;
 }
 
 type Pairs = Array<[number, number]>;
@@ -73,6 +76,8 @@ export interface OpenOptions {
   topics?: number;
   /** How long the whole open may take before the harness gives up (default: timeoutMs + 10 min). */
   waitMs?: number;
+  /** Ours only: the ping interval to agree and keep (see OpenCommand). */
+  pingSeconds?: number;
 }
 
 /**
@@ -141,6 +146,7 @@ export class LoadFleet {
           retries: o.retries ?? 0,
           ...(o.target.token !== undefined ? { token: o.target.token } : {}),
           ...(o.topics !== undefined ? { topics: o.topics } : {}),
+          ...(o.pingSeconds !== undefined ? { pingSeconds: o.pingSeconds } : {}),
         };
         return ask<{
           ok: number;
@@ -207,6 +213,8 @@ export class LoadFleet {
       unicastHist,
       churnHist,
       rss: all.reduce((sum, a) => sum + a.rss, 0),
+      pings: all.reduce((sum, a) => sum + (a.pings ?? 0), 0),
+      pongs: all.reduce((sum, a) => sum + (a.pongs ?? 0), 0),
     };
   }
 

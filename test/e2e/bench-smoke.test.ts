@@ -18,6 +18,7 @@ const SCENARIOS = [
   'webhooks',
   'broadcast',
   'million',
+  'heartbeat',
 ];
 
 /**

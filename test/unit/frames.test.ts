@@ -32,6 +32,14 @@ const send = (fields: Record<string, unknown>): string => JSON.stringify({ t: 's
 describe('frames: parsing client frames', () => {
   it('parses ping', () => {
     expect(parseClientFrame('{"t":"ping"}')).to.deep.equal({ t: 'ping' });
+    // A ping may propose the interval from now on (issue 17); a bad one is a bad frame, with why.
+    expect(parseClientFrame('{"t":"ping","ping":120}')).to.deep.equal({ t: 'ping', ping: 120 });
+    for (const bad of ['0', '1.5', '"60"', '901', 'null']) {
+      expect(() => parseClientFrame(`{"t":"ping","ping":${bad}}`))
+        .to.throw(PushError)
+        .with.property('message')
+        .match(/^ping.ping must be an integer number of seconds from 1 to 900/);
+    }
   });
 
   it('parses ack with its sequences', () => {
@@ -255,6 +263,7 @@ describe('frames: server frames', () => {
 
   it('pong', () => {
     expect(JSON.parse(ServerFrames.pong())).to.deep.equal({ t: 'pong' });
+    expect(JSON.parse(ServerFrames.pong(120))).to.deep.equal({ t: 'pong', ping: 120 });
   });
 
   it('sent echoes the client id with the sequence and whether it was a duplicate', () => {
@@ -361,6 +370,7 @@ describe('frames: server frames match their schemas', () => {
       }),
     ],
     ['pong', ServerFrames.pong()],
+    ['pong', ServerFrames.pong(300)],
     ['sent', ServerFrames.sent('m1', 7, false)],
     ['error', ServerFrames.error('ack_unknown', 'x', { seqs: [3] })],
     ['error', ServerFrames.error('invalid_id', 'id: bad', { id: 'm1' })],

@@ -148,21 +148,42 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     expect(c.state).to.equal('disconnected');
   });
 
-  it('pings every hello.ping seconds and abandons a connection silent for two intervals', async function () {
-    const c = make();
+  it('pings every hello.ping seconds and abandons a connection whose ping got no pong in time', async function () {
+    const c = make({ heartbeat: { pongTimeoutMs: 100, storage: null } });
     const lost: number[] = [];
     c.on('connecting', (why) => lost.push(why.code));
     c.connect();
     await tick();
     const s = last();
-    s.hello(0.05); // 50 ms, so the test is quick; the edge clamps real values to 10..50 s
+    s.hello(0.05); // 50 ms, so the test is quick; the edge clamps real values to seconds
     await tick(70);
     expect(s.sent).to.deep.include({ t: 'ping' });
+    s.frame({ t: 'pong' });
+    await tick(70);
+    expect(s.sent.filter((f) => (f as { t: string }).t === 'ping')).to.have.length(2);
     expect(FakeSocket.all.length).to.equal(1);
-    await tick(200); // no pong, nothing at all: dead
+    await tick(150); // no pong, nothing at all: dead
     expect(lost).to.include(1006);
     expect(FakeSocket.all.length).to.be.greaterThan(1);
     expect(last().host).to.equal('e1'); // a connection that had said hello: the same edge again
+  });
+
+  it('proposes a longer interval in a ping after on-time pongs, and pings at what the edge agreed', async function () {
+    const c = make({ pingSeconds: 1, heartbeat: { confirmAfter: 1, stepFactor: 2, storage: null } });
+    c.connect();
+    await tick();
+    const s = last();
+    expect(new URL(s.url).searchParams.get('ping')).to.equal('1');
+    s.hello(1);
+    await tick(1050);
+    expect(s.sent.at(-1)).to.deep.equal({ t: 'ping' });
+    s.frame({ t: 'pong' });
+    await tick(1050);
+    expect(s.sent.at(-1)).to.deep.equal({ t: 'ping', ping: 2 });
+    s.frame({ t: 'pong', ping: 2 });
+    expect(c.heartbeat.seconds).to.equal(2);
+    await tick(1100);
+    expect(s.sent.filter((f) => (f as { t: string }).t === 'ping')).to.have.length(2);
   });
 
   it('settles send by sent or error; retries with the same id after a reconnect', async function () {

@@ -103,7 +103,15 @@ export class AppAdmin {
   private mergeSettings(patch: Partial<AppSettings> | undefined, base: AppSettings): AppSettings {
     if (patch === undefined) return base;
     const given = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<AppSettings>;
-    return { ...base, ...given };
+    const merged = { ...base, ...given };
+    // Checked on the result: a patch of one bound must fit the other one already set.
+    if (merged.pingMinSeconds > merged.pingMaxSeconds) {
+      throw new PushError(
+        'bad_request',
+        `pingMinSeconds (${merged.pingMinSeconds}) must not exceed pingMaxSeconds (${merged.pingMaxSeconds})`,
+      );
+    }
+    return merged;
   }
 
   private defaults(): AppSettings {

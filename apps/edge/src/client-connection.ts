@@ -145,8 +145,11 @@ export interface ClientSocket {
  */
 export interface SocketData {
   conn: ClientConnection;
-  /** Ping interval the client asked for at the upgrade (seconds, clamped), applied at open. */
-  ping: number;
+  /**
+   * Ping interval agreed at the upgrade (seconds), applied at open. Not named `ping`: uWS.js keeps
+   * these fields on the socket object itself, where `ping` would hide `ws.ping()`.
+   */
+  pingSeconds: number;
 }
 
 /**
@@ -193,6 +196,8 @@ export class ClientConnection implements LiveReceiver {
   private rpcBucket: TokenBucket | undefined;
   /** `rpc` frames awaiting their answer. */
   private rpcInFlight = 0;
+  /** Agrees a new ping interval a `ping` frame proposed (the edge's heartbeat wheel); answers the agreed one. */
+  heartbeat: { propose(seconds: number): number } | undefined;
   /** Why the edge closed the socket (`kicked`, `token_expired`...), for the `conn_close` event; undefined when the client did. */
   closeReason: string | undefined;
   /**
@@ -884,7 +889,7 @@ export class ClientConnection implements LiveReceiver {
         this.ack(frame.seqs);
         return;
       case 'ping':
-        this.sendText(ServerFrames.pong());
+        this.sendText(ServerFrames.pong(frame.ping === undefined ? undefined : this.heartbeat?.propose(frame.ping)));
         return;
       case 'send':
         void this.handleSend(frame);

@@ -7,11 +7,12 @@ import {
   type TemplatedApp,
   type us_socket_context_t,
 } from '@push/http';
-import { CLOSE, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
+import { CLOSE, DEFAULT_APP_SETTINGS, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
 import type { DevicePolicy } from './device-policy.js';
 import type { EdgeContext } from './edge-context.js';
+import { HeartbeatWheel, agreePing, type Heartbeat } from './heartbeat.js';
 
 export interface EdgeSocketOptions {
   ctx: EdgeContext;
@@ -34,10 +35,22 @@ export interface EdgeSocketOptions {
  */
 interface RefusedSocket {
   conn?: undefined;
+  beat?: undefined;
   refused: { code: number; reason: string };
 }
-/** An accepted socket: its connection and the client's address (counted per IP until it closes). */
-type UpgradeData = (SocketData & { ip: string }) | RefusedSocket;
+/**
+ * An accepted socket: its connection, the client's address (counted per IP until it closes) and
+ * its entry in the heartbeat wheel (set at open).
+ */
+type OpenSocket = SocketData & { ip: string; beat?: Heartbeat };
+type UpgradeData = OpenSocket | RefusedSocket;
+
+/**
+ * uWS's own idle timeout on `/ws`: its most (960 s), a backstop only. The silence bound that
+ * follows each connection's agreed interval is the HeartbeatWheel's (docs/architecture.md,
+ * "Heartbeats"): a uWS behavior has one `idleTimeout` for all its sockets.
+ */
+const WS_IDLE_BACKSTOP_SECONDS = 960;
 
 /**
  * The socket limits both doors (`/ws` and the Pusher door's `/app/:key`) share. A frame uWS drops
@@ -147,15 +160,11 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     return verifyClientToken(token, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
-  function clampPing(raw: string): number {
-    const p = edgeConfig.ping;
-    const n = Number(raw);
-    if (raw === '' || !Number.isFinite(n)) return p.defaultSeconds;
-    return Math.min(p.maxSeconds, Math.max(p.minSeconds, Math.round(n)));
-  }
+  const heartbeats = new HeartbeatWheel(edgeConfig.ping.maxSeconds, undefined, () => metrics.heartbeatDrops.inc());
 
   app.ws<UpgradeData>('/ws', {
     ...socketLimits(edgeConfig),
+    idleTimeout: WS_IDLE_BACKSTOP_SECONDS,
     upgrade: (res, req, context) => {
       const key = req.getHeader('sec-websocket-key');
       const protocol = req.getHeader('sec-websocket-protocol');
@@ -163,7 +172,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const auth = req.getHeader('authorization');
       const token = req.getQuery('token') || (auth.startsWith('Bearer ') ? auth.slice(7).trim() : '');
       const appParam = req.getQuery('app') ?? '';
-      const ping = clampPing(req.getQuery('ping') ?? '');
+      const askedPing = req.getQuery('ping') ?? '';
       const origin = req.getHeader('origin');
       const asked: Asked = {
         asClose: req.getQuery('refusal') === REFUSAL_AS_CLOSE,
@@ -197,9 +206,11 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         return;
       }
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
+      const settings = ctx.apps.get(id.app)?.settings ?? DEFAULT_APP_SETTINGS;
+      const ping = agreePing(askedPing === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
-      res.upgrade<UpgradeData>({ conn, ping, ip }, key, protocol, extensions, context);
+      res.upgrade<UpgradeData>({ conn, pingSeconds: ping, ip }, key, protocol, extensions, context);
     },
     open: (ws) => {
       const data = ws.getUserData();
@@ -207,8 +218,26 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         ws.end(data.refused.code, data.refused.reason);
         return;
       }
-      const { conn, ping } = data;
+      const { conn, pingSeconds: ping } = data;
       ctx.ipPolicy.opened(data.ip);
+      const beat = heartbeats.add(
+        {
+          ping: () => ws.ping(),
+          drop: () => {
+            conn.closeReason ??= 'silent';
+            ws.close();
+          },
+        },
+        ping,
+      );
+      data.beat = beat;
+      conn.heartbeat = {
+        propose: (seconds) => {
+          const agreed = agreePing(seconds, edgeConfig.ping, ctx.apps.get(conn.app)?.settings ?? DEFAULT_APP_SETTINGS);
+          heartbeats.change(beat, agreed);
+          return agreed;
+        },
+      };
       connections.add(conn);
       metrics.connections.set(connections.size);
       const record = ctx.apps.get(conn.app);
@@ -220,22 +249,28 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       opts.devicePolicy?.opened(conn);
     },
     message: (ws, message, isBinary) => {
-      const { conn } = ws.getUserData();
+      const { conn, beat } = ws.getUserData();
       if (conn === undefined) return; // a refusal being closed
+      if (beat !== undefined) beat.heard = heartbeats.now;
       if (isBinary) {
         conn.rejectFrame(new PushError('bad_frame', 'binary frames are not accepted; send JSON text'));
         return;
       }
       conn.onFrame(Buffer.from(message).toString('utf8'));
     },
+    pong: (ws) => {
+      const { beat } = ws.getUserData();
+      if (beat !== undefined) beat.heard = heartbeats.now;
+    },
     drain: (ws) => {
       ws.getUserData().conn?.drained();
     },
     close: (ws, code) => {
       const data = ws.getUserData();
-      const { conn } = data;
+      const { conn, beat } = data;
       if (conn === undefined) return; // a refusal: never counted, never in presence
       ctx.ipPolicy.closed(data.ip);
+      if (beat !== undefined) heartbeats.remove(beat);
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
       conn.closed();
       opts.devicePolicy?.closed(conn); // devicePolicy

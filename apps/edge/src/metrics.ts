@@ -16,6 +16,11 @@ export function createEdgeMetrics(registry: Registry) {
       labelNames: ['code'],
       registers: r,
     }),
+    heartbeatDrops: new Counter({
+      name: 'push_edge_heartbeat_drops_total',
+      help: 'Connections dropped for being silent for twice their agreed ping interval',
+      registers: r,
+    }),
     messagesOut: new Counter({
       name: 'push_edge_messages_out_total',
       help: 'Messages delivered to clients',

@@ -3,3 +3,9 @@ export * from './subscription.js';
 export type { PresenceMember } from './presence-roster.js';
 export * from './protocol-constants.js';
 export type { Listener } from './emitter.js';
+export {
+  HeartbeatPolicy,
+  HEARTBEAT_STORAGE_KEY,
+  type HeartbeatOptions,
+  type HeartbeatStorage,
+} from './heartbeat-policy.js';

@@ -1,5 +1,6 @@
 import { EdgeRoutes } from './edge-routes.js';
 import { Emitter } from './emitter.js';
+import { HeartbeatPolicy, type HeartbeatOptions } from './heartbeat-policy.js';
 import { CLOSE, MAX_ACKS_PER_FRAME, RECONNECT_BACKOFF, REFUSAL_AS_CLOSE, REFUSED } from './protocol-constants.js';
 import { BROADCAST_TOPIC, PushClientError, Subscription, type SubscribeOptions } from './subscription.js';
 
@@ -54,8 +55,13 @@ export interface PushClientOptions {
    * (acks of one event-loop turn go in one frame). `manual`: call `message.ack()` or `client.ack(seq)`.
    */
   ackMode?: 'auto' | 'manual';
-  /** App-level ping interval to propose, seconds; the edge clamps it (hello.ping). */
+  /**
+   * App-level ping interval to start at, seconds (25); the edge clamps it (hello.ping). With the
+   * adaptive heartbeat (default) the interval steps up from here while pongs come on time.
+   */
   pingSeconds?: number;
+  /** The adaptive heartbeat (docs/sdk.md#heartbeats); `{ mode: 'fixed' }` pings at `pingSeconds` always. */
+  heartbeat?: HeartbeatOptions;
   /** A connection with no `hello` after this long is abandoned and the next edge tried, ms (10000). */
   connectTimeoutMs?: number;
   /** A token is refreshed this many seconds before its `exp` (30). */
@@ -295,7 +301,12 @@ export class PushClient extends Emitter<PushClientEvents> {
   private lastHeard = 0;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
-  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private pingTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Armed while a ping awaits its pong. */
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
+  /** An interval to propose with the next ping. */
+  private propose: number | undefined;
+  private readonly beat: HeartbeatPolicy;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private ackTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sequences delivered on the current socket and not acked on it yet. */
@@ -342,11 +353,17 @@ export class PushClient extends Emitter<PushClientEvents> {
       throw new PushClientError('no_websocket', 'no global WebSocket: pass one as the WebSocket option (Node 20: ws)');
     }
     this.WS = WS;
+    this.beat = new HeartbeatPolicy({ startSeconds: this.opts.pingSeconds, ...options.heartbeat });
     this.broadcasts = new Subscription(BROADCAST_TOPIC, this.host);
     this.routes = new EdgeRoutes(options);
     if ((options.edges?.length ?? 0) === 0 && options.dispatcher === undefined) {
       throw new PushClientError('no_edges', 'give edges or a dispatcher URL');
     }
+  }
+
+  /** The heartbeat interval in use (or asked for at the next connect), seconds, and the network it is for. */
+  get heartbeat(): { seconds: number; network: string } {
+    return { seconds: this.beat.seconds, network: this.beat.network };
   }
 
   /** The current state (see ClientState). */
@@ -515,7 +532,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     }
     const url = new URL(edge);
     url.searchParams.set('token', token);
-    url.searchParams.set('ping', String(this.opts.pingSeconds));
+    url.searchParams.set('ping', String(this.beat.connecting()));
     url.searchParams.set('refusal', REFUSAL_AS_CLOSE);
     let sock: WebSocketLike & SocketEvents;
     try {
@@ -621,6 +638,8 @@ export class PushClient extends Emitter<PushClientEvents> {
   private onClosed(sock: WebSocketLike & SocketEvents, code: number, reason: string): void {
     if (sock !== this.sock) return;
     const hadHello = this.helloOnSocket;
+    // A connection that died silently while idle may say the interval was too long for the network.
+    if (hadHello && code === 1006 && reason !== 'no pong') this.beat.lost(Date.now() - this.lastHeard);
     this.dropSocket();
     const next = this.decide(code, reason, hadHello);
     if (next.stop) {
@@ -704,7 +723,10 @@ export class PushClient extends Emitter<PushClientEvents> {
     this.sock = undefined;
     this.helloOnSocket = false;
     clearTimeout(this.connectTimer);
-    clearInterval(this.pingTimer);
+    clearTimeout(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    this.pongTimer = undefined;
+    this.propose = undefined;
     clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     this.toAck = [];
@@ -820,8 +842,11 @@ export class PushClient extends Emitter<PushClientEvents> {
       case 'error':
         this.onError(f);
         break;
+      case 'pong':
+        this.onPong(f);
+        break;
       default:
-        break; // pong, and frame kinds of later versions
+        break; // frame kinds of later versions
     }
   }
 
@@ -831,8 +856,9 @@ export class PushClient extends Emitter<PushClientEvents> {
     this.routes.connected(this.sockEdge);
     clearTimeout(this.connectTimer);
     this.window = typeof f.window === 'number' ? f.window : 100;
-    const ping = typeof f.ping === 'number' ? f.ping : this.opts.pingSeconds;
-    this.startPings(ping);
+    const ping = typeof f.ping === 'number' ? f.ping : this.beat.seconds;
+    this.beat.agreed(ping);
+    this.schedulePing();
     this.user = String(f.user);
     this.setState('connected', { code: 0, reason: '' });
     this.emit('connected', {
@@ -853,19 +879,36 @@ export class PushClient extends Emitter<PushClientEvents> {
     for (const sub of this.subs.values()) sub.resubscribe();
   }
 
-  /** App-level pings; a connection that sent nothing for two intervals is dead. */
-  private startPings(seconds: number): void {
-    clearInterval(this.pingTimer);
+  /**
+   * The next app-level ping, one interval (the policy's) from now. It carries an interval to
+   * propose when the policy stepped up or the network changed; a ping with no pong within the
+   * policy's `pongTimeoutMs` is a failure: the connection is given up (docs/sdk.md#heartbeats).
+   */
+  private schedulePing(): void {
+    clearTimeout(this.pingTimer);
     const sock = this.sock;
     if (sock === undefined) return;
-    const ms = seconds * 1000;
-    this.pingTimer = setInterval(() => {
-      if (Date.now() - this.lastHeard > 2 * ms) {
+    this.pingTimer = setTimeout(() => {
+      this.propose = this.beat.networkChanged() ?? this.propose;
+      const frame = this.propose === undefined ? '{"t":"ping"}' : `{"t":"ping","ping":${this.propose}}`;
+      this.propose = undefined;
+      if (!this.write(frame)) return;
+      this.pongTimer = setTimeout(() => {
+        this.beat.failed();
         this.abandon(sock, 'no pong');
-        return;
-      }
-      this.write('{"t":"ping"}');
-    }, ms);
+      }, this.beat.pongTimeoutMs);
+    }, this.beat.seconds * 1000);
+  }
+
+  /** A pong: confirms the interval the ping was sent after; answers a proposal with the agreed interval. */
+  private onPong(f: ServerFrame): void {
+    if (this.pongTimer === undefined) return; // not awaited (an extra ping of an older client)
+    clearTimeout(this.pongTimer);
+    this.pongTimer = undefined;
+    const next = this.beat.onTime();
+    if (typeof f.ping === 'number') this.beat.agreed(f.ping);
+    else this.propose = next;
+    this.schedulePing();
   }
 
   private onMessage(f: ServerFrame): void {

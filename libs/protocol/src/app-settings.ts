@@ -101,6 +101,14 @@ export interface AppSettings {
    * `hello`. `single-per-device`: the same among connections with the same `dev` claim.
    */
   devicePolicy: DevicePolicyName;
+  // --- Adaptive heartbeats (issue 17 item 2) -----------------------------------------------
+  /**
+   * Lowest and highest app-level ping interval, seconds, a connection of this app may agree
+   * (within the edge's `PUSH_EDGE_PING_MIN`..`PUSH_EDGE_PING_MAX`; the edge's bounds win where
+   * they do not overlap). The edge drops a connection silent for twice the agreed interval.
+   */
+  pingMinSeconds: number;
+  pingMaxSeconds: number;
 }
 
 /** The values of the app setting `devicePolicy`. */
@@ -140,6 +148,8 @@ export const DEFAULT_APP_SETTINGS: Readonly<AppSettings> = Object.freeze({
   deniedCidrs: Object.freeze([]) as unknown as string[],
   maxDeliveries: 20,
   devicePolicy: 'multi',
+  pingMinSeconds: 10,
+  pingMaxSeconds: 600,
 });
 
 /** A signing secret for client tokens; `kid` names it in the token header. */

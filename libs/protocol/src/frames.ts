@@ -2,6 +2,8 @@ import { FrameError, PushError, type ErrorCode } from './errors.js';
 import { idProblem } from './ids.js';
 import {
   AckFrameSchema,
+  MAX_PING_SECONDS,
+  PingFrameSchema,
   MAX_ACKS_PER_FRAME,
   RpcFrameWireSchema,
   SendFrameWireSchema,
@@ -124,6 +126,7 @@ export function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 const ackFrame = compile(AckFrameSchema);
+const pingFrame = compile(PingFrameSchema);
 const subFrame = compile(SubFrameSchema, { order: ['t', 'topic', 'since', 'token'] });
 const unsubFrame = compile(UnsubFrameSchema);
 
@@ -234,7 +237,9 @@ export function parseClientFrame(text: string): ClientFrame {
       if (ackFrame.check(value)) return { t: 'ack', seqs: value.seqs };
       throw ackFrame.problem(value) ?? new PushError('bad_frame');
     case 'ping':
-      return { t: 'ping' };
+      if (value['ping'] === undefined) return { t: 'ping' };
+      if (pingFrame.check(value)) return { t: 'ping', ping: value.ping };
+      throw new PushError('bad_frame', `ping.ping must be an integer number of seconds from 1 to ${MAX_PING_SECONDS}`);
     case 'send':
       return parseSend(value);
     case 'up':
@@ -272,8 +277,9 @@ export const ServerFrames = {
   hello(fields: Omit<HelloFrame, 't'>): string {
     return JSON.stringify({ t: 'hello', ...fields } satisfies HelloFrame);
   },
-  pong(): string {
-    return '{"t":"pong"}';
+  /** A `pong`; with the agreed interval when the `ping` proposed one. */
+  pong(agreedSeconds?: number): string {
+    return agreedSeconds === undefined ? '{"t":"pong"}' : `{"t":"pong","ping":${agreedSeconds}}`;
   },
   sent(id: string, seq: number, duplicate: boolean): string {
     return JSON.stringify({ t: 'sent', id, seq, dup: duplicate });

@@ -62,8 +62,15 @@ export const AckFrameSchema = Type.Object({
 });
 export type AckFrame = Static<typeof AckFrameSchema>;
 
+/** Longest app-level ping interval anything may agree, seconds (apps' `pingMaxSeconds`, `PUSH_EDGE_PING_MAX`). */
+export const MAX_PING_SECONDS = 900;
+
 /** Client -> edge: app-level ping, answered by a `pong` (for browsers, which cannot see WS pings). */
-export const PingFrameSchema = Type.Object({ t: Type.Literal('ping') });
+export const PingFrameSchema = Type.Object({
+  t: Type.Literal('ping'),
+  /** Optional: the interval, seconds, the client proposes from now on; the `pong` says what was agreed. */
+  ping: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PING_SECONDS })),
+});
 export type PingFrame = Static<typeof PingFrameSchema>;
 
 /**
@@ -198,7 +205,11 @@ export const MsgFrameSchema = Type.Object({
 export type MsgFrame = Static<typeof MsgFrameSchema>;
 
 /** Edge -> client: answer to an app-level `ping`. */
-export const PongFrameSchema = Type.Object({ t: Type.Literal('pong') });
+export const PongFrameSchema = Type.Object({
+  t: Type.Literal('pong'),
+  /** The interval agreed, seconds, when the `ping` proposed one. */
+  ping: Type.Optional(Type.Integer({ minimum: 1 })),
+});
 export type PongFrame = Static<typeof PongFrameSchema>;
 
 /** Edge -> client: a `send` was stored. */
@@ -507,6 +518,9 @@ export const appSettingsPatchSchema = (limits: SettingsLimits) =>
           problem: `devicePolicy must be one of ${DEVICE_POLICIES.join(', ')}`,
         }),
       ),
+      // Adaptive heartbeats (issue 17 item 2); pingMinSeconds <= pingMaxSeconds is checked on the merged settings.
+      pingMinSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PING_SECONDS })),
+      pingMaxSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PING_SECONDS })),
     },
     { additionalProperties: false },
   );
