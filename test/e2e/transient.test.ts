@@ -109,6 +109,30 @@ describe('transient pushes', function () {
     await c.ping();
   });
 
+  it('while a connection is held mid-backlog by its window, transient messages go out at once; every stored one comes once, in order', async function () {
+    const stored: number[] = [];
+    for (let i = 0; i < 40; i++) stored.push(await app.pushOk('yann', { n: i }));
+    // Never acked: the window of 2 holds the backlog back, so the connection is mid-backlog
+    // throughout, and the transient messages must still come.
+    const c = await connectClient('yann', 'default', 1);
+    await waitConnections('yann', 1);
+    const sent = await Promise.all(
+      [0, 1, 2].map((i) => app.push({ user: 'yann', data: { live: i }, transient: true })),
+    );
+    for (const r of sent) expect(r.body).to.deep.equal({ transient: true, connections: 1 });
+    await until('3 transient messages', () => transients(c).length === 3);
+    const seqs = () => c.messages.filter((m) => m.seq !== undefined).map((m) => m.seq);
+    expect(seqs()).to.deep.equal(stored.slice(0, 2));
+    // Acking moves the backlog on: all 40 arrive once, in order, with the transient ones among them.
+    for (let i = 0; i < 40 && seqs().length < 40; i++) {
+      const got = seqs();
+      c.ack(got.slice(-2));
+      await until('more stored messages', () => seqs().length > got.length || seqs().length === 40);
+    }
+    expect(seqs()).to.deep.equal(stored);
+    expect(transients(c)).to.have.length(3);
+  });
+
   it('an offline user gets nothing, then or later: the answer is 0 and nothing is stored', async function () {
     const r = await app.push({ user: 'vera', data: { typing: true }, transient: true });
     expect(r.status).to.equal(200);
