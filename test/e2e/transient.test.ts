@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { PushClient, type PushMessage } from '@push/client';
 import { Subjects, type JobView } from '@push/protocol';
+import { runCli } from '../helpers/cli.js';
 import { NATS_URL } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { inboxCounts } from '../helpers/streams.js';
@@ -298,6 +299,26 @@ describe('transient pushes', function () {
     const late = await connectClient('job-off', 'default');
     await sleep(300);
     expect(late.messages).to.deep.equal([]);
+  });
+
+  it('the CLI: push --transient answers connections and stores nothing; bad flags get the code', async function () {
+    const c = await connectClient('cli-t', 'default');
+    await waitConnections('cli-t', 1);
+    const env = {
+      PUSH_PREFIX: stack.prefix,
+      PUSH_DATABASE_URL: stack.databaseUrl,
+      PUSH_NATS_URL: NATS_URL,
+      ...(process.env['PUSH_REDIS_URL'] !== undefined ? { PUSH_REDIS_URL: process.env['PUSH_REDIS_URL'] } : {}),
+    };
+    const r = await runCli(['push', app.id, 'cli-t', '--data', '{"typing":true}', '--transient'], env);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(JSON.parse(r.stdout)).to.deep.equal({ transient: true, connections: 1 });
+    const f = await c.waitFor((x) => x.t === 'msg');
+    expect(f).to.include({ transient: true });
+    expect(await storedCount('cli-t')).to.equal(0);
+    const bad = await runCli(['push', app.id, 'cli-t', '--data', '1', '--transient', '--ttl', '5'], env);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.contain('transient_conflict');
   });
 
   it('the SDK in Node emits a transient message and never acks it', async function () {
