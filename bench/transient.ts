@@ -58,53 +58,45 @@ async function received(fleet: LoadFleet, kind: Kind, accepted: number, what: st
   return got;
 }
 
-async function latencyRound(
+/**
+ * One measured run of one kind: at `rate` msgs/s for `seconds` (a latency round; `perSecond` is
+ * the rate really sent), or as fast as possible when `rate` is undefined (a throughput round;
+ * `perSecond` is the delivered rate).
+ */
+async function measure(
   target: OursTarget,
   fleet: LoadFleet,
   users: string[],
   kind: Kind,
-  rate: number,
+  rate: number | undefined,
   seconds: number,
 ): Promise<Round> {
   if (kind === 'stored') await waitStreamEmpty(target.inboxStream, 180_000);
   await fleet.stats(true);
   const cpu = new CpuByRole(target, fleet);
   cpu.start();
-  const d = await drive(target, new Messages(users, kind === 'transient'), rate, seconds, 'batch');
-  const got = await received(fleet, kind, d.accepted, `${kind} at ${rate}/s`);
+  const msgs = new Messages(users, kind === 'transient');
+  const what = rate === undefined ? `${kind} throughput` : `${kind} at ${rate}/s`;
+  let accepted: number;
+  let perSecond: number;
+  if (rate === undefined) {
+    const run = await flatOut(target, msgs, seconds);
+    accepted = run.accepted;
+    const got = await received(fleet, kind, accepted, what);
+    perSecond = Math.round((got.received / (got.lastReceiveAt - run.t0)) * 1000);
+  } else {
+    const d = await drive(target, msgs, rate, seconds, 'batch');
+    accepted = d.accepted;
+    await received(fleet, kind, accepted, what);
+    perSecond = d.sentPerSecond;
+  }
   const used = cpu.stop();
-  const l = latency(await fleet.stats(true));
-  note(`${kind} ${rate}/s: sent ${d.sentPerSecond}/s, got ${got.received}/${d.accepted}, p50 ${l.p50} p99 ${l.p99} ms`);
-  return {
-    kind,
-    accepted: d.accepted,
-    received: got.received,
-    perSecond: d.sentPerSecond,
-    p50: l.p50,
-    p99: l.p99,
-    p999: l.p999,
-    cpu: used,
-  };
-}
-
-async function throughputRound(
-  target: OursTarget,
-  fleet: LoadFleet,
-  users: string[],
-  kind: Kind,
-  seconds: number,
-): Promise<Round> {
-  if (kind === 'stored') await waitStreamEmpty(target.inboxStream, 180_000);
-  await fleet.stats(true);
-  const cpu = new CpuByRole(target, fleet);
-  cpu.start();
-  const { t0, accepted } = await flatOut(target, new Messages(users, kind === 'transient'), seconds);
-  const got = await received(fleet, kind, accepted, `${kind} throughput`);
-  const used = cpu.stop();
-  const l = latency(await fleet.stats(true));
-  const perSecond = Math.round((got.received / (got.lastReceiveAt - t0)) * 1000);
-  note(`${kind} throughput: ${perSecond}/s delivered, got ${got.received}/${accepted}, cpu ${JSON.stringify(used)}`);
-  return { kind, accepted, received: got.received, perSecond, p50: l.p50, p99: l.p99, p999: l.p999, cpu: used };
+  const s = await fleet.stats(true);
+  const l = latency(s);
+  note(
+    `${what}: ${perSecond}/s, got ${s.received}/${accepted}, p50 ${l.p50} p99 ${l.p99} ms, cpu ${JSON.stringify(used)}`,
+  );
+  return { kind, accepted, received: s.received, perSecond, p50: l.p50, p99: l.p99, p999: l.p999, cpu: used };
 }
 
 export async function runTransient(opts: RunOptions = { smoke: false }): Promise<BenchResult> {
@@ -121,12 +113,12 @@ export async function runTransient(opts: RunOptions = { smoke: false }): Promise
       const target = t as OursTarget;
       await fleet.openAll({ target, userPrefix: 'tr', total: users.length, concurrency: 200, retries: 20 });
       // Warm-up (not measured): connections to the center, JIT, buffers.
-      if (!smoke) for (const kind of KINDS) await latencyRound(target, fleet, users, kind, 1000, 2);
+      if (!smoke) for (const kind of KINDS) await measure(target, fleet, users, kind, 1000, 2);
       for (let r = 0; r < rounds; r++) {
         // Alternate which kind goes first, so neither always meets the other's leftovers.
         const order = r % 2 === 0 ? KINDS : [...KINDS].reverse();
-        for (const kind of order) lat.push(await latencyRound(target, fleet, users, kind, rate, seconds));
-        for (const kind of order) thr.push(await throughputRound(target, fleet, users, kind, seconds));
+        for (const kind of order) lat.push(await measure(target, fleet, users, kind, rate, seconds));
+        for (const kind of order) thr.push(await measure(target, fleet, users, kind, undefined, seconds));
       }
     });
   } finally {

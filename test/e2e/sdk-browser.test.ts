@@ -114,7 +114,7 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
           backoff: { baseMs: 50, capMs: 300 },
           ...opts,
         });
-        client.on('message', (m) => rec.messages.push({ seq: m.seq, data: m.data, from: m.from }));
+        client.on('message', (m) => rec.messages.push({ seq: m.seq, data: m.data, from: m.from, ...(m.transient ? { transient: true } : {}) }));
         client.on('connected', (c) => rec.connects.push(c.edge));
         client.on('connecting', (w) => rec.closes.push(w));
         client.on('disconnected', (w) => (rec.disconnected = w));
@@ -177,6 +177,29 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     await waitUntil(`t.e.client.state === 'connected' && t.e.connects.length >= 2`);
     await app.pushOk(user, 'fresh');
     await waitUntil(`t.e.messages.some((m) => m.data === 'fresh')`);
+  });
+
+  it('emits a transient message (seq 0, transient) and never acks it; stored ones are acked', async function () {
+    await harness();
+    const user = userOn(stack.wsUrl(), 'trans');
+    await page.evaluate(`mk('t1', ${JSON.stringify(user)})`);
+    await waitUntil(`t.t1.client.state === 'connected'`);
+    for (let i = 0; (await app.user(user)).body['online'] !== true; i++) {
+      if (i > 200) throw new Error('never online');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const r = await app.push({ user, data: { typing: true }, transient: true });
+    expect(r.body).to.deep.equal({ transient: true, connections: 1 });
+    const seq = await app.pushOk(user, 'stored');
+    await waitUntil('t.t1.messages.length === 2');
+    expect(await get('t.t1.messages.map((m) => [m.seq, m.data, m.transient === true])')).to.deep.equal([
+      [0, { typing: true }, true],
+      [seq, 'stored', false],
+    ]);
+    await app.waitPending(user, 0);
+    // An ack of the transient one would have come back as an error frame.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await get('t.t1.errors')).to.deep.equal([]);
   });
 
   it('stops reconnecting when kicked', async function () {

@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { PushClient, type PushMessage } from '@push/client';
 import { Subjects, type JobView } from '@push/protocol';
+import { runCli } from '../helpers/cli.js';
 import { NATS_URL } from '../helpers/nats-server.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { inboxCounts } from '../helpers/streams.js';
@@ -107,6 +108,30 @@ describe('transient pushes', function () {
     const err = await c.waitFor((f) => f.t === 'error');
     expect(err['code']).to.equal('bad_frame');
     await c.ping();
+  });
+
+  it('while a connection is held mid-backlog by its window, transient messages go out at once; every stored one comes once, in order', async function () {
+    const stored: number[] = [];
+    for (let i = 0; i < 40; i++) stored.push(await app.pushOk('yann', { n: i }));
+    // Never acked: the window of 2 holds the backlog back, so the connection is mid-backlog
+    // throughout, and the transient messages must still come.
+    const c = await connectClient('yann', 'default', 1);
+    await waitConnections('yann', 1);
+    const sent = await Promise.all(
+      [0, 1, 2].map((i) => app.push({ user: 'yann', data: { live: i }, transient: true })),
+    );
+    for (const r of sent) expect(r.body).to.deep.equal({ transient: true, connections: 1 });
+    await until('3 transient messages', () => transients(c).length === 3);
+    const seqs = () => c.messages.filter((m) => m.seq !== undefined).map((m) => m.seq);
+    expect(seqs()).to.deep.equal(stored.slice(0, 2));
+    // Acking moves the backlog on: all 40 arrive once, in order, with the transient ones among them.
+    for (let i = 0; i < 40 && seqs().length < 40; i++) {
+      const got = seqs();
+      c.ack(got.slice(-2));
+      await until('more stored messages', () => seqs().length > got.length || seqs().length === 40);
+    }
+    expect(seqs()).to.deep.equal(stored);
+    expect(transients(c)).to.have.length(3);
   });
 
   it('an offline user gets nothing, then or later: the answer is 0 and nothing is stored', async function () {
@@ -274,6 +299,26 @@ describe('transient pushes', function () {
     const late = await connectClient('job-off', 'default');
     await sleep(300);
     expect(late.messages).to.deep.equal([]);
+  });
+
+  it('the CLI: push --transient answers connections and stores nothing; bad flags get the code', async function () {
+    const c = await connectClient('cli-t', 'default');
+    await waitConnections('cli-t', 1);
+    const env = {
+      PUSH_PREFIX: stack.prefix,
+      PUSH_DATABASE_URL: stack.databaseUrl,
+      PUSH_NATS_URL: NATS_URL,
+      ...(process.env['PUSH_REDIS_URL'] !== undefined ? { PUSH_REDIS_URL: process.env['PUSH_REDIS_URL'] } : {}),
+    };
+    const r = await runCli(['push', app.id, 'cli-t', '--data', '{"typing":true}', '--transient'], env);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(JSON.parse(r.stdout)).to.deep.equal({ transient: true, connections: 1 });
+    const f = await c.waitFor((x) => x.t === 'msg');
+    expect(f).to.include({ transient: true });
+    expect(await storedCount('cli-t')).to.equal(0);
+    const bad = await runCli(['push', app.id, 'cli-t', '--data', '1', '--transient', '--ttl', '5'], env);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.contain('transient_conflict');
   });
 
   it('the SDK in Node emits a transient message and never acks it', async function () {

@@ -28,7 +28,7 @@ import {
 } from '@push/nats';
 import { createRegistry } from '@push/http';
 import { Redis } from 'ioredis';
-import type { PresenceRegistry } from '@push/presence';
+import { PresenceRegistry } from '@push/presence';
 import { createLogger } from '@push/logger';
 import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
@@ -99,11 +99,13 @@ Prints the bare token (not JSON), so TOKEN=$(... token ...) works.`,
     example: `${CLI} topic-token --app demo --user alice --topic news`,
   },
   push: {
-    usage: `  push APP USER --data JSON|TEXT [--ttl SECONDS] [--id MSG_ID]
+    usage: `  push APP USER --data JSON|TEXT [--ttl SECONDS] [--id MSG_ID] [--transient]
                                             push a message to USER's inbox (prints seq, duplicate)`,
     details: `  --data JSON|TEXT   the message: JSON when it parses as JSON, else the text as a string
   --ttl SECONDS      how long it is kept until acked (default: the app's)
   --id MSG_ID        idempotency id: the same id within the duplicate window is stored once
+  --transient        never stored: only USER's connections online now get it (no --ttl, --id);
+                     prints {"transient":true,"connections":N} (N from presence, in Redis)
 Stores it as POST /v1/apps/APP/push does (NATS; no API key) and prints {"seq":N,"duplicate":false}.`,
     example: `${CLI} push demo alice --data '{"hello":"world"}'`,
   },
@@ -121,7 +123,7 @@ Ctrl-C ends it (exit 0), a kick or a refusal exit 1.`,
     example: `${CLI} dev-setup --out .data/demo.json`,
   },
   jobs: {
-    usage: `  jobs create --app ID --users FILE (--data JSON | --b64 BASE64) [--ttl SECONDS]
+    usage: `  jobs create --app ID --users FILE (--data JSON | --b64 BASE64) [--ttl SECONDS] [--transient]
                                             fan-out job: the message to every user in FILE (one id
                                             a line; - reads stdin); a running center writes it
   jobs get --app ID JOB                     a job's state and counts
@@ -129,7 +131,8 @@ Ctrl-C ends it (exit 0), a kick or a refusal exit 1.`,
   jobs cancel --app ID JOB                  cancel a job (its center stops within a second)`,
     details: `  --users FILE     user ids, one a line (- reads stdin)
   --data JSON, --b64 BASE64  the message
-  --ttl SECONDS    how long each message is kept until acked`,
+  --ttl SECONDS    how long each message is kept until acked
+  --transient      never stored: sent to the users' connections online when their turn comes`,
     example: `printf 'alice\\nbob\\n' | ${CLI} jobs create --app demo --users - --data '{"news":1}'`,
   },
   topics: {
@@ -333,6 +336,7 @@ async function run(argv: string[]): Promise<number> {
       settings: { type: 'string' },
       disable: { type: 'boolean' },
       enable: { type: 'boolean' },
+      transient: { type: 'boolean' },
       app: { type: 'string' },
       user: { type: 'string' },
       device: { type: 'string' },
@@ -658,7 +662,7 @@ async function jobsCommand(
   config: Config,
   sub: string | undefined,
   jobId: string | undefined,
-  flags: { app?: string; users?: string; data?: string; b64?: string; ttl?: string },
+  flags: { app?: string; users?: string; data?: string; b64?: string; ttl?: string; transient?: boolean },
 ): Promise<number> {
   if (sub === undefined || !['create', 'get', 'list', 'cancel'].includes(sub)) return usageError('jobs');
   const app = await readApp(config, need(flags.app, '--app'));
@@ -687,6 +691,7 @@ async function jobsCommand(
         if (flags.data !== undefined) message['data'] = parseJsonFlag(flags.data, 'data');
         if (flags.b64 !== undefined) message['b64'] = flags.b64;
         if (flags.ttl !== undefined) message['ttl'] = Number(flags.ttl);
+        if (flags.transient === true) message['transient'] = true;
         if (users.length <= JOB_CHUNK_USERS) {
           print({ job: await jobs.create(app, { ...message, users }) });
           return 0;
@@ -776,7 +781,7 @@ async function pushCommand(
   config: Config,
   appId: string,
   user: string,
-  flags: { data?: string; ttl?: string; id?: string },
+  flags: { data?: string; ttl?: string; id?: string; transient?: boolean },
 ): Promise<number> {
   const app = await readApp(config, appId);
   const text = need(flags.data, '--data');
@@ -789,25 +794,34 @@ async function pushCommand(
   const body: Record<string, unknown> = { user, data };
   if (flags.ttl !== undefined) body['ttl'] = Number(flags.ttl);
   if (flags.id !== undefined) body['id'] = flags.id;
+  if (flags.transient === true) body['transient'] = true;
   const log = createLogger({ level: 'warn', name: 'cli' });
+  const subjects = new Subjects(config.prefix);
   const nc = await openNats(config, log);
-  const store = new InboxStore(nc, new Subjects(config.prefix), { timeoutMs: config.inbox.timeoutMs });
+  const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+  // Only a transient push reads presence (for its answer's connections).
+  const redis =
+    flags.transient === true ? new Redis(config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true }) : undefined;
+  redis?.on('error', (err) => log.warn({ err }, 'redis error'));
   try {
+    await redis?.connect();
+    const presence = redis === undefined ? noPresence : new PresenceRegistry(redis, subjects, 'cli');
     const push = new PushService(
       store,
-      new Subjects(config.prefix),
-      noPresence,
+      subjects,
+      presence,
       new RateLimiter(),
       { maxBatch: 1, maxTtlSeconds: config.inbox.maxAgeSeconds },
       createCenterMetrics(createRegistry('cli')),
-      // The command takes no --transient (its body is never transient): this is never used.
-      new TransientPush(nc, new Subjects(config.prefix), noPresence, log),
+      new TransientPush(nc, subjects, presence, log),
     );
     const r = await push.push(app, body);
     print(r.batch ? r : r.answer);
     return 0;
   } finally {
+    redis?.disconnect();
     store.close();
+    // Drained: a transient message goes out before the connection closes.
     await nc.drain().catch((err: unknown) => log.warn({ err }, 'nats drain failed'));
   }
 }
