@@ -45,6 +45,7 @@ describe('config', () => {
       retryAfterSeconds: 5,
       drainMs: 5000,
       id: undefined,
+      maxAppsPerConnection: 16,
     });
     expect(c.center).to.deep.equal({
       host: '0.0.0.0',

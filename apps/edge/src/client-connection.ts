@@ -1,38 +1,32 @@
 import type { AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
-import type {
-  BacklogReader,
-  EventPublisher,
-  InboxMessage,
-  InboxStore,
-  RpcClient,
-  TopicStore,
-  UpstreamStore,
-} from '@push/nats';
+import type { BacklogReader, EventPublisher, InboxStore, RpcClient, TopicStore, UpstreamStore } from '@push/nats';
 import {
   CLOSE,
   FrameError,
   PushError,
   ServerFrames,
+  SessionFrames,
   TopicFrameError,
   isPushError,
-  parseClientFrame,
-  type EventInput,
-  type EventType,
+  parseAppFrame,
+  taggedTopicKey,
+  withApp,
+  type DetachReason,
   type Subjects,
 } from '@push/protocol';
 import type { Logger } from '@push/logger';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
-import { InboxDelivery } from './inbox-delivery.js';
+import { AttachedSession, tokenApp, type ClientAuthenticator } from './attached-session.js';
+import { ClientSession } from './client-session.js';
+import type { EdgePresence } from './edge-presence.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
-import type { ErrorExtra, SessionHost } from './session-host.js';
 import type { TopicChannels } from './topic-channels.js';
 import type { TopicPresence } from './topic-presence.js';
-import { TopicSubscriptions } from './topic-subscriptions.js';
-import { UpstreamFrames } from './upstream-frames.js';
-import type { LiveReceiver, UserChannels } from './user-channels.js';
+import type { TrafficCell } from './traffic-meter.js';
+import type { UserChannels } from './user-channels.js';
 
 export { RPC_IN_FLIGHT_PER_CONNECTION } from './upstream-frames.js';
 
@@ -42,7 +36,7 @@ export { RPC_IN_FLIGHT_PER_CONNECTION } from './upstream-frames.js';
  */
 export interface ConnectionContext {
   edgeId: string;
-  config: Pick<Config['edge'], 'window'>;
+  config: Pick<Config['edge'], 'window'> & Partial<Pick<Config['edge'], 'maxAppsPerConnection'>>;
   subjects: Pick<Subjects, 'clientMessageId' | 'upstreamMessageId'>;
   store: Pick<InboxStore, 'publish'>;
   /** Stores `up` frames in the app's upstream stream. */
@@ -69,6 +63,8 @@ export interface ConnectionContext {
   highWaterBytes: number;
   /** The topics the business bound a user to (read once per connection, at open). */
   bindings: Pick<BindingsReader, 'read'>;
+  /** Presence of the sessions attached after the first (the edge records the first's itself). */
+  edgePresence?: Pick<EdgePresence, 'opened' | 'closed'>;
 }
 
 /**
@@ -85,6 +81,8 @@ export interface ClientSocket {
   unsubscribe(key: string): boolean;
   /** uWS pub/sub: sends to every socket subscribed to the key but this one. */
   publish(key: string, message: string): boolean;
+  /** uWS pub/sub: the keys the socket joined (moved to their `app`-tagged keys at the first attach). */
+  getTopics?(): string[];
 }
 
 /**
@@ -97,34 +95,38 @@ export interface SocketData {
   ping: number;
 }
 /**
- * One client WebSocket: a thin shell over the parts of its session, each in its own module:
- * inbox delivery and acks (InboxDelivery), topic subscriptions and bindings
- * (TopicSubscriptions), and upstream frames `send`/`up`/`rpc` (UpstreamFrames). The connection
- * greets, reads frames and hands each to the part it concerns, and closes: a new frame kind
- * touches one part.
+ * One client WebSocket, and its first app's session (ClientSession: inbox delivery and acks,
+ * topics and bindings, upstream frames, each in its own module). The connection greets, reads
+ * frames and hands each to the session it is about, and closes. It may hold further apps'
+ * sessions (`attach`, AttachedSession): from the first attach on, every frame about an app
+ * carries `app`, and one session can end (`detached`) while the socket stays for the others.
  */
-export class ClientConnection implements LiveReceiver, SessionHost {
+export class ClientConnection extends ClientSession {
   ws: ClientSocket | undefined;
   /** Why the edge closed the socket (`kicked`, `token_expired`...), for the `conn_close` event; undefined when the client did. */
   closeReason: string | undefined;
-  private readonly inbox: InboxDelivery;
-  private readonly topics: TopicSubscriptions;
-  private readonly upstream: UpstreamFrames;
+  /** Page origin of the upgrade ('' for none): an `attach` is checked against each app's allowed origins. */
+  origin = '';
+  /** Checks an `attach`'s client token (the upgrade's checks); unset: `attach` is refused. */
+  authenticate: ClientAuthenticator | undefined;
+  /** Sessions attached after the first, by app (made on the first attach). */
+  private attached: Map<string, AttachedSession> | undefined;
+  /** JSON of the first app, set at the first attach: from then on its frames carry `app` too. */
+  private appJson: string | undefined;
+  private socketClosed = false;
 
   constructor(
-    readonly ctx: ConnectionContext,
+    ctx: ConnectionContext,
     readonly n: number,
-    readonly app: string,
-    readonly user: string,
-    readonly device: string,
+    app: string,
+    user: string,
+    device: string,
     /** Token expiry, epoch seconds. */
-    readonly exp: number,
+    exp: number,
     /** Topic patterns the client token grants (its `topics` claim). */
-    readonly topicGrants: readonly string[] | undefined = undefined,
+    topicGrants: readonly string[] | undefined = undefined,
   ) {
-    this.inbox = new InboxDelivery(this);
-    this.topics = new TopicSubscriptions(this);
-    this.upstream = new UpstreamFrames(this);
+    super(ctx, app, user, device, exp, topicGrants);
   }
 
   /** Connection id, unique across edges (edge id + counter). */
@@ -132,17 +134,13 @@ export class ClientConnection implements LiveReceiver, SessionHost {
     return `${this.ctx.edgeId}-${this.n}`;
   }
 
-  get isClosed(): boolean {
-    return this.inbox.isClosed;
-  }
-
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */
   open(ws: ClientSocket, pingSeconds: number, maxMessageBytes: number): void {
     if (this.isClosed) return; // closed before it was greeted
     this.ws = ws;
     const { ctx } = this;
-    const subscribed = ctx.channels.join(this.app, this.user, this);
-    this.sendText(
+    this.traffic = ctx.metrics.traffic.cell(this.app, this.app);
+    this.start(
       ServerFrames.hello({
         conn: this.id,
         app: this.app,
@@ -153,147 +151,202 @@ export class ClientConnection implements LiveReceiver, SessionHost {
         maxMessageBytes,
       }),
     );
-    // Read the backlog once the live subscription is active: no gap between the two.
-    void subscribed.then(() => this.inbox.resync());
-    this.topics.joinAll();
-    // Registered for control messages above (channels.join), so a bind is seen by this read or
-    // by its control message, never by neither.
-    this.topics.loadBindings();
   }
 
   /**
-   * A topic the business bound the user to (control message, or the read at open): subscribed
-   * with no grant check. A refusal (`too_many_topics`, a store error) is an `error` frame with
-   * the topic, as for a `sub`.
+   * Called on WebSocket close (any reason). Undelivered and unacked messages stay stored.
+   * Returns the sessions that were still open (each gets its `conn_close` and presence removal).
    */
-  bindTopic(topic: string): void {
-    this.topics.bindTopic(topic);
-  }
-
-  /** The business unbound the user from a topic: the connection leaves it (`unsubscribed`). */
-  unbindTopic(topic: string): void {
-    this.topics.unbindTopic(topic);
-  }
-
-  /** Called on WebSocket close (any reason). Undelivered and unacked messages stay stored. */
-  closed(): void {
-    if (this.isClosed) return;
-    this.inbox.close();
-    this.ctx.channels.leave(this.app, this.user, this);
-    // uWS unsubscribes a closed socket from its pub/sub keys; the edge's references go here.
-    this.topics.close();
+  closed(): ClientSession[] {
+    if (this.socketClosed) return [];
+    this.socketClosed = true;
+    const ended = [...this.sessions()];
+    for (const s of ended) s.stop();
+    this.attached = undefined;
     this.ws = undefined;
+    return ended;
+  }
+
+  /** The sessions still open on this connection: the first app's (unless it ended), then the attached. */
+  *sessions(): IterableIterator<ClientSession> {
+    if (!this.isClosed) yield this;
+    if (this.attached !== undefined) yield* this.attached.values();
+  }
+
+  /** Sends one frame of the first app's session. */
+  send(text: string): number {
+    return this.write(this.appJson === undefined ? text : withApp(this.appJson, text), this.traffic);
+  }
+
+  topicKey(key: string): string {
+    return this.appJson === undefined ? key : taggedTopicKey(key);
   }
 
   /**
-   * Reads the store from `cursor + 1` until caught up or blocked, then goes live. Safe to call
-   * any time (after a NATS reconnect, an ack, a drain): one read loop runs at a time.
+   * Writes one frame on the socket, counted to `traffic` (a session's cell; connection-level
+   * frames count to the first app's). Answers as uWS `send` does; 0 once the socket closed.
    */
-  resync(): void {
-    this.inbox.resync();
+  write(text: string, traffic: TrafficCell | undefined = this.traffic): number {
+    const ws = this.ws;
+    if (ws === undefined) return 0;
+    if (traffic !== undefined) {
+      traffic.framesOut++;
+      traffic.bytesOut += Buffer.byteLength(text);
+    }
+    let status = 1;
+    ws.cork(() => {
+      status = ws.send(text);
+    });
+    return status;
   }
 
-  /** A live (republished) message of this user. */
-  onLive(m: InboxMessage): void {
-    this.inbox.onLive(m);
+  /** The socket drained: each session resumes if stalled, and waiting topic resumes read on. */
+  override drained(): void {
+    super.drained();
+    if (this.attached !== undefined) for (const s of this.attached.values()) s.drained();
   }
 
-  /** Emits an event about this connection (app, user, device, conn and edge filled in). */
-  emit<T extends EventType>(type: T, fields: Omit<EventInput<T>, 'app' | 'user' | 'device' | 'conn' | 'edge'>): void {
-    const about = { app: this.app, user: this.user, device: this.device, conn: this.id, edge: this.ctx.edgeId };
-    // TypeScript cannot see that the spread of `about` restores what Omit removed from a generic T.
-    this.ctx.events.emit(type, { ...about, ...fields } as unknown as EventInput<T>);
+  /** Core NATS may have dropped live messages: every session rereads the store from its cursor. */
+  resyncSessions(): void {
+    for (const s of this.sessions()) s.resync();
   }
 
-  /** The socket drained: resume if stalled, and let waiting topic resumes read on. */
-  drained(): void {
-    this.inbox.drained();
-    this.topics.drained();
-  }
-
-  /**
-   * Records this connection's topic subscriptions anew: the edge's presence lease had lapsed, or
-   * Redis lost its data (TopicPresence.joined).
-   */
-  recordTopics(again: 'lease' | 'data'): void {
-    this.topics.recordTopics(again);
-  }
-
-  /** Topics this connection subscribed to (`_all` not included). */
-  get topicCount(): number {
-    return this.topics.topicCount;
-  }
-
-  /**
-   * Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers
-   * `unsubscribed`.
-   */
-  unsubscribeTopic(topic: string): void {
-    this.topics.unsubscribeTopic(topic);
+  /** The session of an app on this connection (a frame with no `app`: the first app's), if open. */
+  private sessionOf(app: string | undefined): ClientSession | undefined {
+    if (app === undefined || app === this.app) return this.isClosed ? this.attached?.get(this.app) : this;
+    return this.attached?.get(app);
   }
 
   /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
   onFrame(text: string): void {
-    let frame;
-    try {
-      frame = parseClientFrame(text);
-    } catch (err) {
+    const r = parseAppFrame(text);
+    const session = this.sessionOf(r.app);
+    // Counted to the session it is about, else to the first app (`ping`, `attach`, strays).
+    (session ?? this).countIn(text);
+    if ('error' in r) {
+      const err = r.error;
       // A refused `send` is answered with its id, a refused `sub`/`unsub` with its topic.
-      this.sendError(
-        err,
+      const extra =
         err instanceof FrameError && err.id !== undefined
           ? { id: err.id }
           : err instanceof TopicFrameError && err.topic !== undefined
             ? { topic: err.topic }
-            : undefined,
-      );
+            : undefined;
+      if (session !== undefined) session.sendError(err, extra);
+      else this.connectionError(err, r.app, extra);
       return;
     }
+    const frame = r.frame;
     switch (frame.t) {
-      case 'ack':
-        this.inbox.ack(frame.seqs);
-        return;
       case 'ping':
-        this.sendText(ServerFrames.pong());
+        this.write(ServerFrames.pong());
         return;
-      case 'send':
-        void this.upstream.handleSend(frame);
+      case 'attach':
+        this.attach(frame.token);
         return;
-      case 'up':
-        void this.upstream.handleUp(frame);
+      case 'detach':
+        this.detach(frame.app);
         return;
-      case 'rpc':
-        void this.upstream.handleRpc(frame);
-        return;
-      case 'sub':
-        this.topics.handleSub(frame);
-        return;
-      case 'unsub':
-        this.topics.unsubscribeTopic(frame.topic);
-        return;
+      default:
+        if (session !== undefined) session.handle(frame);
+        else {
+          this.connectionError(new PushError('app_not_attached'), r.app, {
+            id: 'id' in frame ? frame.id : undefined,
+            topic: 'topic' in frame ? frame.topic : undefined,
+          });
+        }
     }
   }
 
   /** Answers a frame the edge will not read with an error; the socket stays open. */
   rejectFrame(err: PushError): void {
-    this.sendError(err);
+    const s = this.sessionOf(undefined);
+    if (s !== undefined) s.sendError(err);
+    else this.connectionError(err, undefined);
   }
 
-  /** Answers with an `error` frame (a PushError's code, else `internal`, logged). */
-  sendError(err: unknown, extra?: ErrorExtra): void {
+  /** An `error` frame about no open session (its `app` when the frame named one). */
+  private connectionError(err: unknown, app: string | undefined, extra?: { id?: string; topic?: string }): void {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
-    if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
     this.ctx.metrics.errors.inc({ code: e.code });
-    this.sendText(ServerFrames.error(e.code, e.message, extra));
+    const frame = ServerFrames.error(e.code, e.message, extra);
+    this.write(app === undefined ? frame : withApp(JSON.stringify(app), frame));
   }
 
-  /** Sends one frame (nothing once closed). */
-  sendText(text: string): void {
+  /**
+   * An `attach`: checks the token as an upgrade does (its app exists, is enabled, allows the
+   * page's origin; signature, expiry), then opens the app's session with an `attached` answer.
+   * Refused with an `error` carrying the token's app: `app_attached` (the app has a session
+   * here), `too_many_apps` (PUSH_EDGE_MAX_APPS_PER_CONNECTION), or the token's code.
+   */
+  private attach(token: string): void {
+    const { ctx } = this;
+    const app = tokenApp(token);
+    try {
+      if (this.authenticate === undefined) throw new PushError('unknown_frame', 'this door takes no attach');
+      const id = this.authenticate(token, this.origin);
+      if (this.sessionOf(id.app) !== undefined) throw new PushError('app_attached');
+      const max = ctx.config.maxAppsPerConnection ?? 1;
+      let open = 0;
+      for (const _ of this.sessions()) open++;
+      if (open >= max) {
+        throw new PushError('too_many_apps', `a connection may hold at most ${max} app sessions`);
+      }
+      const record = ctx.apps.get(id.app);
+      const session = new AttachedSession(this, id);
+      (this.attached ??= new Map()).set(id.app, session);
+      this.tagFrames();
+      session.open(record?.settings.maxMessageBytes ?? 0);
+      session.emit('conn_open', {});
+      ctx.edgePresence?.opened(session);
+    } catch (err) {
+      this.connectionError(err, app);
+    }
+  }
+
+  /**
+   * From the first attach on, the first app's frames carry `app` too: its socket moves from the
+   * topics' plain pub/sub keys to their tagged ones, in one turn (no frame lost or repeated).
+   */
+  private tagFrames(): void {
+    if (this.appJson !== undefined) return;
+    this.appJson = JSON.stringify(this.app);
     const ws = this.ws;
     if (ws === undefined || this.isClosed) return;
-    ws.cork(() => {
-      ws.send(text);
-    });
+    for (const key of ws.getTopics?.() ?? []) {
+      ws.unsubscribe(key);
+      ws.subscribe(taggedTopicKey(key));
+    }
+  }
+
+  /** A client's `detach`: the app's session ends (`detached`, reason `client`). */
+  private detach(app: string): void {
+    const s = this.sessionOf(app);
+    if (s === undefined) {
+      this.connectionError(new PushError('app_not_attached'), app);
+      return;
+    }
+    this.endSession(s, 'client', 1000, 'detached', 'client');
+  }
+
+  /**
+   * Ends one session. The last open one closes the socket with `code` (as a connection with one
+   * app always did); otherwise the client gets `detached` and the socket stays for the others.
+   * `why` names the cause in the session's `conn_close` event.
+   */
+  endSession(s: ClientSession, reason: DetachReason, code: number, closeText: string, why: string): void {
+    if (s.isClosed || this.socketClosed) return;
+    let open = 0;
+    for (const _ of this.sessions()) open++;
+    if (open <= 1) {
+      this.end(code, closeText, why);
+      return;
+    }
+    this.write(SessionFrames.detached(s.app, reason, reason === 'kicked' ? closeText : undefined));
+    s.stop();
+    if (s !== this) this.attached?.delete(s.app);
+    s.emit('conn_close', { code, reason: why });
+    this.ctx.edgePresence?.closed(s, why);
   }
 
   /** Closes the connection for a kick (close code 4004): the client must not come back with this token. */
@@ -301,7 +354,7 @@ export class ClientConnection implements LiveReceiver, SessionHost {
     if (this.ws === undefined || this.isClosed) return;
     this.ctx.metrics.kicked.inc();
     this.emit('kicked', { reason });
-    this.end(CLOSE.KICKED, reason, 'kicked');
+    this.endSession(this, 'kicked', CLOSE.KICKED, reason, 'kicked');
   }
 
   /**
@@ -310,7 +363,7 @@ export class ClientConnection implements LiveReceiver, SessionHost {
    */
   end(code: number, reason: string, why?: string): void {
     const ws = this.ws;
-    if (ws === undefined || this.isClosed) return;
+    if (ws === undefined || this.socketClosed) return;
     this.closeReason ??= why;
     ws.end(code, reason);
   }

@@ -126,6 +126,9 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     return verifyClientToken(token, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
+  /** Checks an `attach`'s token as an upgrade's (one function shared by every connection). */
+  const attachAuth = (token: string, origin: string): ClientIdentity => authenticate(token, '', origin);
+
   function clampPing(raw: string): number {
     const p = edgeConfig.ping;
     const n = Number(raw);
@@ -170,6 +173,8 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         return;
       }
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
+      conn.origin = origin;
+      conn.authenticate = attachAuth;
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
       res.upgrade<UpgradeData>({ conn, ping }, key, protocol, extensions, context);
@@ -205,13 +210,16 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const { conn } = ws.getUserData();
       if (conn === undefined) return; // a refusal: never counted, never in presence
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
-      conn.closed();
+      const ended = conn.closed();
       connections.delete(conn);
       metrics.connections.set(connections.size);
       metrics.users.set(ctx.channels.size);
       const reason = closeReasonOf(code, conn.closeReason);
-      conn.emit('conn_close', { code, reason });
-      ctx.edgePresence.closed(conn, reason);
+      // Each session still open (the first app's, unless it ended before, and those attached).
+      for (const s of ended) {
+        s.emit('conn_close', { code, reason });
+        ctx.edgePresence.closed(s, reason);
+      }
     },
   });
 }

@@ -247,11 +247,7 @@ export class InboxDelivery {
       return;
     }
     const frame = ServerFrames.message(m.seq, m.ts, m.bytes, m.binary, m.from);
-    const ws = this.host.ws as ClientSocket;
-    let status = 1;
-    ws.cork(() => {
-      status = ws.send(frame);
-    });
+    const status = this.host.send(frame);
     if (status === 2) {
       // Dropped by uWS (backpressure limit): not sent; read it again after drain.
       this.cursor = previous;

@@ -28,6 +28,10 @@ export interface SessionHost {
   readonly isClosed: boolean;
   /** Sends one frame (nothing once closed). */
   sendText(text: string): void;
+  /** Sends one frame of the session on the socket; answers as uWS `send` does (1 sent, 0 buffered, 2 dropped). */
+  send(text: string): number;
+  /** The uWS pub/sub key the socket joins for a topic channel's key (its frames carry `app` on a multi-app connection). */
+  topicKey(key: string): string;
   /** Answers with an `error` frame (a PushError's code, else `internal`). */
   sendError(err: unknown, extra?: ErrorExtra): void;
   /** Emits an event about this session (app, user, device, conn and edge filled in). */

@@ -154,7 +154,7 @@ export class TopicSubscriptions {
       (ch) => {
         // A `sub` of `_all` (a resume) that came meanwhile joins the key itself, after its replay.
         if (this.host.isClosed || this.host.ws === undefined || this.allToken !== token) return;
-        this.host.ws.subscribe(ch.key);
+        this.host.ws.subscribe(this.host.topicKey(ch.key));
       },
       (err: unknown) => {
         ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
@@ -256,7 +256,7 @@ export class TopicSubscriptions {
       topics.set(topic, n);
       ch = ctx.topics.channel(this.host.app, topic);
       // Resuming while subscribed: live frames stop until the history read has caught up.
-      if (ch !== undefined) this.host.ws?.unsubscribe(ch.key);
+      if (ch !== undefined) this.host.ws?.unsubscribe(this.host.topicKey(ch.key));
       ch = await ctx.topics.join(this.host.app, topic).finally(() => ctx.topics.leave(this.host.app, topic));
     } else {
       const limit = app?.settings.maxTopicsPerConnection ?? 0;
@@ -292,7 +292,7 @@ export class TopicSubscriptions {
   private goLive(topic: string, ch: TopicChannel): boolean {
     const ws = this.host.ws;
     if (ws === undefined || this.host.isClosed) return false;
-    ws.subscribe(ch.key);
+    ws.subscribe(this.host.topicKey(ch.key));
     this.host.sendText(ServerFrames.subscribed(topic, ch.last));
     return true;
   }
@@ -398,7 +398,7 @@ export class TopicSubscriptions {
     this.allToken = token;
     const current = () => !this.host.isClosed && this.allToken === token;
     const held = ctx.topics.channel(this.host.app, ALL_TOPIC);
-    if (held !== undefined) this.host.ws?.unsubscribe(held.key);
+    if (held !== undefined) this.host.ws?.unsubscribe(this.host.topicKey(held.key));
     let ch: TopicChannel;
     if (this.inAll) {
       ch = await ctx.topics.join(this.host.app, ALL_TOPIC).finally(() => ctx.topics.leave(this.host.app, ALL_TOPIC));
@@ -432,7 +432,7 @@ export class TopicSubscriptions {
     if (queue !== undefined) queue.overtakenUpTo = this.subCounter;
     if (this.topics?.delete(topic) === true) {
       const ch = ctx.topics.channel(this.host.app, topic);
-      if (ch !== undefined) this.host.ws?.unsubscribe(ch.key);
+      if (ch !== undefined) this.host.ws?.unsubscribe(this.host.topicKey(ch.key));
       ctx.topics.leave(this.host.app, topic);
       ctx.metrics.topicSubscriptions.dec();
       ctx.topicPresence.left(this.host, topic);

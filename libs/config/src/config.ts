@@ -48,6 +48,7 @@ const schema = z.object({
   PUSH_EDGE_PING_MAX: int(50, 1, 900),
   PUSH_EDGE_RETRY_AFTER: int(5, 1, 3600),
   PUSH_EDGE_DRAIN_MS: int(5000, 0, 120_000),
+  PUSH_EDGE_MAX_APPS_PER_CONNECTION: int(16, 1, 1024),
   PUSH_EDGE_ID: z
     .string()
     .regex(/^[A-Za-z0-9_-]{1,64}$/)
@@ -119,6 +120,8 @@ export interface Config {
     retryAfterSeconds: number;
     drainMs: number;
     id: string | undefined;
+    /** Most app sessions one connection may hold (its first app and those it `attach`es). */
+    maxAppsPerConnection: number;
   };
   center: {
     host: string;
@@ -237,6 +240,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryAfterSeconds: r.PUSH_EDGE_RETRY_AFTER,
       drainMs: r.PUSH_EDGE_DRAIN_MS,
       id: r.PUSH_EDGE_ID,
+      maxAppsPerConnection: r.PUSH_EDGE_MAX_APPS_PER_CONNECTION,
     },
     center: {
       host: r.PUSH_CENTER_HOST,

@@ -13,3 +13,4 @@ export * from './topics.js';
 export * from './topic-message.js';
 export * from './edge-stats.js';
 export * from './pusher-event.js';
+export * from './session-frames.js';
