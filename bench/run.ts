@@ -13,6 +13,7 @@ import { runFanout } from './fanout.js';
 import { runIdle } from './idle.js';
 import { runJobs } from './jobs.js';
 import { runMillion } from './million.js';
+import { runMultiApp } from './multi-app.js';
 import { leaveTsxCli } from './lib/main.js';
 import { runCleanups } from './lib/procs.js';
 import { note, printSummary, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
@@ -36,6 +37,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   broadcast: runBroadcast,
   failover: runFailover,
   million: runMillion,
+  'multi-app': runMultiApp,
 };
 
 const NOT_IN_SMOKE = ['failover'];

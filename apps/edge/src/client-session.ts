@@ -29,7 +29,8 @@ export type SessionFrame = Extract<ClientFrame, { t: 'ack' | 'send' | 'up' | 'rp
 export abstract class ClientSession implements SessionHost, LiveReceiver {
   protected readonly inbox: InboxDelivery;
   protected readonly topics: TopicSubscriptions;
-  protected readonly upstream: UpstreamFrames;
+  /** Made on the first `send`, `up` or `rpc`: most connections never send one. */
+  private upstreamFrames: UpstreamFrames | undefined;
   /** Where this session's traffic is counted; set by `count()` once the first app is known. */
   protected traffic: TrafficCell | undefined;
 
@@ -45,7 +46,10 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
   ) {
     this.inbox = new InboxDelivery(this);
     this.topics = new TopicSubscriptions(this);
-    this.upstream = new UpstreamFrames(this);
+  }
+
+  private get upstream(): UpstreamFrames {
+    return (this.upstreamFrames ??= new UpstreamFrames(this));
   }
 
   /** Connection id, unique across edges; every session of a connection shares it. */
