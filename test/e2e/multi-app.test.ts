@@ -223,6 +223,62 @@ describe('several apps on one connection', function () {
     expect(all['app']).to.equal(a.id);
   });
 
+  it('across two edges and in races: one user of an attached app on two connections, a frame right behind its attach, unacked messages after a detach', async function () {
+    const edge2 = await stack.startEdge({ PUSH_EDGE_MAX_APPS_PER_CONNECTION: '3' });
+    const x = await open(a, 'ray');
+    const y = await c.connect('ray-c', 'laptop', '', edge2);
+    clients.push(y);
+    // The attach and a send of the attached app in the same turn: the send finds its session.
+    x.send({ t: 'attach', token: await b.token('ray', 'phone') });
+    x.send({ t: 'rpc', app: b.id, id: 'r1', method: 'm' });
+    const answer = await x.waitFor((f) => f['id'] === 'r1');
+    expect(answer).to.include({ t: 'error', app: b.id, code: 'rpc_unavailable' });
+    expect((await attach(y, b, 'ray'))['t']).to.equal('attached'); // the same user of b, on edge 2
+    await online(b, 'ray', 2);
+
+    // A push to b's user reaches both connections' b sessions; each acks its own.
+    const s1 = await b.pushOk('ray', 'both');
+    await x.waitFor(msgOf(x, b, s1));
+    await y.waitFor(msgOf(y, b, s1));
+    const s2 = await b.pushOk('ray', 'unacked then detached');
+    await x.waitFor(msgOf(x, b, s2));
+    await y.waitFor(msgOf(y, b, s2));
+    x.send({ t: 'ack', app: b.id, seqs: [s1] });
+    // y detaches b without acking: s2 stays stored (x has not acked it either).
+    y.send({ t: 'detach', app: b.id });
+    await y.waitFor((f) => f.t === 'detached' && f['app'] === b.id);
+    expect((await attach(y, b, 'ray'))['t']).to.equal('attached');
+    // Delivered again to the new session (it was never acked), and its ack removes it.
+    await y.waitFor(
+      (f) =>
+        f.t === 'msg' &&
+        f['app'] === b.id &&
+        f['seq'] === s2 &&
+        y.frames.indexOf(f) > y.frames.findIndex((g) => g.t === 'detached'),
+    );
+    y.send({ t: 'ack', app: b.id, seqs: [s2] });
+    await b.waitPending('ray', 0);
+
+    // A kick of b's user (one device) on every edge: both b sessions end; a and c stay.
+    const k = await stack.http('POST', `/v1/apps/${encodeURIComponent(b.id)}/users/ray/kick`, b.apiKey, {
+      device: 'phone',
+    });
+    expect(k.body).to.deep.equal({ sent: true, connections: 2 });
+    await x.waitFor((f) => f.t === 'detached' && f['app'] === b.id && f['reason'] === 'kicked');
+    await y.waitFor(
+      (f) =>
+        f.t === 'detached' &&
+        f['app'] === b.id &&
+        f['reason'] === 'kicked' &&
+        y.frames.filter((g) => g.t === 'detached').length === 2,
+    );
+    const sa = await a.pushOk('ray', 'a on edge 1');
+    const sc = await c.pushOk('ray-c', 'c on edge 2');
+    await x.waitFor(msgOf(x, a, sa));
+    await y.waitFor(msgOf(y, c, sc));
+    expect([x.closeCode, y.closeCode]).to.deep.equal([undefined, undefined]);
+  });
+
   it('counts traffic per app with the connection first app', async function () {
     const x = await open(a, 'tess');
     await attach(x, b, 'tess');
