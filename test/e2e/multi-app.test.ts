@@ -146,6 +146,18 @@ describe('several apps on one connection', function () {
     expect(x.closeCode).to.equal(undefined);
   });
 
+  it('limits attaches per connection per second (rate_limited with retryAfter); the connection stays', async function () {
+    const x = await open(a, 'rex');
+    for (let i = 0; i < 25; i++) x.send({ t: 'attach', token: 'not-a-token' });
+    const limited = await x.waitFor((f) => f.t === 'error' && f['code'] === 'rate_limited');
+    expect(limited['retryAfter']).to.be.a('number').and.greaterThan(0);
+    // Within the burst, each was checked (token_malformed); the rest were refused unread.
+    await x.waitFor(() => x.frames.filter((f) => f.t === 'error').length === 25);
+    const codes = x.frames.filter((f) => f.t === 'error').map((f) => f['code']);
+    expect(codes.filter((c) => c === 'token_malformed').length).to.be.within(10, 12);
+    await x.ping();
+  });
+
   it('a kick of one app (center kick API) detaches its session while the others keep receiving', async function () {
     const x = await open(a, 'kim');
     await attach(x, b, 'kim');

@@ -1,4 +1,4 @@
-import type { AppDirectory } from '@push/apps';
+import { TokenBucket, type AppDirectory } from '@push/apps';
 import type { Config } from '@push/config';
 import type { BacklogReader, EventPublisher, InboxStore, RpcClient, TopicStore, UpstreamStore } from '@push/nats';
 import {
@@ -29,6 +29,13 @@ import type { TrafficCell } from './traffic-meter.js';
 import type { UserChannels } from './user-channels.js';
 
 export { RPC_IN_FLIGHT_PER_CONNECTION } from './upstream-frames.js';
+
+/**
+ * Most `attach` frames one connection may send per second (a burst of as many): each costs a
+ * token check, a live subscription and a presence write, so an attach/detach loop must not turn
+ * one socket into a storm on NATS and Redis. Past it `rate_limited` with `retryAfter`.
+ */
+export const ATTACHES_PER_SECOND = 10;
 
 /**
  * What a connection uses of its edge's EdgeContext (which fits it as is). Narrow on purpose: unit
@@ -114,6 +121,8 @@ export class ClientConnection extends ClientSession {
   /** JSON of the first app, set at the first attach: from then on its frames carry `app` too. */
   private appJson: string | undefined;
   private socketClosed = false;
+  /** Rate of `attach` frames (ATTACHES_PER_SECOND); made on the first. */
+  private attachBucket: TokenBucket | undefined;
 
   constructor(
     ctx: ConnectionContext,
@@ -266,7 +275,11 @@ export class ClientConnection extends ClientSession {
   }
 
   /** An `error` frame about no open session (its `app` when the frame named one). */
-  private connectionError(err: unknown, app: string | undefined, extra?: { id?: string; topic?: string }): void {
+  private connectionError(
+    err: unknown,
+    app: string | undefined,
+    extra?: { id?: string; topic?: string; retryAfter?: number },
+  ): void {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
     this.ctx.metrics.errors.inc({ code: e.code });
     const frame = ServerFrames.error(e.code, e.message, extra);
@@ -284,6 +297,15 @@ export class ClientConnection extends ClientSession {
     const app = tokenApp(token);
     try {
       if (this.authenticate === undefined) throw new PushError('unknown_frame', 'this door takes no attach');
+      const wait = (this.attachBucket ??= new TokenBucket(ATTACHES_PER_SECOND)).admitOne(ATTACHES_PER_SECOND);
+      if (wait > 0) {
+        this.connectionError(
+          new PushError('rate_limited', `at most ${ATTACHES_PER_SECOND} attaches per second; retry in ${wait} ms`),
+          app,
+          { retryAfter: wait },
+        );
+        return;
+      }
       const id = this.authenticate(token, this.origin);
       if (this.sessionOf(id.app) !== undefined) throw new PushError('app_attached');
       const max = ctx.config.maxAppsPerConnection ?? 1;

@@ -84,6 +84,7 @@ export interface SessionFrameIn {
   code?: unknown;
   message?: unknown;
   reason?: unknown;
+  retryAfter?: unknown;
   topic?: unknown;
   prev?: unknown;
   first?: unknown;
@@ -401,7 +402,10 @@ export class AppSession extends Emitter<AppSessionEvents> {
     }
     // A refused attach is final but for a token the provider may renew.
     if (this.current === 'attaching' && code !== 'app_attached') {
-      if (code === 'token_expired' && typeof this.options.token !== 'string') void this.attach();
+      if (code === 'rate_limited') {
+        const wait = typeof f.retryAfter === 'number' ? f.retryAfter : 1000;
+        setTimeout(() => void this.attach(), wait);
+      } else if (code === 'token_expired' && typeof this.options.token !== 'string') void this.attach();
       else this.end(code);
     }
     this.emit('error', error);
