@@ -101,6 +101,7 @@ export interface SocketData {
   /** Ping interval the client asked for at the upgrade (seconds, clamped), applied at open. */
   ping: number;
 }
+
 /**
  * One client WebSocket, and its first app's session (ClientSession: inbox delivery and acks,
  * topics and bindings, upstream frames, each in its own module). The connection greets, reads
