@@ -28,7 +28,7 @@ describe('SDK: several apps on one PushClient', function () {
     stack = await Stack.start();
     a = await stack.createApp();
     b = await stack.createApp();
-    c = await stack.createApp({ upstream: true });
+    c = await stack.createApp({ upstream: true, clientMessaging: true, sendRatePerConnection: 1 });
   });
   after(async function () {
     for (const x of clients) x.disconnect();
@@ -77,6 +77,11 @@ describe('SDK: several apps on one PushClient', function () {
     // Upstream frames of an attached app go to that app.
     const r = await sc.up({ hello: 'business c' });
     expect(r.seq).to.be.a('number');
+    // Sends past the app's rate (1/s here) are answered rate_limited and sent again after
+    // retryAfter with the same id: all three are stored, once each.
+    const sent = await Promise.all([1, 2, 3].map((i) => sc.send('sam-peer', { i })));
+    expect(new Set(sent.map((s) => s.seq)).size).to.equal(3);
+    expect(sent.every((s) => !s.dup)).to.equal(true);
 
     // The connection drops: the client reconnects and attaches again, and nothing is lost.
     const n = attachedB;

@@ -377,21 +377,42 @@ export class AppSession extends Emitter<AppSessionEvents> {
       const oldest = this.seen.keys().next().value;
       if (oldest !== undefined) this.seen.delete(oldest);
     }
-    this.emit('message', {
-      seq,
-      ts: typeof f.ts === 'number' ? f.ts : 0,
-      ...(typeof f.from === 'string' ? { from: f.from } : {}),
-      ...(f.data !== undefined ? { data: f.data } : {}),
-      ...(typeof f.b64 === 'string' ? { b64: f.b64 } : {}),
-      ack: () => this.ack(seq),
-    });
-    if (this.host.ackMode() === 'auto') this.ack(seq);
+    let threw = false;
+    this.messageFailed = () => {
+      threw = true;
+    };
+    try {
+      this.emit('message', {
+        seq,
+        ts: typeof f.ts === 'number' ? f.ts : 0,
+        ...(typeof f.from === 'string' ? { from: f.from } : {}),
+        ...(f.data !== undefined ? { data: f.data } : {}),
+        ...(typeof f.b64 === 'string' ? { b64: f.b64 } : {}),
+        ack: () => this.ack(seq),
+      });
+    } finally {
+      this.messageFailed = undefined;
+    }
+    // A listener that threw leaves it unacked in auto mode: it comes again (at-least-once).
+    if (this.host.ackMode() === 'auto' && !threw) this.ack(seq);
   }
+
+  private messageFailed: (() => void) | undefined;
 
   private onError(f: SessionFrameIn): void {
     const code = typeof f.code === 'string' ? f.code : 'internal';
     const error = new PushClientError(code, typeof f.message === 'string' ? f.message : code);
-    if (typeof f.id === 'string' && this.pending.has(f.id)) {
+    const pending = typeof f.id === 'string' ? this.pending.get(f.id) : undefined;
+    if (pending !== undefined && typeof f.id === 'string') {
+      // A send or up worth another try with the same id (the edge stores one copy per id).
+      if (!pending.rpc && (code === 'rate_limited' || code === 'store_unavailable' || code === 'internal')) {
+        const wait = typeof f.retryAfter === 'number' ? f.retryAfter : 1000;
+        setTimeout(() => {
+          if (this.pending.get(f.id as string) === pending && this.current === 'attached')
+            this.host.write(pending.frame);
+        }, wait);
+        return;
+      }
       this.settle(f.id, error);
       return;
     }
@@ -412,6 +433,7 @@ export class AppSession extends Emitter<AppSessionEvents> {
   }
 
   protected override listenerFailed(err: unknown, event: keyof AppSessionEvents): void {
+    if (event === 'message') this.messageFailed?.();
     if (event !== 'error') this.host.failed(err, `${this.app} ${String(event)}`);
   }
 }
