@@ -14,6 +14,7 @@ import { runHeartbeat } from './heartbeat.js';
 import { runIdle } from './idle.js';
 import { runJobs } from './jobs.js';
 import { runMillion } from './million.js';
+import { runMultiApp } from './multi-app.js';
 import { leaveTsxCli } from './lib/main.js';
 import { runCleanups } from './lib/procs.js';
 import { note, printSummary, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
@@ -40,6 +41,7 @@ const BENCHES: Record<string, (o: RunOptions) => Promise<BenchResult>> = {
   failover: runFailover,
   million: runMillion,
   heartbeat: runHeartbeat,
+  'multi-app': runMultiApp,
 };
 
 const NOT_IN_SMOKE = ['failover'];

@@ -32,6 +32,8 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
   this.timeout(90_000);
   let stack: Stack;
   let app: TestApp;
+  /** A second app, attached on the same connection (several apps on one connection). */
+  let other: TestApp;
   let browser: Browser;
   let demo: DemoServer;
   let dispatcher: Dispatcher;
@@ -47,6 +49,7 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
 
     stack = await Stack.start();
     app = await stack.createApp({ clientMessaging: true, presenceTopics: ['room-*'] });
+    other = await stack.createApp();
     await edgeB.start({ PUSH_PREFIX: stack.prefix, PUSH_NATS_URL: NATS_URL, PUSH_REDIS_URL: 'redis://127.0.0.1:6379' });
     dispatcher = createDispatcher(
       stack.config({
@@ -200,6 +203,32 @@ describe('SDK (push-client.min.js) in headless Chromium', function () {
     // An ack of the transient one would have come back as an error frame.
     await new Promise((r) => setTimeout(r, 300));
     expect(await get('t.t1.errors')).to.deep.equal([]);
+  it('one PushClient with a second app attached: each gets its own messages; a kick of the second leaves the first receiving', async function () {
+    await harness();
+    await page.exposeFunction('otherToken', (user: string) => other.token(user, 'browser'));
+    const user = userOn(stack.wsUrl(), 'multi');
+    await page.evaluate(`
+      mk('m', ${JSON.stringify(user)});
+      t.m.second = { messages: [], detached: [] };
+      t.m.session = t.m.client.attach({
+        app: ${JSON.stringify(other.id)},
+        token: () => window.otherToken(${JSON.stringify(user)}),
+      });
+      t.m.session.on('message', (m) => t.m.second.messages.push(m.data));
+      t.m.session.on('detached', (d) => t.m.second.detached.push(d.reason));
+    `);
+    await waitUntil(`t.m.session.state === 'attached'`);
+    await app.pushOk(user, 'first');
+    await other.pushOk(user, 'second');
+    await waitUntil('t.m.messages.length === 1 && t.m.second.messages.length === 1');
+    expect(await get('[t.m.messages[0].data, t.m.second.messages[0]]')).to.deep.equal(['first', 'second']);
+    await other.waitPending(user, 0);
+    await app.waitPending(user, 0);
+    await stack.http('POST', `/v1/apps/${other.id}/users/${user}/kick`, other.apiKey, {});
+    await waitUntil(`t.m.second.detached.includes('kicked')`);
+    await app.pushOk(user, 'still');
+    await waitUntil('t.m.messages.length === 2');
+    expect(await get('t.m.client.state')).to.equal('connected');
   });
 
   it('stops reconnecting when kicked', async function () {

@@ -47,6 +47,7 @@ describe('config', () => {
       id: undefined,
       perIp: { maxConnections: 0, connectRate: 0 },
       trustedProxies: [],
+      maxAppsPerConnection: 16,
     });
     expect(c.center).to.deep.equal({
       host: '0.0.0.0',

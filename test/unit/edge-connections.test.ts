@@ -12,6 +12,13 @@ function fakeConnection(app: string, exp: number): ClientConnection & { closedWi
     end(code: number, reason: string) {
       c.closedWith = [code, reason];
     },
+    // One session, its own: ending it closes the connection (as ClientConnection.endSession does).
+    *sessions() {
+      yield c;
+    },
+    endSession(_s: unknown, _reason: string, code: number, text: string) {
+      c.closedWith = [code, text];
+    },
   };
   return c as unknown as ClientConnection & { closedWith?: [number, string] };
 }

@@ -22,6 +22,10 @@ function fakeConnection(id: string, user: string, events: string[]): ClientConne
       events.push(`${type} ${user} ${id}`);
     },
     recordTopics() {},
+    // One session, its own (EdgeConnections.sessions).
+    *sessions() {
+      if (!c.isClosed) yield c;
+    },
   };
   return c as unknown as ClientConnection & { isClosed: boolean };
 }

@@ -68,7 +68,7 @@ describe('TopicChannels', () => {
       live as unknown as LiveSubscriber,
       store as unknown as TopicStore,
       subjects,
-      { publish: (_k, frame) => published.push(frame), subscribers: () => subscribers },
+      { publish: (_k, frame) => published.push(frame), subscribers: (k) => (k.endsWith('#app') ? 0 : subscribers) },
       createEdgeMetrics(new Registry()),
       createLogger({ level: 'silent', name: 'test' }),
     );

@@ -1,5 +1,6 @@
 import { CLOSE, backoffDelay } from '@push/protocol';
 import type { ClientConnection } from './client-connection.js';
+import type { ClientSession } from './client-session.js';
 
 /** How often connections whose token expired are closed, ms. */
 const TOKEN_SWEEP_MS = 5_000;
@@ -65,20 +66,36 @@ export class EdgeConnections {
     return this.open.values();
   }
 
+  /** Every open session of every connection (a connection's first app's, and those it attached). */
+  *sessions(): IterableIterator<ClientSession> {
+    for (const c of this.open) yield* c.sessions();
+  }
+
   /** Core NATS may have dropped live messages: every connection rereads the store from its cursor. */
   resyncAll(): void {
-    for (const c of this.open) c.resync();
+    for (const c of this.open) c.resyncSessions();
   }
 
-  /** Closes every connection of one app (disabled or deleted). */
+  /**
+   * Ends every session of one app (disabled or deleted): a connection whose only session it is
+   * closes; one holding other apps' sessions stays, and the client gets `detached`.
+   */
   endApp(app: string): void {
-    for (const c of this.open) if (c.app === app) c.end(CLOSE.APP_GONE, 'app disabled', 'app_gone');
+    for (const c of this.open) {
+      for (const s of [...c.sessions()]) {
+        if (s.app === app) c.endSession(s, 'app_disabled', CLOSE.APP_GONE, 'app disabled', 'app_gone');
+      }
+    }
   }
 
-  /** Closes the connections whose token has expired (`now` in epoch ms). */
+  /** Ends the sessions whose token has expired (`now` in epoch ms), as `endApp` does. */
   sweepTokens(now = Date.now()): void {
     const seconds = now / 1000;
-    for (const c of this.open) if (c.exp <= seconds) c.end(CLOSE.TOKEN_EXPIRED, 'token expired', 'token_expired');
+    for (const c of this.open) {
+      for (const s of [...c.sessions()]) {
+        if (s.exp <= seconds) c.endSession(s, 'token_expired', CLOSE.TOKEN_EXPIRED, 'token expired', 'token_expired');
+      }
+    }
   }
 
   /** Starts the periodic token sweep (does not keep the process alive). */

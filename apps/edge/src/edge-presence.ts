@@ -1,12 +1,12 @@
 import type { PresenceRegistry } from '@push/presence';
 import type { Logger } from 'pino';
-import type { ClientConnection } from './client-connection.js';
+import type { ClientSession } from './client-session.js';
 import type { EdgeConnections } from './edge-connections.js';
 import type { EdgeMetrics } from './metrics.js';
 
 /** A closed connection whose removal from presence is not settled yet, and why it closed. */
 interface Unsettled {
-  conn: ClientConnection;
+  conn: ClientSession;
   reason: string;
   /** Epoch ms from which an orphan is settled (see `orphans`). */
   due: number;
@@ -32,19 +32,19 @@ interface Unsettled {
  */
 export class EdgePresence {
   /** Open connections recorded under the current epoch: their user's online was decided. */
-  private readonly recorded = new Set<ClientConnection>();
+  private readonly recorded = new Set<ClientSession>();
   /** Open connections whose record failed, and whether to announce them: tried again after the next renewal. */
-  private readonly unrecorded = new Map<ClientConnection, boolean>();
+  private readonly unrecorded = new Map<ClientSession, boolean>();
   /** Closed connections whose removal failed: tried again after the next renewal. */
   private failed: Unsettled[] = [];
   /** Closed connections whose entry Redis lost: settled from `due` on (at a renewal). */
   private orphans: Unsettled[] = [];
   /** When each connection opened (epoch ms), recorded as `since` every time. */
-  private readonly openedAt = new WeakMap<ClientConnection, number>();
+  private readonly openedAt = new WeakMap<ClientSession, number>();
   /** Until when (epoch ms) the edges record their connections again after Redis lost its data. */
   private recoveringUntil = 0;
   /** Connections recorded during the recovery whose user's online is decided after it. */
-  private undecided: ClientConnection[] = [];
+  private undecided: ClientSession[] = [];
 
   constructor(
     private readonly presence: Pick<PresenceRegistry, 'connected' | 'disconnected' | 'lookup'>,
@@ -56,7 +56,7 @@ export class EdgePresence {
   ) {}
 
   /** A connection opened (or is recorded again): `user_online` when it is the user's first. */
-  opened(conn: ClientConnection, announce = true): void {
+  opened(conn: ClientSession, announce = true): void {
     this.unrecorded.delete(conn);
     let since = this.openedAt.get(conn);
     if (since === undefined) this.openedAt.set(conn, (since = Date.now()));
@@ -77,7 +77,7 @@ export class EdgePresence {
   }
 
   /** A connection closed: `user_offline` when it was the user's last (now, or once settled). */
-  closed(conn: ClientConnection, reason: string): void {
+  closed(conn: ClientSession, reason: string): void {
     this.recorded.delete(conn);
     this.unrecorded.delete(conn);
     this.remove({ conn, reason, due: 0 });
@@ -115,7 +115,7 @@ export class EdgePresence {
       'presence lease had lapsed; recording every connection again',
     );
     this.recorded.clear();
-    for (const c of this.connections) {
+    for (const c of this.connections.sessions()) {
       this.opened(c);
       c.recordTopics('lease');
     }
@@ -133,7 +133,7 @@ export class EdgePresence {
     for (const u of this.failed.splice(0)) this.orphan(u);
     this.recoveringUntil = Date.now() + this.settleAfterMs;
     this.settleLater();
-    for (const c of this.connections) {
+    for (const c of this.connections.sessions()) {
       this.opened(c, !this.recorded.has(c));
       c.recordTopics('data');
     }
@@ -158,7 +158,7 @@ export class EdgePresence {
   }
 
   /** `user_online` when the connection is the user's oldest (by `since`, then id) once recovered. */
-  private decide(conn: ClientConnection): void {
+  private decide(conn: ClientSession): void {
     if (conn.isClosed) return;
     this.presence.lookup(conn.app, conn.user).then(
       (entries) => {

@@ -49,7 +49,7 @@ export class EdgeStatsResponder {
   /** This edge's figures now; resets the event-loop histogram. */
   async snapshot(): Promise<EdgeStats> {
     const apps: Record<string, number> = {};
-    for (const c of this.connections) apps[c.app] = (apps[c.app] ?? 0) + 1;
+    for (const c of this.connections.sessions()) apps[c.app] = (apps[c.app] ?? 0) + 1;
     const m = this.metrics;
     const [users, messagesOut, messagesIn, acks, topicFramesOut, topicMessagesIn] = await Promise.all([
       m.users.get().then((g) => g.values[0]?.value ?? 0),

@@ -161,6 +161,8 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
   }
 
   const heartbeats = new HeartbeatWheel(edgeConfig.ping.maxSeconds, undefined, () => metrics.heartbeatDrops.inc());
+  /** Checks an `attach`'s token as an upgrade's (one function shared by every connection). */
+  const attachAuth = (token: string, origin: string, ip: string): ClientIdentity => authenticate(token, '', origin, ip);
 
   app.ws<UpgradeData>('/ws', {
     ...socketLimits(edgeConfig),
@@ -208,6 +210,9 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
       const settings = ctx.apps.get(id.app)?.settings ?? DEFAULT_APP_SETTINGS;
       const ping = agreePing(askedPing === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
+      conn.origin = origin;
+      conn.ip = ip;
+      conn.authenticate = attachAuth;
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
       res.upgrade<UpgradeData>({ conn, pingSeconds: ping, ip }, key, protocol, extensions, context);
@@ -272,14 +277,17 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       ctx.ipPolicy.closed(data.ip);
       if (beat !== undefined) heartbeats.remove(beat);
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
-      conn.closed();
+      const ended = conn.closed();
       opts.devicePolicy?.closed(conn); // devicePolicy
       connections.delete(conn);
       metrics.connections.set(connections.size);
       metrics.users.set(ctx.channels.size);
       const reason = closeReasonOf(code, conn.closeReason);
-      conn.emit('conn_close', { code, reason });
-      ctx.edgePresence.closed(conn, reason);
+      // Each session still open (the first app's, unless it ended before, and those attached).
+      for (const s of ended) {
+        s.emit('conn_close', { code, reason });
+        ctx.edgePresence.closed(s, reason);
+      }
     },
   });
 }

@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { TrafficMeter } from './traffic-meter.js';
 
 /** The edge's Prometheus metrics. Hot-path counters carry no labels. */
 export function createEdgeMetrics(registry: Registry) {
@@ -192,6 +193,8 @@ export function createEdgeMetrics(registry: Registry) {
       labelNames: ['code'],
       registers: r,
     }),
+    /** Frames and bytes per app, with the connection's first app (TrafficMeter). */
+    traffic: new TrafficMeter(registry),
   };
 }
 

@@ -6,7 +6,7 @@ import {
   type TopicStore,
   type TopicStoredMessage,
 } from '@push/nats';
-import { ServerFrames, backoffDelay, type BackoffPolicy, type Subjects } from '@push/protocol';
+import { ServerFrames, backoffDelay, taggedTopicKey, withApp, type BackoffPolicy, type Subjects } from '@push/protocol';
 import type { EdgeMetrics } from './metrics.js';
 import type { TopicPresence } from './topic-presence.js';
 
@@ -224,10 +224,9 @@ export class TopicChannels {
       if (p === undefined) return;
       // A `join` this edge announced goes to every subscriber but its joiner (from the joiner's socket).
       const joiner = p.conn === undefined ? undefined : this.joiners?.takeJoiner(p.conn, ch.app, ch.topic)?.ws;
-      if (joiner === undefined) this.fanout.publish(ch.key, p.frame);
-      else joiner.publish(ch.key, p.frame);
+      this.fan(ch, p.frame, joiner);
       this.observer?.presence(ch, p.t, p.frame, joiner);
-      const n = this.fanout.subscribers(ch.key);
+      const n = this.reach(ch);
       this.metrics.presenceFrames.inc({ kind: p.t }, joiner === undefined ? n : Math.max(0, n - 1));
       return;
     }
@@ -256,12 +255,29 @@ export class TopicChannels {
     this.emit(ch, m, m.prev);
   }
 
+  /**
+   * Publishes one frame to the topic's local sockets (from `joiner`'s socket: to all but it).
+   * Sockets of connections holding several apps' sessions join the tagged key instead, and get
+   * the frame with `app` (serialized once more, only while such a socket holds the topic).
+   */
+  private fan(ch: TopicChannel, frame: string, joiner?: { publish(key: string, frame: string): boolean }): void {
+    const tagged = taggedTopicKey(ch.key);
+    const out = joiner ?? this.fanout;
+    out.publish(ch.key, frame);
+    if (this.fanout.subscribers(tagged) > 0) out.publish(tagged, withApp(JSON.stringify(ch.app), frame));
+  }
+
+  /** Sockets on this edge a frame of the topic reaches (plain and tagged keys). */
+  private reach(ch: TopicChannel): number {
+    return this.fanout.subscribers(ch.key) + this.fanout.subscribers(taggedTopicKey(ch.key));
+  }
+
   /** Fans one message out to the topic's local sockets, serialized once. */
   private emit(ch: TopicChannel, m: TopicStoredMessage, prev: number): void {
     if (m.expires > Date.now()) {
       const frame = ServerFrames.topicMessage(ch.topicJson, m.seq, prev, m.ts, m.bytes, m.binary);
-      this.fanout.publish(ch.key, frame);
-      this.metrics.topicMessagesOut.inc(this.fanout.subscribers(ch.key));
+      this.fan(ch, frame);
+      this.metrics.topicMessagesOut.inc(this.reach(ch));
       this.observer?.message(ch, m);
     }
     // After the publish: a resume woken here joins the key once this message went out.
@@ -270,8 +286,8 @@ export class TopicChannels {
 
   /** Tells every local subscriber of the topic that messages before `first` are gone. */
   private lost(ch: TopicChannel, first: number): void {
-    this.fanout.publish(ch.key, ServerFrames.lost(ch.topicJson, first));
-    this.metrics.topicLost.inc(this.fanout.subscribers(ch.key));
+    this.fan(ch, ServerFrames.lost(ch.topicJson, first));
+    this.metrics.topicLost.inc(this.reach(ch));
   }
 
   /**

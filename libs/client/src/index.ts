@@ -9,3 +9,4 @@ export {
   type HeartbeatOptions,
   type HeartbeatStorage,
 } from './heartbeat-policy.js';
+export * from './app-session.js';

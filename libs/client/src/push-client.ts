@@ -1,3 +1,4 @@
+import { AppSession, type AttachOptions } from './app-session.js';
 import { EdgeRoutes } from './edge-routes.js';
 import { Emitter } from './emitter.js';
 import { HeartbeatPolicy, type HeartbeatOptions } from './heartbeat-policy.js';
@@ -335,6 +336,9 @@ export class PushClient extends Emitter<PushClientEvents> {
    * opens; after a reconnect it resumes from the last broadcast received. Cannot be left.
    */
   readonly broadcasts: Subscription;
+  /** Other apps' sessions on this connection (`attach`), by app; the app of the last `hello`. */
+  private readonly appSessions = new Map<string, AppSession>();
+  private firstApp: string | undefined;
 
   constructor(options: PushClientOptions) {
     super();
@@ -446,6 +450,47 @@ export class PushClient extends Emitter<PushClientEvents> {
       if (this.current === 'connected') sub.resubscribe();
     }
     return sub;
+  }
+
+  /**
+   * Attaches another app's session to this connection with that app's own token
+   * (docs/sdk.md#several-apps-on-one-connection): its messages, acks, sends, topics and events
+   * are the AppSession's. Attached again after every reconnect, until `session.detach()`.
+   */
+  attach(options: AttachOptions): AppSession {
+    const known = this.appSessions.get(options.app);
+    if (known !== undefined) return known;
+    const session = new AppSession(options, this.sessionHost, (s) => {
+      if (this.appSessions.get(s.app) === s) this.appSessions.delete(s.app);
+    });
+    this.appSessions.set(options.app, session);
+    if (this.current === 'connected') void session.attach();
+    return session;
+  }
+
+  /** What the attached sessions may do to the client. */
+  private readonly sessionHost = {
+    write: (text: string): boolean => this.current === 'connected' && this.write(text),
+    connected: (): boolean => this.current === 'connected',
+    ackMode: (): 'auto' | 'manual' => this.opts.ackMode,
+    membersFetcher: (): ((topic: string) => unknown) | undefined => this.opts.fetchMembers,
+    failed: (err: unknown, event: string): void => this.host.failed(err, event),
+  };
+
+  /**
+   * A frame about an attached app goes to its session (true). The first app's `detached` (its
+   * session ended while others stay) is reported as an `error` event with the reason as code.
+   */
+  private routeToSession(f: ServerFrame & { reason?: unknown }): boolean {
+    if (this.appSessions.size === 0 || typeof f.app !== 'string' || f.t === 'hello') return false;
+    if (f.app === this.firstApp) {
+      if (f.t !== 'detached') return false;
+      const reason = typeof f.reason === 'string' ? f.reason : 'detached';
+      this.emit('error', { type: 'server', error: new PushClientError(reason, `the session of ${f.app} ended`) });
+      return true;
+    }
+    this.appSessions.get(f.app)?.onFrame(f);
+    return true;
   }
 
   /** What the subscriptions may do to the client. */
@@ -707,6 +752,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     const gone = new PushClientError('disconnected', `the client disconnected (${why.code} ${why.reason})`);
     for (const id of [...this.sends.keys()]) this.settleSend(id, gone);
     for (const id of [...this.rpcs.keys()]) this.settleRpc(id, gone);
+    for (const session of this.appSessions.values()) session.stopped();
     this.setState('disconnected', why);
   }
 
@@ -742,6 +788,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     // Their `unsubscribed` will not come: the next connection does not hold them anyway.
     for (const subs of this.leaving.values()) for (const sub of subs) sub.onUnsubscribed();
     this.leaving.clear();
+    for (const session of this.appSessions.values()) session.connectionLost();
   }
 
   /** Writes the rpcs not written yet. */
@@ -791,6 +838,7 @@ export class PushClient extends Emitter<PushClientEvents> {
       });
       return;
     }
+    if (this.routeToSession(f)) return;
     switch (f.t) {
       case 'hello':
         this.onHello(f);
@@ -877,6 +925,8 @@ export class PushClient extends Emitter<PushClientEvents> {
     // Topics again, each from the last sequence it delivered.
     this.broadcasts.resubscribe();
     for (const sub of this.subs.values()) sub.resubscribe();
+    this.firstApp = String(f.app);
+    for (const session of this.appSessions.values()) void session.attach();
   }
 
   /**

@@ -49,6 +49,7 @@ const schema = z.object({
   PUSH_EDGE_PING_MAX: int(600, 1, 900),
   PUSH_EDGE_RETRY_AFTER: int(5, 1, 3600),
   PUSH_EDGE_DRAIN_MS: int(5000, 0, 120_000),
+  PUSH_EDGE_MAX_APPS_PER_CONNECTION: int(16, 1, 1024),
   PUSH_EDGE_ID: z
     .string()
     .regex(/^[A-Za-z0-9_-]{1,64}$/)
@@ -132,6 +133,8 @@ export interface Config {
     };
     /** CIDRs of the proxies whose `X-Forwarded-For` is believed (empty: none). */
     trustedProxies: string[];
+    /** Most app sessions one connection may hold (its first app and those it `attach`es). */
+    maxAppsPerConnection: number;
   };
   center: {
     host: string;
@@ -261,6 +264,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       id: r.PUSH_EDGE_ID,
       perIp: { maxConnections: r.PUSH_EDGE_MAX_CONNECTIONS_PER_IP, connectRate: r.PUSH_EDGE_CONNECT_RATE_PER_IP },
       trustedProxies,
+      maxAppsPerConnection: r.PUSH_EDGE_MAX_APPS_PER_CONNECTION,
     },
     center: {
       host: r.PUSH_CENTER_HOST,

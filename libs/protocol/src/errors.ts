@@ -87,6 +87,10 @@ export const ERRORS = {
   job_not_found: { status: 404, message: 'no such fan-out job in this app' },
   job_not_open: { status: 409, message: 'the job is started, finished or cancelled: it takes no more users' },
   job_too_large: { status: 413, message: 'the job would have more users than the deployment allows' },
+  // --- Several apps on one connection (attach) ---------------------------------------------
+  app_attached: { status: 409, message: 'this app already has a session on the connection' },
+  app_not_attached: { status: 404, message: 'no session of this app is on the connection' },
+  too_many_apps: { status: 409, message: 'the connection holds as many app sessions as the edge allows' },
   // --- Acks -------------------------------------------------------------------------------
   ack_unknown: { status: 400, message: 'ack for a sequence not delivered to this connection (or already acked)' },
   // --- Server side ------------------------------------------------------------------------

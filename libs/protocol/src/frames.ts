@@ -17,6 +17,7 @@ import {
   type SubFrame,
   type UnsubFrame,
 } from './schemas.js';
+import { AttachFrameSchema, DetachFrameSchema, type AttachFrame, type DetachFrame } from './session-frames.js';
 import { ALL_TOPIC, topicProblem } from './topics.js';
 import { compile } from './validate.js';
 
@@ -58,7 +59,8 @@ export interface RpcFrame {
   data: unknown;
 }
 
-export type ClientFrame = AckFrame | PingFrame | SendFrame | UpFrame | RpcFrame | SubFrame | UnsubFrame;
+export type ClientFrame =
+  AckFrame | PingFrame | SendFrame | UpFrame | RpcFrame | SubFrame | UnsubFrame | AttachFrame | DetachFrame;
 
 /** The kind of an `up` frame that names none. */
 export const DEFAULT_UP_KIND = 'default';
@@ -129,6 +131,8 @@ const ackFrame = compile(AckFrameSchema);
 const pingFrame = compile(PingFrameSchema);
 const subFrame = compile(SubFrameSchema, { order: ['t', 'topic', 'since', 'token'] });
 const unsubFrame = compile(UnsubFrameSchema);
+const attachFrame = compile(AttachFrameSchema);
+const detachFrame = compile(DetachFrameSchema);
 
 /**
  * Reads a `sub` or `unsub`: the schema, then the topic rules clients obey (`_all` is subscribed
@@ -225,6 +229,34 @@ function parseRpc(value: Record<string, unknown>): RpcFrame {
  * id (also for `up` and `rpc`); the edge sends either back as an `error` frame.
  */
 export function parseClientFrame(text: string): ClientFrame {
+  return clientFrameOf(jsonObject(text));
+}
+
+/** A client frame read with the app it names (`app`, a string, or undefined), or why it was refused. */
+export type AppFrameResult =
+  { app: string | undefined; frame: ClientFrame } | { app: string | undefined; error: unknown };
+
+/**
+ * Reads a client frame and the app it is about (its `app` field, on a connection holding several
+ * apps' sessions). A refusal comes back with the app too, so its `error` goes to that session.
+ */
+export function parseAppFrame(text: string): AppFrameResult {
+  let value: Record<string, unknown>;
+  try {
+    value = jsonObject(text);
+  } catch (error) {
+    return { app: undefined, error };
+  }
+  const raw = value['app'];
+  const app = typeof raw === 'string' && value['t'] !== 'detach' ? raw : undefined;
+  try {
+    return { app, frame: clientFrameOf(value) };
+  } catch (error) {
+    return { app, error };
+  }
+}
+
+function jsonObject(text: string): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -232,6 +264,10 @@ export function parseClientFrame(text: string): ClientFrame {
     throw new PushError('bad_frame', 'frame is not valid JSON');
   }
   if (!isObject(value)) throw new PushError('bad_frame', 'frame must be a JSON object');
+  return value;
+}
+
+function clientFrameOf(value: Record<string, unknown>): ClientFrame {
   switch (value['t']) {
     case 'ack':
       if (ackFrame.check(value)) return { t: 'ack', seqs: value.seqs };
@@ -249,6 +285,12 @@ export function parseClientFrame(text: string): ClientFrame {
     case 'sub':
     case 'unsub':
       return parseTopicFrame(value);
+    case 'attach':
+      if (attachFrame.check(value)) return { t: 'attach', token: value.token };
+      throw attachFrame.problem(value) ?? new PushError('bad_frame');
+    case 'detach':
+      if (detachFrame.check(value)) return { t: 'detach', app: value.app };
+      throw detachFrame.problem(value) ?? new PushError('bad_frame');
     default:
       if (typeof value['t'] !== 'string') throw new PushError('bad_frame', 'frame needs a string field t');
       throw new PushError('unknown_frame', `unknown frame type ${JSON.stringify(value['t']).slice(0, 40)}`);

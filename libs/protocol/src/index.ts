@@ -15,3 +15,4 @@ export * from './edge-stats.js';
 export * from './pusher-event.js';
 export * from './console-summary.js';
 export * from './cidr.js';
+export * from './session-frames.js';

@@ -4,6 +4,7 @@ import { PushError, type ErrorCode } from './errors.js';
 import { MAX_CIDRS, cidrListProblem } from './cidr.js';
 import { ID_LIMITS, type IdKind } from './ids.js';
 import { DEVICE_POLICIES } from './app-settings.js';
+import { AttachFrameSchema, AttachedFrameSchema, DetachFrameSchema, DetachedFrameSchema } from './session-frames.js';
 
 /**
  * The wire contract: one JSON Schema (TypeBox) per shape that crosses a process boundary, with
@@ -166,6 +167,8 @@ export const ClientFrameSchemas = {
   rpc: RpcFrameWireSchema,
   sub: SubFrameSchema,
   unsub: UnsubFrameSchema,
+  attach: AttachFrameSchema,
+  detach: DetachFrameSchema,
 } as const;
 export type ClientFrameKind = keyof typeof ClientFrameSchemas;
 
@@ -190,6 +193,8 @@ export type HelloFrame = Static<typeof HelloFrameSchema>;
  */
 export const MsgFrameSchema = Type.Object({
   t: Type.Literal('msg'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   /** Absent on a transient message (never stored: nothing to ack). */
   seq: Type.Optional(Type.Integer({ minimum: 1 })),
   /** True on a message the business pushed with `transient`: never stored, no `seq`, no ack. */
@@ -215,6 +220,8 @@ export type PongFrame = Static<typeof PongFrameSchema>;
 /** Edge -> client: a `send` was stored. */
 export const SentFrameSchema = Type.Object({
   t: Type.Literal('sent'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   id: Type.String(),
   seq: Type.Integer({ minimum: 1 }),
   dup: Type.Boolean(),
@@ -224,6 +231,8 @@ export type SentFrame = Static<typeof SentFrameSchema>;
 /** Edge -> client: a frame was refused or failed. `id` answers a `send`; `seqs` comes with `ack_unknown`. */
 export const ErrorFrameSchema = Type.Object({
   t: Type.Literal('error'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   code: Type.String(),
   message: Type.String(),
   id: Type.Optional(Type.String()),
@@ -238,6 +247,8 @@ export type ErrorFrame = Static<typeof ErrorFrameSchema>;
 /** Edge -> client: an `up` was stored (`dup`: a retry of one stored before; `seq` is its stream sequence). */
 export const UpsentFrameSchema = Type.Object({
   t: Type.Literal('upsent'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   id: Type.String(),
   seq: Type.Integer({ minimum: 1 }),
   dup: Type.Boolean(),
@@ -247,6 +258,8 @@ export type UpsentFrame = Static<typeof UpsentFrameSchema>;
 /** Edge -> client: the business's answer to an `rpc` (its `data`, any JSON value). */
 export const RpcReplyFrameSchema = Type.Object({
   t: Type.Literal('rpc'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   id: Type.String(),
   data: Type.Unknown(),
 });
@@ -255,6 +268,8 @@ export type RpcReplyFrame = Static<typeof RpcReplyFrameSchema>;
 /** Edge -> client: a `sub` took effect; every message after `seq` arrives live. */
 export const SubscribedFrameSchema = Type.Object({
   t: Type.Literal('subscribed'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   topic: Type.String(),
   /** The topic's last sequence when the live feed started (0: the topic has none). */
   seq: Type.Integer({ minimum: 0 }),
@@ -262,7 +277,11 @@ export const SubscribedFrameSchema = Type.Object({
 export type SubscribedFrame = Static<typeof SubscribedFrameSchema>;
 
 /** Edge -> client: an `unsub` took effect; no more messages of the topic come. */
-export const UnsubscribedFrameSchema = Type.Object({ t: Type.Literal('unsubscribed'), topic: Type.String() });
+export const UnsubscribedFrameSchema = Type.Object({
+  t: Type.Literal('unsubscribed'),
+  app: Type.Optional(Type.String()),
+  topic: Type.String(),
+});
 export type UnsubscribedFrame = Static<typeof UnsubscribedFrameSchema>;
 
 /**
@@ -272,6 +291,8 @@ export type UnsubscribedFrame = Static<typeof UnsubscribedFrameSchema>;
  */
 export const LostFrameSchema = Type.Object({
   t: Type.Literal('lost'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   topic: Type.String(),
   first: Type.Integer({ minimum: 0 }),
 });
@@ -283,6 +304,8 @@ export type LostFrame = Static<typeof LostFrameSchema>;
  */
 export const JoinFrameSchema = Type.Object({
   t: Type.Literal('join'),
+  /** The app the frame is about, on a connection holding several apps' sessions (docs/protocol.md). */
+  app: Type.Optional(Type.String()),
   topic: Type.String(),
   user: Type.String(),
   device: Type.String(),
@@ -294,7 +317,12 @@ export type JoinFrame = Static<typeof JoinFrameSchema>;
  * Edge -> client: on a presence topic the user's last subscribed connection left (unsub, close,
  * or its edge died: then within the presence bound, docs/operations.md).
  */
-export const LeaveFrameSchema = Type.Object({ t: Type.Literal('leave'), topic: Type.String(), user: Type.String() });
+export const LeaveFrameSchema = Type.Object({
+  t: Type.Literal('leave'),
+  app: Type.Optional(Type.String()),
+  topic: Type.String(),
+  user: Type.String(),
+});
 export type LeaveFrame = Static<typeof LeaveFrameSchema>;
 
 /** Every server frame kind, by its `t`. */
@@ -311,6 +339,8 @@ export const ServerFrameSchemas = {
   lost: LostFrameSchema,
   join: JoinFrameSchema,
   leave: LeaveFrameSchema,
+  attached: AttachedFrameSchema,
+  detached: DetachedFrameSchema,
 } as const;
 export type ServerFrame =
   | HelloFrame

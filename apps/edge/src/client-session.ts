@@ -1,0 +1,202 @@
+import type { InboxMessage } from '@push/nats';
+import {
+  PushError,
+  isPushError,
+  ServerFrames,
+  type ClientFrame,
+  type EventInput,
+  type EventType,
+} from '@push/protocol';
+import type { ClientSocket, ConnectionContext } from './client-connection.js';
+import { InboxDelivery } from './inbox-delivery.js';
+import type { ErrorExtra, SessionHost } from './session-host.js';
+import { TopicSubscriptions } from './topic-subscriptions.js';
+import type { TrafficCell } from './traffic-meter.js';
+import { UpstreamFrames } from './upstream-frames.js';
+import type { LiveReceiver } from './user-channels.js';
+
+/** The frames a session handles itself (the connection handles `ping`, `attach` and `detach`). */
+export type SessionFrame = Extract<ClientFrame, { t: 'ack' | 'send' | 'up' | 'rpc' | 'sub' | 'unsub' }>;
+
+/**
+ * One app's session on a connection: who it is (app, user, device, token expiry and grants) and
+ * its parts, each in its own module: inbox delivery and acks (InboxDelivery), topic
+ * subscriptions and bindings (TopicSubscriptions), and upstream frames `send`/`up`/`rpc`
+ * (UpstreamFrames). A connection is its first app's session (ClientConnection) and may hold
+ * others (AttachedSession); every session has its own windows, acks, rate limits, presence and
+ * events, and ends on its own (kick, disable, token expiry, `detach`).
+ */
+export abstract class ClientSession implements SessionHost, LiveReceiver {
+  protected readonly inbox: InboxDelivery;
+  protected readonly topics: TopicSubscriptions;
+  /** Made on the first `send`, `up` or `rpc`: most connections never send one. */
+  private upstreamFrames: UpstreamFrames | undefined;
+  /** Where this session's traffic is counted; set by `count()` once the first app is known. */
+  protected traffic: TrafficCell | undefined;
+
+  constructor(
+    readonly ctx: ConnectionContext,
+    readonly app: string,
+    readonly user: string,
+    readonly device: string,
+    /** Token expiry, epoch seconds. */
+    readonly exp: number,
+    /** Topic patterns the client token grants (its `topics` claim). */
+    readonly topicGrants: readonly string[] | undefined,
+  ) {
+    this.inbox = new InboxDelivery(this);
+    this.topics = new TopicSubscriptions(this);
+  }
+
+  private get upstream(): UpstreamFrames {
+    return (this.upstreamFrames ??= new UpstreamFrames(this));
+  }
+
+  /** Connection id, unique across edges; every session of a connection shares it. */
+  abstract get id(): string;
+  abstract get ws(): ClientSocket | undefined;
+  /** Sends one frame of this session on the socket; answers as uWS `send` does. */
+  abstract send(text: string): number;
+  /** Ends this session for a kick. */
+  abstract kick(reason: string): void;
+  /** The uWS pub/sub key this session's socket joins for a topic channel's key. */
+  abstract topicKey(key: string): string;
+
+  get isClosed(): boolean {
+    return this.inbox.isClosed;
+  }
+
+  /**
+   * Starts the session: joins the user's live channel, greets (`hello` or `attached`), reads the
+   * backlog once the channel is live, joins `_all` and subscribes the bound topics.
+   */
+  protected start(greeting: string): void {
+    const subscribed = this.ctx.channels.join(this.app, this.user, this);
+    this.sendText(greeting);
+    // Read the backlog once the live subscription is active: no gap between the two.
+    void subscribed.then(() => this.inbox.resync());
+    this.topics.joinAll();
+    // Registered for control messages above (channels.join), so a bind is seen by this read or
+    // by its control message, never by neither.
+    this.topics.loadBindings();
+  }
+
+  /** Ends the session's delivery and subscriptions. Undelivered and unacked messages stay stored. */
+  stop(): void {
+    this.inbox.close();
+    this.ctx.channels.leave(this.app, this.user, this);
+    // uWS unsubscribes a closed socket from its pub/sub keys; the edge's references go here.
+    this.topics.close();
+  }
+
+  /** Counts a frame from the client about this session (TrafficMeter). */
+  countIn(text: string): void {
+    if (this.traffic === undefined) return;
+    this.traffic.framesIn++;
+    this.traffic.bytesIn += Buffer.byteLength(text);
+  }
+
+  /** Handles one frame about this session. */
+  handle(frame: SessionFrame): void {
+    switch (frame.t) {
+      case 'ack':
+        this.inbox.ack(frame.seqs);
+        return;
+      case 'send':
+        void this.upstream.handleSend(frame);
+        return;
+      case 'up':
+        void this.upstream.handleUp(frame);
+        return;
+      case 'rpc':
+        void this.upstream.handleRpc(frame);
+        return;
+      case 'sub':
+        this.topics.handleSub(frame);
+        return;
+      case 'unsub':
+        this.topics.unsubscribeTopic(frame.topic);
+        return;
+    }
+  }
+
+  /**
+   * A topic the business bound the user to (control message, or the read at open): subscribed
+   * with no grant check. A refusal (`too_many_topics`, a store error) is an `error` frame with
+   * the topic, as for a `sub`.
+   */
+  bindTopic(topic: string): void {
+    this.topics.bindTopic(topic);
+  }
+
+  /** The business unbound the user from a topic: the session leaves it (`unsubscribed`). */
+  unbindTopic(topic: string): void {
+    this.topics.unbindTopic(topic);
+  }
+
+  /**
+   * Reads the store from `cursor + 1` until caught up or blocked, then goes live. Safe to call
+   * any time (after a NATS reconnect, an ack, a drain): one read loop runs at a time.
+   */
+  resync(): void {
+    this.inbox.resync();
+  }
+
+  /** A live (republished) message of this user. */
+  onLive(m: InboxMessage): void {
+    this.inbox.onLive(m);
+  }
+
+  /** A transient message's frame (user-channels.ts): sent now or dropped, never kept. */
+  onTransient(frame: string): void {
+    this.inbox.onTransient(frame);
+  }
+
+  /** Emits an event about this session (app, user, device, conn and edge filled in). */
+  emit<T extends EventType>(type: T, fields: Omit<EventInput<T>, 'app' | 'user' | 'device' | 'conn' | 'edge'>): void {
+    const about = { app: this.app, user: this.user, device: this.device, conn: this.id, edge: this.ctx.edgeId };
+    // TypeScript cannot see that the spread of `about` restores what Omit removed from a generic T.
+    this.ctx.events.emit(type, { ...about, ...fields } as unknown as EventInput<T>);
+  }
+
+  /** The socket drained: resume if stalled, and let waiting topic resumes read on. */
+  drained(): void {
+    this.inbox.drained();
+    this.topics.drained();
+  }
+
+  /**
+   * Records this session's topic subscriptions anew: the edge's presence lease had lapsed, or
+   * Redis lost its data (TopicPresence.joined).
+   */
+  recordTopics(again: 'lease' | 'data'): void {
+    this.topics.recordTopics(again);
+  }
+
+  /** Topics this session subscribed to (`_all` not included). */
+  get topicCount(): number {
+    return this.topics.topicCount;
+  }
+
+  /**
+   * Leaves a topic (the entry point for `unsub` and a server-initiated unbind); answers
+   * `unsubscribed`.
+   */
+  unsubscribeTopic(topic: string): void {
+    this.topics.unsubscribeTopic(topic);
+  }
+
+  /** Answers with an `error` frame (a PushError's code, else `internal`, logged). */
+  sendError(err: unknown, extra?: ErrorExtra): void {
+    const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
+    if (e.code === 'internal') this.ctx.log.error({ err, conn: this.id }, 'frame handling failed');
+    this.ctx.metrics.errors.inc({ code: e.code });
+    this.sendText(ServerFrames.error(e.code, e.message, extra));
+  }
+
+  /** Sends one frame (nothing once closed). */
+  sendText(text: string): void {
+    if (this.isClosed) return;
+    this.send(text);
+  }
+}
