@@ -43,7 +43,7 @@ export interface DemoServer {
 export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
   const page = readFileSync(join(here, 'index.html'), 'utf8');
   const favicon = readFileSync(join(here, 'favicon.svg'));
-  const bundlePath = join(here, '..', 'libs', 'client', 'dist', 'push-client.min.js');
+  const bundleDir = join(here, '..', 'libs', 'client', 'dist');
   const config = JSON.stringify({ app: opts.app, dispatcher: opts.dispatcherUrl, users: DEMO_USERS });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -51,9 +51,9 @@ export async function startDemoServer(opts: DemoOptions): Promise<DemoServer> {
     if (url.pathname === '/' || url.pathname === '/index.html') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
       res.end(page.replace('/*DEMO_CONFIG*/ null', config));
-    } else if (url.pathname === '/push-client.min.js') {
+    } else if (url.pathname === '/push-client.min.js' || url.pathname === '/push-client-apps.min.js') {
       res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
-      res.end(readFileSync(bundlePath));
+      res.end(readFileSync(join(bundleDir, url.pathname.slice(1))));
     } else if (url.pathname === '/favicon.svg' || url.pathname === '/favicon.ico') {
       // The page links the SVG; browsers ask for /favicon.ico anyway, and take an SVG there too.
       res.writeHead(200, { 'content-type': 'image/svg+xml', 'cache-control': 'max-age=86400' }).end(favicon);

@@ -86,7 +86,12 @@ export class InboxDelivery {
   onTransient(frame: string): void {
     const ws = this.host.ws;
     if (ws === undefined || this.mode === CLOSED) return;
-    sendTransient(ws.getBufferedAmount(), () => this.host.send(frame), this.host.ctx.highWaterBytes, this.host.ctx.metrics);
+    sendTransient(
+      ws.getBufferedAmount(),
+      () => this.host.send(frame),
+      this.host.ctx.highWaterBytes,
+      this.host.ctx.metrics,
+    );
   }
 
   /** The socket drained: resume if stalled. */

@@ -1,4 +1,5 @@
 import { Emitter } from './emitter.js';
+import { registerAppSessions } from './push-client.js';
 import {
   BROADCAST_TOPIC,
   PushClientError,
@@ -437,3 +438,5 @@ export class AppSession extends Emitter<AppSessionEvents> {
     if (event !== 'error') this.host.failed(err, `${this.app} ${String(event)}`);
   }
 }
+
+registerAppSessions((options, host, forget) => new AppSession(options, host, forget));

@@ -1,4 +1,4 @@
-import { AppSession, type AttachOptions } from './app-session.js';
+import type { AppSession, AppSessionHost, AttachOptions } from './app-session.js';
 import { EdgeRoutes } from './edge-routes.js';
 import { Emitter } from './emitter.js';
 import { HeartbeatPolicy, type HeartbeatOptions } from './heartbeat-policy.js';
@@ -269,6 +269,19 @@ function newSendId(): string {
 }
 
 /**
+ * Makes the sessions of `attach()`: set by app-session.ts when it is loaded. The Node package
+ * always loads it; in browsers `push-client-apps.min.js` has it and `push-client.min.js` does not,
+ * so a page of one app pays nothing for multi-app sessions (docs/sdk.md).
+ */
+type SessionFactory = (options: AttachOptions, host: AppSessionHost, forget: (s: AppSession) => void) => AppSession;
+let makeSession: SessionFactory | undefined;
+
+/** Lets `attach()` make AppSessions (called by app-session.ts as it loads). */
+export function registerAppSessions(factory: SessionFactory): void {
+  makeSession = factory;
+}
+
+/**
  * A client of the push edge (docs/sdk.md): connects to an edge from the dispatcher's list (or
  * a given one), keeps the connection up (pings, reconnects with full-jitter backoff following
  * each close code, new tokens before they expire), delivers each message once to `message`
@@ -460,7 +473,13 @@ export class PushClient extends Emitter<PushClientEvents> {
   attach(options: AttachOptions): AppSession {
     const known = this.appSessions.get(options.app);
     if (known !== undefined) return known;
-    const session = new AppSession(options, this.sessionHost, (s) => {
+    if (makeSession === undefined) {
+      throw new PushClientError(
+        'attach_unavailable',
+        'this bundle has no multi-app sessions: load push-client-apps.min.js',
+      );
+    }
+    const session = makeSession(options, this.sessionHost, (s) => {
       if (this.appSessions.get(s.app) === s) this.appSessions.delete(s.app);
     });
     this.appSessions.set(options.app, session);
@@ -469,7 +488,7 @@ export class PushClient extends Emitter<PushClientEvents> {
   }
 
   /** What the attached sessions may do to the client. */
-  private readonly sessionHost = {
+  private readonly sessionHost: AppSessionHost = {
     write: (text: string): boolean => this.current === 'connected' && this.write(text),
     connected: (): boolean => this.current === 'connected',
     ackMode: (): 'auto' | 'manual' => this.opts.ackMode,
