@@ -193,6 +193,29 @@ describe('several apps on one connection', function () {
     expect((await x.waitFor((f) => f.t === 'error' && f['id'] === 'n1'))['code']).to.equal('app_not_attached');
   });
 
+  it('devicePolicy single: a newer connection of the user replaces an attached session (detached, replaced) and the first app keeps receiving; a newer attach replaces an older connection', async function () {
+    const s = await stack.createApp({ devicePolicy: 'single' });
+    const x = await open(a, 'rey');
+    expect((await attach(x, s, 'rey'))['t']).to.equal('attached');
+    await online(s, 'rey', 1);
+    // A newer connection of the same user of the single app (its own socket) takes over.
+    const y = await open(s, 'rey');
+    const d = await x.waitFor((f) => f.t === 'detached' && f['app'] === s.id);
+    expect(d['reason']).to.equal('replaced');
+    await online(s, 'rey', 1);
+    const sa = await a.pushOk('rey', 'a stays');
+    await x.waitFor(msgOf(x, a, sa));
+    const ss = await s.pushOk('rey', 'to the newest');
+    await y.waitFor((f) => f.t === 'msg' && f['seq'] === ss);
+    expect(x.frames.some((f) => f.t === 'msg' && f['app'] === s.id)).to.equal(false);
+    expect(x.closeCode).to.equal(undefined);
+    // Attaching again is newer still: it replaces y, whose socket closes with 4006 (its only session).
+    expect((await attach(x, s, 'rey'))['t']).to.equal('attached');
+    expect(await y.waitClosed()).to.equal(4006);
+    const s2 = await s.pushOk('rey', 'back on the shared connection');
+    await x.waitFor(msgOf(x, s, s2));
+  });
+
   it('disabling an app sends detached and the connection stays for the others; the last one left closes as before', async function () {
     const e = await stack.createApp();
     const x = await open(a, 'dan');

@@ -86,10 +86,10 @@ class World {
       emit(_type, { by }) {
         conn.replacedBy.push(by);
       },
-      end(code, reason) {
+      replace() {
         if (conn.isClosed) return;
         conn.isClosed = true;
-        conn.closes.push({ code, reason });
+        conn.closes.push({ code: 4006, reason: 'replaced' });
         e.policy.closed(conn);
       },
     };
@@ -300,7 +300,7 @@ describe('DevicePolicy (simulated edges and NATS)', () => {
     // An hour ahead of this edge's clock: not taken; a stamp 4 s ahead is.
     claim({ conn: 'x', at: 3_600_000 });
     claim({ conn: 'y', at: 5000 });
-    policy.opened({ id: 'e-1', app: 'app', user: 'bob', device: 'd', isClosed: false, emit() {}, end() {} });
+    policy.opened({ id: 'e-1', app: 'app', user: 'bob', device: 'd', isClosed: false, emit() {}, replace() {} });
     expect(JSON.parse(sent[0] ?? '{}')).to.deep.equal({ conn: 'e-1', at: 5001 });
   });
 });

@@ -362,6 +362,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       log,
     });
     late.devicePolicy = devicePolicy;
+    ctx.devicePolicy = devicePolicy;
     live.subscribe(subjects.claimAll, (_h, payload, subject) => devicePolicy.onClaim(subject, payload));
     // The center's console summary asks every edge for its figures (docs/api.md "Console summary").
     const stats = new EdgeStatsResponder(edgeId, connections, metrics, log);

@@ -2,10 +2,12 @@ import { peekTokenApp, type ClientIdentity } from '@push/apps';
 import { CLOSE, SessionFrames, taggedTopicKey, withApp } from '@push/protocol';
 import type { ClientConnection, ClientSocket } from './client-connection.js';
 import { ClientSession } from './client-session.js';
+import { REPLACED_REASON } from './device-policy.js';
 
 /**
  * Checks a client token as the upgrade does (the app exists and is enabled, allows the page's
- * origin and the client's address, the signature and expiry hold): the identity, or a PushError with the refusal's code.
+ * origin and the client's address, the signature and expiry hold): the identity, or a PushError
+ * with the refusal's code.
  */
 export type ClientAuthenticator = (token: string, origin: string, ip: string) => ClientIdentity;
 
@@ -64,6 +66,11 @@ export class AttachedSession extends ClientSession {
 
   topicKey(key: string): string {
     return taggedTopicKey(key);
+  }
+
+  /** A newer connection of this session's user took over (devicePolicy): `detached`, reason `replaced`. */
+  replace(): void {
+    this.conn.endSession(this, 'replaced', CLOSE.REPLACED, REPLACED_REASON, REPLACED_REASON);
   }
 
   /** A kick of this session's user (or device): the session ends (`detached`, reason `kicked`). */

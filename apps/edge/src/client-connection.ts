@@ -19,6 +19,7 @@ import type { Logger } from '@push/logger';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
 import type { DeliveryCounts } from './delivery-counts.js';
+import { REPLACED_REASON, type DevicePolicy } from './device-policy.js';
 import { AttachedSession, tokenApp, type ClientAuthenticator } from './attached-session.js';
 import { ClientSession } from './client-session.js';
 import type { EdgePresence } from './edge-presence.js';
@@ -73,6 +74,8 @@ export interface ConnectionContext {
   bindings: Pick<BindingsReader, 'read'>;
   /** Never-ack guard: told what a closing session leaves delivered and unacked (delivery-counts.ts). */
   deliveryCounts: Pick<DeliveryCounts, 'unacked'>;
+  /** The app setting `devicePolicy`: told of the sessions attached after the first, and of their end. */
+  devicePolicy?: Pick<DevicePolicy, 'opened' | 'closed'>;
   /** Presence of the sessions attached after the first (the edge records the first's itself). */
   edgePresence?: Pick<EdgePresence, 'opened' | 'closed'>;
 }
@@ -332,6 +335,8 @@ export class ClientConnection extends ClientSession {
       session.open(record?.settings.maxMessageBytes ?? 0);
       session.emit('conn_open', {});
       ctx.edgePresence?.opened(session);
+      // devicePolicy: after the `attached` answer, replaces the user's older sessions of the app.
+      ctx.devicePolicy?.opened(session);
     } catch (err) {
       this.connectionError(err, app);
     }
@@ -380,6 +385,12 @@ export class ClientConnection extends ClientSession {
     if (s !== this) this.attached?.delete(s.app);
     s.emit('conn_close', { code, reason: why });
     this.ctx.edgePresence?.closed(s, why);
+    this.ctx.devicePolicy?.closed(s);
+  }
+
+  /** A newer connection of the user took over (devicePolicy): this session ends, 4006 `replaced`. */
+  replace(): void {
+    this.endSession(this, 'replaced', CLOSE.REPLACED, REPLACED_REASON, REPLACED_REASON);
   }
 
   /** Closes the connection for a kick (close code 4004): the client must not come back with this token. */

@@ -59,6 +59,8 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
   abstract send(text: string): number;
   /** Ends this session for a kick. */
   abstract kick(reason: string): void;
+  /** Ends this session for a newer connection of its user (devicePolicy). */
+  abstract replace(): void;
   /** The uWS pub/sub key this session's socket joins for a topic channel's key. */
   abstract topicKey(key: string): string;
 

@@ -1,7 +1,6 @@
 import type { AppDirectory } from '@push/apps';
 import type { Logger } from '@push/logger';
 import {
-  CLOSE,
   readDeviceClaim,
   type AppRecord,
   type DeviceClaim,
@@ -11,8 +10,9 @@ import {
 import type { EdgeMetrics } from './metrics.js';
 
 /**
- * What the policy needs of a connection: ClientConnection fits as is. Kept narrow so that an app
- * session of a shared connection can take its place (replacing a session then detaches it).
+ * What the policy needs of an app session: every ClientSession fits, a connection's first app's
+ * (ClientConnection) and those it attached (AttachedSession). Replacing an attached session, or a
+ * first one whose connection holds others, detaches it; the socket closes with its last session.
  */
 export interface PolicyHolder {
   /** Unique across edges (edge id + counter): breaks ties of the stamp. */
@@ -22,7 +22,11 @@ export interface PolicyHolder {
   readonly device: string;
   readonly isClosed: boolean;
   emit(type: 'replaced', fields: { by: string }): void;
-  end(code: number, reason: string, why?: string): void;
+  /**
+   * Ends this session for a newer one: close code 4006 `replaced`, or a `detached` (reason
+   * `replaced`) when its connection holds other apps' sessions, which stay.
+   */
+  replace(): void;
 }
 
 /** A connection of a user under a `single` policy on this edge, with its stamp. */
@@ -216,7 +220,7 @@ export class DevicePolicy {
     if (u.entries.length === 0) this.users.delete(this.deps.subjects.claim(u.app, u.user));
     this.deps.metrics.replaced.inc();
     e.holder.emit('replaced', { by });
-    e.holder.end(CLOSE.REPLACED, REPLACED_REASON, REPLACED_REASON);
+    e.holder.replace();
   }
 
   private announce(app: string, user: string, claim: DeviceClaim): void {

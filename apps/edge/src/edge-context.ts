@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { AckBatcher } from './ack-batcher.js';
 import type { BindingsReader } from './bindings.js';
 import type { DeliveryCounts } from './delivery-counts.js';
+import type { DevicePolicy } from './device-policy.js';
 import type { EdgePresence } from './edge-presence.js';
 import type { IpPolicy } from './ip-policy.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -54,6 +55,8 @@ export interface EdgeContext {
   ipPolicy: IpPolicy;
   /** Counts deliveries that ended without an ack; moves never-acked messages out (issue 17 part 3). */
   deliveryCounts: DeliveryCounts;
+  /** The app setting `devicePolicy` (set once its claim subscription is made). */
+  devicePolicy?: DevicePolicy;
 }
 
 /** How often, at most, failed removals are logged (each is counted), ms. */

@@ -278,7 +278,6 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       if (beat !== undefined) heartbeats.remove(beat);
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
       const ended = conn.closed();
-      opts.devicePolicy?.closed(conn); // devicePolicy
       connections.delete(conn);
       metrics.connections.set(connections.size);
       metrics.users.set(ctx.channels.size);
@@ -287,6 +286,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       for (const s of ended) {
         s.emit('conn_close', { code, reason });
         ctx.edgePresence.closed(s, reason);
+        opts.devicePolicy?.closed(s); // devicePolicy
       }
     },
   });

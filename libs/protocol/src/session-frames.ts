@@ -53,7 +53,7 @@ export const DetachedFrameSchema = Type.Object({
 export type DetachedFrame = Static<typeof DetachedFrameSchema>;
 
 /** Why a session ended while its connection stays (the `reason` of `detached`). */
-export type DetachReason = 'client' | 'kicked' | 'app_disabled' | 'token_expired';
+export type DetachReason = 'client' | 'kicked' | 'app_disabled' | 'token_expired' | 'replaced';
 
 /**
  * The frame with `app` added as its first field: every server frame is a JSON object built as a
