@@ -101,8 +101,8 @@ describe('AckBatcher on real NATS: purges coalesced behind one in flight, never 
     return r.messages.map((m) => m.seq);
   }
 
-  async function waitFor(cond: () => Promise<boolean>): Promise<void> {
-    for (let i = 0; i < 200 && !(await cond()); i++) await new Promise((r) => setTimeout(r, 20));
+  async function waitFor(cond: () => boolean): Promise<void> {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
   }
 
   it('acks of two devices taken while a purge is in flight go as one purge, out of order acks as deletes', async function () {
@@ -132,7 +132,7 @@ describe('AckBatcher on real NATS: purges coalesced behind one in flight, never 
     // Nothing more purged while the first is in flight; the out-of-order s5 went as a delete.
     expect(store.purges).to.deep.equal([`ann<${s2 + 1}`]);
     store.release();
-    await waitFor(async () => b.pending === 0);
+    await waitFor(() => b.pending === 0);
     expect(b.pending).to.equal(0);
     // One purge for the three turns behind the first: up to the highest floor (s4), not past it.
     expect(store.purges).to.deep.equal([`ann<${s2 + 1}`, `ann<${s4 + 1}`]);
@@ -188,7 +188,7 @@ describe('AckBatcher on real NATS: purges coalesced behind one in flight, never 
       }
     }
     store.release();
-    await waitFor(async () => b.pending === 0);
+    await waitFor(() => b.pending === 0);
     expect(b.pending, `retries ${c.retries}: ${errors.slice(0, 3).join('; ')}`).to.equal(0);
     // Every ack applied (deletes of messages a purge took first count as done), nothing else.
     expect(c.retries, errors.slice(0, 3).join('; ')).to.equal(0);
