@@ -14,6 +14,9 @@
  *       cycles outstanding; beside it (f) ours: InboxStore.publish, then InboxStore.purge of the
  *       user's subject up to that sequence (what the edge's AckBatcher sends for one ack), and
  *       (g) the bare cycle with that purge instead of the delete. Same rounds, interleaved.
+ *   (h) fast ingest: one fast-ingest batch (nats-server 2.14+, the stream given
+ *       `allow_batched`), server ack every 100 messages, same headers; publish only, beside (a)
+ *       for the server's CPU per stored message.
  *
  * Same payload (a ~100-byte JSON message in the stored envelope), same subjects, same counting
  * rule (a message counts when its ack arrived), rounds interleaved so that the ratio compares
@@ -47,7 +50,7 @@ import { runIfMain } from './lib/main.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
 import { NATS_URL, benchPrefix, removePrefix } from './lib/stack.js';
 import { env, type RunOptions } from './lib/scenario.js';
-import { rawStoreCycle } from './lib/store-cycle.js';
+import { fastIngestPublish, rawStoreCycle } from './lib/store-cycle.js';
 import { median, round } from './lib/stats.js';
 
 const IN_FLIGHT = 5000;
@@ -278,6 +281,7 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
   const rawCycles: RoundFigure[] = [];
   const rawPurgeCycles: RoundFigure[] = [];
   const ourCycles: RoundFigure[] = [];
+  const fastIngest: RoundFigure[] = [];
   const metered = async (f: () => Promise<RoundFigure>, on: Server = main): Promise<RoundFigure> => {
     on.meter.start();
     const fig = await f();
@@ -371,7 +375,9 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
       ourCycles,
       () =>
         windowed(IN_FLIGHT, SECONDS_PIPELINED, (i) =>
-          store.publish(APP, user(i), body, { ttlMs: TTL_MS }).then((res) => store.purge(APP, user(i), res.seq + 1, 'b')),
+          store
+            .publish(APP, user(i), body, { ttlMs: TTL_MS })
+            .then((res) => store.purge(APP, user(i), res.seq + 1, 'b')),
         ),
     ],
     [
@@ -390,6 +396,25 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
         }),
     ],
   ];
+  // Fast ingest needs `allow_batched` on the stream (2.14+); the apps' streams do not set it.
+  const batched = isServerVersionAtLeast(main.version, '2.14.0');
+  if (batched) {
+    const cfg = (await jsm.streams.info(stream)).config;
+    await jsm.streams.update(stream, { ...cfg, allow_batched: true });
+    cycleRounds.push([
+      'fast-ingest publish (ack every 100)',
+      fastIngest,
+      () =>
+        fastIngestPublish({
+          nc: main.nc,
+          seconds: SECONDS_PIPELINED,
+          subjectOf,
+          data: envelope,
+          ttlSeconds,
+          ackInterval: 100,
+        }),
+    ]);
+  }
   for (let r = 0; r < ROUNDS_PIPELINED; r++) {
     for (let k = 0; k < cycleRounds.length; k++) {
       const [what, into, run] = cycleRounds[(k + r) % cycleRounds.length] as (typeof cycleRounds)[number];
@@ -423,7 +448,9 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     storeCycle: { client: usPerMsg(rawCycles, 'client'), nats: usPerMsg(rawCycles, 'nats') },
     storeCyclePurge: { client: usPerMsg(rawPurgeCycles, 'client'), nats: usPerMsg(rawPurgeCycles, 'nats') },
     oursCycle: { client: usPerMsg(ourCycles, 'client'), nats: usPerMsg(ourCycles, 'nats') },
+    fastIngest: { client: usPerMsg(fastIngest, 'client'), nats: usPerMsg(fastIngest, 'nats') },
   };
+  const mFastIngest = median(fastIngest.map((x) => x.rate));
   const oldServer =
     old === undefined
       ? undefined
@@ -469,6 +496,8 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     /** Ours: InboxStore.publish + InboxStore.purge (the edge's ack), median cycles/s. */
     oursCycleMsgsPerSec: round(mOurCycle),
     ratioOursToStoreCycle: round(mOurCycle / mRawCycle, 2),
+    /** Fast-ingest batch publish (ack every 100), median msgs/s; absent before nats-server 2.14. */
+    fastIngestMsgsPerSec: batched ? round(mFastIngest) : undefined,
     ratioPipelinedToPlain: round(mPipe / mPlain, 1),
     ratioPipelinedToConcurrent: round(mPipe / mConc, 2),
     cpuMicrosecondsPerMessage: cpu,
@@ -484,6 +513,7 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
       storeCycle: rawCycles.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
       storeCyclePurge: rawPurgeCycles.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
       oursCycle: ourCycles.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+      fastIngest: fastIngest.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
     },
   };
   const met = (ok: boolean): string => (ok ? 'yes' : 'no');
@@ -540,6 +570,15 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
         figure: "store: ours, InboxStore.publish + purge (the edge's ack), median; share of the raw cycle",
         value: `${Math.round(mOurCycle).toLocaleString('en-US')} msgs/s (nats-server ${cpu.oursCycle.nats} us/msg); ${Math.round((100 * mOurCycle) / mRawCycle)}%`,
       },
+      ...(batched
+        ? [
+            {
+              bench: 'publish',
+              figure: 'fast-ingest batch publish (ack every 100), median; CPU per message client / nats-server',
+              value: `${Math.round(mFastIngest).toLocaleString('en-US')} msgs/s; ${cpu.fastIngest.client} / ${cpu.fastIngest.nats} us`,
+            },
+          ]
+        : []),
       ...(oldServer === undefined ? [] : oldServerRows(oldServer)),
     ],
   };

@@ -11,7 +11,12 @@
  * the same messages with a bare nats.js client").
  */
 import { createInbox, headers, type NatsConnection } from '@nats-io/nats-core';
+import { startFastIngest } from '@nats-io/jetstream/internal';
 import { randomBytes } from 'node:crypto';
+import { connect } from '@nats-io/transport-node';
+import { ensureInboxStream } from '@push/nats';
+import { Subjects, encodeEnvelope } from '@push/protocol';
+import { NATS_URL, benchPrefix, removePrefix } from './stack.js';
 
 export interface CycleFigure {
   msgs: number;
@@ -62,9 +67,7 @@ export async function rawStoreCycle(o: {
   const publishReply = `${inbox}.p`;
   const deleteReply = `${inbox}.d`;
   const removeRequest = (i: number, seq: number): string =>
-    purge
-      ? `{"filter":${JSON.stringify(o.subjectOf(i))},"seq":${seq + 1}}`
-      : `{"seq":${seq},"no_erase":true}`;
+    purge ? `{"filter":${JSON.stringify(o.subjectOf(i))},"seq":${seq + 1}}` : `{"seq":${seq},"no_erase":true}`;
   const launch = (): void => {
     while (outstanding < inFlight && ((issued & 255) !== 0 || performance.now() < stopAt)) {
       const i = issued++;
@@ -105,3 +108,95 @@ export async function rawStoreCycle(o: {
   const seconds = (last - start) / 1000;
   return { msgs: done, seconds, rate: done / seconds, failed };
 }
+
+/**
+ * Fast-ingest batch publishing (nats-server 2.14+, a stream with `allow_batched`): one batch of
+ * publishes for `seconds`, acked by the server once per `ackInterval` messages under its flow
+ * control, with the same headers per message. Publish only (no remove): what a batch push would
+ * save against the pipelined publish of one request per message. The batch ack gives the last
+ * sequence and the count, not each message's sequence.
+ */
+export async function fastIngestPublish(o: {
+  nc: NatsConnection;
+  seconds: number;
+  subjectOf: (i: number) => string;
+  data: () => Uint8Array;
+  ttlSeconds: number;
+  ackInterval: number;
+}): Promise<CycleFigure> {
+  const idPrefix = `fi.${randomBytes(6).toString('base64url')}.`;
+  const hdr = (i: number): ReturnType<typeof headers> => {
+    const h = headers();
+    h.set('Nats-TTL', String(o.ttlSeconds));
+    h.set('Nats-Msg-Id', idPrefix + String(i));
+    return h;
+  };
+  const start = performance.now();
+  const stopAt = start + o.seconds * 1000;
+  const batch = await startFastIngest(o.nc, o.subjectOf(0), o.data(), {
+    allowGaps: false,
+    ackInterval: o.ackInterval,
+    headers: hdr(0),
+  });
+  let i = 1;
+  for (; (i & 255) !== 0 || performance.now() < stopAt; i++) {
+    await batch.add(o.subjectOf(i), o.data(), { headers: hdr(i) });
+  }
+  const ack = await batch.end();
+  const seconds = (performance.now() - start) / 1000;
+  return { msgs: ack.count, seconds, rate: ack.count / seconds, failed: i - ack.count };
+}
+
+/**
+ * The raw store cycle beside a scenario that runs our stack (bench/unicast.ts): its own inbox
+ * stream (as ensureInboxStream makes an app's, under a prefix of its own) on the same
+ * nats-server, `users` users' subjects, the same envelope size, IN_FLIGHT cycles outstanding.
+ * `run` measures one round; `close` deletes the stream and the connection.
+ */
+export class StoreCycleBeside {
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly stream: string,
+    private readonly subjects: string[],
+    private readonly prefix: string,
+  ) {}
+
+  static async open(users: number): Promise<StoreCycleBeside> {
+    const prefix = benchPrefix();
+    const subjects = new Subjects(prefix);
+    const nc = await connect({ servers: NATS_URL.split(','), name: 'bench-store-cycle' });
+    const app = { id: 'cycle', settings: { maxPendingPerUser: 10_000 } };
+    await ensureInboxStream(nc, subjects, app, {
+      maxPerUser: 10_000,
+      maxAgeSeconds: 3600,
+      duplicateWindowSeconds: 120,
+      replicas: 1,
+    });
+    const userSubjects = Array.from({ length: users }, (_, i) => subjects.inbox(app.id, `c${i}`, 'b'));
+    return new StoreCycleBeside(nc, subjects.inboxStream(app.id), userSubjects, prefix);
+  }
+
+  run(seconds: number, payloadBytes = 100): Promise<CycleFigure> {
+    const body = Buffer.alloc(payloadBytes, 0x78);
+    return rawStoreCycle({
+      nc: this.nc,
+      stream: this.stream,
+      inFlight: STORE_CYCLE_IN_FLIGHT,
+      seconds,
+      subjectOf: (i) => this.subjects[i % this.subjects.length] as string,
+      data: () => {
+        const now = Date.now();
+        return encodeEnvelope({ ts: now, expires: now + 3600_000, binary: false, from: undefined }, body);
+      },
+      ttlSeconds: 3600,
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.nc.close();
+    await removePrefix(this.prefix);
+  }
+}
+
+/** Cycles kept outstanding by StoreCycleBeside (as bench/publish.ts's rounds). */
+export const STORE_CYCLE_IN_FLIGHT = 5000;
