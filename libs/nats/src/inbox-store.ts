@@ -403,8 +403,10 @@ export class InboxStore {
     }
     const r = parseJson(reply) as { success?: boolean; error?: JsApiError };
     if (r.success === true) return true;
-    // 10057: no message found at that sequence.
-    if (r.error?.err_code === 10057 || /no message found/i.test(r.error?.description ?? '')) return false;
+    // 10057: no message found at that sequence. nats-server 2.15 answers "sequence N not found"
+    // (a 10057 too, or without a code) for a sequence already purged below the stream's first.
+    if (r.error?.err_code === 10057 || /no message found|sequence \d+ not found/i.test(r.error?.description ?? ''))
+      return false;
     throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
   }
 
