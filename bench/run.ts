@@ -4,7 +4,8 @@
  *
  *   npx tsx bench/run.ts                    # every scenario (about 25 minutes)
  *   npx tsx bench/run.ts idle fanout        # only those (idle | storm | ... | million | heartbeat)
- *   npx tsx bench/run.ts --smoke            # tiny sizes, one round each (seconds; part of make test)
+ *   npx tsx bench/run.ts --smoke            # tiny sizes, one round each (minutes; make bench-smoke),
+ *                                           # written to a temp dir unless BENCH_RESULTS_DIR is set
  */
 import { runBacklog } from './backlog.js';
 import { runBroadcast } from './broadcast.js';

@@ -1,14 +1,20 @@
 import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { renderCharts, type BarChart } from './chart.js';
 
 /**
  * Where each benchmark writes its figures: bench/results/<date>-<name>.json, .md and .svg
- * (BENCH_RESULTS_DIR elsewhere, as the smoke test does).
+ * (BENCH_RESULTS_DIR elsewhere, as the smoke test does). A `--smoke` run without it writes to a
+ * temp dir: its tiny figures must never overwrite the committed results of the same day.
  */
 export function resultsDir(): string {
-  const dir = process.env['BENCH_RESULTS_DIR'] ?? fileURLToPath(new URL('../results/', import.meta.url));
+  const dir =
+    process.env['BENCH_RESULTS_DIR'] ??
+    (process.argv.includes('--smoke')
+      ? path.join(os.tmpdir(), `bench-smoke-${process.pid}`)
+      : fileURLToPath(new URL('../results/', import.meta.url)));
   return dir.endsWith('/') ? dir : `${dir}/`;
 }
 
