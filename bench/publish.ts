@@ -9,6 +9,14 @@
  *       request path, a timer and a subscription lookup per request).
  *   (d) remove: InboxStore.remove (STREAM.MSG.DELETE by sequence, what the edge does per acked
  *       message) with IN_FLIGHT in flight, on the messages the pipelined round just stored.
+ *   (e) store: the raw store cycle (bench/lib/store-cycle.ts): a bare nats.js connection
+ *       publishes each message and deletes it by sequence as soon as its ack comes, IN_FLIGHT
+ *       cycles outstanding; beside it (f) ours: InboxStore.publish, then InboxStore.purge of the
+ *       user's subject up to that sequence (what the edge's AckBatcher sends for one ack), and
+ *       (g) the bare cycle with that purge instead of the delete. Same rounds, interleaved.
+ *   (h) fast ingest: one fast-ingest batch (nats-server 2.14+, the stream given
+ *       `allow_batched`), server ack every 100 messages, same headers; publish only, beside (a)
+ *       for the server's CPU per stored message.
  *
  * Same payload (a ~100-byte JSON message in the stored envelope), same subjects, same counting
  * rule (a message counts when its ack arrived), rounds interleaved so that the ratio compares
@@ -42,6 +50,7 @@ import { runIfMain } from './lib/main.js';
 import { note, type BenchResult, type SummaryRow } from './lib/results.js';
 import { NATS_URL, benchPrefix, removePrefix } from './lib/stack.js';
 import { env, type RunOptions } from './lib/scenario.js';
+import { fastIngestPublish, rawStoreCycle } from './lib/store-cycle.js';
 import { median, round } from './lib/stats.js';
 
 const IN_FLIGHT = 5000;
@@ -269,6 +278,10 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
   const removals: RoundFigure[] = [];
   const oldPipelined: RoundFigure[] = [];
   const oldRemovals: RoundFigure[] = [];
+  const rawCycles: RoundFigure[] = [];
+  const rawPurgeCycles: RoundFigure[] = [];
+  const ourCycles: RoundFigure[] = [];
+  const fastIngest: RoundFigure[] = [];
   const metered = async (f: () => Promise<RoundFigure>, on: Server = main): Promise<RoundFigure> => {
     on.meter.start();
     const fig = await f();
@@ -340,6 +353,83 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
       );
     }
   }
+  // The store cycle: publish then remove each message, raw and ours, interleaved per round.
+  const ttlSeconds = Math.ceil(TTL_MS / 1000);
+  const cycleRounds: Array<[string, RoundFigure[], () => Promise<RoundFigure>]> = [
+    [
+      'store (bare nats.js publish + delete by seq)',
+      rawCycles,
+      () =>
+        rawStoreCycle({
+          nc: main.nc,
+          stream,
+          inFlight: IN_FLIGHT,
+          seconds: SECONDS_PIPELINED,
+          subjectOf,
+          data: envelope,
+          ttlSeconds,
+        }),
+    ],
+    [
+      'ours (InboxStore.publish + purge up to it)',
+      ourCycles,
+      () =>
+        windowed(IN_FLIGHT, SECONDS_PIPELINED, (i) =>
+          store
+            .publish(APP, user(i), body, { ttlMs: TTL_MS })
+            .then((res) => store.purge(APP, user(i), res.seq + 1, 'b')),
+        ),
+    ],
+    [
+      'bare nats.js publish + purge up to it',
+      rawPurgeCycles,
+      () =>
+        rawStoreCycle({
+          nc: main.nc,
+          stream,
+          inFlight: IN_FLIGHT,
+          seconds: SECONDS_PIPELINED,
+          subjectOf,
+          data: envelope,
+          ttlSeconds,
+          remove: 'purge',
+        }),
+    ],
+  ];
+  // Fast ingest needs `allow_batched` on the stream (2.14+); the apps' streams do not set it.
+  const batched = isServerVersionAtLeast(main.version, '2.14.0');
+  if (batched) {
+    const cfg = (await jsm.streams.info(stream)).config;
+    await jsm.streams.update(stream, { ...cfg, allow_batched: true });
+    cycleRounds.push([
+      'fast-ingest publish (ack every 100)',
+      fastIngest,
+      () =>
+        fastIngestPublish({
+          nc: main.nc,
+          seconds: SECONDS_PIPELINED,
+          subjectOf,
+          data: envelope,
+          ttlSeconds,
+          ackInterval: 100,
+        }),
+    ]);
+  }
+  for (let r = 0; r < ROUNDS_PIPELINED; r++) {
+    for (let k = 0; k < cycleRounds.length; k++) {
+      const [what, into, run] = cycleRounds[(k + r) % cycleRounds.length] as (typeof cycleRounds)[number];
+      await fresh();
+      const c = await metered(run);
+      into.push(c);
+      note(
+        `publish round ${r + 1}: cycle ${what} ${Math.round(c.rate)}/s (${c.msgs} in ${c.seconds.toFixed(2)} s), cores ${JSON.stringify(c.cores)}`,
+      );
+    }
+  }
+  const mRawCycle = median(rawCycles.map((x) => x.rate));
+  const mRawPurgeCycle = median(rawPurgeCycles.map((x) => x.rate));
+  const mOurCycle = median(ourCycles.map((x) => x.rate));
+
   // Every ack means stored: check the last round's count against the stream.
   const last = await jsm.streams.info(stream);
 
@@ -355,7 +445,12 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     plain: { client: usPerMsg(plain, 'client'), nats: usPerMsg(plain, 'nats') },
     concurrent: { client: usPerMsg(concurrent, 'client'), nats: usPerMsg(concurrent, 'nats') },
     remove: { client: usPerMsg(removals, 'client'), nats: usPerMsg(removals, 'nats') },
+    storeCycle: { client: usPerMsg(rawCycles, 'client'), nats: usPerMsg(rawCycles, 'nats') },
+    storeCyclePurge: { client: usPerMsg(rawPurgeCycles, 'client'), nats: usPerMsg(rawPurgeCycles, 'nats') },
+    oursCycle: { client: usPerMsg(ourCycles, 'client'), nats: usPerMsg(ourCycles, 'nats') },
+    fastIngest: { client: usPerMsg(fastIngest, 'client'), nats: usPerMsg(fastIngest, 'nats') },
   };
+  const mFastIngest = median(fastIngest.map((x) => x.rate));
   const oldServer =
     old === undefined
       ? undefined
@@ -394,6 +489,15 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     plainMsgsPerSec: round(mPlain),
     concurrentJsPublishMsgsPerSec: round(mConc),
     removeMsgsPerSec: round(mRemove),
+    /** Raw store cycle (bare nats.js publish + delete by sequence), median cycles/s. */
+    storeCycleMsgsPerSec: round(mRawCycle),
+    /** The bare cycle with a purge of the subject up to the sequence instead of the delete. */
+    storeCyclePurgeMsgsPerSec: round(mRawPurgeCycle),
+    /** Ours: InboxStore.publish + InboxStore.purge (the edge's ack), median cycles/s. */
+    oursCycleMsgsPerSec: round(mOurCycle),
+    ratioOursToStoreCycle: round(mOurCycle / mRawCycle, 2),
+    /** Fast-ingest batch publish (ack every 100), median msgs/s; absent before nats-server 2.14. */
+    fastIngestMsgsPerSec: batched ? round(mFastIngest) : undefined,
     ratioPipelinedToPlain: round(mPipe / mPlain, 1),
     ratioPipelinedToConcurrent: round(mPipe / mConc, 2),
     cpuMicrosecondsPerMessage: cpu,
@@ -406,6 +510,10 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
       plain: plain.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
       concurrent: concurrent.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
       remove: removals.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+      storeCycle: rawCycles.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+      storeCyclePurge: rawPurgeCycles.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+      oursCycle: ourCycles.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
+      fastIngest: fastIngest.map((x) => ({ ...x, rate: round(x.rate), seconds: round(x.seconds, 3) })),
     },
   };
   const met = (ok: boolean): string => (ok ? 'yes' : 'no');
@@ -447,6 +555,30 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
         figure: 'CPU per message, pipelined: client / nats-server',
         value: `${cpu.pipelined.client} / ${cpu.pipelined.nats} us`,
       },
+      {
+        bench: 'publish',
+        figure: `store: raw store cycle, bare nats.js publish + delete by seq (${IN_FLIGHT} in flight), median`,
+        value: `${Math.round(mRawCycle).toLocaleString('en-US')} msgs/s (nats-server ${cpu.storeCycle.nats} us/msg)`,
+      },
+      {
+        bench: 'publish',
+        figure: 'store: bare nats.js publish + purge of the subject up to it, median',
+        value: `${Math.round(mRawPurgeCycle).toLocaleString('en-US')} msgs/s (nats-server ${cpu.storeCyclePurge.nats} us/msg)`,
+      },
+      {
+        bench: 'publish',
+        figure: "store: ours, InboxStore.publish + purge (the edge's ack), median; share of the raw cycle",
+        value: `${Math.round(mOurCycle).toLocaleString('en-US')} msgs/s (nats-server ${cpu.oursCycle.nats} us/msg); ${Math.round((100 * mOurCycle) / mRawCycle)}%`,
+      },
+      ...(batched
+        ? [
+            {
+              bench: 'publish',
+              figure: 'fast-ingest batch publish (ack every 100), median; CPU per message client / nats-server',
+              value: `${Math.round(mFastIngest).toLocaleString('en-US')} msgs/s; ${cpu.fastIngest.client} / ${cpu.fastIngest.nats} us`,
+            },
+          ]
+        : []),
       ...(oldServer === undefined ? [] : oldServerRows(oldServer)),
     ],
   };

@@ -34,6 +34,7 @@ import {
   eachTargetRound,
 } from './lib/scenario.js';
 import { waitStreamEmpty } from './lib/stack.js';
+import { StoreCycleBeside, type CycleFigure } from './lib/store-cycle.js';
 import { median, round } from './lib/stats.js';
 import { LABELS, OursTarget, type Message, type Target } from './lib/targets.js';
 
@@ -41,6 +42,8 @@ const TICK_MS = 5;
 const PAYLOAD_BYTES = 100;
 const THROUGHPUT_TARGET = 50_000;
 const P99_TARGET_MS = 10;
+/** Our delivered/s, batch calls, when issue 16 was filed: the store's limit on this machine then. */
+const ISSUE16_BASELINE = 17_633;
 const MAX_IN_FLIGHT = { batch: 64, single: 512 };
 
 export type Mode = 'batch' | 'single';
@@ -234,6 +237,10 @@ export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<B
   const rounds = smoke ? 1 : env('BENCH_UNICAST_ROUNDS', 3);
   const lat: Record<string, LatencyRound[]> = {};
   const thr: Record<string, ThroughputRound[]> = {};
+  // The raw store cycle (bench/lib/store-cycle.ts) after each of our throughput rounds, on the
+  // same nats-server: the ceiling our delivered/s is compared with in the same run (issue 16).
+  const cycles: CycleFigure[] = [];
+  let cycle: StoreCycleBeside | undefined;
   const fleet = LoadFleet.start(1);
   try {
     // One round of targets: the rounds run inside, on the same connections.
@@ -249,9 +256,16 @@ export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<B
           for (const mode of modes)
             (lat[target.name] ??= []).push(await latencyRound(target, fleet, msgs, rate, seconds, mode));
         (thr[target.name] ??= []).push(await throughputRound(target, fleet, msgs, seconds));
+        if (target instanceof OursTarget) {
+          cycle ??= await StoreCycleBeside.open(users.length);
+          const c = await cycle.run(seconds, PAYLOAD_BYTES);
+          cycles.push(c);
+          note(`raw store cycle: ${Math.round(c.rate)}/s (${c.msgs} in ${c.seconds.toFixed(2)} s, ${c.failed} failed)`);
+        }
       }
     });
   } finally {
+    await cycle?.close();
     await fleet.stop();
   }
 
@@ -293,6 +307,23 @@ export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<B
     }
   }
   const ours = thr['ours'] ?? [];
+  if (ours.length > 0 && cycles.length > 0) {
+    const delivered = median(ours.map((r) => r.deliveredPerSecond));
+    const raw = median(cycles.map((c) => c.rate));
+    const share = delivered / raw;
+    summary.push({
+      bench: 'unicast',
+      figure: 'raw store cycle (bare nats.js publish + delete by seq, same nats-server, after each round)',
+      value: showSpread(spread(cycles.map((c) => Math.round(c.rate))), '/s'),
+    });
+    summary.push({
+      bench: 'unicast',
+      figure: 'our system: delivered/s, batch calls, vs 17.6k/s (issue 16) and vs the raw store cycle, same run',
+      value: `${round(delivered / ISSUE16_BASELINE, 2)}x; ${Math.round(share * 100)}% of the raw cycle`,
+      target: '>= 1.7x and >= 100%',
+      met: delivered >= 1.7 * ISSUE16_BASELINE && share >= 1 ? 'yes' : 'no',
+    });
+  }
   if (ours.length > 0) {
     summary.push({
       bench: 'unicast',
@@ -303,7 +334,15 @@ export async function runUnicast(opts: RunOptions = { smoke: false }): Promise<B
   const categories = rates.map((r) => `${r.toLocaleString('en-US')}/s`);
   return {
     name: 'unicast',
-    figures: { users: users.length, rates, seconds, rounds, latency: lat, throughput: thr },
+    figures: {
+      users: users.length,
+      rates,
+      seconds,
+      rounds,
+      latency: lat,
+      throughput: thr,
+      storeCycle: cycles.map((c) => ({ ...c, rate: Math.round(c.rate), seconds: round(c.seconds, 3) })),
+    },
     summary,
     charts: [
       {

@@ -155,4 +155,46 @@ describe('AckBatcher', () => {
     expect(c.droppedN).to.equal(7);
     b.close();
   });
+
+  it('parks acks behind a purge in flight for their user, sends them as one purge after it, and drains them at shutdown', async () => {
+    const store = new FakeStore();
+    store.add('u', 1, 2, 3, 4, 5, 6);
+    store.add('v', 7);
+    // The store holds its answers to purges until released.
+    const waiting: Array<() => void> = [];
+    const purge = store.purge.bind(store);
+    const sent: string[] = [];
+    store.purge = (app, user, below, kind) => {
+      sent.push(`purge ${user}.${kind} <${below}`);
+      return new Promise<void>((r) => waiting.push(r)).then(() => purge(app, user, below, kind));
+    };
+    const c = counters();
+    const b = new AckBatcher(store, c);
+    b.ack('app', 'u', 1, 1, 'b');
+    await sleep(0);
+    // Three turns of acks of u wait behind its purge in flight.
+    for (const seq of [2, 3, 4]) {
+      b.ack('app', 'u', seq, seq, 'b');
+      await sleep(0);
+    }
+    b.ack('app', 'v', 7, 7, 'b'); // another user is not held
+    await sleep(0);
+    expect(sent).to.deep.equal(['purge u.b <2', 'purge v.b <8']);
+    expect(b.pending).to.equal(5);
+    for (const r of waiting.splice(0)) r();
+    await sleep(0);
+    // Answered: the parked acks go as one purge up to the highest floor.
+    expect(sent).to.deep.equal(['purge u.b <2', 'purge v.b <8', 'purge u.b <5']);
+    expect(store.left('u')).to.deep.equal([2, 3, 4, 5, 6]);
+    b.ack('app', 'u', 5, 5, 'b');
+    await sleep(0);
+    expect(sent).to.have.length(3); // parked again
+    b.drain(); // shutdown: sent at once, though a purge of u is in flight
+    expect(sent).to.deep.equal(['purge u.b <2', 'purge v.b <8', 'purge u.b <5', 'purge u.b <6']);
+    for (const r of waiting.splice(0)) r();
+    await sleep(0);
+    expect(store.left('u')).to.deep.equal([6]);
+    expect(b.pending).to.equal(0);
+    b.close();
+  });
 });

@@ -46,6 +46,9 @@ interface UserAcks {
   attempt: number;
 }
 
+/** A user's key in the maps; length-prefixed so that no pair of ids maps to another pair's key. */
+const userKey = (app: string, user: string): string => `${app.length}:${app}${user}`;
+
 const KIND_B = 1;
 const KIND_C = 2;
 const kindBit = (kind: InboxKind): number => (kind === 'b' ? KIND_B : KIND_C);
@@ -63,15 +66,28 @@ const kindBit = (kind: InboxKind): number => (kind === 'b' ? KIND_B : KIND_C);
  * unacked delivery, or its cursor when nothing is unacked; another device's unacked copies below
  * it may go too: one device's ack is enough (DESIGN.md).
  *
+ * At most one purge round per user is in flight: acks of a user whose purge has not been answered
+ * yet wait (parked) and go as one purge up to the highest floor when it is. While the store
+ * keeps up, that changes nothing (the answer comes before the next turn's acks); when it falls
+ * behind, each user's purge covers more messages, so the store's work per message drops as the
+ * load rises instead of its queue growing (issue 16: a remove costs nats-server about twice
+ * what a publish does, bench/publish.ts). Deletes above the floor are not parked.
+ *
  * Bounded: at most `maxHeld` acks wait here (fresh, in flight or for a retry); past it an ack is
  * dropped and counted, its message stays stored and comes again (at-least-once). A failed
  * request is retried with full-jitter backoff, merged with newer acks of the same user.
  */
 export class AckBatcher {
   private turn = new Map<string, UserAcks>();
+  /** Users (by key) whose purge round is in flight. */
+  private readonly purging = new Set<string>();
+  /** Purge acks of users in `purging`, sent when that round is answered. */
+  private parked = new Map<string, UserAcks>();
   private scheduled = false;
   private held = 0;
   private closed = false;
+  /** Set by drain(): purges are no longer parked behind a user's round in flight. */
+  private draining = false;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly maxHeld: number;
   private readonly retryBaseMs: number;
@@ -126,6 +142,18 @@ export class AckBatcher {
     for (const e of batch.values()) this.apply(e);
   }
 
+  /**
+   * Shutdown: sends what this turn gathered and every parked purge now, and parks no more, so
+   * that once the store is idle every ack taken was sent.
+   */
+  drain(): void {
+    this.draining = true;
+    this.flush();
+    const parked = this.parked;
+    this.parked = new Map();
+    for (const e of parked.values()) this.sendPurges(e, userKey(e.app, e.user));
+  }
+
   /** Stops retry timers and drops whatever is held. Idempotent. */
   close(): void {
     if (this.closed) return;
@@ -133,11 +161,11 @@ export class AckBatcher {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.turn.clear();
+    this.parked.clear();
   }
 
   private entry(map: Map<string, UserAcks>, app: string, user: string): UserAcks {
-    // Length-prefixed so that no pair of ids maps to another pair's key.
-    const key = `${app.length}:${app}${user}`;
+    const key = userKey(app, user);
     let e = map.get(key);
     if (e === undefined) {
       e = { app, user, floor: 0, purgeAcks: 0, purgeKinds: 0, deletes: undefined, attempt: 0 };
@@ -169,21 +197,17 @@ export class AckBatcher {
       }
     }
     if (purgeAcks > 0) {
-      const purges: Array<Promise<number>> = [];
-      for (const kind of ['b', 'c'] as const) {
-        if ((purgeKinds & kindBit(kind)) === 0) continue;
-        this.counters.ackRequests.inc();
-        purges.push(this.store.purge(e.app, e.user, e.floor + 1, kind));
+      const key = userKey(e.app, e.user);
+      if (this.purging.has(key) && !this.draining) {
+        const into = this.entry(this.parked, e.app, e.user);
+        if (e.floor > into.floor) into.floor = e.floor;
+        into.purgeAcks += purgeAcks;
+        into.purgeKinds |= purgeKinds;
+        into.attempt = Math.max(into.attempt, e.attempt);
+      } else {
+        this.purging.add(key);
+        this.sendPurges({ ...e, purgeAcks, purgeKinds, deletes: undefined }, key);
       }
-      Promise.all(purges).then(
-        (counts) => {
-          this.held -= purgeAcks;
-          const n = counts.reduce((a, b) => a + b, 0);
-          if (n > 0) this.counters.removed.inc(n);
-        },
-        // Purges are idempotent: retry every kind of the round.
-        (err: unknown) => this.failed(err, { ...e, purgeAcks, purgeKinds, deletes: undefined }),
-      );
     }
     for (const [seq, kind] of deletes) {
       this.counters.ackRequests.inc();
@@ -196,6 +220,37 @@ export class AckBatcher {
           this.failed(err, { ...e, floor: 0, purgeAcks: 0, purgeKinds: 0, deletes: new Map([[seq, kind]]) }),
       );
     }
+  }
+
+  /** One purge per kind acked, up to the floor; then whatever was parked meanwhile. */
+  private sendPurges(e: UserAcks, key: string): void {
+    const purges: Array<Promise<number>> = [];
+    for (const kind of ['b', 'c'] as const) {
+      if ((e.purgeKinds & kindBit(kind)) === 0) continue;
+      this.counters.ackRequests.inc();
+      purges.push(this.store.purge(e.app, e.user, e.floor + 1, kind));
+    }
+    const next = (): void => {
+      this.purging.delete(key);
+      const parked = this.parked.get(key);
+      if (parked === undefined || this.closed) return;
+      this.parked.delete(key);
+      this.purging.add(key);
+      this.sendPurges(parked, key);
+    };
+    Promise.all(purges).then(
+      (counts) => {
+        this.held -= e.purgeAcks;
+        const n = counts.reduce((a, b) => a + b, 0);
+        if (n > 0) this.counters.removed.inc(n);
+        next();
+      },
+      (err: unknown) => {
+        // Purges are idempotent: retry every kind of the round (later, merged with newer acks).
+        this.failed(err, e);
+        next();
+      },
+    );
   }
 
   /** A request failed: apply its acks again after a full-jitter delay, with any newer ones. */
