@@ -197,4 +197,39 @@ describe('AckBatcher', () => {
     expect(b.pending).to.equal(0);
     b.close();
   });
+  it('sends acks parked behind an unanswered purge as their own purge after parkMaxMs, and counts the late answer once', async () => {
+    const store = new FakeStore();
+    store.add('u', 1, 2, 3, 4);
+    const waiting: Array<() => void> = [];
+    const purge = store.purge.bind(store);
+    const sent: string[] = [];
+    let hang = true; // the first purge's answer is lost (an election); it is answered much later
+    store.purge = (app, user, below, kind) => {
+      sent.push(`purge ${user}.${kind} <${below}`);
+      if (!hang) return purge(app, user, below, kind);
+      hang = false;
+      return new Promise<void>((r) => waiting.push(r)).then(() => purge(app, user, below, kind));
+    };
+    const b = new AckBatcher(store, counters(), { parkMaxMs: 40 });
+    b.ack('app', 'u', 1, 1, 'b');
+    await sleep(0);
+    b.ack('app', 'u', 2, 2, 'b');
+    b.ack('app', 'u', 3, 3, 'b');
+    await sleep(5);
+    expect(sent).to.deep.equal(['purge u.b <2']); // parked behind it
+    const deadline = Date.now() + 2000;
+    while (sent.length < 2 && Date.now() < deadline) await sleep(5);
+    expect(sent).to.deep.equal(['purge u.b <2', 'purge u.b <4']);
+    expect(store.left('u')).to.deep.equal([4]);
+    expect(b.pending).to.equal(1); // the first ack, whose purge is still unanswered
+    for (const r of waiting.splice(0)) r();
+    await sleep(0);
+    expect(b.pending).to.equal(0);
+    // The late answer released nothing twice: the next ack goes at once, as its own round.
+    b.ack('app', 'u', 4, 4, 'b');
+    await sleep(0);
+    expect(sent).to.deep.equal(['purge u.b <2', 'purge u.b <4', 'purge u.b <5']);
+    expect(store.left('u')).to.deep.equal([]);
+    b.close();
+  });
 });

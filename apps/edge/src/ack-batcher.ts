@@ -26,6 +26,12 @@ export interface AckBatcherOptions {
   /** First retry delay, ms (full jitter, doubling per attempt up to `retryMaxMs`). */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /**
+   * Longest a user's acks wait (parked) behind the user's purge in flight, ms: past it they go
+   * as a purge of their own. A removal may take its full timeout (minutes) when its answer is
+   * lost in a leader election; acks must not wait for that.
+   */
+  parkMaxMs?: number;
   /** Called for each failed store request (for a rate-limited log). */
   onFailure?: (err: unknown) => void;
 }
@@ -71,7 +77,9 @@ const kindBit = (kind: InboxKind): number => (kind === 'b' ? KIND_B : KIND_C);
  * keeps up, that changes nothing (the answer comes before the next turn's acks); when it falls
  * behind, each user's purge covers more messages, so the store's work per message drops as the
  * load rises instead of its queue growing (issue 16: a remove costs nats-server about twice
- * what a publish does, bench/publish.ts). Deletes above the floor are not parked.
+ * what a publish does, bench/publish.ts). Deletes above the floor are not parked. Acks wait at
+ * most `parkMaxMs` (1 s) behind a round: a purge whose answer was lost (a leader election) is
+ * only failed at the removal timeout, and the later purge up to a higher floor covers it anyway.
  *
  * Bounded: at most `maxHeld` acks wait here (fresh, in flight or for a retry); past it an ack is
  * dropped and counted, its message stays stored and comes again (at-least-once). A failed
@@ -79,10 +87,14 @@ const kindBit = (kind: InboxKind): number => (kind === 'b' ? KIND_B : KIND_C);
  */
 export class AckBatcher {
   private turn = new Map<string, UserAcks>();
-  /** Users (by key) whose purge round is in flight. */
-  private readonly purging = new Set<string>();
-  /** Purge acks of users in `purging`, sent when that round is answered. */
+  /** Users (by key) whose purge round is in flight: the round's number and when it was sent. */
+  private readonly purging = new Map<string, { round: number; sentAt: number }>();
+  private rounds = 0;
+  /** Purge acks of users in `purging`, sent when that round is answered or `parkMaxMs` old. */
   private parked = new Map<string, UserAcks>();
+  /** The one timer that releases parked acks whose round has taken `parkMaxMs`. */
+  private parkTimer: NodeJS.Timeout | undefined;
+  private readonly parkMaxMs: number;
   private scheduled = false;
   private held = 0;
   private closed = false;
@@ -101,6 +113,7 @@ export class AckBatcher {
     this.maxHeld = opts.maxHeld ?? 200_000;
     this.retryBaseMs = opts.retryBaseMs ?? 200;
     this.retryMaxMs = opts.retryMaxMs ?? 30_000;
+    this.parkMaxMs = opts.parkMaxMs ?? 1000;
   }
 
   /** Acks held now (gathered, in flight or waiting for a retry). */
@@ -149,9 +162,7 @@ export class AckBatcher {
   drain(): void {
     this.draining = true;
     this.flush();
-    const parked = this.parked;
-    this.parked = new Map();
-    for (const e of parked.values()) this.sendPurges(e, userKey(e.app, e.user));
+    for (const key of [...this.parked.keys()]) this.release(key);
   }
 
   /** Stops retry timers and drops whatever is held. Idempotent. */
@@ -160,6 +171,7 @@ export class AckBatcher {
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    clearTimeout(this.parkTimer);
     this.turn.clear();
     this.parked.clear();
   }
@@ -204,8 +216,8 @@ export class AckBatcher {
         into.purgeAcks += purgeAcks;
         into.purgeKinds |= purgeKinds;
         into.attempt = Math.max(into.attempt, e.attempt);
+        this.scheduleRelease();
       } else {
-        this.purging.add(key);
         this.sendPurges({ ...e, purgeAcks, purgeKinds, deletes: undefined }, key);
       }
     }
@@ -222,8 +234,13 @@ export class AckBatcher {
     }
   }
 
-  /** One purge per kind acked, up to the floor; then whatever was parked meanwhile. */
+  /**
+   * One purge per kind acked, up to the floor, as the user's round in flight; when it is answered
+   * (and is still the user's latest round), whatever was parked meanwhile goes.
+   */
   private sendPurges(e: UserAcks, key: string): void {
+    const round = ++this.rounds;
+    this.purging.set(key, { round, sentAt: performance.now() });
     const purges: Array<Promise<number>> = [];
     for (const kind of ['b', 'c'] as const) {
       if ((e.purgeKinds & kindBit(kind)) === 0) continue;
@@ -231,12 +248,7 @@ export class AckBatcher {
       purges.push(this.store.purge(e.app, e.user, e.floor + 1, kind));
     }
     const next = (): void => {
-      this.purging.delete(key);
-      const parked = this.parked.get(key);
-      if (parked === undefined || this.closed) return;
-      this.parked.delete(key);
-      this.purging.add(key);
-      this.sendPurges(parked, key);
+      if (this.purging.get(key)?.round === round) this.release(key);
     };
     Promise.all(purges).then(
       (counts) => {
@@ -251,6 +263,31 @@ export class AckBatcher {
         next();
       },
     );
+  }
+
+  /** Ends the user's round: sends what was parked behind it as the next one. */
+  private release(key: string): void {
+    this.purging.delete(key);
+    const parked = this.parked.get(key);
+    if (parked === undefined || this.closed) return;
+    this.parked.delete(key);
+    this.sendPurges(parked, key);
+  }
+
+  /** Releases, within `parkMaxMs`, the parked acks of rounds that have taken that long. */
+  private scheduleRelease(): void {
+    if (this.parkTimer !== undefined) return;
+    this.parkTimer = setTimeout(() => {
+      this.parkTimer = undefined;
+      if (this.closed) return;
+      const before = performance.now() - this.parkMaxMs;
+      for (const key of [...this.parked.keys()]) {
+        const r = this.purging.get(key);
+        if (r === undefined || r.sentAt <= before) this.release(key);
+      }
+      if (this.parked.size > 0) this.scheduleRelease();
+    }, this.parkMaxMs / 2);
+    this.parkTimer.unref();
   }
 
   /** A request failed: apply its acks again after a full-jitter delay, with any newer ones. */
