@@ -15,7 +15,8 @@
  * requests in flight, and prints messages per second and requests per second.
  *
  *   npx tsx bench/acks.ts   (PUSH_BENCH_NATS_URL=nats://127.0.0.1:<port> for a 2.11+ server;
- *   BENCH_ACKS_USERS, BENCH_ACKS_PER_USER, BENCH_ACKS_WINDOW, BENCH_ACKS_ROUNDS)
+ *   BENCH_ACKS_USERS, BENCH_ACKS_PER_USER, BENCH_ACKS_WINDOW, BENCH_ACKS_ROUNDS; BENCH_ACKS_ONLY, a
+ *   comma-separated list of delete | purge | purge-b | purge-ack | read, runs only those)
  */
 import { connect } from '@nats-io/transport-node';
 import { InboxStore, ensureInboxStream } from '@push/nats';
@@ -28,6 +29,8 @@ const PER_USER = env('BENCH_ACKS_PER_USER', 50);
 const WINDOW = env('BENCH_ACKS_WINDOW', 25);
 const ROUNDS = env('BENCH_ACKS_ROUNDS', 2);
 const IN_FLIGHT = 1000;
+const ONLY = process.env['BENCH_ACKS_ONLY']?.split(',');
+const want = (method: string): boolean => ONLY === undefined || ONLY.includes(method);
 const APP = 'bench';
 
 /** Runs `jobs` with at most IN_FLIGHT at once; resolves with the seconds it took. */
@@ -92,36 +95,43 @@ try {
   console.log(`nats-server ${server}: ${USERS} users x ${PER_USER} messages, window ${WINDOW}, ${IN_FLIGHT} in flight`);
   for (let round = 1; round <= ROUNDS; round++) {
     console.log(`round ${round}`);
-    let seqs = await fill();
-    const jobs = [...seqs.values()].flatMap((s) => s.map((seq) => () => store.remove(APP, seq)));
-    line('remove, delete', await timed(jobs), jobs.length);
-    if ((await pendingAll()) !== 0) throw new Error('deletes left messages behind');
-
-    seqs = await fill();
-    // One purge per user per window, in order per user (a user's windows follow each other).
-    const byUser = [...seqs.entries()].map(([u, s]) => async (): Promise<void> => {
-      for (let i = WINDOW - 1; i < s.length + WINDOW - 1; i += WINDOW) {
-        await store.purge(APP, u, (s[Math.min(i, s.length - 1)] as number) + 1);
-      }
-    });
-    line(`remove, purge/window of ${WINDOW}`, await timed(byUser), USERS * Math.ceil(PER_USER / WINDOW));
-    if ((await pendingAll()) !== 0) throw new Error('purges left messages behind');
-
-    // The same with the literal subject of the kind (every message here is the business's).
-    seqs = await fill();
-    const byUserLiteral = [...seqs.entries()].map(([u, s]) => async (): Promise<void> => {
-      for (let i = WINDOW - 1; i < s.length + WINDOW - 1; i += WINDOW) {
-        await store.purge(APP, u, (s[Math.min(i, s.length - 1)] as number) + 1, 'b');
-      }
-    });
-    line(`remove, purge .b/window`, await timed(byUserLiteral), USERS * Math.ceil(PER_USER / WINDOW));
-    if ((await pendingAll()) !== 0) throw new Error('purges left messages behind');
-
-    seqs = await fill();
-    const perAck = [...seqs.entries()].map(([u, s]) => async (): Promise<void> => {
-      for (const seq of s) await store.purge(APP, u, seq + 1);
-    });
-    line('remove, purge/ack', await timed(perAck), total);
+    let seqs: Map<string, number[]>;
+    if (want('delete')) {
+      seqs = await fill();
+      const jobs = [...seqs.values()].flatMap((s) => s.map((seq) => () => store.remove(APP, seq)));
+      line('remove, delete', await timed(jobs), jobs.length);
+      if ((await pendingAll()) !== 0) throw new Error('deletes left messages behind');
+    }
+    if (want('purge')) {
+      seqs = await fill();
+      // One purge per user per window, in order per user (a user's windows follow each other).
+      const byUser = [...seqs.entries()].map(([u, s]) => async (): Promise<void> => {
+        for (let i = WINDOW - 1; i < s.length + WINDOW - 1; i += WINDOW) {
+          await store.purge(APP, u, (s[Math.min(i, s.length - 1)] as number) + 1);
+        }
+      });
+      line(`remove, purge/window of ${WINDOW}`, await timed(byUser), USERS * Math.ceil(PER_USER / WINDOW));
+      if ((await pendingAll()) !== 0) throw new Error('purges left messages behind');
+    }
+    if (want('purge-b')) {
+      // The same with the literal subject of the kind (every message here is the business's).
+      seqs = await fill();
+      const byUserLiteral = [...seqs.entries()].map(([u, s]) => async (): Promise<void> => {
+        for (let i = WINDOW - 1; i < s.length + WINDOW - 1; i += WINDOW) {
+          await store.purge(APP, u, (s[Math.min(i, s.length - 1)] as number) + 1, 'b');
+        }
+      });
+      line(`remove, purge .b/window`, await timed(byUserLiteral), USERS * Math.ceil(PER_USER / WINDOW));
+      if ((await pendingAll()) !== 0) throw new Error('purges left messages behind');
+    }
+    if (want('purge-ack')) {
+      seqs = await fill();
+      const perAck = [...seqs.entries()].map(([u, s]) => async (): Promise<void> => {
+        for (const seq of s) await store.purge(APP, u, seq + 1);
+      });
+      line('remove, purge/ack', await timed(perAck), total);
+    }
+    if (!want('read')) continue;
 
     seqs = await fill();
     const readAll = (max: number) =>

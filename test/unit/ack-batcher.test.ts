@@ -1,54 +1,31 @@
 import { expect } from 'chai';
-import type { InboxKind } from '@push/protocol';
 import { AckBatcher, type AckCounters, type AckStore } from '../../apps/edge/src/ack-batcher.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A store holding sequences (with their kind) per user; fails the next `failures` requests. */
+/** A store holding sequences per app; fails the next `failures` requests. */
 class FakeStore implements AckStore {
-  readonly stored = new Map<string, Map<number, InboxKind>>();
+  readonly stored = new Map<string, Set<number>>();
   readonly calls: string[] = [];
   failures = 0;
 
-  add(user: string, ...seqs: number[]): void {
-    this.addKind(user, 'b', ...seqs);
+  add(app: string, ...seqs: number[]): void {
+    const s = this.stored.get(app) ?? new Set<number>();
+    for (const q of seqs) s.add(q);
+    this.stored.set(app, s);
   }
 
-  addKind(user: string, kind: InboxKind, ...seqs: number[]): void {
-    const s = this.stored.get(user) ?? new Map<number, InboxKind>();
-    for (const q of seqs) s.set(q, kind);
-    this.stored.set(user, s);
+  left(app: string): number[] {
+    return [...(this.stored.get(app) ?? [])].sort((a, b) => a - b);
   }
 
-  left(user: string): number[] {
-    return [...(this.stored.get(user)?.keys() ?? [])].sort((a, b) => a - b);
-  }
-
-  purge(_app: string, user: string, belowSeq: number, kind: InboxKind): Promise<number> {
-    this.calls.push(`purge ${user}.${kind} <${belowSeq}`);
+  remove(app: string, seq: number): Promise<boolean> {
+    this.calls.push(`delete ${app} ${seq}`);
     if (this.failures > 0) {
       this.failures--;
       return Promise.reject(new Error('store_unavailable'));
     }
-    const s = this.stored.get(user) ?? new Map<number, InboxKind>();
-    let n = 0;
-    for (const [q, k] of [...s]) {
-      if (q < belowSeq && k === kind) {
-        s.delete(q);
-        n++;
-      }
-    }
-    return Promise.resolve(n);
-  }
-
-  remove(_app: string, seq: number): Promise<boolean> {
-    this.calls.push(`delete ${seq}`);
-    if (this.failures > 0) {
-      this.failures--;
-      return Promise.reject(new Error('store_unavailable'));
-    }
-    for (const s of this.stored.values()) if (s.delete(seq)) return Promise.resolve(true);
-    return Promise.resolve(false);
+    return Promise.resolve(this.stored.get(app)?.delete(seq) === true);
   }
 }
 
@@ -66,170 +43,123 @@ function counters(): AckCounters & Record<'removedN' | 'requestsN' | 'retriesN' 
   return c;
 }
 
+async function settle(b: AckBatcher): Promise<void> {
+  for (let i = 0; i < 200 && b.pending > 0; i++) await sleep(5);
+}
+
 describe('AckBatcher', () => {
-  it("turns one turn's in-order acks of a user, from two connections, into one purge", async () => {
+  it('deletes each acked message once, however many connections acked it in the turn, per app', async () => {
     const store = new FakeStore();
-    store.add('u', 1, 2, 3, 4, 5);
-    store.add('v', 6);
+    store.add('a', 1, 2, 3);
+    store.add('b', 1, 2);
     const c = counters();
     const b = new AckBatcher(store, c);
-    // Connection A acked 1 and 2 (floor 2); connection B acked 1..4 (floor 4).
-    b.ack('app', 'u', 1, 1, 'b');
-    b.ack('app', 'u', 2, 2, 'b');
-    for (const seq of [1, 2, 3, 4]) b.ack('app', 'u', seq, seq, 'b');
-    await sleep(10);
-    expect(store.calls).to.deep.equal(['purge u.b <5']);
-    expect(store.left('u')).to.deep.equal([5]);
-    expect(store.left('v')).to.deep.equal([6]);
-    expect(c.removedN).to.equal(4);
+    // Two devices of one user ack 1 and 2; another app's 1 is another message.
+    for (const seq of [1, 2, 1, 2]) expect(b.ack('a', seq)).to.equal(true);
+    b.ack('b', 1);
+    expect(store.calls).to.deep.equal([]); // gathered until the turn ends
+    await settle(b);
+    expect(store.calls.sort()).to.deep.equal(['delete a 1', 'delete a 2', 'delete b 1']);
+    expect(store.left('a')).to.deep.equal([3]);
+    expect(store.left('b')).to.deep.equal([2]);
+    expect(c.requestsN).to.equal(3);
+    expect(c.removedN).to.equal(3);
     expect(b.pending).to.equal(0);
+    b.close();
   });
 
-  it('deletes acks above the floor, and lets a later floor in the same turn cover them', async () => {
+  it('counts a message already gone (another device, expired) as done, not removed', async () => {
     const store = new FakeStore();
-    store.add('u', 1, 2, 3, 4, 5, 6);
+    store.add('a', 5);
     const c = counters();
     const b = new AckBatcher(store, c);
-    b.ack('app', 'u', 5, 0, 'b'); // out of order: 1 still unacked
-    b.ack('app', 'u', 3, 0, 'b');
-    await sleep(10);
-    expect(store.calls).to.deep.equal(['delete 5', 'delete 3']);
-    store.calls.length = 0;
-    b.ack('app', 'u', 6, 0, 'b');
-    b.ack('app', 'u', 1, 1, 'b');
-    b.ack('app', 'u', 2, 3, 'b');
-    b.ack('app', 'u', 4, 6, 'b'); // the floor passes 6: one purge covers 6 too
-    await sleep(10);
-    expect(store.calls).to.deep.equal(['purge u.b <7']);
-    expect(store.left('u')).to.deep.equal([]);
+    b.ack('a', 5);
+    await settle(b);
+    b.ack('a', 5); // the other device's ack, a turn later
+    await settle(b);
+    expect(store.calls).to.deep.equal(['delete a 5', 'delete a 5']);
+    expect(c.removedN).to.equal(1);
+    expect(c.retriesN).to.equal(0);
     expect(b.pending).to.equal(0);
+    b.close();
   });
 
-  it('purges each kind that was acked, and only those', async () => {
+  it('retries a failed delete with backoff, once even when it is acked again meanwhile, and counts it', async () => {
     const store = new FakeStore();
-    store.add('u', 1, 3, 5);
-    store.addKind('u', 'c', 2, 4);
-    const b = new AckBatcher(store, counters());
-    b.ack('app', 'u', 1, 1, 'b');
-    await sleep(10);
-    expect(store.calls).to.deep.equal(['purge u.b <2']);
-    expect(store.left('u')).to.deep.equal([2, 3, 4, 5]);
-    store.calls.length = 0;
-    for (const [seq, kind] of [
-      [2, 'c'],
-      [3, 'b'],
-      [4, 'c'],
-      [5, 'b'],
-    ] as const) {
-      b.ack('app', 'u', seq, seq, kind);
-    }
-    await sleep(10);
-    expect(store.calls).to.deep.equal(['purge u.b <6', 'purge u.c <6']);
-    expect(store.left('u')).to.deep.equal([]);
-  });
-
-  it('retries a failed request with backoff, merged with newer acks, and counts it', async () => {
-    const store = new FakeStore();
-    store.add('u', 1, 2, 3);
+    store.add('a', 1, 2);
     store.failures = 2;
+    const failures: unknown[] = [];
     const c = counters();
-    const b = new AckBatcher(store, c, { retryBaseMs: 5, retryMaxMs: 20 });
-    b.ack('app', 'u', 1, 1, 'b');
-    await sleep(5);
-    b.ack('app', 'u', 2, 2, 'b');
-    const deadline = Date.now() + 2000;
-    while (b.pending > 0 && Date.now() < deadline) await sleep(5);
+    const b = new AckBatcher(store, c, { retryBaseMs: 5, retryMaxMs: 20, onFailure: (e) => failures.push(e) });
+    b.ack('a', 1);
+    b.ack('a', 2);
+    await sleep(0);
+    expect(b.pending).to.equal(2); // both failed, waiting for a retry
+    b.ack('a', 1); // a second device's ack of 1 while its retry waits
+    await settle(b);
+    expect(store.left('a')).to.deep.equal([]);
     expect(b.pending).to.equal(0);
     expect(c.retriesN).to.equal(2);
-    expect(store.left('u')).to.deep.equal([3]);
+    expect(failures).to.have.length(2);
+    expect(c.removedN).to.equal(2);
     b.close();
   });
 
   it('holds at most maxHeld acks; past it drops and counts them', () => {
     const store = new FakeStore();
-    store.failures = 1_000_000; // the store is down
     const c = counters();
-    const b = new AckBatcher(store, c, { maxHeld: 3, retryBaseMs: 1000 });
-    for (let seq = 10; seq < 20; seq++) b.ack('app', 'u', seq, 0, 'b');
-    expect(b.pending).to.equal(3);
+    const b = new AckBatcher(store, c, { maxHeld: 3 });
+    const taken = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((seq) => b.ack('a', seq));
+    expect(taken).to.deep.equal([true, true, true, false, false, false, false, false, false, false]);
     expect(c.droppedN).to.equal(7);
+    expect(b.pending).to.equal(3);
     b.close();
+    expect(b.ack('a', 11)).to.equal(false); // closed
   });
 
-  it('parks acks behind a purge in flight for their user, sends them as one purge after it, and drains them at shutdown', async () => {
+  it('flush sends the turn at once (shutdown), and close drops the retries it held', async () => {
     const store = new FakeStore();
-    store.add('u', 1, 2, 3, 4, 5, 6);
-    store.add('v', 7);
-    // The store holds its answers to purges until released.
-    const waiting: Array<() => void> = [];
-    const purge = store.purge.bind(store);
-    const sent: string[] = [];
-    store.purge = (app, user, below, kind) => {
-      sent.push(`purge ${user}.${kind} <${below}`);
-      return new Promise<void>((r) => waiting.push(r)).then(() => purge(app, user, below, kind));
-    };
+    store.add('a', 1, 2);
     const c = counters();
-    const b = new AckBatcher(store, c);
-    b.ack('app', 'u', 1, 1, 'b');
+    const b = new AckBatcher(store, c, { retryBaseMs: 10_000, retryMaxMs: 10_000 });
+    b.ack('a', 1);
+    b.flush();
+    expect(store.calls).to.deep.equal(['delete a 1']);
+    store.failures = 1;
+    b.ack('a', 2);
+    b.flush();
     await sleep(0);
-    // Three turns of acks of u wait behind its purge in flight.
-    for (const seq of [2, 3, 4]) {
-      b.ack('app', 'u', seq, seq, 'b');
-      await sleep(0);
-    }
-    b.ack('app', 'v', 7, 7, 'b'); // another user is not held
-    await sleep(0);
-    expect(sent).to.deep.equal(['purge u.b <2', 'purge v.b <8']);
-    expect(b.pending).to.equal(5);
-    for (const r of waiting.splice(0)) r();
-    await sleep(0);
-    // Answered: the parked acks go as one purge up to the highest floor.
-    expect(sent).to.deep.equal(['purge u.b <2', 'purge v.b <8', 'purge u.b <5']);
-    expect(store.left('u')).to.deep.equal([2, 3, 4, 5, 6]);
-    b.ack('app', 'u', 5, 5, 'b');
-    await sleep(0);
-    expect(sent).to.have.length(3); // parked again
-    b.drain(); // shutdown: sent at once, though a purge of u is in flight
-    expect(sent).to.deep.equal(['purge u.b <2', 'purge v.b <8', 'purge u.b <5', 'purge u.b <6']);
-    for (const r of waiting.splice(0)) r();
-    await sleep(0);
-    expect(store.left('u')).to.deep.equal([6]);
-    expect(b.pending).to.equal(0);
+    expect(b.pending).to.equal(1); // its retry is 10 s away
     b.close();
+    expect(store.left('a')).to.deep.equal([2]);
   });
-  it('sends acks parked behind an unanswered purge as their own purge after parkMaxMs, and counts the late answer once', async () => {
+  it('is full from half its bound and wakes the waiting deliveries once, at a quarter', async () => {
     const store = new FakeStore();
-    store.add('u', 1, 2, 3, 4);
-    const waiting: Array<() => void> = [];
-    const purge = store.purge.bind(store);
-    const sent: string[] = [];
-    let hang = true; // the first purge's answer is lost (an election); it is answered much later
-    store.purge = (app, user, below, kind) => {
-      sent.push(`purge ${user}.${kind} <${below}`);
-      if (!hang) return purge(app, user, below, kind);
-      hang = false;
-      return new Promise<void>((r) => waiting.push(r)).then(() => purge(app, user, below, kind));
-    };
-    const b = new AckBatcher(store, counters(), { parkMaxMs: 40 });
-    b.ack('app', 'u', 1, 1, 'b');
+    const answers: Array<() => void> = [];
+    store.remove = () => new Promise<boolean>((r) => answers.push(() => r(true)));
+    const b = new AckBatcher(store, counters(), { maxHeld: 8 });
+    let woken = 0;
+    for (let seq = 1; seq <= 3; seq++) b.ack('a', seq);
+    expect(b.full).to.equal(false);
+    b.ack('a', 4);
+    expect(b.full).to.equal(true);
+    b.whenRoom(() => woken++);
+    b.whenRoom(() => woken++);
     await sleep(0);
-    b.ack('app', 'u', 2, 2, 'b');
-    b.ack('app', 'u', 3, 3, 'b');
-    await sleep(5);
-    expect(sent).to.deep.equal(['purge u.b <2']); // parked behind it
-    const deadline = Date.now() + 2000;
-    while (sent.length < 2 && Date.now() < deadline) await sleep(5);
-    expect(sent).to.deep.equal(['purge u.b <2', 'purge u.b <4']);
-    expect(store.left('u')).to.deep.equal([4]);
-    expect(b.pending).to.equal(1); // the first ack, whose purge is still unanswered
-    for (const r of waiting.splice(0)) r();
+    expect(answers).to.have.length(4);
+    answers.shift()?.();
     await sleep(0);
-    expect(b.pending).to.equal(0);
-    // The late answer released nothing twice: the next ack goes at once, as its own round.
-    b.ack('app', 'u', 4, 4, 'b');
+    expect(woken).to.equal(0); // 3 held, above a quarter
+    answers.shift()?.();
     await sleep(0);
-    expect(sent).to.deep.equal(['purge u.b <2', 'purge u.b <4', 'purge u.b <5']);
-    expect(store.left('u')).to.deep.equal([]);
+    expect(woken).to.equal(2); // 2 held: room
+    expect(b.full).to.equal(false);
+    for (const a of answers.splice(0)) a();
+    await sleep(0);
+    expect(woken).to.equal(2); // once
+    b.whenRoom(() => woken++); // room now: at once
+    await sleep(0);
+    expect(woken).to.equal(3);
     b.close();
   });
 });

@@ -8,7 +8,6 @@ import {
   Subjects,
   type AppRecord,
   type AppSettings,
-  type InboxKind,
   type MessagePayload,
 } from '@push/protocol';
 import { ClientConnection, type ClientSocket, type ConnectionContext } from '../../apps/edge/src/client-connection.js';
@@ -133,9 +132,8 @@ class FakeSocket implements ClientSocket {
 
 /** What the connection handed to the ack path. */
 interface Ack {
+  app: string;
   seq: number;
-  floor: number;
-  kind: InboxKind;
 }
 
 const HIGH_WATER = 64 * 1024;
@@ -144,6 +142,8 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
   const store = new FakeStore();
   const ws = new FakeSocket();
   const acks: Ack[] = [];
+  /** The ack path's state as the connection sees it (AckBatcher.full, whenRoom). */
+  const ackPath = { full: false, waiters: [] as Array<() => void> };
   const unacked: Array<{ seqs: number[]; floor: number }> = [];
   const warnings: unknown[] = [];
   const app: AppRecord = {
@@ -188,9 +188,15 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     },
     sendLimits: new SendLimits(),
     acks: {
-      ack(_app, _user, seq, floor, kind) {
-        acks.push({ seq, floor, kind });
+      ack(app, seq) {
+        acks.push({ app, seq });
         return true;
+      },
+      get full() {
+        return ackPath.full;
+      },
+      whenRoom(fn) {
+        ackPath.waiters.push(fn);
       },
     },
     highWaterBytes: HIGH_WATER,
@@ -205,7 +211,7 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
   const conn = new ClientConnection(ctx, 7, 'app', 'alice', 'phone', 0);
   conn.open(ws, 25, 1024);
   const frame = (f: unknown): void => conn.onFrame(JSON.stringify(f));
-  return { conn, store, ws, acks, app, ctx, warnings, frame, unacked };
+  return { conn, store, ws, acks, ackPath, app, ctx, warnings, frame, unacked };
 }
 
 describe('ClientConnection (fake store and socket)', () => {
@@ -327,6 +333,28 @@ describe('ClientConnection (fake store and socket)', () => {
     });
   });
 
+  describe('ack path far behind the store -> stall -> room resumes', () => {
+    it('sends nothing while the ack path is full, and reads what it missed once it has room', async () => {
+      const { conn, store, ws, ackPath } = harness();
+      (await store.nextRead()).answer([1, 2], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2]);
+      ackPath.full = true;
+      conn.onLive(message(3)); // left in the store
+      conn.onLive(message(4));
+      expect(ws.delivered).to.deep.equal([1, 2]);
+      expect(ackPath.waiters).to.have.length(1);
+      expect(store.reads).to.have.length(0);
+      ackPath.full = false;
+      for (const fn of ackPath.waiters.splice(0)) fn();
+      const again = await store.nextRead();
+      expect(again).to.include({ fromSeq: 3 });
+      again.answer([3, 4], false);
+      await settle();
+      expect(ws.delivered).to.deep.equal([1, 2, 3, 4]);
+    });
+  });
+
   describe('socket backpressure -> stall -> drain resumes', () => {
     it('stops at the high-water mark and reads what it missed from the store after a drain', async () => {
       const { conn, store, ws } = harness();
@@ -408,8 +436,8 @@ describe('ClientConnection (fake store and socket)', () => {
     });
   });
 
-  describe('acks go to the ack path with the connection ack floor', () => {
-    it('hands each ack over with its kind and the sequence below the oldest unacked delivery', async () => {
+  describe('acks go to the ack path', () => {
+    it('hands each ack of a delivered message over, in any order, business and client messages alike', async () => {
       const { conn, store, ws, acks, frame } = harness();
       (await store.nextRead()).answer([], false);
       await settle();
@@ -421,9 +449,9 @@ describe('ClientConnection (fake store and socket)', () => {
       frame({ t: 'ack', seqs: [5] });
       frame({ t: 'ack', seqs: [7] });
       expect(acks).to.deep.equal([
-        { seq: 6, floor: 4, kind: 'c' },
-        { seq: 5, floor: 6, kind: 'b' },
-        { seq: 7, floor: 7, kind: 'b' },
+        { app: 'app', seq: 6 },
+        { app: 'app', seq: 5 },
+        { app: 'app', seq: 7 },
       ]);
       expect(ws.errors).to.deep.equal([]);
     });
@@ -446,7 +474,7 @@ describe('ClientConnection (fake store and socket)', () => {
       conn.onLive(message(1, { expires: Date.now() - 1 }));
       conn.onLive(message(2));
       expect(ws.delivered).to.deep.equal([2]);
-      expect(acks).to.deep.equal([{ seq: 1, floor: 1, kind: 'b' }]);
+      expect(acks).to.deep.equal([{ app: 'app', seq: 1 }]);
     });
   });
 

@@ -463,7 +463,7 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
     log.warn({ open: connections.size, pusher: pusher.size }, 'connections still open at the stop deadline');
   }
   // Let the last acks, removals and sends reach the store, and the closes' unacked counts Redis.
-  acks.drain();
+  acks.flush();
   if (!(await deliveryCounts.idle(STOP_WAIT_MS)))
     log.warn('unacked delivery counts still in flight at the stop deadline');
   if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');

@@ -67,7 +67,7 @@ export interface ConnectionContext {
   metrics: EdgeMetrics;
   log: Pick<Logger, 'warn' | 'error' | 'debug'>;
   sendLimits: Pick<SendLimits, 'admit'>;
-  acks: Pick<AckBatcher, 'ack'>;
+  acks: Pick<AckBatcher, 'ack' | 'full' | 'whenRoom'>;
   /** Send no more frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;
   /** The topics the business bound a user to (read once per connection, at open). */

@@ -39,7 +39,7 @@ export interface EdgeContext {
   log: Logger;
   /** Rate limits of client sends (per user across this edge's connections). */
   sendLimits: SendLimits;
-  /** Turns acks into few store requests (one purge per user per turn), retried on failure. */
+  /** Removes acked messages from the store (one delete each, once per turn), retried on failure. */
   acks: AckBatcher;
   /** Send no more live frames to a socket past this many buffered bytes; resume on drain. */
   highWaterBytes: number;

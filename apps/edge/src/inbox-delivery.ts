@@ -1,5 +1,5 @@
 import type { InboxMessage } from '@push/nats';
-import { ServerFrames, PushError, backoffDelay, isPushError, type BackoffPolicy, type InboxKind } from '@push/protocol';
+import { ServerFrames, PushError, backoffDelay, isPushError, type BackoffPolicy } from '@push/protocol';
 import type { ClientSocket } from './client-connection.js';
 import type { SessionHost } from './session-host.js';
 import { sendTransient } from './transient-delivery.js';
@@ -20,18 +20,13 @@ const BACKLOG_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 5000 };
 /** Most bytes one backlog read asks for (the socket's free room below its high-water mark bounds it too). */
 export const BACKLOG_MAX_BYTES = 1024 * 1024;
 
-/** The subject kind a message is stored under: client messages carry their sender. */
-function kindOf(m: InboxMessage): InboxKind {
-  return m.from === undefined ? 'b' : 'c';
-}
-
 /**
  * A session's inbox delivery and acks.
  *
  * Delivery follows DESIGN.md: subscribe to the user's live subject first, then read the backlog
  * (batched Direct Get from `cursor + 1`, a free window at a time), then flush live messages
  * buffered meanwhile, skipping any at or below the cursor: no gap, no duplicate. Acks go to the
- * edge's AckBatcher with the connection's ack floor. At most `window` messages are in flight (delivered,
+ * edge's AckBatcher (one delete each). At most `window` messages are in flight (delivered,
  * not acked) and a socket buffering past `highWaterBytes` gets nothing more; in both cases the
  * connection stalls, leaving messages in the store, and resyncs from the store when acks or
  * drain make room. Memory per connection never grows with a slow or silent client.
@@ -47,9 +42,11 @@ export class InboxDelivery {
    */
   private seenB = 0;
   private seenC = 0;
-  /** Delivered, not acked: sequence -> kind, in delivery (= sequence) order. */
-  private inflight: Map<number, InboxKind> | undefined;
+  /** Delivered, not acked, in delivery (= sequence) order. */
+  private inflight: Set<number> | undefined;
   private mode = LOADING;
+  /** Registered with AckBatcher.whenRoom. */
+  private awaitingRoom = false;
   private loading = false;
   private again = false;
   private overflow = false;
@@ -96,7 +93,25 @@ export class InboxDelivery {
 
   /** The socket drained: resume if stalled. */
   drained(): void {
-    if (this.mode === STALLED && this.canSend()) this.resync();
+    this.wake();
+  }
+
+  /** A stalled delivery that may send again resyncs; one held back by a full ack path waits for room. */
+  private wake(): void {
+    if (this.mode !== STALLED) return;
+    if (this.canSend()) this.resync();
+    else this.waitForRoom();
+  }
+
+  /** The ack path is far behind the store (AckBatcher.full): go on once it has caught up. */
+  private waitForRoom(): void {
+    const { acks } = this.host.ctx;
+    if (this.awaitingRoom || !acks.full) return;
+    this.awaitingRoom = true;
+    acks.whenRoom(() => {
+      this.awaitingRoom = false;
+      this.wake();
+    });
   }
 
   /**
@@ -225,8 +240,8 @@ export class InboxDelivery {
   /**
    * A live message came whose previous message of its kind (`prev`) this connection never got:
    * lost on its way (a stream leader died after storing it, before its RePublish crossed to this
-   * edge's server). Going on would move the cursor past it, and the ack floor's purge would then
-   * remove it undelivered; instead the store is read again from it. Messages of the other kind
+   * edge's server). Going on would move the cursor past it, and it would stay stored undelivered
+   * until it expired; instead the store is read again from it. Messages of the other kind
    * after it that were delivered may come again (at-least-once).
    */
   private missed(prev: number): void {
@@ -242,7 +257,9 @@ export class InboxDelivery {
     const ws = this.host.ws;
     if (ws === undefined) return false;
     return (
-      (this.inflight?.size ?? 0) < this.host.ctx.config.window && ws.getBufferedAmount() < this.host.ctx.highWaterBytes
+      (this.inflight?.size ?? 0) < this.host.ctx.config.window &&
+      ws.getBufferedAmount() < this.host.ctx.highWaterBytes &&
+      !this.host.ctx.acks.full
     );
   }
 
@@ -251,6 +268,7 @@ export class InboxDelivery {
     this.mode = STALLED;
     this.buffered = undefined;
     this.host.ctx.metrics.stalls.inc();
+    this.waitForRoom();
   }
 
   private deliver(m: InboxMessage): void {
@@ -262,7 +280,7 @@ export class InboxDelivery {
     if (m.expires <= Date.now()) {
       // Second guard: the server's per-message TTL removes it within about a second.
       ctx.metrics.expired.inc();
-      ctx.acks.ack(this.host.app, this.host.user, m.seq, this.ackFloor(), kindOf(m));
+      ctx.acks.ack(this.host.app, m.seq);
       ctx.events.emit('expired', { app: this.host.app, user: this.host.user, seq: m.seq });
       return;
     }
@@ -274,7 +292,7 @@ export class InboxDelivery {
       this.stall();
       return;
     }
-    (this.inflight ??= new Map()).set(m.seq, kindOf(m));
+    (this.inflight ??= new Set()).add(m.seq);
     ctx.metrics.messagesOut.inc();
     if (ctx.apps.get(this.host.app)?.settings.deliveryEvents === true) this.host.emit('delivered', { seq: m.seq });
   }
@@ -285,18 +303,16 @@ export class InboxDelivery {
     let unknown: number[] | undefined;
     const events = ctx.apps.get(this.host.app)?.settings.deliveryEvents === true;
     for (const seq of seqs) {
-      const kind = this.inflight?.get(seq);
-      if (kind !== undefined) {
-        this.inflight?.delete(seq);
+      if (this.inflight?.delete(seq) === true) {
         ctx.metrics.acks.inc();
-        ctx.acks.ack(this.host.app, this.host.user, seq, this.ackFloor(), kind);
+        ctx.acks.ack(this.host.app, seq);
         if (events) this.host.emit('acked', { seq });
       } else {
         (unknown ??= []).push(seq);
       }
     }
     if (unknown !== undefined) this.host.sendError(new PushError('ack_unknown'), { seqs: unknown });
-    if (this.mode === STALLED && this.canSend()) this.resync();
+    this.wake();
   }
 
   /**

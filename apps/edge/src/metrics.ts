@@ -50,12 +50,12 @@ export function createEdgeMetrics(registry: Registry) {
     }),
     removeFailed: new Counter({
       name: 'push_edge_inbox_remove_failed_total',
-      help: 'Ack-path store requests (purge or delete) that failed; each is retried',
+      help: 'Ack-path deletes that failed; each is retried',
       registers: r,
     }),
     ackRequests: new Counter({
       name: 'push_edge_ack_requests_total',
-      help: 'Store requests made by the ack path (one purge per user per turn, plus deletes for acks out of order)',
+      help: 'Store requests made by the ack path (one delete per message acked)',
       registers: r,
     }),
     ackRetries: new Counter({

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { InboxStore, ensureInboxStream } from '@push/nats';
-import { Subjects, type InboxKind } from '@push/protocol';
+import { Subjects } from '@push/protocol';
 import { AckBatcher, type AckCounters, type AckStore } from '../../apps/edge/src/ack-batcher.js';
 import { reportCleanupFailure } from '../helpers/cleanup.js';
 import { NATS_URL } from '../helpers/nats-server.js';
@@ -23,23 +23,14 @@ function counters(): AckCounters & { requests: number; retries: number } {
   return c;
 }
 
-/**
- * The real InboxStore whose purges are held until released: a store that answers slowly, so
- * that acks taken meanwhile wait behind the user's purge in flight.
- */
+/** The real InboxStore whose deletes are held until released: a store that answers slowly. */
 class HeldStore implements AckStore {
   held = true;
-  purges: string[] = [];
   private waiting: Array<() => void> = [];
   constructor(private readonly inner: InboxStore) {}
 
-  async purge(app: string, user: string, belowSeq: number, kind: InboxKind): Promise<number> {
-    this.purges.push(`${user}<${belowSeq}`);
+  async remove(app: string, seq: number): Promise<boolean> {
     if (this.held) await new Promise<void>((r) => this.waiting.push(r));
-    return this.inner.purge(app, user, belowSeq, kind);
-  }
-
-  remove(app: string, seq: number): Promise<boolean> {
     return this.inner.remove(app, seq);
   }
 
@@ -48,33 +39,24 @@ class HeldStore implements AckStore {
     for (const r of this.waiting.splice(0)) r();
   }
 
-  /** Lets the purges waiting now go, and holds later ones again. */
+  /** Lets the deletes waiting now go, and holds later ones again. */
   step(): void {
     for (const r of this.waiting.splice(0)) r();
   }
 }
 
-/**
- * One connection's view of a user's inbox, as the edge keeps it: messages delivered in sequence
- * order, acked in any order; its ack floor is the sequence before its oldest unacked delivery,
- * or its cursor when nothing is unacked.
- */
+/** One connection's view of a user's inbox: messages delivered in sequence order, acked in any order. */
 class Conn {
   readonly delivered: number[] = [];
   readonly acked = new Set<number>();
-  floor(): number {
-    const oldest = this.delivered.find((s) => !this.acked.has(s));
-    return oldest === undefined ? (this.delivered.at(-1) ?? 0) : oldest - 1;
-  }
 }
 
 /**
- * The edge's ack path (AckBatcher) against real NATS while a user's purge is in flight: acks
- * taken meanwhile wait and go as one purge when it is answered (issue 16: fewer store requests
- * per message under load). A purge never removes a message nobody acked, whatever the
- * interleaving of acks, new messages and two devices acking out of order.
+ * The edge's ack path (AckBatcher) against real NATS with a store that answers slowly: it never
+ * removes a message nobody acked and removes every one acked, whatever the interleaving of acks,
+ * new messages and two devices acking out of order.
  */
-describe('AckBatcher on real NATS: purges coalesced behind one in flight, never past an ack', function () {
+describe('AckBatcher on real NATS: removes exactly what was acked', function () {
   this.timeout(30_000);
   let nc: NatsConnection;
   const subjects = new Subjects(`ackco${process.pid}`);
@@ -104,41 +86,6 @@ describe('AckBatcher on real NATS: purges coalesced behind one in flight, never 
   async function waitFor(cond: () => boolean): Promise<void> {
     for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
   }
-
-  it('acks of two devices taken while a purge is in flight go as one purge, out of order acks as deletes', async function () {
-    const seqs: number[] = [];
-    for (let i = 0; i < 6; i++)
-      seqs.push((await inbox.publish(app.id, 'ann', payload(`m${i}`), { ttlMs: 60_000 })).seq);
-    const [s1, s2, s3, s4, s5] = seqs as [number, number, number, number, number, number];
-    const store = new HeldStore(inbox);
-    const c = counters();
-    const b = new AckBatcher(store, c);
-    // Turn 1: device A acks s1, s2 in order: one purge up to s2, held by the store.
-    b.ack(app.id, 'ann', s1, s1, 'b');
-    b.ack(app.id, 'ann', s2, s2, 'b');
-    await turn();
-    expect(store.purges).to.deep.equal([`ann<${s2 + 1}`]);
-    // New messages arrive meanwhile.
-    for (let i = 6; i < 8; i++)
-      seqs.push((await inbox.publish(app.id, 'ann', payload(`m${i}`), { ttlMs: 60_000 })).seq);
-    // Turn 2: device B acks s1..s3 (floor s3). Turn 3: A acks s4 and s5 out of order (its floor
-    // stays s2: s3 is unacked on A), B acks s4 (floor s4).
-    for (const s of [s1, s2, s3]) b.ack(app.id, 'ann', s, s, 'b');
-    await turn();
-    b.ack(app.id, 'ann', s4, s2, 'b');
-    b.ack(app.id, 'ann', s5, s2, 'b');
-    b.ack(app.id, 'ann', s4, s4, 'b');
-    await turn();
-    // Nothing more purged while the first is in flight; the out-of-order s5 went as a delete.
-    expect(store.purges).to.deep.equal([`ann<${s2 + 1}`]);
-    store.release();
-    await waitFor(() => b.pending === 0);
-    expect(b.pending).to.equal(0);
-    // One purge for the three turns behind the first: up to the highest floor (s4), not past it.
-    expect(store.purges).to.deep.equal([`ann<${s2 + 1}`, `ann<${s4 + 1}`]);
-    expect(await stored('ann')).to.deep.equal(seqs.slice(5));
-    b.close();
-  });
 
   it('random interleavings of publishes, deliveries and acks of two devices and two users never remove an unacked message', async function () {
     const rand = prng(16);
@@ -170,11 +117,11 @@ describe('AckBatcher on real NATS: purges coalesced behind one in flight, never 
         const seq = open[rand() < 0.6 ? 0 : Math.floor(rand() * open.length)] as number;
         conn.acked.add(seq);
         (acked.get(user) as Set<number>).add(seq);
-        expect(b.ack(app.id, user, seq, conn.floor(), 'b')).to.equal(true);
+        expect(b.ack(app.id, seq)).to.equal(true);
       } else if (r < 0.95) {
         await turn();
       } else {
-        store.step(); // the store answers the purges waiting now
+        store.step(); // the store answers the deletes waiting now
         await turn();
       }
       // Whatever was removed so far was acked by some device.
@@ -190,7 +137,7 @@ describe('AckBatcher on real NATS: purges coalesced behind one in flight, never 
     store.release();
     await waitFor(() => b.pending === 0);
     expect(b.pending, `retries ${c.retries}: ${errors.slice(0, 3).join('; ')}`).to.equal(0);
-    // Every ack applied (deletes of messages a purge took first count as done), nothing else.
+    // Every ack applied (a second device's delete of a message already gone counts as done), nothing else.
     expect(c.retries, errors.slice(0, 3).join('; ')).to.equal(0);
     for (const u of users) {
       const unacked = (published.get(u) as number[]).filter((s) => !acked.get(u)?.has(s));
