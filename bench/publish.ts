@@ -11,9 +11,9 @@
  *       message) with IN_FLIGHT in flight, on the messages the pipelined round just stored.
  *   (e) store: the raw store cycle (bench/lib/store-cycle.ts): a bare nats.js connection
  *       publishes each message and deletes it by sequence as soon as its ack comes, IN_FLIGHT
- *       cycles outstanding; beside it (f) ours: InboxStore.publish, then InboxStore.purge of the
- *       user's subject up to that sequence (what the edge's AckBatcher sends for one ack), and
- *       (g) the bare cycle with that purge instead of the delete. Same rounds, interleaved.
+ *       cycles outstanding; beside it (f) ours: InboxStore.publish, then InboxStore.remove of that
+ *       sequence (what the edge's AckBatcher sends for one ack; a purge of the user's subject up
+ *       to it before 2026-12-06), and (g) the bare cycle with a purge instead of the delete. Same rounds, interleaved.
  *   (h) fast ingest: one fast-ingest batch (nats-server 2.14+, the stream given
  *       `allow_batched`), server ack every 100 messages, same headers; publish only, beside (a)
  *       for the server's CPU per stored message.
@@ -371,13 +371,11 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
         }),
     ],
     [
-      'ours (InboxStore.publish + purge up to it)',
+      'ours (InboxStore.publish + remove by its sequence)',
       ourCycles,
       () =>
         windowed(IN_FLIGHT, SECONDS_PIPELINED, (i) =>
-          store
-            .publish(APP, user(i), body, { ttlMs: TTL_MS })
-            .then((res) => store.purge(APP, user(i), res.seq + 1, 'b')),
+          store.publish(APP, user(i), body, { ttlMs: TTL_MS }).then((res) => store.remove(APP, res.seq)),
         ),
     ],
     [
@@ -493,7 +491,7 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
     storeCycleMsgsPerSec: round(mRawCycle),
     /** The bare cycle with a purge of the subject up to the sequence instead of the delete. */
     storeCyclePurgeMsgsPerSec: round(mRawPurgeCycle),
-    /** Ours: InboxStore.publish + InboxStore.purge (the edge's ack), median cycles/s. */
+    /** Ours: InboxStore.publish + InboxStore.remove (the edge's ack), median cycles/s. */
     oursCycleMsgsPerSec: round(mOurCycle),
     ratioOursToStoreCycle: round(mOurCycle / mRawCycle, 2),
     /** Fast-ingest batch publish (ack every 100), median msgs/s; absent before nats-server 2.14. */
@@ -567,7 +565,7 @@ export async function runPublish(opts: RunOptions = { smoke: false }): Promise<B
       },
       {
         bench: 'publish',
-        figure: "store: ours, InboxStore.publish + purge (the edge's ack), median; share of the raw cycle",
+        figure: "store: ours, InboxStore.publish + remove (the edge's ack), median; share of the raw cycle",
         value: `${Math.round(mOurCycle).toLocaleString('en-US')} msgs/s (nats-server ${cpu.oursCycle.nats} us/msg); ${Math.round((100 * mOurCycle) / mRawCycle)}%`,
       },
       ...(batched
