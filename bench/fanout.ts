@@ -93,6 +93,9 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
   try {
     await eachTargetRound({ scenario: 'fanout', targets: TARGETS, rounds, smoke, fleet }, async (target, r) => {
       await fleet.openAll({ target, userPrefix: 'fo', total: n, concurrency: 1000, retries: 20 });
+      // Our edge joins a connection to `_all` after its `hello`, and again 1-2 s later when that
+      // join failed: a broadcast sent sooner can miss it (the smoke run saw 0 of 200 twice).
+      await new Promise((r) => setTimeout(r, 3000));
       await fleet.stats(true);
       const cpu = new CpuByRole(target, fleet);
       cpu.start();
