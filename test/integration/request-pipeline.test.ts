@@ -1,7 +1,10 @@
 import { expect } from 'chai';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { PipelineFullError, RequestPipeline, RequestTimeoutError } from '@push/nats';
+import { PipelineFullError, RequestLostError, RequestPipeline, RequestTimeoutError } from '@push/nats';
 import { NATS_URL } from '../helpers/nats-server.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('RequestPipeline (against the real NATS server)', function () {
   let nc: NatsConnection;
@@ -180,6 +183,42 @@ describe('RequestPipeline (against the real NATS server)', function () {
     expect(err).to.be.instanceOf(RequestTimeoutError);
     expect(p.inFlight).to.equal(0);
     p.close();
+  });
+
+  it('with watchConnection, fails at once what was sent on a connection that is lost, and sends what is asked while it reconnects', async function () {
+    const u = new URL(NATS_URL);
+    const proxy = new TcpProxy(u.hostname, Number(u.port));
+    await proxy.start();
+    const via = await connect({ servers: proxy.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+    const lossy = new RequestPipeline(via, { watchConnection: true, timeoutMs: 60_000 });
+    const plain = new RequestPipeline(via, { timeoutMs: 60_000 });
+    try {
+      const sent = [lossy.request(`${subject}.hold`, 'a'), lossy.request(`${subject}.hold`, 'b')];
+      const waiting = plain.request(`${subject}.hold`, 'c').catch((err: unknown) => err);
+      for (let i = 0; i < 200 && held.length < 3; i++) await sleep(10);
+      expect(held).to.have.length(3); // the server has them; their replies are never sent
+      held.length = 0;
+      const t0 = Date.now();
+      proxy.dropAll();
+      const results = await Promise.allSettled(sent);
+      expect(Date.now() - t0).to.be.lessThan(5000); // not the 60 s deadline
+      for (const r of results) {
+        expect(r.status).to.equal('rejected');
+        expect((r as PromiseRejectedResult).reason).to.be.instanceOf(RequestLostError);
+      }
+      // Asked while the client reconnects: sent once it has, and answered.
+      const later = await lossy.request(`${subject}.echo`, 'd');
+      expect(later.string()).to.equal('d');
+      // Without the option, the lost request still waits for its deadline.
+      expect(plain.inFlight).to.equal(1);
+      plain.close();
+      expect(await waiting).to.be.instanceOf(Error);
+    } finally {
+      lossy.close();
+      plain.close();
+      await via.close();
+      await proxy.stop();
+    }
   });
 
   it('fails everything in flight or queued on close', async function () {

@@ -12,6 +12,14 @@ export class RequestTimeoutError extends Error {
   }
 }
 
+/** Raised for a request in flight when the connection to the server was lost: its reply will never come. */
+export class RequestLostError extends Error {
+  constructor(subject: string) {
+    super(`the connection to the NATS server was lost before the reply on ${subject}`);
+    this.name = 'RequestLostError';
+  }
+}
+
 /** Raised when more requests wait for a slot than the pipeline holds (the server is behind). */
 export class PipelineFullError extends Error {
   constructor(queued: number) {
@@ -86,6 +94,14 @@ export interface RequestPipelineOptions {
   maxInFlight?: number;
   /** Most requests waiting for a slot; past it `request()` rejects with PipelineFullError. */
   maxQueued?: number;
+  /**
+   * Follow the connection: when it is lost, fail the requests already sent with
+   * RequestLostError instead of at their deadline (a reply to a connection that is gone never
+   * comes: the server's lame duck mode moves every client, a restart, a network cut), and hold
+   * new ones in the queue until it is back (nats.js does not deliver what is published while it
+   * reconnects). For long deadlines whose callers retry a failure (the edge's deletes, 120 s).
+   */
+  watchConnection?: boolean;
 }
 
 /**
@@ -119,6 +135,10 @@ export class RequestPipeline {
   private timer: NodeJS.Timeout | undefined;
   private timerAt = 0;
   private next = 1;
+  /** The highest id handed to the connection (published, not merely queued for this turn). */
+  private published = 0;
+  /** Between a lost connection and its return (`watchConnection`): nothing is sent. */
+  private paused = false;
   private closed = false;
   /** Callers of `idle()` waiting for the last request to settle. */
   private readonly idleWaiters = new IdleWaiters();
@@ -153,6 +173,16 @@ export class RequestPipeline {
         this.notifyIdle();
       },
     });
+    if (opts.watchConnection === true) {
+      void (async () => {
+        // Ends with the connection, or at the first status after close().
+        for await (const s of nc.status()) {
+          if (this.closed) break;
+          if (s.type === 'disconnect') this.lost();
+          else if (s.type === 'reconnect') this.resume();
+        }
+      })();
+    }
   }
 
   /** Requests in flight now. */
@@ -224,7 +254,7 @@ export class RequestPipeline {
   }
 
   private enqueue(q: Queued): void {
-    if (this.pending.size < this.maxInFlight && this.queued === 0) {
+    if (this.pending.size < this.maxInFlight && this.queued === 0 && !this.paused) {
       this.send(q);
     } else if (this.queued >= this.maxQueued) {
       q.reject(new PipelineFullError(this.queued));
@@ -268,18 +298,27 @@ export class RequestPipeline {
   private flushOutbox(): void {
     const out = this.outbox;
     this.outbox = [];
+    // Taken before the connection was lost: back to the head of the queue, sent once it is back.
+    const back: Queued[] = [];
     for (let i = 0; i < out.length; i += 2) {
       const id = out[i] as number;
       const q = out[i + 1] as Queued;
       if (!this.pending.has(id)) continue; // expired or closed meanwhile
+      if (this.paused) {
+        this.pending.delete(id);
+        back.push(q);
+        continue;
+      }
       try {
         const reply = this.prefix + id;
         this.nc.publish(q.subject, q.payload, q.headers ? { reply, headers: q.headers } : { reply });
+        this.published = id;
       } catch (err) {
         this.pending.delete(id);
         q.reject(err as Error);
       }
     }
+    if (back.length > 0) this.queue.splice(this.queueHead, 0, ...back);
     this.notifyIdle();
   }
 
@@ -295,6 +334,7 @@ export class RequestPipeline {
 
   /** A slot is free: send the oldest waiting request. */
   private release(): void {
+    if (this.paused) return;
     const q = this.shift();
     if (q !== undefined) this.send(q);
   }
@@ -345,6 +385,24 @@ export class RequestPipeline {
       this.release();
     }
     this.notifyIdle();
+  }
+
+  /** The connection was lost: what it carried gets no reply, and nothing is sent until it is back (`watchConnection`). */
+  private lost(): void {
+    this.paused = true;
+    // Ids grow with sends and Map keeps insertion order.
+    for (const [id, p] of this.pending) {
+      if (id > this.published) break;
+      this.pending.delete(id);
+      p.reject(new RequestLostError(p.subject));
+    }
+    this.notifyIdle();
+  }
+
+  /** The connection is back: send what waited, up to the free slots. */
+  private resume(): void {
+    this.paused = false;
+    while (this.pending.size < this.maxInFlight && this.queued > 0) this.release();
   }
 
   /** Fails every request in flight or waiting and stops. Idempotent. */

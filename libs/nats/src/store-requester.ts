@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import { backoffDelay, type BackoffPolicy } from '@push/protocol';
-import { IdleWaiters, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+import { IdleWaiters, RequestLostError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
 
 /**
  * Delay between attempts of a store request that failed for a leader change: short first (an
@@ -91,8 +91,11 @@ export class StoreRequester {
   constructor(nc: NatsConnection, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.info = new RequestPipeline(nc, { ...opts, timeoutMs: readTimeoutMs(this.timeoutMs) });
+    // An attempt sent on a connection that is lost is sent again once it is back, not after its
+    // deadline (the Nats-Msg-Id dedupes it if the store had it).
     this.attempts = new RequestPipeline(nc, {
       ...opts,
+      watchConnection: true,
       timeoutMs: Math.min(this.timeoutMs, Math.max(1000, Math.round(this.timeoutMs / 3))),
     });
   }
@@ -125,7 +128,7 @@ export class StoreRequester {
         reply = await this.attempt(subject, payload, headers, deadline, attempt);
         if (!isLeaderChangeReply(reply)) return reply;
       } catch (err) {
-        if (!(err instanceof RequestTimeoutError)) throw err;
+        if (!(err instanceof RequestTimeoutError || err instanceof RequestLostError)) throw err;
         failure = err;
       }
       // The last attempt goes out just before the deadline, so a refusal comes only then.
