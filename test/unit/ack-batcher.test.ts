@@ -3,10 +3,11 @@ import { AckBatcher, type AckCounters, type AckStore } from '../../apps/edge/src
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A store holding sequences per app; fails the next `failures` requests. */
+/** A store holding sequences per app; fails the next `failures` requests, and every request of an app in `down`. */
 class FakeStore implements AckStore {
   readonly stored = new Map<string, Set<number>>();
   readonly calls: string[] = [];
+  readonly down = new Set<string>();
   failures = 0;
 
   add(app: string, ...seqs: number[]): void {
@@ -21,6 +22,7 @@ class FakeStore implements AckStore {
 
   remove(app: string, seq: number): Promise<boolean> {
     this.calls.push(`delete ${app} ${seq}`);
+    if (this.down.has(app)) return Promise.reject(new Error(`store of ${app} unavailable`));
     if (this.failures > 0) {
       this.failures--;
       return Promise.reject(new Error('store_unavailable'));
@@ -84,7 +86,7 @@ describe('AckBatcher', () => {
     b.close();
   });
 
-  it('retries a failed delete with backoff, once even when it is acked again meanwhile, and counts it', async () => {
+  it('retries a failed delete, once even when it is acked again meanwhile, and counts it', async () => {
     const store = new FakeStore();
     store.add('a', 1, 2);
     store.failures = 2;
@@ -102,6 +104,63 @@ describe('AckBatcher', () => {
     expect(c.retriesN).to.equal(2);
     expect(failures).to.have.length(2);
     expect(c.removedN).to.equal(2);
+    b.close();
+  });
+
+  it("while an app's store is down, probes it one delete at a time, and sends every waiting delete once a probe gets through", async () => {
+    const store = new FakeStore();
+    const seqs = Array.from({ length: 100 }, (_, i) => i + 1);
+    store.add('a', ...seqs);
+    store.down.add('a');
+    const c = counters();
+    const b = new AckBatcher(store, c, { retryBaseMs: 5, retryMaxMs: 20 });
+    for (const seq of seqs) b.ack('a', seq);
+    await sleep(150);
+    // The 100 first attempts, then probes: one in flight at a time, at least ~5-20 ms apart.
+    const probes = store.calls.length - 100;
+    expect(probes).to.be.greaterThan(0);
+    expect(probes).to.be.lessThan(40);
+    expect(b.pending).to.equal(100);
+    store.down.delete('a');
+    const t0 = Date.now();
+    await settle(b);
+    expect(store.left('a')).to.deep.equal([]);
+    expect(b.pending).to.equal(0);
+    expect(c.removedN).to.equal(100);
+    // Within one probe delay of the store's return (at most retryMaxMs), not each message's own backoff.
+    expect(Date.now() - t0).to.be.lessThan(500);
+    b.close();
+  });
+
+  it("one app's failing store does not hold another app's deletes", async () => {
+    const store = new FakeStore();
+    store.add('a', 1);
+    store.add('b', 1, 2);
+    store.down.add('a');
+    const b = new AckBatcher(store, counters(), { retryBaseMs: 5, retryMaxMs: 20 });
+    b.ack('a', 1);
+    b.ack('b', 1);
+    await sleep(50);
+    b.ack('b', 2);
+    await sleep(20);
+    expect(store.left('b')).to.deep.equal([]);
+    expect(store.left('a')).to.deep.equal([1]);
+    expect(b.pending).to.equal(1);
+    b.close();
+  });
+
+  it("a delete of the app that succeeds probes the waiting ones at once, whatever the backoff's delay", async () => {
+    const store = new FakeStore();
+    store.add('a', 1, 2);
+    store.failures = 1;
+    const b = new AckBatcher(store, counters(), { retryBaseMs: 60_000, retryMaxMs: 60_000 });
+    b.ack('a', 1);
+    await sleep(0);
+    expect(b.pending).to.equal(1); // failed, its probe up to a minute away
+    b.ack('a', 2);
+    await settle(b);
+    expect(store.left('a')).to.deep.equal([]);
+    expect(b.pending).to.equal(0);
     b.close();
   });
 

@@ -21,18 +21,27 @@ export interface AckCounters {
 export interface AckBatcherOptions {
   /** Most acks held at once (this turn, in flight, waiting for a retry); more are dropped and counted. */
   maxHeld?: number;
-  /** First retry delay, ms (full jitter, doubling per attempt up to `retryMaxMs`). */
+  /** An app's first probe after its deletes failed, ms (full jitter, doubling per failed probe up to `retryMaxMs`). */
   retryBaseMs?: number;
   retryMaxMs?: number;
   /** Called for each failed store request (for a rate-limited log). */
   onFailure?: (err: unknown) => void;
 }
 
+/** An app whose deletes failed: they wait here while one probe at a time asks its store. */
+interface Stalled {
+  seqs: Set<number>;
+  /** Probes that failed in a row (the backoff's attempt). */
+  failures: number;
+  timer: NodeJS.Timeout | undefined;
+  probing: boolean;
+}
+
 /**
  * The edge's ack path: each message acked is removed from the store by its sequence
  * (`STREAM.MSG.DELETE`), once however many of the user's connections on this edge ack it within
- * one event-loop turn. A failed delete is retried with full-jitter backoff; a message already
- * gone (acked by another device, expired, evicted) counts as done.
+ * one event-loop turn. A message already gone (acked by another device, expired, evicted, its
+ * app's stream deleted) counts as done.
  *
  * Why deletes and not a purge of the user's subject up to an ack floor: a delete costs
  * nats-server the same whatever the stream holds, while a filtered purge walks every block
@@ -41,6 +50,14 @@ export interface AckBatcherOptions {
  * on 50,000 messages purges of 25 were ahead by only 15% (bench/acks.ts, docs/architecture.md).
  * A delete also removes exactly what was acked.
  *
+ * Failures are per app (each app has its own stream, whose leader may be moving): a failed
+ * delete waits with the app's other failed deletes, and one of them at a time probes the store,
+ * after a full-jitter delay that doubles per failed probe up to `retryMaxMs`, or at once when
+ * another delete of the app succeeds. When a probe succeeds, every waiting delete goes again. So
+ * a store that was down for seconds gets its removals within moments of coming back, not after
+ * each message's own backoff grew while it was down, and a store that stays down gets one
+ * request per app per `retryMaxMs`, not one per message.
+ *
  * Bounded: at most `maxHeld` acks wait here (fresh, in flight or for a retry); past it an ack is
  * dropped and counted, its message stays stored and comes again (at-least-once). Before that,
  * from half the bound (`full`), deliveries wait (InboxDelivery asks `full` before it sends and
@@ -48,12 +65,12 @@ export interface AckBatcherOptions {
  * backlog storm on a busy machine) delivery slows to the removal rate instead of acks being lost.
  */
 export class AckBatcher {
-  /** This turn's acks: app -> sequence -> failed attempts so far (0 for a fresh ack). */
-  private turn = new Map<string, Map<number, number>>();
+  /** This turn's acks: app -> sequences. */
+  private turn = new Map<string, Set<number>>();
   private scheduled = false;
   private held = 0;
   private closed = false;
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly stalled = new Map<string, Stalled>();
   /** Called once when `held` falls to `lowWater` (stalled deliveries). */
   private waiters: Array<() => void> = [];
   private readonly maxHeld: number;
@@ -71,7 +88,7 @@ export class AckBatcher {
     this.highWater = Math.floor(this.maxHeld / 2);
     this.lowWater = Math.floor(this.maxHeld / 4);
     this.retryBaseMs = opts.retryBaseMs ?? 200;
-    this.retryMaxMs = opts.retryMaxMs ?? 30_000;
+    this.retryMaxMs = opts.retryMaxMs ?? 5_000;
   }
 
   /** Acks held now (gathered, in flight or waiting for a retry). */
@@ -96,7 +113,7 @@ export class AckBatcher {
       this.counters.acksDropped.inc();
       return false;
     }
-    if (this.take(app, seq, 0)) this.held++;
+    if (this.take(app, seq)) this.held++;
     return true;
   }
 
@@ -106,41 +123,42 @@ export class AckBatcher {
     const batch = this.turn;
     if (batch.size === 0) return;
     this.turn = new Map();
-    for (const [app, seqs] of batch) for (const [seq, attempt] of seqs) this.remove(app, seq, attempt);
+    for (const [app, seqs] of batch) for (const seq of seqs) this.remove(app, seq, false);
   }
 
   /** Stops retry timers and drops whatever is held. Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    for (const s of this.stalled.values()) clearTimeout(s.timer);
+    this.stalled.clear();
     this.turn.clear();
     this.waiters = [];
   }
 
   /** Adds a sequence to this turn; false when the turn has it already (another device's ack). */
-  private take(app: string, seq: number, attempt: number): boolean {
+  private take(app: string, seq: number): boolean {
     let seqs = this.turn.get(app);
-    if (seqs === undefined) this.turn.set(app, (seqs = new Map<number, number>()));
-    const had = seqs.get(seq);
-    seqs.set(seq, Math.max(had ?? 0, attempt));
+    if (seqs === undefined) this.turn.set(app, (seqs = new Set<number>()));
+    if (seqs.has(seq)) return false;
+    seqs.add(seq);
     if (!this.scheduled) {
       this.scheduled = true;
       // After the I/O callbacks of this turn (every frame of every socket uWS read at once).
       setImmediate(() => this.flush());
     }
-    return had === undefined;
+    return true;
   }
 
-  private remove(app: string, seq: number, attempt: number): void {
+  private remove(app: string, seq: number, probe: boolean): void {
     this.counters.ackRequests.inc();
     this.store.remove(app, seq).then(
       (removed) => {
         this.done();
         if (removed) this.counters.removed.inc();
+        this.answered(app, probe);
       },
-      (err: unknown) => this.failed(err, app, seq, attempt + 1),
+      (err: unknown) => this.failed(err, app, seq, probe),
     );
   }
 
@@ -153,23 +171,60 @@ export class AckBatcher {
     for (const fn of waiters) fn();
   }
 
-  /** A delete failed: take it again after a full-jitter delay. */
-  private failed(err: unknown, app: string, seq: number, attempt: number): void {
+  /** The app's store answered: a probe's answer sends every waiting delete again; any other probes now. */
+  private answered(app: string, probe: boolean): void {
+    const s = this.stalled.get(app);
+    if (s === undefined || this.closed) return;
+    if (!probe) {
+      if (!s.probing) {
+        clearTimeout(s.timer);
+        this.probe(app, s);
+      }
+      return;
+    }
+    this.stalled.delete(app);
+    // Already asked for again this turn (a newer ack of it): it is held once.
+    for (const seq of s.seqs) if (!this.take(app, seq)) this.done();
+  }
+
+  /** A delete failed: it waits with the app's others for a probe (and, from a probe, the next probe backs off). */
+  private failed(err: unknown, app: string, seq: number, probe: boolean): void {
     this.opts.onFailure?.(err);
     if (this.closed) {
       this.done();
       return;
     }
     this.counters.ackRetries.inc();
-    const timer = setTimeout(
-      () => {
-        this.timers.delete(timer);
-        // Already asked for again this turn (a newer ack of it): it is held once.
-        if (this.closed || !this.take(app, seq, attempt)) this.done();
-      },
-      backoffDelay(attempt, { baseMs: this.retryBaseMs, capMs: this.retryMaxMs }),
+    let s = this.stalled.get(app);
+    if (s === undefined) {
+      s = { seqs: new Set(), failures: 0, timer: undefined, probing: false };
+      this.stalled.set(app, s);
+    }
+    // Held once (a newer ack of it failed too).
+    if (s.seqs.has(seq)) this.done();
+    else s.seqs.add(seq);
+    if (probe) {
+      s.probing = false;
+      s.failures++;
+    } else if (s.probing || s.timer !== undefined) return;
+    const stalled = s;
+    stalled.timer = setTimeout(
+      () => this.probe(app, stalled),
+      backoffDelay(stalled.failures, { baseMs: this.retryBaseMs, capMs: this.retryMaxMs }),
     );
-    timer.unref();
-    this.timers.add(timer);
+    stalled.timer.unref();
+  }
+
+  /** Sends the app's oldest waiting delete (a failed one goes to the back: the next probe is another). */
+  private probe(app: string, s: Stalled): void {
+    s.timer = undefined;
+    const seq = s.seqs.values().next();
+    if (seq.done === true) {
+      this.stalled.delete(app);
+      return;
+    }
+    s.seqs.delete(seq.value);
+    s.probing = true;
+    this.remove(app, seq.value, true);
   }
 }

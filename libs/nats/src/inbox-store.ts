@@ -209,7 +209,11 @@ export class InboxStore {
     });
     // A delete is worth waiting for: the server works through a backlog of them at its own
     // pace, and one given up on leaves the message stored (delivered again on reconnect).
+    // Deletes sent on a connection that is then lost fail at once, and the ack path retries
+    // them, instead of waiting out that deadline for a reply that cannot come; deletes asked
+    // while it reconnects wait for it.
     this.removals = new RequestPipeline(nc, {
+      watchConnection: true,
       timeoutMs: Math.max(REMOVAL_TIMEOUT_MS, opts.timeoutMs ?? 0),
       maxInFlight: REMOVALS_IN_FLIGHT,
       maxQueued: 200_000,
@@ -392,7 +396,7 @@ export class InboxStore {
 
   /**
    * Removes one message by sequence. Resolves true when it was removed, false when it was
-   * already gone (acked by another device, expired or evicted).
+   * already gone (acked by another device, expired or evicted, or the app's stream deleted).
    */
   async remove(app: string, seq: number): Promise<boolean> {
     let reply: Msg;
@@ -405,7 +409,9 @@ export class InboxStore {
     if (r.success === true) return true;
     // 10057: no message found at that sequence. nats-server 2.15 answers "sequence N not found"
     // (a 10057 too, or without a code) for a sequence already purged below the stream's first.
-    if (r.error?.err_code === 10057 || /no message found|sequence \d+ not found/i.test(r.error?.description ?? ''))
+    // 10059: the app's stream is gone (the app was deleted), and its messages with it.
+    const code = r.error?.err_code;
+    if (code === 10057 || code === 10059 || /no message found|sequence \d+ not found/i.test(r.error?.description ?? ''))
       return false;
     throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
   }
