@@ -70,6 +70,8 @@ export interface FaultFigures {
   deliveredThoughRefused: number;
   /** Messages left in the inbox stream after every user acked everything it got (inbox faults); null for topics. */
   ackedLeftStored: number | null;
+  /** When some were left: up to 5 of them (`seq subject id, delivered to a client or not`) and each replica's count. */
+  leftStored: string[];
   /** Accept latency of the accepted pushes, ms. */
   latencyMs: { p50: number; p99: number; max: number };
   /** How long the refused pushes took to be answered, ms (NaN: none refused): a hold that ran out, or a quick no. */
@@ -268,6 +270,7 @@ export class FailoverSystem {
       const deadline2 = Date.now() + 30_000;
       while (countMissing(want, everyone) > 0 && Date.now() < deadline2) await sleep(100);
       let ackedLeftStored: number | null = null;
+      let leftStored: string[] = [];
       if (fault.mode === 'inbox') {
         // Every client acked what it got (refused-but-stored messages included): the stream
         // must empty, acks being applied asynchronously.
@@ -277,15 +280,42 @@ export class FailoverSystem {
           if (ackedLeftStored === 0 || Date.now() > deadline3) break;
           await sleep(200);
         }
+        if (ackedLeftStored > 0) leftStored = await this.leftStored(streams.inbox, everyone);
       }
       log(`${name}: settled ${settledMs()} ms after the fault`);
       return {
         ...driver.figures(name, what, faultMs, everyone, want, ackedLeftStored),
+        leftStored,
         newLeaderMs: newLeaderMs ?? null,
       };
     } finally {
       for (const c of [...online, ...offline]) c.stop();
     }
+  }
+
+  /** What stayed stored after everyone acked: up to 5 messages, whether a client got each, and each replica's count. */
+  private async leftStored(stream: string, clients: FailoverClient[]): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      let seq = 1;
+      for (let i = 0; i < 5; i++) {
+        const r = await this.cluster.api<{
+          message?: { seq: number; subject: string; hdrs?: string };
+          error?: { description?: string };
+        }>(`$JS.API.STREAM.MSG.GET.${stream}`, { seq, next_by_subj: '>' });
+        if (r.message === undefined) break;
+        const m = r.message;
+        const hdrs = m.hdrs === undefined ? '' : Buffer.from(m.hdrs, 'base64').toString('utf8');
+        const id = /Nats-Msg-Id:\s*(\S+)/i.exec(hdrs)?.[1] ?? '?';
+        const got = clients.some((c) => [...c.received.values()].some((seqs) => seqs.has(m.seq)));
+        out.push(`#${m.seq} ${m.subject} id=${id} ${got ? 'delivered' : 'never delivered'}`);
+        seq = m.seq + 1;
+      }
+    } catch (err) {
+      out.push(`reading them failed: ${String(err)}`);
+    }
+    out.push(`replicas: ${(await this.cluster.replicaCounts(stream)).join(' ')}`);
+    return out;
   }
 }
 
@@ -472,7 +502,7 @@ class PushLoad {
     clients: FailoverClient[],
     want: Expected,
     ackedLeftStored: number | null,
-  ): Omit<FaultFigures, 'newLeaderMs'> {
+  ): Omit<FaultFigures, 'newLeaderMs' | 'leftStored'> {
     const refusals: Record<string, number> = {};
     let longest = 0;
     let runStart: number | undefined;

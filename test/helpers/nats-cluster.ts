@@ -323,6 +323,49 @@ export class NatsCluster {
     }
   }
 
+  /**
+   * A JetStream API request (`subject`, JSON `body`) through the first running node that
+   * answers; the answer parsed. Throws the last failure when none answers.
+   */
+  async api<T>(subject: string, body: unknown = ''): Promise<T> {
+    let last: unknown = new Error('no node is running');
+    for (const n of this.nodes) {
+      if (this.pid(n) === undefined) continue;
+      let nc: NatsConnection | undefined;
+      try {
+        nc = await connect({ servers: n.url, reconnect: false, timeout: 2000 });
+        const m = await nc.request(subject, body === '' ? '' : JSON.stringify(body), { timeout: 2000 });
+        return m.json<T>();
+      } catch (err) {
+        last = err;
+      } finally {
+        await nc?.close().catch(() => undefined);
+      }
+    }
+    throw last;
+  }
+
+  /** Each running node's own count of a stream's messages (monitoring `/jsz`), as `n1=3`: replicas that disagree show. */
+  async replicaCounts(stream: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const n of this.nodes) {
+      if (this.pid(n) === undefined) continue;
+      try {
+        const r = await fetch(`http://127.0.0.1:${n.monitorPort}/jsz?accounts=true&streams=true`, {
+          signal: AbortSignal.timeout(2000),
+        });
+        const jsz = (await r.json()) as {
+          account_details?: Array<{ stream_detail?: Array<{ name: string; state?: { messages?: number } }> }>;
+        };
+        const found = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []).find((d) => d.name === stream);
+        out.push(`${n.name}=${found?.state?.messages ?? 'none'}`);
+      } catch (err) {
+        out.push(`${n.name}=${String(err)}`);
+      }
+    }
+    return out;
+  }
+
   /** The last lines a node printed (from our start of it), for failure messages. */
   log(node: ClusterNode): string {
     return this.logs.get(node.name) ?? '';
