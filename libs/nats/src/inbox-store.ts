@@ -160,8 +160,8 @@ interface JsApiError {
 
 /** Deletes in flight at once: enough to keep the server busy, few enough not to crowd reads. */
 const REMOVALS_IN_FLIGHT = 1024;
-/** Deadline of a delete, queued time included. */
-const REMOVAL_TIMEOUT_MS = 120_000;
+/** Deadline of a delete, from when it is sent (`PUSH_STORE_TIMEOUT_MS` when larger). */
+const REMOVAL_TIMEOUT_MS = 5_000;
 /**
  * Backlog reads in flight at once (each a batch of up to a window of messages). nats-server
  * serves them one after another, scanning from each cursor to the user's next messages, so more
@@ -207,13 +207,14 @@ export class InboxStore {
       maxInFlight: READS_IN_FLIGHT,
       maxQueued: 200_000,
     });
-    // A delete is worth waiting for: the server works through a backlog of them at its own
-    // pace, and one given up on leaves the message stored (delivered again on reconnect).
-    // Deletes sent on a connection that is then lost fail at once, and the ack path retries
-    // them, instead of waiting out that deadline for a reply that cannot come; deletes asked
-    // while it reconnects wait for it.
+    // A delete queued behind others waits for its slot however long (deadline from send): the
+    // server works through a burst of acks at its own pace. Once sent, a delete not answered
+    // within the deadline (lost with a killed stream leader) fails, and the ack path sends it
+    // again; one sent on a connection that is then lost fails at once, and those asked while
+    // it reconnects wait for it.
     this.removals = new RequestPipeline(nc, {
       watchConnection: true,
+      deadlineFromSend: true,
       timeoutMs: Math.max(REMOVAL_TIMEOUT_MS, opts.timeoutMs ?? 0),
       maxInFlight: REMOVALS_IN_FLIGHT,
       maxQueued: 200_000,

@@ -99,7 +99,7 @@ export interface RequestPipelineOptions {
    * RequestLostError instead of at their deadline (a reply to a connection that is gone never
    * comes: the server's lame duck mode moves every client, a restart, a network cut), and hold
    * new ones in the queue until it is back (nats.js does not deliver what is published while it
-   * reconnects). For long deadlines whose callers retry a failure (the edge's deletes, 120 s).
+   * reconnects). For requests whose callers retry a failure (the edge's deletes, store attempts).
    */
   watchConnection?: boolean;
 }
