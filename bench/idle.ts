@@ -33,6 +33,8 @@ import { LABELS, OursTarget, type Memory, type Target } from './lib/targets.js';
 const MEMORY_TARGET_KB = 3;
 const SIO_RATIO_TARGET = 5;
 const CONNECTS_TARGET = 10_000;
+/** Issue 16: our connects/s at least this share of bare uWS's, same run, %. */
+const CONNECTS_SHARE_TARGET = 60;
 
 interface StepFigures {
   connections: number;
@@ -194,6 +196,22 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
       ...(name === 'ours'
         ? { target: `>= ${CONNECTS_TARGET.toLocaleString('en-US')}/s`, met: c.median >= CONNECTS_TARGET ? 'yes' : 'no' }
         : {}),
+    });
+  }
+  // Issue 16: ours against bare uWS in the same rounds (each round runs both, minutes apart).
+  const oursRounds = byTarget['ours'] ?? [];
+  const uwsRounds = byTarget['uws'] ?? [];
+  if (oursRounds.length > 0 && uwsRounds.length > 0) {
+    const shares = oursRounds
+      .map((r, i) => (r.connectsPerSecond / (uwsRounds[i]?.connectsPerSecond ?? Number.NaN)) * 100)
+      .filter(Number.isFinite);
+    const share = spread(shares);
+    summary.push({
+      bench: 'idle',
+      figure: `our connects/s as a share of bare uWS's, same round (${concurrency} in flight)`,
+      value: showSpread(share, '%'),
+      target: `>= ${CONNECTS_SHARE_TARGET}%`,
+      met: share.median >= CONNECTS_SHARE_TARGET ? 'yes' : 'no',
     });
   }
   if (wideError !== undefined) {

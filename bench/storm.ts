@@ -16,6 +16,9 @@ import { note, type BenchResult, type SummaryRow } from './lib/results.js';
 import { env, expectAll, showSpread, spread, type RunOptions, chosenTargets, eachTargetRound } from './lib/scenario.js';
 import { LABELS } from './lib/targets.js';
 
+/** Issue 16: the storm's "all receiving" at most this multiple of bare uWS's, same run. */
+const RECEIVING_RATIO_TARGET = 1.5;
+
 interface StormRound {
   reconnectMs: number;
   receivingMs: number;
@@ -82,6 +85,22 @@ export async function runStorm(opts: RunOptions = { smoke: false }): Promise<Ben
       bench: 'storm',
       figure: `${LABELS[name]}: ${n.toLocaleString('en-US')} reconnect at once: all back / all receiving`,
       value: `${showSpread(back, 'ms')} / ${showSpread(recv, 'ms')}; errors seen (all rounds): ${seen === '' ? 'none' : seen}; never back: ${failed}`,
+    });
+  }
+  // Issue 16: ours against bare uWS in the same rounds (each round runs both, minutes apart).
+  const ours = byTarget['ours'] ?? [];
+  const uws = byTarget['uws'] ?? [];
+  if (ours.length > 0 && uws.length > 0) {
+    const ratio = spread(
+      ours.map((r, i) => r.receivingMs / (uws[i]?.receivingMs ?? Number.NaN)).filter(Number.isFinite),
+      2,
+    );
+    summary.push({
+      bench: 'storm',
+      figure: `${n.toLocaleString('en-US')} reconnect at once, all receiving: ours / bare uWS, same round`,
+      value: showSpread(ratio, 'x'),
+      target: `<= ${RECEIVING_RATIO_TARGET}x`,
+      met: ratio.median <= RECEIVING_RATIO_TARGET ? 'yes' : 'no',
     });
   }
   return {
