@@ -37,6 +37,7 @@ describe('config', () => {
       port: 8081,
       workers: os.availableParallelism(),
       maxConnections: 19_000,
+      listenSockets: 4,
       window: 100,
       maxBackpressureBytes: 64 * 1024,
       maxFrameBytes: 1024 * 1024,

@@ -401,7 +401,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json');
       res.end(JSON.stringify({ error: new PushError('not_found').toJSON() }));
     });
-    const listening = await listen(app, edgeConfig.host, edgeConfig.port);
+    const listening = await listen(app, edgeConfig.host, edgeConfig.port, edgeConfig.listenSockets);
     connections.startTokenSweep();
     if (maxConnections < edgeConfig.maxConnections) {
       log.warn(

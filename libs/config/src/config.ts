@@ -40,6 +40,7 @@ const schema = z.object({
   PUSH_EDGE_PORT: int(8081, 0, 65535),
   PUSH_EDGE_WORKERS: int(0, 0, 256),
   PUSH_EDGE_MAX_CONNECTIONS: int(19_000, 1, 10_000_000),
+  PUSH_EDGE_LISTEN_SOCKETS: int(4, 1, 64),
   PUSH_EDGE_WINDOW: int(100, 1, 10_000),
   PUSH_EDGE_MAX_BACKPRESSURE: int(64 * 1024, 1024, 64 * 1024 * 1024),
   PUSH_EDGE_MAX_FRAME: int(1024 * 1024, 1024, 64 * 1024 * 1024),
@@ -115,6 +116,8 @@ export interface Config {
     /** Worker processes sharing the port (SO_REUSEPORT); resolved from 0 to the core count. */
     workers: number;
     maxConnections: number;
+    /** Listen sockets per worker on the port (SO_REUSEPORT): the accept backlog is 512 per socket. */
+    listenSockets: number;
     /** Most unacked messages in flight per connection. */
     window: number;
     maxBackpressureBytes: number;
@@ -250,6 +253,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       port: r.PUSH_EDGE_PORT,
       workers: r.PUSH_EDGE_WORKERS === 0 ? os.availableParallelism() : r.PUSH_EDGE_WORKERS,
       maxConnections: r.PUSH_EDGE_MAX_CONNECTIONS,
+      listenSockets: r.PUSH_EDGE_LISTEN_SOCKETS,
       window: r.PUSH_EDGE_WINDOW,
       maxBackpressureBytes: r.PUSH_EDGE_MAX_BACKPRESSURE,
       maxFrameBytes: r.PUSH_EDGE_MAX_FRAME,
