@@ -306,7 +306,10 @@ export class PeerTarget implements Target {
 
   private static async spawn(name: 'uws' | 'sio', port: number): Promise<Child> {
     const script = name === 'uws' ? 'bench/peers/uws-bare.ts' : 'bench/peers/socketio.ts';
-    const child = spawnNode(name, script, { env: { PORT: String(port) }, nodeArgs: ['--expose-gc'] });
+    // Bare uWS listens on as many sockets as our edge (PUSH_EDGE_LISTEN_SOCKETS, 4 by default):
+    // the same accept backlog, so a storm compares the work per connection, not the backlogs.
+    const env = { PORT: String(port), LISTEN_SOCKETS: process.env['PUSH_EDGE_LISTEN_SOCKETS'] ?? '4' };
+    const child = spawnNode(name, script, { env, nodeArgs: ['--expose-gc'] });
     await waitHttpOk(`http://127.0.0.1:${port}/healthz`, child);
     return child;
   }

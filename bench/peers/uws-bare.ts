@@ -2,7 +2,8 @@
  * Benchmark peer "uws-bare": the raw ceiling the push edge is compared with. A plain uWebSockets.js
  * server used the documented way (no auth, no NATS, no persistence): WebSocket `/ws?user=<id>`,
  * plus the bench control routes /healthz, /stats, POST /gc, /send, /broadcast.
- * Run: `PORT=9001 node --expose-gc --import tsx bench/peers/uws-bare.ts`; prints `listening <port>`.
+ * Run: `PORT=9001 node --expose-gc --import tsx bench/peers/uws-bare.ts` (`LISTEN_SOCKETS=4` for as many
+ * listen sockets as the edge); prints `listening <port>`.
  */
 import uWS from 'uWebSockets.js';
 
@@ -144,13 +145,19 @@ const app = uWS
     res.writeStatus('404 Not Found').end('not found');
   });
 
-app.listen('127.0.0.1', port, (socket) => {
-  if (socket === false) {
-    process.stderr.write(`cannot listen on 127.0.0.1:${port}\n`);
-    process.exit(1);
-  }
-  process.stdout.write(`listening ${port}\n`);
-});
+// LISTEN_SOCKETS (default 1) listen sockets on the port (SO_REUSEPORT), as the edge opens
+// PUSH_EDGE_LISTEN_SOCKETS: uWS's accept backlog is 512 per socket.
+const listenSockets = Math.max(1, Number(process.env['LISTEN_SOCKETS'] ?? 1) || 1);
+let listening = 0;
+for (let i = 0; i < listenSockets; i++) {
+  app.listen('127.0.0.1', port, (socket) => {
+    if (socket === false) {
+      process.stderr.write(`cannot listen on 127.0.0.1:${port}\n`);
+      process.exit(1);
+    }
+    if (++listening === listenSockets) process.stdout.write(`listening ${port}\n`);
+  });
+}
 
 // app.close() closes the listen socket and every connection (WebSocket and HTTP keep-alive alike);
 // it is in this binary but missing from the package's index.d.ts. With nothing left open, the
