@@ -103,6 +103,36 @@ describe('TopicChannels', () => {
     expect(seqs()).to.deep.equal(['7/3']);
   });
 
+  it('fans out what arrived while it read its last sequence to the joiners it attached first (`_all` from the open)', async () => {
+    store.add(3, '"old"');
+    // The read of the last sequence is slow: a message is stored (and arrives live) meanwhile.
+    let answer!: (n: number) => void;
+    store.lastSeq = () => new Promise<number>((r) => (answer = r));
+    const attached: number[] = [];
+    const joining = topics.join('a', 't', (ch) => {
+      attached.push(ch.last);
+      published.push('attached');
+    });
+    const second = topics.join('a', 't', () => published.push('attached 2'));
+    await tick();
+    store.add(5, '"new"');
+    live.deliver(key, 5, 3, '"new"');
+    answer(5); // read after it was stored: the last sequence is 5
+    const ch = await joining;
+    await second;
+    // Both joiners were attached before the held message was fanned out, and it was.
+    expect(published.slice(0, 2)).to.deep.equal(['attached', 'attached 2']);
+    published.splice(0, 2);
+    expect(seqs()).to.deep.equal(['5/3']);
+    expect(attached).to.deep.equal([4]);
+    expect(ch.last).to.equal(5);
+    // A joiner of the ready channel is attached at once; nothing is fanned out again.
+    let now = false;
+    await topics.join('a', 't', () => (now = true));
+    expect(now).to.equal(true);
+    expect(seqs()).to.deep.equal(['5/3']);
+  });
+
   it('fills a gap it notices by Nats-Last-Sequence from history, in order, then goes on live', async () => {
     await topics.join('a', 't');
     store.add(1, '1');

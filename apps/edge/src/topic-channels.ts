@@ -36,6 +36,8 @@ export interface TopicChannel {
   overflow: boolean;
   /** Settles once the NATS subscription is active and `last` is known (undefined after that). */
   ready: Promise<void> | undefined;
+  /** Joiners to attach when the channel is ready, before what it held is fanned out (see `join`). */
+  attachers: Array<(ch: TopicChannel) => void> | undefined;
   /** Called each time `last` moves on (resumes waiting for the edge to catch up, see `reached`). */
   waiters: Array<() => boolean> | undefined;
 }
@@ -111,13 +113,24 @@ export class TopicChannels {
    * Takes a reference on the topic's channel, subscribing on NATS when it is the first. Resolves
    * with the channel once its subscription is active and its last sequence known; rejects (with
    * the store's error) when that could not be learned: the caller must still `leave`.
+   *
+   * `attach`, when given, subscribes the joiner's socket: at once when the channel is ready, else
+   * when it becomes ready and before the messages it held while opening are fanned out. Those
+   * were stored after its NATS subscription was active, so after the open of every connection
+   * that joins meanwhile: a connection receives `_all` from its open (protocol.md), including a
+   * broadcast stored while the channel was reading its last sequence. A joiner without `attach`
+   * (a `sub`) is live after `last` once this resolves, as its `subscribed` says.
    */
-  async join(app: string, topic: string): Promise<TopicChannel> {
+  async join(app: string, topic: string, attach?: (ch: TopicChannel) => void): Promise<TopicChannel> {
     const key = this.subjects.liveTopic(app, topic);
     let ch = this.channels.get(key);
     if (ch !== undefined) {
       ch.refs++;
-      if (ch.ready !== undefined) await ch.ready;
+      if (ch.ready === undefined) attach?.(ch);
+      else {
+        if (attach !== undefined) (ch.attachers ??= []).push(attach);
+        await ch.ready;
+      }
       return ch;
     }
     const channel: TopicChannel = {
@@ -131,6 +144,7 @@ export class TopicChannels {
       held: [],
       overflow: false,
       ready: undefined,
+      attachers: attach === undefined ? undefined : [attach],
       waiters: undefined,
     };
     ch = channel;
@@ -138,19 +152,26 @@ export class TopicChannels {
     this.channels.set(key, channel);
     this.metrics.topicChannels.set(this.channels.size);
     // The subscription is active before the last sequence is read: whatever is stored after
-    // the read arrives live (held until then), so nothing falls between the two.
+    // the read arrives live (held until then), so nothing falls between the two. What arrived
+    // before the read is held too, and is fanned out: the channel starts before the first held
+    // message (at `last` when none came).
     channel.ready = this.live
       .flush()
       .then(() => this.store.lastSeq(app, topic))
       .then(
         (last) => {
-          this.advance(channel, last);
+          const first = channel.held?.[0];
+          this.advance(channel, first === undefined ? last : Math.min(last, first.seq - 1));
           channel.ready = undefined;
+          const attachers = channel.attachers;
+          channel.attachers = undefined;
+          for (const a of attachers ?? []) a(channel);
           this.release(channel);
         },
         (err: unknown) => {
           channel.ready = undefined;
           channel.held = undefined;
+          channel.attachers = undefined;
           throw err;
         },
       );
