@@ -222,6 +222,23 @@ describe('topics', function () {
     ]);
   });
 
+  it('_all reaches a connection from its open: a broadcast stored the moment the client has hello arrives (fresh apps, both edges)', async function () {
+    const subjects = new Subjects(stack.prefix);
+    const enc = encodeTopicMessage({ data: 'at hello' }, { ttlSeconds: 60 });
+    const h = headers();
+    for (const [k, v] of Object.entries(enc.headers)) h.set(k, v);
+    for (let i = 0; i < 6; i++) {
+      // A fresh app: its _all channel is not open on the edge yet, so the connection's join reads
+      // the topic's last sequence while the broadcast is stored.
+      const fresh = await stack.createApp();
+      const c = keep(await fresh.connect('ivy', 'p', '', stack.edges[i % 2]));
+      const ack = await nc.request(subjects.topic(fresh.id, '_all'), enc.payload, { headers: h, timeout: 5000 });
+      const stored = JSON.parse(new TextDecoder().decode(ack.data)) as { seq: number };
+      const [m] = await waitTopic(c, '_all', 1);
+      expect(m).to.include({ seq: stored.seq, data: 'at hello' });
+    }
+  });
+
   it('_all reaches every connection of the app on every edge without a sub, and no other app', async function () {
     const b = await stack.createApp();
     const c0 = keep(await app.connect('fay', 'p', '', stack.edges[0]));

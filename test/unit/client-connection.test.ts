@@ -13,6 +13,7 @@ import {
 import { ClientConnection, type ClientSocket, type ConnectionContext } from '../../apps/edge/src/client-connection.js';
 import { createEdgeMetrics } from '../../apps/edge/src/metrics.js';
 import { SendLimits } from '../../apps/edge/src/send-limits.js';
+import type { TopicChannel } from '../../apps/edge/src/topic-channels.js';
 
 /**
  * Unit tests of one client connection with a fake store, a fake socket and a fake ack path: no
@@ -138,7 +139,14 @@ interface Ack {
 
 const HIGH_WATER = 64 * 1024;
 
-function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}) {
+function harness(
+  opts: {
+    window?: number;
+    settings?: Partial<AppSettings>;
+    /** The app's `_all` channel is not open on the edge: it is ready when this settles. */
+    allReady?: Promise<void>;
+  } = {},
+) {
   const store = new FakeStore();
   const ws = new FakeSocket();
   const acks: Ack[] = [];
@@ -166,13 +174,24 @@ function harness(opts: { window?: number; settings?: Partial<AppSettings> } = {}
     upstream: { publish: () => Promise.reject(new Error('no upstream store in this test')) },
     rpc: { call: () => Promise.reject(new Error('no rpc in this test')) },
     events: { emit: (type) => `evt_${type}` },
-    // Topics have tests of their own (topics.test.ts, topic-channels.test.ts): `_all` never opens here.
+    // Topics have tests of their own (topics.test.ts, topic-channels.test.ts): `_all` is open on
+    // this edge here (the socket joins it at once, so `hello` goes out with the open).
     topicStore: {
       readBatch: () => Promise.resolve({ messages: [], more: false, first: 0, last: 0 }),
       lastSeq: () => Promise.resolve(0),
     },
     topics: {
-      join: () => new Promise(() => undefined),
+      join: (_app, topic, attach) => {
+        const ch = { key: `live.${topic}`, last: 0 } as TopicChannel;
+        if (opts.allReady !== undefined) {
+          return opts.allReady.then(() => {
+            attach?.(ch);
+            return ch;
+          });
+        }
+        attach?.(ch);
+        return Promise.resolve(ch);
+      },
       leave: () => undefined,
       channel: () => undefined,
       reached: () => Promise.resolve(true),
@@ -220,6 +239,31 @@ describe('ClientConnection (fake store and socket)', () => {
     expect(ws.frames[0]).to.include({ t: 'hello', conn: 'e1-7', user: 'alice', device: 'phone', window: 50 });
     const read = await store.nextRead();
     expect(read).to.include({ fromSeq: 1, max: 50, maxBytes: HIGH_WATER });
+  });
+
+  it("greets only once the app's `_all` channel is ready on the edge; frames sent meanwhile are answered after hello, in order", async () => {
+    let ready!: () => void;
+    const { ws, frame, store } = harness({ allReady: new Promise<void>((r) => (ready = r)) });
+    frame({ t: 'ping' });
+    frame({ t: 'ack', seqs: [99] }); // never delivered: ack_unknown
+    await settle();
+    expect(ws.frames).to.deep.equal([]);
+    expect(store.reads).to.have.length(0); // no backlog read before the hello either
+    ready();
+    await settle();
+    expect(ws.frames.map((f) => f['t'])).to.deep.equal(['hello', 'pong', 'error']);
+    expect(ws.frames[2]).to.include({ code: 'ack_unknown' });
+    expect(store.reads).to.have.length(1);
+  });
+
+  it('closes with 1008 a client that sends more than 64 frames before its hello', async () => {
+    const { ws, frame } = harness({ allReady: new Promise<void>(() => undefined) });
+    for (let i = 0; i < 64; i++) frame({ t: 'ping' });
+    expect(ws.ended).to.equal(undefined);
+    frame({ t: 'ping' });
+    expect(ws.ended).to.deep.equal([1008, 'too many frames before hello']);
+    await settle();
+    expect(ws.frames).to.deep.equal([]);
   });
 
   describe('backlog then live: no gap, no duplicate', () => {

@@ -40,6 +40,14 @@ export { RPC_IN_FLIGHT_PER_CONNECTION } from './upstream-frames.js';
 export const ATTACHES_PER_SECOND = 10;
 
 /**
+ * Most frames (and bytes) a client may send before its `hello`, which waits for the app's `_all`
+ * channel when it is not open on this edge yet (ClientSession.start): they are handled after the
+ * `hello`, in order. Past either bound the socket is closed with 1008 (policy violation).
+ */
+export const FRAMES_BEFORE_HELLO = 64;
+export const BYTES_BEFORE_HELLO = 64 * 1024;
+
+/**
  * What a connection uses of its edge's EdgeContext (which fits it as is). Narrow on purpose: unit
  * tests drive a connection with a fake store, channels, app directory and ack path, no NATS.
  */
@@ -240,8 +248,27 @@ export class ClientConnection extends ClientSession {
     return this.attached?.get(app);
   }
 
+  /** Frames the client sent before its `hello` was (to be handled after it), and their bytes. */
+  private early: string[] | undefined;
+  private earlyBytes = 0;
+
+  protected override onGreeted(): void {
+    const early = this.early;
+    this.early = undefined;
+    for (const text of early ?? []) this.onFrame(text);
+  }
+
   /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
   onFrame(text: string): void {
+    if (!this.greeted) {
+      // Only before the first app's greeting: nothing may be answered before `hello`.
+      this.earlyBytes += text.length;
+      if ((this.early ??= []).push(text) > FRAMES_BEFORE_HELLO || this.earlyBytes > BYTES_BEFORE_HELLO) {
+        this.early = undefined;
+        this.end(1008, 'too many frames before hello', 'protocol');
+      }
+      return;
+    }
     const r = parseAppFrame(text);
     const session = this.sessionOf(r.app);
     // Counted to the session it is about, else to the first app (`ping`, `attach`, strays).

@@ -69,18 +69,40 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
   }
 
   /**
-   * Starts the session: joins the user's live channel, greets (`hello` or `attached`), reads the
-   * backlog once the channel is live, joins `_all` and subscribes the bound topics.
+   * Starts the session: joins the user's live channel and `_all`, greets (`hello` or
+   * `attached`), then reads the backlog once the channel is live and subscribes the bound topics.
+   *
+   * `_all` reaches a connection from its open (protocol.md): when the app's broadcast channel is
+   * open on this edge, the socket joins it at once; when not, the greeting waits until the
+   * channel's NATS subscription is active and its last sequence read (a flush and one Direct Get,
+   * or the read's failure, retried later), so that a broadcast stored once the client has its
+   * `hello` reaches it. Nothing is sent before the greeting (frames the client sent meanwhile
+   * wait: ClientConnection).
    */
   protected start(greeting: string): void {
     const subscribed = this.ctx.channels.join(this.app, this.user, this);
-    this.sendText(greeting);
-    // Read the backlog once the live subscription is active: no gap between the two.
-    void subscribed.then(() => this.inbox.resync());
-    this.topics.joinAll();
-    // Registered for control messages above (channels.join), so a bind is seen by this read or
-    // by its control message, never by neither.
-    this.topics.loadBindings();
+    const greet = (): void => {
+      if (this.isClosed) return;
+      this.greeted = true;
+      this.sendText(greeting);
+      // Read the backlog once the live subscription is active: no gap between the two.
+      void subscribed.then(() => this.inbox.resync());
+      // Registered for control messages above (channels.join), so a bind is seen by this read or
+      // by its control message, never by neither.
+      this.topics.loadBindings();
+      this.onGreeted();
+    };
+    const joining = this.topics.joinAll();
+    if (joining === undefined) greet();
+    else void joining.then(greet);
+  }
+
+  /** True once the greeting was sent: frames go out only after it. */
+  greeted = false;
+
+  /** Called right after the greeting (ClientConnection hands over the frames that waited for it). */
+  protected onGreeted(): void {
+    // Nothing by default.
   }
 
   /** Ends the session's delivery and subscriptions. Undelivered and unacked messages stay stored. */

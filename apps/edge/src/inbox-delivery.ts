@@ -82,7 +82,8 @@ export class InboxDelivery {
    */
   onTransient(frame: string): void {
     const ws = this.host.ws;
-    if (ws === undefined || this.mode === CLOSED) return;
+    // Before its greeting a session is not online yet for the client: nothing goes before `hello`.
+    if (ws === undefined || this.mode === CLOSED || !this.host.greeted) return;
     sendTransient(
       ws.getBufferedAmount(),
       () => this.host.send(frame),

@@ -26,6 +26,8 @@ export interface SessionHost {
   /** Topic patterns the client token grants (its `topics` claim). */
   readonly topicGrants: readonly string[] | undefined;
   readonly isClosed: boolean;
+  /** True once the session's greeting (`hello`, `attached`) was sent. */
+  readonly greeted: boolean;
   /** Sends one frame (nothing once closed). */
   sendText(text: string): void;
   /** Sends one frame of the session on the socket; answers as uWS `send` does (1 sent, 0 buffered, 2 dropped). */

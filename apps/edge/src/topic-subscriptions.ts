@@ -144,18 +144,28 @@ export class TopicSubscriptions {
     this.unsubscribeTopic(topic);
   }
 
-  /** Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`. */
-  joinAll(attempt = 0): void {
+  /**
+   * Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`.
+   * Returns undefined when the socket joined at once (the channel is open on this edge), else a
+   * promise settled once it joined, or once this attempt failed (it is tried again later).
+   */
+  joinAll(attempt = 0): Promise<void> | undefined {
     const { ctx } = this.host;
     const token = {};
     this.inAll = true;
     this.allToken = token;
-    ctx.topics.join(this.host.app, ALL_TOPIC).then(
-      (ch) => {
-        // A `sub` of `_all` (a resume) that came meanwhile joins the key itself, after its replay.
-        if (this.host.isClosed || this.host.ws === undefined || this.allToken !== token) return;
-        this.host.ws.subscribe(this.host.topicKey(ch.key));
-      },
+    // The socket joins the key as soon as the channel is ready (at once when it is open on this
+    // edge), before what the channel held while opening is fanned out: `_all` from the open.
+    let joining = true;
+    let atOnce = false;
+    const attach = (ch: TopicChannel): void => {
+      if (joining) atOnce = true;
+      // A `sub` of `_all` (a resume) that came meanwhile joins the key itself, after its replay.
+      if (this.host.isClosed || this.host.ws === undefined || this.allToken !== token) return;
+      this.host.ws.subscribe(this.host.topicKey(ch.key));
+    };
+    const joined = ctx.topics.join(this.host.app, ALL_TOPIC, attach).then(
+      () => undefined,
       (err: unknown) => {
         ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
         // Counted; logged at debug only: when the store fails, every connection of a storm fails here.
@@ -165,12 +175,14 @@ export class TopicSubscriptions {
         // Broadcasts must not stay away silently: try again while the connection lives.
         setTimeout(
           () => {
-            if (!this.host.isClosed && !this.inAll && this.allToken === token) this.joinAll(attempt + 1);
+            if (!this.host.isClosed && !this.inAll && this.allToken === token) void this.joinAll(attempt + 1);
           },
           backoffDelay(attempt, ALL_RETRY),
         ).unref();
       },
     );
+    joining = false;
+    return atOnce ? undefined : joined;
   }
 
   /** Resolves when the socket has room below the high-water mark again (or closed). */
