@@ -93,8 +93,9 @@ export async function runFanout(opts: RunOptions = { smoke: false }): Promise<Be
   try {
     await eachTargetRound({ scenario: 'fanout', targets: TARGETS, rounds, smoke, fleet }, async (target, r) => {
       await fleet.openAll({ target, userPrefix: 'fo', total: n, concurrency: 1000, retries: 20 });
-      // Our edge joins a connection to `_all` after its `hello`, and again 1-2 s later when that
-      // join failed: a broadcast sent sooner can miss it (the smoke run saw 0 of 200 twice).
+      // A connection whose `_all` join failed (its read timed out on a busy store) still gets its
+      // `hello`, and joins again 1-2 s later: a broadcast sent sooner can miss it (the smoke run
+      // saw 0 of 200 twice when `hello` did not wait for the join at all).
       await new Promise((r) => setTimeout(r, 3000));
       await fleet.stats(true);
       const cpu = new CpuByRole(target, fleet);
