@@ -304,18 +304,16 @@ export class NatsCluster {
     for (;;) {
       for (const n of this.nodes) {
         if (this.pid(n) === undefined) continue;
-        let nc: NatsConnection | undefined;
         try {
-          nc = await connect({ servers: n.url, reconnect: false, timeout: 2000 });
-          const m = await nc.request(`$JS.API.STREAM.INFO.${stream}`, '', { timeout: 2000 });
-          const info = m.json<StreamInfoAnswer & { error?: { description?: string } }>();
+          const info = await this.requestNode<StreamInfoAnswer & { error?: { description?: string } }>(
+            n,
+            `$JS.API.STREAM.INFO.${stream}`,
+          );
           if (info.error !== undefined) last = info.error.description ?? JSON.stringify(info.error);
           else if (ok(info)) return info;
           else last = JSON.stringify(info.cluster);
         } catch (err) {
           last = String(err);
-        } finally {
-          await nc?.close().catch(() => undefined);
         }
       }
       if (Date.now() > deadline) throw new Error(`stream ${stream}: no answer as wanted in ${timeoutMs} ms (${last})`);
@@ -331,18 +329,25 @@ export class NatsCluster {
     let last: unknown = new Error('no node is running');
     for (const n of this.nodes) {
       if (this.pid(n) === undefined) continue;
-      let nc: NatsConnection | undefined;
       try {
-        nc = await connect({ servers: n.url, reconnect: false, timeout: 2000 });
-        const m = await nc.request(subject, body === '' ? '' : JSON.stringify(body), { timeout: 2000 });
-        return m.json<T>();
+        return await this.requestNode<T>(n, subject, body);
       } catch (err) {
         last = err;
-      } finally {
-        await nc?.close().catch(() => undefined);
       }
     }
     throw last;
+  }
+
+  /** One request (JSON `body`, or none) to one node over a connection of its own; the answer parsed. */
+  private async requestNode<T>(n: ClusterNode, subject: string, body: unknown = ''): Promise<T> {
+    let nc: NatsConnection | undefined;
+    try {
+      nc = await connect({ servers: n.url, reconnect: false, timeout: 2000 });
+      const m = await nc.request(subject, body === '' ? '' : JSON.stringify(body), { timeout: 2000 });
+      return m.json<T>();
+    } finally {
+      await nc?.close().catch(() => undefined);
+    }
   }
 
   /** Each running node's own count of a stream's messages (monitoring `/jsz`), as `n1=3`: replicas that disagree show. */

@@ -173,6 +173,7 @@ export class AckBatcher {
 
   /** The app's store answered: a probe's answer sends every waiting delete again; any other probes now. */
   private answered(app: string, probe: boolean): void {
+    if (this.stalled.size === 0) return; // the common case: nothing waits
     const s = this.stalled.get(app);
     if (s === undefined || this.closed) return;
     if (!probe) {

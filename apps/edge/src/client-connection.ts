@@ -248,9 +248,8 @@ export class ClientConnection extends ClientSession {
     return this.attached?.get(app);
   }
 
-  /** Frames the client sent before its `hello` was (to be handled after it), and their bytes. */
+  /** Frames the client sent before its `hello` was (to be handled after it). */
   private early: string[] | undefined;
-  private earlyBytes = 0;
 
   protected override onGreeted(): void {
     const early = this.early;
@@ -262,8 +261,12 @@ export class ClientConnection extends ClientSession {
   onFrame(text: string): void {
     if (!this.greeted) {
       // Only before the first app's greeting: nothing may be answered before `hello`.
-      this.earlyBytes += text.length;
-      if ((this.early ??= []).push(text) > FRAMES_BEFORE_HELLO || this.earlyBytes > BYTES_BEFORE_HELLO) {
+      const early = (this.early ??= []);
+      early.push(text);
+      if (
+        early.length > FRAMES_BEFORE_HELLO ||
+        early.reduce((n, t) => n + Buffer.byteLength(t), 0) > BYTES_BEFORE_HELLO
+      ) {
         this.early = undefined;
         this.end(1008, 'too many frames before hello', 'protocol');
       }
