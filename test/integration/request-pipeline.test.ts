@@ -37,6 +37,10 @@ describe('RequestPipeline (against the real NATS server)', function () {
   after(async function () {
     await nc?.close();
   });
+  // A test that failed leaves its held replies behind; the next one must not answer them.
+  beforeEach(function () {
+    held.length = 0;
+  });
 
   it('keeps many requests in flight and answers each with its own reply', async function () {
     const p = new RequestPipeline(nc, { maxInFlight: 64 });
@@ -74,6 +78,11 @@ describe('RequestPipeline (against the real NATS server)', function () {
 
   it('times out requests in flight and requests still queued, by one deadline from the call', async function () {
     const p = new RequestPipeline(nc, { maxInFlight: 1, timeoutMs: 200 });
+    // Both calls in one millisecond, so both have the same deadline: with the second a
+    // millisecond later, the first's expiry frees the slot while the second has 1 ms left, and
+    // it is sent (correctly, and then this test could not tell).
+    const t = Date.now();
+    while (Date.now() === t);
     const results = await Promise.allSettled([p.request(`${subject}.hold`, '1'), p.request(`${subject}.hold`, '2')]);
     expect(results.map((r) => r.status)).to.deep.equal(['rejected', 'rejected']);
     for (const r of results) expect((r as PromiseRejectedResult).reason).to.be.instanceOf(RequestTimeoutError);
@@ -86,7 +95,7 @@ describe('RequestPipeline (against the real NATS server)', function () {
   });
 
   it('with deadlineFromSend, a queued request waits for its slot and then has the whole timeout', async function () {
-    const p = new RequestPipeline(nc, { maxInFlight: 1, timeoutMs: 300, deadlineFromSend: true });
+    const p = new RequestPipeline(nc, { maxInFlight: 1, timeoutMs: 600, deadlineFromSend: true });
     const first = p.request(`${subject}.hold`, '1');
     const second = p.request(`${subject}.hold`, '2');
     const release = async (afterMs: number): Promise<void> => {
@@ -94,10 +103,10 @@ describe('RequestPipeline (against the real NATS server)', function () {
       await nc.flush();
       held.shift()?.();
     };
-    await release(250);
+    await release(300);
     expect((await first).string()).to.equal('1');
-    // Answered 450 ms after its call: past the timeout counted from the call, within it from the send.
-    await release(200);
+    // Answered 700 ms after its call: past the timeout counted from the call, within it from the send.
+    await release(400);
     expect((await second).string()).to.equal('2');
     // In flight, the deadline still holds.
     const err = await p.request(`${subject}.hold`, '3').then(
