@@ -175,6 +175,34 @@ describe('BacklogReader', () => {
       expect(Math.max(...calls.probedUsers)).to.be.at.most(512);
     });
 
+    it('sends a full probe at once, not at the end of the turn, while a partial one waits for a free probe', async () => {
+      // A connect storm: a turn of the edge's loop holds hundreds of upgrades; a probe that
+      // waited for the turn's end (two per turn) held 19,000 users' first reads for seconds.
+      const { store, calls } = fakeStore([]);
+      const answers: Array<() => void> = [];
+      const real = store.lastSeqs.bind(store);
+      store.lastSeqs = (app, users) => {
+        const answer = real(app, users);
+        return new Promise((resolve) => answers.push(() => resolve(answer)));
+      };
+      const reader = new BacklogReader(store);
+      const users = Array.from({ length: 3 * 512 + 100 }, (_, u) => `u${u}`);
+      const reads = users.map((u) => reader.read('app', u, 1, bounds, {}, true));
+      expect(calls.probedUsers, 'full probes sent during the turn').to.deep.equal([512, 512, 512]);
+      await new Promise((r) => setImmediate(r));
+      expect(calls.probe, 'the partial one waits while two probes are out').to.equal(3);
+      answers.shift()?.();
+      for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+      expect(calls.probe, 'still two out').to.equal(3);
+      answers.shift()?.();
+      for (let i = 0; i < 10 && calls.probe < 4; i++) await new Promise((r) => setImmediate(r));
+      expect(calls.probedUsers).to.deep.equal([512, 512, 512, 100]);
+      while (answers.length > 0) answers.shift()?.();
+      const got = await Promise.all(reads);
+      expect(got.every((b) => b.messages.length === 0 && !b.more)).to.equal(true);
+      expect(calls.batch + calls.range).to.equal(0);
+    });
+
     it('reads every user the probe could not vouch for: a cut answer, or a failed probe', async () => {
       const log = ['x', 'y'];
       const { store, calls } = fakeStore(log);

@@ -38,6 +38,15 @@ export interface BacklogReaderOptions {
 /** Probes of one app in flight at once; probes asked for meanwhile wait and go out together. */
 const PROBES_IN_FLIGHT = 2;
 
+/**
+ * Full probes (LAST_SEQS_MAX_USERS users) of one app in flight at once: a full one has nothing
+ * left to gather, so it goes out as soon as it is full instead of at the end of the event-loop
+ * turn. Under a connect storm a turn of the edge's loop lasts hundreds of milliseconds (every
+ * upgrade of the turn runs in it), and two probes per turn held 19,000 reconnecting users'
+ * first reads, and the live messages they buffered meanwhile, for up to 4.8 s.
+ */
+const FULL_PROBES_IN_FLIGHT = 16;
+
 interface Waiter {
   /** The reading connection (its identity lets it rejoin a pass it has kept up with). */
   key: object | undefined;
@@ -101,8 +110,9 @@ interface AppState {
  * (`InboxStore.lastSeqs`), which the server answers from its per-subject index without reading
  * the stream. A user whose last sequence is below `fromSeq` (or who has none) is answered "nothing"
  * at once; the others, and all of them when the probe fails or its answer was cut, go on to the
- * reads above. Probes of one app go out at most PROBES_IN_FLIGHT at a time, so under a connect
- * storm each gathers every read that came while the previous ones were out.
+ * reads above. A probe goes out as soon as it is full (up to FULL_PROBES_IN_FLIGHT at once);
+ * one not full waits for the end of the event-loop turn, and while PROBES_IN_FLIGHT of the app
+ * are out, so that under a connect storm each gathers every read that came meanwhile.
  */
 export class BacklogReader {
   private readonly apps = new Map<string, AppState>();
@@ -148,7 +158,7 @@ export class BacklogReader {
       };
       if (probe) {
         st.probing.push(w);
-        this.scheduleProbe(app, st);
+        this.probeNow(app, st);
         return;
       }
       // A reader that consumed all a running pass handed it rides on with the pass.
@@ -171,6 +181,12 @@ export class BacklogReader {
       this.apps.set(app, st);
     }
     return st;
+  }
+
+  /** Sends what waits to be probed when it fills a probe; the rest waits for `scheduleProbe`. */
+  private probeNow(app: string, st: AppState): void {
+    while (st.probing.length >= LAST_SEQS_MAX_USERS && st.probesInFlight < FULL_PROBES_IN_FLIGHT) this.probe(app, st);
+    if (st.probing.length > 0) this.scheduleProbe(app, st);
   }
 
   /** Probes asked for in one event-loop turn (or while PROBES_IN_FLIGHT are out) go out together. */
@@ -224,7 +240,7 @@ export class BacklogReader {
       .finally(() => {
         st.probesInFlight--;
         if (st.waiting.length > 0) this.schedule(app, st);
-        if (st.probing.length > 0) this.scheduleProbe(app, st);
+        if (st.probing.length > 0) this.probeNow(app, st);
         this.forget(app, st);
       });
   }
