@@ -12,6 +12,8 @@ export class TcpProxy {
   holdMs = 0;
   /** Connections accepted so far. */
   accepted = 0;
+  /** While true, what clients send is dropped, not forwarded: requests vanish on the way, as in a partition. */
+  blackhole = false;
   /** While true, every connection is closed as soon as it is accepted. */
   private refusing = false;
   private readonly server: net.Server;
@@ -86,6 +88,7 @@ export class TcpProxy {
         this.clientSpoke = this.clientSpoke.filter((w) => !heardBy.includes(w));
         for (const w of heardBy) w.resolve();
       }
+      if (this.blackhole) return;
       if (held === undefined) upstream.write(c);
       else held.push(c);
     });

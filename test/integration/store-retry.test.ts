@@ -5,6 +5,7 @@ import { InboxStore, TopicStore, ensureInboxStream } from '@push/nats';
 import { PushError, Subjects } from '@push/protocol';
 import { reportCleanupFailure } from '../helpers/cleanup.js';
 import { NATS_URL } from '../helpers/nats-server.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const payload = { bytes: Buffer.from('"hi"'), binary: false };
 
@@ -45,6 +46,45 @@ describe('store requests held through an election (real NATS)', function () {
       expect((await jsm.streams.info(subjects.inboxStream(app.id))).state.messages).to.equal(1);
     } finally {
       store.close();
+    }
+  });
+
+  it('fails a backlog read at once when its connection is lost, not at its deadline, and reads again once reconnected', async function () {
+    const local = new Subjects(`readlost${process.pid}`);
+    await ensureInboxStream(nc, local, app, opts);
+    const writer = new InboxStore(nc, local);
+    const u = new URL(NATS_URL);
+    const proxy = new TcpProxy(u.hostname, Number(u.port));
+    await proxy.start();
+    const via = await connect({ servers: proxy.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+    const store = new InboxStore(via, local, { timeoutMs: 5000 });
+    const bounds = { max: 10, maxBytes: 1 << 20 };
+    try {
+      await writer.publish(app.id, 'u1', payload, { ttlMs: 60_000 });
+      // The read leaves the client and vanishes on the way; then the connection drops.
+      proxy.blackhole = true;
+      const read = store.readBatch(app.id, 'u1', 1, bounds).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.blackhole = false;
+      const t0 = Date.now();
+      proxy.dropAll();
+      const err = await read;
+      expect(Date.now() - t0, 'failed when the connection dropped, not at the 5 s deadline').to.be.below(2000);
+      expect(err).to.be.instanceOf(PushError);
+      expect((err as PushError).code).to.equal('store_unavailable');
+      // Asked again at once (while the client may still reconnect): answered once it has.
+      const again = await store.readBatch(app.id, 'u1', 1, bounds);
+      expect(again.messages.map((m) => m.bytes.toString())).to.deep.equal(['"hi"']);
+    } finally {
+      store.close();
+      writer.close();
+      await via.close().catch(reportCleanupFailure('close NATS'));
+      await proxy.stop();
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(local.inboxStream(app.id)).catch(() => undefined);
     }
   });
 

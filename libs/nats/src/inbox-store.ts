@@ -8,7 +8,7 @@ import {
   type Subjects,
 } from '@push/protocol';
 import { headerLastSequence, headerSequence } from './live-subscriber.js';
-import { PipelineFullError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+import { PipelineFullError, RequestLostError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
 import { StoreRequester, readTimeoutMs, storeMessageId } from './store-requester.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
@@ -148,7 +148,9 @@ export function storeError(err: unknown): PushError {
       ? 'the message store did not answer in time'
       : err instanceof PipelineFullError
         ? 'the message store is not keeping up; retry later'
-        : undefined;
+        : err instanceof RequestLostError
+          ? 'the connection to the message store was lost before it answered'
+          : undefined;
   return new PushError('store_unavailable', message, { cause: err });
 }
 
@@ -201,7 +203,10 @@ export class InboxStore {
   constructor(nc: NatsConnection, subjects: Subjects, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.subjects = subjects;
     this.stores = new StoreRequester(nc, opts);
+    // A read in flight when the connection is lost fails at once (its reply never comes) and is
+    // retried once it is back, instead of at its deadline; reads waiting meanwhile go then.
     this.reads = new RequestPipeline(nc, {
+      watchConnection: true,
       timeoutMs: readTimeoutMs(opts.timeoutMs),
       deadlineFromSend: true,
       maxInFlight: READS_IN_FLIGHT,
