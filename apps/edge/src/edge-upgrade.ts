@@ -1,4 +1,4 @@
-import { peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
+import { decodeJws, peekTokenApp, verifyClientToken, type ClientIdentity } from '@push/apps';
 import {
   statusLine,
   toPushError,
@@ -147,7 +147,8 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
 
   function authenticate(token: string, appParam: string, origin: string, ip: string): ClientIdentity {
     if (token === '') throw new PushError('token_missing');
-    const appId = peekTokenApp(token);
+    const decoded = decodeJws(token); // once: read for its app, then verified
+    const appId = peekTokenApp(decoded);
     if (appParam !== '' && appParam !== appId) throw new PushError('wrong_app', 'the token is for another app');
     const record = ctx.apps.get(appId);
     if (record === undefined) throw new PushError('app_not_found');
@@ -157,7 +158,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     }
     const ipRefusal = ctx.ipPolicy.appRefusal(record.settings, ip);
     if (ipRefusal !== undefined) throw ipRefusal;
-    return verifyClientToken(token, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
+    return verifyClientToken(decoded, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
   const heartbeats = new HeartbeatWheel(edgeConfig.ping.maxSeconds, undefined, () => metrics.heartbeatDrops.inc());

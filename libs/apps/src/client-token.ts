@@ -82,11 +82,12 @@ function numericClaim(claims: Record<string, unknown>, name: string, required: b
 }
 
 /**
- * Reads the app a token claims, without verifying it (to pick the secret that must verify it).
+ * Reads the app a token claims (the token, or what `decodeJws` made of it, so that a caller that
+ * verifies it next decodes it once), without verifying it (to pick the secret that must verify it).
  * Throws PushError `token_malformed`.
  */
-export function peekTokenApp(token: string): string {
-  const app = decodeJws(token).claims['app'];
+export function peekTokenApp(token: string | DecodedToken): string {
+  const app = (typeof token === 'string' ? decodeJws(token) : token).claims['app'];
   if (idProblem('app', app) !== undefined) throw new PushError('token_malformed', 'token has no valid app claim');
   return app as string;
 }
@@ -105,12 +106,12 @@ export function peekTokenApp(token: string): string {
  * async WebCrypto verify, which matters in a reconnect storm.
  */
 export function verifyClientToken(
-  token: string,
+  token: string | DecodedToken,
   app: AppRecord,
   nowSeconds = Date.now() / 1000,
   maxLifetimeSeconds = Number.POSITIVE_INFINITY,
 ): ClientIdentity {
-  const t = decodeJws(token);
+  const t = typeof token === 'string' ? decodeJws(token) : token;
   const { header, claims } = t;
   if (header['crit'] !== undefined) throw new PushError('token_malformed', 'token header crit is not supported');
   if (header['alg'] !== 'HS256') throw new PushError('token_invalid', 'token must be signed with HS256');
