@@ -145,6 +145,8 @@ function harness(
     settings?: Partial<AppSettings>;
     /** The app's `_all` channel is not open on the edge: it is ready when this settles. */
     allReady?: Promise<void>;
+    /** The same for another app (attached sessions), by app id. */
+    allReadyOf?: Record<string, Promise<void>>;
   } = {},
 ) {
   const store = new FakeStore();
@@ -165,7 +167,7 @@ function harness(
   };
   const ctx: ConnectionContext = {
     edgeId: 'e1',
-    config: { window: opts.window ?? 100 },
+    config: { window: opts.window ?? 100, maxAppsPerConnection: 16 },
     subjects: new Subjects('t'),
     store,
     // The connection's side of the backlog contract; BacklogReader has tests of its own.
@@ -181,10 +183,11 @@ function harness(
       lastSeq: () => Promise.resolve(0),
     },
     topics: {
-      join: (_app, topic, attach) => {
+      join: (joined, topic, attach) => {
         const ch = { key: `live.${topic}`, last: 0 } as TopicChannel;
-        if (opts.allReady !== undefined) {
-          return opts.allReady.then(() => {
+        const ready = joined === app.id ? opts.allReady : opts.allReadyOf?.[joined];
+        if (ready !== undefined) {
+          return ready.then(() => {
             attach?.(ch);
             return ch;
           });
@@ -198,7 +201,7 @@ function harness(
     },
     topicPresence: { joined: () => undefined, left: () => undefined },
     channels: { join: () => Promise.resolve(), leave: () => undefined },
-    apps: { get: (id) => (id === app.id ? app : undefined) },
+    apps: { get: (id) => (id === app.id ? app : id === 'other' ? { ...app, id: 'other', name: 'other' } : undefined) },
     metrics: createEdgeMetrics(new Registry()),
     log: {
       warn: (o: unknown) => warnings.push(o),
@@ -264,6 +267,35 @@ describe('ClientConnection (fake store and socket)', () => {
     expect(ws.ended).to.deep.equal([1008, 'too many frames before hello']);
     await settle();
     expect(ws.frames).to.deep.equal([]);
+  });
+
+  it('holds frames about an attached session until its `attached`, then answers them in order; more than 64 close with 1008', async () => {
+    let ready!: () => void;
+    const { conn, ws, frame } = harness({ allReadyOf: { other: new Promise<void>((r) => (ready = r)) } });
+    conn.authenticate = () => ({ app: 'other', user: 'bob', device: 'tab', exp: 0 });
+    await settle();
+    ws.frames.length = 0;
+    frame({ t: 'attach', token: 'a-token-of-other' });
+    frame({ t: 'ack', app: 'other', seqs: [5] }); // never delivered: ack_unknown, after `attached`
+    frame({ t: 'ping' }); // about the connection: answered at once
+    await settle();
+    expect(ws.frames.map((f) => f['t'])).to.deep.equal(['pong']);
+    ready();
+    await settle();
+    expect(ws.frames.map((f) => [f['t'], f['app']])).to.deep.equal([
+      ['pong', undefined],
+      ['attached', 'other'],
+      ['error', 'other'],
+    ]);
+    expect(ws.frames[2]).to.include({ code: 'ack_unknown' });
+
+    const second = harness({ allReadyOf: { other: new Promise<void>(() => undefined) } });
+    second.conn.authenticate = () => ({ app: 'other', user: 'bob', device: 'tab', exp: 0 });
+    second.frame({ t: 'attach', token: 'a-token-of-other' });
+    for (let i = 0; i < 64; i++) second.frame({ t: 'ack', app: 'other', seqs: [i + 1] });
+    expect(second.ws.ended).to.equal(undefined);
+    second.frame({ t: 'ack', app: 'other', seqs: [65] });
+    expect(second.ws.ended).to.deep.equal([1008, 'too many frames before attached']);
   });
 
   describe('backlog then live: no gap, no duplicate', () => {

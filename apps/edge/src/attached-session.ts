@@ -1,7 +1,7 @@
 import { peekTokenApp, type ClientIdentity } from '@push/apps';
 import { CLOSE, SessionFrames, taggedTopicKey, withApp } from '@push/protocol';
 import type { ClientConnection, ClientSocket } from './client-connection.js';
-import { ClientSession } from './client-session.js';
+import { BYTES_BEFORE_HELLO, ClientSession, FRAMES_BEFORE_HELLO, type SessionFrame } from './client-session.js';
 import { REPLACED_REASON } from './device-policy.js';
 
 /**
@@ -62,6 +62,34 @@ export class AttachedSession extends ClientSession {
 
   send(text: string): number {
     return this.conn.write(withApp(this.appJson, text), this.traffic);
+  }
+
+  /** Frames about this session that came before its `attached` (it waits as a `hello` does), with their bytes. */
+  private early: SessionFrame[] | undefined;
+  private earlyBytes = 0;
+
+  /** Handles a frame about this session; before its `attached`, after it, in order (as before a `hello`). */
+  handleText(frame: SessionFrame, text: string): void {
+    if (this.greeted) {
+      this.handle(frame);
+      return;
+    }
+    const early = (this.early ??= []);
+    early.push(frame);
+    this.earlyBytes += Buffer.byteLength(text);
+    if (early.length > FRAMES_BEFORE_HELLO || this.earlyBytes > BYTES_BEFORE_HELLO) {
+      this.early = undefined;
+      this.conn.end(1008, 'too many frames before attached', 'protocol');
+    }
+  }
+
+  protected override onGreeted(): void {
+    const early = this.early;
+    this.early = undefined;
+    for (const frame of early ?? []) {
+      if (this.isClosed) return;
+      this.handle(frame);
+    }
   }
 
   topicKey(key: string): string {

@@ -21,7 +21,7 @@ import type { BindingsReader } from './bindings.js';
 import type { DeliveryCounts } from './delivery-counts.js';
 import { REPLACED_REASON, type DevicePolicy } from './device-policy.js';
 import { AttachedSession, tokenApp, type ClientAuthenticator } from './attached-session.js';
-import { ClientSession } from './client-session.js';
+import { BYTES_BEFORE_HELLO, ClientSession, FRAMES_BEFORE_HELLO } from './client-session.js';
 import type { EdgePresence } from './edge-presence.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
@@ -38,14 +38,6 @@ export { RPC_IN_FLIGHT_PER_CONNECTION } from './upstream-frames.js';
  * one socket into a storm on NATS and Redis. Past it `rate_limited` with `retryAfter`.
  */
 export const ATTACHES_PER_SECOND = 10;
-
-/**
- * Most frames (and bytes) a client may send before its `hello`, which waits for the app's `_all`
- * channel when it is not open on this edge yet (ClientSession.start): they are handled after the
- * `hello`, in order. Past either bound the socket is closed with 1008 (policy violation).
- */
-export const FRAMES_BEFORE_HELLO = 64;
-export const BYTES_BEFORE_HELLO = 64 * 1024;
 
 /**
  * What a connection uses of its edge's EdgeContext (which fits it as is). Narrow on purpose: unit
@@ -301,7 +293,9 @@ export class ClientConnection extends ClientSession {
         this.detach(frame.app);
         return;
       default:
-        if (session !== undefined) session.handle(frame);
+        // An attached session holds what comes before its `attached`, as this connection does before `hello`.
+        if (session instanceof AttachedSession) session.handleText(frame, text);
+        else if (session !== undefined) session.handle(frame);
         else {
           this.connectionError(new PushError('app_not_attached'), r.app, {
             id: 'id' in frame ? frame.id : undefined,

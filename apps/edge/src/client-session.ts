@@ -19,6 +19,15 @@ import type { LiveReceiver } from './user-channels.js';
 export type SessionFrame = Extract<ClientFrame, { t: 'ack' | 'send' | 'up' | 'rpc' | 'sub' | 'unsub' }>;
 
 /**
+ * Most frames (and bytes) a client may send before its `hello`, which waits for the app's `_all`
+ * channel when it is not open on this edge yet (ClientSession.start): they are handled after the
+ * `hello`, in order. Past either bound the socket is closed with 1008 (policy violation). The
+ * same holds for frames about an attached session before its `attached` (AttachedSession).
+ */
+export const FRAMES_BEFORE_HELLO = 64;
+export const BYTES_BEFORE_HELLO = 64 * 1024;
+
+/**
  * One app's session on a connection: who it is (app, user, device, token expiry and grants) and
  * its parts, each in its own module: inbox delivery and acks (InboxDelivery), topic
  * subscriptions and bindings (TopicSubscriptions), and upstream frames `send`/`up`/`rpc`
