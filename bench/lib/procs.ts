@@ -67,8 +67,24 @@ function hookSignals(): void {
   process.on('SIGTERM', handler);
 }
 
-/** A port that was free a moment ago on 127.0.0.1 (children get a fixed port to listen on). */
-export function freePort(): Promise<number> {
+/** Ports `freePort` handed out: each only once per run. */
+const handedOut = new Set<number>();
+
+/**
+ * A port that was free a moment ago on 127.0.0.1 (children get a fixed port to listen on), and
+ * not handed out before by this process: the kernel may give a port it just freed again, and one
+ * million run started an edge whose inspector took the port it was then told to listen on.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await anyFreePort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+}
+
+function anyFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
