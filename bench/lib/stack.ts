@@ -46,6 +46,18 @@ export function benchPrefix(): string {
  * server unless the run used its own (the failover scenario's private cluster).
  */
 export async function removePrefix(prefix: string, databaseUrl?: string, natsUrl = NATS_URL): Promise<void> {
+  // Each part on its own: a NATS server that died (a run that ran out of memory) must not leave
+  // the Redis keys and the database behind too. The first failure is thrown once all were tried.
+  const parts = await Promise.allSettled([
+    removeStreams(prefix, natsUrl),
+    removeKeys(prefix),
+    databaseUrl === undefined ? Promise.resolve() : dropDatabase(databaseUrl),
+  ]);
+  const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
+
+async function removeStreams(prefix: string, natsUrl: string): Promise<void> {
   const nc = await connect({ servers: natsUrl.split(',') });
   try {
     const jsm = await jetstreamManager(nc);
@@ -60,6 +72,9 @@ export async function removePrefix(prefix: string, databaseUrl?: string, natsUrl
   } finally {
     await nc.close();
   }
+}
+
+async function removeKeys(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL, { lazyConnect: true });
   try {
     await redis.connect();
@@ -72,7 +87,6 @@ export async function removePrefix(prefix: string, databaseUrl?: string, natsUrl
   } finally {
     redis.disconnect();
   }
-  if (databaseUrl !== undefined) await dropDatabase(databaseUrl);
 }
 
 /** An app created through the center's admin API. */

@@ -185,9 +185,10 @@ export class Stack {
     });
     try {
       const jsm = await jetstreamManager(nc);
-      const mine: string[] = [`KV_${this.prefix}_apps`];
+      // Its streams and every KV bucket it made (apps, webhooks, ...).
+      const mine: string[] = [];
       for await (const name of jsm.streams.names())
-        if (name.startsWith(`${this.prefix.toUpperCase()}_`)) mine.push(name);
+        if (name.startsWith(`${this.prefix.toUpperCase()}_`) || name.startsWith(`KV_${this.prefix}_`)) mine.push(name);
       for (const name of mine) await jsm.streams.delete(name).catch(reportCleanupFailure(`delete stream ${name}`));
     } finally {
       await nc.close();
