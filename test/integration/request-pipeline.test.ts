@@ -194,13 +194,13 @@ describe('RequestPipeline (against the real NATS server)', function () {
     p.close();
   });
 
-  it('with watchConnection, fails at once what was sent on a connection that is lost, and sends what is asked while it reconnects', async function () {
+  it('following its connection (the default), fails at once what was sent on a connection that is lost, and sends what is asked while it reconnects', async function () {
     const u = new URL(NATS_URL);
     const proxy = new TcpProxy(u.hostname, Number(u.port));
     await proxy.start();
     const via = await connect({ servers: proxy.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
-    const lossy = new RequestPipeline(via, { watchConnection: true, timeoutMs: 60_000 });
-    const plain = new RequestPipeline(via, { timeoutMs: 60_000 });
+    const lossy = new RequestPipeline(via, { timeoutMs: 60_000 });
+    const plain = new RequestPipeline(via, { watchConnection: false, timeoutMs: 60_000 });
     try {
       const sent = [lossy.request(`${subject}.hold`, 'a'), lossy.request(`${subject}.hold`, 'b')];
       const waiting = plain.request(`${subject}.hold`, 'c').catch((err: unknown) => err);
@@ -218,7 +218,7 @@ describe('RequestPipeline (against the real NATS server)', function () {
       // Asked while the client reconnects: sent once it has, and answered.
       const later = await lossy.request(`${subject}.echo`, 'd');
       expect(later.string()).to.equal('d');
-      // Without the option, the lost request still waits for its deadline.
+      // With watchConnection: false, the lost request still waits for its deadline.
       expect(plain.inFlight).to.equal(1);
       plain.close();
       expect(await waiting).to.be.instanceOf(Error);

@@ -1,7 +1,7 @@
 import { peekTokenApp, type ClientIdentity } from '@push/apps';
 import { CLOSE, SessionFrames, taggedTopicKey, withApp } from '@push/protocol';
 import type { ClientConnection, ClientSocket } from './client-connection.js';
-import { BYTES_BEFORE_HELLO, ClientSession, FRAMES_BEFORE_HELLO, type SessionFrame } from './client-session.js';
+import { ClientSession, EarlyFrames, type SessionFrame } from './client-session.js';
 import { REPLACED_REASON } from './device-policy.js';
 
 /**
@@ -64,9 +64,8 @@ export class AttachedSession extends ClientSession {
     return this.conn.write(withApp(this.appJson, text), this.traffic);
   }
 
-  /** Frames about this session that came before its `attached` (it waits as a `hello` does), with their bytes. */
-  private early: SessionFrame[] | undefined;
-  private earlyBytes = 0;
+  /** Frames about this session that came before its `attached` (it waits as a `hello` does). */
+  private early: EarlyFrames<SessionFrame> | undefined;
 
   /** Handles a frame about this session; before its `attached`, after it, in order (as before a `hello`). */
   handleText(frame: SessionFrame, text: string): void {
@@ -74,10 +73,7 @@ export class AttachedSession extends ClientSession {
       this.handle(frame);
       return;
     }
-    const early = (this.early ??= []);
-    early.push(frame);
-    this.earlyBytes += Buffer.byteLength(text);
-    if (early.length > FRAMES_BEFORE_HELLO || this.earlyBytes > BYTES_BEFORE_HELLO) {
+    if (!(this.early ??= new EarlyFrames()).hold(frame, text)) {
       this.early = undefined;
       this.conn.end(1008, 'too many frames before attached', 'protocol');
     }
@@ -86,7 +82,7 @@ export class AttachedSession extends ClientSession {
   protected override onGreeted(): void {
     const early = this.early;
     this.early = undefined;
-    for (const frame of early ?? []) {
+    for (const frame of early?.frames ?? []) {
       if (this.isClosed) return;
       this.handle(frame);
     }

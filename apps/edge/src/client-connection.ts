@@ -21,7 +21,7 @@ import type { BindingsReader } from './bindings.js';
 import type { DeliveryCounts } from './delivery-counts.js';
 import { REPLACED_REASON, type DevicePolicy } from './device-policy.js';
 import { AttachedSession, tokenApp, type ClientAuthenticator } from './attached-session.js';
-import { BYTES_BEFORE_HELLO, ClientSession, FRAMES_BEFORE_HELLO } from './client-session.js';
+import { ClientSession, EarlyFrames } from './client-session.js';
 import type { EdgePresence } from './edge-presence.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
@@ -241,24 +241,19 @@ export class ClientConnection extends ClientSession {
   }
 
   /** Frames the client sent before its `hello` was (to be handled after it). */
-  private early: string[] | undefined;
+  private early: EarlyFrames<string> | undefined;
 
   protected override onGreeted(): void {
     const early = this.early;
     this.early = undefined;
-    for (const text of early ?? []) this.onFrame(text);
+    for (const text of early?.frames ?? []) this.onFrame(text);
   }
 
   /** Handles one text frame from the client. Bad frames get an error frame; the socket stays. */
   onFrame(text: string): void {
     if (!this.greeted) {
       // Only before the first app's greeting: nothing may be answered before `hello`.
-      const early = (this.early ??= []);
-      early.push(text);
-      if (
-        early.length > FRAMES_BEFORE_HELLO ||
-        early.reduce((n, t) => n + Buffer.byteLength(t), 0) > BYTES_BEFORE_HELLO
-      ) {
+      if (!(this.early ??= new EarlyFrames()).hold(text, text)) {
         this.early = undefined;
         this.end(1008, 'too many frames before hello', 'protocol');
       }

@@ -27,6 +27,19 @@ export type SessionFrame = Extract<ClientFrame, { t: 'ack' | 'send' | 'up' | 'rp
 export const FRAMES_BEFORE_HELLO = 64;
 export const BYTES_BEFORE_HELLO = 64 * 1024;
 
+/** Frames held until a greeting (`hello`, `attached`), within FRAMES_BEFORE_HELLO and BYTES_BEFORE_HELLO. */
+export class EarlyFrames<T> {
+  readonly frames: T[] = [];
+  private bytes = 0;
+
+  /** Holds a frame (`text` is what the client sent); false when that passes a bound: close with 1008. */
+  hold(frame: T, text: string): boolean {
+    this.frames.push(frame);
+    this.bytes += Buffer.byteLength(text);
+    return this.frames.length <= FRAMES_BEFORE_HELLO && this.bytes <= BYTES_BEFORE_HELLO;
+  }
+}
+
 /**
  * One app's session on a connection: who it is (app, user, device, token expiry and grants) and
  * its parts, each in its own module: inbox delivery and acks (InboxDelivery), topic

@@ -44,10 +44,9 @@ export class EventPublisher {
     private readonly subjects: Subjects,
     private readonly opts: EventPublisherOptions = {},
   ) {
-    // An event in flight when the connection is lost is retried at once (the Nats-Msg-Id dedupes
-    // it if the store had it), not after its deadline.
+    // An event in flight when the connection is lost fails at once and is retried (the
+    // Nats-Msg-Id dedupes it if the store had it), not after its deadline (RequestPipeline).
     this.pipeline = new RequestPipeline(nc, {
-      watchConnection: true,
       timeoutMs: opts.timeoutMs ?? 5000,
       maxInFlight: opts.maxInFlight ?? 1024,
       maxQueued: opts.maxQueued ?? 10_000,

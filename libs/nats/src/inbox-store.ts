@@ -204,9 +204,9 @@ export class InboxStore {
     this.subjects = subjects;
     this.stores = new StoreRequester(nc, opts);
     // A read in flight when the connection is lost fails at once (its reply never comes) and is
-    // retried once it is back, instead of at its deadline; reads waiting meanwhile go then.
+    // retried once it is back, instead of at its deadline; reads waiting meanwhile go then
+    // (RequestPipeline follows its connection).
     this.reads = new RequestPipeline(nc, {
-      watchConnection: true,
       timeoutMs: readTimeoutMs(opts.timeoutMs),
       deadlineFromSend: true,
       maxInFlight: READS_IN_FLIGHT,
@@ -218,7 +218,6 @@ export class InboxStore {
     // again; one sent on a connection that is then lost fails at once, and those asked while
     // it reconnects wait for it.
     this.removals = new RequestPipeline(nc, {
-      watchConnection: true,
       deadlineFromSend: true,
       timeoutMs: Math.max(REMOVAL_TIMEOUT_MS, opts.timeoutMs ?? 0),
       maxInFlight: REMOVALS_IN_FLIGHT,

@@ -95,11 +95,12 @@ export interface RequestPipelineOptions {
   /** Most requests waiting for a slot; past it `request()` rejects with PipelineFullError. */
   maxQueued?: number;
   /**
-   * Follow the connection: when it is lost, fail the requests already sent with
+   * Follow the connection (default true): when it is lost, fail the requests already sent with
    * RequestLostError instead of at their deadline (a reply to a connection that is gone never
    * comes: the server's lame duck mode moves every client, a restart, a network cut), and hold
    * new ones in the queue until it is back (nats.js does not deliver what is published while it
-   * reconnects). For requests whose callers retry a failure (the edge's deletes, store attempts).
+   * reconnects). Every caller retries a failure (reads, deletes, store attempts, events), so
+   * every one of them wants it; false leaves a lost request to its deadline.
    */
   watchConnection?: boolean;
 }
@@ -173,7 +174,7 @@ export class RequestPipeline {
         this.notifyIdle();
       },
     });
-    if (opts.watchConnection === true) {
+    if (opts.watchConnection !== false) {
       void (async () => {
         // Ends with the connection, or at the first status after close().
         for await (const s of nc.status()) {

@@ -90,12 +90,11 @@ export class StoreRequester {
 
   constructor(nc: NatsConnection, opts: { timeoutMs?: number; maxInFlight?: number } = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5000;
-    this.info = new RequestPipeline(nc, { ...opts, watchConnection: true, timeoutMs: readTimeoutMs(this.timeoutMs) });
+    this.info = new RequestPipeline(nc, { ...opts, timeoutMs: readTimeoutMs(this.timeoutMs) });
     // An attempt sent on a connection that is lost is sent again once it is back, not after its
     // deadline (the Nats-Msg-Id dedupes it if the store had it).
     this.attempts = new RequestPipeline(nc, {
       ...opts,
-      watchConnection: true,
       timeoutMs: Math.min(this.timeoutMs, Math.max(1000, Math.round(this.timeoutMs / 3))),
     });
   }

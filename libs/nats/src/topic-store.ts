@@ -120,7 +120,6 @@ export class TopicStore {
     this.subjects = subjects;
     this.stores = new StoreRequester(nc, opts);
     this.reads = new RequestPipeline(nc, {
-      watchConnection: true, // as InboxStore's reads
       timeoutMs: readTimeoutMs(opts.timeoutMs),
       maxInFlight: READS_IN_FLIGHT,
       maxQueued: 200_000,
