@@ -1,1 +1,2 @@
 export * from './presence-registry.js';
+export * from './redis-batch.js';

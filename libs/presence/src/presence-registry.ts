@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { RedisScript, TurnBatch } from './redis-batch.js';
 import { ServerFrames, type EventInput, type EventType, type Subjects } from '@push/protocol';
 
 /** One live connection of a user, as presence knows it. */
@@ -228,31 +229,43 @@ function decodeTopicMember(conn: string, value: string): (TopicMember & { presen
 }
 
 /**
- * Records a connection and tells whether it is the user's first: KEYS presence hash, edge
- * index, epoch key; ARGV conn, value, epoch. Returns the user's connection count after (1 =
- * first), atomically with the write, so of two edges connecting the same user at once exactly one
- * sees 1; 0 when the connection was recorded already (an edge recording its connections again);
- * -2, writing nothing, when the epoch is not the edge's (Redis lost its data).
+ * Records and forgets connections, many in one call (PresenceRegistry batches those of one
+ * event-loop turn): KEYS edge index, epoch key, then each entry's presence hash; ARGV epoch, then
+ * per entry `c` (connected) or `d` (disconnected), conn, value (`''` for `d`). Returns -2, writing
+ * nothing, when the epoch is not the edge's (Redis lost its data), else one number per entry, in
+ * order (entries of one connection apply in the order they were made):
+ * - `c`: the user's connection count after (1 = first), atomically with the write, so of two
+ *   edges connecting the same user at once exactly one sees 1; 0 when the connection was
+ *   recorded already (an edge recording its connections again);
+ * - `d`: -1 when the entry was already gone (swept), else the user's connection count after
+ *   (0 = that was the last).
  */
-const CONNECT_SCRIPT = `
-if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -2 end
-local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], KEYS[1])
-if added == 0 then return 0 end
-return redis.call('HLEN', KEYS[1])
-`;
+const PRESENCE_BATCH_SCRIPT = new RedisScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
+local out = {}
+for i = 1, #KEYS - 2 do
+  local key, conn = KEYS[i + 2], ARGV[3 * i]
+  if ARGV[3 * i - 1] == 'c' then
+    local added = redis.call('HSET', key, conn, ARGV[3 * i + 1])
+    redis.call('HSET', KEYS[1], conn, key)
+    if added == 0 then out[i] = 0 else out[i] = redis.call('HLEN', key) end
+  else
+    redis.call('HDEL', KEYS[1], conn)
+    if redis.call('HDEL', key, conn) == 0 then out[i] = -1 else out[i] = redis.call('HLEN', key) end
+  end
+end
+return out
+`);
 
-/**
- * Forgets a connection: KEYS presence hash, edge index, epoch key; ARGV conn, epoch. Returns -1
- * when the entry was already gone (swept), -2 when the epoch is not the edge's (Redis lost its
- * data, the entry with it), else the user's connection count after (0 = that was the last).
- */
-const DISCONNECT_SCRIPT = `
-if redis.call('GET', KEYS[3]) ~= ARGV[2] then return -2 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
-return redis.call('HLEN', KEYS[1])
-`;
+/** One presence write waiting for its turn's batch (PRESENCE_BATCH_SCRIPT). */
+interface PresenceWrite {
+  key: string;
+  op: 'c' | 'd';
+  conn: string;
+  value: string;
+  /** The epoch when it was made: a batch spanning a renewal that changed it goes out as two. */
+  epoch: string;
+}
 
 /** The value stored for a connection: a JSON array, so no id can spill into another field. */
 export function encodePresence(edge: string, device: string, since: number): string {
@@ -321,6 +334,8 @@ export class PresenceRegistry {
   private readonly onReady = (): void => {
     this.renewNow();
   };
+  /** Connects and disconnects of one event-loop turn, written in one script call. */
+  private readonly writes = new TurnBatch<PresenceWrite, number>((w) => this.write(w));
 
   constructor(redis: Redis, subjects: Subjects, edgeId: string, opts: PresenceOptions = {}) {
     this.redis = redis;
@@ -545,37 +560,40 @@ export class PresenceRegistry {
     device: string,
     since = Date.now(),
   ): Promise<ConnectOutcome> {
-    const n = Number(
-      await this.redis.eval(
-        CONNECT_SCRIPT,
-        3,
-        this.subjects.presenceKey(app, user),
-        this.subjects.edgeConnectionsKey(this.edgeId),
-        this.subjects.presenceEpochKey,
-        conn,
-        encodePresence(this.edgeId, device, since),
-        this.epoch ?? '',
-      ),
-    );
+    const value = encodePresence(this.edgeId, device, since);
+    const n = await this.writes.add({ key: this.subjects.presenceKey(app, user), op: 'c', conn, value, epoch: this.epoch ?? '' });
     if (n === -2) return this.dataLost();
     return n === 1 ? 'first' : 'more';
   }
 
   /** Forgets a connection. See DisconnectOutcome. */
   async disconnected(app: string, user: string, conn: string): Promise<DisconnectOutcome> {
-    const n = Number(
-      await this.redis.eval(
-        DISCONNECT_SCRIPT,
-        3,
-        this.subjects.presenceKey(app, user),
-        this.subjects.edgeConnectionsKey(this.edgeId),
-        this.subjects.presenceEpochKey,
-        conn,
-        this.epoch ?? '',
-      ),
-    );
+    const n = await this.writes.add({ key: this.subjects.presenceKey(app, user), op: 'd', conn, value: '', epoch: this.epoch ?? '' });
     if (n === -2) return this.dataLost();
     return n === 0 ? 'last' : 'more';
+  }
+
+  /** Writes one turn's batch: one script call per run of writes made under the same epoch. */
+  private async write(writes: PresenceWrite[]): Promise<number[]> {
+    const calls: Array<Promise<number[]>> = [];
+    let from = 0;
+    for (let i = 1; i <= writes.length; i++) {
+      if (i < writes.length && (writes[i] as PresenceWrite).epoch === (writes[from] as PresenceWrite).epoch) continue;
+      calls.push(this.writeRun(writes.slice(from, i)));
+      from = i;
+    }
+    return (await Promise.all(calls)).flat();
+  }
+
+  private async writeRun(writes: PresenceWrite[]): Promise<number[]> {
+    const keys = [this.subjects.edgeConnectionsKey(this.edgeId), this.subjects.presenceEpochKey];
+    const args: string[] = [(writes[0] as PresenceWrite).epoch];
+    for (const w of writes) {
+      keys.push(w.key);
+      args.push(w.op, w.conn, w.value);
+    }
+    const r = await PRESENCE_BATCH_SCRIPT.run(this.redis, keys, args);
+    return Array.isArray(r) ? r.map(Number) : writes.map(() => Number(r));
   }
 
   /** A script found another epoch: renew now (which tells `onDataLost`), and answer `lost`. */
@@ -606,6 +624,7 @@ export class PresenceRegistry {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     this.redis.off('ready', this.onReady);
+    this.writes.flush(); // before the lease goes: the sweep below must see (and remove) them
     await this.redis.del(this.subjects.edgeAliveKey(this.edgeId));
     await this.sweepEdge(this.edgeId);
   }
