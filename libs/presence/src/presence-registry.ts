@@ -196,18 +196,18 @@ return {out, tout}
  * the user's first: they joined), atomically, so of two edges exactly one sees 1; 0 when the
  * subscription was recorded already; and the topic's connections after (1 = it became occupied).
  */
-const TOPIC_JOIN_SCRIPT = `
+const TOPIC_JOIN_SCRIPT = new RedisScript(`
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
 return {redis.call('HINCRBY', KEYS[2], ARGV[3], 1), redis.call('HLEN', KEYS[1])}
-`;
+`);
 
 /**
  * Forgets a topic subscription: KEYS as TOPIC_JOIN; ARGV conn, user, index field. Returns -1
  * when it was already gone (swept), else the user's subscribed connections after (0 = they left);
  * and the topic's connections after (0 = it became vacant; -1 when already gone).
  */
-const TOPIC_LEAVE_SCRIPT = `
+const TOPIC_LEAVE_SCRIPT = new RedisScript(`
 redis.call('HDEL', KEYS[3], ARGV[3])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {-1, -1} end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
@@ -216,7 +216,7 @@ if n <= 0 then
   n = 0
 end
 return {n, redis.call('HLEN', KEYS[1])}
-`;
+`);
 
 /** Reads a topic membership value (`[edge, user, device, since, presence]`); undefined when not ours. */
 function decodeTopicMember(conn: string, value: string): (TopicMember & { presence: boolean }) | undefined {
@@ -483,17 +483,16 @@ export class PresenceRegistry {
   ): Promise<{ first: boolean; occupied: boolean }> {
     const conns = this.subjects.topicConnsKey(m.app, m.topic);
     const users = this.subjects.topicUsersKey(m.app, m.topic);
-    const n = await this.redis.eval(
-      TOPIC_JOIN_SCRIPT,
-      3,
-      conns,
-      users,
-      this.subjects.edgeTopicsKey(this.edgeId),
-      m.conn,
-      JSON.stringify([this.edgeId, m.user, m.device, m.since, m.presence ? 1 : 0]),
-      m.user,
-      `${m.conn}\n${m.topic}`,
-      JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
+    const n = await TOPIC_JOIN_SCRIPT.run(
+      this.redis,
+      [conns, users, this.subjects.edgeTopicsKey(this.edgeId)],
+      [
+        m.conn,
+        JSON.stringify([this.edgeId, m.user, m.device, m.since, m.presence ? 1 : 0]),
+        m.user,
+        `${m.conn}\n${m.topic}`,
+        JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
+      ],
     );
     const [user, topic] = Array.isArray(n) ? (n as unknown[]) : [n, 0];
     return { first: Number(user) === 1, occupied: Number(topic) === 1 };
@@ -510,15 +509,14 @@ export class PresenceRegistry {
     user: string,
     conn: string,
   ): Promise<{ last: boolean; vacated: boolean }> {
-    const n = await this.redis.eval(
-      TOPIC_LEAVE_SCRIPT,
-      3,
-      this.subjects.topicConnsKey(app, topic),
-      this.subjects.topicUsersKey(app, topic),
-      this.subjects.edgeTopicsKey(this.edgeId),
-      conn,
-      user,
-      `${conn}\n${topic}`,
+    const n = await TOPIC_LEAVE_SCRIPT.run(
+      this.redis,
+      [
+        this.subjects.topicConnsKey(app, topic),
+        this.subjects.topicUsersKey(app, topic),
+        this.subjects.edgeTopicsKey(this.edgeId),
+      ],
+      [conn, user, `${conn}\n${topic}`],
     );
     const [users, conns] = Array.isArray(n) ? (n as unknown[]) : [n, -1];
     return { last: Number(users) === 0, vacated: Number(conns) === 0 };
@@ -561,14 +559,26 @@ export class PresenceRegistry {
     since = Date.now(),
   ): Promise<ConnectOutcome> {
     const value = encodePresence(this.edgeId, device, since);
-    const n = await this.writes.add({ key: this.subjects.presenceKey(app, user), op: 'c', conn, value, epoch: this.epoch ?? '' });
+    const n = await this.writes.add({
+      key: this.subjects.presenceKey(app, user),
+      op: 'c',
+      conn,
+      value,
+      epoch: this.epoch ?? '',
+    });
     if (n === -2) return this.dataLost();
     return n === 1 ? 'first' : 'more';
   }
 
   /** Forgets a connection. See DisconnectOutcome. */
   async disconnected(app: string, user: string, conn: string): Promise<DisconnectOutcome> {
-    const n = await this.writes.add({ key: this.subjects.presenceKey(app, user), op: 'd', conn, value: '', epoch: this.epoch ?? '' });
+    const n = await this.writes.add({
+      key: this.subjects.presenceKey(app, user),
+      op: 'd',
+      conn,
+      value: '',
+      epoch: this.epoch ?? '',
+    });
     if (n === -2) return this.dataLost();
     return n === 0 ? 'last' : 'more';
   }
