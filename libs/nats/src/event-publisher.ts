@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { headers, type NatsConnection } from '@nats-io/nats-core';
 import { backoffDelay, type EventInput, type EventType, type Subjects } from '@push/protocol';
-import { readStored } from './inbox-store.js';
+import { readStored, readStoredBytes } from './inbox-store.js';
+import { headerStatus, liveWire, type LiveSubscriber } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline } from './request-pipeline.js';
 
 /** What became of one emitted event (for the caller's metrics). */
@@ -16,6 +17,12 @@ export interface EventPublisherOptions {
   timeoutMs?: number;
   /** Publishes tried per event (a failed one is tried again after a jittered delay; the id dedupes). */
   attempts?: number;
+  /**
+   * Publish on this connection instead of `nc` (the edge's LiveSubscriber): an event is then a
+   * few string writes instead of a nats.js publish with a headers object and three encoded
+   * buffers, and its ack is read from the bytes. Same acks, retries and dedupe.
+   */
+  live?: LiveSubscriber;
   /** Called once per event with its fate (stored, failed after every attempt, dropped at the bound). */
   onOutcome?: (type: EventType, outcome: EventOutcome, err?: unknown) => void;
 }
@@ -30,7 +37,9 @@ export interface EventPublisherOptions {
  * Typed: `emit('topic_sub', { app, user, device, conn, edge, topic })` (see EventSchemas).
  */
 export class EventPublisher {
-  private readonly pipeline: RequestPipeline;
+  private readonly pipeline: Pick<RequestPipeline, 'idle' | 'close'>;
+  /** Publishes one event and resolves once the store acked it (rejects otherwise). */
+  private readonly store: (subject: string, id: string, body: string) => Promise<unknown>;
   /** Process-unique part of every event id (random), then a counter: unique without a syscall per event. */
   private readonly idPrefix = `evt_${randomBytes(9).toString('base64url')}`;
   private counter = 0;
@@ -46,11 +55,27 @@ export class EventPublisher {
   ) {
     // An event in flight when the connection is lost fails at once and is retried (the
     // Nats-Msg-Id dedupes it if the store had it), not after its deadline (RequestPipeline).
-    this.pipeline = new RequestPipeline(nc, {
+    const pipelineOpts = {
       timeoutMs: opts.timeoutMs ?? 5000,
       maxInFlight: opts.maxInFlight ?? 1024,
       maxQueued: opts.maxQueued ?? 10_000,
-    });
+    };
+    if (opts.live !== undefined) {
+      const pipeline = new RequestPipeline(liveWire(opts.live), pipelineOpts);
+      this.pipeline = pipeline;
+      this.store = (subject, id, body) =>
+        pipeline
+          .request(subject, body, `NATS/1.0\r\nNats-Msg-Id: ${id}\r\n\r\n`)
+          .then((r) => readStoredBytes(headerStatus(r.headers), r.payload));
+    } else {
+      const pipeline = new RequestPipeline(nc, pipelineOpts);
+      this.pipeline = pipeline;
+      this.store = (subject, id, body) => {
+        const h = headers();
+        h.set('Nats-Msg-Id', id);
+        return pipeline.request(subject, body, h).then((reply) => readStored(reply)); // throws for a refusal or no stream (503)
+      };
+    }
     this.attempts = Math.max(1, opts.attempts ?? 3);
     this.maxRetrying = opts.maxQueued ?? 10_000;
   }
@@ -73,15 +98,10 @@ export class EventPublisher {
   }
 
   private publish(type: EventType, app: string, id: string, body: string, attempt: number): void {
-    const h = headers();
-    h.set('Nats-Msg-Id', id);
-    void this.pipeline
-      .request(this.subjects.event(app, type), body, h)
-      .then((reply) => readStored(reply)) // throws for a refusal or no stream (503)
-      .then(
-        () => this.opts.onOutcome?.(type, 'stored'),
-        (err: unknown) => this.failed(type, app, id, body, attempt, err),
-      );
+    void this.store(this.subjects.event(app, type), id, body).then(
+      () => this.opts.onOutcome?.(type, 'stored'),
+      (err: unknown) => this.failed(type, app, id, body, attempt, err),
+    );
   }
 
   private failed(type: EventType, app: string, id: string, body: string, attempt: number, err: unknown): void {

@@ -98,10 +98,15 @@ function envelopeMessage(seq: number, stored: Uint8Array): InboxMessage | undefi
 
 /** Reads the answer to a store: the sequence, or PushError store_unavailable (also for the upstream and event streams). */
 export function readStored(reply: Msg): PublishResult {
-  if (reply.headers?.code === 503) throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
-  const fast = readPubAck(reply.data);
+  return readStoredBytes(reply.headers?.code ?? 0, reply.data);
+}
+
+/** `readStored` from a reply's status code (0 when none) and bytes, however they were received. */
+export function readStoredBytes(status: number, data: Uint8Array): PublishResult {
+  if (status === 503) throw new PushError('store_unavailable', "no stream answers for the app's inboxes");
+  const fast = readPubAck(data);
   if (fast !== undefined) return fast;
-  const ack = parseJson(reply) as { seq?: number; duplicate?: boolean; error?: JsApiError };
+  const ack = parseJsonBytes(data) as { seq?: number; duplicate?: boolean; error?: JsApiError };
   if (ack.error !== undefined || typeof ack.seq !== 'number') {
     throw new PushError('store_unavailable', `store refused the message: ${ack.error?.description ?? 'no sequence'}`);
   }
@@ -490,8 +495,12 @@ export function readPubAck(data: Uint8Array): PublishResult | undefined {
 }
 
 export function parseJson(msg: Msg): unknown {
+  return parseJsonBytes(msg.data);
+}
+
+function parseJsonBytes(data: Uint8Array): unknown {
   try {
-    return JSON.parse(decoder.decode(msg.data));
+    return JSON.parse(decoder.decode(data));
   } catch (err) {
     throw new PushError('store_unavailable', 'the store answered with malformed JSON', { cause: err });
   }

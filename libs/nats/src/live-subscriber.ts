@@ -1,6 +1,8 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { createInbox } from '@nats-io/nats-core';
 import { backoffDelay, type BackoffPolicy } from '@push/protocol';
+import type { PipelineWire } from './request-pipeline.js';
 
 /** Receives the messages of one subscription: NATS headers block (empty when none), payload, subject. */
 export type LiveHandler = (headers: Buffer, payload: Buffer, subject: string) => void;
@@ -74,6 +76,8 @@ export class LiveSubscriber {
   private expectSid = 0;
   private expectHdr = 0;
   private expectSubject = '';
+  /** Told when the connection is lost (false) and when it is back with every subscription (true). */
+  private readonly statusListeners = new Set<(up: boolean) => void>();
 
   private constructor(opts: LiveSubscriberOptions) {
     this.opts = opts;
@@ -120,6 +124,39 @@ export class LiveSubscriber {
     return sid;
   }
 
+  /**
+   * Publishes `payload` with a reply subject and a headers block (`NATS/1.0\r\n...\r\n\r\n`,
+   * or '' for none), written with this event-loop turn's other writes. Throws while no server
+   * has greeted (reconnecting): a caller that waits for replies hears of the loss and the return
+   * through `onStatus` (RequestPipeline over `liveWire`).
+   */
+  publish(subject: string, reply: string, headers: string, payload: string): void {
+    if (this.closed || this.socket === undefined) throw new Error('the live connection to NATS is down');
+    const hlen = Buffer.byteLength(headers);
+    const total = hlen + Buffer.byteLength(payload);
+    this.write(
+      headers === ''
+        ? `PUB ${subject} ${reply} ${total}\r\n${payload}\r\n`
+        : `HPUB ${subject} ${reply} ${hlen} ${total}\r\n${headers}${payload}\r\n`,
+    );
+  }
+
+  /** Calls `listener(false)` when the connection is lost and `listener(true)` once it is back; returns how to stop. */
+  onStatus(listener: (up: boolean) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  private tell(up: boolean): void {
+    for (const l of this.statusListeners) {
+      try {
+        l(up);
+      } catch (err) {
+        this.log.error({ err }, 'live subscriber: status listener failed');
+      }
+    }
+  }
+
   unsubscribe(sid: number): void {
     if (!this.handlers.delete(sid)) return;
     if (this.socket !== undefined) this.write(`UNSUB ${sid}\r\n`);
@@ -157,6 +194,7 @@ export class LiveSubscriber {
     if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
     this.socket?.destroy();
     this.handlers.clear();
+    this.statusListeners.clear();
     for (const w of this.pongWaiters.splice(0)) w();
   }
 
@@ -213,7 +251,7 @@ export class LiveSubscriber {
             verbose: false,
             pedantic: false,
             headers: true,
-            no_responders: false,
+            no_responders: true, // a request nobody answers (no stream) hears a 503 at once
             protocol: 1,
             lang: 'push-live',
             version: '1',
@@ -247,6 +285,8 @@ export class LiveSubscriber {
         if (!forget()) return;
         if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
         if (this.closed) return;
+        // What was written to it gets no reply (what was not is dropped: `forget`).
+        this.tell(false);
         if (was) this.log.warn({ server: u.host }, 'live subscriber disconnected');
         this.reconnectSoon();
       });
@@ -271,6 +311,7 @@ export class LiveSubscriber {
       this.open().then(
         () => {
           this.log.info({ server: this.url().host, subscriptions: this.handlers.size }, 'live subscriber reconnected');
+          this.tell(true);
           try {
             this.opts.onReconnect?.();
           } catch (err) {
@@ -387,6 +428,15 @@ export class LiveSubscriber {
   }
 }
 
+const STATUS_LINE = Buffer.from('NATS/1.0 ');
+
+/** The status code of a NATS headers block (`NATS/1.0 503`), or 0 when it has none. */
+export function headerStatus(headers: Buffer): number {
+  if (headers.length < STATUS_LINE.length + 3 || !headers.subarray(0, STATUS_LINE.length).equals(STATUS_LINE)) return 0;
+  const code = Number(headers.toString('latin1', STATUS_LINE.length, STATUS_LINE.length + 3));
+  return Number.isInteger(code) ? code : 0;
+}
+
 const SEQ_HEADER = Buffer.from('Nats-Sequence:');
 const LAST_SEQ_HEADER = Buffer.from('Nats-Last-Sequence:');
 
@@ -416,4 +466,35 @@ function headerNumber(headers: Buffer, name: Buffer): number {
     n = n * 10 + (c - 0x30);
   }
   return i > start && Number.isSafeInteger(n) ? n : 0;
+}
+
+/** A reply heard on the live connection: its headers block (empty when none) and payload. */
+export interface LiveReply {
+  headers: Buffer;
+  payload: Buffer;
+}
+
+/**
+ * A LiveSubscriber as a RequestPipeline's wire: requests are written with the connection's other
+ * writes (text payloads, headers as a ready block), replies come on one wildcard subscription.
+ */
+export function liveWire(live: LiveSubscriber): PipelineWire<LiveReply, string> {
+  return {
+    inbox: () => createInbox(),
+    listen: (prefix, onReply) => {
+      const sid = live.subscribe(`${prefix}*`, (headers, payload, subject) => onReply(subject, { headers, payload }));
+      return () => live.unsubscribe(sid);
+    },
+    send: (subject, payload, headers, reply) => {
+      if (typeof payload !== 'string') throw new TypeError('the live wire sends text payloads');
+      live.publish(subject, reply, headers ?? '', payload);
+    },
+    watch: (lost, back, stopped) => {
+      const stop = live.onStatus((up) => {
+        if (stopped()) stop();
+        else if (up) back();
+        else lost();
+      });
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/nats-core';
+import { createInbox, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
 
 function noop(): void {
   // A multi-reply request resolves through its `many` entry.
@@ -58,26 +58,75 @@ export class IdleWaiters {
   }
 }
 
-interface Pending {
-  resolve: (msg: Msg) => void;
+interface Pending<M> {
+  resolve: (msg: M) => void;
   reject: (err: Error) => void;
   subject: string;
   deadline: number;
   /** Set for a request answered by several replies (see `requestMany`). */
-  many: Many | undefined;
+  many: Many<M> | undefined;
 }
 
 /** The replies gathered so far for a multi-reply request. */
-interface Many {
-  replies: Msg[];
-  isLast: (msg: Msg) => boolean;
-  resolve: (replies: Msg[]) => void;
+interface Many<M> {
+  replies: M[];
+  isLast: (msg: M) => boolean;
+  resolve: (replies: M[]) => void;
 }
 
 /** A request waiting for a free slot. */
-interface Queued extends Pending {
+interface Queued<M, H> extends Pending<M> {
   payload: Uint8Array | string;
-  headers: MsgHdrs | undefined;
+  headers: H | undefined;
+}
+
+/**
+ * The connection a RequestPipeline sends on and hears replies from: nats.js by default
+ * (`natsWire`), or another client (the edge's LiveSubscriber, whose publishes cost a few string
+ * writes where nats.js builds a headers object and encodes three buffers per message). `M` is a
+ * reply, `H` a request's headers.
+ */
+export interface PipelineWire<M, H> {
+  /** A fresh inbox (unique subject) under which the replies come. */
+  inbox(): string;
+  /** Hands every message on `<prefix>*` to `onReply`, with its subject; returns how to stop. */
+  listen(prefix: string, onReply: (subject: string, msg: M) => void): () => void;
+  /** Publishes one request with its reply subject; throws when it cannot. */
+  send(subject: string, payload: Uint8Array | string, headers: H | undefined, reply: string): void;
+  /** Calls `lost` when the connection drops and `back` once it returns, until `stopped()` is true. */
+  watch(lost: () => void, back: () => void, stopped: () => boolean): void;
+}
+
+function isWire<M, H>(x: NatsConnection | PipelineWire<M, H>): x is PipelineWire<M, H> {
+  return typeof (x as Partial<PipelineWire<M, H>>).listen === 'function';
+}
+
+/** A nats.js connection as a PipelineWire. */
+export function natsWire(nc: NatsConnection): PipelineWire<Msg, MsgHdrs> {
+  return {
+    inbox: () => createInbox(),
+    listen: (prefix, onReply) => {
+      const sub = nc.subscribe(`${prefix}*`, {
+        callback: (err, msg) => {
+          if (!err) onReply(msg.subject, msg);
+        },
+      });
+      return () => sub.unsubscribe();
+    },
+    send: (subject, payload, headers, reply) => {
+      nc.publish(subject, payload, headers ? { reply, headers } : { reply });
+    },
+    watch: (lost, back, stopped) => {
+      void (async () => {
+        // Ends with the connection, or at the first status after the pipeline closed.
+        for await (const s of nc.status()) {
+          if (stopped()) break;
+          if (s.type === 'disconnect') lost();
+          else if (s.type === 'reconnect') back();
+        }
+      })();
+    },
+  };
 }
 
 export interface RequestPipelineOptions {
@@ -120,13 +169,13 @@ export interface RequestPipelineOptions {
  * fails at its deadline (to the event loop's precision), and the hot path touches no timer
  * unless none is armed.
  */
-export class RequestPipeline {
-  private readonly nc: NatsConnection;
+export class RequestPipeline<M = Msg, H = MsgHdrs> {
+  private readonly wire: PipelineWire<M, H>;
   private readonly prefix: string;
-  private readonly sub: Subscription;
-  private readonly pending = new Map<number, Pending>();
+  private readonly unlisten: () => void;
+  private readonly pending = new Map<number, Pending<M>>();
   /** FIFO of requests waiting for a free slot; `queueHead` indexes the first (no O(n) shift). */
-  private queue: Queued[] = [];
+  private queue: Array<Queued<M, H>> = [];
   private queueHead = 0;
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
@@ -144,45 +193,40 @@ export class RequestPipeline {
   /** Callers of `idle()` waiting for the last request to settle. */
   private readonly idleWaiters = new IdleWaiters();
 
-  constructor(nc: NatsConnection, opts: RequestPipelineOptions = {}) {
-    this.nc = nc;
+  /** `nc`: a nats.js connection, or any PipelineWire. */
+  constructor(nc: NatsConnection | PipelineWire<M, H>, opts: RequestPipelineOptions = {}) {
+    this.wire = isWire(nc) ? nc : (natsWire(nc) as unknown as PipelineWire<M, H>);
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.maxInFlight = opts.maxInFlight ?? 16384;
     this.maxQueued = opts.maxQueued ?? 100_000;
     this.deadlineFromSend = opts.deadlineFromSend === true;
-    this.prefix = `${createInbox()}.`;
-    this.sub = nc.subscribe(`${this.prefix}*`, {
-      callback: (err, msg) => {
-        if (err) return;
-        const id = Number(msg.subject.slice(this.prefix.length));
-        const p = this.pending.get(id);
-        if (p === undefined) return; // late reply to a request that already timed out
-        const many = p.many;
-        if (many !== undefined) {
-          // Replies of one request come in the order the server sent them (one subscription).
-          many.replies.push(msg);
-          if (!many.isLast(msg)) return;
-          this.pending.delete(id);
-          this.release();
-          many.resolve(many.replies);
-          this.notifyIdle();
-          return;
-        }
+    this.prefix = `${this.wire.inbox()}.`;
+    this.unlisten = this.wire.listen(this.prefix, (subject, msg) => {
+      const id = Number(subject.slice(this.prefix.length));
+      const p = this.pending.get(id);
+      if (p === undefined) return; // late reply to a request that already timed out
+      const many = p.many;
+      if (many !== undefined) {
+        // Replies of one request come in the order the server sent them (one subscription).
+        many.replies.push(msg);
+        if (!many.isLast(msg)) return;
         this.pending.delete(id);
         this.release();
-        p.resolve(msg);
+        many.resolve(many.replies);
         this.notifyIdle();
-      },
+        return;
+      }
+      this.pending.delete(id);
+      this.release();
+      p.resolve(msg);
+      this.notifyIdle();
     });
     if (opts.watchConnection !== false) {
-      void (async () => {
-        // Ends with the connection, or at the first status after close().
-        for await (const s of nc.status()) {
-          if (this.closed) break;
-          if (s.type === 'disconnect') this.lost();
-          else if (s.type === 'reconnect') this.resume();
-        }
-      })();
+      this.wire.watch(
+        () => this.lost(),
+        () => this.resume(),
+        () => this.closed,
+      );
     }
   }
 
@@ -217,9 +261,9 @@ export class RequestPipeline {
    * reply. Rejects with RequestTimeoutError past the deadline, PipelineFullError when too many
    * wait, or an Error when the pipeline is closed.
    */
-  request(subject: string, payload: Uint8Array | string, headers?: MsgHdrs): Promise<Msg> {
+  request(subject: string, payload: Uint8Array | string, headers?: H): Promise<M> {
     if (this.closed) return Promise.reject(new Error('request pipeline is closed'));
-    return new Promise<Msg>((resolve, reject) => {
+    return new Promise<M>((resolve, reject) => {
       this.enqueue({
         resolve,
         reject,
@@ -238,10 +282,10 @@ export class RequestPipeline {
    * it takes one slot and one deadline, like `request()`, and fails the same ways. Replies that
    * arrive after the deadline are dropped with the request: a partial answer is never resolved.
    */
-  requestMany(subject: string, payload: Uint8Array | string, isLast: (msg: Msg) => boolean): Promise<Msg[]> {
+  requestMany(subject: string, payload: Uint8Array | string, isLast: (msg: M) => boolean): Promise<M[]> {
     if (this.closed) return Promise.reject(new Error('request pipeline is closed'));
-    return new Promise<Msg[]>((resolve, reject) => {
-      const many: Many = { replies: [], isLast, resolve };
+    return new Promise<M[]>((resolve, reject) => {
+      const many: Many<M> = { replies: [], isLast, resolve };
       this.enqueue({
         resolve: noop,
         reject,
@@ -254,7 +298,7 @@ export class RequestPipeline {
     });
   }
 
-  private enqueue(q: Queued): void {
+  private enqueue(q: Queued<M, H>): void {
     if (this.pending.size < this.maxInFlight && this.queued === 0 && !this.paused) {
       this.send(q);
     } else if (this.queued >= this.maxQueued) {
@@ -272,7 +316,7 @@ export class RequestPipeline {
     return this.deadlineFromSend ? Number.POSITIVE_INFINITY : Date.now() + this.timeoutMs;
   }
 
-  private send(q: Queued): void {
+  private send(q: Queued<M, H>): void {
     if (this.deadlineFromSend) q.deadline = Date.now() + this.timeoutMs;
     const id = this.next++;
     this.pending.set(id, {
@@ -294,16 +338,16 @@ export class RequestPipeline {
    * its own, so publishing at once meant a socket write (a syscall and a loopback round into
    * nats-server) per request. Flat pairs of id and request.
    */
-  private outbox: Array<number | Queued> = [];
+  private outbox: Array<number | Queued<M, H>> = [];
 
   private flushOutbox(): void {
     const out = this.outbox;
     this.outbox = [];
     // Taken before the connection was lost: back to the head of the queue, sent once it is back.
-    const back: Queued[] = [];
+    const back: Array<Queued<M, H>> = [];
     for (let i = 0; i < out.length; i += 2) {
       const id = out[i] as number;
-      const q = out[i + 1] as Queued;
+      const q = out[i + 1] as Queued<M, H>;
       if (!this.pending.has(id)) continue; // expired or closed meanwhile
       if (this.paused) {
         this.pending.delete(id);
@@ -312,7 +356,7 @@ export class RequestPipeline {
       }
       try {
         const reply = this.prefix + id;
-        this.nc.publish(q.subject, q.payload, q.headers ? { reply, headers: q.headers } : { reply });
+        this.wire.send(q.subject, q.payload, q.headers, reply);
         this.published = id;
       } catch (err) {
         this.pending.delete(id);
@@ -323,7 +367,7 @@ export class RequestPipeline {
     this.notifyIdle();
   }
 
-  private shift(): Queued | undefined {
+  private shift(): Queued<M, H> | undefined {
     if (this.queueHead >= this.queue.length) return undefined;
     const q = this.queue[this.queueHead++];
     if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
@@ -412,7 +456,7 @@ export class RequestPipeline {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    this.sub.unsubscribe();
+    this.unlisten();
     const err = new Error('request pipeline is closed');
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
