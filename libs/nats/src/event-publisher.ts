@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { headers, type NatsConnection } from '@nats-io/nats-core';
+import { headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { backoffDelay, type EventInput, type EventType, type Subjects } from '@push/protocol';
 import { readStored, readStoredBytes } from './inbox-store.js';
-import { headerStatus, liveWire, type LiveSubscriber } from './live-subscriber.js';
+import { headerStatus, liveWire, type LiveReply, type LiveSubscriber } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline } from './request-pipeline.js';
 
 /** What became of one emitted event (for the caller's metrics). */
@@ -38,8 +38,9 @@ export interface EventPublisherOptions {
  */
 export class EventPublisher {
   private readonly pipeline: Pick<RequestPipeline, 'idle' | 'close'>;
-  /** Publishes one event and resolves once the store acked it (rejects otherwise). */
+  /** Publishes one event; resolves with the store's answer, which `check` reads (it throws for a refusal). */
   private readonly store: (subject: string, id: string, body: string) => Promise<unknown>;
+  private readonly check: (reply: unknown) => void;
   /** Process-unique part of every event id (random), then a counter: unique without a syscall per event. */
   private readonly idPrefix = `evt_${randomBytes(9).toString('base64url')}`;
   private counter = 0;
@@ -63,18 +64,17 @@ export class EventPublisher {
     if (opts.live !== undefined) {
       const pipeline = new RequestPipeline(liveWire(opts.live), pipelineOpts);
       this.pipeline = pipeline;
-      this.store = (subject, id, body) =>
-        pipeline
-          .request(subject, body, `NATS/1.0\r\nNats-Msg-Id: ${id}\r\n\r\n`)
-          .then((r) => readStoredBytes(headerStatus(r.headers), r.payload));
+      this.store = (subject, id, body) => pipeline.request(subject, body, `NATS/1.0\r\nNats-Msg-Id: ${id}\r\n\r\n`);
+      this.check = (r) => readStoredBytes(headerStatus((r as LiveReply).headers), (r as LiveReply).payload);
     } else {
       const pipeline = new RequestPipeline(nc, pipelineOpts);
       this.pipeline = pipeline;
       this.store = (subject, id, body) => {
         const h = headers();
         h.set('Nats-Msg-Id', id);
-        return pipeline.request(subject, body, h).then((reply) => readStored(reply)); // throws for a refusal or no stream (503)
+        return pipeline.request(subject, body, h);
       };
+      this.check = (r) => readStored(r as Msg); // throws for a refusal or no stream (503)
     }
     this.attempts = Math.max(1, opts.attempts ?? 3);
     this.maxRetrying = opts.maxQueued ?? 10_000;
@@ -99,7 +99,15 @@ export class EventPublisher {
 
   private publish(type: EventType, app: string, id: string, body: string, attempt: number): void {
     void this.store(this.subjects.event(app, type), id, body).then(
-      () => this.opts.onOutcome?.(type, 'stored'),
+      (reply) => {
+        try {
+          this.check(reply);
+        } catch (err) {
+          this.failed(type, app, id, body, attempt, err);
+          return;
+        }
+        this.opts.onOutcome?.(type, 'stored');
+      },
       (err: unknown) => this.failed(type, app, id, body, attempt, err),
     );
   }

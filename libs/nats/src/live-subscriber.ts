@@ -134,10 +134,13 @@ export class LiveSubscriber {
     if (this.closed || this.socket === undefined) throw new Error('the live connection to NATS is down');
     const hlen = Buffer.byteLength(headers);
     const total = hlen + Buffer.byteLength(payload);
+    // The payload as its own part: joined once with the turn's other writes, not copied here too.
     this.write(
       headers === ''
-        ? `PUB ${subject} ${reply} ${total}\r\n${payload}\r\n`
-        : `HPUB ${subject} ${reply} ${hlen} ${total}\r\n${headers}${payload}\r\n`,
+        ? `PUB ${subject} ${reply} ${total}\r\n`
+        : `HPUB ${subject} ${reply} ${hlen} ${total}\r\n${headers}`,
+      payload,
+      '\r\n',
     );
   }
 
@@ -338,8 +341,8 @@ export class LiveSubscriber {
     this.write('PING\r\n');
   }
 
-  private write(s: string): void {
-    this.out.push(s);
+  private write(...parts: string[]): void {
+    for (const s of parts) this.out.push(s);
     if (this.flushQueued) return;
     this.flushQueued = true;
     // Once per event-loop turn, not per microtask checkpoint: uWS runs each upgrade in its own

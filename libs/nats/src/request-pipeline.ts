@@ -319,13 +319,8 @@ export class RequestPipeline<M = Msg, H = MsgHdrs> {
   private send(q: Queued<M, H>): void {
     if (this.deadlineFromSend) q.deadline = Date.now() + this.timeoutMs;
     const id = this.next++;
-    this.pending.set(id, {
-      resolve: q.resolve,
-      reject: q.reject,
-      subject: q.subject,
-      deadline: q.deadline,
-      many: q.many,
-    });
+    // The request is its own pending entry (one object per request); its payload is let go once published.
+    this.pending.set(id, q);
     this.outbox.push(id, q);
     if (this.outbox.length === 2) setImmediate(() => this.flushOutbox());
     // A request sent from the queue when nothing else was timed (deadlineFromSend) needs the timer.
@@ -358,6 +353,8 @@ export class RequestPipeline<M = Msg, H = MsgHdrs> {
         const reply = this.prefix + id;
         this.wire.send(q.subject, q.payload, q.headers, reply);
         this.published = id;
+        q.payload = '';
+        q.headers = undefined;
       } catch (err) {
         this.pending.delete(id);
         q.reject(err as Error);
