@@ -1,5 +1,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { encodePresence } from '@push/presence';
 import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { EdgeProcess } from '../helpers/edge-process.js';
@@ -138,6 +140,40 @@ describe('events: online/offline, connections, kicks, deliveries (issue 10)', fu
     const after = await events(app);
     expect(ofType(after, 'user_offline', 'dora')).to.have.length(1);
     expect(ofType(after, 'user_offline', 'eli')).to.have.length(0);
+  });
+
+  it('stores the offline events of every connection of a dead edge that held thousands, none dropped', async function () {
+    this.timeout(60_000);
+    const app = await stack.createApp();
+    // A dead edge's presence as it left it (no lease): 6,000 connections of 6,000 users, so its
+    // sweep emits 12,000 events at once, more than a publisher's queue used to hold (10,000).
+    const n = 6000;
+    const dead = `dead-${process.pid}`;
+    const redis = new Redis(stack.config().redisUrl);
+    try {
+      const m = redis.multi();
+      for (let i = 0; i < n; i++) {
+        const key = subjects.presenceKey(app.id, `u${i}`);
+        m.hset(key, `${dead}-${i}`, encodePresence(dead, 'phone', Date.now()));
+        m.hset(subjects.edgeConnectionsKey(dead), `${dead}-${i}`, key);
+      }
+      m.sadd(subjects.edgesKey, dead);
+      await m.exec();
+    } finally {
+      redis.disconnect();
+    }
+    const jsm = await jetstreamManager(nc);
+    const count = async (type: string): Promise<number> => {
+      const subject = `${stack.prefix}.evt.${app.id}.${type}`;
+      const info = await jsm.streams.info(subjects.eventsStream(app.id), { subjects_filter: subject });
+      return info.state.subjects?.[subject] ?? 0;
+    };
+    // Swept within 4/3 of the lease, then stored at the store's pace.
+    const deadline = Date.now() + 40_000;
+    while (((await count('user_offline')) < n || (await count('conn_close')) < n) && Date.now() < deadline)
+      await sleep(250);
+    expect(await count('user_offline')).to.equal(n);
+    expect(await count('conn_close')).to.equal(n);
   });
 
   it('keeps delivering when events cannot be stored, counting them as failed', async function () {

@@ -14,6 +14,8 @@ import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@p
 import { createLogger, type Logger } from '@push/logger';
 import {
   EventPublisher,
+  EVENTS_MAX_QUEUED,
+  countedEventOutcomes,
   InboxStore,
   connectNats,
   natsReadiness,
@@ -148,11 +150,10 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       redis.on('error', (err) => log.warn({ err }, 'redis error'));
       await redis.connect();
       // The offline events of users whose last edge died are the sweeper's to emit.
+      // A sweep of a dead edge emits two events per connection it held: queued, not dropped.
       const eventPublisher = new EventPublisher(conn, subjects, {
-        onOutcome: (type, outcome, err) => {
-          metrics.events.inc({ outcome });
-          if (outcome !== 'stored') log.warn({ err, type, outcome }, 'event not stored');
-        },
+        maxQueued: EVENTS_MAX_QUEUED,
+        onOutcome: countedEventOutcomes((outcome) => metrics.events.inc({ outcome }), log, 'push_center_events_total'),
       });
       events = eventPublisher;
       presence = new PresenceRegistry(redis, subjects, 'center', {

@@ -8,6 +8,8 @@ import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@p
 import {
   BacklogReader,
   EventPublisher,
+  EVENTS_MAX_QUEUED,
+  countedEventOutcomes,
   UndeliverableStore,
   InboxStore,
   LiveSubscriber,
@@ -98,16 +100,9 @@ interface StartedEdge {
   deliveryCounts: DeliveryCounts;
 }
 
-/** How often, at most, failed or dropped events are logged (each is counted), ms. */
-const EVENT_FAILED_LOG_MS = 5000;
-
-/** Events an edge queues for the store before it drops new ones (counted). */
-const EVENTS_MAX_QUEUED = 200_000;
-
 /**
  * Builds the edge's event publisher: outcomes counted by `push_edge_events_total{outcome}`,
- * failures and drops logged at most every few seconds (an event store outage must not flood
- * the log, and never slows delivery).
+ * failures and drops logged at most every few seconds (never slows delivery).
  */
 function createEventPublisher(
   nc: NatsConnection,
@@ -116,25 +111,12 @@ function createEventPublisher(
   metrics: EdgeMetrics,
   log: Logger,
 ): EventPublisher {
-  let lost = 0;
-  let loggedAt = 0;
   return new EventPublisher(nc, subjects, {
     // On the lean live connection: two events per connect and two per close were, through
     // nats.js, about a quarter of the edge's CPU in a connect storm.
     live,
-    // Every connect and disconnect emits: a storm of 10,000 connects at once must queue, not drop
-    // (at about 300 bytes an event, 200,000 waiting is 60 MB).
     maxQueued: EVENTS_MAX_QUEUED,
-    onOutcome: (type, outcome, err) => {
-      metrics.events.inc({ outcome });
-      if (outcome === 'stored') return;
-      lost++;
-      const now = Date.now();
-      if (now - loggedAt < EVENT_FAILED_LOG_MS) return;
-      log.warn({ err, type, outcome, lost }, 'events not stored (counted in push_edge_events_total)');
-      lost = 0;
-      loggedAt = now;
-    },
+    onOutcome: countedEventOutcomes((outcome) => metrics.events.inc({ outcome }), log, 'push_edge_events_total'),
   });
 }
 

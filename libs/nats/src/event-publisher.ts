@@ -1,9 +1,45 @@
 import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
 import { headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { backoffDelay, type EventInput, type EventType, type Subjects } from '@push/protocol';
 import { readStored, readStoredBytes } from './inbox-store.js';
 import { headerStatus, liveWire, type LiveReply, type LiveSubscriber } from './live-subscriber.js';
 import { PipelineFullError, RequestPipeline } from './request-pipeline.js';
+
+/**
+ * Events a process queues for the store before it drops new ones (counted): every connect and
+ * close of an edge emits two, and a presence sweep of a dead edge two per connection it held, so
+ * a storm or a sweep of tens of thousands must queue, not drop (at about 300 bytes an event,
+ * 200,000 waiting is 60 MB).
+ */
+export const EVENTS_MAX_QUEUED = 200_000;
+
+/** How often, at most, failed or dropped events are logged (each is counted), ms. */
+const EVENT_FAILED_LOG_MS = 5000;
+
+/**
+ * An `onOutcome` that counts every outcome (`count`, the process's `push_*_events_total`) and
+ * logs failed or dropped events at most every few seconds with how many since the last line:
+ * an event store outage must not flood the log.
+ */
+export function countedEventOutcomes(
+  count: (outcome: EventOutcome) => void,
+  log: Logger,
+  metric: string,
+): NonNullable<EventPublisherOptions['onOutcome']> {
+  let lost = 0;
+  let loggedAt = 0;
+  return (type, outcome, err) => {
+    count(outcome);
+    if (outcome === 'stored') return;
+    lost++;
+    const now = Date.now();
+    if (now - loggedAt < EVENT_FAILED_LOG_MS) return;
+    log.warn({ err, type, outcome, lost }, `events not stored (counted in ${metric})`);
+    lost = 0;
+    loggedAt = now;
+  };
+}
 
 /** What became of one emitted event (for the caller's metrics). */
 export type EventOutcome = 'stored' | 'failed' | 'dropped';
