@@ -3,6 +3,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { createLogger } from '@push/logger';
 import { EventPublisher, LiveSubscriber, upstreamAndEventStreamConfigs, type EventOutcome } from '@push/nats';
+import { emitSweptEvents } from '@push/presence';
 import { DEFAULT_APP_SETTINGS, Subjects } from '@push/protocol';
 import { reportCleanupFailure } from '../helpers/cleanup.js';
 import { NATS_URL } from '../helpers/nats-server.js';
@@ -16,7 +17,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * instead of through nats.js. Same contract: each event stored once, acked, retried with its id
  * when its connection is cut, and a failure counted, never thrown.
  */
-describe('events published on the live connection (real NATS)', function () {
+describe("events published on the live connection, and a sweep's many (real NATS)", function () {
   this.timeout(30_000);
   let nc: NatsConnection;
   const subjects = new Subjects(`evlive${process.pid}`);
@@ -122,6 +123,33 @@ describe('events published on the live connection (real NATS)', function () {
       events.close();
       live.close();
       await proxy.stop();
+    }
+  });
+
+  it('stores every event of a sweep far larger than the queue: the sweep waits for room', async function () {
+    await purge();
+    const rec = recorder();
+    // As the center publishes (nats.js), with a queue of 500 for a sweep of 3,000 connections.
+    const events = new EventPublisher(nc, subjects, { maxQueued: 500, maxInFlight: 100, onOutcome: rec.onOutcome });
+    try {
+      const entries = Array.from({ length: 3000 }, (_, i) => ({
+        app: 'shop',
+        user: `u${i}`,
+        device: 'd',
+        conn: `dead-${i}`,
+        edge: 'dead',
+        since: 0,
+        last: true,
+      }));
+      await emitSweptEvents(events, entries);
+      await rec.settled(6000, 20_000);
+      expect(rec.outcomes.filter((o) => o !== 'stored')).to.deep.equal([]);
+      expect(rec.outcomes).to.have.length(6000);
+      const got = await stored();
+      expect(got.filter((e) => e.type === 'user_offline')).to.have.length(3000);
+      expect(got.filter((e) => e.type === 'conn_close')).to.have.length(3000);
+    } finally {
+      events.close();
     }
   });
 

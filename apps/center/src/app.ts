@@ -159,9 +159,9 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
       presence = new PresenceRegistry(redis, subjects, 'center', {
         leaseSeconds: config.presenceLeaseSeconds,
         onError: (err) => log.warn({ err }, 'presence sweep failed'),
-        onSwept: (entries) => emitSweptEvents(eventPublisher, entries),
+        onSwept: (entries) => void emitSweptEvents(eventPublisher, entries),
         onTopicsSwept: (entries) =>
-          emitTopicsSweptEvents(
+          void emitTopicsSweptEvents(
             eventPublisher,
             (appId, topic, frame) => publishPresenceFrame(conn, subjects, appId, topic, frame),
             entries,

@@ -296,8 +296,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
         metrics.errors.inc({ code: 'presence' });
         log.warn({ err }, 'presence lease renewal or sweep failed');
       },
-      onSwept: (entries) => emitSweptEvents(events, entries),
-      onTopicsSwept: (entries) => emitTopicsSweptEvents(events, announce, entries),
+      onSwept: (entries) => void emitSweptEvents(events, entries),
+      onTopicsSwept: (entries) => void emitTopicsSweptEvents(events, announce, entries),
     });
     // Every edge finds a loss of Redis data within a third of the lease and records its connections
     // again: two thirds later every live edge has.

@@ -41,6 +41,9 @@ export function countedEventOutcomes(
   };
 }
 
+/** How often `room()` looks at the queue again while it is over half full, ms. */
+const ROOM_POLL_MS = 20;
+
 /** What became of one emitted event (for the caller's metrics). */
 export type EventOutcome = 'stored' | 'failed' | 'dropped';
 
@@ -73,7 +76,8 @@ export interface EventPublisherOptions {
  * Typed: `emit('topic_sub', { app, user, device, conn, edge, topic })` (see EventSchemas).
  */
 export class EventPublisher {
-  private readonly pipeline: Pick<RequestPipeline, 'idle' | 'close'>;
+  private readonly pipeline: Pick<RequestPipeline, 'idle' | 'close' | 'queued'>;
+  private readonly maxQueued: number;
   /** Publishes one event; resolves with the store's answer, which `check` reads (it throws for a refusal). */
   private readonly store: (subject: string, id: string, body: string) => Promise<unknown>;
   private readonly check: (reply: unknown) => void;
@@ -112,6 +116,7 @@ export class EventPublisher {
       };
       this.check = (r) => readStored(r as Msg); // throws for a refusal or no stream (503)
     }
+    this.maxQueued = pipelineOpts.maxQueued;
     this.attempts = Math.max(1, opts.attempts ?? 3);
     this.maxRetrying = opts.maxQueued ?? 10_000;
   }
@@ -166,6 +171,16 @@ export class EventPublisher {
       },
       backoffDelay(attempt, { baseMs: 200, capMs: 2000 }),
     ).unref();
+  }
+
+  /**
+   * Resolves once at most half the queue's bound waits (at once when so, or when closed): how an
+   * emitter of very many events at once (the sweep of a dead edge) keeps them from being dropped.
+   */
+  async room(): Promise<void> {
+    while (!this.closed && this.pipeline.queued > this.maxQueued / 2) {
+      await new Promise((resolve) => setTimeout(resolve, ROOM_POLL_MS));
+    }
   }
 
   /** Resolves true once no publish is in flight or queued, false after `timeoutMs` (shutdown). */

@@ -105,15 +105,24 @@ export interface SweptEntry extends PresenceEntry {
 /** Where events go (an EventPublisher of @push/nats): never blocks. */
 export interface EventSink {
   emit<T extends EventType>(type: T, fields: EventInput<T>): unknown;
+  /** Resolves once the sink has room for more (its queue half empty); absent: always has room. */
+  room?(): Promise<void>;
 }
+
+/**
+ * Entries a sweep reports (two or three events each) between two waits for room in the sink: the
+ * sweep of an edge that held any number of connections never overflows the sink's queue.
+ */
+const SWEEP_EVENTS_CHUNK = 100;
 
 /**
  * The events of connections a presence sweep removed (their edge died): `conn_close` with
  * reason `edge_lost` (code 0: no close frame was seen), and `user_offline` for the users it left
  * with no connection. Edges and the center both sweep, and both report this way.
  */
-export function emitSweptEvents(events: EventSink, entries: SweptEntry[]): void {
-  for (const e of entries) {
+export async function emitSweptEvents(events: EventSink, entries: SweptEntry[]): Promise<void> {
+  for (const [i, e] of entries.entries()) {
+    if (i > 0 && i % SWEEP_EVENTS_CHUNK === 0) await events.room?.();
     const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge };
     events.emit('conn_close', { ...about, code: 0, reason: 'edge_lost' });
     if (e.last) events.emit('user_offline', { ...about, reason: 'edge_lost' });
@@ -126,12 +135,13 @@ export function emitSweptEvents(events: EventSink, entries: SweptEntry[]): void 
  * connection, a `leave` frame (`announce`: publishPresenceFrame of @push/nats) and `presence_leave`;
  * `channel_vacated` for a topic it left with no subscription (after the leave, as an edge orders them).
  */
-export function emitTopicsSweptEvents(
+export async function emitTopicsSweptEvents(
   events: EventSink,
   announce: (app: string, topic: string, frame: string) => void,
   entries: SweptTopicEntry[],
-): void {
-  for (const e of entries) {
+): Promise<void> {
+  for (const [i, e] of entries.entries()) {
+    if (i > 0 && i % SWEEP_EVENTS_CHUNK === 0) await events.room?.();
     const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge, topic: e.topic };
     events.emit('topic_unsub', about);
     if (e.presence && e.last) {
