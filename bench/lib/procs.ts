@@ -127,6 +127,9 @@ export class Child {
     };
     proc.stdout?.on('data', (c: Buffer) => take('out', c));
     proc.stderr?.on('data', (c: Buffer) => take('err', c));
+    // A message sent to a child that is exiting fails with EPIPE as an 'error' event: unheard,
+    // it would crash the benchmark before its cleanups (a Ctrl-C reaches every child at once).
+    proc.on('error', (err) => this.tail.push(`[${this.name}] ${String(err)}`));
     this.exitPromise = new Promise((resolve) => {
       proc.once('exit', (code) => {
         if (this.repeats > 0)
@@ -297,7 +300,12 @@ export function ask<T = ChildMessage>(
     child.proc.on('message', onMessage);
     child.proc.once('exit', onExit);
     if (child.exited) onExit();
-    else child.proc.send(msg);
+    else
+      child.proc.send(msg, (err) => {
+        if (err === null) return;
+        done();
+        reject(new Error(`${child.name}: could not send ${msg.type}: ${err.message}`));
+      });
   });
 }
 

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { ask, spawnNode } from '../../bench/lib/procs.js';
 import { NATS_URL, benchPrefix, removePrefix } from '../../bench/lib/stack.js';
 
 /** The bench runs on the shared services and must leave none of its prefix's buckets behind. */
@@ -31,5 +32,22 @@ describe('bench cleanup (removePrefix)', function () {
     expect(await streamsOf(prefix)).to.have.members([`KV_${prefix}_apps`, `KV_${prefix}_webhooks`]);
     await removePrefix(prefix);
     expect(await streamsOf(prefix)).to.deep.equal([]);
+  });
+
+  it('a question to a child whose channel already closed is refused, not a crash before the cleanups', async () => {
+    // As when a Ctrl-C reaches the load children while the benchmark is taking a sample.
+    const child = spawnNode('closed', 'test/helpers/ipc-closed-child.cjs', { ipc: true, echo: false });
+    try {
+      const until = Date.now() + 5000;
+      while (child.proc.connected && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      expect(child.proc.connected).to.equal(false);
+      const err = await ask(child, { type: 'stats' }, 'stats', 3000).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(String(err)).to.match(/could not send stats/);
+    } finally {
+      await child.stop();
+    }
   });
 });
