@@ -43,37 +43,46 @@ describe('presence and bindings batched per turn (real Redis)', function () {
     raw.disconnect();
   });
 
-  it('writes 300 connects of one turn in one call, with the first of each user told apart', async function () {
-    const { redis, calls } = counting(raw);
-    const reg = new PresenceRegistry(redis, subjects, 'edge-a');
+  /** Runs `fn` with a started registry of edge `edge` (on `redis`, the real one by default), stopped after. */
+  async function withRegistry(edge: string, fn: (reg: PresenceRegistry) => Promise<void>, redis = raw): Promise<void> {
+    const reg = new PresenceRegistry(redis, subjects, edge);
     await reg.start();
     try {
-      const before = calls();
-      // 200 users; the first 100 connect twice in the same turn.
-      const made = [];
-      for (let i = 0; i < 300; i++) made.push(reg.connected('shop', `u${i % 200}`, `c${i}`, 'phone'));
-      const outcomes = await Promise.all(made);
-      expect(calls() - before).to.equal(1);
-      for (let i = 0; i < 300; i++) expect(outcomes[i], `c${i}`).to.equal(i < 200 ? 'first' : 'more');
-      expect((await reg.lookup('shop', 'u5')).map((e) => e.conn).sort()).to.deep.equal(['c205', 'c5']);
-      expect((await reg.lookup('shop', 'u150')).map((e) => e.conn)).to.deep.equal(['c150']);
-
-      const mark = calls();
-      const gone = [];
-      for (let i = 0; i < 300; i++) gone.push(reg.disconnected('shop', `u${i % 200}`, `c${i}`));
-      const left = await Promise.all(gone);
-      expect(calls() - mark).to.equal(1);
-      for (let i = 0; i < 300; i++) expect(left[i], `c${i}`).to.equal(i < 100 ? 'more' : 'last');
-      expect(await reg.lookup('shop', 'u5')).to.deep.equal([]);
+      await fn(reg);
     } finally {
       await reg.stop();
     }
+  }
+
+  it('writes 300 connects of one turn in one call, with the first of each user told apart', async function () {
+    const { redis, calls } = counting(raw);
+    await withRegistry(
+      'edge-a',
+      async (reg) => {
+        const before = calls();
+        // 200 users; the first 100 connect twice in the same turn.
+        const made = [];
+        for (let i = 0; i < 300; i++) made.push(reg.connected('shop', `u${i % 200}`, `c${i}`, 'phone'));
+        const outcomes = await Promise.all(made);
+        expect(calls() - before).to.equal(1);
+        for (let i = 0; i < 300; i++) expect(outcomes[i], `c${i}`).to.equal(i < 200 ? 'first' : 'more');
+        expect((await reg.lookup('shop', 'u5')).map((e) => e.conn).sort()).to.deep.equal(['c205', 'c5']);
+        expect((await reg.lookup('shop', 'u150')).map((e) => e.conn)).to.deep.equal(['c150']);
+
+        const mark = calls();
+        const gone = [];
+        for (let i = 0; i < 300; i++) gone.push(reg.disconnected('shop', `u${i % 200}`, `c${i}`));
+        const left = await Promise.all(gone);
+        expect(calls() - mark).to.equal(1);
+        for (let i = 0; i < 300; i++) expect(left[i], `c${i}`).to.equal(i < 100 ? 'more' : 'last');
+        expect(await reg.lookup('shop', 'u5')).to.deep.equal([]);
+      },
+      redis,
+    );
   });
 
   it('applies a connect and a disconnect of one connection in one turn in the order they were made', async function () {
-    const reg = new PresenceRegistry(raw, subjects, 'edge-b');
-    await reg.start();
-    try {
+    await withRegistry('edge-b', async (reg) => {
       const [opened, closed, again] = await Promise.all([
         reg.connected('shop', 'flash', 'f1', 'phone'),
         reg.disconnected('shop', 'flash', 'f1'),
@@ -81,15 +90,11 @@ describe('presence and bindings batched per turn (real Redis)', function () {
       ]);
       expect([opened, closed, again]).to.deep.equal(['first', 'last', 'more']);
       expect(await reg.lookup('shop', 'flash')).to.deep.equal([]);
-    } finally {
-      await reg.stop();
-    }
+    });
   });
 
   it('answers `lost` for every write of a batch after Redis lost the epoch, writing none', async function () {
-    const reg = new PresenceRegistry(raw, subjects, 'edge-c');
-    await reg.start();
-    try {
+    await withRegistry('edge-c', async (reg) => {
       await raw.del(subjects.presenceEpochKey);
       const outcomes = await Promise.all([
         reg.connected('shop', 'x', 'x1', 'phone'),
@@ -97,21 +102,15 @@ describe('presence and bindings batched per turn (real Redis)', function () {
       ]);
       expect(outcomes).to.deep.equal(['lost', 'lost']);
       expect(await raw.hlen(subjects.presenceKey('shop', 'x'))).to.equal(0);
-    } finally {
-      await reg.stop();
-    }
+    });
   });
 
   it('still runs after Redis forgot its scripts (SCRIPT FLUSH)', async function () {
-    const reg = new PresenceRegistry(raw, subjects, 'edge-d');
-    await reg.start();
-    try {
+    await withRegistry('edge-d', async (reg) => {
       expect(await reg.connected('shop', 'z', 'z1', 'phone')).to.equal('first');
       await raw.script('FLUSH');
       expect(await reg.connected('shop', 'z', 'z2', 'phone')).to.equal('more');
-    } finally {
-      await reg.stop();
-    }
+    });
   });
 
   it('reads the bindings of every connection of one turn in one call, each its own, with the marker', async function () {

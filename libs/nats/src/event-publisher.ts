@@ -77,6 +77,7 @@ export interface EventPublisherOptions {
  */
 export class EventPublisher {
   private readonly pipeline: Pick<RequestPipeline, 'idle' | 'close' | 'queued'>;
+  /** The queue's bound, which also bounds the events waiting to be retried. */
   private readonly maxQueued: number;
   /** Publishes one event; resolves with the store's answer, which `check` reads (it throws for a refusal). */
   private readonly store: (subject: string, id: string, body: string) => Promise<unknown>;
@@ -85,7 +86,6 @@ export class EventPublisher {
   private readonly idPrefix = `evt_${randomBytes(9).toString('base64url')}`;
   private counter = 0;
   private readonly attempts: number;
-  private readonly maxRetrying: number;
   private retrying = 0;
   private closed = false;
 
@@ -118,7 +118,6 @@ export class EventPublisher {
     }
     this.maxQueued = pipelineOpts.maxQueued;
     this.attempts = Math.max(1, opts.attempts ?? 3);
-    this.maxRetrying = opts.maxQueued ?? 10_000;
   }
 
   /** A fresh event id: `evt_` + 12 random base64url characters + `_` + a base-36 counter. */
@@ -159,7 +158,7 @@ export class EventPublisher {
       this.opts.onOutcome?.(type, 'dropped', err);
       return;
     }
-    if (attempt + 1 >= this.attempts || this.retrying >= this.maxRetrying) {
+    if (attempt + 1 >= this.attempts || this.retrying >= this.maxQueued) {
       this.opts.onOutcome?.(type, 'failed', err);
       return;
     }
