@@ -30,19 +30,28 @@ function fakeStore(log: string[], bytes = 10) {
       const taken = seqs.slice(0, bounds.max);
       return Promise.resolve({ messages: taken.map((s) => message(s, bytes)), more: seqs.length > taken.length });
     },
-    readRange(_app, fromSeq, bounds) {
+    // Like InboxStore.readRange: messages of users `want` refuses (asked when the answer comes)
+    // are skipped; `last` covers them.
+    async readRange(_app, fromSeq, bounds, want) {
       calls.range++;
+      await new Promise((resolve) => setImmediate(resolve));
       const messages: InboxMessage[] = [];
       const userTokens: string[] = [];
       let s = Math.max(1, fromSeq);
-      for (; s <= log.length && messages.length < bounds.max; s++) {
+      let last = 0;
+      for (; s <= log.length && s - Math.max(1, fromSeq) < bounds.max; s++) {
+        last = s;
+        const token = encodeToken(log[s - 1] as string);
+        if (want !== undefined && !want(token)) continue;
         messages.push(message(s, bytes));
-        userTokens.push(encodeToken(log[s - 1] as string));
+        userTokens.push(token);
       }
-      return Promise.resolve({ messages, userTokens, more: s <= log.length });
+      hooks.afterRange?.();
+      return { messages, userTokens, last, more: s <= log.length };
     },
   };
-  return { store, calls };
+  const hooks: { afterRange?: () => void } = {};
+  return { store, calls, hooks };
 }
 
 /** `users` users with `per` messages each, interleaved in the stream as a reconnect storm finds them. */
@@ -96,6 +105,74 @@ describe('BacklogReader', () => {
       const a = asks[i] as { user: string; from: number };
       expect(seqs, `${a.user} from ${a.from}`).to.deep.equal(seqsOf(log, a.user, a.from));
     });
+  });
+
+  it("gives a reader that comes back while the pass's answer is being read its messages of that answer", async () => {
+    // 100 users x 30 interleaved; one pass request covers 500 sequences (5 messages a user).
+    const log = interleaved(100, 30);
+    const { store, hooks } = fakeStore(log);
+    const reader = new BacklogReader(store, { sweepMinReaders: 64, sweepBatch: 500 });
+    const bounds = { max: 100, maxBytes: 1 << 20 };
+    const seqs = new Map<number, number[]>();
+    let late: Promise<void> | undefined;
+    const readAll = async (u: number, key: object): Promise<void> => {
+      const got = seqs.get(u) ?? [];
+      seqs.set(u, got);
+      for (let from = (got.at(-1) ?? 0) + 1; ;) {
+        const b = await reader.read('app', `user.${u}`, from, bounds, key);
+        got.push(...b.messages.map((m) => m.seq));
+        if (!b.more) return;
+        from = (got.at(-1) ?? from - 1) + 1;
+        // User 0 pauses after its first handout (a full window, say), and comes back into the
+        // pass just after the store answered the pass's next request, before the pass read it.
+        if (u === 0 && late === undefined) {
+          hooks.afterRange = () => {
+            hooks.afterRange = undefined;
+            late = readAll(0, key);
+          };
+          return;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 100 }, (_, u) => readAll(u, { u })));
+    await late;
+    for (let u = 0; u < 100; u++) expect(seqs.get(u), `user.${u}`).to.deep.equal(seqsOf(log, `user.${u}`));
+  });
+
+  it('gives a reader that pauses while the pass reads on every message it skipped meanwhile', async () => {
+    // As a connection held back by a full ack path: handed its messages of one request of the
+    // pass, it reads again only after the pass has read two more requests past them.
+    const log = interleaved(100, 30);
+    const { store, hooks } = fakeStore(log);
+    const reader = new BacklogReader(store, { sweepMinReaders: 64, sweepBatch: 500 });
+    const bounds = { max: 100, maxBytes: 1 << 20 };
+    const seqs = new Map<number, number[]>();
+    let late: Promise<void> | undefined;
+    const readAll = async (u: number, key: object): Promise<void> => {
+      const got = seqs.get(u) ?? [];
+      seqs.set(u, got);
+      for (let from = (got.at(-1) ?? 0) + 1; ;) {
+        const b = await reader.read('app', `user.${u}`, from, bounds, key);
+        got.push(...b.messages.map((m) => m.seq));
+        if (!b.more) return;
+        from = (got.at(-1) ?? from - 1) + 1;
+        if (u === 0 && late === undefined) {
+          let requests = 0;
+          hooks.afterRange = () => {
+            if (++requests < 3) return;
+            hooks.afterRange = undefined;
+            setImmediate(() => {
+              late = readAll(0, key);
+            });
+          };
+          return;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 100 }, (_, u) => readAll(u, { u })));
+    while (late === undefined) await new Promise((r) => setImmediate(r));
+    await late;
+    for (let u = 0; u < 100; u++) expect(seqs.get(u), `user.${u}`).to.deep.equal(seqsOf(log, `user.${u}`));
   });
 
   it('stops a reader at its bounds and says more follow; its next read goes on from there', async () => {

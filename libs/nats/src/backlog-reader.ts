@@ -70,10 +70,11 @@ interface Pass {
   open: number;
   /**
    * Readers handed every message of their user below the pass position, by key, with the last
-   * sequence handed: such a reader may come back into the pass (nothing of its user lies
-   * between what it was handed and the position).
+   * sequence handed and their user: such a reader may come back into the pass (nothing of its
+   * user lies between what it was handed and the position). One whose user has a message in a
+   * later answer of the pass, read while it was away, loses that right: it reads on by itself.
    */
-  handed: Map<object, number>;
+  handed: Map<object, { seq: number; userToken: string }>;
 }
 
 interface AppState {
@@ -164,7 +165,7 @@ export class BacklogReader {
       // A reader that consumed all a running pass handed it rides on with the pass.
       const pass = st.pass;
       const handed = key === undefined ? undefined : pass?.handed.get(key);
-      if (pass !== undefined && handed !== undefined && fromSeq > handed) {
+      if (pass !== undefined && handed !== undefined && fromSeq > handed.seq) {
         pass.handed.delete(key as object);
         addTo(pass, w);
         return;
@@ -319,13 +320,29 @@ export class BacklogReader {
    */
   private async sweep(app: string, pass: Pass): Promise<void> {
     for (;;) {
-      const { messages, userTokens, more } = await this.store.readRange(app, pass.position, {
-        max: this.sweepBatch,
-        maxBytes: this.sweepMaxBytes,
-      });
+      // Only the messages of users with a reader in the pass are decoded and returned. A reader
+      // that rejoined between that choice and now had its messages of this answer skipped: it
+      // is answered with what it has, and reads on from its own cursor.
+      const skipped = new Set<string>();
+      const { messages, userTokens, last, more } = await this.store.readRange(
+        app,
+        pass.position,
+        { max: this.sweepBatch, maxBytes: this.sweepMaxBytes },
+        (token) => {
+          if (pass.byUser.has(token)) return true;
+          skipped.add(token);
+          return false;
+        },
+      );
+      for (const token of skipped) {
+        const readers = pass.byUser.get(token);
+        if (readers !== undefined) for (const w of readers) if (!w.done) settle(pass, w, true);
+      }
+      // Readers away while this answer passed messages of their user by may not come back in.
+      if (skipped.size > 0) for (const [key, h] of pass.handed) if (skipped.has(h.userToken)) pass.handed.delete(key);
+      if (last > 0) pass.position = last + 1;
       for (let i = 0; i < messages.length; i++) {
         const m = messages[i] as InboxMessage;
-        pass.position = m.seq + 1;
         const readers = pass.byUser.get(userTokens[i] ?? '');
         if (readers === undefined) continue;
         for (const w of readers) {
@@ -339,7 +356,7 @@ export class BacklogReader {
           if (w.messages.length >= w.max) settle(pass, w, true);
         }
       }
-      if (!more || messages.length === 0) break;
+      if (!more || last === 0) break;
       // Progress: readers with messages get them now and may come back for the rest.
       for (const [token, readers] of pass.byUser) {
         const open = readers.filter((w) => !w.done);
@@ -347,7 +364,7 @@ export class BacklogReader {
           if (w.messages.length === 0) continue;
           const last = (w.messages.at(-1) as InboxMessage).seq;
           settle(pass, w, true);
-          if (w.key !== undefined) pass.handed.set(w.key, last);
+          if (w.key !== undefined) pass.handed.set(w.key, { seq: last, userToken: token });
         }
         if (open.every((w) => w.done)) pass.byUser.delete(token);
       }
