@@ -456,6 +456,35 @@ export function headerLastSequence(headers: Buffer): number {
   return headerNumber(headers, LAST_SEQ_HEADER);
 }
 
+/** `\r\n<name>:` of the header names asked for (a few), made once. */
+const HEADER_NEEDLES = new Map<string, Buffer>();
+
+/**
+ * The value of header `name` in a NATS headers block (the first, trimmed), or undefined when it
+ * has none. Names are matched as nats-server writes them (`Nats-Subject`), at a line's start.
+ */
+export function headerValue(headers: Buffer, name: string): string | undefined {
+  let needle = HEADER_NEEDLES.get(name);
+  if (needle === undefined) {
+    needle = Buffer.from(`\r\n${name}:`, 'latin1');
+    if (HEADER_NEEDLES.size < 64) HEADER_NEEDLES.set(name, needle);
+  }
+  const at = headers.indexOf(needle);
+  if (at < 0) return undefined;
+  const start = at + needle.length;
+  let end = headers.indexOf(CRLF, start);
+  if (end < 0) end = headers.length;
+  return headers.toString('latin1', start, end).trim();
+}
+
+/** The description of a NATS status line (`NATS/1.0 408 Request Timeout`), or '' when none. */
+export function headerDescription(headers: Buffer): string {
+  if (headerStatus(headers) === 0) return '';
+  let end = headers.indexOf(CRLF);
+  if (end < 0) end = headers.length;
+  return headers.toString('latin1', STATUS_LINE.length + 3, end).trim();
+}
+
 function headerNumber(headers: Buffer, name: Buffer): number {
   const at = headers.indexOf(name);
   if (at < 0) return 0;
