@@ -186,16 +186,7 @@ export class InboxDelivery {
         );
         if (this.mode === CLOSED) return;
         ctx.metrics.backlogReads.inc(messages.length);
-        for (const m of messages) {
-          if (m.seq <= this.cursor) continue;
-          // The rest of the batch stays stored and is read again from the cursor.
-          if (!this.canSend()) {
-            this.stall();
-            return;
-          }
-          this.deliver(m);
-          if (this.mode === STALLED) return; // dropped by uWS: read again after drain
-        }
+        if (!this.deliverBatch(messages)) return;
         if (!more) break;
       }
       // Live messages were dropped while reading (buffer full), or a resync was asked for:
@@ -211,6 +202,36 @@ export class InboxDelivery {
       if (buffered !== undefined) for (const m of buffered) this.onLive(m);
       return;
     }
+  }
+
+  /**
+   * Delivers a batch read from the store, in one write: corked, the frames go out together
+   * instead of one syscall each (each `send` alone flushes). False when the connection stalled
+   * or closed on the way; the rest of the batch stays stored and is read again from the cursor.
+   */
+  private deliverBatch(messages: InboxMessage[]): boolean {
+    const ws = this.host.ws;
+    if (ws === undefined) {
+      this.stall();
+      return false;
+    }
+    let going = true;
+    ws.cork(() => {
+      for (const m of messages) {
+        if (m.seq <= this.cursor) continue;
+        if (!this.canSend()) {
+          this.stall();
+          going = false;
+          return;
+        }
+        this.deliver(m);
+        if (this.mode !== LOADING) {
+          going = false; // dropped by uWS (stalled: read again after drain), or closed
+          return;
+        }
+      }
+    });
+    return going;
   }
 
   /** A live (republished) message of this user. */
