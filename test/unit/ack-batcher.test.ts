@@ -192,6 +192,80 @@ describe('AckBatcher', () => {
     b.close();
     expect(store.left('a')).to.deep.equal([2]);
   });
+  it('keeps at most maxInFlight deletes in flight, queues the rest, and removes every ack once', async () => {
+    const store = new FakeStore();
+    const seqs = Array.from({ length: 5000 }, (_, i) => i + 1);
+    store.add('a', ...seqs);
+    let inFlight = 0;
+    let most = 0;
+    const inner = store.remove.bind(store);
+    store.remove = async (app, seq) => {
+      most = Math.max(most, ++inFlight);
+      await sleep(Math.random() * 2);
+      inFlight--;
+      return inner(app, seq);
+    };
+    const c = counters();
+    const b = new AckBatcher(store, c, { maxInFlight: 100 });
+    for (const seq of seqs) b.ack('a', seq);
+    b.ack('a', 7); // twice in the turn: once
+    expect(b.pending).to.equal(5000);
+    expect(await b.idle(10_000)).to.equal(true);
+    expect(most).to.equal(100);
+    expect(store.left('a')).to.deep.equal([]);
+    expect(c.requestsN).to.equal(5000);
+    expect(c.removedN).to.equal(5000);
+    expect(b.pending).to.equal(0);
+    b.close();
+  });
+
+  it("sends another app's deletes in turn with a burst of one app's, not after it", async () => {
+    const store = new FakeStore();
+    const answers: Array<() => void> = [];
+    const sent: string[] = [];
+    store.remove = (app, seq) => {
+      sent.push(`delete ${app} ${seq}`);
+      return new Promise<boolean>((r) => answers.push(() => r(true)));
+    };
+    const b = new AckBatcher(store, counters(), { maxInFlight: 10 });
+    for (let seq = 1; seq <= 1000; seq++) b.ack('big', seq);
+    b.flush();
+    b.ack('small', 1);
+    b.flush();
+    expect(sent).to.have.length(10); // the slots are full of big's
+    // As answers free slots, small's delete goes before most of big's queue.
+    for (let i = 0; i < 100 && !sent.includes('delete small 1'); i++) {
+      answers.shift()?.();
+      await sleep(0);
+    }
+    const at = sent.indexOf('delete small 1');
+    expect(at, 'position of the small app delete').to.be.within(10, 80);
+    for (let i = 0; i < 5000 && (answers.length > 0 || b.pending > 0); i++) {
+      for (const a of answers.splice(0)) a();
+      await sleep(0);
+    }
+    expect(sent).to.have.length(1001);
+    b.close();
+  });
+
+  it('idle waits for queued deletes, and says false at its deadline while the store does not answer', async () => {
+    const store = new FakeStore();
+    const answers: Array<() => void> = [];
+    store.remove = () => new Promise<boolean>((r) => answers.push(() => r(true)));
+    const b = new AckBatcher(store, counters(), { maxInFlight: 2 });
+    for (let seq = 1; seq <= 5; seq++) b.ack('a', seq);
+    b.flush();
+    expect(await b.idle(30)).to.equal(false);
+    const idle = b.idle(5000);
+    for (let i = 0; i < 10; i++) {
+      for (const a of answers.splice(0)) a();
+      await sleep(0);
+    }
+    expect(await idle).to.equal(true);
+    expect(b.pending).to.equal(0);
+    b.close();
+  });
+
   it('is full from half its bound and wakes the waiting deliveries once, at a quarter', async () => {
     const store = new FakeStore();
     const answers: Array<() => void> = [];

@@ -19,14 +19,25 @@ export interface AckCounters {
 }
 
 export interface AckBatcherOptions {
-  /** Most acks held at once (this turn, in flight, waiting for a retry); more are dropped and counted. */
+  /** Most acks held at once (this turn, queued, in flight, waiting for a retry); more are dropped and counted. */
   maxHeld?: number;
+  /** Deletes in flight at once; the rest wait in a compact queue (a number each). */
+  maxInFlight?: number;
   /** An app's first probe after its deletes failed, ms (full jitter, doubling per failed probe up to `retryMaxMs`). */
   retryBaseMs?: number;
   retryMaxMs?: number;
   /** Called for each failed store request (for a rate-limited log). */
   onFailure?: (err: unknown) => void;
 }
+
+/** An app's acked sequences waiting for a free slot, oldest first (`head` indexes the first). */
+interface Queue {
+  seqs: number[];
+  head: number;
+}
+
+/** Deletes of one app sent in a row before the next app with deletes waiting gets its turn. */
+const FAIR_SHARE = 64;
 
 /** An app whose deletes failed: they wait here while one probe at a time asks its store. */
 interface Stalled {
@@ -58,11 +69,17 @@ interface Stalled {
  * each message's own backoff grew while it was down, and a store that stays down gets one
  * request per app per `retryMaxMs`, not one per message.
  *
- * Bounded: at most `maxHeld` acks wait here (fresh, in flight or for a retry); past it an ack is
- * dropped and counted, its message stays stored and comes again (at-least-once). Before that,
- * from half the bound (`full`), deliveries wait (InboxDelivery asks `full` before it sends and
- * stalls, `whenRoom` resumes it at a quarter): when the store removes slower than clients ack (a
- * backlog storm on a busy machine) delivery slows to the removal rate instead of acks being lost.
+ * At most `maxInFlight` deletes are in flight; acks past that wait in a queue per app as bare
+ * numbers (8 bytes an ack, against about half a kilobyte for a request waiting in the store's
+ * pipeline), taken in turns of FAIR_SHARE per app, so one app's burst does not hold another's.
+ * So the ack path can run far behind the store for a while (a backlog storm delivers faster
+ * than nats-server removes while it also serves the reads) without holding delivery back.
+ *
+ * Bounded: at most `maxHeld` acks wait here (fresh, queued, in flight or for a retry); past it an
+ * ack is dropped and counted, its message stays stored and comes again (at-least-once). Before
+ * that, from half the bound (`full`), deliveries wait (InboxDelivery asks `full` before it sends
+ * and stalls, `whenRoom` resumes it at a quarter): when the store removes slower than clients ack
+ * for long, delivery slows to the removal rate instead of acks being lost.
  */
 export class AckBatcher {
   /** This turn's acks: app -> sequences. */
@@ -71,6 +88,12 @@ export class AckBatcher {
   private held = 0;
   private closed = false;
   private readonly stalled = new Map<string, Stalled>();
+  /** Acks waiting for a delete slot, per app, in the order the apps got them. */
+  private readonly queues = new Map<string, Queue>();
+  private inFlight = 0;
+  private readonly maxInFlight: number;
+  /** Callers of `idle()`. */
+  private idleWaiters: Array<() => void> = [];
   /** Called once when `held` falls to `lowWater` (stalled deliveries). */
   private waiters: Array<() => void> = [];
   private readonly maxHeld: number;
@@ -84,7 +107,8 @@ export class AckBatcher {
     private readonly counters: AckCounters,
     private readonly opts: AckBatcherOptions = {},
   ) {
-    this.maxHeld = opts.maxHeld ?? 200_000;
+    this.maxHeld = opts.maxHeld ?? 1_000_000;
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 1024);
     this.highWater = Math.floor(this.maxHeld / 2);
     this.lowWater = Math.floor(this.maxHeld / 4);
     this.retryBaseMs = opts.retryBaseMs ?? 200;
@@ -117,13 +141,37 @@ export class AckBatcher {
     return true;
   }
 
-  /** Sends what this turn gathered now (tests, shutdown). */
+  /** Sends what this turn gathered now, as far as slots allow (tests, shutdown). */
   flush(): void {
     this.scheduled = false;
     const batch = this.turn;
     if (batch.size === 0) return;
     this.turn = new Map();
-    for (const [app, seqs] of batch) for (const seq of seqs) this.remove(app, seq, false);
+    for (const [app, seqs] of batch) {
+      let q = this.queues.get(app);
+      if (q === undefined) this.queues.set(app, (q = { seqs: [], head: 0 }));
+      for (const seq of seqs) q.seqs.push(seq);
+    }
+    this.pump();
+  }
+
+  /**
+   * Resolves true once nothing is queued or in flight (deletes waiting for a retry probe do not
+   * count), false when `timeoutMs` passes first (shutdown).
+   */
+  idle(timeoutMs: number): Promise<boolean> {
+    if (this.quiet()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.idleWaiters.push(done);
+    });
   }
 
   /** Stops retry timers and drops whatever is held. Idempotent. */
@@ -133,7 +181,34 @@ export class AckBatcher {
     for (const s of this.stalled.values()) clearTimeout(s.timer);
     this.stalled.clear();
     this.turn.clear();
+    this.queues.clear();
     this.waiters = [];
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private quiet(): boolean {
+    return this.inFlight === 0 && this.queues.size === 0 && this.turn.size === 0;
+  }
+
+  /** Sends queued deletes while slots are free, FAIR_SHARE of an app at a time. */
+  private pump(): void {
+    while (this.inFlight < this.maxInFlight && this.queues.size > 0) {
+      for (const [app, q] of this.queues) {
+        let n = Math.min(FAIR_SHARE, this.maxInFlight - this.inFlight);
+        for (; n > 0 && q.head < q.seqs.length; n--) this.remove(app, q.seqs[q.head++] as number, false);
+        // Moved to the back of the turn order, or dropped once empty.
+        this.queues.delete(app);
+        if (q.head < q.seqs.length) {
+          if (q.head >= 4096 && q.head * 2 >= q.seqs.length) {
+            q.seqs = q.seqs.slice(q.head);
+            q.head = 0;
+          }
+          this.queues.set(app, q);
+        }
+        if (this.inFlight >= this.maxInFlight) return;
+      }
+    }
+    if (this.idleWaiters.length > 0 && this.quiet()) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** Adds a sequence to this turn; false when the turn has it already (another device's ack). */
@@ -152,13 +227,20 @@ export class AckBatcher {
 
   private remove(app: string, seq: number, probe: boolean): void {
     this.counters.ackRequests.inc();
+    this.inFlight++;
     this.store.remove(app, seq).then(
       (removed) => {
+        this.inFlight--;
         this.done();
         if (removed) this.counters.removed.inc();
         this.answered(app, probe);
+        this.pump();
       },
-      (err: unknown) => this.failed(err, app, seq, probe),
+      (err: unknown) => {
+        this.inFlight--;
+        this.failed(err, app, seq, probe);
+        this.pump();
+      },
     );
   }
 

@@ -208,7 +208,22 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       },
     });
     opened.push(() => nc.close());
-    const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
+    // Live subscriptions (one per connected user, one per topic with local subscribers) on their
+    // own lean NATS connection, which also carries the events and the backlog reads and removals.
+    const live = await LiveSubscriber.connect({
+      servers: config.natsUrl,
+      auth: config.natsAuth,
+      name: `edge-${edgeId}-live`,
+      logger: log,
+      onReconnect: () => {
+        connections.resyncAll();
+        late.topics?.catchUpAll();
+        // Device claims of other edges may have been missed meanwhile (docs/architecture.md).
+        late.devicePolicy?.reclaimAll();
+      },
+    });
+    opened.push(() => live.close());
+    const store = new InboxStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs, live });
     opened.push(() => store.close());
     const acks = new AckBatcher(store, metrics, { onFailure: removalFailureReporter(metrics, log) });
     const backlog = new BacklogReader(store, {
@@ -224,21 +239,6 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => acks.close());
     const topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
     opened.push(() => topicStore.close());
-    // Live subscriptions (one per connected user, one per topic with local subscribers) on their
-    // own lean NATS connection.
-    const live = await LiveSubscriber.connect({
-      servers: config.natsUrl,
-      auth: config.natsAuth,
-      name: `edge-${edgeId}-live`,
-      logger: log,
-      onReconnect: () => {
-        connections.resyncAll();
-        late.topics?.catchUpAll();
-        // Device claims of other edges may have been missed meanwhile (docs/architecture.md).
-        late.devicePolicy?.reclaimAll();
-      },
-    });
-    opened.push(() => live.close());
     const channels = new UserChannels(live, subjects);
     const app = uws.App();
     const fanout = {
@@ -450,6 +450,8 @@ async function stopEdge(base: EdgeBase, parts: StartedEdge): Promise<void> {
   }
   // Let the last acks, removals and sends reach the store, and the closes' unacked counts Redis.
   acks.flush();
+  // The ack path sends its queued deletes as earlier ones are answered: wait for them all.
+  await acks.idle(STOP_WAIT_MS);
   if (!(await deliveryCounts.idle(STOP_WAIT_MS)))
     log.warn('unacked delivery counts still in flight at the stop deadline');
   if (!(await store.idle(STOP_WAIT_MS))) log.warn('store requests still in flight at the stop deadline');
