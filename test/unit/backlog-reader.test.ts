@@ -107,13 +107,20 @@ describe('BacklogReader', () => {
     });
   });
 
-  it("gives a reader that comes back while the pass's answer is being read its messages of that answer", async () => {
-    // 100 users x 30 interleaved; one pass request covers 500 sequences (5 messages a user).
+  /**
+   * 100 users x 30 interleaved, read in one pass of 500 sequences a request (5 messages a user),
+   * each reader reading on as a connection does. User 0 stops after its first handout (a full
+   * window, a full ack path) and reads again when `comeBack` calls the function it is given,
+   * from the store's hook after a request of the pass was answered. Every user must get all its
+   * messages, in order.
+   */
+  async function oneReaderPauses(comeBack: (resume: () => void) => () => void): Promise<void> {
     const log = interleaved(100, 30);
     const { store, hooks } = fakeStore(log);
     const reader = new BacklogReader(store, { sweepMinReaders: 64, sweepBatch: 500 });
     const bounds = { max: 100, maxBytes: 1 << 20 };
     const seqs = new Map<number, number[]>();
+    let paused = false;
     let late: Promise<void> | undefined;
     const readAll = async (u: number, key: object): Promise<void> => {
       const got = seqs.get(u) ?? [];
@@ -123,48 +130,13 @@ describe('BacklogReader', () => {
         got.push(...b.messages.map((m) => m.seq));
         if (!b.more) return;
         from = (got.at(-1) ?? from - 1) + 1;
-        // User 0 pauses after its first handout (a full window, say), and comes back into the
-        // pass just after the store answered the pass's next request, before the pass read it.
-        if (u === 0 && late === undefined) {
-          hooks.afterRange = () => {
+        if (u === 0 && !paused) {
+          paused = true;
+          const hook = comeBack(() => {
             hooks.afterRange = undefined;
             late = readAll(0, key);
-          };
-          return;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: 100 }, (_, u) => readAll(u, { u })));
-    await late;
-    for (let u = 0; u < 100; u++) expect(seqs.get(u), `user.${u}`).to.deep.equal(seqsOf(log, `user.${u}`));
-  });
-
-  it('gives a reader that pauses while the pass reads on every message it skipped meanwhile', async () => {
-    // As a connection held back by a full ack path: handed its messages of one request of the
-    // pass, it reads again only after the pass has read two more requests past them.
-    const log = interleaved(100, 30);
-    const { store, hooks } = fakeStore(log);
-    const reader = new BacklogReader(store, { sweepMinReaders: 64, sweepBatch: 500 });
-    const bounds = { max: 100, maxBytes: 1 << 20 };
-    const seqs = new Map<number, number[]>();
-    let late: Promise<void> | undefined;
-    const readAll = async (u: number, key: object): Promise<void> => {
-      const got = seqs.get(u) ?? [];
-      seqs.set(u, got);
-      for (let from = (got.at(-1) ?? 0) + 1; ;) {
-        const b = await reader.read('app', `user.${u}`, from, bounds, key);
-        got.push(...b.messages.map((m) => m.seq));
-        if (!b.more) return;
-        from = (got.at(-1) ?? from - 1) + 1;
-        if (u === 0 && late === undefined) {
-          let requests = 0;
-          hooks.afterRange = () => {
-            if (++requests < 3) return;
-            hooks.afterRange = undefined;
-            setImmediate(() => {
-              late = readAll(0, key);
-            });
-          };
+          });
+          hooks.afterRange = hook;
           return;
         }
       }
@@ -173,6 +145,21 @@ describe('BacklogReader', () => {
     while (late === undefined) await new Promise((r) => setImmediate(r));
     await late;
     for (let u = 0; u < 100; u++) expect(seqs.get(u), `user.${u}`).to.deep.equal(seqsOf(log, `user.${u}`));
+  }
+
+  it("gives a reader that comes back while the pass's answer is being read its messages of that answer", async () => {
+    // Back just after the store answered the pass's next request, before the pass read it.
+    await oneReaderPauses((resume) => resume);
+  });
+
+  it('gives a reader that pauses while the pass reads on every message it skipped meanwhile', async () => {
+    // Back only after the pass has read two more requests past what it was handed.
+    await oneReaderPauses((resume) => {
+      let requests = 0;
+      return () => {
+        if (++requests === 3) setImmediate(resume);
+      };
+    });
   });
 
   it('stops a reader at its bounds and says more follow; its next read goes on from there', async () => {
