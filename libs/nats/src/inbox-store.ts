@@ -282,6 +282,13 @@ export class InboxStore {
     });
   }
 
+  /** A JetStream API answer's JSON; PushError `store_unavailable` when no server answered (503, JetStream off). */
+  private apiAnswer(reply: unknown): unknown {
+    const status = this.replies.status(reply);
+    if (status === 503) throw new PushError('store_unavailable', 'no JetStream answers for the message store');
+    return parseJsonBytes(this.replies.data(reply));
+  }
+
   /** `$JS.API.<op>.<stream of the app>`. */
   private api(op: string, app: string): string {
     return `${API}.${op}.${this.subjects.inboxStream(app)}`;
@@ -464,7 +471,7 @@ export class InboxStore {
     } catch (err) {
       throw storeError(err);
     }
-    const r = parseJsonBytes(this.replies.data(reply)) as { success?: boolean; purged?: number; error?: JsApiError };
+    const r = this.apiAnswer(reply) as { success?: boolean; purged?: number; error?: JsApiError };
     if (r.success === true) return r.purged ?? 0;
     throw new PushError('store_unavailable', `purge failed: ${r.error?.description ?? 'unknown'}`);
   }
@@ -480,7 +487,7 @@ export class InboxStore {
     } catch (err) {
       throw storeError(err);
     }
-    const r = parseJsonBytes(this.replies.data(reply)) as { success?: boolean; error?: JsApiError };
+    const r = this.apiAnswer(reply) as { success?: boolean; error?: JsApiError };
     if (r.success === true) return true;
     // 10057: no message found at that sequence. nats-server 2.15 answers "sequence N not found"
     // (a 10057 too, or without a code) for a sequence already purged below the stream's first.
