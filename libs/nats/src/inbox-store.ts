@@ -71,14 +71,6 @@ export function ttlHeaderSeconds(ttlMs: number): number {
 }
 
 /**
- * The last reply of a batched Direct Get: a status (end of batch, not found, error), or a
- * message without `Nats-Num-Pending` (a server that ignores `batch` answers with one message).
- */
-export function isLastOfBatch(msg: Msg): boolean {
-  return (msg.headers?.code ?? 0) !== 0 || msg.headers?.has(NUM_PENDING) !== true;
-}
-
-/**
  * What InboxStore reads of a reply, whichever connection it came on: a nats.js message, or the
  * headers block and payload the edge's live connection hands over as bytes (no headers object
  * made and no header decoded that is not asked for).
@@ -107,10 +99,17 @@ const liveReplies: ReplyView<LiveReply> = {
   data: (m) => m.payload,
 };
 
-/** `isLastOfBatch` for any reply view. */
+/**
+ * The last reply of a batched Direct Get, read through `view`: a status (end of batch, not
+ * found, error), or a message without `Nats-Num-Pending` (a server that ignores `batch` answers
+ * with one message).
+ */
 function lastOfBatch<M>(view: ReplyView<M>): (m: M) => boolean {
   return (m) => view.status(m) !== 0 || view.header(m, NUM_PENDING) === undefined;
 }
+
+/** `lastOfBatch` of a nats.js reply (the topic store's reads). */
+export const isLastOfBatch: (msg: Msg) => boolean = lastOfBatch(natsReplies);
 
 /** A message from its sequence and stored bytes; undefined for a bad sequence or envelope. */
 function inboxMessage(seq: number, stored: Uint8Array): InboxMessage | undefined {
