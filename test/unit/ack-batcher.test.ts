@@ -45,6 +45,18 @@ function counters(): AckCounters & Record<'removedN' | 'requestsN' | 'retriesN' 
   return c;
 }
 
+/** A store whose deletes each wait for their answer: `answers` holds one per delete sent, `sent` names them. */
+function heldStore(): { store: FakeStore; answers: Array<() => void>; sent: string[] } {
+  const store = new FakeStore();
+  const answers: Array<() => void> = [];
+  const sent: string[] = [];
+  store.remove = (app, seq) => {
+    sent.push(`delete ${app} ${seq}`);
+    return new Promise<boolean>((r) => answers.push(() => r(true)));
+  };
+  return { store, answers, sent };
+}
+
 async function settle(b: AckBatcher): Promise<void> {
   for (let i = 0; i < 200 && b.pending > 0; i++) await sleep(5);
 }
@@ -220,13 +232,7 @@ describe('AckBatcher', () => {
   });
 
   it("sends another app's deletes in turn with a burst of one app's, not after it", async () => {
-    const store = new FakeStore();
-    const answers: Array<() => void> = [];
-    const sent: string[] = [];
-    store.remove = (app, seq) => {
-      sent.push(`delete ${app} ${seq}`);
-      return new Promise<boolean>((r) => answers.push(() => r(true)));
-    };
+    const { store, answers, sent } = heldStore();
     const b = new AckBatcher(store, counters(), { maxInFlight: 10 });
     for (let seq = 1; seq <= 1000; seq++) b.ack('big', seq);
     b.flush();
@@ -249,9 +255,7 @@ describe('AckBatcher', () => {
   });
 
   it('idle waits for queued deletes, and says false at its deadline while the store does not answer', async () => {
-    const store = new FakeStore();
-    const answers: Array<() => void> = [];
-    store.remove = () => new Promise<boolean>((r) => answers.push(() => r(true)));
+    const { store, answers } = heldStore();
     const b = new AckBatcher(store, counters(), { maxInFlight: 2 });
     for (let seq = 1; seq <= 5; seq++) b.ack('a', seq);
     b.flush();
@@ -267,9 +271,7 @@ describe('AckBatcher', () => {
   });
 
   it('is full from half its bound and wakes the waiting deliveries once, at a quarter', async () => {
-    const store = new FakeStore();
-    const answers: Array<() => void> = [];
-    store.remove = () => new Promise<boolean>((r) => answers.push(() => r(true)));
+    const { store, answers } = heldStore();
     const b = new AckBatcher(store, counters(), { maxHeld: 8 });
     let woken = 0;
     for (let seq = 1; seq <= 3; seq++) b.ack('a', seq);

@@ -190,22 +190,23 @@ export class AckBatcher {
     return this.inFlight === 0 && this.queues.size === 0 && this.turn.size === 0;
   }
 
-  /** Sends queued deletes while slots are free, FAIR_SHARE of an app at a time. */
+  /**
+   * Sends queued deletes while slots are free, FAIR_SHARE of an app at a time: an app with more
+   * waiting goes to the back of the map, which this loop then visits again (a Map's iteration
+   * reaches entries set during it), until every queue is empty or the slots are full.
+   */
   private pump(): void {
-    while (this.inFlight < this.maxInFlight && this.queues.size > 0) {
-      for (const [app, q] of this.queues) {
-        let n = Math.min(FAIR_SHARE, this.maxInFlight - this.inFlight);
-        for (; n > 0 && q.head < q.seqs.length; n--) this.remove(app, q.seqs[q.head++] as number, false);
-        // Moved to the back of the turn order, or dropped once empty.
-        this.queues.delete(app);
-        if (q.head < q.seqs.length) {
-          if (q.head >= 4096 && q.head * 2 >= q.seqs.length) {
-            q.seqs = q.seqs.slice(q.head);
-            q.head = 0;
-          }
-          this.queues.set(app, q);
+    for (const [app, q] of this.queues) {
+      if (this.inFlight >= this.maxInFlight) return;
+      let n = Math.min(FAIR_SHARE, this.maxInFlight - this.inFlight);
+      for (; n > 0 && q.head < q.seqs.length; n--) this.remove(app, q.seqs[q.head++] as number, false);
+      this.queues.delete(app);
+      if (q.head < q.seqs.length) {
+        if (q.head >= 4096 && q.head * 2 >= q.seqs.length) {
+          q.seqs = q.seqs.slice(q.head);
+          q.head = 0;
         }
-        if (this.inFlight >= this.maxInFlight) return;
+        this.queues.set(app, q);
       }
     }
     if (this.idleWaiters.length > 0 && this.quiet()) for (const w of this.idleWaiters.splice(0)) w();

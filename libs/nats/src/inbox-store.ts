@@ -9,6 +9,7 @@ import {
 } from '@push/protocol';
 import {
   headerDescription,
+  headerHas,
   headerLastSequence,
   headerSequence,
   headerStatus,
@@ -80,6 +81,10 @@ interface ReplyView<M> {
   status(m: M): number;
   /** A header's value, undefined when absent. */
   header(m: M, name: string): string | undefined;
+  /** Whether it has the header (read once per message read: no value made). */
+  has(m: M, name: string): boolean;
+  /** Its `Nats-Sequence`, NaN when absent or not a positive integer. */
+  sequence(m: M): number;
   /** The status line's description, '' when none. */
   description(m: M): string;
   data(m: M): Uint8Array;
@@ -88,6 +93,11 @@ interface ReplyView<M> {
 const natsReplies: ReplyView<Msg> = {
   status: (m) => m.headers?.code ?? 0,
   header: (m, name) => (m.headers?.has(name) === true ? m.headers.get(name) : undefined),
+  has: (m, name) => m.headers?.has(name) === true,
+  sequence: (m) => {
+    const seq = Number(m.headers?.get(SEQUENCE) || NaN);
+    return seq > 0 ? seq : Number.NaN;
+  },
   description: (m) => m.headers?.description ?? '',
   data: (m) => m.data,
 };
@@ -95,6 +105,8 @@ const natsReplies: ReplyView<Msg> = {
 const liveReplies: ReplyView<LiveReply> = {
   status: (m) => headerStatus(m.headers),
   header: (m, name) => headerValue(m.headers, name),
+  has: (m, name) => headerHas(m.headers, name),
+  sequence: (m) => headerSequence(m.headers) || Number.NaN,
   description: (m) => headerDescription(m.headers),
   data: (m) => m.payload,
 };
@@ -105,7 +117,7 @@ const liveReplies: ReplyView<LiveReply> = {
  * with one message).
  */
 function lastOfBatch<M>(view: ReplyView<M>): (m: M) => boolean {
-  return (m) => view.status(m) !== 0 || view.header(m, NUM_PENDING) === undefined;
+  return (m) => view.status(m) !== 0 || !view.has(m, NUM_PENDING);
 }
 
 /** `lastOfBatch` of a nats.js reply (the topic store's reads). */
@@ -396,7 +408,7 @@ export class InboxStore {
       if (code !== 0 && code !== 200) {
         throw new PushError('store_unavailable', `direct get failed: ${code} ${v.description(reply)}`);
       }
-      const seq = Number(v.header(reply, SEQUENCE) ?? NaN);
+      const seq = v.sequence(reply);
       if (!Number.isSafeInteger(seq)) throw new PushError('store_unavailable', 'direct get answer has no sequence');
       const token = this.subjects.inboxUserToken(v.header(reply, SUBJECT) ?? '');
       last.set(token, Math.max(seq, last.get(token) ?? 0));
@@ -437,12 +449,11 @@ export class InboxStore {
       if (code !== 0 && code !== 200) {
         throw new PushError('store_unavailable', `direct get failed: ${code} ${v.description(reply)}`);
       }
-      const seq = Number(v.header(reply, SEQUENCE) ?? NaN);
-      if (!Number.isSafeInteger(seq) || seq <= 0)
-        throw new PushError('store_unavailable', 'direct get answer has no sequence');
+      const seq = v.sequence(reply);
+      if (!Number.isSafeInteger(seq)) throw new PushError('store_unavailable', 'direct get answer has no sequence');
       last = seq;
       // A server without batches answers one message and no end-of-batch: ask again after it.
-      if (v.header(reply, NUM_PENDING) === undefined) more = true;
+      if (!v.has(reply, NUM_PENDING)) more = true;
       const token = this.subjects.inboxUserToken(v.header(reply, SUBJECT) ?? '');
       if (want !== undefined && !want(token)) continue;
       const m = envelopeMessage(seq, v.data(reply));

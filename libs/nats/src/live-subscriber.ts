@@ -464,17 +464,27 @@ const HEADER_NEEDLES = new Map<string, Buffer>();
  * has none. Names are matched as nats-server writes them (`Nats-Subject`), at a line's start.
  */
 export function headerValue(headers: Buffer, name: string): string | undefined {
-  let needle = HEADER_NEEDLES.get(name);
-  if (needle === undefined) {
-    needle = Buffer.from(`\r\n${name}:`, 'latin1');
-    if (HEADER_NEEDLES.size < 64) HEADER_NEEDLES.set(name, needle);
-  }
+  const needle = needleOf(name);
   const at = headers.indexOf(needle);
   if (at < 0) return undefined;
   const start = at + needle.length;
   let end = headers.indexOf(CRLF, start);
   if (end < 0) end = headers.length;
   return headers.toString('latin1', start, end).trim();
+}
+
+/** Whether a NATS headers block has header `name` (matched as `headerValue` does), without reading its value. */
+export function headerHas(headers: Buffer, name: string): boolean {
+  return headers.includes(needleOf(name));
+}
+
+function needleOf(name: string): Buffer {
+  let needle = HEADER_NEEDLES.get(name);
+  if (needle === undefined) {
+    needle = Buffer.from(`\r\n${name}:`, 'latin1');
+    if (HEADER_NEEDLES.size < 64) HEADER_NEEDLES.set(name, needle);
+  }
+  return needle;
 }
 
 /** The description of a NATS status line (`NATS/1.0 408 Request Timeout`), or '' when none. */
