@@ -117,12 +117,15 @@ describe('transient pushes', function () {
     // throughout, and the transient messages must still come.
     const c = await connectClient('yann', 'default', 1);
     await waitConnections('yann', 1);
+    const seqs = () => c.messages.filter((m) => m.seq !== undefined).map((m) => m.seq);
+    // Held: the window's two stored messages came (the backlog read takes its round trips to
+    // the store), and no more come while they are unacked.
+    await until('the first window of stored messages', () => seqs().length >= 2);
     const sent = await Promise.all(
       [0, 1, 2].map((i) => app.push({ user: 'yann', data: { live: i }, transient: true })),
     );
     for (const r of sent) expect(r.body).to.deep.equal({ transient: true, connections: 1 });
     await until('3 transient messages', () => transients(c).length === 3);
-    const seqs = () => c.messages.filter((m) => m.seq !== undefined).map((m) => m.seq);
     expect(seqs()).to.deep.equal(stored.slice(0, 2));
     // Acking moves the backlog on: all 40 arrive once, in order, with the transient ones among them.
     for (let i = 0; i < 40 && seqs().length < 40; i++) {
