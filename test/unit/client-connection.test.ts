@@ -112,6 +112,8 @@ class FakeSocket implements ClientSocket {
   end(code: number, reason: string): void {
     this.ended = [code, reason];
   }
+  ping(): void {}
+  close(): void {}
   subscribe(): boolean {
     return true;
   }
@@ -231,7 +233,8 @@ function harness(
     },
   };
   const conn = new ClientConnection(ctx, 7, 'app', 'alice', 'phone', 0);
-  conn.open(ws, 25, 1024);
+  conn.pingSeconds = 25;
+  conn.open(ws, 1024);
   const frame = (f: unknown): void => conn.onFrame(JSON.stringify(f));
   return { conn, store, ws, acks, ackPath, app, ctx, warnings, frame, unacked };
 }

@@ -1,24 +1,24 @@
 import { expect } from 'chai';
 import { DEFAULT_APP_SETTINGS } from '@push/protocol';
-import { HeartbeatWheel, agreePing, pingBounds } from '../../apps/edge/src/heartbeat.js';
+import { HeartbeatWheel, agreePing, pingBounds, type BeatActions } from '../../apps/edge/src/heartbeat.js';
 
 const server = { defaultSeconds: 25, minSeconds: 10, maxSeconds: 600 };
 const app = (pingMinSeconds: number, pingMaxSeconds: number) => ({ pingMinSeconds, pingMaxSeconds });
 
-/** A socket as the wheel sees it: records its pings and whether it was dropped. */
-function socket() {
-  const s = {
-    pings: 0,
-    dropped: false,
-    ping() {
-      s.pings++;
-    },
-    drop() {
-      s.dropped = true;
-    },
-  };
-  return s;
+/** A socket as the wheel's actions see it: records its pings and whether it was dropped. */
+interface FakeSocket {
+  pings: number;
+  dropped: boolean;
 }
+const socket = (): FakeSocket => ({ pings: 0, dropped: false });
+const actions: BeatActions<FakeSocket> = {
+  ping: (s) => {
+    s.pings++;
+  },
+  drop: (s) => {
+    s.dropped = true;
+  },
+};
 
 describe('heartbeat: agreeing an interval (issue 17)', () => {
   it('clamps what the client asks to the app bounds within the server bounds', () => {
@@ -45,7 +45,7 @@ describe('heartbeat: agreeing an interval (issue 17)', () => {
 
 describe('HeartbeatWheel (issue 17)', () => {
   // Ticks are driven by hand: one tick is one second.
-  const run = (wheel: HeartbeatWheel, ticks: number, each?: () => void) => {
+  const run = (wheel: HeartbeatWheel<FakeSocket>, ticks: number, each?: () => void) => {
     for (let i = 0; i < ticks; i++) {
       wheel.tick();
       each?.();
@@ -53,7 +53,7 @@ describe('HeartbeatWheel (issue 17)', () => {
   };
 
   it('pings a silent connection after 1.5 intervals and drops it after 2', () => {
-    const wheel = new HeartbeatWheel(600);
+    const wheel = new HeartbeatWheel(600, actions);
     const s = socket();
     wheel.add(s, 10);
     // Heard at tick 0: the wheel knows silence to a tick, so it acts one tick past each bound.
@@ -70,7 +70,7 @@ describe('HeartbeatWheel (issue 17)', () => {
   });
 
   it('keeps a connection heard at its interval, with no ping from the edge', () => {
-    const wheel = new HeartbeatWheel(600);
+    const wheel = new HeartbeatWheel(600, actions);
     const s = socket();
     const hb = wheel.add(s, 10);
     for (let i = 1; i <= 100; i++) {
@@ -81,7 +81,7 @@ describe('HeartbeatWheel (issue 17)', () => {
   });
 
   it('keeps a connection that answers the edge ping (a late pinger), and drops it once it stops', () => {
-    const wheel = new HeartbeatWheel(600);
+    const wheel = new HeartbeatWheel(600, actions);
     const s = socket();
     const hb = wheel.add(s, 10);
     let answered = 0;
@@ -98,7 +98,7 @@ describe('HeartbeatWheel (issue 17)', () => {
   });
 
   it('follows a changed interval at once, shorter or longer', () => {
-    const wheel = new HeartbeatWheel(600);
+    const wheel = new HeartbeatWheel(600, actions);
     const s = socket();
     const hb = wheel.add(s, 600);
     run(wheel, 5);
@@ -117,7 +117,7 @@ describe('HeartbeatWheel (issue 17)', () => {
   });
 
   it('forgets removed connections; removal keeps the others in place', () => {
-    const wheel = new HeartbeatWheel(600);
+    const wheel = new HeartbeatWheel(600, actions);
     const socks = Array.from({ length: 50 }, () => socket());
     const beats = socks.map((s) => wheel.add(s, 10));
     for (let i = 0; i < 50; i += 2) wheel.remove(beats[i]!);

@@ -8,10 +8,10 @@ import { TopicChannels } from '../../apps/edge/src/topic-channels.js';
 
 /** A live subscriber that hands each subscription's handler to the test. */
 class FakeLive {
-  readonly handlers = new Map<number, { subject: string; handler: LiveHandler }>();
+  readonly handlers = new Map<number, { subject: string; handler: LiveHandler<unknown>; owner: unknown }>();
   private sid = 0;
-  subscribe(subject: string, handler: LiveHandler): number {
-    this.handlers.set(++this.sid, { subject, handler });
+  subscribe(subject: string, handler: LiveHandler<unknown>, owner?: unknown): number {
+    this.handlers.set(++this.sid, { subject, handler, owner });
     return this.sid;
   }
   unsubscribe(sid: number): void {
@@ -27,7 +27,7 @@ class FakeLive {
       { ts: 1, expires: Date.now() + 60_000, binary: false, from: undefined },
       Buffer.from(data),
     );
-    for (const h2 of this.handlers.values()) if (h2.subject === subject) h2.handler(h, payload, subject);
+    for (const h2 of this.handlers.values()) if (h2.subject === subject) h2.handler(h, payload, subject, h2.owner);
   }
 }
 

@@ -55,10 +55,10 @@ describe('transient delivery on the edge', () => {
   });
 
   it('hands a transient message to every receiver of the user as one frame, never to onLive', () => {
-    let handler: LiveHandler | undefined;
+    let handler: ((headers: Buffer, payload: Buffer, subject: string) => void) | undefined;
     const live = {
-      subscribe: (_subject: string, h: LiveHandler) => {
-        handler = h;
+      subscribe: (_subject: string, h: LiveHandler<unknown>, owner: unknown) => {
+        handler = (headers, payload, subject) => h(headers, payload, subject, owner);
         return 1;
       },
       unsubscribe: () => undefined,

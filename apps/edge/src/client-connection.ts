@@ -23,6 +23,7 @@ import { REPLACED_REASON, type DevicePolicy } from './device-policy.js';
 import { AttachedSession, tokenApp, type ClientAuthenticator } from './attached-session.js';
 import { ClientSession, EarlyFrames } from './client-session.js';
 import type { EdgePresence } from './edge-presence.js';
+import type { Heartbeat } from './heartbeat.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { SendLimits } from './send-limits.js';
 import type { TopicChannels } from './topic-channels.js';
@@ -89,6 +90,10 @@ export interface ClientSocket {
   cork(cb: () => void): unknown;
   getBufferedAmount(): number;
   end(code: number, reason: string): void;
+  /** A WebSocket ping (the heartbeat's probe of a silent connection). */
+  ping(): unknown;
+  /** Drops the connection at once, without a close frame (the heartbeat's drop of a silent one). */
+  close(): unknown;
   /** uWS pub/sub: the socket joins or leaves a topic's key (topic fan-out, `app.publish`). */
   subscribe(key: string): boolean;
   unsubscribe(key: string): boolean;
@@ -100,15 +105,19 @@ export interface ClientSocket {
 
 /**
  * What uWS keeps per socket. uWS copies the own properties of the object given to `upgrade` into
- * its own user data (dropping the prototype), so the connection object is wrapped.
+ * its own user data (dropping the prototype), so the connection object is wrapped; everything
+ * else of the connection lives on it (a property more here is a property array per socket).
  */
 export interface SocketData {
   conn: ClientConnection;
-  /**
-   * Ping interval agreed at the upgrade (seconds), applied at open. Not named `ping`: uWS.js keeps
-   * these fields on the socket object itself, where `ping` would hide `ws.ping()`.
-   */
-  pingSeconds: number;
+}
+
+/**
+ * The edge's heartbeat as a connection sees it (one object for every connection of the edge):
+ * agrees a new ping interval a `ping` frame proposed and answers the agreed one.
+ */
+export interface PingAgreement {
+  propose(conn: ClientConnection, seconds: number): number;
 }
 
 /**
@@ -123,7 +132,11 @@ export class ClientConnection extends ClientSession {
   /** Why the edge closed the socket (`kicked`, `token_expired`...), for the `conn_close` event; undefined when the client did. */
   closeReason: string | undefined;
   /** Agrees a new ping interval a `ping` frame proposed (the edge's heartbeat wheel); answers the agreed one. */
-  heartbeat: { propose(seconds: number): number } | undefined;
+  heartbeat: PingAgreement | undefined;
+  /** The connection's entry in the edge's heartbeat wheel (set at open). */
+  beat: Heartbeat<ClientConnection> | undefined;
+  /** Ping interval agreed at the upgrade, seconds (in `hello`). */
+  pingSeconds = 0;
   /** Page origin of the upgrade ('' for none): an `attach` is checked against each app's allowed origins. */
   origin = '';
   /** The client's address (access policy): an `attach` is checked against each app's CIDRs. */
@@ -158,7 +171,7 @@ export class ClientConnection extends ClientSession {
   }
 
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */
-  open(ws: ClientSocket, pingSeconds: number, maxMessageBytes: number): void {
+  open(ws: ClientSocket, maxMessageBytes: number): void {
     if (this.isClosed) return; // closed before it was greeted
     this.ws = ws;
     const { ctx } = this;
@@ -169,7 +182,7 @@ export class ClientConnection extends ClientSession {
         app: this.app,
         user: this.user,
         device: this.device,
-        ping: pingSeconds,
+        ping: this.pingSeconds,
         window: ctx.config.window,
         maxMessageBytes,
       }),
@@ -279,7 +292,7 @@ export class ClientConnection extends ClientSession {
     const frame = r.frame;
     switch (frame.t) {
       case 'ping':
-        this.write(ServerFrames.pong(frame.ping === undefined ? undefined : this.heartbeat?.propose(frame.ping)));
+        this.write(ServerFrames.pong(frame.ping === undefined ? undefined : this.heartbeat?.propose(this, frame.ping)));
         return;
       case 'attach':
         this.attach(frame.token);

@@ -55,6 +55,10 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
   private upstreamFrames: UpstreamFrames | undefined;
   /** Where this session's traffic is counted; set by `count()` once the first app is known. */
   protected traffic: TrafficCell | undefined;
+  /** When presence first recorded the session, epoch ms (its `since` every time); 0 before. */
+  presenceSince = 0;
+  /** Recorded in presence under the current epoch: its user's online was decided (EdgePresence). */
+  presenceRecorded = false;
 
   constructor(
     readonly ctx: ConnectionContext,

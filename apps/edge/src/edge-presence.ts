@@ -31,16 +31,12 @@ interface Unsettled {
  *   of several edges exactly one announces, and only for users who were not online already.
  */
 export class EdgePresence {
-  /** Open connections recorded under the current epoch: their user's online was decided. */
-  private readonly recorded = new Set<ClientSession>();
   /** Open connections whose record failed, and whether to announce them: tried again after the next renewal. */
   private readonly unrecorded = new Map<ClientSession, boolean>();
   /** Closed connections whose removal failed: tried again after the next renewal. */
   private failed: Unsettled[] = [];
   /** Closed connections whose entry Redis lost: settled from `due` on (at a renewal). */
   private orphans: Unsettled[] = [];
-  /** When each connection opened (epoch ms), recorded as `since` every time. */
-  private readonly openedAt = new WeakMap<ClientSession, number>();
   /** Until when (epoch ms) the edges record their connections again after Redis lost its data. */
   private recoveringUntil = 0;
   /** Connections recorded during the recovery whose user's online is decided after it. */
@@ -58,12 +54,12 @@ export class EdgePresence {
   /** A connection opened (or is recorded again): `user_online` when it is the user's first. */
   opened(conn: ClientSession, announce = true): void {
     this.unrecorded.delete(conn);
-    let since = this.openedAt.get(conn);
-    if (since === undefined) this.openedAt.set(conn, (since = Date.now()));
-    this.presence.connected(conn.app, conn.user, conn.id, conn.device, since).then(
+    // When it opened, recorded as `since` every time (a field of the session, not a WeakMap entry).
+    if (conn.presenceSince === 0) conn.presenceSince = Date.now();
+    this.presence.connected(conn.app, conn.user, conn.id, conn.device, conn.presenceSince).then(
       (outcome) => {
         if (outcome === 'lost' || conn.isClosed) return; // `lost`: dataLost() records it again
-        this.recorded.add(conn);
+        conn.presenceRecorded = true; // under the current epoch: its user's online was decided
         if (!announce) return;
         // Other edges may not have recorded the user's older connections yet: decided after.
         if (Date.now() < this.recoveringUntil) this.undecided.push(conn);
@@ -78,7 +74,7 @@ export class EdgePresence {
 
   /** A connection closed: `user_offline` when it was the user's last (now, or once settled). */
   closed(conn: ClientSession, reason: string): void {
-    this.recorded.delete(conn);
+    conn.presenceRecorded = false;
     this.unrecorded.delete(conn);
     this.remove({ conn, reason, due: 0 });
   }
@@ -114,7 +110,7 @@ export class EdgePresence {
       { connections: this.connections.size },
       'presence lease had lapsed; recording every connection again',
     );
-    this.recorded.clear();
+    for (const c of this.connections.sessions()) c.presenceRecorded = false;
     for (const c of this.connections.sessions()) {
       this.opened(c);
       c.recordTopics('lease');
@@ -134,7 +130,7 @@ export class EdgePresence {
     this.recoveringUntil = Date.now() + this.settleAfterMs;
     this.settleLater();
     for (const c of this.connections.sessions()) {
-      this.opened(c, !this.recorded.has(c));
+      this.opened(c, !c.presenceRecorded);
       c.recordTopics('data');
     }
   }

@@ -8,11 +8,11 @@ import {
   type us_socket_context_t,
 } from '@push/http';
 import { CLOSE, DEFAULT_APP_SETTINGS, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
-import { ClientConnection, type SocketData } from './client-connection.js';
+import { ClientConnection, type PingAgreement, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
 import type { DevicePolicy } from './device-policy.js';
 import type { EdgeContext } from './edge-context.js';
-import { HeartbeatWheel, agreePing, type Heartbeat } from './heartbeat.js';
+import { HeartbeatWheel, agreePing } from './heartbeat.js';
 
 export interface EdgeSocketOptions {
   ctx: EdgeContext;
@@ -35,15 +35,13 @@ export interface EdgeSocketOptions {
  */
 interface RefusedSocket {
   conn?: undefined;
-  beat?: undefined;
   refused: { code: number; reason: string };
 }
 /**
- * An accepted socket: its connection, the client's address (counted per IP until it closes) and
- * its entry in the heartbeat wheel (set at open).
+ * An accepted socket: its connection only. The client's address (counted per IP until it closes),
+ * the agreed ping interval and the heartbeat entry are the connection's fields.
  */
-type OpenSocket = SocketData & { ip: string; beat?: Heartbeat };
-type UpgradeData = OpenSocket | RefusedSocket;
+type UpgradeData = SocketData | RefusedSocket;
 
 /**
  * uWS's own idle timeout on `/ws`: its most (960 s), a backstop only. The silence bound that
@@ -161,7 +159,22 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
     return verifyClientToken(decoded, record, Date.now() / 1000, opts.tokenMaxLifetimeSeconds);
   }
 
-  const heartbeats = new HeartbeatWheel(edgeConfig.ping.maxSeconds, undefined, () => metrics.heartbeatDrops.inc());
+  const heartbeats = new HeartbeatWheel<ClientConnection>(edgeConfig.ping.maxSeconds, {
+    ping: (conn) => conn.ws?.ping(),
+    drop: (conn) => {
+      metrics.heartbeatDrops.inc();
+      conn.closeReason ??= 'silent';
+      conn.ws?.close();
+    },
+  });
+  /** One for every connection (`conn.heartbeat`), not a closure each. */
+  const pingAgreement: PingAgreement = {
+    propose: (conn, seconds) => {
+      const agreed = agreePing(seconds, edgeConfig.ping, ctx.apps.get(conn.app)?.settings ?? DEFAULT_APP_SETTINGS);
+      if (conn.beat !== undefined) heartbeats.change(conn.beat, agreed);
+      return agreed;
+    },
+  };
   /** Checks an `attach`'s token as an upgrade's (one function shared by every connection). */
   const attachAuth = (token: string, origin: string, ip: string): ClientIdentity => authenticate(token, '', origin, ip);
 
@@ -210,13 +223,15 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       }
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
       const settings = ctx.apps.get(id.app)?.settings ?? DEFAULT_APP_SETTINGS;
-      const ping = agreePing(askedPing === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
-      conn.origin = origin;
+      conn.pingSeconds = agreePing(askedPing === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
+      // uWS hands every header as a new string: the usual empty one is kept as the shared ''.
+      conn.origin = origin === '' ? '' : origin;
       conn.ip = ip;
       conn.authenticate = attachAuth;
+      conn.heartbeat = pingAgreement;
       // Upgraded here, inside the handler uWS already corks; see verifyClientToken for why
       // there is no await between the request and the upgrade.
-      res.upgrade<UpgradeData>({ conn, pingSeconds: ping, ip }, key, protocol, extensions, context);
+      res.upgrade<UpgradeData>({ conn }, key, protocol, extensions, context);
     },
     open: (ws) => {
       const data = ws.getUserData();
@@ -224,30 +239,13 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
         ws.end(data.refused.code, data.refused.reason);
         return;
       }
-      const { conn, pingSeconds: ping } = data;
-      ctx.ipPolicy.opened(data.ip);
-      const beat = heartbeats.add(
-        {
-          ping: () => ws.ping(),
-          drop: () => {
-            conn.closeReason ??= 'silent';
-            ws.close();
-          },
-        },
-        ping,
-      );
-      data.beat = beat;
-      conn.heartbeat = {
-        propose: (seconds) => {
-          const agreed = agreePing(seconds, edgeConfig.ping, ctx.apps.get(conn.app)?.settings ?? DEFAULT_APP_SETTINGS);
-          heartbeats.change(beat, agreed);
-          return agreed;
-        },
-      };
+      const { conn } = data;
+      ctx.ipPolicy.opened(conn.ip);
+      conn.beat = heartbeats.add(conn, conn.pingSeconds);
       connections.add(conn);
       metrics.connections.set(connections.size);
       const record = ctx.apps.get(conn.app);
-      conn.open(ws, ping, record?.settings.maxMessageBytes ?? 0);
+      conn.open(ws, record?.settings.maxMessageBytes ?? 0);
       metrics.users.set(ctx.channels.size);
       conn.emit('conn_open', {});
       ctx.edgePresence.opened(conn);
@@ -255,9 +253,9 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       opts.devicePolicy?.opened(conn);
     },
     message: (ws, message, isBinary) => {
-      const { conn, beat } = ws.getUserData();
+      const { conn } = ws.getUserData();
       if (conn === undefined) return; // a refusal being closed
-      if (beat !== undefined) beat.heard = heartbeats.now;
+      if (conn.beat !== undefined) conn.beat.heard = heartbeats.now;
       if (isBinary) {
         conn.rejectFrame(new PushError('bad_frame', 'binary frames are not accepted; send JSON text'));
         return;
@@ -265,18 +263,17 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       conn.onFrame(Buffer.from(message).toString('utf8'));
     },
     pong: (ws) => {
-      const { beat } = ws.getUserData();
+      const beat = ws.getUserData().conn?.beat;
       if (beat !== undefined) beat.heard = heartbeats.now;
     },
     drain: (ws) => {
       ws.getUserData().conn?.drained();
     },
     close: (ws, code) => {
-      const data = ws.getUserData();
-      const { conn, beat } = data;
+      const { conn } = ws.getUserData();
       if (conn === undefined) return; // a refusal: never counted, never in presence
-      ctx.ipPolicy.closed(data.ip);
-      if (beat !== undefined) heartbeats.remove(beat);
+      ctx.ipPolicy.closed(conn.ip);
+      if (conn.beat !== undefined) heartbeats.remove(conn.beat);
       log.debug({ conn: conn.id, user: conn.user, code }, 'connection closed');
       const ended = conn.closed();
       connections.delete(conn);

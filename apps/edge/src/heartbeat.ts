@@ -45,10 +45,14 @@ export function agreePing(
   return Math.min(max, Math.max(min, n));
 }
 
-/** What the wheel does to a socket: a WebSocket ping, or a drop without a close frame. */
-export interface BeatingSocket {
-  ping(): void;
-  drop(): void;
+/**
+ * What the wheel does to a connection's socket: a WebSocket ping, or a drop without a close
+ * frame. Given once per wheel, not per connection: a closure or two per connection were about a
+ * tenth of an idle connection's heap (and of the scavenges of a connect storm).
+ */
+export interface BeatActions<S> {
+  ping(socket: S): void;
+  drop(socket: S): void;
 }
 
 /**
@@ -56,7 +60,7 @@ export interface BeatingSocket {
  * A frame or pong costs one field write (`heard`); the wheel looks at the entry about once per
  * 1.5 intervals, never per frame.
  */
-export class Heartbeat {
+export class Heartbeat<S = unknown> {
   /** Wheel tick of the last frame or pong. */
   heard: number;
   /** `heard` when the wheel sent its WebSocket ping (-1: none since). */
@@ -66,7 +70,7 @@ export class Heartbeat {
   index = -1;
 
   constructor(
-    readonly socket: BeatingSocket,
+    readonly socket: S,
     /** The agreed interval, seconds. */
     public seconds: number,
     heard: number,
@@ -84,10 +88,10 @@ export class Heartbeat {
  *
  * The timer runs only while the wheel holds connections, and is unref'd.
  */
-export class HeartbeatWheel {
+export class HeartbeatWheel<S> {
   /** Ticks since the wheel was made; what `heard` is measured in. */
   now = 0;
-  private readonly slots: Heartbeat[][];
+  private readonly slots: Array<Array<Heartbeat<S>>>;
   private readonly mask: number;
   private count = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -95,9 +99,9 @@ export class HeartbeatWheel {
   constructor(
     /** The longest interval an entry may have, seconds: sizes the ring. */
     maxSeconds: number,
+    /** Pings and drops a socket (a drop is also where it is counted). */
+    private readonly actions: BeatActions<S>,
     private readonly tickMs = HEARTBEAT_TICK_MS,
-    /** Counts drops (metrics). */
-    private readonly onDrop: () => void = () => undefined,
   ) {
     const span = Math.ceil((maxSeconds * DROP_AFTER_INTERVALS * 1000) / tickMs) + 3;
     let size = 16;
@@ -111,7 +115,7 @@ export class HeartbeatWheel {
   }
 
   /** A new connection, heard now. */
-  add(socket: BeatingSocket, seconds: number): Heartbeat {
+  add(socket: S, seconds: number): Heartbeat<S> {
     const hb = new Heartbeat(socket, seconds, this.now);
     this.place(hb, this.probeTick(hb));
     this.count++;
@@ -123,7 +127,7 @@ export class HeartbeatWheel {
   }
 
   /** A new agreed interval for a connection (a `ping` frame that proposed one); heard now. */
-  change(hb: Heartbeat, seconds: number): void {
+  change(hb: Heartbeat<S>, seconds: number): void {
     if (hb.slot < 0) return;
     this.unplace(hb);
     hb.seconds = seconds;
@@ -132,7 +136,7 @@ export class HeartbeatWheel {
   }
 
   /** A closed connection leaves the wheel (idempotent). */
-  remove(hb: Heartbeat): void {
+  remove(hb: Heartbeat<S>): void {
     if (hb.slot < 0) return;
     this.unplace(hb);
     this.count--;
@@ -143,7 +147,7 @@ export class HeartbeatWheel {
   tick(): void {
     this.now++;
     const i = this.now & this.mask;
-    const due = this.slots[i] as Heartbeat[];
+    const due = this.slots[i] as Array<Heartbeat<S>>;
     if (due.length === 0) return;
     this.slots[i] = [];
     for (const hb of due) hb.slot = -1;
@@ -151,8 +155,7 @@ export class HeartbeatWheel {
       const silent = this.now - hb.heard;
       if (silent > this.ticks(hb.seconds * DROP_AFTER_INTERVALS)) {
         this.count--;
-        this.onDrop();
-        hb.socket.drop();
+        this.actions.drop(hb.socket);
         continue;
       }
       const probe = this.probeTick(hb);
@@ -162,7 +165,7 @@ export class HeartbeatWheel {
       }
       if (hb.probedAt !== hb.heard) {
         hb.probedAt = hb.heard;
-        hb.socket.ping();
+        this.actions.ping(hb.socket);
       }
       this.place(hb, hb.heard + this.ticks(hb.seconds * DROP_AFTER_INTERVALS) + 1);
     }
@@ -178,23 +181,23 @@ export class HeartbeatWheel {
     return Math.ceil((seconds * 1000) / this.tickMs);
   }
 
-  private probeTick(hb: Heartbeat): number {
+  private probeTick(hb: Heartbeat<S>): number {
     return hb.heard + this.ticks(hb.seconds * PROBE_AFTER_INTERVALS) + 1;
   }
 
   /** Puts an entry in the slot of `at` (at least the next tick, at most a turn of the ring ahead). */
-  private place(hb: Heartbeat, at: number): void {
+  private place(hb: Heartbeat<S>, at: number): void {
     const when = Math.min(Math.max(at, this.now + 1), this.now + this.mask);
     const slot = when & this.mask;
-    const list = this.slots[slot] as Heartbeat[];
+    const list = this.slots[slot] as Array<Heartbeat<S>>;
     hb.slot = slot;
     hb.index = list.length;
     list.push(hb);
   }
 
-  private unplace(hb: Heartbeat): void {
-    const list = this.slots[hb.slot] as Heartbeat[];
-    const last = list.pop() as Heartbeat;
+  private unplace(hb: Heartbeat<S>): void {
+    const list = this.slots[hb.slot] as Array<Heartbeat<S>>;
+    const last = list.pop() as Heartbeat<S>;
     if (last !== hb) {
       list[hb.index] = last;
       last.index = hb.index;

@@ -32,6 +32,10 @@ interface SubQueue {
   overtakenUpTo: number;
 }
 
+let allTokens = 0;
+/** A fresh `_all` join token (unique in the process; never 0). */
+const nextAllToken = (): number => ++allTokens;
+
 /**
  * A session's topic subscriptions: the app's broadcast topic `_all` (held from the open), the
  * topics the business bound the user to (read at open, then control messages), and the client's
@@ -52,8 +56,11 @@ export class TopicSubscriptions {
   private subQueues: Map<string, SubQueue> | undefined;
   /** Whether this connection holds a reference on the app's `_all` channel. */
   private inAll = false;
-  /** Token of whoever joins the socket to `_all`'s pub/sub key (the open, or a later resume): the latest wins. */
-  private allToken: object | undefined;
+  /**
+   * Token of whoever joins the socket to `_all`'s pub/sub key (the open, or a later resume): the
+   * latest wins; 0 for none. A number from `nextAllToken`, not an object per connection.
+   */
+  private allToken = 0;
   /** Resume reads waiting for the socket to drain. */
   private drainWaiters: Array<() => void> | undefined;
   /**
@@ -69,7 +76,7 @@ export class TopicSubscriptions {
     const { ctx } = this.host;
     if (this.inAll) ctx.topics.leave(this.host.app, ALL_TOPIC);
     this.inAll = false;
-    this.allToken = undefined;
+    this.allToken = 0;
     if (this.topics !== undefined) {
       for (const topic of this.topics.keys()) {
         ctx.topics.leave(this.host.app, topic);
@@ -151,7 +158,7 @@ export class TopicSubscriptions {
    */
   joinAll(attempt = 0): Promise<void> | undefined {
     const { ctx } = this.host;
-    const token = {};
+    const token = nextAllToken();
     this.inAll = true;
     this.allToken = token;
     // The socket joins the key as soon as the channel is ready (at once when it is open on this
@@ -406,7 +413,7 @@ export class TopicSubscriptions {
    */
   private async resumeAll(since: number | undefined): Promise<boolean> {
     const { ctx } = this.host;
-    const token = {};
+    const token = nextAllToken();
     this.allToken = token;
     const current = () => !this.host.isClosed && this.allToken === token;
     const held = ctx.topics.channel(this.host.app, ALL_TOPIC);

@@ -24,6 +24,21 @@ interface Channel {
   ready: Promise<void> | undefined;
 }
 
+/** A message on a user's live subject: to each of the user's receivers here (one handler for every channel). */
+function onUserMessage(headers: Buffer, payload: Buffer, _subject: string, channel: Channel): void {
+  const m = readLiveMessage(headers, payload);
+  if (m === undefined) return;
+  const rs = channel.receivers;
+  if (m.seq === 0) {
+    const frame = ServerFrames.transientMessage(m.ts, m.bytes, m.binary, m.from);
+    if (Array.isArray(rs)) for (const r of rs) r.onTransient(frame);
+    else rs.onTransient(frame);
+    return;
+  }
+  if (Array.isArray(rs)) for (const r of rs) r.onLive(m);
+  else rs.onLive(m);
+}
+
 /**
  * One NATS subscription per connected user on this edge (`push.live.u.<app>.<user>`), shared by
  * all of that user's connections here and dropped with the last one. Never one per connection.
@@ -57,19 +72,7 @@ export class UserChannels {
       return ch.ready ?? Promise.resolve();
     }
     const channel: Channel = { sid: 0, receivers: receiver, ready: undefined };
-    channel.sid = this.live.subscribe(subject, (headers, payload) => {
-      const m = readLiveMessage(headers, payload);
-      if (m === undefined) return;
-      const rs = channel.receivers;
-      if (m.seq === 0) {
-        const frame = ServerFrames.transientMessage(m.ts, m.bytes, m.binary, m.from);
-        if (Array.isArray(rs)) for (const r of rs) r.onTransient(frame);
-        else rs.onTransient(frame);
-        return;
-      }
-      if (Array.isArray(rs)) for (const r of rs) r.onLive(m);
-      else rs.onLive(m);
-    });
+    channel.sid = this.live.subscribe(subject, onUserMessage, channel);
     this.channels.set(subject, channel);
     const ready = this.live.flush().then(() => {
       channel.ready = undefined;

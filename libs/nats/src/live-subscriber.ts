@@ -4,8 +4,29 @@ import { createInbox } from '@nats-io/nats-core';
 import { backoffDelay, type BackoffPolicy } from '@push/protocol';
 import type { PipelineWire } from './request-pipeline.js';
 
-/** Receives the messages of one subscription: NATS headers block (empty when none), payload, subject. */
-export type LiveHandler = (headers: Buffer, payload: Buffer, subject: string) => void;
+/**
+ * Receives the messages of one subscription: NATS headers block (empty when none), payload,
+ * subject, and the `owner` given to `subscribe` (so one handler can serve many subscriptions
+ * without a closure each).
+ */
+export type LiveHandler<T = undefined> = (headers: Buffer, payload: Buffer, subject: string, owner: T) => void;
+
+interface Subscription {
+  subject: string;
+  handler: LiveHandler<unknown>;
+  owner: unknown;
+}
+
+/**
+ * `s` as one flat string. A subject built by concatenation is a tree of string pieces (a cons
+ * string, ~200 bytes for a user's subject) until something flattens it; one kept for as long as a
+ * connection is flattened first. ToNumber flattens (V8), and fails at the first character here.
+ */
+const flatStrings = { last: 0 };
+export function flatString(s: string): string {
+  flatStrings.last = Number(s); // kept, so that an optimizing compiler cannot drop the call
+  return s;
+}
 
 export interface LiveSubscriberOptions {
   /** `nats://host:port` URLs, or one string of comma-separated URLs. */
@@ -47,7 +68,7 @@ export class LiveSubscriber {
   private readonly servers: string[];
   private readonly opts: LiveSubscriberOptions;
   private readonly log: Logger;
-  private readonly handlers = new Map<number, { subject: string; handler: LiveHandler }>();
+  private readonly handlers = new Map<number, Subscription>();
   /**
    * The socket CONNECT was written to (set when the server greeted, before it confirmed): writes
    * go to it from then on, in order after the CONNECT and the resubscriptions sent with it.
@@ -113,10 +134,13 @@ export class LiveSubscriber {
     return this.connected;
   }
 
-  subscribe(subject: string, handler: LiveHandler): number {
+  subscribe(subject: string, handler: LiveHandler): number;
+  subscribe<T>(subject: string, handler: LiveHandler<T>, owner: T): number;
+  subscribe(subject: string, handler: LiveHandler<never>, owner?: unknown): number {
     if (this.closed) throw new Error('live subscriber is closed');
     const sid = this.nextSid++;
-    this.handlers.set(sid, { subject, handler });
+    // Held as long as the subscription: flat (the caller's string too, flattened in place).
+    this.handlers.set(sid, { subject: flatString(subject), handler: handler as LiveHandler<unknown>, owner });
     // Also during the handshake: the resubscriptions were sent with CONNECT when the server
     // greeted, so a subscription made after that must follow them (written after, in order).
     // Without a socket, the next greeting sends it.
@@ -363,7 +387,7 @@ export class LiveSubscriber {
     const h = this.handlers.get(sid);
     if (h === undefined) return;
     try {
-      h.handler(headers, payload, subject);
+      h.handler(headers, payload, subject, h.owner);
     } catch (err) {
       this.log.error({ err }, 'live message handler failed');
     }
