@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { readFile } from 'node:fs/promises';
 import WebSocket from 'ws';
 import { Subjects } from '@push/protocol';
 import type { OpenCommand, Protocol } from '../loadgen.js';
@@ -199,6 +200,26 @@ export class OursTarget implements Target {
       out.connections += m['push_edge_connections'] ?? Number.NaN;
     }
     return out;
+  }
+
+  /**
+   * The edges' proportional set size summed, bytes (Linux `/proc/<pid>/smaps_rollup`, `Pss`): what
+   * they cost the host together. Summed RSS counts the pages every edge maps from the node binary
+   * and its libraries (about 45 MB an edge, shared in the page cache) once per process; PSS
+   * charges each shared page to its processes in shares. NaN where /proc cannot be read.
+   */
+  async pss(): Promise<number> {
+    let total = 0;
+    for (const child of this.edgeChildren) {
+      try {
+        const text = await readFile(`/proc/${child.proc.pid}/smaps_rollup`, 'utf8');
+        const kb = /^Pss:\s+(\d+) kB$/m.exec(text)?.[1];
+        total += kb === undefined ? Number.NaN : Number(kb) * 1024;
+      } catch {
+        return Number.NaN;
+      }
+    }
+    return total;
   }
 
   /**
