@@ -1,31 +1,78 @@
 import os from 'node:os';
-import { z } from 'zod';
 import { REGION_LABEL, cidrListProblem } from '@push/protocol';
 
-const int = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(def);
-const bool = (def: boolean) =>
-  z
-    .enum(['true', 'false', '1', '0', 'yes', 'no'])
-    .default(def ? 'true' : 'false')
-    .transform((v) => v === 'true' || v === '1' || v === 'yes');
-const str = (def: string) => z.string().min(1).default(def);
+/**
+ * One setting: reads its variable (undefined when unset or empty) into its value, or throws an
+ * Error whose message says what is wrong with it (ConfigError prefixes the variable's name).
+ */
+type Setting<T> = (raw: string | undefined) => T;
+
+const quoted = (raw: string): string => JSON.stringify(raw.length > 60 ? `${raw.slice(0, 60)}...` : raw);
+
+const int =
+  (def: number, min: number, max = Number.MAX_SAFE_INTEGER): Setting<number> =>
+  (raw) => {
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isSafeInteger(n)) throw new Error(`expected an integer, got ${quoted(raw)}`);
+    if (n < min) throw new Error(`must be at least ${min}, got ${n}`);
+    if (n > max) throw new Error(`must be at most ${max}, got ${n}`);
+    return n;
+  };
+const oneOf =
+  <T extends string>(values: readonly T[], def: T): Setting<T> =>
+  (raw) => {
+    if (raw === undefined) return def;
+    if (!(values as readonly string[]).includes(raw))
+      throw new Error(`expected one of ${values.join(', ')}, got ${quoted(raw)}`);
+    return raw as T;
+  };
+const BOOLEANS = ['true', 'false', '1', '0', 'yes', 'no'] as const;
+const bool =
+  (def: boolean): Setting<boolean> =>
+  (raw) => {
+    const v = oneOf(BOOLEANS, def ? 'true' : 'false')(raw);
+    return v === 'true' || v === '1' || v === 'yes';
+  };
+/** Any text; `def` when unset. */
+const str =
+  (def: string): Setting<string> =>
+  (raw) =>
+    raw ?? def;
+/** Text matching `re` (`what` names the shape in the error). */
+const matching =
+  (re: RegExp, what: string): Setting<string | undefined> =>
+  (raw) => {
+    if (raw !== undefined && !re.test(raw)) throw new Error(`expected ${what}, got ${quoted(raw)}`);
+    return raw;
+  };
+const withDefault =
+  <T>(setting: Setting<T | undefined>, def: T): Setting<T> =>
+  (raw) =>
+    setting(raw) ?? def;
+/** Optional text of at least `min` characters. */
+const optional =
+  (min = 1): Setting<string | undefined> =>
+  (raw) => {
+    if (raw !== undefined && raw.length < min) throw new Error(`must be at least ${min} characters long`);
+    return raw;
+  };
 
 /**
  * Every setting, by environment variable. README.md's configuration table lists the same names,
  * defaults and meanings.
  */
-const schema = z.object({
-  PUSH_PREFIX: z
-    .string()
-    .regex(/^[a-z][a-z0-9_]{0,31}$/)
-    .default('push'),
+const schema = {
+  PUSH_PREFIX: withDefault(
+    matching(/^[a-z][a-z0-9_]{0,31}$/, 'a lowercase letter, then up to 31 lowercase letters, digits or _'),
+    'push',
+  ),
   PUSH_NATS_URL: str('nats://127.0.0.1:4222'),
-  PUSH_NATS_USER: z.string().min(1).optional(),
-  PUSH_NATS_PASSWORD: z.string().min(1).optional(),
+  PUSH_NATS_USER: optional(),
+  PUSH_NATS_PASSWORD: optional(),
   PUSH_REDIS_URL: str('redis://127.0.0.1:6379'),
   PUSH_DATABASE_URL: str('postgres://postgres@127.0.0.1:5432/push'),
-  PUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PUSH_LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   PUSH_LOG_PRETTY: bool(false),
   PUSH_PRESENCE_LEASE: int(15, 1, 3600),
   PUSH_TOKEN_MAX_LIFETIME: int(30 * 24 * 3600, 60),
@@ -51,19 +98,16 @@ const schema = z.object({
   PUSH_EDGE_RETRY_AFTER: int(5, 1, 3600),
   PUSH_EDGE_DRAIN_MS: int(5000, 0, 120_000),
   PUSH_EDGE_MAX_APPS_PER_CONNECTION: int(16, 1, 1024),
-  PUSH_EDGE_ID: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{1,64}$/)
-    .optional(),
+  PUSH_EDGE_ID: matching(/^[A-Za-z0-9_-]{1,64}$/, '1 to 64 letters, digits, _ or -'),
   PUSH_EDGE_MAX_CONNECTIONS_PER_IP: int(0, 0, 10_000_000),
   PUSH_EDGE_CONNECT_RATE_PER_IP: int(0, 0, 1_000_000),
-  PUSH_EDGE_TRUSTED_PROXIES: z.string().default(''),
+  PUSH_EDGE_TRUSTED_PROXIES: str(''),
 
   PUSH_CENTER_HOST: str('0.0.0.0'),
   PUSH_CENTER_PORT: int(8080, 0, 65535),
   PUSH_CENTER_MAX_BODY: int(4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
   PUSH_CENTER_MAX_BATCH: int(1000, 1, 100_000),
-  PUSH_ADMIN_KEY: z.string().min(16).optional(),
+  PUSH_ADMIN_KEY: optional(16),
 
   PUSH_JOB_RUNNERS: int(4, 0, 1000),
   PUSH_JOB_LEASE: int(15, 1, 3600),
@@ -76,15 +120,29 @@ const schema = z.object({
   PUSH_WEBHOOK_LINGER_MS: int(20, 0, 60_000),
   PUSH_DISPATCHER_HOST: str('0.0.0.0'),
   PUSH_DISPATCHER_PORT: int(8082, 0, 65535),
-  PUSH_DISPATCHER_EDGES: z.string().default('ws://127.0.0.1:8081/ws'),
+  PUSH_DISPATCHER_EDGES: str('ws://127.0.0.1:8081/ws'),
 
   // The center's API holds API and admin keys: no page of another origin unless named. The
   // dispatcher's answers are public: any page by default.
-  PUSH_CORS_ORIGINS: z.string().default('none'),
-  PUSH_DISPATCHER_CORS: z.string().default('*'),
-});
+  PUSH_CORS_ORIGINS: str('none'),
+  PUSH_DISPATCHER_CORS: str('*'),
+} satisfies Record<string, Setting<unknown>>;
 
-export type RawConfig = z.infer<typeof schema>;
+export type RawConfig = { [K in keyof typeof schema]: ReturnType<(typeof schema)[K]> };
+
+/** Every setting read from `env` (its `PUSH_*` variables, an empty one as unset), and the problems. */
+function parseSettings(env: Record<string, string>): { raw: RawConfig; problems: string[] } {
+  const raw: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [name, setting] of Object.entries(schema) as Array<[string, Setting<unknown>]>) {
+    try {
+      raw[name] = setting(env[name]);
+    } catch (err) {
+      problems.push(`${name}: ${(err as Error).message}`);
+    }
+  }
+  return { raw: raw as RawConfig, problems };
+}
 
 /** The parsed, frozen configuration of a process. */
 export interface Config {
@@ -195,7 +253,7 @@ export class ConfigError extends Error {
  * .data/services.env) are not settings and not reported.
  */
 export function unknownSettings(env: Record<string, string | undefined> = process.env): string[] {
-  const known = new Set(Object.keys(schema.shape));
+  const known = new Set(Object.keys(schema));
   return Object.keys(env)
     .filter((k) => k.startsWith('PUSH_') && !known.has(k) && !/^PUSH_(TEST|BENCH)_|^PUSH_NATS_SERVER_BIN$/.test(k))
     .sort();
@@ -208,11 +266,9 @@ export function unknownSettings(env: Record<string, string | undefined> = proces
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const relevant: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (k.startsWith('PUSH_') && v !== undefined && v !== '') relevant[k] = v;
-  const parsed = schema.safeParse(relevant);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  }
-  const r = parsed.data;
+  const parsed = parseSettings(relevant);
+  if (parsed.problems.length > 0) throw new ConfigError(parsed.problems);
+  const r = parsed.raw;
   const problems: string[] = [];
   if (r.PUSH_EDGE_PING_MIN > r.PUSH_EDGE_PING_MAX)
     problems.push('PUSH_EDGE_PING_MIN: must not exceed PUSH_EDGE_PING_MAX');
