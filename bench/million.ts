@@ -26,7 +26,7 @@ import { atMost, below } from './lib/goals.js';
 import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
 import { sleep } from './lib/procs.js';
-import { note, type BenchResult, type SummaryRow } from './lib/results.js';
+import { note, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
 import { env, type RunOptions } from './lib/scenario.js';
 import { round } from './lib/stats.js';
 import { OursTarget, type EdgeSample } from './lib/targets.js';
@@ -86,7 +86,7 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
   note(`million: ${n.toLocaleString('en-US')} connections over ${edges} edges; hold ${holdS} s, churn ${churnS} s`);
 
   const fleet = LoadFleet.start(LoadFleet.sizeFor(n));
-  const target = await OursTarget.start(edges, {}, EDGE_NODE_ARGS);
+  const target = await OursTarget.start(edges, {}, [...EDGE_NODE_ARGS, '--expose-gc']);
   const samples: Sample[] = [];
   const t0 = monoMs();
   let phase = 'start';
@@ -164,8 +164,6 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     const settledHeap = sum(settled, (e) => e.heapUsed);
     const settledPss = await target.pss();
     const held = (await fleet.stats(false, false)).ready;
-    // After a forced GC, for comparison (the operator never sees this one).
-    const gc = await target.memory();
 
     // The broadcast to everyone connected: the time until each connection has it.
     phase = 'broadcast';
@@ -186,6 +184,14 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     note(
       `million: broadcast reached ${got} of ${held} connections${Number.isFinite(reachedAll) ? ` in ${Math.round(reachedAll)} ms` : ''}`,
     );
+
+    // After a forced GC, for comparison (the operator never sees this one): one full GC per
+    // edge, after the broadcast. V8's thorough collection (several full GCs) held a starved edge's
+    // loop past its presence lease at a million (2026-12-07), and every connection of the edge was
+    // then swept and recorded again, during the broadcast and the phases after it.
+    phase = 'gc';
+    const gc = await target.memory(true);
+    await sleep(smoke ? 100 : 5000);
 
     // 2. Churn, with unicasts and a broadcast a minute. BENCH_MILLION_CHURN_S=0 skips it (its
     // rows then say so and are not met): a host that holds N but has no memory left for the
@@ -283,7 +289,7 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
         edgeBaseRssMB: round(baseRss / MB, 1),
         /** The idle edges' PSS summed (shared pages charged in shares, see OursTarget.pss). */
         edgeBasePssMB: round(basePss / MB, 1),
-        edgeNodeArgs: EDGE_NODE_ARGS,
+        edgeNodeArgs: [...EDGE_NODE_ARGS, '--expose-gc'],
         settled: {
           edgeRssMB: round(settledRss / MB, 1),
           edgePssMB: round(settledPss / MB, 1),
@@ -384,6 +390,28 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
       summary,
       charts: timeline(samples),
     };
+  } catch (err) {
+    // A run that fails midway (out of memory, a phase past its deadline) still leaves its time
+    // series and where it stopped: the samples are the figures of a run that size.
+    const message = err instanceof Error ? err.message : String(err);
+    sampling = false;
+    await sampler;
+    const path = writeResult({
+      name: 'million',
+      figures: {
+        connections: n,
+        edges,
+        holdSeconds: holdS,
+        churnSeconds: churnS,
+        failedIn: phase,
+        error: message,
+        samples,
+      },
+      summary: [{ bench: 'million', figure: 'run', value: `FAILED in phase ${phase}: ${message.slice(0, 200)}` }],
+      charts: timeline(samples),
+    });
+    note(`million: failed in phase ${phase}; what it measured until then is in ${path}`);
+    throw err;
   } finally {
     sampling = false;
     await sampler;

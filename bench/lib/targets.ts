@@ -85,8 +85,13 @@ function postJson(url: string, body: unknown, headers: Record<string, string> = 
   });
 }
 
-/** Forces a full GC in a process started with --inspect, through the inspector protocol. */
-export async function inspectorGc(inspectPort: number): Promise<void> {
+/**
+ * Forces a full GC in a process started with --inspect, through the inspector protocol: V8's
+ * most thorough collection (`HeapProfiler.collectGarbage`, twice: several full GCs in a row), or
+ * with `once`, one full GC (`gc()`, the process started with --expose-gc), which costs a busy
+ * process a fraction of that.
+ */
+export async function inspectorGc(inspectPort: number, once = false): Promise<void> {
   const list = (await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json()) as Array<{
     webSocketDebuggerUrl: string;
   }>;
@@ -98,7 +103,7 @@ export async function inspectorGc(inspectPort: number): Promise<void> {
     ws.once('error', reject);
   });
   let id = 0;
-  const call = (method: string): Promise<void> =>
+  const call = (method: string, params?: Record<string, unknown>): Promise<void> =>
     new Promise((resolve, reject) => {
       const my = ++id;
       const onMessage = (data: Buffer): void => {
@@ -109,11 +114,15 @@ export async function inspectorGc(inspectPort: number): Promise<void> {
         else resolve();
       };
       ws.on('message', onMessage);
-      ws.send(JSON.stringify({ id: my, method }));
+      ws.send(JSON.stringify({ id: my, method, params }));
     });
   try {
-    await call('HeapProfiler.collectGarbage');
-    await call('HeapProfiler.collectGarbage');
+    if (once) {
+      await call('Runtime.evaluate', { expression: 'gc()' });
+    } else {
+      await call('HeapProfiler.collectGarbage');
+      await call('HeapProfiler.collectGarbage');
+    }
   } finally {
     ws.close();
   }
@@ -185,11 +194,14 @@ export class OursTarget implements Target {
     }
   }
 
-  /** Edge memory only (the center holds no connections). */
-  async memory(): Promise<Memory> {
+  /**
+   * Edge memory only (the center holds no connections), each edge after a forced GC (`gcOnce`:
+   * one full GC each, the edges started with --expose-gc; see inspectorGc).
+   */
+  async memory(gcOnce = false): Promise<Memory> {
     const out: Memory = { rss: 0, heapUsed: 0, connections: 0 };
     for (const [i, port] of this.ports.entries()) {
-      await inspectorGc(this.inspectPorts[i] as number);
+      await inspectorGc(this.inspectPorts[i] as number, gcOnce);
       const m = await scrapeMetrics(`http://127.0.0.1:${port}/metrics`, [
         'process_resident_memory_bytes',
         'nodejs_heap_size_used_bytes',
