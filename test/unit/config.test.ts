@@ -205,6 +205,28 @@ describe('config', () => {
     }
   });
 
+  it('says what each bad variable should be and what it was', () => {
+    expect(problems({ PUSH_EDGE_PORT: 'abc' })).to.deep.equal(['PUSH_EDGE_PORT: expected an integer, got "abc"']);
+    expect(problems({ PUSH_EDGE_WINDOW: '10001' })).to.deep.equal([
+      'PUSH_EDGE_WINDOW: must be at most 10000, got 10001',
+    ]);
+    expect(problems({ PUSH_EDGE_WINDOW: '0' })).to.deep.equal(['PUSH_EDGE_WINDOW: must be at least 1, got 0']);
+    expect(problems({ PUSH_LOG_LEVEL: 'loud' })[0]).to.equal(
+      'PUSH_LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+    );
+    expect(problems({ PUSH_LOG_PRETTY: 'maybe' })[0]).to.match(
+      /expected one of true, false, 1, 0, yes, no, got "maybe"$/,
+    );
+    expect(problems({ PUSH_ADMIN_KEY: 'short' })).to.deep.equal([
+      'PUSH_ADMIN_KEY: must be at least 16 characters long',
+    ]);
+    // A long bad value is cut in the message, not echoed whole.
+    expect(problems({ PUSH_PREFIX: 'X'.repeat(500) })[0]?.length).to.be.lessThan(200);
+    // Numbers read as JavaScript reads them, as before: spaces around, exponents and hex are integers.
+    expect(loadConfig({ PUSH_EDGE_WINDOW: ' 50 ' }).edge.window).to.equal(50);
+    expect(loadConfig({ PUSH_EDGE_WINDOW: '1e3' }).edge.window).to.equal(1000);
+  });
+
   it('lists every bad variable at once', () => {
     const p = problems({ PUSH_EDGE_PORT: 'abc', PUSH_EDGE_WINDOW: '-1', PUSH_LOG_LEVEL: 'loud' });
     expect(p.map((s) => s.split(':')[0]).sort()).to.deep.equal([
