@@ -135,6 +135,8 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     broadcasts.push({ k, at: monoMs(), phase });
     await target.fanout([], { s: monoMs(), k });
   };
+  /** Figures of the phases done so far, kept in the results when a later phase fails. */
+  const done: Record<string, unknown> = {};
   try {
     const base = await target.sample();
     const baseRss = sum(base, (e) => e.rss);
@@ -157,6 +159,7 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     note(
       `million: ${open.ok} connected in ${Math.round(open.ms / 1000)} s (${Math.round(open.perSecond)}/s), ${open.failed} failed`,
     );
+    done['connect'] = { ok: open.ok, failed: open.failed, seconds: round(open.ms / 1000, 1) };
     phase = 'hold';
     await sleep(holdS * 1000);
     const settled = await target.sample();
@@ -164,6 +167,14 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     const settledHeap = sum(settled, (e) => e.heapUsed);
     const settledPss = await target.pss();
     const held = (await fleet.stats(false, false)).ready;
+    done['settled'] = {
+      held,
+      edgeRssMB: round(settledRss / MB, 1),
+      edgePssMB: round(settledPss / MB, 1),
+      totalPssPerConnB: Math.round(settledPss / Math.max(1, held)),
+      rssPerConnB: Math.round((settledRss - baseRss) / Math.max(1, held)),
+      heapPerConnB: Math.round((settledHeap - baseHeap) / Math.max(1, held)),
+    };
 
     // The broadcast to everyone connected: the time until each connection has it.
     phase = 'broadcast';
@@ -184,6 +195,7 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     note(
       `million: broadcast reached ${got} of ${held} connections${Number.isFinite(reachedAll) ? ` in ${Math.round(reachedAll)} ms` : ''}`,
     );
+    done['broadcast'] = { reached: got, of: held, ms: Number.isFinite(reachedAll) ? Math.round(reachedAll) : null };
 
     // After a forced GC, for comparison (the operator never sees this one): one full GC per
     // edge, after the broadcast. V8's thorough collection (several full GCs) held a starved edge's
@@ -405,6 +417,8 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
         churnSeconds: churnS,
         failedIn: phase,
         error: message,
+        /** The figures of the phases that completed. */
+        ...done,
         samples,
       },
       summary: [{ bench: 'million', figure: 'run', value: `FAILED in phase ${phase}: ${message.slice(0, 200)}` }],
