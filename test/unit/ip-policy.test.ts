@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { DEFAULT_APP_SETTINGS, canonicalIp, parseCidr, settingsProblem, type AppSettings } from '@push/protocol';
 import { IpPolicy, MAX_RATE_BUCKETS, limitKey } from '../../apps/edge/src/ip-policy.js';
+import { ipv4Peer } from '../../apps/edge/src/edge-upgrade.js';
 
 const policy = (trustedProxies: string[] = [], maxConnections = 0, connectRate = 0) =>
   new IpPolicy({ trustedProxies, perIp: { maxConnections, connectRate } });
@@ -12,6 +13,24 @@ describe('IpPolicy: client addresses, app CIDRs, per-IP limits (issue 17 item 5)
     expect(p.clientIp('0000:0000:0000:0000:0000:0000:0000:0001', '')).to.equal('::1');
     expect(p.clientIp('0000:0000:0000:0000:0000:ffff:7f00:0001', '')).to.equal('127.0.0.1');
     expect(p.clientIp('203.0.113.5', '198.51.100.1')).to.equal('203.0.113.5'); // no trusted proxies
+  });
+
+  it("reads uWS's raw peer address: IPv4 and IPv4-mapped in dotted form, IPv6 left to the text form", function () {
+    const mapped = (a: number, b: number, c: number, d: number) =>
+      new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, a, b, c, d]);
+    expect(ipv4Peer(mapped(127, 0, 0, 2))).to.equal('127.0.0.2');
+    expect(ipv4Peer(mapped(203, 0, 113, 255))).to.equal('203.0.113.255');
+    expect(ipv4Peer(new Uint8Array([10, 1, 2, 3]))).to.equal('10.1.2.3');
+    // ::1, and an address whose bytes 10-11 are ffff but not under the mapped prefix.
+    expect(ipv4Peer(new Uint8Array([...new Array<number>(15).fill(0), 1]))).to.equal(undefined);
+    const notMapped = mapped(1, 2, 3, 4);
+    notMapped[0] = 0x20;
+    expect(ipv4Peer(notMapped)).to.equal(undefined);
+    expect(ipv4Peer(new Uint8Array(0))).to.equal(undefined);
+    // Whatever form it came in, the policy reads the same address.
+    expect(policy().clientIp(ipv4Peer(mapped(127, 0, 0, 1)) as string, '')).to.equal(
+      policy().clientIp('0000:0000:0000:0000:0000:ffff:7f00:0001', ''),
+    );
   });
 
   it('walks X-Forwarded-For from the right through trusted proxies only', function () {

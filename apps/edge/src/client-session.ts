@@ -204,9 +204,16 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
 
   /** Emits an event about this session (app, user, device, conn and edge filled in). */
   emit<T extends EventType>(type: T, fields: Omit<EventInput<T>, 'app' | 'user' | 'device' | 'conn' | 'edge'>): void {
-    const about = { app: this.app, user: this.user, device: this.device, conn: this.id, edge: this.ctx.edgeId };
-    // TypeScript cannot see that the spread of `about` restores what Omit removed from a generic T.
-    this.ctx.events.emit(type, { ...about, ...fields } as unknown as EventInput<T>);
+    const about = {
+      app: this.app,
+      user: this.user,
+      device: this.device,
+      conn: this.id,
+      edge: this.ctx.edgeId,
+      ...fields,
+    };
+    // TypeScript cannot see that `about` restores what Omit removed from a generic T.
+    this.ctx.events.emit(type, about as unknown as EventInput<T>);
   }
 
   /** The socket drained: resume if stalled, and let waiting topic resumes read on. */

@@ -37,6 +37,23 @@ function decodeJson(part: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/**
+ * Decoded headers by their encoded text: an app's tokens share a handful (one per signing key),
+ * so a connect decodes only its claims. Bounded; a header is read, never changed (frozen).
+ */
+const headers = new Map<string, Record<string, unknown>>();
+const MAX_HEADERS = 256;
+
+function decodeHeader(part: string): Record<string, unknown> {
+  let header = headers.get(part);
+  if (header === undefined) {
+    header = Object.freeze(decodeJson(part));
+    if (headers.size >= MAX_HEADERS) headers.clear();
+    headers.set(part, header);
+  }
+  return header;
+}
+
 /** Splits and decodes a compact JWS (`header.claims.signature`). Throws PushError `token_malformed`. */
 export function decodeJws(token: string): DecodedToken {
   const dot1 = token.indexOf('.');
@@ -46,7 +63,7 @@ export function decodeJws(token: string): DecodedToken {
   const sig = token.slice(dot2 + 1);
   if (!BASE64URL.test(sig)) throw new PushError('token_malformed', 'token signature is not base64url');
   return {
-    header: decodeJson(token.slice(0, dot1)),
+    header: decodeHeader(token.slice(0, dot1)),
     claims: decodeJson(token.slice(dot1 + 1, dot2)),
     signed: token.slice(0, dot2),
     signature: Buffer.from(sig, 'base64url'),
