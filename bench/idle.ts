@@ -43,7 +43,10 @@ interface StepFigures {
 }
 
 interface RoundFigures {
+  /** The first step's connects on a fresh server process (its JIT cold, as after a restart). */
   connectsPerSecond: number;
+  /** The second step's, on the same process, warm from the first (NaN with one step). */
+  warmConnectsPerSecond: number;
   connectCpu: Record<string, number>;
   steps: StepFigures[];
   failures: Record<string, number>;
@@ -67,7 +70,13 @@ async function measure(
   await sleep(settleMs);
   const base = await target.memory();
   const cpu = new CpuByRole(target, fleet);
-  const out: RoundFigures = { connectsPerSecond: 0, connectCpu: {}, steps: [], failures: {} };
+  const out: RoundFigures = {
+    connectsPerSecond: 0,
+    warmConnectsPerSecond: Number.NaN,
+    connectCpu: {},
+    steps: [],
+    failures: {},
+  };
   let open = 0;
   let lost = 0;
   for (const [i, n] of steps.entries()) {
@@ -89,6 +98,7 @@ async function measure(
       out.connectsPerSecond = Math.round(r.perSecond);
       out.connectCpu = cpu.stop();
     }
+    if (i === 1) out.warmConnectsPerSecond = Math.round(r.perSecond);
     open = n;
     await sleep(settleMs);
     const m = await target.memory();
@@ -153,6 +163,7 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
   for (const name of TARGETS) {
     const t: Record<string, unknown> = {
       connectsPerSecond: fig(name, (r) => r.connectsPerSecond, 0),
+      warmConnectsPerSecond: fig(name, (r) => r.warmConnectsPerSecond, 0),
       connectCpu: byTarget[name]?.map((r) => r.connectCpu),
     };
     for (const [i, n] of steps.entries()) {
@@ -201,11 +212,10 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
   // Issue 16: ours against bare uWS in the same rounds (each round runs both, minutes apart).
   const oursRounds = byTarget['ours'] ?? [];
   const uwsRounds = byTarget['uws'] ?? [];
+  const shareOf = (pick: (r: RoundFigures) => number): Spread =>
+    spread(oursRounds.map((r, i) => (pick(r) / pick(uwsRounds[i] as RoundFigures)) * 100).filter(Number.isFinite));
   if (oursRounds.length > 0 && uwsRounds.length > 0) {
-    const shares = oursRounds
-      .map((r, i) => (r.connectsPerSecond / (uwsRounds[i]?.connectsPerSecond ?? Number.NaN)) * 100)
-      .filter(Number.isFinite);
-    const share = spread(shares);
+    const share = shareOf((r) => r.connectsPerSecond);
     summary.push({
       bench: 'idle',
       figure: `our connects/s as a share of bare uWS's, same round (${concurrency} in flight)`,
@@ -213,6 +223,32 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
       target: `>= ${CONNECTS_SHARE_TARGET}%`,
       met: share.median >= CONNECTS_SHARE_TARGET ? 'yes' : 'no',
     });
+  }
+  // The judged figure above is each server's first connects after its start, which for ours
+  // includes warming up its JavaScript (edge CPU a connect about 225 µs cold against 140 µs
+  // warm, measured 2026-12-07); the next step shows the same servers warm. Beside it, not judged.
+  const next = (steps[1] ?? 0) - (steps[0] ?? 0);
+  if (next > 0) {
+    for (const name of TARGETS) {
+      summary.push({
+        bench: 'idle',
+        figure: `${LABELS[name]}: connects/s warm (the next ${next.toLocaleString('en-US')}, ${concurrency} in flight)`,
+        value: showSpread(
+          fig(name, (r) => r.warmConnectsPerSecond, 0),
+          '/s',
+        ),
+      });
+    }
+    if (oursRounds.length > 0 && uwsRounds.length > 0) {
+      summary.push({
+        bench: 'idle',
+        figure: `our warm connects/s as a share of bare uWS's, same round`,
+        value: showSpread(
+          shareOf((r) => r.warmConnectsPerSecond),
+          '%',
+        ),
+      });
+    }
   }
   if (wideError !== undefined) {
     summary.push({
