@@ -225,7 +225,7 @@ export async function runIdle(opts: RunOptions = { smoke: false }): Promise<Benc
     });
   }
   // The judged figure above is each server's first connects after its start, which for ours
-  // includes warming up its JavaScript (edge CPU a connect about 225 µs cold against 140 µs
+  // includes warming up its JavaScript (edge CPU a connect 190-225 µs cold against 120-160 µs
   // warm, measured 2026-12-07); the next step shows the same servers warm. Beside it, not judged.
   const next = (steps[1] ?? 0) - (steps[0] ?? 0);
   if (next > 0) {
