@@ -17,6 +17,7 @@ describe('presence', function () {
   let redis: Redis;
   const clients: TestClient[] = [];
   const edgeA = new EdgeProcess();
+  const edgeB = new EdgeProcess();
 
   before(async function () {
     stack = await Stack.start({ PUSH_PRESENCE_LEASE: String(LEASE) });
@@ -26,6 +27,7 @@ describe('presence', function () {
   after(async function () {
     for (const c of clients) c.terminate();
     await edgeA.kill();
+    await edgeB.kill();
     redis?.disconnect();
     await stack?.close();
   });
@@ -66,5 +68,63 @@ describe('presence', function () {
     deadline = killedAt + (LEASE * 4000) / 3 + 1000;
     while ((await redis.hlen(key)) > 0 && Date.now() < deadline) await sleep(50);
     expect(await redis.hlen(key), `entries left ${Date.now() - killedAt} ms after the kill`).to.equal(0);
+  });
+
+  /** An edge process of its own, a user connected to it, and that user's presence key. */
+  async function connectedEdge(user: string): Promise<{ key: string; lease: string; client: TestClient }> {
+    await edgeB.start({
+      PUSH_PREFIX: stack.prefix,
+      PUSH_NATS_URL: process.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222',
+      PUSH_REDIS_URL: REDIS_URL,
+      PUSH_PRESENCE_LEASE: String(LEASE),
+    });
+    const client = await TestClient.connect(edgeB.wsUrl, await app.token(user, 'phone'));
+    clients.push(client);
+    const subjects = new Subjects(stack.prefix);
+    const key = subjects.presenceKey(app.id, user);
+    const deadline = Date.now() + 5000;
+    while ((await redis.hlen(key)) === 0 && Date.now() < deadline) await sleep(20);
+    expect(await redis.hlen(key)).to.equal(1);
+    const [edge] = JSON.parse(Object.values(await redis.hgetall(key))[0] as string) as [string];
+    return { key, lease: subjects.edgeAliveKey(edge), client };
+  }
+
+  it('holds the lease of an edge whose loop stalls past it (SIGSTOP): nothing swept, nothing recorded again', async function () {
+    const { key, lease } = await connectedEdge('lou');
+    edgeB.pause();
+    // Three leases stalled: past its lease, within the hold (four leases).
+    let held = false;
+    const until = Date.now() + 3 * LEASE * 1000;
+    while (Date.now() < until) {
+      expect(await redis.hlen(key), 'the stalled edge was swept').to.equal(1);
+      held ||= ((await redis.get(lease)) ?? '').startsWith('stall:');
+      await sleep(100);
+    }
+    expect(held, 'a sweeper held the lapsed lease').to.equal(true);
+    edgeB.resume();
+    // Back: it renews the held lease as its own (no lapse seen, so no second recording).
+    const deadline = Date.now() + LEASE * 1000;
+    while (((await redis.get(lease)) ?? 'stall:').startsWith('stall:') && Date.now() < deadline) await sleep(50);
+    expect(await redis.get(lease)).to.match(/^\d+$/);
+    expect(await redis.hlen(key)).to.equal(1);
+    expect((await app.user('lou')).body['online']).to.equal(true);
+    await edgeB.kill();
+  });
+
+  it('sweeps an edge stalled past the hold, and it records its connections again when it goes on', async function () {
+    const { key } = await connectedEdge('lia');
+    edgeB.pause();
+    const pausedAt = Date.now();
+    // The hold: four leases from when a sweeper first saw the lease lapse (one lease in), plus a sweep period.
+    const deadline = pausedAt + (5 * LEASE + LEASE / 3) * 1000 + 1500;
+    while ((await redis.hlen(key)) > 0 && Date.now() < deadline) await sleep(50);
+    const sweptAfter = Date.now() - pausedAt;
+    expect(await redis.hlen(key), `entries left ${sweptAfter} ms into the stall`).to.equal(0);
+    expect(sweptAfter, 'swept before the hold ran out').to.be.greaterThan(4 * LEASE * 1000);
+    edgeB.resume();
+    const back = Date.now() + 3 * LEASE * 1000;
+    while ((await redis.hlen(key)) === 0 && Date.now() < back) await sleep(50);
+    expect(await redis.hlen(key), 'recorded again once it went on').to.equal(1);
+    await edgeB.kill();
   });
 });

@@ -76,6 +76,16 @@ export class AppProcess {
     await this.signal('SIGTERM');
   }
 
+  /** SIGSTOP: the process stays, its sockets open, and does nothing (a stalled event loop) until `resume`. */
+  pause(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT: a paused process goes on. */
+  resume(): void {
+    this.proc?.kill('SIGCONT');
+  }
+
   private async signal(sig: NodeJS.Signals): Promise<void> {
     const p = this.proc;
     this.proc = undefined;

@@ -21,7 +21,7 @@ import {
   publishPresenceFrame,
   type NatsConnection,
 } from '@push/nats';
-import { PresenceRegistry, emitSweptEvents, emitTopicsSweptEvents } from '@push/presence';
+import { PresenceRegistry, emitSweptEvents, emitTopicsSweptEvents, presenceClientName } from '@push/presence';
 import { TopicPresence } from './topic-presence.js';
 import { PushError, Subjects } from '@push/protocol';
 import type { Registry } from 'prom-client';
@@ -266,6 +266,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       enableAutoPipelining: true,
       maxRetriesPerRequest: 2,
       lazyConnect: true,
+      // Named, so a sweeper tells this edge stalled (connection open) from dead (PresenceRegistry.sweep).
+      connectionName: presenceClientName(edgeId),
     });
     redis.on('error', (err) => log.warn({ err }, 'redis error'));
     opened.push(() => redis.disconnect());

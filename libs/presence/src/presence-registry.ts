@@ -35,6 +35,12 @@ export interface PresenceOptions {
    */
   leaseSeconds?: number;
   /**
+   * Seconds a lapsed lease is held for an edge that still holds its Redis connection (a process
+   * whose event loop stalled, not one that died), by the sweepers: see `PresenceRegistry.sweep`.
+   * Default 4 leases.
+   */
+  stallMaxSeconds?: number;
+  /**
    * Called when a renewal found the lease lapsed (Redis unreachable or the process paused past
    * the lease): another edge may have swept this edge's entries, so the caller records its
    * connections again.
@@ -306,6 +312,48 @@ export function decodePresence(conn: string, value: string): PresenceEntry {
   };
 }
 
+/**
+ * The Redis client name an edge's connection carries (`CLIENT SETNAME`, ioredis's
+ * `connectionName`): how a sweeper tells an edge whose loop stalled (its connection is still
+ * open) from one that died (the kernel closed it). Characters Redis refuses in a name become `_`.
+ */
+export function presenceClientName(edgeId: string): string {
+  return `push-edge:${edgeId.replace(/[^!-~]/g, '_')}`;
+}
+
+/** The value a sweeper writes in a stalled edge's lease: this prefix, then when it first saw it lapse (epoch ms). */
+const STALL_PREFIX = 'stall:';
+
+/**
+ * Holds or ends a stalled edge's lease. KEYS lease; ARGV `hold` or `end`, the value of a new hold,
+ * the lease in seconds. Does nothing (returns 0) once the edge renewed its lease itself.
+ */
+const STALL_SCRIPT = `
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, ${STALL_PREFIX.length}) ~= '${STALL_PREFIX}' then return 0 end
+if ARGV[1] == 'end' then
+  redis.call('DEL', KEYS[1])
+elseif v then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 1
+`;
+
+/** The names of the clients connected to Redis now (`CLIENT LIST`); empty when Redis refuses it. */
+async function clientNames(redis: Redis): Promise<Set<string>> {
+  let list: string;
+  try {
+    list = String(await redis.call('CLIENT', 'LIST', 'TYPE', 'normal'));
+  } catch {
+    return new Set(); // CLIENT disabled (some managed Redis): every lapsed lease is swept, as before
+  }
+  const names = new Set<string>();
+  for (const m of list.matchAll(/(?:^| )name=(\S+)/gm)) names.add(m[1] as string);
+  return names;
+}
+
 /** The presence epoch: KEYS epoch key; ARGV a new value, set when there is none. Returns the value. */
 const EPOCH_SCRIPT = `
 local v = redis.call('GET', KEYS[1])
@@ -353,7 +401,10 @@ export class PresenceRegistry {
     this.edgeId = edgeId;
     this.opts = opts;
     this.leaseSeconds = opts.leaseSeconds ?? 15;
+    this.stallMaxMs = (opts.stallMaxSeconds ?? this.leaseSeconds * 4) * 1000;
   }
+
+  private readonly stallMaxMs: number;
 
   /** Takes this edge's lease now, then renews it and sweeps dead edges every third of it until `stop()`. */
   async start(): Promise<void> {
@@ -429,17 +480,44 @@ export class PresenceRegistry {
   /**
    * Removes the entries of every edge whose lease lapsed. Safe with any number of sweepers (see
    * SWEEP_SCRIPT). Returns the number of entries removed.
+   *
+   * An edge whose lease lapsed while its Redis connection is still open (named by
+   * `presenceClientName`) is alive with its event loop stalled (a starved host, a long GC): its
+   * lease is held for it (`stall:<since>`) for up to `stallMaxSeconds` from when a sweeper first
+   * saw it lapse, and its connections are not swept. Sweeping them would report every one offline,
+   * and the edge, back a moment later, would record them all again: a Redis write and two events
+   * each, on a host already starved. An edge that died closed its connection (the kernel does,
+   * whatever killed it), so it is swept as before; one whose host vanished without closing it is
+   * swept once the hold runs out.
    */
   async sweep(): Promise<number> {
     const edges = await this.redis.smembers(this.subjects.edgesKey);
     if (edges.length === 0) return 0;
     const leases = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
+    let names: Set<string> | undefined;
     let removed = 0;
     for (let i = 0; i < edges.length; i++) {
-      if (leases[i] !== null) continue;
-      removed += Math.max(0, await this.sweepEdge(edges[i] as string));
+      const lease = leases[i] ?? null;
+      const held = lease?.startsWith(STALL_PREFIX) === true;
+      if (lease !== null && !held) continue; // alive
+      const edge = edges[i] as string;
+      const now = Date.now();
+      const since = held ? Number(lease.slice(STALL_PREFIX.length)) : now;
+      names ??= await clientNames(this.redis);
+      if (names.has(presenceClientName(edge)) && now - since < this.stallMaxMs) {
+        await this.stall(edge, 'hold', `${STALL_PREFIX}${since}`);
+        continue;
+      }
+      if (held && !(await this.stall(edge, 'end', ''))) continue; // it renewed meanwhile
+      removed += Math.max(0, await this.sweepEdge(edge));
     }
     return removed;
+  }
+
+  /** Holds a stalled edge's lease, or ends the hold; false when the edge had renewed it itself. */
+  private async stall(edge: string, op: 'hold' | 'end', value: string): Promise<boolean> {
+    const r = await this.redis.eval(STALL_SCRIPT, 1, this.subjects.edgeAliveKey(edge), op, value, this.leaseSeconds);
+    return Number(r) === 1;
   }
 
   /** Sweeps one edge if its lease lapsed; -1 when it is alive, else the entries removed (reported to `onSwept`). */
