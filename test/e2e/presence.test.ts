@@ -71,22 +71,21 @@ describe('presence', function () {
   });
 
   /** An edge process of its own, a user connected to it, and that user's presence key. */
-  async function connectedEdge(user: string): Promise<{ key: string; lease: string; client: TestClient }> {
+  async function connectedEdge(user: string): Promise<{ key: string; lease: string }> {
     await edgeB.start({
       PUSH_PREFIX: stack.prefix,
       PUSH_NATS_URL: process.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222',
       PUSH_REDIS_URL: REDIS_URL,
       PUSH_PRESENCE_LEASE: String(LEASE),
     });
-    const client = await TestClient.connect(edgeB.wsUrl, await app.token(user, 'phone'));
-    clients.push(client);
+    clients.push(await TestClient.connect(edgeB.wsUrl, await app.token(user, 'phone')));
     const subjects = new Subjects(stack.prefix);
     const key = subjects.presenceKey(app.id, user);
     const deadline = Date.now() + 5000;
     while ((await redis.hlen(key)) === 0 && Date.now() < deadline) await sleep(20);
     expect(await redis.hlen(key)).to.equal(1);
     const [edge] = JSON.parse(Object.values(await redis.hgetall(key))[0] as string) as [string];
-    return { key, lease: subjects.edgeAliveKey(edge), client };
+    return { key, lease: subjects.edgeAliveKey(edge) };
   }
 
   it('holds the lease of an edge whose loop stalls past it (SIGSTOP): nothing swept, nothing recorded again', async function () {

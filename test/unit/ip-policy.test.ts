@@ -1,7 +1,6 @@
 import { expect } from 'chai';
 import { DEFAULT_APP_SETTINGS, canonicalIp, parseCidr, settingsProblem, type AppSettings } from '@push/protocol';
-import { IpPolicy, MAX_RATE_BUCKETS, limitKey } from '../../apps/edge/src/ip-policy.js';
-import { ipv4Peer } from '../../apps/edge/src/edge-upgrade.js';
+import { IpPolicy, MAX_RATE_BUCKETS, ipv4Peer, limitKey } from '../../apps/edge/src/ip-policy.js';
 
 const policy = (trustedProxies: string[] = [], maxConnections = 0, connectRate = 0) =>
   new IpPolicy({ trustedProxies, perIp: { maxConnections, connectRate } });

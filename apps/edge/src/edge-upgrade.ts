@@ -12,6 +12,7 @@ import { ClientConnection, type PingAgreement, type SocketData } from './client-
 import type { EdgeConnections } from './edge-connections.js';
 import type { DevicePolicy } from './device-policy.js';
 import type { EdgeContext } from './edge-context.js';
+import { ipv4Peer } from './ip-policy.js';
 import { HeartbeatWheel, agreePing } from './heartbeat.js';
 
 export interface EdgeSocketOptions {
@@ -84,19 +85,6 @@ export function originAllowed(allowed: readonly string[], origin: string): boole
 export function upgradeIp(ctx: EdgeContext, res: HttpResponse, req: HttpRequest): string {
   const peer = ipv4Peer(new Uint8Array(res.getRemoteAddress())) ?? Buffer.from(res.getRemoteAddressAsText()).toString();
   return ctx.ipPolicy.clientIp(peer, req.getHeader('x-forwarded-for'));
-}
-
-/**
- * The peer's IPv4 address in dotted form from uWS's raw address (4 bytes, or 16 with the
- * IPv4-mapped prefix `::ffff:` a dual-stack socket gives IPv4 clients); undefined for IPv6. The
- * text form of a mapped address is eight hex groups that only a full IPv6 parse turns back into
- * dotted form, a third of what the edge spent on the address of a connect.
- */
-export function ipv4Peer(b: Uint8Array): string | undefined {
-  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  if (b.length !== 16 || b[10] !== 255 || b[11] !== 255) return undefined;
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) return undefined;
-  return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
 }
 
 /**

@@ -12,6 +12,19 @@ export const MAX_RATE_BUCKETS = 100_000;
 /** How often, at most, full buckets are forgotten in passing, ms. */
 const PRUNE_EVERY_MS = 5_000;
 
+/**
+ * The peer's IPv4 address in dotted form from uWS's raw address (4 bytes, or 16 with the
+ * IPv4-mapped prefix `::ffff:` a dual-stack socket gives IPv4 clients); undefined for IPv6, whose
+ * text form `clientIp` reads. The text form of a mapped address is eight hex groups that only a
+ * full IPv6 parse (`canonicalIp`) turns back into dotted form, on every connect.
+ */
+export function ipv4Peer(b: Uint8Array): string | undefined {
+  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (b.length !== 16 || b[10] !== 255 || b[11] !== 255) return undefined;
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return undefined;
+  return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+}
+
 /** An app's CIDR lists as CidrSets, built once per settings object (a change brings a new one). */
 interface AppCidrs {
   allowed: CidrSet | undefined;
@@ -57,7 +70,7 @@ export class IpPolicy {
   }
 
   /**
-   * The client's address from the socket's peer address (uWS text form) and the
+   * The client's address from the socket's peer address (uWS text form, or `ipv4Peer`'s) and the
    * `X-Forwarded-For` header: see the class comment. An entry of the header that is no address
    * ends the walk at the last address that was one.
    */

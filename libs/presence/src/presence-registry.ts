@@ -383,6 +383,8 @@ export class PresenceRegistry {
   private readonly subjects: Subjects;
   private readonly edgeId: string;
   private readonly leaseSeconds: number;
+  /** How long a stalled edge's lapsed lease is held for it (`sweep`), ms. */
+  private readonly stallMaxMs: number;
   private readonly opts: PresenceOptions;
   private timer: NodeJS.Timeout | undefined;
   /** The presence epoch this edge recorded its connections under (undefined before `start`). */
@@ -403,8 +405,6 @@ export class PresenceRegistry {
     this.leaseSeconds = opts.leaseSeconds ?? 15;
     this.stallMaxMs = (opts.stallMaxSeconds ?? this.leaseSeconds * 4) * 1000;
   }
-
-  private readonly stallMaxMs: number;
 
   /** Takes this edge's lease now, then renews it and sweeps dead edges every third of it until `stop()`. */
   async start(): Promise<void> {
