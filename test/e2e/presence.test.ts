@@ -70,6 +70,43 @@ describe('presence', function () {
     expect(await redis.hlen(key), `entries left ${Date.now() - killedAt} ms after the kill`).to.equal(0);
   });
 
+  it('an edge restarted under its fixed id reports what the killed one left at once; a second under a running id is refused', async function () {
+    // A lease long enough that the killed process's would still be alive throughout.
+    const env = {
+      PUSH_PREFIX: stack.prefix,
+      PUSH_NATS_URL: process.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222',
+      PUSH_REDIS_URL: REDIS_URL,
+      PUSH_PRESENCE_LEASE: '12',
+      PUSH_EDGE_ID: `fixed-${stack.prefix}`,
+    };
+    await edgeA.start(env);
+    clients.push(await TestClient.connect(edgeA.wsUrl, await app.token('kai', 'phone')));
+    const key = new Subjects(stack.prefix).presenceKey(app.id, 'kai');
+    let deadline = Date.now() + 5000;
+    while ((await redis.hlen(key)) === 0 && Date.now() < deadline) await sleep(20);
+    await edgeA.kill();
+    expect((await app.user('kai')).body['online'], 'the killed edge lease is alive').to.equal(true);
+
+    await edgeA.start(env);
+    deadline = Date.now() + 3000;
+    while ((await app.user('kai')).body['online'] === true && Date.now() < deadline) await sleep(50);
+    expect((await app.user('kai')).body['online'], 'offline once the edge came back under its id').to.equal(false);
+    expect(await redis.hlen(key)).to.equal(0);
+
+    const refused = await edgeB.start(env).then(
+      () => '',
+      (err: Error) => err.message,
+    );
+    expect(refused).to.contain('is in use').and.contain('PUSH_EDGE_ID');
+    await edgeB.kill();
+    // The running edge kept its id: a new connection to it is recorded and online.
+    clients.push(await TestClient.connect(edgeA.wsUrl, await app.token('kai', 'phone')));
+    deadline = Date.now() + 3000;
+    while ((await app.user('kai')).body['online'] !== true && Date.now() < deadline) await sleep(50);
+    expect((await app.user('kai')).body['online']).to.equal(true);
+    await edgeA.kill();
+  });
+
   /** An edge process of its own, a user connected to it, and that user's presence key. */
   async function connectedEdge(user: string): Promise<{ key: string; lease: string }> {
     await edgeB.start({

@@ -42,8 +42,9 @@ export interface PresenceOptions {
   stallMaxSeconds?: number;
   /**
    * Called when a renewal found the lease lapsed (Redis unreachable or the process paused past
-   * the lease): another edge may have swept this edge's entries, so the caller records its
-   * connections again.
+   * the lease) and a sweeper had removed this edge's entries meanwhile (the sweep leaves a marker,
+   * `Subjects.edgeSweptKey`), so the caller records its connections again. A lapse nobody swept
+   * (every sweeper was stalled or cut off too) keeps the entries: the lease is taken again, silently.
    */
   onLeaseLost?: () => void;
   /**
@@ -160,8 +161,9 @@ export async function emitTopicsSweptEvents(
 
 /**
  * Removes the entries of one edge whose lease lapsed, atomically with the check, so several
- * sweepers never race an edge that renews its lease and records its connections again.
- * KEYS: lease, index, edges set, topic index; ARGV: edge id. Returns -1 when alive, else two
+ * sweepers never race an edge that renews its lease and records its connections again, and
+ * leaves the swept marker (a day) the edge reads when it takes its lease again (RETAKE_SCRIPT).
+ * KEYS: lease, index, edges set, topic index, swept marker; ARGV: edge id. Returns -1 when alive, else two
  * lists: the presence entries removed (key, conn, value, left) and the topic memberships removed
  * (index value, stored value, the user's connections left on the topic, the topic's connections left).
  * The presence hashes it touches are named in the index, not in KEYS: this needs one Redis
@@ -203,6 +205,7 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[5], '1', 'EX', 86400)
 return {out, tout}
 `;
 
@@ -341,17 +344,47 @@ end
 return 1
 `;
 
-/** The names of the clients connected to Redis now (`CLIENT LIST`); empty when Redis refuses it. */
-async function clientNames(redis: Redis): Promise<Set<string>> {
+/**
+ * The names of the clients connected to Redis now (`CLIENT LIST`), each with how many carry it;
+ * undefined when Redis refuses the command (CLIENT disabled on some managed services).
+ */
+async function clientNames(redis: Redis): Promise<Map<string, number> | undefined> {
   let list: string;
   try {
     list = String(await redis.call('CLIENT', 'LIST', 'TYPE', 'normal'));
   } catch {
-    return new Set(); // CLIENT disabled (some managed Redis): every lapsed lease is swept, as before
+    return undefined;
   }
-  const names = new Set<string>();
-  for (const m of list.matchAll(/(?:^| )name=(\S+)/gm)) names.add(m[1] as string);
+  const names = new Map<string, number>();
+  for (const m of list.matchAll(/(?:^| )name=(\S+)/gm)) names.set(m[1] as string, (names.get(m[1] as string) ?? 0) + 1);
   return names;
+}
+
+/**
+ * Takes an edge's lease (again): KEYS lease, edges set, swept marker; ARGV value, lease seconds,
+ * edge id. Returns 1 when a sweep had removed the edge's entries since it last took it (the
+ * marker, which this removes), else 0.
+ */
+const RETAKE_SCRIPT = `
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return redis.call('DEL', KEYS[3])
+`;
+
+/**
+ * An edge was started with the id of an edge that is running (it renews the lease under that id):
+ * the two would share connection ids and presence entries. `code` is stable.
+ */
+export class EdgeIdInUseError extends Error {
+  readonly code = 'edge_id_in_use';
+
+  constructor(readonly edgeId: string) {
+    super(
+      `edge id "${edgeId}" is in use: another running edge renews its presence lease; ` +
+        'give each edge process its own PUSH_EDGE_ID (or leave it unset for a unique one)',
+    );
+    this.name = 'EdgeIdInUseError';
+  }
 }
 
 /** The presence epoch: KEYS epoch key; ARGV a new value, set when there is none. Returns the value. */
@@ -389,6 +422,8 @@ export class PresenceRegistry {
   private timer: NodeJS.Timeout | undefined;
   /** The presence epoch this edge recorded its connections under (undefined before `start`). */
   private epoch: string | undefined;
+  /** This edge took its lease (`start` got that far): `stop` gives it up. */
+  private holding = false;
   /** The renewal under way, shared by the timer and by a `lost` answer or a Redis reconnect. */
   private renewing: Promise<void> | undefined;
   private readonly onReady = (): void => {
@@ -406,17 +441,65 @@ export class PresenceRegistry {
     this.stallMaxMs = (opts.stallMaxSeconds ?? this.leaseSeconds * 4) * 1000;
   }
 
-  /** Takes this edge's lease now, then renews it and sweeps dead edges every third of it until `stop()`. */
+  /**
+   * Takes this edge's lease now, then renews it and sweeps dead edges every third of it until
+   * `stop()`. An edge started under the id of one that died (a fixed PUSH_EDGE_ID, restarted)
+   * first sweeps and reports what that one left, as the sweepers would once its lease lapsed; its
+   * new connections would otherwise reuse the dead one's connection ids and entries. Refused with
+   * EdgeIdInUseError when a running edge holds the id (see `claim`).
+   */
   async start(): Promise<void> {
     this.epoch = await this.readEpoch();
-    await this.redis.set(this.subjects.edgeAliveKey(this.edgeId), String(Date.now()), 'EX', this.leaseSeconds);
-    await this.redis.sadd(this.subjects.edgesKey, this.edgeId);
+    await this.claim();
+    await this.redis.del(this.subjects.edgeAliveKey(this.edgeId));
+    await this.sweepEdge(this.edgeId);
+    await this.retake();
+    this.holding = true;
     // A reconnect may be to a Redis that restarted empty: look at once, not a third of a lease later.
     this.redis.on('ready', this.onReady);
     this.every(async () => {
       await this.renewOnce();
       await this.sweep();
     });
+  }
+
+  /**
+   * Throws EdgeIdInUseError when a running edge renews the lease under this edge's id. A live
+   * lease whose edge's Redis connection is gone (`CLIENT LIST` names no other connection
+   * `presenceClientName(id)`) is a dead process's: taken over at once. Otherwise (its connection
+   * still open, or CLIENT refused) the lease is watched for up to one lease: renewed, a running
+   * edge holds it; lapsed or held for a stalled edge, its process is gone or stopped, and taken over.
+   */
+  private async claim(): Promise<void> {
+    const key = this.subjects.edgeAliveKey(this.edgeId);
+    const lease = await this.redis.get(key);
+    if (lease === null || lease.startsWith(STALL_PREFIX)) return;
+    const name = presenceClientName(this.edgeId);
+    const names = await clientNames(this.redis);
+    const ours = this.redis.options.connectionName === name ? 1 : 0;
+    if (names !== undefined && (names.get(name) ?? 0) <= ours) return; // its process died
+    const until = Date.now() + this.leaseSeconds * 1000 + 1000;
+    while (Date.now() < until) {
+      await new Promise((r) => setTimeout(r, Math.min(250, (this.leaseSeconds * 1000) / 6)));
+      const now = await this.redis.get(key);
+      if (now === null || now.startsWith(STALL_PREFIX)) return;
+      if (now !== lease) throw new EdgeIdInUseError(this.edgeId);
+    }
+  }
+
+  /** Takes the lease (again); true when a sweep removed this edge's entries since it last had it. */
+  private async retake(): Promise<boolean> {
+    const r = await this.redis.eval(
+      RETAKE_SCRIPT,
+      3,
+      this.subjects.edgeAliveKey(this.edgeId),
+      this.subjects.edgesKey,
+      this.subjects.edgeSweptKey(this.edgeId),
+      String(Date.now()),
+      this.leaseSeconds,
+      this.edgeId,
+    );
+    return Number(r) === 1;
   }
 
   /** Sweeps dead edges every third of the lease without holding one (the center). */
@@ -457,23 +540,20 @@ export class PresenceRegistry {
 
   /**
    * Renews the lease, retaking it when it had lapsed; tells `onDataLost` when the epoch changed
-   * (Redis lost everything: nobody swept, nobody reported), else `onLeaseLost` when only the
-   * lease had lapsed (a sweeper may have removed and reported this edge's entries).
+   * (Redis lost everything: nobody swept, nobody reported), else `onLeaseLost` when the lease had
+   * lapsed and a sweeper removed and reported this edge's entries meanwhile.
    */
   private async renew(): Promise<void> {
     const epoch = await this.readEpoch();
     const lost = epoch !== this.epoch;
     const key = this.subjects.edgeAliveKey(this.edgeId);
     const kept = await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds, 'XX');
-    if (kept === null) {
-      await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds);
-      await this.redis.sadd(this.subjects.edgesKey, this.edgeId);
-    }
+    const swept = kept === null && (await this.retake());
     // Only now, in the turn that tells the caller: a removal sent meanwhile under the old epoch
     // answers `lost` (its entry went with the data), not `more` as if a sweep had reported it.
     this.epoch = epoch;
     if (lost) this.opts.onDataLost?.();
-    else if (kept === null) this.opts.onLeaseLost?.();
+    else if (swept) this.opts.onLeaseLost?.();
     this.opts.onRenewed?.();
   }
 
@@ -494,7 +574,7 @@ export class PresenceRegistry {
     const edges = await this.redis.smembers(this.subjects.edgesKey);
     if (edges.length === 0) return 0;
     const leases = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
-    let names: Set<string> | undefined;
+    let names: Promise<Map<string, number> | undefined> | undefined;
     let removed = 0;
     for (let i = 0; i < edges.length; i++) {
       const lease = leases[i] ?? null;
@@ -503,8 +583,8 @@ export class PresenceRegistry {
       const edge = edges[i] as string;
       const now = Date.now();
       const since = held ? Number(lease.slice(STALL_PREFIX.length)) : now;
-      names ??= await clientNames(this.redis);
-      if (names.has(presenceClientName(edge)) && now - since < this.stallMaxMs) {
+      names ??= clientNames(this.redis); // refused (some managed Redis): every lapsed lease is swept
+      if ((await names)?.has(presenceClientName(edge)) === true && now - since < this.stallMaxMs) {
         await this.stall(edge, 'hold', `${STALL_PREFIX}${since}`);
         continue;
       }
@@ -524,11 +604,12 @@ export class PresenceRegistry {
   private async sweepEdge(edge: string): Promise<number> {
     const both = (await this.redis.eval(
       SWEEP_SCRIPT,
-      4,
+      5,
       this.subjects.edgeAliveKey(edge),
       this.subjects.edgeConnectionsKey(edge),
       this.subjects.edgesKey,
       this.subjects.edgeTopicsKey(edge),
+      this.subjects.edgeSweptKey(edge),
       edge,
     )) as number | [Array<string | number>, Array<string | number>];
     if (!Array.isArray(both)) return Number(both);
@@ -716,14 +797,18 @@ export class PresenceRegistry {
 
   /**
    * Stops renewing and sweeping, gives up this edge's lease and removes whatever entries of it
-   * remain. Idempotent. The center's registry (no lease) only stops sweeping.
+   * remain. Idempotent. The center's registry (no lease), or one whose `start` failed (the id was
+   * another edge's), only stops.
    */
   async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     this.redis.off('ready', this.onReady);
+    if (!this.holding) return;
+    this.holding = false;
     this.writes.flush(); // before the lease goes: the sweep below must see (and remove) them
     await this.redis.del(this.subjects.edgeAliveKey(this.edgeId));
     await this.sweepEdge(this.edgeId);
+    await this.redis.del(this.subjects.edgeSweptKey(this.edgeId)); // nobody will read it
   }
 }

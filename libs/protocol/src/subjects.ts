@@ -289,6 +289,14 @@ export class Subjects {
     return `${this.prefix}:edge:${edgeId}`;
   }
 
+  /**
+   * Redis key a sweep leaves when it removed an edge's entries (TTL a day): an edge that finds its
+   * lease lapsed records its connections again only when it is there (libs/presence).
+   */
+  edgeSweptKey(edgeId: string): string {
+    return `${this.prefix}:edge-swept:${edgeId}`;
+  }
+
   /** Redis hash indexing one edge's presence entries (connection id -> presence key), for its sweep. */
   edgeConnectionsKey(edgeId: string): string {
     return `${this.prefix}:edge-conns:${edgeId}`;
