@@ -25,7 +25,7 @@ import { LoadFleet } from './lib/fleet.js';
 import { atMost, below } from './lib/goals.js';
 import { monoMs } from './lib/hist.js';
 import { runIfMain } from './lib/main.js';
-import { sleep } from './lib/procs.js';
+import { MemoryGuard, sleep } from './lib/procs.js';
 import { note, writeResult, type BenchResult, type SummaryRow } from './lib/results.js';
 import { env, type RunOptions } from './lib/scenario.js';
 import { round } from './lib/stats.js';
@@ -85,6 +85,9 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
   const edges = LoadFleet.sizeFor(n);
   note(`million: ${n.toLocaleString('en-US')} connections over ${edges} edges; hold ${holdS} s, churn ${churnS} s`);
 
+  // At a million the churn can use up the host's memory: fail the run before the OOM killer
+  // takes a server (and with it the run's cleanup).
+  const memory = new MemoryGuard();
   const fleet = LoadFleet.start(LoadFleet.sizeFor(n));
   const target = await OursTarget.start(edges, {}, [...EDGE_NODE_ARGS, '--expose-gc']);
   const samples: Sample[] = [];
@@ -145,23 +148,25 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
 
     // 1. Connect and hold.
     phase = 'connect';
-    const open = await fleet.open({
-      target,
-      userPrefix: 'm',
-      total: n,
-      concurrency: 1000,
-      retries: 20,
-      pingSeconds: pingS,
-      timeoutMs: 60_000,
-      // The target is 6 minutes; a slower connect is a figure to report, not a reason to stop.
-      waitMs: 3_600_000,
-    });
+    const open = await memory.guard(
+      fleet.open({
+        target,
+        userPrefix: 'm',
+        total: n,
+        concurrency: 1000,
+        retries: 20,
+        pingSeconds: pingS,
+        timeoutMs: 60_000,
+        // The target is 6 minutes; a slower connect is a figure to report, not a reason to stop.
+        waitMs: 3_600_000,
+      }),
+    );
     note(
       `million: ${open.ok} connected in ${Math.round(open.ms / 1000)} s (${Math.round(open.perSecond)}/s), ${open.failed} failed`,
     );
     done['connect'] = { ok: open.ok, failed: open.failed, seconds: round(open.ms / 1000, 1) };
     phase = 'hold';
-    await sleep(holdS * 1000);
+    await memory.guard(sleep(holdS * 1000));
     const settled = await target.sample();
     const settledRss = sum(settled, (e) => e.rss);
     const settledHeap = sum(settled, (e) => e.heapUsed);
@@ -245,7 +250,9 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
         await sleep(Math.max(0, 100 - (monoMs() - tick)));
       }
     })();
-    const churned = await churning;
+    const churned = await memory.guard(churning).finally(() => {
+      pushing = false;
+    });
     pushing = false;
     await pusher;
     const churnEnd = samples.length;
@@ -255,7 +262,7 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     let missing = [...accepted];
     const dDeadline = monoMs() + (smoke ? 30_000 : 120_000);
     while (monoMs() < dDeadline) {
-      const ids = await fleet.ids();
+      const ids = await memory.guard(fleet.ids());
       missing = [...accepted].filter((k) => !ids.unicast.has(k));
       if (missing.length === 0) break;
       await sleep(1000);
@@ -406,8 +413,7 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     // A run that fails midway (out of memory, a phase past its deadline) still leaves its time
     // series and where it stopped: the samples are the figures of a run that size.
     const message = err instanceof Error ? err.message : String(err);
-    sampling = false;
-    await sampler;
+    sampling = false; // not awaited: on a starved host a sample in flight can take minutes
     const path = writeResult({
       name: 'million',
       figures: {
@@ -427,10 +433,11 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     note(`million: failed in phase ${phase}; what it measured until then is in ${path}`);
     throw err;
   } finally {
+    memory.stop();
     sampling = false;
-    await sampler;
     await fleet.stop();
     await target.close();
+    await sampler; // its requests to the stopped processes fail at once
   }
 }
 

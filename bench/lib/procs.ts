@@ -487,3 +487,61 @@ export async function waitQuiet(maxMs = 60_000, threshold = 0.15): Promise<{ qui
   }
   return { quiet: false, busy };
 }
+
+/** `MemAvailable` and `MemTotal` of /proc/meminfo, bytes. */
+export function hostMemory(): { available: number; total: number } {
+  const text = readFileSync('/proc/meminfo', 'utf8');
+  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+  return { available: kb('MemAvailable'), total: kb('MemTotal') };
+}
+
+/**
+ * Stops a benchmark before the kernel's OOM killer does: a run of the million scenario's churn
+ * at 1,000,000 used up this 24 GiB host's memory, and the OOM killer took nats-server and the
+ * host's Redis, so the benchmark could not clean up (streams stayed on disk) and the next test
+ * run found Redis down. Checks `MemAvailable` every second; `guard` races a phase against it
+ * and rejects once it fell below the floor (`BENCH_MIN_AVAILABLE_MB`, default the larger of
+ * 1 GiB and 5% of the host's memory), so the run fails, keeps what it measured and cleans up.
+ */
+export class MemoryGuard {
+  readonly floor: number;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private trip: ((err: Error) => void) | undefined;
+  private readonly tripped: Promise<never>;
+  /** The lowest `MemAvailable` seen, bytes. */
+  lowest = Number.POSITIVE_INFINITY;
+
+  constructor(floorMB = Number(process.env['BENCH_MIN_AVAILABLE_MB'] ?? 0)) {
+    const { total } = hostMemory();
+    this.floor = floorMB > 0 ? floorMB * 1024 * 1024 : Math.max(1024 ** 3, total * 0.05);
+    this.tripped = new Promise<never>((_, reject) => (this.trip = reject));
+    this.tripped.catch(() => undefined); // seen by `guard`, or by nobody once stopped
+    this.timer = setInterval(() => this.check(), 1000);
+    this.timer.unref();
+  }
+
+  private check(): void {
+    const { available } = hostMemory();
+    this.lowest = Math.min(this.lowest, available);
+    if (available >= this.floor) return;
+    const mb = (b: number) => Math.round(b / 1024 / 1024).toLocaleString('en-US');
+    this.stop();
+    this.trip?.(
+      new Error(
+        `host memory nearly used up: ${mb(available)} MB available, below the floor of ${mb(this.floor)} MB ` +
+          '(BENCH_MIN_AVAILABLE_MB); stopped before the OOM killer takes a server',
+      ),
+    );
+  }
+
+  /** `p`, or the guard's error if memory runs low first. */
+  guard<T>(p: Promise<T>): Promise<T> {
+    p.catch(() => undefined); // a phase left behind fails once its processes are stopped
+    return Promise.race([p, this.tripped]);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
