@@ -239,6 +239,27 @@ describe('topics', function () {
     }
   });
 
+  it('_all reaches a connection from its hello when the store failed its first join: the hello waits for a later one', async function () {
+    const fresh = await stack.createApp();
+    const jsm = await jetstreamManager(nc);
+    const stream = new Subjects(stack.prefix).topicStream(fresh.id);
+    const { config } = await jsm.streams.info(stream);
+    // Without its topic stream the app's _all channel cannot learn its last sequence: the join fails.
+    await jsm.streams.delete(stream);
+    const connecting = fresh.connect('ian', 'p');
+    await sleep(300);
+    await jsm.streams.add(config);
+    const c = keep(await connecting);
+    // Stored right after the hello (before the edge's next attempt, in the code before this test):
+    const seq = await fresh.publishTopicOk('_all', 'after hello');
+    const [m] = await waitTopic(c, '_all', 1);
+    expect(m).to.include({ seq, data: 'after hello' });
+    // The first attempt did fail (the store's answer for a missing stream), and was counted.
+    const errors = await stack.edges[0]?.registry.getSingleMetric('push_edge_errors_total')?.get();
+    const unavailable = errors?.values.find((v) => v.labels['code'] === 'store_unavailable')?.value ?? 0;
+    expect(unavailable).to.be.greaterThan(0);
+  });
+
   it('_all reaches every connection of the app on every edge without a sub, and no other app', async function () {
     const b = await stack.createApp();
     const c0 = keep(await app.connect('fay', 'p', '', stack.edges[0]));

@@ -27,6 +27,14 @@ export type SessionFrame = Extract<ClientFrame, { t: 'ack' | 'send' | 'up' | 'rp
 export const FRAMES_BEFORE_HELLO = 64;
 export const BYTES_BEFORE_HELLO = 64 * 1024;
 
+/**
+ * Longest a greeting waits for the app's `_all` channel while the store does not answer (each
+ * attempt to open it is retried 1-2 s after it failed): a broadcast stored once the client has
+ * its greeting then reaches it. Past this the greeting goes out and `_all` is joined when the
+ * store answers; broadcasts stored meanwhile are missed unless the client resumes `_all`.
+ */
+const ALL_HELLO_WAIT_MS = 10_000;
+
 /** Frames held until a greeting (`hello`, `attached`), within FRAMES_BEFORE_HELLO and BYTES_BEFORE_HELLO. */
 export class EarlyFrames<T> {
   readonly frames: T[] = [];
@@ -120,7 +128,15 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
     };
     const joining = this.topics.joinAll();
     if (joining === undefined) greet();
-    else void joining.then(greet);
+    else {
+      // A store that does not answer holds the hello at most ALL_HELLO_WAIT_MS; `_all` joins later.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ALL_HELLO_WAIT_MS)));
+      void Promise.race([joining, late]).then(() => {
+        clearTimeout(timer);
+        greet();
+      });
+    }
   }
 
   /** True once the greeting was sent: frames go out only after it. */

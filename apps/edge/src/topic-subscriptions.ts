@@ -154,7 +154,9 @@ export class TopicSubscriptions {
   /**
    * Every connection receives the app's broadcast topic `_all`, with no `sub` and no `subscribed`.
    * Returns undefined when the socket joined at once (the channel is open on this edge), else a
-   * promise settled once it joined, or once this attempt failed (it is tried again later).
+   * promise settled once it joined: after failed attempts (the store did not answer) it is tried
+   * again, 1-2 s later and backing off, for as long as the connection lives, and the promise
+   * settles once one of them joined (or the connection closed).
    */
   joinAll(attempt = 0): Promise<void> | undefined {
     const { ctx } = this.host;
@@ -180,12 +182,15 @@ export class TopicSubscriptions {
         if (this.inAll) ctx.topics.leave(this.host.app, ALL_TOPIC);
         this.inAll = false;
         // Broadcasts must not stay away silently: try again while the connection lives.
-        setTimeout(
-          () => {
-            if (!this.host.isClosed && !this.inAll && this.allToken === token) void this.joinAll(attempt + 1);
-          },
-          backoffDelay(attempt, ALL_RETRY),
-        ).unref();
+        return new Promise<void>((resolve) => {
+          setTimeout(
+            () => {
+              if (this.host.isClosed || this.inAll || this.allToken !== token) return resolve();
+              void (this.joinAll(attempt + 1) ?? Promise.resolve()).then(resolve);
+            },
+            backoffDelay(attempt, ALL_RETRY),
+          ).unref();
+        });
       },
     );
     joining = false;
