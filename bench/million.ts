@@ -253,7 +253,6 @@ export async function runMillion(opts: RunOptions = { smoke: false }): Promise<B
     const churned = await memory.guard(churning).finally(() => {
       pushing = false;
     });
-    pushing = false;
     await pusher;
     const churnEnd = samples.length;
 

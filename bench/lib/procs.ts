@@ -508,8 +508,6 @@ export class MemoryGuard {
   private timer: ReturnType<typeof setInterval> | undefined;
   private trip: ((err: Error) => void) | undefined;
   private readonly tripped: Promise<never>;
-  /** The lowest `MemAvailable` seen, bytes. */
-  lowest = Number.POSITIVE_INFINITY;
 
   constructor(floorMB = Number(process.env['BENCH_MIN_AVAILABLE_MB'] ?? 0)) {
     const { total } = hostMemory();
@@ -522,7 +520,6 @@ export class MemoryGuard {
 
   private check(): void {
     const { available } = hostMemory();
-    this.lowest = Math.min(this.lowest, available);
     if (available >= this.floor) return;
     const mb = (b: number) => Math.round(b / 1024 / 1024).toLocaleString('en-US');
     this.stop();

@@ -108,15 +108,15 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
    *
    * `_all` reaches a connection from its open (protocol.md): when the app's broadcast channel is
    * open on this edge, the socket joins it at once; when not, the greeting waits until the
-   * channel's NATS subscription is active and its last sequence read (a flush and one Direct Get,
-   * or the read's failure, retried later), so that a broadcast stored once the client has its
-   * `hello` reaches it. Nothing is sent before the greeting (frames the client sent meanwhile
+   * channel's NATS subscription is active and its last sequence read (a flush and one Direct Get;
+   * when the read fails, until a retry succeeds, at most ALL_HELLO_WAIT_MS), so that a broadcast
+   * stored once the client has its `hello` reaches it. Nothing is sent before the greeting (frames the client sent meanwhile
    * wait: ClientConnection).
    */
   protected start(greeting: string): void {
     const subscribed = this.ctx.channels.join(this.app, this.user, this);
     const greet = (): void => {
-      if (this.isClosed) return;
+      if (this.isClosed || this.greeted) return;
       this.greeted = true;
       this.sendText(greeting);
       // Read the backlog once the live subscription is active: no gap between the two.
@@ -130,10 +130,9 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
     if (joining === undefined) greet();
     else {
       // A store that does not answer holds the hello at most ALL_HELLO_WAIT_MS; `_all` joins later.
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ALL_HELLO_WAIT_MS)));
-      void Promise.race([joining, late]).then(() => {
-        clearTimeout(timer);
+      const late = setTimeout(greet, ALL_HELLO_WAIT_MS);
+      void joining.then(() => {
+        clearTimeout(late);
         greet();
       });
     }
