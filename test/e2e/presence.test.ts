@@ -80,7 +80,8 @@ describe('presence', function () {
       PUSH_EDGE_ID: `fixed-${stack.prefix}`,
     };
     await edgeA.start(env);
-    clients.push(await TestClient.connect(edgeA.wsUrl, await app.token('kai', 'phone')));
+    const first = await TestClient.connect(edgeA.wsUrl, await app.token('kai', 'phone'));
+    clients.push(first);
     const key = new Subjects(stack.prefix).presenceKey(app.id, 'kai');
     let deadline = Date.now() + 5000;
     while ((await redis.hlen(key)) === 0 && Date.now() < deadline) await sleep(20);
@@ -99,8 +100,14 @@ describe('presence', function () {
     );
     expect(refused).to.contain('is in use').and.contain('PUSH_EDGE_ID');
     await edgeB.kill();
-    // The running edge kept its id: a new connection to it is recorded and online.
-    clients.push(await TestClient.connect(edgeA.wsUrl, await app.token('kai', 'phone')));
+    // The running edge kept its id: a new connection to it is recorded and online, under a
+    // connection id the killed process never gave (its `conn_close` was already reported).
+    const again = await TestClient.connect(edgeA.wsUrl, await app.token('kai', 'phone'));
+    clients.push(again);
+    expect(again.hello['conn'])
+      .to.be.a('string')
+      .and.match(new RegExp(`^fixed-${stack.prefix}-`));
+    expect(again.hello['conn']).to.not.equal(first.hello['conn']);
     deadline = Date.now() + 3000;
     while ((await app.user('kai')).body['online'] !== true && Date.now() < deadline) await sleep(50);
     expect((await app.user('kai')).body['online']).to.equal(true);

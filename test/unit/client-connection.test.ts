@@ -169,6 +169,7 @@ function harness(
   };
   const ctx: ConnectionContext = {
     edgeId: 'e1',
+    connIdPrefix: 'e1-boot',
     config: { window: opts.window ?? 100, maxAppsPerConnection: 16 },
     subjects: new Subjects('t'),
     store,
@@ -242,7 +243,7 @@ function harness(
 describe('ClientConnection (fake store and socket)', () => {
   it('greets, then reads the backlog from sequence 1 with the free window and the socket room', async () => {
     const { store, ws } = harness({ window: 50 });
-    expect(ws.frames[0]).to.include({ t: 'hello', conn: 'e1-7', user: 'alice', device: 'phone', window: 50 });
+    expect(ws.frames[0]).to.include({ t: 'hello', conn: 'e1-boot-7', user: 'alice', device: 'phone', window: 50 });
     const read = await store.nextRead();
     expect(read).to.include({ fromSeq: 1, max: 50, maxBytes: HIGH_WATER });
   });

@@ -314,6 +314,7 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => presence.stop());
     const ctx: EdgeContext = {
       edgeId,
+      connIdPrefix: `${edgeId}-${Date.now().toString(36)}`,
       config: edgeConfig,
       subjects,
       store,

@@ -46,6 +46,8 @@ export const ATTACHES_PER_SECOND = 10;
  */
 export interface ConnectionContext {
   edgeId: string;
+  /** Connection ids are `<connIdPrefix>-<counter>` (EdgeContext). */
+  connIdPrefix: string;
   config: Pick<Config['edge'], 'window'> & Partial<Pick<Config['edge'], 'maxAppsPerConnection'>>;
   subjects: Pick<Subjects, 'clientMessageId' | 'upstreamMessageId'>;
   store: Pick<InboxStore, 'publish'>;
@@ -165,9 +167,9 @@ export class ClientConnection extends ClientSession {
     super(ctx, app, user, device, exp, topicGrants);
   }
 
-  /** Connection id, unique across edges (edge id + counter). */
+  /** Connection id, unique across edges and their restarts (edge id, start time, counter). */
   get id(): string {
-    return `${this.ctx.edgeId}-${this.n}`;
+    return `${this.ctx.connIdPrefix}-${this.n}`;
   }
 
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */

@@ -15,7 +15,7 @@ import type { EdgeMetrics } from './metrics.js';
  * first one whose connection holds others, detaches it; the socket closes with its last session.
  */
 export interface PolicyHolder {
-  /** Unique across edges (edge id + counter): breaks ties of the stamp. */
+  /** Unique across edges (edge id, start, counter): breaks ties of the stamp. */
   readonly id: string;
   readonly app: string;
   readonly user: string;

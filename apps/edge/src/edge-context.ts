@@ -19,6 +19,11 @@ import type { UserChannels } from './user-channels.js';
 /** What every connection of one edge process shares (one object, referenced, not copied). */
 export interface EdgeContext {
   edgeId: string;
+  /**
+   * Connection ids are `<connIdPrefix>-<counter>`: the edge id and this process's start time
+   * (ms, base 36), so an edge restarted under a fixed id never reuses its predecessor's ids.
+   */
+  connIdPrefix: string;
   config: Config['edge'];
   subjects: Subjects;
   store: InboxStore;

@@ -125,7 +125,7 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
         data = { refused };
       } else {
         const n = ++counter;
-        data = { conn: new PusherConnection(door, `${edgeNumber}.${n}`, `${ctx.edgeId}-p${n}`, key), ip };
+        data = { conn: new PusherConnection(door, `${edgeNumber}.${n}`, `${ctx.connIdPrefix}-p${n}`, key), ip };
       }
       res.upgrade<PusherSocketData>(
         data,
