@@ -114,6 +114,45 @@ describe('presence', function () {
     await edgeA.kill();
   });
 
+  it('an edge stalled past its lease whose fixed id another process took over stops when it goes on', async function () {
+    const env = {
+      PUSH_PREFIX: stack.prefix,
+      PUSH_NATS_URL: process.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222',
+      PUSH_REDIS_URL: REDIS_URL,
+      PUSH_PRESENCE_LEASE: String(LEASE),
+      PUSH_EDGE_ID: `stalled-${stack.prefix}`,
+    };
+    await edgeA.start(env);
+    const old = await TestClient.connect(edgeA.wsUrl, await app.token('noa', 'phone'));
+    clients.push(old);
+    let deadline = Date.now() + 5000;
+    while ((await app.user('noa')).body['online'] !== true && Date.now() < deadline) await sleep(50);
+    edgeA.pause();
+    // Started under the same id while that one is stopped: it takes the id over once the lease
+    // lapses (its process still holds its Redis connection, so it cannot tell it died), sweeping
+    // the stopped one's connections: the user goes offline.
+    await edgeB.start(env);
+    expect((await app.user('noa')).body['online'], 'swept by the takeover').to.equal(false);
+    const fresh = await TestClient.connect(edgeB.wsUrl, await app.token('noa', 'tablet'));
+    clients.push(fresh);
+    deadline = Date.now() + 5000;
+    while ((await app.user('noa')).body['online'] !== true && Date.now() < deadline) await sleep(50);
+
+    // The stopped one goes on: its next renewal finds the lease another process's, and it stops
+    // (exit 1, edge_id_taken), closing its client's socket, and giving up nothing of the new one's.
+    edgeA.resume();
+    deadline = Date.now() + 4 * LEASE * 1000;
+    while (edgeA.exitCode === null && Date.now() < deadline) await sleep(50);
+    expect(edgeA.exitCode, edgeA.output).to.equal(1);
+    expect(edgeA.output).to.contain('edge_id_taken');
+    expect(await old.waitClosed(5000)).to.be.a('number');
+    await sleep(LEASE * 1000); // a sweep period and more: nothing of the new process's goes
+    const { body } = await app.user('noa');
+    expect(body['online']).to.equal(true);
+    expect((body['connections'] as Array<{ conn: string }>).map((c) => c.conn)).to.deep.equal([fresh.hello['conn']]);
+    await edgeB.kill();
+  });
+
   /** An edge process of its own, a user connected to it, and that user's presence key. */
   async function connectedEdge(user: string): Promise<{ key: string; lease: string }> {
     await edgeB.start({
@@ -148,7 +187,7 @@ describe('presence', function () {
     // Back: it renews the held lease as its own (no lapse seen, so no second recording).
     const deadline = Date.now() + LEASE * 1000;
     while (((await redis.get(lease)) ?? 'stall:').startsWith('stall:') && Date.now() < deadline) await sleep(50);
-    expect(await redis.get(lease)).to.match(/^\d+$/);
+    expect(await redis.get(lease)).to.match(/^\d+ [0-9a-f]+$/);
     expect(await redis.hlen(key)).to.equal(1);
     expect((await app.user('lou')).body['online']).to.equal(true);
     await edgeB.kill();

@@ -66,6 +66,11 @@ export class AppProcess {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
+  /** The exit status of a process that exited by itself (null while it runs, or when killed). */
+  get exitCode(): number | null {
+    return this.proc?.exitCode ?? null;
+  }
+
   /** SIGKILL: no drain, nothing saved, no goodbye. */
   async kill(): Promise<void> {
     await this.signal('SIGKILL');

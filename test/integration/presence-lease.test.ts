@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { EdgeIdInUseError, PresenceRegistry, presenceClientName, type SweptEntry } from '@push/presence';
+import {
+  EdgeIdInUseError,
+  EdgeIdTakenError,
+  PresenceRegistry,
+  presenceClientName,
+  type SweptEntry,
+} from '@push/presence';
 import { Subjects } from '@push/protocol';
 
 const REDIS_URL = process.env['PUSH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -85,7 +91,7 @@ describe('presence lease: an edge id taken again, a lapse nobody swept (real Red
       ['bob', 'fixed-a-2', true],
     ]);
     expect(await raw.hlen(annKey)).to.equal(0);
-    // The new process's first connection reuses the dead one's connection id: still the user's first.
+    // A connection id the dead one used (edges give new ones since ids carry the start) is the user's first.
     expect(await again.connected('app1', 'ann', 'fixed-a-1', 'tablet')).to.equal('first');
     expect(await again.lookup('app1', 'ann')).to.have.length(1);
   });
@@ -108,7 +114,7 @@ describe('presence lease: an edge id taken again, a lapse nobody swept (real Red
         .to.contain(`"${edge}"`)
         .and.contain('PUSH_EDGE_ID');
       await dup.stop(); // as a failed start's cleanup would: the lease and entries stay the running edge's
-      expect(await raw.get(subjects.edgeAliveKey(edge))).to.match(/^\d+$/);
+      expect(await raw.get(subjects.edgeAliveKey(edge))).to.match(/^\d+ [0-9a-f]+$/);
       expect(await raw.hlen(subjects.presenceKey('app1', 'cid'))).to.equal(1);
       expect(await running.lookup('app1', 'cid')).to.have.length(1);
     });
@@ -128,6 +134,43 @@ describe('presence lease: an edge id taken again, a lapse nobody swept (real Red
     await again.start();
     expect(swept.map((e) => e.conn)).to.deep.equal(['fixed-c-1']);
     expect(await raw.hlen(subjects.presenceKey('app1', 'dee'))).to.equal(0);
+  });
+
+  it('an edge whose id was taken over while it stalled stops at its next renewal, giving up nothing', async function () {
+    const stalledRedis = client('fixed-e');
+    const taken: EdgeIdTakenError[] = [];
+    let renewed = 0;
+    const stalled = registry(stalledRedis, 'fixed-e', {
+      leaseSeconds: 30,
+      onTakenOver: (err) => taken.push(err),
+      onRenewed: () => renewed++,
+    });
+    await stalled.start();
+    await stalled.connected('app1', 'fay', 'fixed-e-old-1', 'phone');
+    // It stalls past its lease (SIGSTOP): a sweeper holds the lease for it (its connection is
+    // open), and a process started under the same id takes the id over, sweeping its entries.
+    const lease = subjects.edgeAliveKey('fixed-e');
+    await raw.set(lease, `stall:${Date.now()}`, 'EX', 30);
+    const swept: SweptEntry[] = [];
+    const next = registry(client('fixed-e'), 'fixed-e', { leaseSeconds: 30, onSwept: (e) => swept.push(...e) });
+    await next.start();
+    expect(swept.map((e) => e.conn)).to.deep.equal(['fixed-e-old-1']);
+    await next.connected('app1', 'fay', 'fixed-e-new-1', 'tablet');
+    const held = await raw.get(lease);
+
+    // The stalled process goes on: its renewal finds the lease another's, and it stops.
+    stalledRedis.emit('ready');
+    await until(() => taken.length === 1);
+    expect(taken).to.have.length(1);
+    expect(taken[0]).to.be.instanceOf(EdgeIdTakenError);
+    expect(taken[0]?.code).to.equal('edge_id_taken');
+    expect(taken[0]?.message).to.contain('"fixed-e"');
+    expect(renewed, 'no renewal went through').to.equal(0);
+    await stalled.stop();
+    // The new process's lease and entries are untouched, and it renews as before.
+    expect(await raw.get(lease)).to.equal(held);
+    expect((await next.lookup('app1', 'fay')).map((e) => e.conn)).to.deep.equal(['fixed-e-new-1']);
+    expect(await raw.hexists(subjects.edgeConnectionsKey('fixed-e'), 'fixed-e-new-1')).to.equal(1);
   });
 
   /** Waits until `cond` holds, polling. */
@@ -157,7 +200,7 @@ describe('presence lease: an edge id taken again, a lapse nobody swept (real Red
     await until(() => renewed === 1);
     expect(renewed).to.equal(1);
     expect(lost, 'told to record every connection again').to.equal(0);
-    expect(await raw.get(lease)).to.match(/^\d+$/);
+    expect(await raw.get(lease)).to.match(/^\d+ [0-9a-f]+$/);
 
     // Lapsed and swept by another: the renewal reports it, once.
     await raw.del(lease);

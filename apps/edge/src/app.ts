@@ -56,6 +56,8 @@ export interface Edge {
   readonly edgeId: string;
   /** Whether this edge has heard of the app yet (apps reach edges through a KV watch, in ms). */
   knowsApp(id: string): boolean;
+  /** Settles when the edge must stop: another process took its id over (EdgeIdTakenError). */
+  readonly fatal: Promise<Error>;
 }
 
 function defaultEdgeId(): string {
@@ -79,6 +81,8 @@ interface EdgeBase {
   maxConnections: number;
   /** False once stop() began. */
   accepting(): boolean;
+  /** Settles `Edge.fatal`. */
+  fail(err: Error): void;
 }
 
 /** Everything a started edge holds, built whole by `startEdge`. */
@@ -134,6 +138,10 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
   );
   const registry = createRegistry('edge');
   let stopping = false;
+  let fail: (err: Error) => void = () => undefined;
+  const fatal = new Promise<Error>((resolve) => {
+    fail = resolve;
+  });
   const base: EdgeBase = {
     config,
     edgeId,
@@ -144,6 +152,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     connections: new EdgeConnections(),
     maxConnections: connectionBudget(config.edge.maxConnections, openFileLimit()),
     accepting: () => !stopping,
+    fail: (err) => fail(err),
   };
   let starting: Promise<StartedEdge> | undefined;
   let started: StartedEdge | undefined;
@@ -158,6 +167,7 @@ export function createEdge(config: Config, opts: { logger?: Logger } = {}): Edge
     },
     registry,
     edgeId,
+    fatal,
     knowsApp: (id) => started?.apps.get(id) !== undefined,
 
     async start() {
@@ -294,6 +304,12 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       onLeaseLost: () => edgePresence.leaseLost(),
       onDataLost: () => edgePresence.dataLost(),
       onRenewed: () => edgePresence.renewed(),
+      // A process started while this one was stalled took the id over and its sweep reported
+      // this one's connections closed: stop, reporting nothing more (docs/operations.md).
+      onTakenOver: (err) => {
+        events.close();
+        base.fail(err);
+      },
       onError: (err) => {
         metrics.errors.inc({ code: 'presence' });
         log.warn({ err }, 'presence lease renewal or sweep failed');

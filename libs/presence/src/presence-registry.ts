@@ -57,6 +57,14 @@ export interface PresenceOptions {
   onDataLost?: () => void;
   /** Called after each renewal that reached Redis (the caller retries what failed before). */
   onRenewed?: () => void;
+  /**
+   * Called when a renewal found the lease held by another process under this edge's id: one
+   * started while this one was stalled (stopped, starved) past its lease took the id over and
+   * swept and reported this process's entries. The registry has stopped (it renews, sweeps and
+   * gives up nothing more); the caller must stop too (EdgeIdTakenError): two processes under one
+   * id would each keep the other's entries alive.
+   */
+  onTakenOver?: (err: EdgeIdTakenError) => void;
   /** Called when a renewal or a sweep fails (retried on the next tick). */
   onError?: (err: unknown) => void;
   /**
@@ -387,6 +395,36 @@ export class EdgeIdInUseError extends Error {
   }
 }
 
+/**
+ * This edge's id was taken over while it was stalled (see `PresenceOptions.onTakenOver`). `code`
+ * is stable.
+ */
+export class EdgeIdTakenError extends Error {
+  readonly code = 'edge_id_taken';
+
+  constructor(readonly edgeId: string) {
+    super(
+      `edge id "${edgeId}" was taken over by another process while this one was stalled past its ` +
+        'presence lease; this process stops (its connections were reported closed)',
+    );
+    this.name = 'EdgeIdTakenError';
+  }
+}
+
+/**
+ * Renews an edge's lease: KEYS lease; ARGV the new value (`<ms> <token>`), this process's token,
+ * the lease in seconds. Returns 1 when renewed, 0 when the lease lapsed (the caller takes it
+ * again), -1 when another process holds it under the same id (its token; a sweeper's stall hold
+ * is this edge's, renewed).
+ */
+const RENEW_SCRIPT = `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if string.sub(v, 1, ${STALL_PREFIX.length}) ~= '${STALL_PREFIX}' and string.match(v, ' (%S+)$') ~= ARGV[2] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+`;
+
 /** The presence epoch: KEYS epoch key; ARGV a new value, set when there is none. Returns the value. */
 const EPOCH_SCRIPT = `
 local v = redis.call('GET', KEYS[1])
@@ -424,6 +462,8 @@ export class PresenceRegistry {
   private epoch: string | undefined;
   /** This edge took its lease (`start` got that far): `stop` gives it up. */
   private holding = false;
+  /** Tells this process's lease from another's under the same id: its value is `<ms> <token>`. */
+  private readonly token = randomBytes(6).toString('hex');
   /** The renewal under way, shared by the timer and by a `lost` answer or a Redis reconnect. */
   private renewing: Promise<void> | undefined;
   private readonly onReady = (): void => {
@@ -459,7 +499,7 @@ export class PresenceRegistry {
     this.redis.on('ready', this.onReady);
     this.every(async () => {
       await this.renewOnce();
-      await this.sweep();
+      if (this.holding) await this.sweep(); // not once another process took the id over
     });
   }
 
@@ -495,11 +535,16 @@ export class PresenceRegistry {
       this.subjects.edgeAliveKey(this.edgeId),
       this.subjects.edgesKey,
       this.subjects.edgeSweptKey(this.edgeId),
-      String(Date.now()),
+      this.leaseValue(),
       this.leaseSeconds,
       this.edgeId,
     );
     return Number(r) === 1;
+  }
+
+  /** A new value of this edge's lease: it changes at every renewal (`claim` watches for that). */
+  private leaseValue(): string {
+    return `${Date.now()} ${this.token}`;
   }
 
   /** Sweeps dead edges every third of the lease without holding one (the center). */
@@ -547,14 +592,25 @@ export class PresenceRegistry {
     const epoch = await this.readEpoch();
     const lost = epoch !== this.epoch;
     const key = this.subjects.edgeAliveKey(this.edgeId);
-    const kept = await this.redis.set(key, String(Date.now()), 'EX', this.leaseSeconds, 'XX');
-    const swept = kept === null && (await this.retake());
+    const kept = Number(await this.redis.eval(RENEW_SCRIPT, 1, key, this.leaseValue(), this.token, this.leaseSeconds));
+    if (kept === -1) return this.takenOver();
+    const swept = kept === 0 && (await this.retake());
     // Only now, in the turn that tells the caller: a removal sent meanwhile under the old epoch
     // answers `lost` (its entry went with the data), not `more` as if a sweep had reported it.
     this.epoch = epoch;
     if (lost) this.opts.onDataLost?.();
     else if (swept) this.opts.onLeaseLost?.();
     this.opts.onRenewed?.();
+  }
+
+  /** Another process holds this edge's id: stop without giving up what is now its own. */
+  private takenOver(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    this.redis.off('ready', this.onReady);
+    this.opts.onTakenOver?.(new EdgeIdTakenError(this.edgeId));
   }
 
   /**
