@@ -260,6 +260,27 @@ describe('topics', function () {
     expect(unavailable).to.be.greaterThan(0);
   });
 
+  it('_all joined after a hello that could wait no longer sends first the broadcasts stored since the hello', async function () {
+    this.timeout(60_000);
+    const fresh = await stack.createApp();
+    const jsm = await jetstreamManager(nc);
+    const stream = new Subjects(stack.prefix).topicStream(fresh.id);
+    const { config } = await jsm.streams.info(stream);
+    await jsm.streams.delete(stream);
+    // The store fails every join for longer than the hello waits (10 s): the hello comes without _all.
+    const c = keep(await TestClient.connect(stack.wsUrl(), await fresh.token('ivo', 'p'), '', 20_000));
+    await jsm.streams.add(config);
+    // Stored once the client has its hello, before the edge's next attempt joins (1-2 s and more later):
+    const first = await fresh.publishTopicOk('_all', 'after the late hello');
+    const [m] = await waitTopic(c, '_all', 1, 30_000);
+    expect(m).to.include({ seq: first, data: 'after the late hello' });
+    // Then live, with no gap and no duplicate.
+    const second = await fresh.publishTopicOk('_all', 'live');
+    const got = await waitTopic(c, '_all', 2);
+    expect(got.map((f) => f['seq'])).to.deep.equal([first, second]);
+    expect(c.frames.filter((f) => f.t === 'lost')).to.have.length(0);
+  });
+
   it('_all reaches every connection of the app on every edge without a sub, and no other app', async function () {
     const b = await stack.createApp();
     const c0 = keep(await app.connect('fay', 'p', '', stack.edges[0]));

@@ -54,7 +54,7 @@ export class TestClient {
   }
 
   /** Connects; resolves once the hello frame arrived. Rejects with the refusal on a refused upgrade. */
-  static connect(url: string, token: string | undefined, query = ''): Promise<TestClient> {
+  static connect(url: string, token: string | undefined, query = '', helloMs = 5000): Promise<TestClient> {
     const full = `${url}?${token !== undefined ? `token=${encodeURIComponent(token)}` : ''}${query}`;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(full);
@@ -78,7 +78,7 @@ export class TestClient {
       });
       ws.once('error', (err) => reject(err));
       ws.once('open', () => {
-        client.waitFor((f) => f.t === 'hello', 5000).then(() => resolve(client), reject);
+        client.waitFor((f) => f.t === 'hello', helloMs).then(() => resolve(client), reject);
       });
     });
   }

@@ -184,6 +184,7 @@ function harness(
     topicStore: {
       readBatch: () => Promise.resolve({ messages: [], more: false, first: 0, last: 0 }),
       lastSeq: () => Promise.resolve(0),
+      firstSeqSince: () => Promise.resolve(undefined),
     },
     topics: {
       join: (joined, topic, attach) => {

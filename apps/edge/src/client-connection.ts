@@ -58,7 +58,7 @@ export interface ConnectionContext {
   /** Emits the connection's events (never blocks delivery). */
   events: Pick<EventPublisher, 'emit'>;
   /** Reads topic history (resume, gap fill). */
-  topicStore: Pick<TopicStore, 'readBatch' | 'lastSeq'>;
+  topicStore: Pick<TopicStore, 'readBatch' | 'lastSeq' | 'firstSeqSince'>;
   /** One NATS subscription per topic with local subscribers; fan-out through uWS pub/sub. */
   topics: Pick<TopicChannels, 'join' | 'leave' | 'channel' | 'reached'>;
   /** Records topic subscriptions for occupancy and presence; emits their events (TopicPresence). */

@@ -10,7 +10,7 @@ import {
 import type { ClientSocket, ConnectionContext } from './client-connection.js';
 import { InboxDelivery } from './inbox-delivery.js';
 import type { ErrorExtra, SessionHost } from './session-host.js';
-import { TopicSubscriptions } from './topic-subscriptions.js';
+import { TopicSubscriptions, type LateAll } from './topic-subscriptions.js';
 import type { TrafficCell } from './traffic-meter.js';
 import { UpstreamFrames } from './upstream-frames.js';
 import type { LiveReceiver } from './user-channels.js';
@@ -31,9 +31,11 @@ export const BYTES_BEFORE_HELLO = 64 * 1024;
  * Longest a greeting waits for the app's `_all` channel while the store does not answer (each
  * attempt to open it is retried 1-2 s after it failed): a broadcast stored once the client has
  * its greeting then reaches it. Past this the greeting goes out and `_all` is joined when the
- * store answers; broadcasts stored meanwhile are missed unless the client resumes `_all`.
+ * store answers, first sending the broadcasts stored since the greeting (TopicSubscriptions.catchUpAll).
  */
 const ALL_HELLO_WAIT_MS = 10_000;
+/** How far before a `hello` sent without `_all` its late join looks for broadcasts (clock skew with the store). */
+const LATE_ALL_MARGIN_MS = 2000;
 
 /** Frames held until a greeting (`hello`, `attached`), within FRAMES_BEFORE_HELLO and BYTES_BEFORE_HELLO. */
 export class EarlyFrames<T> {
@@ -126,13 +128,18 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
       this.topics.loadBindings();
       this.onGreeted();
     };
-    const joining = this.topics.joinAll();
+    const late: LateAll = {};
+    const joining = this.topics.joinAll(late);
     if (joining === undefined) greet();
     else {
-      // A store that does not answer holds the hello at most ALL_HELLO_WAIT_MS; `_all` joins later.
-      const late = setTimeout(greet, ALL_HELLO_WAIT_MS);
+      // A store that does not answer holds the hello at most ALL_HELLO_WAIT_MS; `_all` joins
+      // later, sending first what was stored since (a margin for the store's clock).
+      const timer = setTimeout(() => {
+        late.since = Date.now() - LATE_ALL_MARGIN_MS;
+        greet();
+      }, ALL_HELLO_WAIT_MS);
       void joining.then(() => {
-        clearTimeout(late);
+        clearTimeout(timer);
         greet();
       });
     }

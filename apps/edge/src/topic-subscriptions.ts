@@ -37,6 +37,14 @@ let allTokens = 0;
 const nextAllToken = (): number => ++allTokens;
 
 /**
+ * Whether the `hello` went out before `_all` joined (ClientSession sets `since`, epoch ms a little
+ * before the `hello`, when it stops waiting): the join then sends what was stored since.
+ */
+export interface LateAll {
+  since?: number;
+}
+
+/**
  * A session's topic subscriptions: the app's broadcast topic `_all` (held from the open), the
  * topics the business bound the user to (read at open, then control messages), and the client's
  * `sub`/`unsub`, each resumable from a `since` with no gap and no duplicate. Fan-out itself goes
@@ -158,7 +166,7 @@ export class TopicSubscriptions {
    * again, 1-2 s later and backing off, for as long as the connection lives, and the promise
    * settles once one of them joined (or the connection closed).
    */
-  joinAll(attempt = 0): Promise<void> | undefined {
+  joinAll(late: LateAll = {}, attempt = 0): Promise<void> | undefined {
     const { ctx } = this.host;
     const token = nextAllToken();
     this.inAll = true;
@@ -171,7 +179,8 @@ export class TopicSubscriptions {
       if (joining) atOnce = true;
       // A `sub` of `_all` (a resume) that came meanwhile joins the key itself, after its replay.
       if (this.host.isClosed || this.host.ws === undefined || this.allToken !== token) return;
-      this.host.ws.subscribe(this.host.topicKey(ch.key));
+      if (late.since !== undefined) void this.catchUpAll(ch, late.since, token);
+      else this.host.ws.subscribe(this.host.topicKey(ch.key));
     };
     const joined = ctx.topics.join(this.host.app, ALL_TOPIC, attach).then(
       () => undefined,
@@ -186,7 +195,7 @@ export class TopicSubscriptions {
           setTimeout(
             () => {
               if (this.host.isClosed || this.inAll || this.allToken !== token) return resolve();
-              void (this.joinAll(attempt + 1) ?? Promise.resolve()).then(resolve);
+              void (this.joinAll(late, attempt + 1) ?? Promise.resolve()).then(resolve);
             },
             backoffDelay(attempt, ALL_RETRY),
           ).unref();
@@ -195,6 +204,27 @@ export class TopicSubscriptions {
     );
     joining = false;
     return atOnce ? undefined : joined;
+  }
+
+  /**
+   * `_all` joined after the `hello` went out without it (the store had not answered): sends the
+   * broadcasts stored since `sinceMs` (found by time) up to what the edge has fanned out, then
+   * joins the key in the turn it caught up, so that none stored once the client had its `hello`
+   * is missed. When the store fails this read, the key is joined without it (counted, logged).
+   */
+  private async catchUpAll(ch: TopicChannel, sinceMs: number, token: number): Promise<void> {
+    const { ctx } = this.host;
+    const current = () => !this.host.isClosed && this.allToken === token;
+    try {
+      const first = await ctx.topicStore.firstSeqSince(this.host.app, ALL_TOPIC, sinceMs);
+      if (!current()) return;
+      if (first !== undefined && !(await this.replayTopic(ALL_TOPIC, ch, first - 1, current, false))) return;
+    } catch (err) {
+      ctx.metrics.errors.inc({ code: isPushError(err) ? err.code : 'internal' });
+      ctx.log.warn({ err, conn: this.host.id }, 'reading the broadcasts missed since the hello failed');
+      if (!current()) return;
+    }
+    this.host.ws?.subscribe(this.host.topicKey(ch.key));
   }
 
   /** Resolves when the socket has room below the high-water mark again (or closed). */
@@ -334,6 +364,8 @@ export class TopicSubscriptions {
     ch: TopicChannel,
     since: number | undefined,
     current: () => boolean,
+    /** Send `lost` when history no longer holds `since` itself (false: `since` is not a message the client had). */
+    checkSince = true,
   ): Promise<boolean> {
     const { ctx } = this.host;
     if (since === undefined) return true;
@@ -345,7 +377,7 @@ export class TopicSubscriptions {
     /** The next sequence to read: only ever past messages at or below what the edge fanned out. */
     let from = since === 0 ? 1 : since;
     // The first read starts at `since` itself: when it is still held, history reaches back.
-    let probe = since > 0;
+    let probe = checkSince && since > 0;
     for (;;) {
       // What the edge has fanned out so far; what comes after it arrives live once subscribed.
       const target = ch.last;

@@ -210,6 +210,28 @@ export class TopicStore {
     return { messages, more };
   }
 
+  /**
+   * The sequence of the topic's first message stored at or after `ms` (epoch ms, the server's
+   * clock), undefined when there is none. Rejects with `store_unavailable`.
+   */
+  async firstSeqSince(app: string, topic: string, ms: number): Promise<number | undefined> {
+    let reply: Msg;
+    try {
+      reply = await this.reads.request(
+        this.api('DIRECT.GET', app),
+        JSON.stringify({ start_time: new Date(ms).toISOString(), next_by_subj: this.subjects.topic(app, topic) }),
+      );
+    } catch (err) {
+      throw storeError(err);
+    }
+    const code = reply.headers?.code ?? 0;
+    if (code === 404) return undefined;
+    const seq = Number(reply.headers?.get('Nats-Sequence'));
+    if (!Number.isSafeInteger(seq) || seq <= 0)
+      throw new PushError('store_unavailable', `first topic message since: ${code}`);
+    return seq;
+  }
+
   /** The topic's last sequence (0 when it holds no message). Rejects with `store_unavailable`. */
   async lastSeq(app: string, topic: string): Promise<number> {
     let reply: Msg;
