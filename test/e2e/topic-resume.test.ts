@@ -138,6 +138,49 @@ describe('topic resume under load, and sub/unsub answers', function () {
     return c.frames.slice(from).filter(isAnswer);
   }
 
+  it('a resume whose unsent history is dropped while it waits for a slow client says lost, never skips silently', async function () {
+    // History keeps 200 messages of a topic; 200 of 60 KB fill far more than a loopback
+    // connection's kernel buffers, so the replay waits for the client while more are published.
+    const small = await stack.createApp({ topicHistory: 200 });
+    const topic = 'evicted';
+    const pad = 'x'.repeat(60_000);
+    const publish = async (n: number): Promise<number[]> => {
+      const seqs: number[] = [];
+      for (let i = 0; i < n; i += 50) {
+        const messages = Array.from({ length: Math.min(50, n - i) }, () => ({ topic, data: pad }));
+        const r = await stack.http('POST', `/v1/apps/${small.id}/topics/messages`, small.apiKey, { messages });
+        if (r.status !== 200) throw new Error(`batch publish: ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+        seqs.push(...(r.body['results'] as Array<{ seq: number }>).map((x) => x.seq));
+      }
+      return seqs;
+    };
+    const before = await publish(200);
+    const c = keep(await small.connectWithTopics('slow', [topic]));
+    c.pauseReading();
+    const since = before[0] as number; // still held: no lost at the start
+    c.send({ t: 'sub', topic, since });
+    await sleep(1000);
+    const after = await publish(250); // drops every message of `before`, sent or not
+    c.resumeReading();
+    const all = [...before, ...after];
+    await c.waitFor((f) => f.t === 'subscribed' && f['topic'] === topic, 60_000);
+    await c.waitFor((f) => f.t === 'msg' && f['seq'] === all[all.length - 1], 30_000);
+    // Every message after `since` arrived, or a `lost` before the next one that did arrive said
+    // history no longer held it (its `first` past it).
+    let last = since;
+    let lostFirst = 0;
+    const silent: number[] = [];
+    for (const f of ofTopic(c, topic)) {
+      if (f.t === 'lost') lostFirst = f['first'] as number;
+      if (f.t !== 'msg') continue;
+      const seq = f['seq'] as number;
+      silent.push(...all.filter((x) => x > last && x < seq && x >= lostFirst));
+      last = seq;
+    }
+    expect(silent, `${silent.length} messages skipped without a lost`).to.deep.equal([]);
+    expect(ofTopic(c, topic).filter((f) => f.t === 'lost')).to.have.length.greaterThan(0);
+  });
+
   it('answers sub then unsub, sub then sub, and sub then sub since 0, each frame once', async function () {
     const c = keep(await app.connectWithTopics('sequences', ['*']));
     const q1 = await exchange(c, 'q1', [{ t: 'sub' }, { t: 'unsub' }], 2);

@@ -30,9 +30,12 @@ export class TestClient {
   error: Error | undefined;
   private readonly ws: WebSocket;
   private waiters: Array<() => void> = [];
+  /** The TCP socket the frames come on (set at the upgrade). */
+  private tcp: { pause(): void; resume(): void } | undefined;
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
+    ws.once('upgrade', (res) => (this.tcp = res.socket));
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       this.frames.push(isBinary ? { t: '<binary>' } : (JSON.parse(data.toString('utf8')) as Frame));
       this.wake();
@@ -183,6 +186,16 @@ export class TestClient {
 
   close(): void {
     this.ws.close();
+  }
+
+  /** Stops reading the TCP socket: the kernel's buffers fill, then the edge's (a slow client). */
+  pauseReading(): void {
+    this.tcp?.pause();
+  }
+
+  /** Reads the TCP socket again. */
+  resumeReading(): void {
+    this.tcp?.resume();
   }
 
   /** Drops the TCP connection without a close frame (like a phone losing signal). */

@@ -16,6 +16,11 @@ import type { TopicChannel } from './topic-channels.js';
 
 /** Delay before joining `_all` again after a failure (the store down): 1-2 s, doubling up to 30 s. */
 const ALL_RETRY: BackoffPolicy = { minMs: 1000, baseMs: 1000, capMs: 30_000 };
+/**
+ * A replayed message found gone this close to its own expiry (or past it) is taken as expired, not
+ * dropped by the history's count limit: the store's clock and the center's may differ a little.
+ */
+const EXPIRY_MARGIN_MS = 1000;
 /** Most topic messages one history read asks for when a `sub` resumes with `since`. */
 const TOPIC_REPLAY_BATCH = 256;
 /**
@@ -376,8 +381,17 @@ export class TopicSubscriptions {
     let cursor = since;
     /** The next sequence to read: only ever past messages at or below what the edge fanned out. */
     let from = since === 0 ? 1 : since;
-    // The first read starts at `since` itself: when it is still held, history reaches back.
-    let probe = checkSince && since > 0;
+    /**
+     * A message of the topic the next read starts with, to check that history still holds it (0:
+     * none): `since` itself first (when it is gone, history no longer reaches back), then the last
+     * message the previous read returned. History drops a topic's oldest messages first
+     * (`topicHistory`), so while it holds that one it holds everything after it; when it is gone
+     * before its own expiry, what followed it may be gone too, dropped while this replay was
+     * sending, and `lost` says so: no silent gap.
+     */
+    let check = checkSince && since > 0 ? since : 0;
+    /** When `check` expires by itself (epoch ms; Infinity for `since`): gone after that, it is no sign of a drop. */
+    let checkExpires = Number.POSITIVE_INFINITY;
     for (;;) {
       // What the edge has fanned out so far; what comes after it arrives live once subscribed.
       const target = ch.last;
@@ -385,21 +399,19 @@ export class TopicSubscriptions {
       await this.roomToSend();
       if (!current()) return false;
       const ws = this.host.ws as ClientSocket;
-      const { messages, more } = await ctx.topicStore.readBatch(this.host.app, topic, from, {
+      const { messages, more } = await ctx.topicStore.readBatch(this.host.app, topic, check > 0 ? check : from, {
         max: TOPIC_REPLAY_BATCH,
         maxBytes: Math.max(1, Math.min(BACKLOG_MAX_BYTES, ctx.highWaterBytes - ws.getBufferedAmount())),
       });
       if (!current()) return false;
-      if (probe) {
-        probe = false;
-        const head = messages[0];
-        if (head?.seq !== since) {
-          this.host.sendText(ServerFrames.lost(ch.topicJson, head?.seq ?? target + 1));
-          ctx.metrics.topicLost.inc();
-        }
+      const head = messages[0];
+      if (check > 0 && head?.seq !== check && Date.now() < checkExpires - EXPIRY_MARGIN_MS) {
+        this.host.sendText(ServerFrames.lost(ch.topicJson, head?.seq ?? target + 1));
+        ctx.metrics.topicLost.inc();
       }
       let sent = 0;
       let past = false;
+      let last: (typeof messages)[number] | undefined;
       for (const m of messages) {
         // Stored after the target was taken: the next round reads it again, against a newer target
         // (it is either fanned out by then, or arrives live).
@@ -408,6 +420,8 @@ export class TopicSubscriptions {
           break;
         }
         from = m.seq + 1;
+        last = m;
+        // At or below the cursor: the client has it (the checked message read again, among others).
         if (m.seq <= cursor || m.expires <= Date.now()) continue;
         this.host.sendText(ServerFrames.topicMessage(ch.topicJson, m.seq, cursor, m.ts, m.bytes, m.binary));
         cursor = m.seq;
@@ -416,6 +430,15 @@ export class TopicSubscriptions {
       ctx.metrics.topicMessagesOut.inc(sent);
       // History holds nothing more up to the target (the rest expired or was evicted).
       if (past || !more) from = Math.max(from, target + 1);
+      // The next read starts with the last message this one returned, unless that was all it
+      // returned (a read that brings nothing new would never end).
+      if (last !== undefined && last.seq !== check) {
+        check = last.seq;
+        checkExpires = last.expires;
+      } else {
+        check = 0;
+        checkExpires = Number.POSITIVE_INFINITY;
+      }
     }
     return true;
   }
