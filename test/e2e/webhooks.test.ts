@@ -349,6 +349,98 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     expect((await stack.http<Letters>('GET', path, app.apiKey)).body.deadLetters).to.deep.equal([]);
   });
 
+  /** Dead letters listed for an endpoint, once they hold `n` items (or the deadline passed). */
+  async function lettersHolding(
+    app: TestApp,
+    endpoint: string,
+    n: number,
+  ): Promise<Array<{ items: Array<{ id: string }> }>> {
+    const path = `/v1/apps/${app.id}/webhooks/${endpoint}/dead-letters`;
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const r = await stack.http<{ deadLetters: Array<{ items: Array<{ id: string }> }> }>('GET', path, app.apiKey);
+      expect(r.status).to.equal(200);
+      const items = r.body.deadLetters.flatMap((l) => l.items).length;
+      if (items >= n || Date.now() > deadline) return r.body.deadLetters;
+      await sleep(50);
+    }
+  }
+
+  /** What the app's dead-letter stream holds, by subject. */
+  async function dlqSubjects(app: string): Promise<Record<string, number>> {
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(subjects.dlqStream(app), { subjects_filter: '>' });
+    return info.state.subjects ?? {};
+  }
+
+  it('a replay while the endpoint still fails sends each dead letter once and answers; those failing again wait for the next', async function () {
+    const { app, receiver, endpoint } = await setup({
+      webhookRetryBaseMs: 1,
+      webhookRetryMaxMs: 5,
+      webhookMaxAttempts: 1,
+    });
+    receiver.mode = { kind: 'fail', status: 500 };
+    const want: string[] = [];
+    for (let i = 0; i < 5; i++) want.push(await publishEvent(nc, subjects, app.id, 'expired', { user: 'u', seq: i }));
+    const letters = await lettersHolding(app, endpoint.id, want.length);
+    expect(letters.flatMap((l) => l.items.map((i) => i.id))).to.have.members(want);
+    const before = receiver.received.length;
+    const rp = await stack.http<{ replayed: number }>(
+      'POST',
+      `/v1/apps/${app.id}/webhooks/${endpoint.id}/dead-letters/replay`,
+      app.apiKey,
+    );
+    expect(rp.status).to.equal(200);
+    expect(rp.body.replayed).to.equal(letters.length);
+    // Each failed once more and is a dead letter again, sent once by this replay.
+    const again = await lettersHolding(app, endpoint.id, want.length);
+    expect(again.flatMap((l) => l.items.map((i) => i.id))).to.have.members(want);
+    await sleep(500);
+    const posted = receiver.received.slice(before).flatMap((r) => r.body.items.map((i) => i.id));
+    expect(posted).to.have.members(want);
+  });
+
+  it('deleting an endpoint removes its dead letters, the replays queued and the letter of an attempt in flight', async function () {
+    const { app, receiver, endpoint } = await setup({
+      webhookRetryBaseMs: 20,
+      webhookRetryMaxMs: 50,
+      webhookMaxAttempts: 1,
+      webhookTimeoutMs: 1500,
+    });
+    receiver.mode = { kind: 'fail', status: 500 };
+    await publishEvent(nc, subjects, app.id, 'expired', { user: 'u', seq: 1 });
+    await lettersHolding(app, endpoint.id, 1);
+    // Disabled, a replay's copy waits in the stream; a second endpoint's POST hangs meanwhile.
+    const paths = `/v1/apps/${app.id}/webhooks/${endpoint.id}`;
+    expect((await stack.http('PATCH', paths, app.apiKey, { disabled: true })).status).to.equal(200);
+    await sleep(300);
+    const rp = await stack.http<{ replayed: number }>('POST', `${paths}/dead-letters/replay`, app.apiKey);
+    expect(rp.body.replayed).to.equal(1);
+    const hanging = await WebhookReceiver.start();
+    receivers.push(hanging);
+    hanging.mode = { kind: 'hang' };
+    const r = await stack.http<{ webhook: WebhookEndpoint }>('POST', `/v1/apps/${app.id}/webhooks`, app.apiKey, {
+      url: hanging.url,
+      events: ['*'],
+    });
+    const second = r.body.webhook;
+    hanging.secrets = second.secrets.map((x) => x.secret);
+    await sleep(300);
+    await publishEvent(nc, subjects, app.id, 'expired', { user: 'u', seq: 2 });
+    const deadline = Date.now() + 10_000;
+    while (hanging.held === 0 && Date.now() < deadline) await sleep(20);
+    expect(hanging.held, 'a POST in flight').to.be.greaterThan(0);
+
+    expect((await stack.http('DELETE', paths, app.apiKey)).status).to.equal(204);
+    expect((await stack.http('DELETE', `/v1/apps/${app.id}/webhooks/${second.id}`, app.apiKey)).status).to.equal(204);
+    await sleep(2500); // past the timeout of the POST in flight: its attempt ends, its letter is stored
+    const left = Object.entries(await dlqSubjects(app.id)).filter(
+      ([subject]) =>
+        subject.startsWith(subjects.dlq(app.id, endpoint.id)) || subject.startsWith(subjects.dlq(app.id, second.id)),
+    );
+    expect(left, 'dead letters of deleted endpoints').to.deep.equal([]);
+  });
+
   it('three failing endpoints of one app (503, timeout, refused) each dead-letter every item; replay of one reaches only it', async function () {
     // Issue 14: the dead letter's Nats-Msg-Id left out the endpoint, so the endpoints failing the
     // same events stored one letter between them and the others were acked and lost.

@@ -140,6 +140,11 @@ export class WebhookReceiver {
     }
   }
 
+  /** Requests held by `hang` now (in flight for the sender). */
+  get held(): number {
+    return this.hanging.size;
+  }
+
   /** Ends the requests held by `hang` (their connections drop: the sender sees a failure). */
   release(): void {
     for (const res of this.hanging) res.destroy();

@@ -136,7 +136,7 @@ export class WebhookAdmin {
     const ep = await this.repo.get(app, id);
     await this.directory.delete(app, id);
     await deleteWebhookConsumers(this.nc, this.subjects, ep);
-    await purgeDeadLetters(this.nc, this.subjects, app, id);
+    await purgeDeadLetters(this.nc, this.subjects, app, id, { replays: true });
     await this.repo.delete(app, id);
   }
 

@@ -90,7 +90,8 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
       // The center provisions the apps bucket; a coordinator started first makes it (idempotent).
       await new Kvm(conn).create(subjects.appsBucket, { history: 1, replicas: config.inbox.replicas });
       apps = await AppDirectory.open(conn, subjects, log);
-      endpoints = await WebhookDirectory.open(conn, subjects, log, { replicas: config.inbox.replicas });
+      const directory = await WebhookDirectory.open(conn, subjects, log, { replicas: config.inbox.replicas });
+      endpoints = directory;
       const deps: WorkerDeps = {
         nc: conn,
         subjects,
@@ -99,6 +100,7 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
         log,
         batch: config.coordinator.webhookBatch,
         dlq: { replicas: config.inbox.replicas, duplicateWindowSeconds: config.inbox.duplicateWindowSeconds },
+        endpointExists: (app, id) => directory.exists(app, id),
       };
       const queue = (key: string, ep: WebhookEndpoint | undefined) => {
         const next = (changes.get(key) ?? Promise.resolve())

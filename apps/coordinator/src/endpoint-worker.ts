@@ -38,6 +38,8 @@ export interface WorkerDeps {
   log: Logger;
   batch: { maxItems: number; maxBytes: number; lingerMs: number };
   dlq: { replicas: number; duplicateWindowSeconds: number };
+  /** Whether an endpoint exists now (read from the bucket): a dead letter of a deleted one is removed. */
+  endpointExists(app: string, id: string): Promise<boolean>;
 }
 
 /** Where a consumer reads: upstream, events, or the endpoint's replayed dead letters. */
@@ -451,6 +453,15 @@ class SourceLoop {
       msgID: letter.id,
       timeout: 10_000,
     });
+    // Deleted while this attempt was in flight: the delete removed the endpoint from the bucket
+    // before it purged its dead letters, so a letter stored after that purge is seen here and goes.
+    if (!(await deps.endpointExists(ep.app, ep.id))) {
+      this.jsm ??= await jetstreamManager(deps.nc);
+      await this.jsm.streams.deleteMessage(deps.subjects.dlqStream(ep.app), ack.seq, false).catch((err: unknown) => {
+        this.log.debug({ err, seq: ack.seq }, 'dead letter of a deleted endpoint not removed (purged already?)');
+      });
+      return false;
+    }
     return !ack.duplicate;
   }
 

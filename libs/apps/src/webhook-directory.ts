@@ -73,6 +73,15 @@ export class WebhookDirectory {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Whether the endpoint is in the bucket now: a read of the bucket itself, not of this cache
+   * (which learns of a delete a watch round trip later).
+   */
+  async exists(app: string, id: string): Promise<boolean> {
+    const e = await this.kv.get(this.subjects.webhookKey(app, id));
+    return e !== null && e.operation === 'PUT' && e.value.length > 0;
+  }
+
   /** Writes an endpoint for every coordinator to see (the center calls this after Postgres). */
   async put(endpoint: WebhookEndpoint): Promise<void> {
     const key = this.subjects.webhookKey(endpoint.app, endpoint.id);

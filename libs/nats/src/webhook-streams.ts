@@ -134,6 +134,8 @@ export async function listDeadLetters(
   app: string,
   endpoint: string,
   limit: number,
+  /** The stream sequence to list from. */
+  fromSeq = 1,
 ): Promise<ListedDeadLetter[]> {
   const jsm = await jetstreamManager(nc);
   const stream = subjects.dlqStream(app);
@@ -148,7 +150,7 @@ export async function listDeadLetters(
     },
   );
   if (!exists) return out;
-  let seq = 1;
+  let seq = fromSeq;
   const max = Math.min(limit, MAX_DEAD_LETTERS_LISTED);
   while (out.length < max) {
     const m = await jsm.direct.getMessage(stream, { next_by_subj: subject, seq });
@@ -173,12 +175,26 @@ export async function replayDeadLetters(
 ): Promise<number> {
   const jsm = await jetstreamManager(nc);
   const stream = subjects.dlqStream(app);
+  // Only the letters stored before the replay began: one that fails again while it runs is a
+  // new dead letter, stored after, and waits for the next replay (else a replay of an endpoint
+  // that still fails would go on replaying its own new letters).
+  const upTo = await jsm.streams.info(stream).then(
+    (info) => info.state.last_seq,
+    (err: unknown) => {
+      if (isNotFound(err)) return 0;
+      throw err;
+    },
+  );
   let n = 0;
+  let from = 1;
   for (;;) {
-    const batch = await listDeadLetters(nc, subjects, app, endpoint, MAX_DEAD_LETTERS_LISTED);
+    const batch = (await listDeadLetters(nc, subjects, app, endpoint, MAX_DEAD_LETTERS_LISTED, from)).filter(
+      (dl) => dl.seq <= upTo,
+    );
     if (batch.length === 0) return n;
     for (const dl of batch) {
       const { seq, ...letter } = dl;
+      from = seq + 1;
       const h = headers();
       h.set('Nats-Msg-Id', `replay.${seq}`);
       const ack = await nc.request(subjects.dlqReplay(app, endpoint), JSON.stringify(letter), {
@@ -187,22 +203,36 @@ export async function replayDeadLetters(
       });
       const r = JSON.parse(new TextDecoder().decode(ack.data)) as { error?: { description?: string } };
       if (r.error !== undefined) throw new Error(`replaying dead letter ${seq}: ${r.error.description ?? 'refused'}`);
-      await jsm.streams.deleteMessage(stream, seq, false);
-      n++;
+      // Counted by the replay that removed it: two replays at once each count their own.
+      const removed = await jsm.streams.deleteMessage(stream, seq, false).then(
+        () => true,
+        (err: unknown) => {
+          if (isNotFound(err) || /no message found/i.test(String(err))) return false;
+          throw err;
+        },
+      );
+      if (removed) n++;
     }
   }
 }
 
-/** Deletes an endpoint's dead letters (not replays in progress). Resolves with how many. */
+/**
+ * Deletes an endpoint's dead letters, and with `replays` the copies a replay queued and its
+ * coordinator has not taken yet (the endpoint was deleted). Resolves with how many dead letters.
+ */
 export async function purgeDeadLetters(
   nc: NatsConnection,
   subjects: Subjects,
   app: string,
   endpoint: string,
+  opts: { replays?: boolean } = {},
 ): Promise<number> {
   const jsm = await jetstreamManager(nc);
   try {
     const r = await jsm.streams.purge(subjects.dlqStream(app), { filter: subjects.dlq(app, endpoint) });
+    if (opts.replays === true) {
+      await jsm.streams.purge(subjects.dlqStream(app), { filter: subjects.dlqReplay(app, endpoint) });
+    }
     return r.purged;
   } catch (err) {
     if (isNotFound(err)) return 0;
