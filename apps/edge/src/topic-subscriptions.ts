@@ -28,6 +28,8 @@ const TOPIC_REPLAY_BATCH = 256;
  * the store whether the topic reaches `since` at all.
  */
 const FANNED_OUT_CHECK_MS = 1000;
+/** The first of those waits, ms. */
+const FANNED_OUT_FIRST_CHECK_MS = 50;
 
 /** The `sub`s of one topic of a connection, not all answered yet: they run one after another. */
 interface SubQueue {
@@ -444,10 +446,10 @@ export class TopicSubscriptions {
   }
 
   /**
-   * Waits until the edge has fanned out the topic up to `since`. Every FANNED_OUT_CHECK_MS it
-   * asks the store whether the topic reaches `since` at all: a `since` past the topic's newest
-   * message (made up, or from before the app was created again) waits for nothing. False when
-   * the subscription was dropped meanwhile.
+   * Waits until the edge has fanned out the topic up to `since`. After FANNED_OUT_FIRST_CHECK_MS,
+   * then every FANNED_OUT_CHECK_MS, it asks the store whether the topic reaches `since` at all: a
+   * `since` past the topic's newest message (made up, or from before the app was created again)
+   * waits for next to nothing. False when the subscription was dropped meanwhile.
    */
   private async awaitFannedOut(
     topic: string,
@@ -456,8 +458,12 @@ export class TopicSubscriptions {
     current: () => boolean,
   ): Promise<boolean> {
     const { ctx } = this.host;
+    // A short first wait: an edge a little behind catches up in it, and a `since` past the
+    // topic's newest message is answered in about that time, not a whole check period.
+    let wait = FANNED_OUT_FIRST_CHECK_MS;
     while (ch.last < since) {
-      const reached = await ctx.topics.reached(ch, since, FANNED_OUT_CHECK_MS);
+      const reached = await ctx.topics.reached(ch, since, wait);
+      wait = FANNED_OUT_CHECK_MS;
       if (!current()) return false;
       if (reached) break;
       const newest = await ctx.topicStore.lastSeq(this.host.app, topic);
