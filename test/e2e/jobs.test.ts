@@ -208,6 +208,20 @@ describe('fan-out jobs', function () {
     expect(more.body.error?.code).to.equal('job_not_open');
   });
 
+  it('a job whose app is deleted stops writing: a new app given the same id at once starts empty', async function () {
+    await ensureRunner();
+    const id = `reused-${Date.now()}`;
+    const app = await stack.createApp({ fanoutRate: 300 }, id);
+    const created = await jobs(app, 'POST', '', { data: 'from the deleted app', users: userIds(3000, 'r') });
+    expect(created.status).to.equal(201);
+    await waitJob(app, created.body.job.id, (j) => j.written > 100, 20_000);
+    expect((await stack.http('DELETE', `/v1/admin/apps/${id}`, stack.adminKey)).status).to.equal(204);
+    await stack.createApp({}, id);
+    await sleep(4000); // past the backoff of the writes the delete made fail
+    const counts = await inboxCounts(nc, subjects, id);
+    expect(counts.size, "the deleted app's job wrote into the new app's inboxes").to.equal(0);
+  });
+
   it('takes users in chunks into an open job; repeats across chunks are skipped at the start', async function () {
     await ensureRunner();
     const app = await stack.createApp({ fanoutRate: 0 });

@@ -16,7 +16,7 @@ import type { TransientPush } from './transient-push.js';
 type Outcome = 'written' | 'duplicate' | 'failed' | 'aborted';
 
 /** Why a run ended. */
-export type RunEnd = 'completed' | 'cancelled' | 'stopped' | 'lost';
+export type RunEnd = 'completed' | 'cancelled' | 'stopped' | 'lost' | 'app_deleted';
 
 /** Tries per user before it counts as failed. With WRITE_BACKOFF that is about 15 s of retrying. */
 const WRITE_ATTEMPTS = 8;
@@ -131,6 +131,13 @@ export class JobRun {
       'fan-out job running',
     );
     this.timer = setInterval(() => void this.checkpoint(), this.opts.checkpointMs);
+    // The app deleted (its KV entry goes first, before its streams and rows): stop at once. Its
+    // id may be taken by a new app a moment later, and a write retried after that would land in
+    // the new app's inboxes.
+    const appId = this.job.appId;
+    const unwatch = this.deps.apps.onChange((id, app) => {
+      if (id === appId && app === undefined) this.halt('app_deleted');
+    });
     let end: RunEnd;
     try {
       end = await this.writeAll();
@@ -140,6 +147,7 @@ export class JobRun {
       end = 'stopped';
     }
     await this.drain();
+    unwatch();
     clearInterval(this.timer);
     // A checkpoint in flight finishes before the last word, so it cannot overwrite it.
     while (this.checkpointing) await new Promise((r) => setTimeout(r, 5));
@@ -158,6 +166,10 @@ export class JobRun {
   private async close(end: RunEnd): Promise<void> {
     if (end === 'lost') {
       this.log.warn({ done: this.progress.done }, 'fan-out job lease lost: stopped writing');
+      return;
+    }
+    if (end === 'app_deleted') {
+      this.log.info({ done: this.progress.done }, "fan-out job's app deleted: stopped writing");
       return;
     }
     try {
