@@ -92,6 +92,23 @@ describe('SDK: several apps on one PushClient', function () {
     await until('stored message', () => wb.messages.some((m) => m.data === 'while away'));
   });
 
+  it("an app detached at once: its messages in flight never reach the first app's listener, which loses none of its own", async function () {
+    // The same sequences in both apps' inboxes (each app numbers its own from 1).
+    const user = `det-${Date.now()}`;
+    for (const d of ['B-1', 'B-2', 'B-3']) await b.pushOk(user, d);
+    const { client: x, messages } = client(user);
+    await until('connected', () => x.state === 'connected');
+    const sb = x.attach({ app: b.id, token: await b.token(user) });
+    sb.detach();
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const d of ['A-1', 'A-2', 'A-3']) await a.pushOk(user, d);
+    await until('three messages', () => messages.length >= 3);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(messages.map((m) => m.data)).to.deep.equal(['A-1', 'A-2', 'A-3']);
+    await a.waitPending(user, 0);
+    await b.waitPending(user, 3); // not acked by the first app: still there for the next attach
+  });
+
   it('a kick of one app detaches its session while the client and the other sessions keep receiving', async function () {
     const { client: x, messages } = client('kai');
     const sb = x.attach({ app: b.id, token: () => b.token('kai') });

@@ -104,6 +104,29 @@ describe('SDK (@push/client) in Node against the real stack', function () {
     await app.waitPending('mo', 0);
   });
 
+  it('auto mode: a message whose listener threw comes again on the next connection and is shown again, then acked', async function () {
+    const w = watch({ edges: [stack.wsUrl()], token: () => app.token('thrower') });
+    const calls: number[] = [];
+    let fail = true;
+    w.client.on('message', (m) => {
+      calls.push(m.seq);
+      if (fail) throw new Error('a bug in the app');
+    });
+    w.client.connect();
+    await until('connected', () => w.client.state === 'connected');
+    const seq = await app.pushOk('thrower', 'again');
+    await until('shown once', () => calls.length === 1);
+    expect(w.errors).to.include('listener');
+    await new Promise((r) => setTimeout(r, 200));
+    await app.waitPending('thrower', 1); // not acked
+    fail = false;
+    w.client.disconnect();
+    w.client.connect();
+    await until('shown again', () => calls.length === 2);
+    expect(calls).to.deep.equal([seq, seq]);
+    await app.waitPending('thrower', 0);
+  });
+
   it('send resolves once stored; the recipient gets it with from; a refused send rejects with the code', async function () {
     const alice = watch({ edges: [stack.wsUrl()], token: () => app.token('alice') });
     const bob = watch({ edges: [stack.wsUrl()], token: () => app.token('bob') });

@@ -394,8 +394,11 @@ export class AppSession extends Emitter<AppSessionEvents> {
     } finally {
       this.messageFailed = undefined;
     }
-    // A listener that threw leaves it unacked in auto mode: it comes again (at-least-once).
-    if (this.host.ackMode() === 'auto' && !threw) this.ack(seq);
+    if (this.host.ackMode() !== 'auto') return;
+    // A listener that threw leaves it unacked in auto mode: it comes again (at-least-once), and
+    // is shown again then (forgotten here, it is no repeat).
+    if (threw) this.seen.delete(seq);
+    else this.ack(seq);
   }
 
   private messageFailed: (() => void) | undefined;

@@ -497,11 +497,12 @@ export class PushClient extends Emitter<PushClientEvents> {
   };
 
   /**
-   * A frame about an attached app goes to its session (true). The first app's `detached` (its
-   * session ended while others stay) is reported as an `error` event with the reason as code.
+   * A frame about an attached app goes to its session (true); one of an app detached meanwhile
+   * (still in flight) is dropped, never taken for the first app's. The first app's `detached`
+   * (its session ended while others stay) is reported as an `error` event with the reason as code.
    */
   private routeToSession(f: ServerFrame & { reason?: unknown }): boolean {
-    if (this.appSessions.size === 0 || typeof f.app !== 'string' || f.t === 'hello') return false;
+    if (typeof f.app !== 'string' || f.t === 'hello') return false;
     if (f.app === this.firstApp) {
       if (f.t !== 'detached') return false;
       const reason = typeof f.reason === 'string' ? f.reason : 'detached';
@@ -998,7 +999,11 @@ export class PushClient extends Emitter<PushClientEvents> {
     this.remember(seq, false);
     const msg: PushMessage = { ...messageFields(f), seq, ack: () => this.ack(seq) };
     const threw = this.emitMessage(msg);
-    if (this.opts.ackMode === 'auto' && !threw) this.ack(seq);
+    if (this.opts.ackMode !== 'auto') return;
+    // A listener that threw: not acked, it comes again on the next connection and is shown
+    // again then (forgotten here, it is no repeat).
+    if (threw) this.seen.delete(seq);
+    else this.ack(seq);
   }
 
   /** Emits `message`; true when a listener threw (then auto mode does not ack: it comes again). */
