@@ -47,6 +47,10 @@ class FakeSocket {
 }
 
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+/** A token the client reads `exp` from (its signature is the edge's business, not checked here). */
+const tokenExpiringIn = (seconds: number): string =>
+  `x.${Buffer.from(JSON.stringify({ exp: Date.now() / 1000 + seconds })).toString('base64url')}.sig`;
+const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
 const last = (): FakeSocket => {
   const s = FakeSocket.all.at(-1);
   if (s === undefined) throw new Error('no socket');
@@ -386,6 +390,52 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     expect(() => make({}).subscribe('x', { presence: true }))
       .to.throw()
       .with.property('code', 'no_fetch_members');
+  });
+
+  it('disconnect() stops what a presence subscription would retry: no member fetch after it', async function () {
+    let calls = 0;
+    const c = make({
+      fetchMembers: () => {
+        calls++;
+        return Promise.reject(new Error('backend down'));
+      },
+    });
+    c.on('error', () => undefined);
+    c.subscribe('room', { presence: true });
+    c.connect();
+    await tick();
+    last().hello();
+    last().frame({ t: 'subscribed', topic: 'room', seq: 0 });
+    await tick();
+    expect(calls).to.equal(1);
+    c.disconnect();
+    await tick(1200); // past the retry a second after the failure
+    expect(calls).to.equal(1);
+  });
+
+  it('refreshes the token ahead of exp again after a disconnect()/connect() cycle, and arms nothing for one that came after disconnect()', async function () {
+    // exp 31.2 s away and the default margin of 30 s: the refresh is due in about 1.2 s.
+    let asked = 0;
+    const c = make({ token: () => (asked++, tokenExpiringIn(31.2)) });
+    c.connect();
+    await tick();
+    expect(asked).to.equal(1);
+    c.disconnect();
+    c.connect(); // the cached token still has time: used as it is
+    await tick();
+    expect(asked).to.equal(1);
+    await tick(1400);
+    expect(asked, 'asked again ahead of exp').to.equal(2);
+
+    const before = timers();
+    let give: (t: string) => void = () => undefined;
+    const late = make({ token: () => new Promise<string>((r) => (give = r)) });
+    late.connect();
+    await tick();
+    late.disconnect();
+    give(tokenExpiringIn(3600));
+    await tick();
+    expect(timers(), 'a timer left behind (it keeps Node running)').to.be.at.most(before);
   });
 
   it('up: settled by upsent, retried with the same id after rate_limited and after a reconnect', async function () {

@@ -626,7 +626,10 @@ export class PushClient extends Emitter<PushClientEvents> {
   private async currentToken(): Promise<string> {
     const t = this.token;
     const now = Date.now() / 1000;
-    if (t !== undefined && (t.exp === undefined || t.exp - now > this.opts.tokenRefreshMarginSeconds)) return t.value;
+    if (t !== undefined && (t.exp === undefined || t.exp - now > this.opts.tokenRefreshMarginSeconds)) {
+      this.armRefresh(t.exp); // a disconnect() stopped the one armed before
+      return t.value;
+    }
     return this.refreshToken();
   }
 
@@ -662,7 +665,8 @@ export class PushClient extends Emitter<PushClientEvents> {
    */
   private armRefresh(exp: number | undefined): void {
     clearTimeout(this.refreshTimer);
-    if (exp === undefined || typeof this.opts.token === 'string') return;
+    // A token that came after disconnect(): nothing to refresh (and no timer to keep Node alive).
+    if (exp === undefined || typeof this.opts.token === 'string' || this.current === 'disconnected') return;
     const inMs = (exp - this.opts.tokenRefreshMarginSeconds) * 1000 - Date.now();
     const gen = this.generation;
     this.refreshTimer = setTimeout(
@@ -773,6 +777,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     for (const id of [...this.sends.keys()]) this.settleSend(id, gone);
     for (const id of [...this.rpcs.keys()]) this.settleRpc(id, gone);
     for (const session of this.appSessions.values()) session.stopped();
+    for (const sub of this.subs.values()) sub.stopped();
     this.setState('disconnected', why);
   }
 

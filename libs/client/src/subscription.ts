@@ -283,6 +283,13 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.emit('error', err);
   }
 
+  /** The client disconnected: no member fetch and no retry goes on until the next `hello`. */
+  stopped(): void {
+    this.fetches += 1;
+    clearTimeout(this.retry);
+    clearTimeout(this.fetchRetry);
+  }
+
   onUnsubscribed(): void {
     this.emit('unsubscribed');
   }
