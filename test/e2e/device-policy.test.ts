@@ -5,7 +5,7 @@ import type { Edge } from '@push/edge';
 import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
 import { Stack, type TestApp } from '../helpers/stack.js';
-import { waitStream, type StoredRecord } from '../helpers/streams.js';
+import { readStream, waitStream, type StoredRecord } from '../helpers/streams.js';
 import type { TcpProxy } from '../helpers/tcp-proxy.js';
 import { TestClient } from '../helpers/ws-client.js';
 
@@ -135,6 +135,21 @@ describe('devicePolicy: one connection per user or per device, across edges', fu
     for (let i = 0; i < 20; i++) {
       await race(single, `racer-${i}`, [edge(0), edge(1)]);
       await online(single, `racer-${i}`, 1);
+    }
+  });
+
+  it('on an app no edge holds a connection of yet, racers get their hello before any 4006, and each user one user_online, no user_offline', async function () {
+    // Each edge's first connection of an app waits for the app's `_all` subscription before its
+    // hello: a replacement must wait for the hello too (and conn_open, presence with it).
+    const cold = await stack.createApp({ devicePolicy: 'single' });
+    const users = Array.from({ length: 10 }, (_, i) => `cold-${i}`);
+    await Promise.all(users.map((u) => race(cold, u, [edge(0), edge(1)])));
+    await sleep(500);
+    const records = await readStream(nc, subjects.eventsStream(cold.id));
+    for (const u of users) {
+      const of = (type: string) => records.filter((r) => r.body['user'] === u && r.body['type'] === type).length;
+      expect([of('conn_open'), of('replaced'), of('user_online'), of('user_offline')], u).to.deep.equal([2, 1, 1, 0]);
+      expect((await cold.user(u)).body['online'], u).to.equal(true);
     }
   });
 

@@ -1,6 +1,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
+import WebSocket from 'ws';
 import { encodePresence } from '@push/presence';
 import type { NatsConnection } from '@push/nats';
 import { Subjects } from '@push/protocol';
@@ -75,6 +76,47 @@ describe('events: online/offline, connections, kicks, deliveries (issue 10)', fu
       expect(r.subject).to.equal(`${stack.prefix}.evt.${app.id}.${String(r.body['type'])}`);
     }
     expect(new Set(all.map((r) => r.body['id'])).size).to.equal(all.length);
+  });
+
+  it('pairs user_online and user_offline for connections closed as they open, also racing one that stays on the other edge', async function () {
+    const app = await stack.createApp();
+    const transitions = (records: StoredRecord[], user: string) =>
+      records
+        .filter(
+          (r) => r.body['user'] === user && (r.body['type'] === 'user_online' || r.body['type'] === 'user_offline'),
+        )
+        .map((r) => String(r.body['type']));
+    const openAndClose = async (user: string, device: string, edge = stack.edges[0]): Promise<void> => {
+      const ws = new WebSocket(`${stack.wsUrl(edge)}?token=${encodeURIComponent(await app.token(user, device))}`);
+      ws.on('error', () => undefined);
+      await new Promise<void>((resolve) => {
+        ws.on('open', () => ws.close());
+        ws.on('close', () => resolve());
+      });
+    };
+    // The app held on both edges (a connection that never greeted is no connection to report).
+    await connect(app, 'holder', 'h', stack.edges[0]);
+    await connect(app, 'holder', 'h', stack.edges[1]);
+    // Closed as soon as the upgrade completes (its hello went out), one after another: online
+    // then offline each time.
+    for (let i = 0; i < 5; i++) await openAndClose('brief', 'p');
+    // One closed at once on edge 0 while another opens on edge 1 and stays: online at the end.
+    const stayers: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const user = `stays-${i}`;
+      stayers.push(user);
+      await Promise.all([openAndClose(user, 'a'), connect(app, user, 'b', stack.edges[1])]);
+    }
+    await sleep(1000);
+    const records = await events(app);
+    expect(transitions(records, 'brief')).to.deep.equal(Array(5).fill(['user_online', 'user_offline']).flat());
+    expect((await app.user('brief')).body['online']).to.equal(false);
+    for (const user of stayers) {
+      expect((await app.user(user)).body['online'], user).to.equal(true);
+      expect(transitions(records, user).at(-1), `${user}: ${JSON.stringify(transitions(records, user))}`).to.equal(
+        'user_online',
+      );
+    }
   });
 
   it('emits kicked and a conn_close with reason kicked', async function () {

@@ -75,7 +75,7 @@ describe('EdgePresence (Redis down, Redis lost its data)', () => {
   function open(id: string, user: string): ClientConnection & { isClosed: boolean } {
     const c = fakeConnection(id, user, events);
     connections.add(c);
-    presence.opened(c);
+    void presence.opened(c);
     return c;
   }
 

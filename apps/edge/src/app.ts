@@ -380,7 +380,6 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       otherConnections: () => late.pusher?.size ?? 0,
       accepting: () => base.accepting(),
       tokenMaxLifetimeSeconds: config.tokenMaxLifetimeSeconds,
-      devicePolicy,
     });
     // The Pusher door (docs/pusher.md): its own module, on the same topics.
     const pusher = mountPusherDoor(app, {

@@ -77,7 +77,7 @@ export interface ConnectionContext {
   bindings: Pick<BindingsReader, 'read'>;
   /** Never-ack guard: told what a closing session leaves delivered and unacked (delivery-counts.ts). */
   deliveryCounts: Pick<DeliveryCounts, 'unacked'>;
-  /** The app setting `devicePolicy`: told of the sessions attached after the first, and of their end. */
+  /** The app setting `devicePolicy`: told of every session after its greeting, and of its end. */
   devicePolicy?: Pick<DevicePolicy, 'opened' | 'closed'>;
   /** Presence of the sessions attached after the first (the edge records the first's itself). */
   edgePresence?: Pick<EdgePresence, 'opened' | 'closed'>;
@@ -366,11 +366,8 @@ export class ClientConnection extends ClientSession {
       const session = new AttachedSession(this, id);
       (this.attached ??= new Map()).set(id.app, session);
       this.tagFrames();
+      // Its `conn_open`, presence and devicePolicy come with its `attached` (ClientSession.start).
       session.open(record?.settings.maxMessageBytes ?? 0);
-      session.emit('conn_open', {});
-      ctx.edgePresence?.opened(session);
-      // devicePolicy: after the `attached` answer, replaces the user's older sessions of the app.
-      ctx.devicePolicy?.opened(session);
     } catch (err) {
       this.connectionError(err, app);
     }
@@ -417,9 +414,7 @@ export class ClientConnection extends ClientSession {
     this.write(SessionFrames.detached(s.app, reason, reason === 'kicked' ? closeText : undefined));
     s.stop();
     if (s !== this) this.attached?.delete(s.app);
-    s.emit('conn_close', { code, reason: why });
-    this.ctx.edgePresence?.closed(s, why);
-    this.ctx.devicePolicy?.closed(s);
+    s.ended(code, why);
   }
 
   /** A newer connection of the user took over (devicePolicy): this session ends, 4006 `replaced`. */

@@ -121,6 +121,13 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
       if (this.isClosed || this.greeted) return;
       this.greeted = true;
       this.sendText(greeting);
+      // Open from its greeting on (api.md: `conn_open` after the `hello`): its event, presence
+      // (`user_online`), then devicePolicy, which may replace the user's older connections: only
+      // once this one is recorded, so that the user is never without a connection in presence.
+      this.emit('conn_open', {});
+      const recorded = this.ctx.edgePresence?.opened(this);
+      if (recorded === undefined) this.ctx.devicePolicy?.opened(this);
+      else void recorded.then(() => this.ctx.devicePolicy?.opened(this));
       // Read the backlog once the live subscription is active: no gap between the two.
       void subscribed.then(() => this.inbox.resync());
       // Registered for control messages above (channels.join), so a bind is seen by this read or
@@ -147,6 +154,17 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
 
   /** True once the greeting was sent: frames go out only after it. */
   greeted = false;
+
+  /**
+   * The session ended (its socket closed, or it was detached): its `conn_close`, presence and
+   * devicePolicy; nothing for one that ended before its greeting (it never opened for them).
+   */
+  ended(code: number, reason: string): void {
+    if (!this.greeted) return;
+    this.emit('conn_close', { code, reason });
+    this.ctx.edgePresence?.closed(this, reason);
+    this.ctx.devicePolicy?.closed(this);
+  }
 
   /** Called right after the greeting (ClientConnection hands over the frames that waited for it). */
   protected onGreeted(): void {

@@ -51,14 +51,23 @@ export class EdgePresence {
     private readonly log: Logger,
   ) {}
 
-  /** A connection opened (or is recorded again): `user_online` when it is the user's first. */
-  opened(conn: ClientSession, announce = true): void {
+  /**
+   * A connection opened (or is recorded again): `user_online` when it is the user's first.
+   * Resolves once Redis answered (or the write failed: it is retried later).
+   */
+  opened(conn: ClientSession, announce = true): Promise<void> {
     this.unrecorded.delete(conn);
     // When it opened, recorded as `since` every time (a field of the session, not a WeakMap entry).
     if (conn.presenceSince === 0) conn.presenceSince = Date.now();
-    this.presence.connected(conn.app, conn.user, conn.id, conn.device, conn.presenceSince).then(
+    return this.presence.connected(conn.app, conn.user, conn.id, conn.device, conn.presenceSince).then(
       (outcome) => {
-        if (outcome === 'lost' || conn.isClosed) return; // `lost`: dataLost() records it again
+        if (outcome === 'lost') return; // dataLost() records it again
+        if (conn.isClosed) {
+          // Closed before Redis answered: its removal comes after this write, and reports the
+          // user's `user_offline` when it was their last; the `user_online` this made comes first.
+          if (announce && outcome === 'first' && Date.now() >= this.recoveringUntil) conn.emit('user_online', {});
+          return;
+        }
         conn.presenceRecorded = true; // under the current epoch: its user's online was decided
         if (!announce) return;
         // Other edges may not have recorded the user's older connections yet: decided after.
@@ -112,7 +121,7 @@ export class EdgePresence {
     );
     for (const c of this.connections.sessions()) c.presenceRecorded = false;
     for (const c of this.connections.sessions()) {
-      this.opened(c);
+      void this.opened(c);
       c.recordTopics('lease');
     }
   }
@@ -130,14 +139,14 @@ export class EdgePresence {
     this.recoveringUntil = Date.now() + this.settleAfterMs;
     this.settleLater();
     for (const c of this.connections.sessions()) {
-      this.opened(c, !c.presenceRecorded);
+      void this.opened(c, !c.presenceRecorded);
       c.recordTopics('data');
     }
   }
 
   /** A renewal reached Redis: retry what failed, settle what is due. */
   renewed(): void {
-    for (const [c, announce] of [...this.unrecorded]) this.opened(c, announce);
+    for (const [c, announce] of [...this.unrecorded]) void this.opened(c, announce);
     for (const u of this.failed.splice(0)) this.remove(u);
     this.settleDue();
   }

@@ -10,7 +10,6 @@ import {
 import { CLOSE, DEFAULT_APP_SETTINGS, PushError, REFUSAL_AS_CLOSE, refusalCloseCode } from '@push/protocol';
 import { ClientConnection, type PingAgreement, type SocketData } from './client-connection.js';
 import type { EdgeConnections } from './edge-connections.js';
-import type { DevicePolicy } from './device-policy.js';
 import type { EdgeContext } from './edge-context.js';
 import { ipv4Peer } from './ip-policy.js';
 import { HeartbeatWheel, agreePing } from './heartbeat.js';
@@ -26,8 +25,6 @@ export interface EdgeSocketOptions {
   accepting: () => boolean;
   /** Tokens whose `exp` lies further ahead than this many seconds are refused (`token_exp_too_far`). */
   tokenMaxLifetimeSeconds: number;
-  /** The app setting `devicePolicy`: told of every connection after its `hello`, and of its close. */
-  devicePolicy?: Pick<DevicePolicy, 'opened' | 'closed'>;
 }
 
 /**
@@ -247,12 +244,9 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       connections.add(conn);
       metrics.connections.set(connections.size);
       const record = ctx.apps.get(conn.app);
+      // Its `conn_open`, presence and devicePolicy come with its `hello` (ClientSession.start).
       conn.open(ws, record?.settings.maxMessageBytes ?? 0);
       metrics.users.set(ctx.channels.size);
-      conn.emit('conn_open', {});
-      ctx.edgePresence.opened(conn);
-      // devicePolicy: after the hello (and conn_open), replaces the user's older connections.
-      opts.devicePolicy?.opened(conn);
     },
     message: (ws, message, isBinary) => {
       const { conn } = ws.getUserData();
@@ -283,11 +277,7 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       metrics.users.set(ctx.channels.size);
       const reason = closeReasonOf(code, conn.closeReason);
       // Each session still open (the first app's, unless it ended before, and those attached).
-      for (const s of ended) {
-        s.emit('conn_close', { code, reason });
-        ctx.edgePresence.closed(s, reason);
-        opts.devicePolicy?.closed(s); // devicePolicy
-      }
+      for (const s of ended) s.ended(code, reason);
     },
   });
 }
