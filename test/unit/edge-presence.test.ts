@@ -18,6 +18,7 @@ function fakeConnection(id: string, user: string, events: string[]): ClientConne
     user,
     device: 'phone',
     isClosed: false,
+    greeted: true,
     emit(type: string) {
       events.push(`${type} ${user} ${id}`);
     },

@@ -121,6 +121,7 @@ export class EdgePresence {
     );
     for (const c of this.connections.sessions()) c.presenceRecorded = false;
     for (const c of this.connections.sessions()) {
+      if (!c.greeted) continue; // recorded with its greeting, still to come
       void this.opened(c);
       c.recordTopics('lease');
     }
@@ -139,6 +140,7 @@ export class EdgePresence {
     this.recoveringUntil = Date.now() + this.settleAfterMs;
     this.settleLater();
     for (const c of this.connections.sessions()) {
+      if (!c.greeted) continue; // recorded with its greeting, still to come
       void this.opened(c, !c.presenceRecorded);
       c.recordTopics('data');
     }
