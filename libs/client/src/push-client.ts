@@ -367,7 +367,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     // Undefined on Node 20, whatever the DOM types say.
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (WS === undefined) {
-      throw new PushClientError('no_websocket', 'no global WebSocket: pass one as the WebSocket option (Node 20: ws)');
+      throw new PushClientError('no_websocket', 'no global WebSocket: pass the WebSocket option');
     }
     this.WS = WS;
     this.beat = new HeartbeatPolicy({ startSeconds: this.opts.pingSeconds, ...options.heartbeat });

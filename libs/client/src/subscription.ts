@@ -283,7 +283,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.emit('error', err);
   }
 
-  /** The client disconnected: no member fetch and no retry goes on until the next `hello`. */
+  /** The client disconnected (or this ended): no member fetch and no retry goes on until the next `hello`. */
   stopped(): void {
     this.fetches += 1;
     clearTimeout(this.retry);
@@ -296,8 +296,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   private end(): void {
     this.current = 'unsubscribed';
-    clearTimeout(this.retry);
-    clearTimeout(this.fetchRetry);
+    this.stopped();
   }
 
   protected override listenerFailed(err: unknown, event: keyof SubscriptionEvents): void {
