@@ -4,8 +4,8 @@ import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
 import { NATS_URL } from '../helpers/nats-server.js';
 
-/** The worker a connection landed on, from its hello (`<edge id>-<counter>`). */
-const workerOf = (c: TestClient): string => String(c.hello['conn']).replace(/-\d+$/, '');
+/** The worker a connection landed on, from its hello (`<edge id>-<start>-<counter>`). */
+const workerOf = (c: TestClient): string => String(c.hello['conn']).replace(/-[0-9a-z]+-\d+$/, '');
 
 /**
  * An edge in a process of its own (`workers` of them sharing its port) for one describe block,
