@@ -293,6 +293,12 @@ export class JobRun {
     for (let attempt = 0; ; attempt++) {
       try {
         const r = await store.publish(this.job.appId, user, this.payload, { ttlMs: this.ttlMs, msgId });
+        if (this.halted === 'app_deleted') {
+          // The store holds a write that finds no stream and sends it again (an election looks
+          // the same): this one reached the stream of a new app given the deleted one's id.
+          if (!r.duplicate) await store.remove(this.job.appId, r.seq).catch(() => false);
+          return 'aborted';
+        }
         this.lastStored = performance.now();
         if (r.duplicate) metrics.jobRewrites.inc();
         else metrics.jobWrites.inc();
