@@ -62,17 +62,14 @@ export class EdgePresence {
     return this.presence.connected(conn.app, conn.user, conn.id, conn.device, conn.presenceSince).then(
       (outcome) => {
         if (outcome === 'lost') return; // dataLost() records it again
-        if (conn.isClosed) {
-          // Closed before Redis answered: its removal comes after this write, and reports the
-          // user's `user_offline` when it was their last; the `user_online` this made comes first.
-          if (announce && outcome === 'first' && Date.now() >= this.recoveringUntil) conn.emit('user_online', {});
-          return;
-        }
-        conn.presenceRecorded = true; // under the current epoch: its user's online was decided
+        // Closed before Redis answered, it still announces the online it made: its removal comes
+        // after this write, and reports the user's `user_offline` when it was their last.
+        if (!conn.isClosed) conn.presenceRecorded = true; // under the current epoch: its user's online was decided
         if (!announce) return;
         // Other edges may not have recorded the user's older connections yet: decided after.
-        if (Date.now() < this.recoveringUntil) this.undecided.push(conn);
-        else if (outcome === 'first') conn.emit('user_online', {});
+        if (Date.now() < this.recoveringUntil) {
+          if (!conn.isClosed) this.undecided.push(conn);
+        } else if (outcome === 'first') conn.emit('user_online', {});
       },
       (err: unknown) => {
         if (!conn.isClosed) this.unrecorded.set(conn, announce);

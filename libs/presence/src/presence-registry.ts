@@ -607,10 +607,15 @@ export class PresenceRegistry {
   private takenOver(): void {
     if (!this.holding) return;
     this.holding = false;
+    this.stopTimers();
+    this.opts.onTakenOver?.(new EdgeIdTakenError(this.edgeId));
+  }
+
+  /** No more renewals and sweeps (the timer, and the renewal a Redis reconnect starts). */
+  private stopTimers(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     this.redis.off('ready', this.onReady);
-    this.opts.onTakenOver?.(new EdgeIdTakenError(this.edgeId));
   }
 
   /**
@@ -857,9 +862,7 @@ export class PresenceRegistry {
    * another edge's), only stops.
    */
   async stop(): Promise<void> {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
-    this.redis.off('ready', this.onReady);
+    this.stopTimers();
     if (!this.holding) return;
     this.holding = false;
     this.writes.flush(); // before the lease goes: the sweep below must see (and remove) them
