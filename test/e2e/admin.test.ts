@@ -338,6 +338,56 @@ describe('admin API and CLI', function () {
     expect(status.body['pending']).to.equal(0);
   });
 
+  it('writes in flight while an app is deleted never land in a new app given its id', async function () {
+    this.timeout(60_000);
+    const nc = await connect({ servers: NATS_URL });
+    const jsm = await jetstreamManager(nc);
+    const subjects = new Subjects(stack.prefix);
+    try {
+      // Four rounds: each a burst of client sends (queued behind the edge's store pipeline),
+      // pushes and topic publishes going on through the delete and an at-once re-create.
+      for (let round = 0; round < 4; round++) {
+        const old = await create({
+          settings: { clientMessaging: true, sendRatePerConnection: 100_000, sendRatePerUser: 100_000 },
+        });
+        const id = old.app.id;
+        const senders = await Promise.all(
+          Array.from({ length: 20 }, async (_, i) => connectWith(await tokenFor(id, old.app.secrets[0]!, `s${i}`))),
+        );
+        let going = true;
+        const flows = [
+          ...senders.map(async (c, i) => {
+            for (let n = 0; going; n++) {
+              c.send({ t: 'send', to: `r${i}`, id: `m${n}`, data: n });
+              if (n % 20 === 19) await sleep(1);
+            }
+          }),
+          ...Array.from({ length: 4 }, async (_, i) => {
+            for (let n = 0; going; n++) {
+              await Promise.all([
+                pushWith(id, old.apiKey, { user: `u${i}`, data: n }),
+                stack.http('POST', `/v1/apps/${id}/topics/news${i}`, old.apiKey, { data: n }),
+              ]);
+            }
+          }),
+        ];
+        await sleep(300);
+        expect((await admin('DELETE', `/v1/admin/apps/${id}`)).status).to.equal(204);
+        const reborn = await create({ id });
+        going = false;
+        await Promise.all(flows);
+        await sleep(5500); // past the store deadline of any write held through the delete
+        const inbox = await jsm.streams.info(subjects.inboxStream(id));
+        const topics = await jsm.streams.info(subjects.topicStream(id));
+        expect(inbox.state.messages, "the deleted app's messages in the new app's inboxes").to.equal(0);
+        expect(topics.state.messages, "the deleted app's publishes in the new app's topics").to.equal(0);
+        expect((await stack.http('GET', `/v1/apps/${id}/users/r0`, reborn.apiKey)).body['pending']).to.equal(0);
+      }
+    } finally {
+      await nc.close();
+    }
+  });
+
   it('the edge hears clientMessaging being turned on and off', async function () {
     const a = await create({ settings: { clientMessaging: false } });
     const token = (u: string) => tokenFor(a.app.id, a.app.secrets[0]!, u);

@@ -205,7 +205,10 @@ function harness(
     },
     topicPresence: { joined: () => undefined, left: () => undefined },
     channels: { join: () => Promise.resolve(), leave: () => undefined },
-    apps: { get: (id) => (id === app.id ? app : id === 'other' ? { ...app, id: 'other', name: 'other' } : undefined) },
+    apps: {
+      get: (id) => (id === app.id ? app : id === 'other' ? { ...app, id: 'other', name: 'other' } : undefined),
+      holds: () => () => true,
+    },
     metrics: createEdgeMetrics(new Registry()),
     log: {
       warn: (o: unknown) => warnings.push(o),

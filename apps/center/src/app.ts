@@ -178,6 +178,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         { maxBatch: config.center.maxBatch, maxTtlSeconds: config.inbox.maxAgeSeconds },
         metrics,
         transientPush,
+        apps,
       );
       topicStore = new TopicStore(nc, subjects, { timeoutMs: config.inbox.timeoutMs });
       const topics = new TopicService(
@@ -186,6 +187,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         new RateLimiter(),
         { maxBatch: config.center.maxBatch },
         metrics,
+        apps,
       );
       const kicker = new Kicker(conn, subjects, presence, log);
       const bindingsRepo = new BindingsRepository(db);

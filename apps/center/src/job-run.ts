@@ -59,6 +59,8 @@ export interface JobRunDeps {
  */
 export class JobRun {
   private halted: RunEnd | undefined;
+  /** Holds while the job's app is the one it was run for (`AppDirectory.holds`), set at the start. */
+  private appLive: (() => boolean) | undefined;
   private inFlight = 0;
   /** Writes waiting to be tried again: while any does, no new user is started (the store is failing). */
   private retrying = 0;
@@ -135,6 +137,7 @@ export class JobRun {
     // id may be taken by a new app a moment later, and a write retried after that would land in
     // the new app's inboxes.
     const appId = this.job.appId;
+    this.appLive = this.deps.apps.holds(appId);
     const unwatch = this.deps.apps.onChange((id, app) => {
       if (id === appId && app === undefined) this.halt('app_deleted');
     });
@@ -292,10 +295,14 @@ export class JobRun {
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       try {
-        const r = await store.publish(this.job.appId, user, this.payload, { ttlMs: this.ttlMs, msgId });
+        const r = await store.publish(this.job.appId, user, this.payload, {
+          ttlMs: this.ttlMs,
+          msgId,
+          live: this.appLive,
+        });
         if (this.halted === 'app_deleted') {
-          // The store holds a write that finds no stream and sends it again (an election looks
-          // the same): this one reached the stream of a new app given the deleted one's id.
+          // A write sent before this center heard of the delete (its check passed) that reached
+          // the stream of a new app given the deleted one's id.
           if (!r.duplicate) await store.remove(this.job.appId, r.seq).catch(() => false);
           return 'aborted';
         }

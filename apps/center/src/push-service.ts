@@ -16,7 +16,7 @@ import {
 } from '@push/protocol';
 import { readBatch } from './batch-items.js';
 import type { CenterMetrics } from './metrics.js';
-import type { RateLimiter } from '@push/apps';
+import type { AppDirectory, RateLimiter } from '@push/apps';
 import type { TransientPush } from './transient-push.js';
 
 interface PushInput {
@@ -76,6 +76,8 @@ export class PushService {
     private readonly limits: { maxBatch: number; maxTtlSeconds: number },
     private readonly metrics: CenterMetrics,
     private readonly transient: TransientPush,
+    /** The apps' directory (`AppDirectory.holds`): a store held through its app's delete is dropped. */
+    private readonly apps?: Pick<AppDirectory, 'holds'>,
   ) {}
 
   /**
@@ -157,6 +159,7 @@ export class PushService {
       ttlMs: Math.round((m.ttlSeconds ?? app.settings.defaultTtlSeconds) * 1000),
       ...(m.id !== undefined ? { msgId: this.subjects.apiMessageId(app.id, m.user, m.id) } : {}),
       now,
+      live: this.apps?.holds(app.id),
     });
     if (r.duplicate) this.metrics.duplicates.inc();
     else this.metrics.messages.inc();

@@ -1,4 +1,4 @@
-import type { RateLimiter } from '@push/apps';
+import type { AppDirectory, RateLimiter } from '@push/apps';
 import type { TopicStore } from '@push/nats';
 import {
   PushError,
@@ -66,6 +66,8 @@ export class TopicService {
     private readonly limiter: RateLimiter,
     private readonly limits: { maxBatch: number },
     private readonly metrics: CenterMetrics,
+    /** As PushService's: a publish held through its app's delete is dropped. */
+    private readonly apps?: Pick<AppDirectory, 'holds'>,
   ) {}
 
   /** Parses one message for `topic` (from the path) or `{ messages: [{ topic, ... }] }` (topic undefined). */
@@ -113,6 +115,7 @@ export class TopicService {
     const wait = this.limiter.take(app.id, app.settings.topicRateLimit, inputs.length);
     if (wait > 0) throw new RateLimitedError(wait, `the app's topicRateLimit is ${app.settings.topicRateLimit}/s`);
     const now = Date.now();
+    const live = this.apps?.holds(app.id);
     const settled = await Promise.allSettled(
       inputs.map((m) =>
         this.store.publish(app.id, m.topic, m.payload, {
@@ -120,6 +123,7 @@ export class TopicService {
           explicitTtl: m.ttlSeconds !== undefined,
           ...(m.id !== undefined ? { msgId: this.subjects.topicMessageId(app.id, m.topic, m.id) } : {}),
           now,
+          live,
         }),
       ),
     );

@@ -66,7 +66,7 @@ export interface ConnectionContext {
   /** Reads the backlog (per user, or in a shared pass when many wait): InboxStore.readBatch's contract. */
   backlog: Pick<BacklogReader, 'read'>;
   channels: Pick<UserChannels, 'join' | 'leave'>;
-  apps: Pick<AppDirectory, 'get'>;
+  apps: Pick<AppDirectory, 'get' | 'holds'>;
   metrics: EdgeMetrics;
   log: Pick<Logger, 'warn' | 'error' | 'debug'>;
   sendLimits: Pick<SendLimits, 'admit'>;

@@ -43,6 +43,7 @@ export class UpstreamFrames {
         ttlMs: Math.round(ttlSeconds * 1000),
         msgId: ctx.subjects.clientMessageId(host.app, host.user, f.id),
         from: host.user,
+        live: ctx.apps.holds(host.app),
       });
       if (!r.duplicate) ctx.metrics.messagesIn.inc();
       host.sendText(ServerFrames.sent(f.id, r.seq, r.duplicate));

@@ -11,7 +11,8 @@ type Listener = (id: string, app: AppRecord | undefined) => void;
  * here; a change reaches every process within one KV watch round trip.
  */
 export class AppDirectory {
-  private readonly apps = new Map<string, { record: AppRecord; revision: number }>();
+  /** `born`: the revision that made this incarnation of the id (a re-created app gets a new one). */
+  private readonly apps = new Map<string, { record: AppRecord; revision: number; born: number }>();
   private readonly listeners = new Set<Listener>();
   private readonly kv: KV;
   private readonly subjects: Subjects;
@@ -62,7 +63,7 @@ export class AppDirectory {
     const current = this.apps.get(id);
     if (current !== undefined && current.revision >= revision) return;
     if (record === undefined) this.apps.delete(id);
-    else this.apps.set(id, { record, revision });
+    else this.apps.set(id, { record, revision, born: current?.born ?? revision });
     for (const l of this.listeners) l(id, record);
   }
 
@@ -79,6 +80,17 @@ export class AppDirectory {
   /** Ids of every known app. */
   ids(): string[] {
     return [...this.apps.keys()];
+  }
+
+  /**
+   * A test that holds while the app `id` this process knows now is still there: false once it is
+   * deleted, and stays false when an app is created again with the same id. A store of the app's
+   * that waits (queued, or held through an election) checks it before each send, so that a write
+   * of a deleted app never lands in the streams of a new one given its id.
+   */
+  holds(id: string): () => boolean {
+    const born = this.apps.get(id)?.born;
+    return () => born !== undefined && this.apps.get(id)?.born === born;
   }
 
   /** Calls `listener` after every change (undefined app = deleted). Returns an unsubscribe. */

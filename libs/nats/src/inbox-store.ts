@@ -18,7 +18,13 @@ import {
   type LiveReply,
   type LiveSubscriber,
 } from './live-subscriber.js';
-import { PipelineFullError, RequestLostError, RequestPipeline, RequestTimeoutError } from './request-pipeline.js';
+import {
+  PipelineFullError,
+  RequestAbandonedError,
+  RequestLostError,
+  RequestPipeline,
+  RequestTimeoutError,
+} from './request-pipeline.js';
 import { StoreRequester, readTimeoutMs, storeMessageId } from './store-requester.js';
 
 /** One message read from a user's inbox (by Direct Get or from the live RePublish). */
@@ -47,6 +53,11 @@ export interface PublishOptions {
   msgId?: string;
   from?: string;
   now?: number;
+  /**
+   * Holds while the app is the one the message is for (`AppDirectory.holds`): asked before each
+   * send, false ends the store with PushError `app_not_found` (the app was deleted meanwhile).
+   */
+  live?: () => boolean;
 }
 
 export interface PublishResult {
@@ -195,6 +206,9 @@ export function publishTransient(
 /** A pipeline failure (timeout, full queue) as the PushError `store_unavailable` a caller reports. */
 export function storeError(err: unknown): PushError {
   if (err instanceof PushError) return err;
+  if (err instanceof RequestAbandonedError) {
+    return new PushError('app_not_found', 'the app was deleted before the message was stored', { cause: err });
+  }
   const message =
     err instanceof RequestTimeoutError
       ? 'the message store did not answer in time'
@@ -331,7 +345,7 @@ export class InboxStore {
     h.set('Nats-Msg-Id', opts.msgId ?? storeMessageId());
     // One promise per message on this hot path, mapped once. Held through an election and sent
     // again after a lost answer (see StoreRequester).
-    return this.stores.request(subject, stored, h).then(readStored, (err: unknown) => {
+    return this.stores.request(subject, stored, h, opts.live).then(readStored, (err: unknown) => {
       throw storeError(err);
     });
   }

@@ -21,6 +21,14 @@ export class RequestLostError extends Error {
 }
 
 /** Raised when more requests wait for a slot than the pipeline holds (the server is behind). */
+/** A request whose `live` test failed before it was sent (see `RequestPipeline.request`). */
+export class RequestAbandonedError extends Error {
+  constructor(subject: string) {
+    super(`request on ${subject} abandoned before it was sent: what it was for is gone`);
+    this.name = 'RequestAbandonedError';
+  }
+}
+
 export class PipelineFullError extends Error {
   constructor(queued: number) {
     super(`${queued} requests already wait for a slot; the server is not keeping up`);
@@ -78,6 +86,8 @@ interface Many<M> {
 interface Queued<M, H> extends Pending<M> {
   payload: Uint8Array | string;
   headers: H | undefined;
+  /** Asked before the request is sent: false abandons it. */
+  live: (() => boolean) | undefined;
 }
 
 /**
@@ -259,9 +269,10 @@ export class RequestPipeline<M = Msg, H = MsgHdrs> {
   /**
    * Publishes `payload` to `subject` with a reply subject of this pipeline and resolves with the
    * reply. Rejects with RequestTimeoutError past the deadline, PipelineFullError when too many
-   * wait, or an Error when the pipeline is closed.
+   * wait, or an Error when the pipeline is closed. `live`, when given, is asked just before the
+   * request goes out (it may have waited for a slot): false rejects it with RequestAbandonedError.
    */
-  request(subject: string, payload: Uint8Array | string, headers?: H): Promise<M> {
+  request(subject: string, payload: Uint8Array | string, headers?: H, live?: () => boolean): Promise<M> {
     if (this.closed) return Promise.reject(new Error('request pipeline is closed'));
     return new Promise<M>((resolve, reject) => {
       this.enqueue({
@@ -272,6 +283,7 @@ export class RequestPipeline<M = Msg, H = MsgHdrs> {
         payload,
         headers,
         many: undefined,
+        live,
       });
     });
   }
@@ -294,6 +306,7 @@ export class RequestPipeline<M = Msg, H = MsgHdrs> {
         payload,
         headers: undefined,
         many,
+        live: undefined,
       });
     });
   }
@@ -347,6 +360,12 @@ export class RequestPipeline<M = Msg, H = MsgHdrs> {
       if (this.paused) {
         this.pending.delete(id);
         back.push(q);
+        continue;
+      }
+      if (q.live !== undefined && !q.live()) {
+        this.pending.delete(id);
+        q.reject(new RequestAbandonedError(q.subject));
+        this.release();
         continue;
       }
       try {

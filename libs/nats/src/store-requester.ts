@@ -107,24 +107,32 @@ export class StoreRequester {
   /**
    * Sends a store request and resolves with its answer: the store's ack or refusal, or, once the
    * deadline passed, the last leader-change answer. Rejects as RequestPipeline does (timeout,
-   * full queue, closed). `headers` must hold a `Nats-Msg-Id`.
+   * full queue, closed). `headers` must hold a `Nats-Msg-Id`. `live`, when given, is asked
+   * before each attempt goes out: false ends the request with RequestAbandonedError (the app
+   * the store was for was deleted: a write held through its delete must not land in a stream
+   * made since under the same name).
    */
-  async request(subject: string, payload: Uint8Array | string, headers: MsgHdrs): Promise<Msg> {
+  async request(subject: string, payload: Uint8Array | string, headers: MsgHdrs, live?: () => boolean): Promise<Msg> {
     this.active++;
     try {
-      return await this.retry(subject, payload, headers);
+      return await this.retry(subject, payload, headers, live);
     } finally {
       if (--this.active === 0) this.idleWaiters.wake();
     }
   }
 
-  private async retry(subject: string, payload: Uint8Array | string, headers: MsgHdrs): Promise<Msg> {
+  private async retry(
+    subject: string,
+    payload: Uint8Array | string,
+    headers: MsgHdrs,
+    live: (() => boolean) | undefined,
+  ): Promise<Msg> {
     const deadline = Date.now() + this.timeoutMs;
     for (let attempt = 0; ; attempt++) {
       let reply: Msg | undefined;
       let failure: unknown;
       try {
-        reply = await this.attempt(subject, payload, headers, deadline, attempt);
+        reply = await this.attempt(subject, payload, headers, deadline, attempt, live);
         if (!isLeaderChangeReply(reply)) return reply;
       } catch (err) {
         if (!(err instanceof RequestTimeoutError || err instanceof RequestLostError)) throw err;
@@ -150,8 +158,9 @@ export class StoreRequester {
     headers: MsgHdrs | undefined,
     deadline: number,
     attempt: number,
+    live: (() => boolean) | undefined,
   ): Promise<Msg> {
-    const sent = this.attempts.request(subject, payload, headers);
+    const sent = this.attempts.request(subject, payload, headers, live);
     if (attempt === 0) return sent;
     return new Promise<Msg>((resolve, reject) => {
       const timer = setTimeout(

@@ -27,6 +27,8 @@ export interface TopicPublishOptions {
   explicitTtl: boolean;
   msgId?: string;
   now?: number;
+  /** As PublishOptions' `live` (the inbox store's): false ends the store with `app_not_found`. */
+  live?: () => boolean;
 }
 
 const NUM_PENDING = 'Nats-Num-Pending';
@@ -142,9 +144,11 @@ export class TopicStore {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    return this.stores.request(this.subjects.topic(app, topic), stored, h).then(readStored, (err: unknown) => {
-      throw storeError(err);
-    });
+    return this.stores
+      .request(this.subjects.topic(app, topic), stored, h, opts.live)
+      .then(readStored, (err: unknown) => {
+        throw storeError(err);
+      });
   }
 
   private api(op: string, app: string): string {

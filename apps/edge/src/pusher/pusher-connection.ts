@@ -352,7 +352,7 @@ export class PusherConnection {
         this.app,
         channel,
         { bytes: Buffer.from(JSON.stringify(stored)), binary: false },
-        { ttlMs: app.settings.topicHistorySeconds * 1000, explicitTtl: false },
+        { ttlMs: app.settings.topicHistorySeconds * 1000, explicitTtl: false, live: ctx.apps.holds(this.app) },
       );
       ctx.metrics.messagesIn.inc();
       ctx.events.emit('client_event', {
