@@ -141,8 +141,11 @@ describe('heartbeats: intervals agreed per connection, silent connections droppe
     expect((await open(wide, 'w1', '&ping=300')).hello['ping']).to.equal(300);
     // The server-wide cap (PUSH_EDGE_PING_MAX, 600 by default) bounds what the app allows.
     expect((await open(wide, 'w2', '&ping=5000')).hello['ping']).to.equal(600);
-    // Nothing asked: the server default.
+    // Nothing asked, or nothing that is a number (blank included): the server default.
     expect((await open(wide, 'w3', '')).hello['ping']).to.equal(25);
+    for (const blank of ['%20', '%09', 'abc', '']) {
+      expect((await open(wide, `w3${blank}`, `&ping=${blank}`)).hello['ping'], `ping=${blank}`).to.equal(25);
+    }
 
     const narrow = await stack.createApp({ pingMinSeconds: 30, pingMaxSeconds: 120 });
     expect((await open(narrow, 'n1', '&ping=5')).hello['ping']).to.equal(30);

@@ -222,7 +222,8 @@ export function mountEdgeSocket(app: TemplatedApp, opts: EdgeSocketOptions): voi
       }
       const conn = new ClientConnection(ctx, ++counter, id.app, id.user, id.device, id.exp, id.topics);
       const settings = ctx.apps.get(id.app)?.settings ?? DEFAULT_APP_SETTINGS;
-      conn.pingSeconds = agreePing(askedPing === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
+      // Number('') and Number(' ') are 0, not "not a number": blank counts as not asked.
+      conn.pingSeconds = agreePing(askedPing.trim() === '' ? undefined : Number(askedPing), edgeConfig.ping, settings);
       // uWS hands every header as a new string: the usual empty one is kept as the shared ''.
       conn.origin = origin === '' ? '' : origin;
       conn.ip = ip;
