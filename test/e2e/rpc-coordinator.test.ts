@@ -88,6 +88,17 @@ describe('RPC forwarding (issue 10): the coordinator calls the app and answers t
     receiver.mode = { kind: 'ok' };
   });
 
+  it('reads a 2xx answer as a business service over NATS would: error null is a success, JSON not an object is rpc_failed', async function () {
+    const app = await stack.createApp({ rpcUrl: receiver.url });
+    receiver.secrets = [rpcSecret(app.record.secrets[0]?.secret ?? '')];
+    receiver.rpcAnswer = () => ({ data: { name: 'Bob' }, error: null });
+    expect(await call(app.id, 'n1', 1)).to.deep.equal({ data: { name: 'Bob' } });
+    receiver.rpcAnswer = () => [1, 2];
+    const notObject = await call(app.id, 'n2', 1);
+    expect((notObject['error'] as { code: string }).code).to.equal('rpc_failed');
+    receiver.rpcAnswer = undefined;
+  });
+
   it('an app without rpcUrl has no responder (the edge answers rpc_unavailable), and a business service may answer instead', async function () {
     const app = await stack.createApp();
     await new Promise((r) => setTimeout(r, 200)); // the coordinator has heard of the app

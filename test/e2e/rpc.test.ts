@@ -101,4 +101,55 @@ describe('rpc: client requests answered over NATS (issue 10)', function () {
     expect(ok.length + limited.length).to.equal(10);
     stop();
   });
+  it('at most 16 rpc await their answer on one connection, every session together; the refusal says how long to wait', async function () {
+    const a = await stack.createApp({ rpcRatePerConnection: 0, rpcTimeoutMs: 2000 });
+    const b = await stack.createApp({ rpcRatePerConnection: 0, rpcTimeoutMs: 2000 });
+    const stops = [respond(a, () => undefined), respond(b, () => undefined)]; // listen, never answer
+    await nc.flush();
+    const c = await connect(a, 'multi');
+    c.send({ t: 'attach', token: await b.token('multi') });
+    await c.waitFor((f) => f.t === 'attached');
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      c.send({ t: 'rpc', id: `A${i}`, method: 'm' });
+      c.send({ t: 'rpc', app: b.id, id: `B${i}`, method: 'm' });
+      ids.push(`A${i}`, `B${i}`);
+    }
+    const answered = () => c.frames.filter((f) => ids.includes(String(f['id'])));
+    const deadline = Date.now() + 5000;
+    while (answered().length < ids.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const limited = answered().filter((f) => f['code'] === 'rate_limited');
+    expect(answered().filter((f) => f['code'] === 'rpc_timeout').length, 'awaited their answer').to.equal(16);
+    expect(limited.length).to.equal(8);
+    for (const f of limited) expect(f['retryAfter']).to.be.within(1, 2000);
+    // Once the 16 timed out, slots are free again.
+    c.send({ t: 'rpc', app: b.id, id: 'after', method: 'm' });
+    expect(await c.waitFor((f) => f['id'] === 'after')).to.include({ code: 'rpc_timeout' });
+    for (const stop of stops) stop();
+  });
+
+  it('answers an rpc that cannot be sent with its reason, not rpc_unavailable: data too deep, request too large', async function () {
+    const app = await stack.createApp();
+    const stop = respond(app, (req) => ({ data: req['method'] }));
+    await nc.flush();
+    const c = await connect(app, 'deep');
+    const deep = '['.repeat(20_000) + ']'.repeat(20_000);
+    c.sendRaw(`{"t":"rpc","id":"deep","method":"m","data":${deep}}`);
+    expect(await c.waitFor((f) => f['id'] === 'deep')).to.include({ t: 'error', code: 'invalid_data' });
+    c.send({ t: 'rpc', id: 'big', method: 'm', data: 'x'.repeat(1_048_576 - 100) }); // the edge takes the frame, NATS not the request
+    expect(await c.waitFor((f) => f['id'] === 'big')).to.include({ t: 'error', code: 'payload_too_large' });
+    c.send({ t: 'rpc', id: 'fine', method: 'still.here' });
+    expect(await c.waitFor((f) => f['id'] === 'fine')).to.deep.equal({ t: 'rpc', id: 'fine', data: 'still.here' });
+    stop();
+  });
+
+  it('takes a reply whose error is null as a success', async function () {
+    const app = await stack.createApp();
+    const stop = respond(app, () => ({ data: { ok: 1 }, error: null }));
+    await nc.flush();
+    const c = await connect(app, 'nul');
+    c.send({ t: 'rpc', id: 'n1', method: 'm' });
+    expect(await c.waitFor((f) => f['id'] === 'n1')).to.deep.equal({ t: 'rpc', id: 'n1', data: { ok: 1 } });
+    stop();
+  });
 });

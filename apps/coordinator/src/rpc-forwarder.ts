@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { signWebhook, type AppDirectory } from '@push/apps';
-import { RpcRequestSchema, compile, type AppRecord, type Subjects } from '@push/protocol';
+import { RpcRequestSchema, compile, isObject, type AppRecord, type Subjects } from '@push/protocol';
 import type { Logger } from 'pino';
 import { HttpPoster, PostError } from './http-poster.js';
 import type { CoordinatorMetrics } from './metrics.js';
@@ -122,14 +122,23 @@ export class RpcForwarder {
         reply({ error: { code: 'rpc_failed', message: 'the RPC endpoint answered with no JSON' } }, 'failed');
         return;
       }
-      const a = answer as { data?: unknown; error?: { code?: unknown; message?: unknown } } | null;
-      if (a !== null && typeof a === 'object' && a.error !== undefined) {
-        const code = typeof a.error.code === 'string' ? a.error.code : 'rpc_failed';
-        const message = typeof a.error.message === 'string' ? a.error.message : 'the RPC failed';
+      // As a business service answering over NATS would (RpcClient): an object, `error` null or absent for success.
+      if (!isObject(answer)) {
+        reply(
+          { error: { code: 'rpc_failed', message: 'the RPC endpoint answered JSON that is not an object' } },
+          'failed',
+        );
+        return;
+      }
+      const error = answer['error'];
+      if (error !== undefined && error !== null) {
+        const e = isObject(error) ? error : {};
+        const code = typeof e['code'] === 'string' ? e['code'] : 'rpc_failed';
+        const message = typeof e['message'] === 'string' ? e['message'] : 'the RPC failed';
         reply({ error: { code, message } }, 'failed');
         return;
       }
-      reply({ data: a !== null && typeof a === 'object' && 'data' in a ? a.data : null }, 'ok');
+      reply({ data: answer['data'] ?? null }, 'ok');
     } catch (err) {
       if (err instanceof PostError && err.timedOut) {
         reply(

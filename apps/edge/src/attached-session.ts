@@ -3,6 +3,7 @@ import { CLOSE, SessionFrames, taggedTopicKey, withApp } from '@push/protocol';
 import type { ClientConnection, ClientSocket } from './client-connection.js';
 import { ClientSession, EarlyFrames, type SessionFrame } from './client-session.js';
 import { REPLACED_REASON } from './device-policy.js';
+import type { RpcSlots } from './upstream-frames.js';
 
 /**
  * Checks a client token as the upgrade does (the app exists and is enabled, allows the page's
@@ -44,6 +45,10 @@ export class AttachedSession extends ClientSession {
 
   get ws(): ClientSocket | undefined {
     return this.conn.ws;
+  }
+
+  rpcSlots(): RpcSlots {
+    return this.conn.rpcSlots();
   }
 
   /** Greets with `attached` (the session's `hello`), then delivers as a first session does. */

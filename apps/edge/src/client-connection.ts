@@ -30,6 +30,7 @@ import type { TopicChannels } from './topic-channels.js';
 import type { TopicPresence } from './topic-presence.js';
 import type { TrafficCell } from './traffic-meter.js';
 import type { UserChannels } from './user-channels.js';
+import { RpcSlots } from './upstream-frames.js';
 
 export { RPC_IN_FLIGHT_PER_CONNECTION } from './upstream-frames.js';
 
@@ -152,6 +153,8 @@ export class ClientConnection extends ClientSession {
   private socketClosed = false;
   /** Rate of `attach` frames (ATTACHES_PER_SECOND); made on the first. */
   private attachBucket: TokenBucket | undefined;
+  /** `rpc` frames awaiting their answer, of every session; made on the first. */
+  private rpcs: RpcSlots | undefined;
 
   constructor(
     ctx: ConnectionContext,
@@ -170,6 +173,10 @@ export class ClientConnection extends ClientSession {
   /** Connection id, unique across edges and their restarts (edge id, start time, counter). */
   get id(): string {
     return `${this.ctx.connIdPrefix}-${this.n}`;
+  }
+
+  rpcSlots(): RpcSlots {
+    return (this.rpcs ??= new RpcSlots());
   }
 
   /** Called on WebSocket open: greet, subscribe, then read the backlog. */

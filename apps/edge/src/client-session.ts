@@ -12,7 +12,7 @@ import { InboxDelivery } from './inbox-delivery.js';
 import type { ErrorExtra, SessionHost } from './session-host.js';
 import { TopicSubscriptions, type LateAll } from './topic-subscriptions.js';
 import type { TrafficCell } from './traffic-meter.js';
-import { UpstreamFrames } from './upstream-frames.js';
+import { UpstreamFrames, type RpcSlots } from './upstream-frames.js';
 import type { LiveReceiver } from './user-channels.js';
 
 /** The frames a session handles itself (the connection handles `ping`, `attach` and `detach`). */
@@ -91,6 +91,7 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
   /** Connection id, unique across edges; every session of a connection shares it. */
   abstract get id(): string;
   abstract get ws(): ClientSocket | undefined;
+  abstract rpcSlots(): RpcSlots;
   /** Sends one frame of this session on the socket; answers as uWS `send` does. */
   abstract send(text: string): number;
   /** Ends this session for a kick. */

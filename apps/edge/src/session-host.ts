@@ -1,5 +1,6 @@
 import type { EventInput, EventType } from '@push/protocol';
 import type { ClientSocket, ConnectionContext } from './client-connection.js';
+import type { RpcSlots } from './upstream-frames.js';
 
 /** Extra fields of an `error` frame: the id of the refused frame, the seqs or topic it was about. */
 export interface ErrorExtra {
@@ -28,6 +29,8 @@ export interface SessionHost {
   readonly isClosed: boolean;
   /** True once the session's greeting (`hello`, `attached`) was sent. */
   readonly greeted: boolean;
+  /** The connection's `rpc` frames awaiting their answer (shared by all its sessions). */
+  rpcSlots(): RpcSlots;
   /** Sends one frame (nothing once closed). */
   sendText(text: string): void;
   /** Sends one frame of the session on the socket; answers as uWS `send` does (1 sent, 0 buffered, 2 dropped). */

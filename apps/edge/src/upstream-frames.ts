@@ -9,6 +9,32 @@ import type { SessionHost } from './session-host.js';
 export const RPC_IN_FLIGHT_PER_CONNECTION = 16;
 
 /**
+ * The `rpc` frames of one connection awaiting their answer, every session of it together (at
+ * most RPC_IN_FLIGHT_PER_CONNECTION), by deadline.
+ */
+export class RpcSlots {
+  private readonly deadlines: number[] = [];
+
+  /**
+   * Takes a slot until `deadline` (epoch ms): 0 when taken; when none is free, the ms until the
+   * oldest one's deadline, by when a slot is free at the latest (an answer frees one sooner).
+   */
+  take(deadline: number, now: number): number {
+    if (this.deadlines.length < RPC_IN_FLIGHT_PER_CONNECTION) {
+      this.deadlines.push(deadline);
+      return 0;
+    }
+    return Math.max(1, Math.min(...this.deadlines) - now);
+  }
+
+  /** Gives back the slot taken until `deadline`. */
+  release(deadline: number): void {
+    const i = this.deadlines.indexOf(deadline);
+    if (i >= 0) this.deadlines.splice(i, 1);
+  }
+}
+
+/**
  * A session's upstream frames: `send` (client messaging into another user's inbox), `up`
  * (stored in the app's upstream stream) and `rpc` (a NATS request to the business), each with
  * its own per-connection rate limit, answered `sent`, `upsent`, `rpc` or an `error` with the
@@ -20,8 +46,6 @@ export class UpstreamFrames {
   /** Rate limits of this connection's `up` and `rpc` frames; made on first use. */
   private upBucket: TokenBucket | undefined;
   private rpcBucket: TokenBucket | undefined;
-  /** `rpc` frames awaiting their answer. */
-  private rpcInFlight = 0;
 
   constructor(private readonly host: SessionHost) {}
 
@@ -103,19 +127,26 @@ export class UpstreamFrames {
       const app = ctx.apps.get(host.app);
       if (app === undefined || app.disabled) throw new PushError('app_disabled');
       const s = app.settings;
-      if (this.rpcInFlight >= RPC_IN_FLIGHT_PER_CONNECTION) {
-        throw new PushError(
-          'rate_limited',
-          `at most ${RPC_IN_FLIGHT_PER_CONNECTION} rpc may await their answer on one connection`,
+      const now = Date.now();
+      const deadline = now + s.rpcTimeoutMs;
+      const slots = host.rpcSlots();
+      const full = slots.take(deadline, now);
+      if (full > 0) {
+        ctx.metrics.rpc.inc({ outcome: 'rate_limited' });
+        counted = true;
+        return this.rateLimited(
+          f.id,
+          `rpc awaiting their answer on this connection (at most ${RPC_IN_FLIGHT_PER_CONNECTION})`,
+          full,
         );
       }
       const wait = (this.rpcBucket ??= new TokenBucket(s.rpcRatePerConnection)).admitOne(s.rpcRatePerConnection);
       if (wait > 0) {
+        slots.release(deadline);
         ctx.metrics.rpc.inc({ outcome: 'rate_limited' });
         counted = true;
         return this.rateLimited(f.id, 'rpc', wait);
       }
-      this.rpcInFlight++;
       let json: string;
       try {
         json = await ctx.rpc.call(
@@ -131,7 +162,7 @@ export class UpstreamFrames {
           s.rpcTimeoutMs,
         );
       } finally {
-        this.rpcInFlight--;
+        slots.release(deadline);
       }
       ctx.metrics.rpc.inc({ outcome: 'ok' });
       counted = true;

@@ -15,7 +15,8 @@ function is(err: unknown, type: abstract new (...args: never[]) => Error): boole
  * service). Resolves with the reply's `data` as JSON text; rejects with PushError
  * `rpc_unavailable` (no responder), `rpc_timeout` (no answer within `timeoutMs`) or `rpc_failed`
  * (the responder answered `{"error":{...}}` or something unreadable; its message is kept, and its
- * code when it is one of ours).
+ * code when it is one of ours); before sending, `invalid_data` (data nested too deeply to encode)
+ * or `payload_too_large` (larger than the server's max_payload).
  */
 export class RpcClient {
   constructor(
@@ -24,9 +25,20 @@ export class RpcClient {
   ) {}
 
   async call(request: RpcRequest, timeoutMs: number): Promise<string> {
+    let json: string;
+    try {
+      json = JSON.stringify(request);
+    } catch (err) {
+      // JSON.parse takes any depth but JSON.stringify recurses: deep nesting overflows the stack.
+      throw new PushError('invalid_data', 'data is nested too deeply', { cause: err });
+    }
+    const max = this.nc.info?.max_payload ?? 0;
+    if (max > 0 && Buffer.byteLength(json) > max) {
+      throw new PushError('payload_too_large', `the rpc request is larger than the message bus takes (${max} bytes)`);
+    }
     let reply;
     try {
-      reply = await this.nc.request(this.subjects.rpc(request.app), JSON.stringify(request), { timeout: timeoutMs });
+      reply = await this.nc.request(this.subjects.rpc(request.app), json, { timeout: timeoutMs });
     } catch (err) {
       if (is(err, NoRespondersError) || (err instanceof RequestError && err.isNoResponders())) {
         throw new PushError('rpc_unavailable', undefined, { cause: err });
@@ -44,7 +56,7 @@ export class RpcClient {
     }
     if (!isObject(body)) throw new PushError('rpc_failed', 'the rpc answer is not a JSON object');
     const error = body['error'];
-    if (error !== undefined) {
+    if (error !== undefined && error !== null) {
       const e = isObject(error) ? error : {};
       const message = typeof e['message'] === 'string' ? e['message'].slice(0, MAX_ERROR_MESSAGE) : 'rpc failed';
       const code =
