@@ -142,6 +142,51 @@ describe('several apps on one connection', function () {
     await x.waitFor((f) => f.t === 'detached' && f['app'] === d.id && f['reason'] === 'app_disabled');
     expect((await attach(x, d, 'eve'))['code']).to.equal('app_disabled');
     await stack.http('PATCH', `/v1/admin/apps/${d.id}`, stack.adminKey, { disabled: false });
+    // Frames that are not an attach or detach: bad_frame; an `app` that is not a string names no session.
+    for (const [i, frame] of [
+      { t: 'attach' },
+      { t: 'attach', token: 5 },
+      { t: 'detach' },
+      { t: 'detach', app: 5 },
+    ].entries()) {
+      const at = x.frames.length;
+      x.send(frame);
+      const e = await x.waitFor((f) => x.frames.indexOf(f) >= at && f.t === 'error');
+      expect(e['code'], `frame ${i}`).to.equal('bad_frame');
+    }
+    x.send({ t: 'send', app: 5, to: 'x', id: 'm2', data: 1 });
+    const numeric = await x.waitFor((f) => f.t === 'error' && f['id'] === 'm2');
+    expect(numeric['code']).to.equal('app_not_attached');
+    expect(numeric).to.not.have.property('app');
+    await x.ping();
+    expect(x.closeCode).to.equal(undefined);
+  });
+
+  it('an attach whose app is deleted or disabled before its answer is answered by an error, never a bare detached', async function () {
+    this.timeout(60_000);
+    const x = await open(a, 'racer');
+    for (let i = 0; i < 12; i++) {
+      const op = i % 2 === 0 ? 'delete' : 'disable';
+      // A new app: the edge has no `_all` channel for it yet, so its `attached` waits for one.
+      const n = await stack.createApp();
+      const token = await n.token('racer', 'phone');
+      const change =
+        op === 'delete'
+          ? stack.http('DELETE', `/v1/admin/apps/${n.id}`, stack.adminKey)
+          : stack.http('PATCH', `/v1/admin/apps/${n.id}`, stack.adminKey, { disabled: true });
+      if (i % 4 > 1) await new Promise((r) => setTimeout(r, 2));
+      x.send({ t: 'attach', token });
+      await change;
+      await new Promise((r) => setTimeout(r, 300));
+      const about = x.frames.filter((f) => f['app'] === n.id);
+      const first = about[0];
+      expect(first?.t, `${op} ${i}: ${JSON.stringify(about)}`).to.be.oneOf(['attached', 'error']);
+      if (first?.t === 'attached') {
+        expect(about[1], `${op} ${i}`).to.deep.include({ t: 'detached', reason: 'app_disabled' });
+      } else {
+        expect(first?.['code'], `${op} ${i}`).to.equal(op === 'delete' ? 'app_not_found' : 'app_disabled');
+      }
+    }
     await x.ping();
     expect(x.closeCode).to.equal(undefined);
   });

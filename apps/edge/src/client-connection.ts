@@ -338,7 +338,8 @@ export class ClientConnection extends ClientSession {
     const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
     this.ctx.metrics.errors.inc({ code: e.code });
     const frame = ServerFrames.error(e.code, e.message, extra);
-    this.write(app === undefined ? frame : withApp(JSON.stringify(app), frame));
+    // '' stands for an `app` that was not a string (parseAppFrame): not echoed.
+    this.write(app === undefined || app === '' ? frame : withApp(JSON.stringify(app), frame));
   }
 
   /**
@@ -418,7 +419,13 @@ export class ClientConnection extends ClientSession {
       this.end(code, closeText, why);
       return;
     }
-    this.write(SessionFrames.detached(s.app, reason, reason === 'kicked' ? closeText : undefined));
+    const refused = s.greeted ? undefined : attachRefusal(reason, this.ctx.apps.get(s.app) === undefined);
+    if (refused !== undefined) {
+      // Its `attached` was not sent yet (it waits for the app's `_all`): the attach is answered
+      // by an error, as one checked a moment later would have been; a session never greeted
+      // has nothing to detach.
+      this.connectionError(new PushError(refused), s.app);
+    } else this.write(SessionFrames.detached(s.app, reason, reason === 'kicked' ? closeText : undefined));
     s.stop();
     if (s !== this) this.attached?.delete(s.app);
     s.ended(code, why);
@@ -447,4 +454,18 @@ export class ClientConnection extends ClientSession {
     this.closeReason ??= why;
     ws.end(code, reason);
   }
+}
+
+/**
+ * The `error` that answers an `attach` whose session ended before its `attached` went out: the
+ * app deleted (`app_not_found`) or disabled, the token expired. Undefined for the ends a client
+ * asked for or that say who ended it (`client`, `kicked`, `replaced`): those are `detached`.
+ */
+function attachRefusal(
+  reason: DetachReason,
+  appGone: boolean,
+): 'app_not_found' | 'app_disabled' | 'token_expired' | undefined {
+  if (reason === 'app_disabled') return appGone ? 'app_not_found' : 'app_disabled';
+  if (reason === 'token_expired') return 'token_expired';
+  return undefined;
 }

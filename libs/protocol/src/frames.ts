@@ -248,7 +248,10 @@ export function parseAppFrame(text: string): AppFrameResult {
     return { app: undefined, error };
   }
   const raw = value['app'];
-  const app = typeof raw === 'string' && value['t'] !== 'detach' ? raw : undefined;
+  // A `detach` names its app as its own field. An `app` that is not a string (null is taken as
+  // absent) names no session: '' (never an app id), answered `app_not_attached`.
+  const app =
+    value['t'] === 'detach' || raw === undefined || raw === null ? undefined : typeof raw === 'string' ? raw : '';
   try {
     return { app, frame: clientFrameOf(value) };
   } catch (error) {
@@ -265,6 +268,11 @@ function jsonObject(text: string): Record<string, unknown> {
   }
   if (!isObject(value)) throw new PushError('bad_frame', 'frame must be a JSON object');
   return value;
+}
+
+/** A frame's schema problem as `bad_frame`, with its message. */
+function badFrame(problem: PushError | undefined): PushError {
+  return new PushError('bad_frame', problem?.message);
 }
 
 function clientFrameOf(value: Record<string, unknown>): ClientFrame {
@@ -287,10 +295,10 @@ function clientFrameOf(value: Record<string, unknown>): ClientFrame {
       return parseTopicFrame(value);
     case 'attach':
       if (attachFrame.check(value)) return { t: 'attach', token: value.token };
-      throw attachFrame.problem(value) ?? new PushError('bad_frame');
+      throw badFrame(attachFrame.problem(value));
     case 'detach':
       if (detachFrame.check(value)) return { t: 'detach', app: value.app };
-      throw detachFrame.problem(value) ?? new PushError('bad_frame');
+      throw badFrame(detachFrame.problem(value));
     default:
       if (typeof value['t'] !== 'string') throw new PushError('bad_frame', 'frame needs a string field t');
       throw new PushError('unknown_frame', `unknown frame type ${JSON.stringify(value['t']).slice(0, 40)}`);
