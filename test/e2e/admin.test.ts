@@ -388,6 +388,48 @@ describe('admin API and CLI', function () {
     }
   });
 
+  it('changes racing each other or a delete apply one at a time: every merged setting kept, a deleted app never back', async function () {
+    this.timeout(60_000);
+    // Concurrent PATCHes of different settings: each merged into what the one before wrote.
+    const one = await create({});
+    const patches: Array<Record<string, unknown>> = [
+      { pushRateLimit: 7 },
+      { topicRateLimit: 9 },
+      { maxMessageBytes: 1234 },
+      { clientMessaging: true },
+      { rpcTimeoutMs: 4321 },
+      { fanoutRate: 77 },
+      { webhookMaxAttempts: 3 },
+      { maxDeliveries: 5 },
+    ];
+    const answers = await Promise.all(
+      patches.map((settings) => admin('PATCH', `/v1/admin/apps/${one.app.id}`, { settings })),
+    );
+    for (const r of answers) expect(r.status).to.equal(200);
+    const kept = (await admin<{ app: AdminApp }>('GET', `/v1/admin/apps/${one.app.id}`)).body.app.settings;
+    for (const p of patches) expect(kept).to.include(p);
+
+    // Changes racing a delete: each applied before it, or answered app_not_found; never the app back.
+    for (let round = 0; round < 4; round++) {
+      const app = await create({});
+      const ops = [
+        admin('PATCH', `/v1/admin/apps/${app.app.id}`, { name: 'renamed' }),
+        admin('POST', `/v1/admin/apps/${app.app.id}/keys`),
+        admin('POST', `/v1/admin/apps/${app.app.id}/secrets`),
+        admin('PATCH', `/v1/admin/apps/${app.app.id}`, { settings: { pushRateLimit: 5 } }),
+      ];
+      await sleep(round * 3);
+      const [del, ...rest] = await Promise.all([admin('DELETE', `/v1/admin/apps/${app.app.id}`), ...ops]);
+      expect(del.status, `round ${round}`).to.equal(204);
+      for (const r of rest) expect(r.status, `round ${round}: ${JSON.stringify(r.body)}`).to.be.oneOf([200, 201, 404]);
+      await sleep(200);
+      expect((await admin('GET', `/v1/admin/apps/${app.app.id}`)).status).to.equal(404);
+      const push = await pushWith(app.app.id, app.apiKey, { user: 'u', data: 1 });
+      expect(push.status, `round ${round}: the deleted app's key still pushes`).to.equal(401);
+      expect(await inboxStreamExists(app.app.id), `round ${round}: its stream made again`).to.equal(false);
+    }
+  });
+
   it('the edge hears clientMessaging being turned on and off', async function () {
     const a = await create({ settings: { clientMessaging: false } });
     const token = (u: string) => tokenFor(a.app.id, a.app.secrets[0]!, u);

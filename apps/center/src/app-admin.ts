@@ -131,14 +131,19 @@ export class AppAdmin {
     const id = given.id ?? `app_${randomBytes(6).toString('hex')}`;
     const settings = this.mergeSettings(given.settings, this.defaults());
     const apiKey = generateApiKey();
-    const { record, apiKeyId } = await this.repo.create({
-      id,
-      name: given.name ?? id,
-      settings,
-      secret: generateSecret(),
-      apiKeyHash: hashApiKey(apiKey),
+    // Published before the row is committed: a delete of the id meanwhile finds no app (404)
+    // rather than deleting it before this publish could bring it back.
+    const { record, apiKeyId } = await this.repo.transaction(async (repo) => {
+      const made = await repo.create({
+        id,
+        name: given.name ?? id,
+        settings,
+        secret: generateSecret(),
+        apiKeyHash: hashApiKey(apiKey),
+      });
+      await this.publish(made.record);
+      return made;
     });
-    await this.publish(record);
     return { app: record, apiKey, apiKeyId };
   }
 
@@ -157,61 +162,88 @@ export class AppAdmin {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     const given = this.updateBody.parse(body);
     checkSettings(given.settings);
-    const current = await this.get(id);
-    const patch: { name?: string; settings?: AppSettings; disabled?: boolean } = {};
-    if (given.name !== undefined) patch.name = given.name;
-    if (given.disabled !== undefined) patch.disabled = given.disabled;
-    if (given.settings !== undefined) patch.settings = this.mergeSettings(given.settings, current.settings);
-    const record = await this.repo.update(id, patch);
-    await this.publish(record);
-    return record;
+    return this.change(id, async (repo, current) => {
+      const patch: { name?: string; settings?: AppSettings; disabled?: boolean } = {};
+      if (given.name !== undefined) patch.name = given.name;
+      if (given.disabled !== undefined) patch.disabled = given.disabled;
+      if (given.settings !== undefined) patch.settings = this.mergeSettings(given.settings, current.settings);
+      return { record: await repo.update(id, patch) };
+    }).then((r) => r.record);
+  }
+
+  /**
+   * One change of an existing app, made and published while its row is held (`locked`): changes
+   * racing each other (or a delete) on any center apply one after the other, each merged into
+   * what the one before wrote, and the KV bucket gets them in that order, so a change never
+   * brings back an app deleted meanwhile (it answers `app_not_found` instead).
+   */
+  private change<T extends { record: AppRecord }>(
+    id: string,
+    write: (repo: AppsRepository, current: AppRecord) => Promise<T>,
+  ): Promise<T> {
+    return this.repo.locked(id, async (repo, current) => {
+      const out = await write(repo, current);
+      await this.publish(out.record);
+      return out;
+    });
   }
 
   /**
    * Deletes an app: its KV entry first (edges close its connections with 4003, centers stop
    * taking its pushes), then its streams with every stored message, then its Postgres rows
-   * (secrets and API keys go with it). Postgres goes last so that a delete that fails half-way
-   * can be repeated: the parts already gone are no error. PushError `app_not_found` when there
-   * is no such app (also on a second delete).
+   * (secrets and API keys go with it), all while its row is held (no change of it runs
+   * meanwhile). Postgres goes last so that a delete that fails half-way can be repeated: the
+   * parts already gone are no error. PushError `app_not_found` when there is no such app (also
+   * on a second delete).
    */
   async delete(id: string): Promise<void> {
-    await this.get(id);
-    await this.directory.delete(id);
-    await this.streams.remove(id);
-    await this.repo.delete(id);
+    await this.repo.locked(id, async (repo) => {
+      await this.directory.delete(id);
+      await this.streams.remove(id);
+      await repo.delete(id);
+    });
   }
 
   /** Adds a new signing secret; the previous one stays valid until the next rotation. */
   async rotateSecret(id: string): Promise<AppRecord> {
-    const record = await this.repo.rotateSecret(id, generateSecret());
-    await this.publish(record);
-    return record;
+    const secret = generateSecret();
+    const r = await this.change(id, async (repo) => ({ record: await repo.rotateSecret(id, secret) }));
+    return r.record;
   }
 
   async addApiKey(id: string): Promise<{ app: AppRecord; apiKey: string; apiKeyId: string }> {
     const apiKey = generateApiKey();
-    const { record, apiKeyId } = await this.repo.addApiKey(id, hashApiKey(apiKey));
-    await this.publish(record);
+    const { record, apiKeyId } = await this.change(id, (repo) => repo.addApiKey(id, hashApiKey(apiKey)));
     return { app: record, apiKey, apiKeyId };
   }
 
   async revokeApiKey(id: string, keyId: string): Promise<AppRecord> {
-    const record = await this.repo.revokeApiKey(id, keyId);
-    await this.publish(record);
-    return record;
+    const r = await this.change(id, async (repo) => ({ record: await repo.revokeApiKey(id, keyId) }));
+    return r.record;
   }
 
   /**
    * Writes every app from Postgres to its stream and the KV bucket (at start: repairs a lost or
-   * new bucket, creates missing streams, applies changed deployment limits).
+   * new bucket, creates missing streams, applies changed deployment limits), each while its row
+   * is held (an app deleted meanwhile is not written back). Answers how many it wrote.
    */
   async syncAll(): Promise<number> {
     const all = await this.repo.list();
+    let n = 0;
     for (const r of all) {
-      await this.streams.ensure(r);
-      const seen = this.directory.get(r.id);
-      if (JSON.stringify(seen) !== JSON.stringify(r)) await this.directory.put(r);
+      const synced = await this.repo
+        .locked(r.id, async (_repo, current) => {
+          await this.streams.ensure(current);
+          const seen = this.directory.get(current.id);
+          if (JSON.stringify(seen) !== JSON.stringify(current)) await this.directory.put(current);
+          return true;
+        })
+        .catch((err: unknown) => {
+          if (err instanceof PushError && err.code === 'app_not_found') return false; // deleted meanwhile
+          throw err;
+        });
+      if (synced) n++;
     }
-    return all.length;
+    return n;
   }
 }

@@ -72,6 +72,28 @@ export class AppsRepository {
     return this.mustGet(id);
   }
 
+  /** Runs `fn` with a repository on one transaction (committed when it resolves). */
+  transaction<T>(fn: (repo: AppsRepository) => Promise<T>): Promise<T> {
+    return this.db.transaction((trx) => fn(new AppsRepository(trx)));
+  }
+
+  /**
+   * Runs `fn` in one transaction holding the app's row (`SELECT ... FOR NO KEY UPDATE`), with a
+   * repository on that transaction and the app's record as it is now. The changes of one app and
+   * its delete, from any center or the CLI, run one at a time: each sees what the one before
+   * wrote, and what each publishes after its write (streams, the apps KV bucket) goes out in the
+   * same order. Rows that reference the app (webhooks, jobs) may still be written meanwhile.
+   * PushError `app_not_found` when there is no such app (also once a delete it waited for is done).
+   */
+  async locked<T>(id: string, fn: (repo: AppsRepository, current: AppRecord) => Promise<T>): Promise<T> {
+    return this.db.transaction(async (trx) => {
+      const row = await trx<AppRow>('apps').where({ id }).forNoKeyUpdate().first();
+      if (row === undefined) throw new PushError('app_not_found');
+      const repo = new AppsRepository(trx);
+      return fn(repo, await repo.toRecord(row));
+    });
+  }
+
   /** Adds a new signing secret; only the newest two stay valid. */
   async rotateSecret(id: string, secret: string): Promise<AppRecord> {
     await this.mustGet(id);
