@@ -79,6 +79,13 @@ describe('CLI in a new shell', function () {
     const r = await cli('push', 'no-such-app', 'alice', '--data', '1');
     expect(r.code).to.equal(1);
     expect(r.stderr.trim().split('\n'), r.stderr).to.deep.equal(['error app_not_found: no such app']);
+    // A --ttl that is no whole number of seconds from 1: refused, not a broken or expired token.
+    for (const ttl of ['abc', '0', '1.5']) {
+      const t = await cli('token', '--app', app.id, '--user', 'u', '--ttl', ttl);
+      expect(t.code, `--ttl ${ttl}: ${t.stdout}`).to.equal(1);
+      expect(t.stderr.trim().split('\n'), t.stderr).to.have.length(1);
+      expect(t.stderr).to.match(/^error bad_request: --ttl must be a whole number/);
+    }
     const nowhere = `nats://127.0.0.1:${await freePort()}`;
     const down = await runCli(
       ['provision'],

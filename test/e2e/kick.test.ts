@@ -96,6 +96,7 @@ describe('kick', function () {
       [{ reason: 'x'.repeat(101) }, 400, 'bad_request'],
       [{ reason: 42 }, 400, 'bad_request'],
       [[1], 400, 'bad_request'],
+      [null, 400, 'bad_request'], // not an object: refused, nobody kicked
       [{}, 401, 'api_key_invalid', 'pk_wrong'],
       [{}, 403, 'wrong_app', other.apiKey],
     ];

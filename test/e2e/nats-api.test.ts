@@ -38,7 +38,7 @@ describe('center API over NATS request/reply', function () {
 
   /** Sends a request to `<prefix>.api.<op>`; `authorization` is the raw header (none when undefined). */
   async function call(
-    op: 'push' | 'topics.publish' | 'user' | 'apps.delete',
+    op: 'push' | 'topics.publish' | 'topics.presence' | 'user' | 'apps.delete',
     body: unknown,
     authorization?: string,
   ): Promise<Answer> {
@@ -186,6 +186,11 @@ describe('center API over NATS request/reply', function () {
     expect(again.error).to.include({ code: 'app_not_found', status: 404 });
     const bad = await call('apps.delete', { app: '' }, `Bearer ${stack.adminKey}`);
     expect(bad.error).to.include({ code: 'invalid_id', status: 400 });
+    // As every operation: a bad `app` answers invalid_id before the key is checked.
+    expect((await call('apps.delete', {})).error).to.include({ code: 'invalid_id', status: 400 });
+    // Reserved topic names answer invalid_topic, as the HTTP route does.
+    const reserved = await call('topics.presence', { app: app.id, topic: '_x' }, key());
+    expect(reserved.error).to.include({ code: 'invalid_topic', status: 400 });
   });
 
   it('answers a rate-limited push with rate_limited and when to retry', async function () {

@@ -390,7 +390,7 @@ async function run(argv: string[]): Promise<number> {
       const app = await readApp(config, need(values.app, '--app'));
       const topics = values.topics?.split(',').filter((p) => p !== '');
       process.stdout.write(
-        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', Number(values.ttl ?? 3600), topics)}\n`,
+        `${await token(app, need(values.user, '--user'), values.device ?? 'cli', ttlSeconds(values.ttl), topics)}\n`,
       );
       return 0;
     }
@@ -402,7 +402,7 @@ async function run(argv: string[]): Promise<number> {
         app: app.id,
         user: need(values.user, '--user'),
         topic: need(values.topic, '--topic'),
-        ttlSeconds: Number(values.ttl ?? 3600),
+        ttlSeconds: ttlSeconds(values.ttl),
       });
       process.stdout.write(`${t}\n`);
       return 0;
@@ -879,6 +879,16 @@ function watchTopic(url: string, clientToken: string, topic: string): Promise<nu
       ws.close(1000);
     });
   });
+}
+
+/** `--ttl`: a positive whole number of seconds (3600 when not given); `bad_request` otherwise. */
+function ttlSeconds(value: string | undefined): number {
+  if (value === undefined) return 3600;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) {
+    throw new PushError('bad_request', `--ttl must be a whole number of seconds from 1, not ${JSON.stringify(value)}`);
+  }
+  return n;
 }
 
 function need(value: string | undefined, what: string): string {

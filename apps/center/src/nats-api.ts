@@ -26,7 +26,7 @@ import { readUndeliverableQuery, type UndeliverableAdmin } from './undeliverable
 import type { CenterMetrics } from './metrics.js';
 import type { DatabaseWatch } from './database-watch.js';
 import { batchStoreError, type PushService } from './push-service.js';
-import type { TopicService } from './topic-service.js';
+import { topicNameError, type TopicService } from './topic-service.js';
 import type { TopicPresenceService } from './topic-presence.js';
 
 const decoder = new TextDecoder();
@@ -248,6 +248,9 @@ export function serveNatsApi(
     }),
     handle('topics.presence', async (req, auth) => {
       const r = topicPresenceRequest.parse(req);
+      // As the HTTP route's path: reserved names (`_` but `_all`) answer invalid_topic.
+      const bad = topicNameError(r.topic);
+      if (bad !== undefined) throw bad;
       return deps.topicPresence.get(deps.keys.verify(r.app, auth), r.topic, true);
     }),
     handle('user', async (req, auth) => {
@@ -289,8 +292,9 @@ export function serveNatsApi(
       return { job: await deps.jobs.cancel(deps.keys.verify(r.app, auth), r.job) };
     }),
     handle('apps.delete', async (req, auth) => {
+      const { app } = deleteRequest.parse(req); // a bad `app` answers invalid_id before the key is checked
       checkAdminKey(auth, deps.adminKey);
-      await deps.admin.delete(deleteRequest.parse(req).app);
+      await deps.admin.delete(app);
       return {};
     }),
     ...webhookHandlers(deps.webhooks, handle),

@@ -25,7 +25,7 @@ const deviceClaim = compile(DeviceClaimSchema);
  * sent on `push.ctl.<app>.<user>`; PushError `bad_request` / `invalid_id` on bad input.
  */
 export function readKick(body: unknown): KickCommand {
-  if (body === undefined || body === null) return { op: 'kick', reason: 'kicked' };
+  if (body === undefined) return { op: 'kick', reason: 'kicked' };
   if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
   const { device, reason = 'kicked' } = kickBody.parse(body);
   // The schema bounds characters; the close frame bounds UTF-8 bytes.
