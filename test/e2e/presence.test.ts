@@ -4,6 +4,8 @@ import { Subjects } from '@push/protocol';
 import { EdgeProcess } from '../helpers/edge-process.js';
 import { Stack, type TestApp } from '../helpers/stack.js';
 import { TestClient } from '../helpers/ws-client.js';
+import { readStream } from '../helpers/streams.js';
+import type { NatsConnection } from '@push/nats';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const REDIS_URL = process.env['PUSH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -18,13 +20,18 @@ describe('presence', function () {
   const clients: TestClient[] = [];
   const edgeA = new EdgeProcess();
   const edgeB = new EdgeProcess();
+  let nc: NatsConnection;
+  let subjects: Subjects;
 
   before(async function () {
     stack = await Stack.start({ PUSH_PRESENCE_LEASE: String(LEASE) });
     app = await stack.createApp();
     redis = new Redis(REDIS_URL);
+    nc = await stack.connectNats('presence-test');
+    subjects = new Subjects(stack.prefix);
   });
   after(async function () {
+    await nc?.close();
     for (const c of clients) c.terminate();
     await edgeA.kill();
     await edgeB.kill();
@@ -161,7 +168,7 @@ describe('presence', function () {
       PUSH_REDIS_URL: REDIS_URL,
       PUSH_PRESENCE_LEASE: String(LEASE),
     });
-    clients.push(await TestClient.connect(edgeB.wsUrl, await app.token(user, 'phone')));
+    clients.push(await TestClient.connect(edgeB.wsUrl, await app.token(user, 'phone', 3600, ['stall-room'])));
     const subjects = new Subjects(stack.prefix);
     const key = subjects.presenceKey(app.id, user);
     const deadline = Date.now() + 5000;
@@ -193,8 +200,16 @@ describe('presence', function () {
     await edgeB.kill();
   });
 
-  it('sweeps an edge stalled past the hold, and it records its connections again when it goes on', async function () {
+  it('sweeps an edge stalled past the hold, and it records its connections again when it goes on, reporting what the sweep undid', async function () {
     const { key } = await connectedEdge('lia');
+    // A topic only this connection holds: the sweep reports it unsubscribed and vacated.
+    const [lia] = clients.slice(-1) as [TestClient];
+    lia.send({ t: 'sub', topic: 'stall-room' });
+    await lia.waitFor((f) => f.t === 'subscribed' && f['topic'] === 'stall-room');
+    const topicEvents = async () =>
+      (await readStream(nc, subjects.eventsStream(app.id)))
+        .filter((r) => r.body['topic'] === 'stall-room')
+        .map((r) => String(r.body['type']));
     edgeB.pause();
     const pausedAt = Date.now();
     // The hold: four leases from when a sweeper first saw the lease lapse (one lease in), plus a sweep period.
@@ -207,6 +222,10 @@ describe('presence', function () {
     const back = Date.now() + 3 * LEASE * 1000;
     while ((await redis.hlen(key)) === 0 && Date.now() < back) await sleep(50);
     expect(await redis.hlen(key), 'recorded again once it went on').to.equal(1);
+    const want = ['topic_sub', 'channel_occupied', 'topic_unsub', 'channel_vacated', 'topic_sub', 'channel_occupied'];
+    const until = Date.now() + 5000;
+    while ((await topicEvents()).length < want.length && Date.now() < until) await sleep(50);
+    expect(await topicEvents(), 'the events a consumer reads end with the topic occupied').to.deep.equal(want);
     await edgeB.kill();
   });
 });

@@ -57,10 +57,11 @@ export class TopicPresence {
   }
 
   /**
-   * A connection subscribed to a topic (`_all` never comes here). `again`: recording it anew (no
-   * `topic_sub` event: the subscription is not new) after the edge's presence lease lapsed
-   * (`lease`: a sweep may have announced the user's `leave`, so a `join` follows when they are
-   * first again), or after Redis lost its data (`data`: nobody announced a `leave`, so no `join`).
+   * A connection subscribed to a topic (`_all` never comes here). `again`: recording it anew after
+   * the edge's presence lease lapsed (`lease`: a sweep may have reported its `topic_unsub`, the
+   * topic's `channel_vacated` and the user's `leave`: each is undone, `topic_sub`,
+   * `channel_occupied` and `join`, when the record finds it gone), or after Redis lost its data
+   * (`data`: nobody reported anything, so nothing is reported again).
    */
   joined(c: TopicSubscriber, topic: string, again?: 'lease' | 'data'): void {
     const about = { app: c.app, user: c.user, device: c.device, conn: c.id, edge: this.edgeId };
@@ -68,9 +69,11 @@ export class TopicPresence {
     const presence = this.isPresenceTopic(c.app, topic);
     const since = Date.now();
     this.presence.topicJoined({ app: c.app, topic, user: c.user, conn: c.id, device: c.device, since, presence }).then(
-      ({ first, occupied }) => {
-        if (occupied && again === undefined) this.events.emit('channel_occupied', { app: c.app, topic });
-        if (!first || !presence || again === 'data') return;
+      ({ added, first, occupied }) => {
+        if (again === 'data') return;
+        if (again === 'lease' && added) this.events.emit('topic_sub', { ...about, topic });
+        if (occupied) this.events.emit('channel_occupied', { app: c.app, topic });
+        if (!first || !presence) return;
         const key = joinKey(c.id, c.app, topic);
         this.joining.set(key, c);
         setTimeout(() => {

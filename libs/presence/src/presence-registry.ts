@@ -703,14 +703,15 @@ export class PresenceRegistry {
   }
 
   /**
-   * Records a connection's subscription to a topic (`_all` is never recorded). `first`: it is
+   * Records a connection's subscription to a topic (`_all` is never recorded). `added`: it was
+   * not recorded (false when recording it again finds it still there); `first`: it is
    * the user's first subscribed connection on any edge (they joined the topic); `occupied`: the
    * topic's first (it had no subscriber). `presence` marks a presence topic, so a sweep knows to
    * announce the user's `leave`.
    */
   async topicJoined(
     m: Omit<TopicMember, 'edge'> & { app: string; topic: string; presence: boolean },
-  ): Promise<{ first: boolean; occupied: boolean }> {
+  ): Promise<{ added: boolean; first: boolean; occupied: boolean }> {
     const conns = this.subjects.topicConnsKey(m.app, m.topic);
     const users = this.subjects.topicUsersKey(m.app, m.topic);
     const n = await TOPIC_JOIN_SCRIPT.run(
@@ -725,7 +726,7 @@ export class PresenceRegistry {
       ],
     );
     const [user, topic] = Array.isArray(n) ? (n as unknown[]) : [n, 0];
-    return { first: Number(user) === 1, occupied: Number(topic) === 1 };
+    return { added: Number(user) >= 1, first: Number(user) === 1, occupied: Number(topic) === 1 };
   }
 
   /**
