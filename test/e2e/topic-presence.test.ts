@@ -141,6 +141,42 @@ describe('topic presence and occupancy (issue 9 item 6)', function () {
     expect(presenceFrames(solo, 'join')).to.have.length(2);
   });
 
+  it('a user leaving on one edge while coming back on another: every watcher ends with their join (frames in the order presence decided them)', async function () {
+    const topic = 'room.move';
+    const w0 = await connect('watch0', 'w', 0);
+    const w1 = await connect('watch1', 'w', 1);
+    await sub(w0, topic);
+    await sub(w1, topic);
+    for (let i = 0; i < 12; i++) {
+      const user = `mover${i}`;
+      const a = await connect(user, 'a', i % 2);
+      await sub(a, topic);
+      await w0.waitFor((f) => f.t === 'join' && f['user'] === user);
+      await w1.waitFor((f) => f.t === 'join' && f['user'] === user);
+      // The old connection closes around the new one's subscribe on the other edge.
+      const next = connect(user, 'b', (i + 1) % 2);
+      if (i % 3 === 0) a.close();
+      const b = await next;
+      if (i % 3 === 1) a.close();
+      b.send({ t: 'sub', topic });
+      if (i % 3 === 2) a.close();
+      await b.waitFor((f) => f.t === 'subscribed' && f['topic'] === topic);
+    }
+    await sleep(1000);
+    const wrong: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const user = `mover${i}`;
+      for (const [name, w] of [
+        ['watch0', w0],
+        ['watch1', w1],
+      ] as const) {
+        const seen = w.frames.filter((f) => (f.t === 'join' || f.t === 'leave') && f['user'] === user).map((f) => f.t);
+        if (seen.at(-1) !== 'join') wrong.push(`${user} at ${name}: ${seen.join(',')}`);
+      }
+    }
+    expect(wrong, 'watchers left believing a present user had gone').to.deep.equal([]);
+  });
+
   it('lists the members of a presence topic over HTTP and NATS, with connection and user counts', async function () {
     const topic = 'room.two';
     const cid = await connect('cid', 'phone', 0);

@@ -163,7 +163,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         onTopicsSwept: (entries) =>
           void emitTopicsSweptEvents(
             eventPublisher,
-            (appId, topic, frame) => publishPresenceFrame(conn, subjects, appId, topic, frame),
+            (appId, topic, frame, _conn, order) =>
+              publishPresenceFrame(conn, subjects, appId, topic, frame, undefined, order),
             entries,
           ),
       });

@@ -296,8 +296,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
       metrics,
       log,
     });
-    const announce = (appId: string, topic: string, frame: string, conn?: string) =>
-      publishPresenceFrame(nc, subjects, appId, topic, frame, conn);
+    const announce = (appId: string, topic: string, frame: string, conn?: string, order?: number) =>
+      publishPresenceFrame(nc, subjects, appId, topic, frame, conn, order);
     const presence = new PresenceRegistry(redis, subjects, edgeId, {
       leaseSeconds: config.presenceLeaseSeconds,
       // Another edge may have swept this edge's entries while its lease had lapsed.

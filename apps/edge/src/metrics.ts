@@ -172,6 +172,11 @@ export function createEdgeMetrics(registry: Registry) {
       labelNames: ['kind'] as const,
       registers: r,
     }),
+    presenceStale: new Counter({
+      name: 'push_edge_presence_stale_total',
+      help: 'join/leave announcements dropped: older than one already fanned out for that user and topic (two edges announced out of order)',
+      registers: r,
+    }),
     topicLost: new Counter({
       name: 'push_edge_topic_lost_total',
       help: 'lost frames sent to sockets (history did not reach back)',

@@ -40,6 +40,8 @@ export interface TopicChannel {
   attachers: Array<(ch: TopicChannel) => void> | undefined;
   /** Called each time `last` moves on (resumes waiting for the edge to catch up, see `reached`). */
   waiters: Array<() => boolean> | undefined;
+  /** Order stamp of the last `join`/`leave` fanned out, by user (presence topics; made on the first). */
+  presenceOrder?: Map<string, number>;
 }
 
 /**
@@ -55,6 +57,36 @@ export interface TopicObserver {
 /** A socket that publishes to a uWS pub/sub key (reaching every subscriber but itself). */
 export interface TopicJoinerSocket {
   publish(key: string, frame: string): boolean;
+}
+
+/** Users whose last announcement's order a channel keeps before it forgets those older than PRESENCE_ORDER_KEPT_US. */
+const PRESENCE_ORDER_USERS = 10_000;
+const PRESENCE_ORDER_KEPT_US = 10 * 60 * 1_000_000;
+
+/**
+ * Whether a `join`/`leave` is newer than the last one fanned out for its user on this channel,
+ * by the order Redis decided them in (`order`, µs; 0: none, taken as it comes). Two edges
+ * announce a user's `leave` (their last connection closed) and `join` (a new one subscribed)
+ * on separate NATS connections, so the later decision can arrive first: the older frame is then
+ * dropped, and subscribers end with the user's true state.
+ */
+function inPresenceOrder(ch: TopicChannel, frame: string, order: number): boolean {
+  if (order <= 0) return true;
+  let user: unknown;
+  try {
+    user = (JSON.parse(frame) as { user?: unknown }).user;
+  } catch {
+    return true;
+  }
+  if (typeof user !== 'string') return true;
+  const seen = (ch.presenceOrder ??= new Map());
+  const last = seen.get(user);
+  if (last !== undefined && order < last) return false;
+  if (last === undefined && seen.size >= PRESENCE_ORDER_USERS) {
+    for (const [u, o] of seen) if (o < order - PRESENCE_ORDER_KEPT_US) seen.delete(u);
+  }
+  seen.set(user, order);
+  return true;
 }
 
 /** Most live messages held per channel while it opens or fills a gap; past it, the store is read again. */
@@ -243,6 +275,10 @@ export class TopicChannels {
       // Not stored, so no sequence: a presence topic's `join`/`leave`, fanned out as it comes.
       const p = readLivePresenceFrame(hdrs, payload);
       if (p === undefined) return;
+      if (!inPresenceOrder(ch, p.frame, p.order)) {
+        this.metrics.presenceStale.inc();
+        return;
+      }
       // A `join` this edge announced goes to every subscriber but its joiner (from the joiner's socket).
       const joiner = p.conn === undefined ? undefined : this.joiners?.takeJoiner(p.conn, ch.app, ch.topic)?.ws;
       this.fan(ch, p.frame, joiner);

@@ -19,7 +19,7 @@ export interface TopicSubscriber {
  * Publishes a `join`/`leave` frame on the topic's live subject (libs/nats publishPresenceFrame);
  * `conn` names the connection a `join` announces.
  */
-export type PresenceAnnouncer = (app: string, topic: string, frame: string, conn?: string) => void;
+export type PresenceAnnouncer = (app: string, topic: string, frame: string, conn?: string, order?: number) => void;
 
 /** How long an announced `join` waits for its echo from NATS before its joiner is forgotten, ms. */
 const JOIN_ECHO_MS = 30_000;
@@ -69,7 +69,7 @@ export class TopicPresence {
     const presence = this.isPresenceTopic(c.app, topic);
     const since = Date.now();
     this.presence.topicJoined({ app: c.app, topic, user: c.user, conn: c.id, device: c.device, since, presence }).then(
-      ({ added, first, occupied }) => {
+      ({ added, first, occupied, order }) => {
         if (again === 'data') return;
         if (again === 'lease' && added) this.events.emit('topic_sub', { ...about, topic });
         if (occupied) this.events.emit('channel_occupied', { app: c.app, topic });
@@ -79,7 +79,7 @@ export class TopicPresence {
         setTimeout(() => {
           if (this.joining.get(key) === c) this.joining.delete(key);
         }, JOIN_ECHO_MS).unref();
-        this.announce(c.app, topic, ServerFrames.join(topic, c.user, c.device, since), c.id);
+        this.announce(c.app, topic, ServerFrames.join(topic, c.user, c.device, since), c.id, order);
         this.events.emit('presence_join', { ...about, topic });
       },
       (err: unknown) => this.failed(err),
@@ -91,9 +91,9 @@ export class TopicPresence {
     const about = { app: c.app, user: c.user, device: c.device, conn: c.id, edge: this.edgeId };
     this.events.emit('topic_unsub', { ...about, topic });
     this.presence.topicLeft(c.app, topic, c.user, c.id).then(
-      ({ last, vacated }) => {
+      ({ last, vacated, order }) => {
         if (last && this.isPresenceTopic(c.app, topic)) {
-          this.announce(c.app, topic, ServerFrames.leave(topic, c.user));
+          this.announce(c.app, topic, ServerFrames.leave(topic, c.user), undefined, order);
           this.events.emit('presence_leave', { ...about, topic });
         }
         // After the member's leave, as Pusher orders its webhooks.

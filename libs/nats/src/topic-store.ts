@@ -68,6 +68,9 @@ export function readLiveTopicMessage(hdrs: Buffer, payload: Buffer): TopicStored
 /** Header marking a presence announcement on a topic's live subject (a `join`/`leave` frame, never stored). */
 const PRESENCE_HEADER = 'Push-Presence';
 const PRESENCE_HEADER_BYTES = Buffer.from(`${PRESENCE_HEADER}:`);
+/** Header with the announcement's order stamp (Redis's clock when it decided, µs). */
+const ORDER_HEADER = 'Push-Presence-Order';
+const ORDER_HEADER_BYTES = Buffer.from(`${ORDER_HEADER}:`);
 
 /**
  * Announces a presence change (`join`/`leave` frame text, ServerFrames) on the topic's live
@@ -75,6 +78,9 @@ const PRESENCE_HEADER_BYTES = Buffer.from(`${PRESENCE_HEADER}:`);
  * and fans it out once through uWS pub/sub, like topic messages. Not stored: a subscriber that
  * misses one reads the members list. `conn`: the connection whose subscription the `join`
  * announces, carried in the header so that its own edge does not send it its own `join`.
+ * `order`: when Redis decided it (µs, from the presence scripts): announcements of one user made
+ * by different edges may arrive in another order than they were decided, and an edge drops one
+ * older than the last it fanned out for that user (TopicChannels).
  */
 export function publishPresenceFrame(
   nc: NatsConnection,
@@ -83,29 +89,39 @@ export function publishPresenceFrame(
   topic: string,
   frame: string,
   conn?: string,
+  order?: number,
 ): void {
   const h = headers();
   h.set(PRESENCE_HEADER, conn ?? '1');
+  if (order !== undefined && order > 0) h.set(ORDER_HEADER, String(order));
   nc.publish(subjects.liveTopic(app, topic), frame, { headers: h });
+}
+
+/** A header's value in a raw headers block, trimmed; undefined when absent. */
+function headerValue(hdrs: Buffer, name: Buffer, from: number): string | undefined {
+  const at = hdrs.indexOf(name, from);
+  if (at < 0) return undefined;
+  const end = hdrs.indexOf('\r\n', at);
+  return hdrs.toString('latin1', at + name.length, end < 0 ? hdrs.length : end).trim();
 }
 
 /**
  * The frame of a presence announcement from the live subscriber's headers block and payload,
- * with the connection a `join` announces (`conn`, when the announcer named it); undefined for
- * anything else (a stored topic message has a sequence instead).
+ * with the connection a `join` announces (`conn`, when the announcer named it) and its order
+ * stamp (0 when it has none); undefined for anything else (a stored topic message has a
+ * sequence instead).
  */
 export function readLivePresenceFrame(
   hdrs: Buffer,
   payload: Buffer,
-): { t: 'join' | 'leave'; frame: string; conn?: string } | undefined {
-  const at = hdrs.indexOf(PRESENCE_HEADER_BYTES);
-  if (at < 0) return undefined;
+): { t: 'join' | 'leave'; frame: string; conn?: string; order: number } | undefined {
+  const conn = headerValue(hdrs, PRESENCE_HEADER_BYTES, 0);
+  if (conn === undefined) return undefined;
+  const order = Number(headerValue(hdrs, ORDER_HEADER_BYTES, 0) ?? 0) || 0;
   const frame = payload.toString('utf8');
-  if (frame.startsWith('{"t":"leave"')) return { t: 'leave', frame };
+  if (frame.startsWith('{"t":"leave"')) return { t: 'leave', frame, order };
   if (!frame.startsWith('{"t":"join"')) return undefined;
-  const end = hdrs.indexOf('\r\n', at);
-  const conn = hdrs.toString('latin1', at + PRESENCE_HEADER_BYTES.length, end < 0 ? hdrs.length : end).trim();
-  return conn === '' || conn === '1' ? { t: 'join', frame } : { t: 'join', frame, conn };
+  return conn === '' || conn === '1' ? { t: 'join', frame, order } : { t: 'join', frame, conn, order };
 }
 
 /**

@@ -101,6 +101,8 @@ export interface SweptTopicEntry extends TopicMember {
   last: boolean;
   /** The topic had no other subscription left: this removal vacated it (`channel_vacated`). */
   vacated: boolean;
+  /** Order stamp of the decision (Redis's clock, µs): carried by the `leave` it announces. */
+  order: number;
 }
 
 /** A topic's subscribers: connections and distinct users (entries of a dead edge count until swept). */
@@ -152,7 +154,7 @@ export async function emitSweptEvents(events: EventSink, entries: SweptEntry[]):
  */
 export async function emitTopicsSweptEvents(
   events: EventSink,
-  announce: (app: string, topic: string, frame: string) => void,
+  announce: (app: string, topic: string, frame: string, conn: undefined, order: number) => void,
   entries: SweptTopicEntry[],
 ): Promise<void> {
   for (const [i, e] of entries.entries()) {
@@ -160,7 +162,7 @@ export async function emitTopicsSweptEvents(
     const about = { app: e.app, user: e.user, device: e.device, conn: e.conn, edge: e.edge, topic: e.topic };
     events.emit('topic_unsub', about);
     if (e.presence && e.last) {
-      announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user));
+      announce(e.app, e.topic, ServerFrames.leave(e.topic, e.user), undefined, e.order);
       events.emit('presence_leave', about);
     }
     if (e.vacated) events.emit('channel_vacated', { app: e.app, topic: e.topic });
@@ -173,7 +175,8 @@ export async function emitTopicsSweptEvents(
  * leaves the swept marker (a day) the edge reads when it takes its lease again (RETAKE_SCRIPT).
  * KEYS: lease, index, edges set, topic index, swept marker; ARGV: edge id. Returns -1 when alive, else two
  * lists: the presence entries removed (key, conn, value, left) and the topic memberships removed
- * (index value, stored value, the user's connections left on the topic, the topic's connections left).
+ * (index value, stored value, the user's connections left on the topic, the topic's connections left),
+ * then the order stamp of its decisions (Redis's clock, µs).
  * The presence hashes it touches are named in the index, not in KEYS: this needs one Redis
  * (not Redis Cluster), as the rest of presence does today.
  */
@@ -214,35 +217,39 @@ redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[5], '1', 'EX', 86400)
-return {out, tout}
+local t = redis.call('TIME')
+return {out, tout, t[1] * 1000000 + t[2]}
 `;
 
 /**
  * Records a topic subscription: KEYS topic connections, topic users, edge topic index; ARGV conn,
  * value, user, index field, index value. Returns the user's subscribed connections after (1 =
  * the user's first: they joined), atomically, so of two edges exactly one sees 1; 0 when the
- * subscription was recorded already; and the topic's connections after (1 = it became occupied).
+ * subscription was recorded already; the topic's connections after (1 = it became occupied);
+ * and Redis's clock in µs (the decision's order stamp, see `PresenceOrder`).
  */
 const TOPIC_JOIN_SCRIPT = new RedisScript(`
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
-return {redis.call('HINCRBY', KEYS[2], ARGV[3], 1), redis.call('HLEN', KEYS[1])}
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0, 0} end
+local t = redis.call('TIME')
+return {redis.call('HINCRBY', KEYS[2], ARGV[3], 1), redis.call('HLEN', KEYS[1]), t[1] * 1000000 + t[2]}
 `);
 
 /**
  * Forgets a topic subscription: KEYS as TOPIC_JOIN; ARGV conn, user, index field. Returns -1
  * when it was already gone (swept), else the user's subscribed connections after (0 = they left);
- * and the topic's connections after (0 = it became vacant; -1 when already gone).
+ * the topic's connections after (0 = it became vacant; -1 when already gone); and the order stamp.
  */
 const TOPIC_LEAVE_SCRIPT = new RedisScript(`
 redis.call('HDEL', KEYS[3], ARGV[3])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {-1, -1} end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {-1, -1, 0} end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
   n = 0
 end
-return {n, redis.call('HLEN', KEYS[1])}
+local t = redis.call('TIME')
+return {n, redis.call('HLEN', KEYS[1]), t[1] * 1000000 + t[2]}
 `);
 
 /** Reads a topic membership value (`[edge, user, device, since, presence]`); undefined when not ours. */
@@ -672,10 +679,10 @@ export class PresenceRegistry {
       this.subjects.edgeTopicsKey(edge),
       this.subjects.edgeSweptKey(edge),
       edge,
-    )) as number | [Array<string | number>, Array<string | number>];
+    )) as number | [Array<string | number>, Array<string | number>, number];
     if (!Array.isArray(both)) return Number(both);
-    const [r, t] = both;
-    this.reportTopics(t);
+    const [r, t, order] = both as [Array<string | number>, Array<string | number>, number];
+    this.reportTopics(t, Number(order));
     const swept: SweptEntry[] = [];
     for (let i = 0; i + 3 < r.length; i += 4) {
       const target = this.subjects.parsePresenceKey(String(r[i]));
@@ -688,7 +695,7 @@ export class PresenceRegistry {
   }
 
   /** Reports the topic memberships a sweep removed (SWEEP_SCRIPT's second list) to `onTopicsSwept`. */
-  private reportTopics(t: Array<string | number>): void {
+  private reportTopics(t: Array<string | number>, order: number): void {
     const swept: SweptTopicEntry[] = [];
     for (let i = 0; i + 3 < t.length; i += 4) {
       const ref = parseJson(String(t[i]));
@@ -697,7 +704,7 @@ export class PresenceRegistry {
       if (typeof conn !== 'string' || typeof app !== 'string' || typeof topic !== 'string') continue;
       const m = decodeTopicMember(conn, String(t[i + 1]));
       if (m === undefined) continue; // not ours: nothing to report
-      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0, vacated: Number(t[i + 3]) === 0 });
+      swept.push({ ...m, app, topic, last: Number(t[i + 2]) === 0, vacated: Number(t[i + 3]) === 0, order });
     }
     if (swept.length > 0) this.opts.onTopicsSwept?.(swept);
   }
@@ -711,7 +718,7 @@ export class PresenceRegistry {
    */
   async topicJoined(
     m: Omit<TopicMember, 'edge'> & { app: string; topic: string; presence: boolean },
-  ): Promise<{ added: boolean; first: boolean; occupied: boolean }> {
+  ): Promise<{ added: boolean; first: boolean; occupied: boolean; order: number }> {
     const conns = this.subjects.topicConnsKey(m.app, m.topic);
     const users = this.subjects.topicUsersKey(m.app, m.topic);
     const n = await TOPIC_JOIN_SCRIPT.run(
@@ -725,8 +732,13 @@ export class PresenceRegistry {
         JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
       ],
     );
-    const [user, topic] = Array.isArray(n) ? (n as unknown[]) : [n, 0];
-    return { added: Number(user) >= 1, first: Number(user) === 1, occupied: Number(topic) === 1 };
+    const [user, topic, order] = Array.isArray(n) ? (n as unknown[]) : [n, 0, 0];
+    return {
+      added: Number(user) >= 1,
+      first: Number(user) === 1,
+      occupied: Number(topic) === 1,
+      order: Number(order),
+    };
   }
 
   /**
@@ -739,7 +751,7 @@ export class PresenceRegistry {
     topic: string,
     user: string,
     conn: string,
-  ): Promise<{ last: boolean; vacated: boolean }> {
+  ): Promise<{ last: boolean; vacated: boolean; order: number }> {
     const n = await TOPIC_LEAVE_SCRIPT.run(
       this.redis,
       [
@@ -749,8 +761,8 @@ export class PresenceRegistry {
       ],
       [conn, user, `${conn}\n${topic}`],
     );
-    const [users, conns] = Array.isArray(n) ? (n as unknown[]) : [n, -1];
-    return { last: Number(users) === 0, vacated: Number(conns) === 0 };
+    const [users, conns, order] = Array.isArray(n) ? (n as unknown[]) : [n, -1, 0];
+    return { last: Number(users) === 0, vacated: Number(conns) === 0, order: Number(order) };
   }
 
   /** A topic's subscribers: two O(1) reads. Subscriptions of a dead edge count until swept. */
