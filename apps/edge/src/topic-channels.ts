@@ -79,7 +79,7 @@ function inPresenceOrder(ch: TopicChannel, frame: string, order: number): boolea
     return true;
   }
   if (typeof user !== 'string') return true;
-  const seen = (ch.presenceOrder ??= new Map());
+  const seen = (ch.presenceOrder ??= new Map<string, number>());
   const last = seen.get(user);
   if (last !== undefined && order < last) return false;
   if (last === undefined && seen.size >= PRESENCE_ORDER_USERS) {

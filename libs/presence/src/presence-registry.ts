@@ -681,7 +681,7 @@ export class PresenceRegistry {
       edge,
     )) as number | [Array<string | number>, Array<string | number>, number];
     if (!Array.isArray(both)) return Number(both);
-    const [r, t, order] = both as [Array<string | number>, Array<string | number>, number];
+    const [r, t, order] = both;
     this.reportTopics(t, Number(order));
     const swept: SweptEntry[] = [];
     for (let i = 0; i + 3 < r.length; i += 4) {
