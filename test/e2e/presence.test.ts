@@ -226,6 +226,10 @@ describe('presence', function () {
     const until = Date.now() + 5000;
     while ((await topicEvents()).length < want.length && Date.now() < until) await sleep(50);
     expect(await topicEvents(), 'the events a consumer reads end with the topic occupied').to.deep.equal(want);
+    const connEvents = (await readStream(nc, subjects.eventsStream(app.id)))
+      .filter((r) => r.body['user'] === 'lia' && String(r.body['type']).startsWith('conn_'))
+      .map((r) => [r.body['type'], r.body['reason']].filter((x) => typeof x === 'string').join(':'));
+    expect(connEvents, 'and the connection open').to.deep.equal(['conn_open', 'conn_close:edge_lost', 'conn_open']);
     await edgeB.kill();
   });
 });

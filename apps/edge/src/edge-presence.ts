@@ -53,15 +53,18 @@ export class EdgePresence {
 
   /**
    * A connection opened (or is recorded again): `user_online` when it is the user's first.
-   * Resolves once Redis answered (or the write failed: it is retried later).
+   * `swept`: recorded again after the lease lapsed, when a sweep may have reported it closed:
+   * `conn_open` again if the record was gone. Resolves once Redis answered (or the write failed:
+   * it is retried later).
    */
-  opened(conn: ClientSession, announce = true): Promise<void> {
+  opened(conn: ClientSession, announce = true, swept = false): Promise<void> {
     this.unrecorded.delete(conn);
     // When it opened, recorded as `since` every time (a field of the session, not a WeakMap entry).
     if (conn.presenceSince === 0) conn.presenceSince = Date.now();
     return this.presence.connected(conn.app, conn.user, conn.id, conn.device, conn.presenceSince).then(
       (outcome) => {
         if (outcome === 'lost') return; // dataLost() records it again
+        if (swept && outcome !== 'again' && !conn.isClosed) conn.emit('conn_open', {});
         // Closed before Redis answered, it still announces the online it made: its removal comes
         // after this write, and reports the user's `user_offline` when it was their last.
         if (!conn.isClosed) conn.presenceRecorded = true; // under the current epoch: its user's online was decided
@@ -119,7 +122,7 @@ export class EdgePresence {
     for (const c of this.connections.sessions()) c.presenceRecorded = false;
     for (const c of this.connections.sessions()) {
       if (!c.greeted) continue; // recorded with its greeting, still to come
-      void this.opened(c);
+      void this.opened(c, true, true);
       c.recordTopics('lease');
     }
   }

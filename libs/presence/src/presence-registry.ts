@@ -13,11 +13,12 @@ export interface PresenceEntry {
 }
 
 /**
- * What recording a connection found: the user's first connection (on any edge), not the first
- * (or recorded already), or `lost`: Redis had lost its data since this edge took its lease, and
- * nothing was written (the edge records every connection again, see `onDataLost`).
+ * What recording a connection found: the user's first connection (on any edge), not the first,
+ * `again` (it was recorded already: an edge recording its connections again), or `lost`: Redis
+ * had lost its data since this edge took its lease, and nothing was written (the edge records
+ * every connection again, see `onDataLost`).
  */
-export type ConnectOutcome = 'first' | 'more' | 'lost';
+export type ConnectOutcome = 'first' | 'more' | 'again' | 'lost';
 
 /**
  * What forgetting a connection found: it was the user's `last`, or not (other connections remain,
@@ -810,7 +811,7 @@ export class PresenceRegistry {
       epoch: this.epoch ?? '',
     });
     if (n === -2) return this.dataLost();
-    return n === 1 ? 'first' : 'more';
+    return n === 1 ? 'first' : n === 0 ? 'again' : 'more';
   }
 
   /** Forgets a connection. See DisconnectOutcome. */
