@@ -162,13 +162,13 @@ export class AppAdmin {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     const given = this.updateBody.parse(body);
     checkSettings(given.settings);
-    return this.change(id, async (repo, current) => {
+    return this.change(id, (repo, current) => {
       const patch: { name?: string; settings?: AppSettings; disabled?: boolean } = {};
       if (given.name !== undefined) patch.name = given.name;
       if (given.disabled !== undefined) patch.disabled = given.disabled;
       if (given.settings !== undefined) patch.settings = this.mergeSettings(given.settings, current.settings);
-      return { record: await repo.update(id, patch) };
-    }).then((r) => r.record);
+      return repo.update(id, patch);
+    });
   }
 
   /**
@@ -177,14 +177,14 @@ export class AppAdmin {
    * what the one before wrote, and the KV bucket gets them in that order, so a change never
    * brings back an app deleted meanwhile (it answers `app_not_found` instead).
    */
-  private change<T extends { record: AppRecord }>(
+  private change(
     id: string,
-    write: (repo: AppsRepository, current: AppRecord) => Promise<T>,
-  ): Promise<T> {
+    write: (repo: AppsRepository, current: AppRecord) => Promise<AppRecord>,
+  ): Promise<AppRecord> {
     return this.repo.locked(id, async (repo, current) => {
-      const out = await write(repo, current);
-      await this.publish(out.record);
-      return out;
+      const record = await write(repo, current);
+      await this.publish(record);
+      return record;
     });
   }
 
@@ -207,19 +207,22 @@ export class AppAdmin {
   /** Adds a new signing secret; the previous one stays valid until the next rotation. */
   async rotateSecret(id: string): Promise<AppRecord> {
     const secret = generateSecret();
-    const r = await this.change(id, async (repo) => ({ record: await repo.rotateSecret(id, secret) }));
-    return r.record;
+    return this.change(id, (repo) => repo.rotateSecret(id, secret));
   }
 
   async addApiKey(id: string): Promise<{ app: AppRecord; apiKey: string; apiKeyId: string }> {
     const apiKey = generateApiKey();
-    const { record, apiKeyId } = await this.change(id, (repo) => repo.addApiKey(id, hashApiKey(apiKey)));
+    let apiKeyId = '';
+    const record = await this.change(id, async (repo) => {
+      const added = await repo.addApiKey(id, hashApiKey(apiKey));
+      apiKeyId = added.apiKeyId;
+      return added.record;
+    });
     return { app: record, apiKey, apiKeyId };
   }
 
-  async revokeApiKey(id: string, keyId: string): Promise<AppRecord> {
-    const r = await this.change(id, async (repo) => ({ record: await repo.revokeApiKey(id, keyId) }));
-    return r.record;
+  revokeApiKey(id: string, keyId: string): Promise<AppRecord> {
+    return this.change(id, (repo) => repo.revokeApiKey(id, keyId));
   }
 
   /**
