@@ -523,6 +523,34 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     hanging.release();
   });
 
+  it('an endpoint switched off and on back to back still delivers; one changed then deleted at once leaves no consumer', async function () {
+    const { app, receiver, endpoint } = await setup();
+    const path = `/v1/apps/${app.id}/webhooks/${endpoint.id}`;
+    // Each switch stops the worker the one before started, often before it pulled anything.
+    for (let k = 0; k < 20; k++) {
+      expect((await stack.http('PATCH', path, app.apiKey, { disabled: true })).status).to.equal(200);
+      expect((await stack.http('PATCH', path, app.apiKey, { disabled: false })).status).to.equal(200);
+    }
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await publishEvent(nc, subjects, app.id, 'expired', { user: 'u', seq: i }));
+    await receiver.waitFor(ids, 10_000);
+
+    const jsm = await jetstreamManager(nc);
+    for (let k = 0; k < 5; k++) {
+      const r = await stack.http<{ webhook: WebhookEndpoint }>('POST', `/v1/apps/${app.id}/webhooks`, app.apiKey, {
+        url: receiver.url,
+        events: ['*'],
+      });
+      const other = `/v1/apps/${app.id}/webhooks/${r.body.webhook.id}`;
+      expect((await stack.http('PATCH', other, app.apiKey, { events: ['kicked'] })).status).to.equal(200);
+      expect((await stack.http('DELETE', other, app.apiKey)).status).to.equal(204);
+      await sleep(500);
+      const names: string[] = [];
+      for await (const c of jsm.consumers.list(subjects.eventsStream(app.id))) names.push(c.name);
+      expect(names, `round ${k}: a consumer of the deleted endpoint`).to.not.include(`webhook_${r.body.webhook.id}`);
+    }
+  });
+
   it("an endpoint that hangs does not slow another app's", async function () {
     const slow = await setup({ webhookTimeoutMs: 10_000, webhookConcurrency: 2 });
     slow.receiver.mode = { kind: 'hang' };

@@ -187,6 +187,7 @@ class SourceLoop {
     this.wake?.();
     await this.messages?.close().catch((err: unknown) => this.log.warn({ err }, 'consumer close failed'));
     await this.running;
+    await this.forgetDeleted();
     await Promise.allSettled([...this.inFlight]);
     // Not sent: back to the stream now rather than after the ack wait.
     for (const m of [...this.pending, ...this.ready.flat()]) m.nak();
@@ -199,12 +200,23 @@ class SourceLoop {
     let attempt = 0;
     while (!this.stopped) {
       try {
+        // A stop may come at any of these awaits: checked after each (stop() closes only a
+        // message stream that exists, and the loop below would otherwise run on, handing
+        // every message back at once).
         this.jsm ??= await jetstreamManager(deps.nc);
+        if (this.stopped) break;
         await this.ensureConsumer(this.jsm);
+        if (this.stopped) break;
         const consumer = await this.js.consumers.get(this.stream, webhookConsumerName(this.worker.endpoint.id));
+        if (this.stopped) break;
         const settings = deps.apps.get(this.worker.endpoint.app)?.settings;
         const window = this.source === 'replay' ? 1 : deps.batch.maxItems * (settings?.webhookConcurrency ?? 1);
-        this.messages = await consumer.consume({ max_messages: Math.min(window, 10_000), expires: 30_000 });
+        const messages = await consumer.consume({ max_messages: Math.min(window, 10_000), expires: 30_000 });
+        this.messages = messages;
+        if (this.stopped) {
+          await messages.close().catch(() => undefined);
+          break;
+        }
         attempt = 0;
         for await (const m of this.messages) {
           if (this.stopped) {
@@ -224,6 +236,16 @@ class SourceLoop {
           this.stopSignal,
         ]);
     }
+  }
+
+  /**
+   * Stopped because the endpoint was deleted: removes its consumer, which this loop may have made
+   * again (`ensureConsumer`) just after the center's delete removed it.
+   */
+  private async forgetDeleted(): Promise<void> {
+    const { endpoint, deps } = this.worker;
+    if (this.jsm === undefined || (await deps.endpointExists(endpoint.app, endpoint.id).catch(() => true))) return;
+    await this.jsm.consumers.delete(this.stream, webhookConsumerName(endpoint.id)).catch(() => false);
   }
 
   /** Creates the consumer, or brings its filter and ack wait up to date. Throws while the stream is missing. */
