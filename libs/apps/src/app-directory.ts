@@ -86,11 +86,16 @@ export class AppDirectory {
    * A test that holds while the app `id` this process knows now is still there: false once it is
    * deleted, and stays false when an app is created again with the same id. A store of the app's
    * that waits (queued, or held through an election) checks it before each send, so that a write
-   * of a deleted app never lands in the streams of a new one given its id.
+   * of a deleted app never lands in the streams of a new one given its id. An app not known here
+   * yet (a center whose watch has not brought it) is taken as the incarnation first seen.
    */
   holds(id: string): () => boolean {
-    const born = this.apps.get(id)?.born;
-    return () => born !== undefined && this.apps.get(id)?.born === born;
+    let born = this.apps.get(id)?.born;
+    return () => {
+      const now = this.apps.get(id)?.born;
+      born ??= now;
+      return now !== undefined && now === born;
+    };
   }
 
   /** Calls `listener` after every change (undefined app = deleted). Returns an unsubscribe. */
