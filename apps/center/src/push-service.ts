@@ -126,7 +126,8 @@ export class PushService {
     const wait = this.limiter.take(app.id, app.settings.pushRateLimit, inputs.length);
     if (wait > 0) throw new RateLimitedError(wait);
     const now = Date.now();
-    const settled = await Promise.allSettled(inputs.map((m) => this.one(app, m, now)));
+    const live = this.apps?.holds(app.id); // one test for the request's messages
+    const settled = await Promise.allSettled(inputs.map((m) => this.one(app, m, now, live)));
     if (!batch) {
       const r = settled[0];
       if (r === undefined) throw new PushError('internal', 'no result for the message');
@@ -149,7 +150,7 @@ export class PushService {
   }
 
   /** Stores one message, or sends a transient one; counts it. */
-  private async one(app: AppRecord, m: PushInput, now: number): Promise<PushAnswer> {
+  private async one(app: AppRecord, m: PushInput, now: number, live: (() => boolean) | undefined): Promise<PushAnswer> {
     if (m.transient) {
       const connections = await this.transient.send(app.id, m.user, m.payload, now);
       this.metrics.transientMessages.inc();
@@ -159,7 +160,7 @@ export class PushService {
       ttlMs: Math.round((m.ttlSeconds ?? app.settings.defaultTtlSeconds) * 1000),
       ...(m.id !== undefined ? { msgId: this.subjects.apiMessageId(app.id, m.user, m.id) } : {}),
       now,
-      live: this.apps?.holds(app.id),
+      live,
     });
     if (r.duplicate) this.metrics.duplicates.inc();
     else this.metrics.messages.inc();

@@ -98,8 +98,8 @@ export function publishPresenceFrame(
 }
 
 /** A header's value in a raw headers block, trimmed; undefined when absent. */
-function headerValue(hdrs: Buffer, name: Buffer, from: number): string | undefined {
-  const at = hdrs.indexOf(name, from);
+function headerValue(hdrs: Buffer, name: Buffer): string | undefined {
+  const at = hdrs.indexOf(name);
   if (at < 0) return undefined;
   const end = hdrs.indexOf('\r\n', at);
   return hdrs.toString('latin1', at + name.length, end < 0 ? hdrs.length : end).trim();
@@ -115,9 +115,9 @@ export function readLivePresenceFrame(
   hdrs: Buffer,
   payload: Buffer,
 ): { t: 'join' | 'leave'; frame: string; conn?: string; order: number } | undefined {
-  const conn = headerValue(hdrs, PRESENCE_HEADER_BYTES, 0);
+  const conn = headerValue(hdrs, PRESENCE_HEADER_BYTES);
   if (conn === undefined) return undefined;
-  const order = Number(headerValue(hdrs, ORDER_HEADER_BYTES, 0) ?? 0) || 0;
+  const order = Number(headerValue(hdrs, ORDER_HEADER_BYTES) ?? 0) || 0;
   const frame = payload.toString('utf8');
   if (frame.startsWith('{"t":"leave"')) return { t: 'leave', frame, order };
   if (!frame.startsWith('{"t":"join"')) return undefined;

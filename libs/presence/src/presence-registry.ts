@@ -227,7 +227,7 @@ return {out, tout, t[1] * 1000000 + t[2]}
  * value, user, index field, index value. Returns the user's subscribed connections after (1 =
  * the user's first: they joined), atomically, so of two edges exactly one sees 1; 0 when the
  * subscription was recorded already; the topic's connections after (1 = it became occupied);
- * and Redis's clock in µs (the decision's order stamp, see `PresenceOrder`).
+ * and Redis's clock in µs (the decision's order stamp, carried by its announcement: publishPresenceFrame).
  */
 const TOPIC_JOIN_SCRIPT = new RedisScript(`
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
