@@ -286,6 +286,20 @@ describe('admin API and CLI', function () {
     expect((await back.waitForMessages(1))[0]?.data).to.equal('yes');
   });
 
+  it('an app created with disabled: true is disabled from the start; a non-boolean disabled gets 400 bad_request', async function () {
+    const a = await create({ disabled: true });
+    expect(a.app.disabled).to.equal(true);
+    expect((await admin<{ app: AdminApp }>('GET', `/v1/admin/apps/${a.app.id}`)).body.app.disabled).to.equal(true);
+    const refusal = await TestClient.refused(stack.wsUrl(), await tokenFor(a.app.id, a.app.secrets[0]!, 'ann'));
+    expect(refusal.status).to.equal(403);
+    const push = await pushWith(a.app.id, a.apiKey, { user: 'ann', data: 'no' });
+    expect((push.body['error'] as { code: string }).code).to.equal('app_disabled');
+
+    const bad = await admin('POST', '/v1/admin/apps', { disabled: 'yes' });
+    expect(bad.status).to.equal(400);
+    expect((bad.body['error'] as { code: string }).code).to.equal('bad_request');
+  });
+
   /** Whether the app's inbox stream exists on the stack's NATS server. */
   async function inboxStreamExists(appId: string): Promise<boolean> {
     const nc = await connect({ servers: stack.config().natsUrl });

@@ -140,6 +140,7 @@ export class AppAdmin {
         settings,
         secret: generateSecret(),
         apiKeyHash: hashApiKey(apiKey),
+        disabled: given.disabled ?? false,
       });
       await this.publish(made.record);
       return made;

@@ -30,6 +30,7 @@ export class AppsRepository {
     settings: AppSettings;
     secret: string;
     apiKeyHash: string;
+    disabled?: boolean;
   }): Promise<{
     record: AppRecord;
     apiKeyId: string;
@@ -37,7 +38,12 @@ export class AppsRepository {
     const apiKeyId = newId('key');
     try {
       await this.db.transaction(async (trx) => {
-        await trx('apps').insert({ id: input.id, name: input.name, settings: JSON.stringify(input.settings) });
+        await trx('apps').insert({
+          id: input.id,
+          name: input.name,
+          settings: JSON.stringify(input.settings),
+          disabled: input.disabled ?? false,
+        });
         await trx('app_secrets').insert({ kid: newId('kid'), app_id: input.id, secret: input.secret });
         await trx('api_keys').insert({ id: apiKeyId, app_id: input.id, hash: input.apiKeyHash });
       });

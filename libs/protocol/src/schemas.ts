@@ -560,6 +560,7 @@ export const appCreateSchema = (limits: SettingsLimits) =>
   Type.Object({
     id: Type.Optional(IdString('app')),
     name: Type.Optional(AppName),
+    disabled: Type.Optional(note(Type.Boolean(), { problem: 'disabled must be a boolean' })),
     settings: Type.Optional(appSettingsPatchSchema(limits)),
   });
 export type AppCreateBody = Static<ReturnType<typeof appCreateSchema>>;
