@@ -165,8 +165,11 @@ describe('console summary API (issue 19)', function () {
     expect(next.body.last).to.equal(s2);
     const none = await stack.http<Tail>('GET', `${path}?after=${s2}`, a.apiKey);
     expect([none.body.messages, none.body.last]).to.deep.equal([[], s2]);
-    const bad = await stack.http<Err>('GET', `${path}?after=-1`, a.apiKey);
-    expect([bad.status, bad.body.error.code]).to.deep.equal([400, 'bad_request']);
+    // Only decimal digits: an empty or spelled-otherwise value is no sequence (never read as 0).
+    for (const q of ['-1', '', '%20', '1e1', '0x1']) {
+      const bad = await stack.http<Err>('GET', `${path}?after=${q}`, a.apiKey);
+      expect([bad.status, bad.body.error.code], q).to.deep.equal([400, 'bad_request']);
+    }
     // The broadcast topic tails like any other; other names starting with _ are reserved.
     const all = await stack.http<Tail>('GET', `${appPath(a)}/topics/_all/messages?after=0`, a.apiKey);
     expect(all.status).to.equal(200);

@@ -268,6 +268,9 @@ describe('never-ack loops: maxDeliveries and the undeliverable list (issue 17 pa
     expect(listed['ok']).to.equal(true);
     expect((listed['undeliverable'] as Listed[]).map((l) => [l.user, l.inboxSeq])).to.deep.equal([['eve', seq]]);
     expect((await call('list', { app: app.id, limit: 0 })).error).to.include({ code: 'bad_request', status: 400 });
+    // A JSON request takes numbers as numbers (a query string's digits are an HTTP thing).
+    expect((await call('list', { app: app.id, limit: '5' })).error).to.include({ code: 'bad_request', status: 400 });
+    expect((await call('list', { app: app.id, after: '0' })).error).to.include({ code: 'bad_request' });
     expect((await call('list', { app: app.id, users: 'eve' })).error).to.include({ code: 'bad_request' });
     expect((await call('list', { app: app.id, user: 7 })).error).to.include({ code: 'invalid_id' });
     const other = await stack.createApp();

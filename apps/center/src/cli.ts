@@ -580,7 +580,7 @@ async function undeliverableCommand(
 ): Promise<number> {
   if (sub !== 'list' && sub !== 'replay' && sub !== 'purge') return usageError('undeliverable');
   const appId = need(app, 'APP');
-  const q = readUndeliverableQuery(flags);
+  const q = readUndeliverableQuery(flags, 'text');
   const log = createLogger({ level: 'warn', name: 'cli' });
   const nc = await openNats(config, log);
   try {

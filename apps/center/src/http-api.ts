@@ -1,5 +1,5 @@
 import { CorsPolicy, HttpExchange, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
-import { PushError, idProblem, type AppRecord, type IdKind } from '@push/protocol';
+import { PushError, decimal, idProblem, type AppRecord, type IdKind } from '@push/protocol';
 import type { Logger } from 'pino';
 import { checkAdminKey } from './admin-key.js';
 import { adminView, type AppAdmin } from './app-admin.js';
@@ -102,8 +102,8 @@ function pushReply(outcome: PushOutcome): Reply {
 function limitParam(query: string): number | undefined {
   const raw = new URLSearchParams(query).get('limit');
   if (raw === null) return undefined;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new PushError('bad_request', 'limit must be a positive integer');
+  const n = decimal(raw);
+  if (!Number.isSafeInteger(n) || n < 1) throw new PushError('bad_request', 'limit must be a positive integer');
   return n;
 }
 
@@ -214,7 +214,7 @@ function undeliverableRoutes(undeliverable: UndeliverableAdmin, webhooks: Webhoo
     webhooks.authorize(param(rawApp, 'app'), ex.header('authorization')).id;
   const query = (ex: HttpExchange) => {
     const q = new URLSearchParams(ex.query);
-    return readUndeliverableQuery({ user: q.get('user'), limit: q.get('limit'), after: q.get('after') });
+    return readUndeliverableQuery({ user: q.get('user'), limit: q.get('limit'), after: q.get('after') }, 'text');
   };
   return [
     {
@@ -252,7 +252,7 @@ function undeliverableRoutes(undeliverable: UndeliverableAdmin, webhooks: Webhoo
 
 /** `seq` from a path: a positive integer, else PushError `bad_request`. */
 function seqParam(raw: string | undefined): number {
-  const n = Number(raw);
+  const n = decimal(raw);
   if (!Number.isSafeInteger(n) || n < 1) throw new PushError('bad_request', 'seq must be a positive integer');
   return n;
 }
@@ -309,7 +309,7 @@ function consoleRoutes(
         const app = open(ex, rawApp);
         const topic = topicParam(rawTopic);
         const raw = new URLSearchParams(ex.query).get('after');
-        const after = raw === null ? undefined : Number(raw);
+        const after = raw === null ? undefined : decimal(raw);
         if (after !== undefined && (!Number.isSafeInteger(after) || after < 0))
           throw new PushError('bad_request', 'after must be a sequence (an integer, 0 or more)');
         return { status: 200, body: await reads.topicTail(app, topic, after) };

@@ -130,7 +130,7 @@ function undeliverableHandlers(
     const app = webhooks.authorize(appRequest.parse(req).app, auth).id;
     const unknown = Object.keys(req).find((k) => !UNDELIVERABLE_FIELDS.has(k));
     if (unknown !== undefined) throw new PushError('bad_request', `unknown field ${JSON.stringify(unknown)}`);
-    return { app, q: readUndeliverableQuery(req) };
+    return { app, q: readUndeliverableQuery(req, 'json') };
   };
   return [
     handle('undeliverable.list', async (req, auth) => {

@@ -1,6 +1,6 @@
 import { MAX_UNDELIVERABLE_LISTED, type ListedUndeliverable, type UndeliverableStore } from '@push/nats';
 import type { Redis } from 'ioredis';
-import { PushError, idProblem, type Subjects } from '@push/protocol';
+import { PushError, decimal, idProblem, type Subjects } from '@push/protocol';
 
 /** Which undeliverable messages a request is about: the whole app's, or one user's. */
 export interface UndeliverableQuery {
@@ -11,19 +11,20 @@ export interface UndeliverableQuery {
   after?: number;
 }
 
-/** A number given as a JSON number or as decimal digits (a query parameter); NaN otherwise. */
-function integer(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (typeof v === 'string' && /^\d{1,15}$/.test(v)) return Number(v);
-  return Number.NaN;
-}
-
 /**
- * Reads a query from strings (HTTP query parameters) or JSON values (a NATS request): `user` a
- * valid user id (PushError `invalid_id`), `limit` a positive integer and `after` an integer of 0
- * or more (PushError `bad_request`). Absent or null fields are left out.
+ * Reads a query from text (HTTP query parameters, CLI flags: numbers as decimal digits) or JSON
+ * values (a NATS request: numbers as JSON numbers): `user` a valid user id (PushError
+ * `invalid_id`), `limit` a positive integer and `after` an integer of 0 or more (PushError
+ * `bad_request`). Absent or null fields are left out.
  */
-export function readUndeliverableQuery(raw: { user?: unknown; limit?: unknown; after?: unknown }): UndeliverableQuery {
+export function readUndeliverableQuery(
+  raw: { user?: unknown; limit?: unknown; after?: unknown },
+  from: 'text' | 'json',
+): UndeliverableQuery {
+  const integer = (v: unknown): number => {
+    if (from === 'json') return typeof v === 'number' ? v : Number.NaN;
+    return typeof v === 'string' ? decimal(v) : Number.NaN;
+  };
   const q: UndeliverableQuery = {};
   if (raw.user !== undefined && raw.user !== null) {
     const problem = idProblem('user', raw.user);

@@ -126,3 +126,11 @@ export function compile<T extends TSchema>(schema: T, opts: { order?: readonly s
   };
   return v;
 }
+
+/**
+ * An integer written in decimal digits (a query parameter, a path segment, a CLI flag), NaN for
+ * anything else: `Number()` alone reads '' and ' ' as 0, and takes '1e3', '0x10' and '+5'.
+ */
+export function decimal(raw: string | null | undefined): number {
+  return typeof raw === 'string' && /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
+}
