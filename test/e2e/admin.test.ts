@@ -550,6 +550,12 @@ describe('admin API and CLI', function () {
       const missing = await cli('apps', 'get', 'no-such-app');
       expect(missing.code).to.equal(1);
       expect(missing.stderr).to.include('app_not_found');
+      // An id no app can have is invalid (as the HTTP route answers), not missing.
+      const invalid = await cli('apps', 'get', 'x'.repeat(65));
+      expect([invalid.code, invalid.stderr]).to.satisfy(([code, err]: [number, string]) => code === 1 && err.includes('invalid_id'));
+      const off = await cli('apps', 'create', '--disable');
+      expect(off.code, off.stderr).to.equal(0);
+      expect((JSON.parse(off.stdout) as { app: AdminApp }).app.disabled).to.equal(true);
       const existing = await create({});
       const dup = await cli('apps', 'create', '--id', existing.app.id);
       expect(dup.code).to.equal(1);

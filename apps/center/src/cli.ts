@@ -30,7 +30,7 @@ import { createRegistry } from '@push/http';
 import { Redis } from 'ioredis';
 import { PresenceRegistry } from '@push/presence';
 import { createLogger } from '@push/logger';
-import { PushError, Subjects, isPushError, type AppRecord } from '@push/protocol';
+import { PushError, Subjects, idProblem, isPushError, type AppRecord } from '@push/protocol';
 import { adminView, createAppAdmin, type AppAdmin } from './app-admin.js';
 import { BindingService } from './bindings.js';
 import { createCenterMetrics } from './metrics.js';
@@ -67,7 +67,7 @@ const COMMANDS: Record<string, CommandHelp> = {
     example: `${CLI} provision`,
   },
   apps: {
-    usage: `  apps create [--id ID] [--name NAME] [--settings JSON]
+    usage: `  apps create [--id ID] [--name NAME] [--settings JSON] [--disable]
   apps list
   apps get ID
   apps update ID [--name NAME] [--settings JSON] [--disable | --enable]
@@ -79,7 +79,7 @@ const COMMANDS: Record<string, CommandHelp> = {
     details: `  --id ID          the new app's id (default: a random one)
   --name NAME      a display name
   --settings JSON  app settings (docs/api.md, "App settings"); update merges them
-  --disable, --enable  refuse or accept the app's clients and pushes
+  --disable, --enable  refuse or accept the app's clients and pushes (create: --disable only)
 list and get read Postgres only; the others also write the apps bucket and streams (NATS).`,
     example: `${CLI} apps create --id chat --settings '{"clientMessaging":true}'`,
   },
@@ -272,6 +272,9 @@ async function withDatabase<T>(config: Config, opts: { migrate: boolean }, fn: (
 
 /** An app as Postgres has it (read only: no migrations, no NATS). PushError app_not_found when missing. */
 async function readApp(config: Config, id: string): Promise<AppRecord> {
+  // As the HTTP routes answer: an id that can be no app's is invalid, not missing.
+  const problem = idProblem('app', id);
+  if (problem !== undefined) throw new PushError('invalid_id', problem);
   const app = await withDatabase(config, { migrate: false }, (db) => new AppsRepository(db).get(id));
   if (app === undefined) throw new PushError('app_not_found');
   return app;
@@ -620,6 +623,7 @@ async function appsWrite(
           id: flags.id,
           name: flags.name,
           settings: parseJsonFlag(flags.settings, 'settings'),
+          disabled: flags.disable === true,
         });
         print({ app: adminView(r.app), apiKey: r.apiKey, apiKeyId: r.apiKeyId });
         return 0;
