@@ -551,6 +551,39 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     }
   });
 
+
+  it('a change of events or kinds stops items the endpoint no longer wants, also those being retried', async function () {
+    const { app, receiver, endpoint } = await setup(
+      { webhookRetryBaseMs: 200, webhookRetryMaxMs: 400 },
+      { events: ['user_online', 'user_offline'], kinds: ['chat', 'game'] },
+    );
+    receiver.mode = { kind: 'fail', status: 503 };
+    const dropped: string[] = [];
+    const kept: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      kept.push(await publishEvent(nc, subjects, app.id, 'user_online', { user: `u${i}` }));
+      dropped.push(await publishEvent(nc, subjects, app.id, 'user_offline', { user: `u${i}` }));
+      kept.push(await publishUp(nc, subjects, app.id, 'chat', { n: i }));
+      dropped.push(await publishUp(nc, subjects, app.id, 'game', { n: i }));
+    }
+    // Every item was tried (and failed) at least once: they are being retried now.
+    const deadline = Date.now() + 10_000;
+    while (new Set(receiver.received.flatMap((r) => r.body.items.map((i) => i.id))).size < 40) {
+      if (Date.now() > deadline) throw new Error('not every item was tried');
+      await sleep(50);
+    }
+    const path = `/v1/apps/${app.id}/webhooks/${endpoint.id}`;
+    const r = await stack.http('PATCH', path, app.apiKey, { events: ['user_online'], kinds: ['chat'] });
+    expect(r.status).to.equal(200);
+    await sleep(300);
+    const changedAt = receiver.received.length;
+    receiver.mode = { kind: 'ok' };
+    await receiver.waitFor(kept, 15_000);
+    await sleep(1000);
+    const after = receiver.received.slice(changedAt).filter((x) => x.ok);
+    const late = after.flatMap((x) => x.body.items.map((i) => i.id)).filter((id) => dropped.includes(id));
+    expect(late, 'items of a type or kind no longer wanted, delivered after the change').to.deep.equal([]);
+  });
   it("an endpoint that hangs does not slow another app's", async function () {
     const slow = await setup({ webhookTimeoutMs: 10_000, webhookConcurrency: 2 });
     slow.receiver.mode = { kind: 'hang' };

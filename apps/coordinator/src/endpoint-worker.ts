@@ -13,6 +13,7 @@ import {
   sourceStream,
   webhookConsumerConfig,
   webhookConsumerName,
+  webhookFilters,
   type NatsConnection,
 } from '@push/nats';
 import {
@@ -153,6 +154,12 @@ class SourceLoop {
   private readonly stream: string;
   private readonly log: Logger;
   private dlqReady = false;
+  /**
+   * Whether the endpoint wants a message's subject now. The consumer's filter says so for what it
+   * delivers first; this catches what it hands out again after a change of `events` or `kinds`
+   * (items retrying under the old filter), which the endpoint no longer wants.
+   */
+  private readonly wants: (subject: string) => boolean;
   /** Resolves on stop: ends a wait between retries at once. */
   private readonly stopSignal: Promise<void>;
   private signalStop: () => void = () => undefined;
@@ -167,6 +174,11 @@ class SourceLoop {
     this.stream = sourceStream(deps.subjects, worker.endpoint.app, source);
     this.log = deps.log.child({ endpoint: worker.endpoint.id, app: worker.endpoint.app, source });
     this.stopSignal = new Promise((resolve) => (this.signalStop = resolve));
+    const filters = webhookFilters(deps.subjects, worker.endpoint, source);
+    const all = filters.find((f) => f.endsWith('.*'))?.slice(0, -1);
+    const exact = new Set(filters);
+    this.wants = (subject) =>
+      exact.has(subject) || (all !== undefined && subject.startsWith(all) && !subject.includes('.', all.length));
   }
 
   private get labels() {
@@ -325,6 +337,10 @@ class SourceLoop {
     const kept: JsMsg[] = [];
     let letter: DeadLetter | undefined;
     for (const m of batch) {
+      if (this.source !== 'replay' && !this.wants(m.subject)) {
+        m.ack();
+        continue;
+      }
       try {
         if (this.source === 'replay') {
           letter = m.json<DeadLetter>();
