@@ -551,6 +551,39 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     }
   });
 
+  it('items a stopped worker hands back unsent keep their attempts: each dead-lettered item was POSTed webhookMaxAttempts times', async function () {
+    const { app, receiver, endpoint } = await setup({
+      webhookMaxAttempts: 3,
+      webhookTimeoutMs: 300,
+      webhookConcurrency: 1,
+      webhookRetryBaseMs: 20,
+      webhookRetryMaxMs: 50,
+    });
+    receiver.mode = { kind: 'hang' };
+    // More than a batch (50 here) at once: one batch hangs in flight, the next waits behind it.
+    const ids = await Promise.all(
+      Array.from({ length: 150 }, (_, i) => publishEvent(nc, subjects, app.id, 'expired', { user: 'u', seq: i })),
+    );
+    const path = `/v1/apps/${app.id}/webhooks/${endpoint.id}`;
+    const posts = () => [...receiver.tries.values()].reduce((a, b) => a + b, 0);
+    // Each switch-off stops the worker while it holds items it has not POSTed (until every item
+    // has had its POSTs: none is left to send).
+    for (let k = 0; k < 4; k++) {
+      const before = posts();
+      const deadline = Date.now() + 3000;
+      while (posts() === before && Date.now() < deadline) await sleep(20);
+      if (posts() === before) break;
+      expect((await stack.http('PATCH', path, app.apiKey, { disabled: true })).status).to.equal(200);
+      await sleep(500);
+      expect((await stack.http('PATCH', path, app.apiKey, { disabled: false })).status).to.equal(200);
+    }
+    receiver.mode = { kind: 'fail', status: 503 };
+    const letters = await lettersHolding(app, endpoint.id, ids.length);
+    const lettered = letters.flatMap((l) => l.items.map((i) => i.id));
+    expect(lettered).to.have.members(ids);
+    const short = ids.filter((id) => (receiver.tries.get(id) ?? 0) < 3).map((id) => [id, receiver.tries.get(id) ?? 0]);
+    expect(short, 'dead-lettered after fewer than webhookMaxAttempts POSTs').to.deep.equal([]);
+  });
 
   it('a change of events or kinds stops items the endpoint no longer wants, also those being retried', async function () {
     const { app, receiver, endpoint } = await setup(

@@ -39,6 +39,8 @@ export class WebhookReceiver {
   /** Requests answered in `flaky` mode so far. */
   private flakyAnswered = 0;
   secrets: string[] = [];
+  /** How many verified requests held each item id, in any mode (`hang` and `down` too): its attempts. */
+  readonly tries = new Map<string, number>();
   /** For RPC: the answer to a verified request (the body as JSON). */
   rpcAnswer: ((req: Record<string, unknown>) => unknown) | undefined;
   private readonly server: http.Server;
@@ -85,6 +87,12 @@ export class WebhookReceiver {
       this.badSignatures++;
       res.writeHead(401).end();
       return;
+    }
+    try {
+      for (const i of (JSON.parse(body) as Received['body']).items ?? [])
+        this.tries.set(i.id, (this.tries.get(i.id) ?? 0) + 1);
+    } catch {
+      // Not a webhook batch (an RPC): no items to count.
     }
     const mode = this.mode;
     if (this.rpcAnswer !== undefined && mode.kind === 'ok') {

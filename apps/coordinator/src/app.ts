@@ -7,6 +7,7 @@ import { connectNats, natsReadiness, type NatsConnection } from '@push/nats';
 import { PushError, Subjects, type AppRecord, type WebhookEndpoint } from '@push/protocol';
 import type { Registry } from 'prom-client';
 import { EndpointWorker, type WorkerDeps } from './endpoint-worker.js';
+import { Handbacks } from './handbacks.js';
 import { createCoordinatorMetrics } from './metrics.js';
 import { RpcForwarder } from './rpc-forwarder.js';
 
@@ -101,6 +102,7 @@ export function createCoordinator(config: Config, opts: { logger?: Logger } = {}
         batch: config.coordinator.webhookBatch,
         dlq: { replicas: config.inbox.replicas, duplicateWindowSeconds: config.inbox.duplicateWindowSeconds },
         endpointExists: (app, id) => directory.exists(app, id),
+        handbacks: await Handbacks.open(conn, subjects, config.inbox.replicas),
       };
       const queue = (key: string, ep: WebhookEndpoint | undefined) => {
         const next = (changes.get(key) ?? Promise.resolve())

@@ -26,6 +26,7 @@ import {
   type WebhookSource,
 } from '@push/protocol';
 import type { Logger } from 'pino';
+import type { Handbacks, HandbackItem } from './handbacks.js';
 import { HttpPoster, PostError } from './http-poster.js';
 import { pusherWebhook } from './pusher-webhook.js';
 import type { CoordinatorMetrics } from './metrics.js';
@@ -41,6 +42,8 @@ export interface WorkerDeps {
   dlq: { replicas: number; duplicateWindowSeconds: number };
   /** Whether an endpoint exists now (read from the bucket): a dead letter of a deleted one is removed. */
   endpointExists(app: string, id: string): Promise<boolean>;
+  /** Items handed back unsent, which are no attempts. */
+  handbacks: Handbacks;
 }
 
 /** Where a consumer reads: upstream, events, or the endpoint's replayed dead letters. */
@@ -69,12 +72,12 @@ export function ackWaitMs(settings: AppSettings, lingerMs: number): number {
 }
 
 /**
- * The nak delay before a message's next delivery, whole ms (at least 1). Whole: the client sends
- * it as nanoseconds in JSON, and the server does not take a fractional number there; it then
- * redelivers at once, which turned the backoff into a busy loop.
+ * The nak delay before an item's next delivery after its `attempts`th POST failed, whole ms (at
+ * least 1). Whole: the client sends it as nanoseconds in JSON, and the server does not take a
+ * fractional number there; it then redelivers at once, which turned the backoff into a busy loop.
  */
-export function retryDelay(m: JsMsg, policy: BackoffPolicy): number {
-  return Math.max(1, Math.round(backoffDelay(m.info.deliveryCount - 1, policy)));
+export function retryDelay(attempts: number, policy: BackoffPolicy): number {
+  return Math.max(1, Math.round(backoffDelay(attempts - 1, policy)));
 }
 
 /** The webhook-id of a batch: the item's own id when alone, else a digest of the items' ids (same items, same id). */
@@ -202,9 +205,48 @@ class SourceLoop {
     await this.forgetDeleted();
     await Promise.allSettled([...this.inFlight]);
     // Not sent: back to the stream now rather than after the ack wait.
-    for (const m of [...this.pending, ...this.ready.flat()]) m.nak();
+    const unsent = [...this.pending, ...this.ready.flat()];
     this.pending = [];
     this.ready.length = 0;
+    await this.handBack(unsent);
+  }
+
+  private get item(): HandbackItem {
+    return { app: this.worker.endpoint.app, endpoint: this.worker.endpoint.id, source: this.source };
+  }
+
+  /**
+   * Gives messages back to the stream unsent (`delayMs` before their next delivery), counted as
+   * handbacks first: their delivery is no attempt. A count not written (NATS failing) only makes
+   * the item's attempts run out one early.
+   */
+  private async handBack(msgs: JsMsg[], delayMs?: number): Promise<void> {
+    if (msgs.length === 0) return;
+    await this.worker.deps.handbacks
+      .record(this.item, msgs)
+      .catch((err: unknown) => this.log.warn({ err, items: msgs.length }, 'handbacks not counted'));
+    for (const m of msgs) m.nak(delayMs);
+  }
+
+  /**
+   * POSTs each message's item has had, this one included: its deliveries less its handbacks,
+   * which are read only for a message whose deliveries reached `max` (the rest are below it either
+   * way). A count that cannot be read is taken as none.
+   */
+  private async attempts(msgs: JsMsg[], max: number): Promise<number[]> {
+    return Promise.all(
+      msgs.map(async (m) => {
+        const delivered = m.info.deliveryCount;
+        if (delivered < max) return delivered;
+        const handedBack = await this.worker.deps.handbacks
+          .count(this.item, m.info.streamSequence)
+          .catch((err: unknown) => {
+            this.log.warn({ err }, 'handbacks not read');
+            return 0;
+          });
+        return Math.max(1, delivered - handedBack);
+      }),
+    );
   }
 
   private async run(): Promise<void> {
@@ -232,7 +274,8 @@ class SourceLoop {
         attempt = 0;
         for await (const m of this.messages) {
           if (this.stopped) {
-            m.nak();
+            // Handed back with the rest by stop().
+            this.pending.push(m);
             continue;
           }
           this.add(m);
@@ -376,7 +419,7 @@ class SourceLoop {
     const app = deps.apps.get(ep.app);
     if (app === undefined) {
       // The app is not (yet) known here: try again shortly.
-      for (const m of batch) m.nak(1000);
+      await this.handBack(batch, 1000);
       return;
     }
     const s = app.settings;
@@ -430,19 +473,20 @@ class SourceLoop {
     }
     deps.metrics.deliveries.inc({ ...this.labels, outcome: 'failed' });
     this.log.debug({ status, error, items: items.length }, 'webhook delivery failed');
-    const exhausted = kept.filter((m) => m.info.deliveryCount >= s.webhookMaxAttempts);
+    const attempts = await this.attempts(kept, s.webhookMaxAttempts);
+    const exhausted = kept.filter((_, i) => (attempts[i] as number) >= s.webhookMaxAttempts);
     const policy = { baseMs: s.webhookRetryBaseMs, capMs: s.webhookRetryMaxMs };
-    for (const m of kept) {
-      if (m.info.deliveryCount >= s.webhookMaxAttempts) continue;
-      m.nak(retryDelay(m, policy));
-    }
+    kept.forEach((m, i) => {
+      const n = attempts[i] as number;
+      if (n < s.webhookMaxAttempts) m.nak(retryDelay(n, policy));
+    });
     if (kept.length > exhausted.length) deps.metrics.retries.inc(this.labels, kept.length - exhausted.length);
     if (exhausted.length === 0) return;
     const exhaustedItems =
       this.source === 'replay' ? items : items.filter((_, i) => exhausted.includes(kept[i] as JsMsg));
     try {
       const stored = await this.deadLetter(exhausted, exhaustedItems, source, {
-        attempts: (letter?.attempts ?? 0) + Math.max(...exhausted.map((m) => m.info.deliveryCount)),
+        attempts: (letter?.attempts ?? 0) + Math.max(...attempts.filter((n) => n >= s.webhookMaxAttempts)),
         lastStatus: status,
         lastError: error,
       });
@@ -452,7 +496,7 @@ class SourceLoop {
       if (stored) deps.metrics.deadLetters.inc(this.labels, exhaustedItems.length);
     } catch (err) {
       this.log.error({ err }, 'dead-lettering failed; the batch is retried');
-      for (const m of exhausted) m.nak(retryDelay(m, policy));
+      for (const m of exhausted) m.nak(retryDelay(s.webhookMaxAttempts, policy));
     }
   }
 

@@ -386,6 +386,19 @@ export class Subjects {
     return `${this.prefix}_webhooks`;
   }
 
+  /**
+   * KV bucket of webhook items handed back unsent (apps/coordinator handbacks.ts):
+   * `<prefix>_webhook_handbacks`.
+   */
+  get webhookHandbacksBucket(): string {
+    return `${this.prefix}_webhook_handbacks`;
+  }
+
+  /** Its key for one stored item: `<endpoint key>.<source>.<stream sequence>`. */
+  webhookHandbackKey(app: string, endpoint: string, source: string, seq: number): string {
+    return `${this.webhookKey(app, endpoint)}.${source}.${seq}`;
+  }
+
   /** KV key of a webhook endpoint: `<app key>.<endpoint id>` (endpoint ids are `wh_` + base64url). */
   webhookKey(app: string, endpoint: string): string {
     return `${this.appKey(app)}.${endpoint}`;
