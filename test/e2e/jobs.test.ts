@@ -261,6 +261,23 @@ describe('fan-out jobs', function () {
     expect(list.body.jobs.map((j) => j.id)).to.deep.equal([id]);
   });
 
+  it("an app's jobs run in the order they were queued: an open job started late runs after one queued before its start", async function () {
+    await ensureRunner();
+    const app = await stack.createApp({ fanoutRate: 200 });
+    const first = await jobs(app, 'POST', '', { data: 'first', users: userIds(400, 'f') });
+    await waitJob(app, first.body.job.id, (j) => j.state === 'running', 20_000);
+    const open = await jobs(app, 'POST', '', { data: 'open', users: ['o1', 'o2'], open: true });
+    const queued = await jobs(app, 'POST', '', { data: 'queued', users: ['q1', 'q2'] });
+    expect(queued.body.job.state).to.equal('queued');
+    await sleep(100);
+    expect((await jobs(app, 'POST', `/${open.body.job.id}/start`)).body.job.state).to.equal('queued');
+    const q = await waitJob(app, queued.body.job.id, (j) => j.state === 'completed', 30_000);
+    const o = await waitJob(app, open.body.job.id, (j) => j.state === 'completed', 30_000);
+    expect(Date.parse(String(o.startedAt)), 'the job started later ran first').to.be.at.least(
+      Date.parse(String(q.finishedAt)),
+    );
+  });
+
   it('answers bad input with its code: unknown job, too many users, bad message, bad users', async function () {
     const app = await stack.createApp({ maxMessageBytes: 100 });
     const other = await stack.createApp();

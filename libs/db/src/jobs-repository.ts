@@ -25,6 +25,8 @@ interface JobRow {
   lease_until: Date | null;
   created_at: Date;
   updated_at: Date;
+  /** When it was queued (created queued, or started when open); null while open. */
+  queued_at: Date | null;
   started_at: Date | null;
   finished_at: Date | null;
 }
@@ -146,6 +148,8 @@ export class JobsRepository {
           skipped: job.skipped,
           stored: job.users.length,
           chunks: chunks.length,
+          // The statement's time, not the transaction's (now()): jobs run in the order they became queued.
+          ...(job.state === 'queued' ? { queued_at: trx.raw('clock_timestamp()') } : {}),
           ...(empty ? { started_at: trx.fn.now(), finished_at: trx.fn.now() } : {}),
         })
         .returning('*');
@@ -246,6 +250,7 @@ export class JobsRepository {
           chunks,
           dedupe: false,
           updated_at: trx.fn.now(),
+          queued_at: trx.raw('clock_timestamp()'),
           ...(empty ? { started_at: trx.fn.now(), finished_at: trx.fn.now() } : {}),
         })
         .returning('*');
@@ -295,7 +300,7 @@ export class JobsRepository {
   // --- the runner's side ------------------------------------------------------------------------
 
   /**
-   * Claims the oldest job that is queued, or running under a lease that lapsed (its center died
+   * Claims the job queued first that is queued, or running under a lease that lapsed (its center died
    * or let go), for `owner` until `leaseSeconds` from now (the database's clock). An app's jobs
    * run one at a time: a job whose app has another job under a live lease waits, which makes the
    * app's `fanoutRate` its total over all centers. Claims are serialized by an advisory lock so
@@ -311,7 +316,7 @@ export class JobsRepository {
           `NOT EXISTS (SELECT 1 FROM fanout_jobs r
                         WHERE r.app_id = j.app_id AND r.id <> j.id AND r.state = 'running' AND r.lease_until >= now())`,
         )
-        .orderBy('j.created_at')
+        .orderBy([{ column: 'j.queued_at' }, { column: 'j.id' }])
         .first<{ id: string; started_at: Date | null } | undefined>('j.id', 'j.started_at');
       if (candidate === undefined) return undefined;
       // The state is checked again on the locked row: a cancel that committed meanwhile wins.
