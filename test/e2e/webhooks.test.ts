@@ -585,6 +585,35 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     expect(short, 'dead-lettered after fewer than webhookMaxAttempts POSTs').to.deep.equal([]);
   });
 
+  it('kinds (or events) given by a change to an endpoint that had none bring only the items stored after the change', async function () {
+    const { app, receiver, endpoint } = await setup({}, { events: ['user_online'] });
+    const path = `/v1/apps/${app.id}/webhooks/${endpoint.id}`;
+    const before = [await publishUp(nc, subjects, app.id, 'chat', { n: 'before' })];
+    const online = await publishEvent(nc, subjects, app.id, 'user_online', { user: 'u' });
+    await receiver.waitFor([online], 10_000);
+    const added = await stack.http<{ webhook: WebhookEndpoint }>('PATCH', path, app.apiKey, { kinds: ['chat'] });
+    expect(added.status).to.equal(200);
+    expect(Date.parse(String(added.body.webhook.kindsSince))).to.be.above(Date.parse(endpoint.createdAt));
+    await sleep(300);
+    const after = [await publishUp(nc, subjects, app.id, 'chat', { n: 'after' })];
+    await receiver.waitFor(after, 10_000);
+    // Off and on again: what was stored while it took no kinds stays out too.
+    expect((await stack.http('PATCH', path, app.apiKey, { kinds: [] })).status).to.equal(200);
+    await sleep(300);
+    before.push(await publishUp(nc, subjects, app.id, 'chat', { n: 'while none' }));
+    await sleep(300);
+    expect((await stack.http('PATCH', path, app.apiKey, { kinds: ['chat'] })).status).to.equal(200);
+    await sleep(300);
+    after.push(await publishUp(nc, subjects, app.id, 'chat', { n: 'again' }));
+    await receiver.waitFor(after, 10_000);
+    await sleep(500);
+    const got = receiver.okIds();
+    expect(
+      before.filter((id) => got.includes(id)),
+      'stored while the endpoint took no kinds',
+    ).to.deep.equal([]);
+  });
+
   it('a change of events or kinds stops items the endpoint no longer wants, also those being retried', async function () {
     const { app, receiver, endpoint } = await setup(
       { webhookRetryBaseMs: 200, webhookRetryMaxMs: 400 },

@@ -316,6 +316,14 @@ class SourceLoop {
       await jsm.consumers.add(this.stream, cfg);
       return;
     }
+    // The endpoint took none of this source's items for a while and takes some again: what was
+    // stored meanwhile is not for it (nor what it left unacked), so the consumer starts anew.
+    const start = info.config.opt_start_time;
+    if (cfg.opt_start_time !== undefined && start !== undefined && Date.parse(start) < Date.parse(cfg.opt_start_time)) {
+      await jsm.consumers.delete(this.stream, cfg.durable_name).catch(() => false);
+      await jsm.consumers.add(this.stream, cfg);
+      return;
+    }
     const filters = info.config.filter_subjects ?? (info.config.filter_subject ? [info.config.filter_subject] : []);
     if (JSON.stringify(filters) !== JSON.stringify(cfg.filter_subjects) || info.config.ack_wait !== cfg.ack_wait) {
       await jsm.consumers.update(this.stream, cfg.durable_name, {

@@ -17,6 +17,8 @@ interface WebhookRow {
   format: WebhookFormat;
   created_at: Date;
   updated_at: Date;
+  events_since: Date | null;
+  kinds_since: Date | null;
 }
 
 /** What may change on an endpoint. */
@@ -41,7 +43,21 @@ const toEndpoint = (r: WebhookRow): WebhookEndpoint => ({
   format: r.format,
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
+  ...(r.events_since !== null ? { eventsSince: r.events_since.toISOString() } : {}),
+  ...(r.kinds_since !== null ? { kindsSince: r.kinds_since.toISOString() } : {}),
 });
+
+/**
+ * Column `since` of a list changed to `given`: now when the list was empty and takes some now
+ * (the source's consumer starts there), as it was otherwise.
+ */
+function sinceOf(db: Knex, list: 'events' | 'kinds', given: string[]): Knex.Raw {
+  return db.raw(`CASE WHEN jsonb_array_length(??) = 0 AND ? > 0 THEN now() ELSE ?? END`, [
+    list,
+    given.length,
+    `${list}_since`,
+  ]);
+}
 
 /** Webhook endpoints in Postgres (table `webhook_endpoints`), per app. */
 export class WebhooksRepository {
@@ -91,8 +107,14 @@ export class WebhooksRepository {
   async update(app: string, id: string, patch: WebhookPatch): Promise<WebhookEndpoint> {
     const changes: Record<string, unknown> = { updated_at: this.db.fn.now() };
     if (patch.url !== undefined) changes['url'] = patch.url;
-    if (patch.events !== undefined) changes['events'] = JSON.stringify(patch.events);
-    if (patch.kinds !== undefined) changes['kinds'] = JSON.stringify(patch.kinds);
+    if (patch.events !== undefined) {
+      changes['events'] = JSON.stringify(patch.events);
+      changes['events_since'] = sinceOf(this.db, 'events', patch.events);
+    }
+    if (patch.kinds !== undefined) {
+      changes['kinds'] = JSON.stringify(patch.kinds);
+      changes['kinds_since'] = sinceOf(this.db, 'kinds', patch.kinds);
+    }
     if (patch.disabled !== undefined) changes['disabled'] = patch.disabled;
     if (patch.description !== undefined) changes['description'] = patch.description;
     if (patch.format !== undefined) changes['format'] = patch.format;

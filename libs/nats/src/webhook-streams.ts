@@ -75,6 +75,11 @@ export function webhookFilters(subjects: Subjects, ep: WebhookEndpoint, source: 
   return wanted.map((w) => (source === 'up' ? subjects.upstream(ep.app, w) : subjects.event(ep.app, w)));
 }
 
+/** Where an endpoint's consumer on a source starts: when it began to take that source's items. */
+export function webhookSince(ep: WebhookEndpoint, source: WebhookSource): string {
+  return (source === 'up' ? ep.kindsSince : ep.eventsSince) ?? ep.createdAt;
+}
+
 /**
  * The durable consumer of an endpoint on a source: explicit acks (a message is acked only after
  * a 2xx), no server-side redelivery limit (the coordinator counts attempts and dead-letters),
@@ -92,7 +97,7 @@ export function webhookConsumerConfig(
     durable_name: webhookConsumerName(ep.id),
     ack_policy: 'explicit',
     deliver_policy: source === 'replay' ? 'all' : 'by_start_time',
-    ...(source === 'replay' ? {} : { opt_start_time: ep.createdAt }),
+    ...(source === 'replay' ? {} : { opt_start_time: webhookSince(ep, source) }),
     filter_subjects: webhookFilters(subjects, ep, source),
     ack_wait: ackWaitMs * NANOS_PER_MS,
     max_deliver: -1,

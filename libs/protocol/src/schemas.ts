@@ -883,6 +883,10 @@ export interface WebhookEndpoint {
   format?: WebhookFormat;
   createdAt: string;
   updatedAt: string;
+  /** When it began to take events, if after its creation (a change gave it some after none). */
+  eventsSince?: string;
+  /** When it began to take upstream kinds, if after its creation. */
+  kindsSince?: string;
 }
 
 /** Where a webhook item came from: the app's upstream or its events stream. */
