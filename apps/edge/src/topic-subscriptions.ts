@@ -37,6 +37,8 @@ interface SubQueue {
   tail: Promise<void>;
   /** `sub`s numbered at or below it were overtaken by an `unsub`: answered `unsubscribed`. */
   overtakenUpTo: number;
+  /** Number of the newest `sub` queued. */
+  last: number;
 }
 
 let allTokens = 0;
@@ -136,9 +138,7 @@ export class TopicSubscriptions {
         if (this.unboundWhileLoading === skip) this.unboundWhileLoading = undefined;
         if (this.host.isClosed) return;
         // Already held: a bind's control message came first.
-        for (const t of topics) {
-          if (!skip.has(t) && this.topics?.has(t) !== true && this.subQueues?.has(t) !== true) this.bindTopic(t);
-        }
+        for (const t of topics) if (!skip.has(t)) this.bindTopic(t);
         if (!whole) again();
       },
       (err: unknown) => {
@@ -155,8 +155,19 @@ export class TopicSubscriptions {
    * the topic, as for a `sub`.
    */
   bindTopic(topic: string): void {
-    if (this.host.isClosed) return;
+    if (this.host.isClosed || this.holds(topic)) return;
     this.queueSub(topic, undefined);
+  }
+
+  /**
+   * Whether the connection holds the topic, or a `sub` of it is on its way that no `unsub`
+   * overtook: a bind then changes nothing (the read at open and the bind's control message both
+   * bind a connection opening while the bind happens; it gets one `subscribed`).
+   */
+  private holds(topic: string): boolean {
+    const q = this.subQueues?.get(topic);
+    if (q !== undefined) return q.last > q.overtakenUpTo;
+    return this.topics?.has(topic) === true;
   }
 
   /** The business unbound the user from a topic: the connection leaves it (`unsubscribed`). */
@@ -263,22 +274,23 @@ export class TopicSubscriptions {
    * `error` with the topic, or `unsubscribed` when an `unsub` of the topic overtook it (came
    * before it was answered). `check` runs first, in turn (grant checks), and may throw.
    */
-  private queueSub(topic: string, since: number | undefined, check?: () => void): void {
+  private queueSub(topic: string, since: number | undefined, check?: () => void | Promise<void>): void {
     const n = ++this.subCounter;
     const queues = (this.subQueues ??= new Map<string, SubQueue>());
     let q = queues.get(topic);
     if (q === undefined) {
-      q = { tail: Promise.resolve(), overtakenUpTo: 0 };
+      q = { tail: Promise.resolve(), overtakenUpTo: 0, last: n };
       queues.set(topic, q);
     }
+    q.last = n;
     const queue = q;
     const overtaken = () => queue.overtakenUpTo >= n;
     const run = async (): Promise<void> => {
       if (this.host.isClosed) return;
       try {
         if (!overtaken()) {
-          check?.();
-          if (await this.subscribeTopic(topic, since, n)) return;
+          await check?.();
+          if (!overtaken() && (await this.subscribeTopic(topic, since, n))) return;
         }
         this.host.sendText(ServerFrames.unsubscribed(topic));
       } catch (err) {
@@ -525,19 +537,30 @@ export class TopicSubscriptions {
     this.host.sendText(ServerFrames.unsubscribed(topic));
   }
 
-  /** A client's `sub`: the token's patterns, or a topic token, must grant the topic. */
+  /**
+   * A client's `sub`: the token's patterns, or a topic token, must grant the topic, or the
+   * business bound the user to it (the bind granted it: a resume of a bound topic, read from the
+   * bindings only when nothing else grants it).
+   */
   handleSub(f: SubFrame): void {
     const { ctx } = this.host;
-    this.queueSub(f.topic, f.since, () => {
+    this.queueSub(f.topic, f.since, async () => {
       const app = ctx.apps.get(this.host.app);
       if (app === undefined || app.disabled) throw new PushError('app_disabled');
       // `_all` needs no grant: every connection of the app receives it.
-      if (f.topic !== ALL_TOPIC && !topicGranted(this.host.topicGrants, f.topic)) {
-        if (f.token === undefined) {
-          throw new PushError('topic_forbidden', 'the client token does not grant this topic; pass a topic token');
+      if (f.topic === ALL_TOPIC || topicGranted(this.host.topicGrants, f.topic)) return;
+      let refusal = new PushError('topic_forbidden', 'the client token does not grant this topic; pass a topic token');
+      if (f.token !== undefined) {
+        try {
+          verifyTopicToken(f.token, app, this.host.user, f.topic);
+          return;
+        } catch (err) {
+          if (!isPushError(err)) throw err;
+          refusal = err;
         }
-        verifyTopicToken(f.token, app, this.host.user, f.topic);
       }
+      // A bind that came while this `sub` waited was skipped for it (`holds`): it must not fail.
+      if (!(await ctx.bindings.read(this.host.app, this.host.user)).topics.includes(f.topic)) throw refusal;
     });
   }
 }
