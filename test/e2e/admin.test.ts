@@ -552,7 +552,9 @@ describe('admin API and CLI', function () {
       expect(missing.stderr).to.include('app_not_found');
       // An id no app can have is invalid (as the HTTP route answers), not missing.
       const invalid = await cli('apps', 'get', 'x'.repeat(65));
-      expect([invalid.code, invalid.stderr]).to.satisfy(([code, err]: [number, string]) => code === 1 && err.includes('invalid_id'));
+      expect([invalid.code, invalid.stderr]).to.satisfy(
+        ([code, err]: [number, string]) => code === 1 && err.includes('invalid_id'),
+      );
       const off = await cli('apps', 'create', '--disable');
       expect(off.code, off.stderr).to.equal(0);
       expect((JSON.parse(off.stdout) as { app: AdminApp }).app.disabled).to.equal(true);
