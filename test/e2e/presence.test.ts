@@ -204,6 +204,11 @@ describe('presence', function () {
     const { key } = await connectedEdge('lia');
     // A topic only this connection holds: the sweep reports it unsubscribed and vacated.
     const [lia] = clients.slice(-1) as [TestClient];
+    // Another connection, closed by its client during the stall, after the sweep reported it closed.
+    const leo = await TestClient.connect(edgeB.wsUrl, await app.token('leo', 'phone'));
+    clients.push(leo);
+    const leoKey = subjects.presenceKey(app.id, 'leo');
+    for (const until = Date.now() + 5000; (await redis.hlen(leoKey)) === 0 && Date.now() < until;) await sleep(20);
     lia.send({ t: 'sub', topic: 'stall-room' });
     await lia.waitFor((f) => f.t === 'subscribed' && f['topic'] === 'stall-room');
     const topicEvents = async () =>
@@ -218,6 +223,8 @@ describe('presence', function () {
     const sweptAfter = Date.now() - pausedAt;
     expect(await redis.hlen(key), `entries left ${sweptAfter} ms into the stall`).to.equal(0);
     expect(sweptAfter, 'swept before the hold ran out').to.be.greaterThan(4 * LEASE * 1000);
+    leo.terminate();
+    await sleep(100);
     edgeB.resume();
     const back = Date.now() + 3 * LEASE * 1000;
     while ((await redis.hlen(key)) === 0 && Date.now() < back) await sleep(50);
@@ -230,6 +237,57 @@ describe('presence', function () {
       .filter((r) => r.body['user'] === 'lia' && String(r.body['type']).startsWith('conn_'))
       .map((r) => [r.body['type'], r.body['reason']].filter((x) => typeof x === 'string').join(':'));
     expect(connEvents, 'and the connection open').to.deep.equal(['conn_open', 'conn_close:edge_lost', 'conn_open']);
+    const leoEvents = async () =>
+      (await readStream(nc, subjects.eventsStream(app.id)))
+        .filter((r) => r.body['user'] === 'leo')
+        .map((r) => [r.body['type'], r.body['reason']].filter((x) => typeof x === 'string').join(':'));
+    await sleep(500);
+    expect(await leoEvents(), 'the one that closed during the stall: closed once').to.deep.equal([
+      'conn_open',
+      'user_online',
+      'conn_close:edge_lost',
+      'user_offline:edge_lost',
+    ]);
     await edgeB.kill();
+  });
+
+  it("an edge killed with a connection holding two apps' sessions: each app gets its conn_close, user_offline and topic_unsub", async function () {
+    const other = await stack.createApp();
+    await edgeA.start({
+      PUSH_PREFIX: stack.prefix,
+      PUSH_NATS_URL: process.env['PUSH_NATS_URL'] ?? 'nats://127.0.0.1:4222',
+      PUSH_REDIS_URL: REDIS_URL,
+      PUSH_PRESENCE_LEASE: String(LEASE),
+    });
+    const c = await TestClient.connect(edgeA.wsUrl, await app.token('mia', 'phone', 3600, ['both']));
+    clients.push(c);
+    c.send({ t: 'attach', token: await other.token('max', 'phone', 3600, ['both']) });
+    await c.waitFor((f) => f.t === 'attached');
+    c.send({ t: 'sub', topic: 'both' });
+    c.send({ t: 'sub', topic: 'both', app: other.id });
+    await c.waitFor((f) => f.t === 'subscribed' && f['app'] === other.id);
+    await c.waitFor((f) => f.t === 'subscribed' && f['app'] === app.id);
+    await sleep(200);
+    await edgeA.kill();
+    const typesOf = async (a: TestApp, user: string) =>
+      (await readStream(nc, subjects.eventsStream(a.id)))
+        .filter((r) => r.body['user'] === user)
+        .map((r) => [r.body['type'], r.body['reason']].filter((x) => typeof x === 'string').join(':'));
+    const want = [
+      'conn_open',
+      'user_online',
+      'topic_sub',
+      'conn_close:edge_lost',
+      'user_offline:edge_lost',
+      'topic_unsub',
+    ];
+    const deadline = Date.now() + (LEASE * 4000) / 3 + 3000;
+    for (const [a, user] of [
+      [app, 'mia'],
+      [other, 'max'],
+    ] as const) {
+      while ((await typesOf(a, user)).length < want.length && Date.now() < deadline) await sleep(100);
+      expect([...(await typesOf(a, user))].sort(), `${a.id}'s events of ${user}`).to.deep.equal([...want].sort());
+    }
   });
 });

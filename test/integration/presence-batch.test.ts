@@ -88,7 +88,7 @@ describe('presence and bindings batched per turn (real Redis)', function () {
         reg.disconnected('shop', 'flash', 'f1'),
         reg.disconnected('shop', 'flash', 'f1'),
       ]);
-      expect([opened, closed, again]).to.deep.equal(['first', 'last', 'more']);
+      expect([opened, closed, again]).to.deep.equal(['first', 'last', 'gone']);
       expect(await reg.lookup('shop', 'flash')).to.deep.equal([]);
     });
   });

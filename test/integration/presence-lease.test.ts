@@ -170,7 +170,12 @@ describe('presence lease: an edge id taken again, a lapse nobody swept (real Red
     // The new process's lease and entries are untouched, and it renews as before.
     expect(await raw.get(lease)).to.equal(held);
     expect((await next.lookup('app1', 'fay')).map((e) => e.conn)).to.deep.equal(['fixed-e-new-1']);
-    expect(await raw.hexists(subjects.edgeConnectionsKey('fixed-e'), 'fixed-e-new-1')).to.equal(1);
+    expect(
+      await raw.hexists(
+        subjects.edgeConnectionsKey('fixed-e'),
+        `fixed-e-new-1\n${subjects.presenceKey('app1', 'fay')}`,
+      ),
+    ).to.equal(1);
   });
 
   /** Waits until `cond` holds, polling. */

@@ -49,7 +49,7 @@ class FakeRegistry {
   disconnected(_app: string, user: string, conn: string): Promise<DisconnectOutcome> {
     if (this.down) return Promise.reject(new Error('redis down'));
     if (this.lostEpoch) return Promise.resolve('lost');
-    if (!this.entries.delete(conn)) return Promise.resolve('more');
+    if (!this.entries.delete(conn)) return Promise.resolve('gone');
     return Promise.resolve([...this.entries.values()].some((e) => e.user === user) ? 'more' : 'last');
   }
 
@@ -83,7 +83,7 @@ describe('EdgePresence (Redis down, Redis lost its data)', () => {
   function close(c: ClientConnection & { isClosed: boolean }): void {
     c.isClosed = true;
     connections.delete(c);
-    presence.closed(c, 'client');
+    presence.closed(c, 1000, 'client');
   }
 
   it('retries a removal that failed while Redis was down, with its offline, once Redis answers', async () => {
@@ -92,11 +92,12 @@ describe('EdgePresence (Redis down, Redis lost its data)', () => {
     registry.down = true;
     close(a);
     await tick();
-    expect(events).to.deep.equal(['user_online ann c1']);
+    // The close is reported at once; the offline waits for Redis.
+    expect(events).to.deep.equal(['user_online ann c1', 'conn_close ann c1']);
     registry.down = false;
     presence.renewed();
     await tick();
-    expect(events).to.deep.equal(['user_online ann c1', 'user_offline ann c1']);
+    expect(events).to.deep.equal(['user_online ann c1', 'conn_close ann c1', 'user_offline ann c1']);
     expect(registry.entries.size).to.equal(0);
   });
 
@@ -113,9 +114,10 @@ describe('EdgePresence (Redis down, Redis lost its data)', () => {
     presence.dataLost();
     await tick();
     expect([...registry.entries.keys()].sort()).to.deep.equal(['c1', 'c3']);
-    expect(events).to.deep.equal(['user_online ann c1', 'user_online bob c2']); // decided after the recovery
+    // The rest is decided after the recovery.
+    expect(events).to.deep.equal(['user_online ann c1', 'user_online bob c2', 'conn_close bob c2']);
     await sleep(SETTLE_MS + 20);
-    expect(events.slice(2).sort()).to.deep.equal(['user_offline bob c2', 'user_online cid c3']);
+    expect(events.slice(3).sort()).to.deep.equal(['user_offline bob c2', 'user_online cid c3']);
   });
 
   it('during the recovery, of the new connections of a user only the oldest announces, and not when one was announced before', async () => {
@@ -134,5 +136,28 @@ describe('EdgePresence (Redis down, Redis lost its data)', () => {
     await tick();
     expect(events).to.deep.equal(['user_online ann c1', 'user_online dan c3']);
     expect(old.isClosed).to.equal(false);
+  });
+
+  it('a connection whose entry a sweep removed (and reported) closes without a second conn_close', async () => {
+    const a = open('c1', 'ann');
+    const b = open('c2', 'bob');
+    await tick();
+    registry.entries.delete('c1'); // swept while the edge stalled: conn_close and user_offline reported
+    close(a);
+    await tick();
+    expect(events).to.deep.equal(['user_online ann c1', 'user_online bob c2']);
+    // Recorded again after the sweep, then closed before the record came back: both pairs, in order.
+    registry.entries.delete('c2');
+    presence.leaseLost();
+    b.isClosed = true;
+    connections.delete(b);
+    presence.closed(b, 1000, 'client');
+    await tick();
+    expect(events.slice(2)).to.deep.equal([
+      'conn_open bob c2',
+      'user_online bob c2',
+      'conn_close bob c2',
+      'user_offline bob c2',
+    ]);
   });
 });

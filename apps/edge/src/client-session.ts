@@ -69,6 +69,11 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
   presenceSince = 0;
   /** Recorded in presence under the current epoch: its user's online was decided (EdgePresence). */
   presenceRecorded = false;
+  /**
+   * Its presence entry was written at least once: an entry its removal then finds gone was
+   * removed by a sweep, which reported its `conn_close` (EdgePresence).
+   */
+  presenceWritten = false;
 
   constructor(
     readonly ctx: ConnectionContext,
@@ -162,8 +167,9 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
    */
   ended(code: number, reason: string): void {
     if (!this.greeted) return;
-    this.emit('conn_close', { code, reason });
-    this.ctx.edgePresence?.closed(this, reason);
+    // With presence, `conn_close` comes with the removal of the entry (unless a sweep reported it).
+    if (this.ctx.edgePresence !== undefined) this.ctx.edgePresence.closed(this, code, reason);
+    else this.emit('conn_close', { code, reason });
     this.ctx.devicePolicy?.closed(this);
   }
 

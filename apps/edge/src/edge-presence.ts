@@ -7,7 +7,11 @@ import type { EdgeMetrics } from './metrics.js';
 /** A closed connection whose removal from presence is not settled yet, and why it closed. */
 interface Unsettled {
   conn: ClientSession;
+  /** Its close code and reason, for `conn_close`. */
+  code: number;
   reason: string;
+  /** Its `conn_close` is still to be emitted. */
+  close: boolean;
   /** Epoch ms from which an orphan is settled (see `orphans`). */
   due: number;
 }
@@ -64,7 +68,9 @@ export class EdgePresence {
     return this.presence.connected(conn.app, conn.user, conn.id, conn.device, conn.presenceSince).then(
       (outcome) => {
         if (outcome === 'lost') return; // dataLost() records it again
-        if (swept && outcome !== 'again' && !conn.isClosed) conn.emit('conn_open', {});
+        conn.presenceWritten = true;
+        // Also when it closed meanwhile: its `conn_close` comes with its removal, after this.
+        if (swept && outcome !== 'again') conn.emit('conn_open', {});
         // Closed before Redis answered, it still announces the online it made: its removal comes
         // after this write, and reports the user's `user_offline` when it was their last.
         if (!conn.isClosed) conn.presenceRecorded = true; // under the current epoch: its user's online was decided
@@ -81,16 +87,22 @@ export class EdgePresence {
     );
   }
 
-  /** A connection closed: `user_offline` when it was the user's last (now, or once settled). */
-  closed(conn: ClientSession, reason: string): void {
+  /**
+   * A connection closed: its `conn_close` once Redis answered the removal (none when a sweep had
+   * removed its entry: the sweep reported it), then `user_offline` when it was the user's last
+   * (now, or once settled). When Redis fails, `conn_close` goes at once and the removal is retried.
+   */
+  closed(conn: ClientSession, code: number, reason: string): void {
     conn.presenceRecorded = false;
     this.unrecorded.delete(conn);
-    this.remove({ conn, reason, due: 0 });
+    this.remove({ conn, code, reason, close: true, due: 0 });
   }
 
   private remove(u: Unsettled): void {
     this.presence.disconnected(u.conn.app, u.conn.user, u.conn.id).then(
       (outcome) => {
+        if (!(outcome === 'gone' && u.conn.presenceWritten)) this.closeOnce(u);
+        u.close = false;
         if (outcome === 'last') u.conn.emit('user_offline', { reason: u.reason });
         else if (outcome === 'lost') {
           this.orphan(u);
@@ -98,10 +110,16 @@ export class EdgePresence {
         }
       },
       (err: unknown) => {
+        this.closeOnce(u);
         this.failed.push(u);
         this.failure(err, 'presence delete failed; retried after the next lease renewal');
       },
     );
+  }
+
+  private closeOnce(u: Unsettled): void {
+    if (u.close) u.conn.emit('conn_close', { code: u.code, reason: u.reason });
+    u.close = false;
   }
 
   private orphan(u: Unsettled): void {

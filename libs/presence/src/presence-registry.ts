@@ -21,12 +21,13 @@ export interface PresenceEntry {
 export type ConnectOutcome = 'first' | 'more' | 'again' | 'lost';
 
 /**
- * What forgetting a connection found: it was the user's `last`, or not (other connections remain,
- * or a sweep had removed and reported it), or `lost`: Redis had lost its data, the entry with it,
- * and nobody reported the connection; whether the user went offline is known only once every
- * edge recorded its connections again.
+ * What forgetting a connection found: it was the user's `last`, or not (`more`: other
+ * connections remain), or `gone`: the entry was not there (a sweep had removed and reported it,
+ * or it was never written), or `lost`: Redis had lost its data, the entry with it, and nobody
+ * reported the connection; whether the user went offline is known only once every edge recorded
+ * its connections again.
  */
-export type DisconnectOutcome = 'last' | 'more' | 'lost';
+export type DisconnectOutcome = 'last' | 'more' | 'gone' | 'lost';
 
 /** Options of a PresenceRegistry. */
 export interface PresenceOptions {
@@ -186,12 +187,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local idx = redis.call('HGETALL', KEYS[2])
 local out = {}
 for i = 1, #idx, 2 do
-  local v = redis.call('HGET', idx[i + 1], idx[i])
+  local key = idx[i + 1]
+  local conn = idx[i]
+  local nl = string.find(conn, '\\n', 1, true)
+  if nl then conn = string.sub(conn, 1, nl - 1) end
+  local v = redis.call('HGET', key, conn)
   if v then
-    redis.call('HDEL', idx[i + 1], idx[i])
-    local left = redis.call('HLEN', idx[i + 1])
-    table.insert(out, idx[i + 1])
-    table.insert(out, idx[i])
+    redis.call('HDEL', key, conn)
+    local left = redis.call('HLEN', key)
+    table.insert(out, key)
+    table.insert(out, conn)
     table.insert(out, v)
     table.insert(out, left)
   end
@@ -253,6 +258,14 @@ local t = redis.call('TIME')
 return {n, redis.call('HLEN', KEYS[1]), t[1] * 1000000 + t[2]}
 `);
 
+/**
+ * The edge topic index's field of a subscription: the connection, its app (the sessions of one
+ * connection, one per app, share its id) and the topic; ids hold no newline.
+ */
+function topicIndexField(conn: string, app: string, topic: string): string {
+  return `${conn}\n${app}\n${topic}`;
+}
+
 /** Reads a topic membership value (`[edge, user, device, since, presence]`); undefined when not ours. */
 function decodeTopicMember(conn: string, value: string): (TopicMember & { presence: boolean }) | undefined {
   const v = parseJson(value);
@@ -282,10 +295,10 @@ for i = 1, #KEYS - 2 do
   local key, conn = KEYS[i + 2], ARGV[3 * i]
   if ARGV[3 * i - 1] == 'c' then
     local added = redis.call('HSET', key, conn, ARGV[3 * i + 1])
-    redis.call('HSET', KEYS[1], conn, key)
+    redis.call('HSET', KEYS[1], conn .. '\\n' .. key, key)
     if added == 0 then out[i] = 0 else out[i] = redis.call('HLEN', key) end
   else
-    redis.call('HDEL', KEYS[1], conn)
+    redis.call('HDEL', KEYS[1], conn .. '\\n' .. key)
     if redis.call('HDEL', key, conn) == 0 then out[i] = -1 else out[i] = redis.call('HLEN', key) end
   end
 end
@@ -729,7 +742,7 @@ export class PresenceRegistry {
         m.conn,
         JSON.stringify([this.edgeId, m.user, m.device, m.since, m.presence ? 1 : 0]),
         m.user,
-        `${m.conn}\n${m.topic}`,
+        topicIndexField(m.conn, m.app, m.topic),
         JSON.stringify([conns, users, m.conn, m.user, m.app, m.topic]),
       ],
     );
@@ -760,7 +773,7 @@ export class PresenceRegistry {
         this.subjects.topicUsersKey(app, topic),
         this.subjects.edgeTopicsKey(this.edgeId),
       ],
-      [conn, user, `${conn}\n${topic}`],
+      [conn, user, topicIndexField(conn, app, topic)],
     );
     const [users, conns, order] = Array.isArray(n) ? (n as unknown[]) : [n, -1, 0];
     return { last: Number(users) === 0, vacated: Number(conns) === 0, order: Number(order) };
@@ -824,7 +837,7 @@ export class PresenceRegistry {
       epoch: this.epoch ?? '',
     });
     if (n === -2) return this.dataLost();
-    return n === 0 ? 'last' : 'more';
+    return n === -1 ? 'gone' : n === 0 ? 'last' : 'more';
   }
 
   /** Writes one turn's batch: one script call per run of writes made under the same epoch. */

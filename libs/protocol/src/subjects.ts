@@ -297,7 +297,11 @@ export class Subjects {
     return `${this.prefix}:edge-swept:${edgeId}`;
   }
 
-  /** Redis hash indexing one edge's presence entries (connection id -> presence key), for its sweep. */
+  /**
+   * Redis hash indexing one edge's presence entries (`<connection id>\n<presence key>` -> presence
+   * key: the sessions of one connection, one per app, share its id), for its sweep. The sweep also
+   * reads the older field, the connection id alone.
+   */
   edgeConnectionsKey(edgeId: string): string {
     return `${this.prefix}:edge-conns:${edgeId}`;
   }
