@@ -139,4 +139,32 @@ describe('SDK: several apps on one PushClient', function () {
     expect(bad.state).to.equal('detached');
     expect(x.state).to.equal('connected');
   });
+
+  it("an attach() of the connection's own first app is refused on that session (app_attached), not left attaching", async function () {
+    const { client: x } = client('rob');
+    const clientErrors: string[] = [];
+    x.on('error', (e) => clientErrors.push(e.error.code));
+    await until('connected', () => x.state === 'connected');
+    const same = x.attach({ app: a.id, token: await a.token('rob') });
+    const w = watch(same);
+    await until('refused', () => w.errors.length > 0);
+    expect(w.errors).to.deep.equal(['app_attached']);
+    expect(same.state).to.equal('detached');
+    expect(clientErrors, "not the client's error").to.deep.equal([]);
+    expect(x.state).to.equal('connected');
+  });
+
+  it('two sends of a session with one id at once: the first is answered, the second refused duplicate_id (as the client does)', async function () {
+    const { client: x } = client('sid');
+    const s = x.attach({ app: c.id, token: await c.token('sid') });
+    await until('attached', () => s.state === 'attached');
+    const [first, second] = await Promise.allSettled([
+      s.send('sid', 1, { id: 'same' }),
+      s.send('sid', 2, { id: 'same' }),
+    ]);
+    expect(first.status === 'fulfilled' && first.value.dup).to.equal(false);
+    expect(second.status === 'rejected' && (second.reason as { code?: string }).code).to.equal('duplicate_id');
+    const again = await s.send('sid', 3, { id: 'same' });
+    expect(again).to.include({ dup: true, seq: first.status === 'fulfilled' ? first.value.seq : -1 });
+  });
 });

@@ -232,6 +232,9 @@ export class AppSession extends Emitter<AppSessionEvents> {
 
   private request(id: string, body: object, rpc: boolean, timeoutMs = 60_000): Promise<unknown> {
     if (this.ended) return Promise.reject(new PushClientError('detached', `the session of ${this.app} ended`));
+    // As the client's: the answer of one id settles one call.
+    if (this.pending.has(id))
+      return Promise.reject(new PushClientError('duplicate_id', `a send with id ${id} is pending`));
     const frame = JSON.stringify({ ...body, app: this.app });
     return new Promise((resolve, reject) => {
       const timeout = setTimeout(
@@ -425,8 +428,9 @@ export class AppSession extends Emitter<AppSessionEvents> {
       sub.onError(error, undefined);
       return;
     }
-    // A refused attach is final but for a token the provider may renew.
-    if (this.current === 'attaching' && code !== 'app_attached') {
+    // A refused attach is final but for a token the provider may renew (`app_attached`: the app
+    // is the connection's first, or attached by another session).
+    if (this.current === 'attaching') {
       if (code === 'rate_limited') {
         const wait = typeof f.retryAfter === 'number' ? f.retryAfter : 1000;
         setTimeout(() => void this.attach(), wait);

@@ -474,10 +474,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     const known = this.appSessions.get(options.app);
     if (known !== undefined) return known;
     if (makeSession === undefined) {
-      throw new PushClientError(
-        'attach_unavailable',
-        'this bundle has no multi-app sessions: load push-client-apps.min.js',
-      );
+      throw new PushClientError('attach_unavailable', 'load push-client-apps.min.js for attach()');
     }
     const session = makeSession(options, this.sessionHost, (s) => {
       if (this.appSessions.get(s.app) === s) this.appSessions.delete(s.app);
@@ -499,11 +496,12 @@ export class PushClient extends Emitter<PushClientEvents> {
   /**
    * A frame about an attached app goes to its session (true); one of an app detached meanwhile
    * (still in flight) is dropped, never taken for the first app's. The first app's `detached`
-   * (its session ended while others stay) is reported as an `error` event with the reason as code.
+   * (its session ended while others stay) is reported as an `error` event with the reason as code;
+   * its `app_attached` answers an `attach()` of the first app: that session's.
    */
   private routeToSession(f: ServerFrame & { reason?: unknown }): boolean {
     if (typeof f.app !== 'string' || f.t === 'hello') return false;
-    if (f.app === this.firstApp) {
+    if (f.app === this.firstApp && f.code !== 'app_attached') {
       if (f.t !== 'detached') return false;
       const reason = typeof f.reason === 'string' ? f.reason : 'detached';
       this.emit('error', { type: 'server', error: new PushClientError(reason, `the session of ${f.app} ended`) });
