@@ -90,6 +90,45 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
     expect(removed).to.deep.equal([{ id: 'bob', info: { name: 'Bob' } }]);
   });
 
+  it('a presence subscriber joining while members leave or join at that moment (two edges) ends with the true members, each added once', async function () {
+    this.timeout(120_000);
+    const other = stack.edges[1] ?? (await stack.startEdge());
+    const edges = [stack.edge, other];
+    const problems: string[] = [];
+    for (let round = 0; round < 12; round++) {
+      const leaving = round % 2 === 0;
+      const name = `presence-race-${round}`;
+      const ids = Array.from({ length: 5 }, (_, i) => `r${round}-m${i}`);
+      const members = ids.map((id, i) => clients.connect({ member: { user_id: id }, edge: edges[i % 2] }));
+      await Promise.all(members.map((m) => connected(m)));
+      // Leaving: the members are there first and leave as the joiner subscribes; else they arrive then.
+      if (leaving) await Promise.all(members.map((m) => subscribe(m, name)));
+      const joiner = clients.connect({ member: { user_id: `r${round}-joiner` }, edge: edges[round % 2] });
+      await connected(joiner);
+      const ch = joiner.subscribe(name) as PresenceChannel;
+      const listed = new Set<string>();
+      const addedAgain: string[] = [];
+      ch.bind('pusher:subscription_succeeded', () => ch.members.each((m: { id: string }) => listed.add(m.id)));
+      ch.bind('pusher:member_added', (m: { id: string }) => {
+        if (listed.has(m.id)) addedAgain.push(m.id);
+      });
+      await sleep(round % 4);
+      for (const m of members) {
+        if (leaving) m.unsubscribe(name);
+        else m.subscribe(name);
+      }
+      await sleep(2500);
+      const seen: string[] = [];
+      ch.members.each((m: { id: string }) => seen.push(m.id));
+      const truth = leaving ? [`r${round}-joiner`] : [...ids, `r${round}-joiner`];
+      if (JSON.stringify(seen.sort()) !== JSON.stringify(truth.sort()))
+        problems.push(`round ${round} (${leaving ? 'leaving' : 'joining'}): members ${seen.join(',')}`);
+      if (addedAgain.length > 0) problems.push(`round ${round}: member_added for listed ${addedAgain.join(',')}`);
+      clients.disconnectAll();
+    }
+    expect(problems).to.deep.equal([]);
+  });
+
   it('a trigger to several channels, and triggerBatch, reach each channel; socket_id keeps one socket out', async function () {
     const a = clients.connect();
     const b = clients.connect();

@@ -50,8 +50,17 @@ export interface TopicChannel {
  */
 export interface TopicObserver {
   message(ch: TopicChannel, m: TopicStoredMessage): void;
-  /** A `join`/`leave` frame; `joiner`: the local socket whose `join` it announces (it must not get it). */
-  presence(ch: TopicChannel, t: 'join' | 'leave', frame: string, joiner: TopicJoinerSocket | undefined): void;
+  /**
+   * A `join`/`leave` frame; `joiner`: the local socket whose `join` it announces (it must not get
+   * it); `order`: Redis's clock when it was decided (µs; 0 unknown).
+   */
+  presence(
+    ch: TopicChannel,
+    t: 'join' | 'leave',
+    frame: string,
+    joiner: TopicJoinerSocket | undefined,
+    order: number,
+  ): void;
 }
 
 /** A socket that publishes to a uWS pub/sub key (reaching every subscriber but itself). */
@@ -282,7 +291,7 @@ export class TopicChannels {
       // A `join` this edge announced goes to every subscriber but its joiner (from the joiner's socket).
       const joiner = p.conn === undefined ? undefined : this.joiners?.takeJoiner(p.conn, ch.app, ch.topic)?.ws;
       this.fan(ch, p.frame, joiner);
-      this.observer?.presence(ch, p.t, p.frame, joiner);
+      this.observer?.presence(ch, p.t, p.frame, joiner, p.order);
       const n = this.reach(ch);
       this.metrics.presenceFrames.inc({ kind: p.t }, joiner === undefined ? n : Math.max(0, n - 1));
       return;

@@ -790,7 +790,25 @@ export class PresenceRegistry {
 
   /** A topic's subscribed connections on edges that are alive (those of a dead edge hidden at once). */
   async topicMembers(app: string, topic: string): Promise<TopicMember[]> {
-    const all = await this.redis.hgetall(this.subjects.topicConnsKey(app, topic));
+    return (await this.topicMembersAt(app, topic)).members;
+  }
+
+  /**
+   * `topicMembers`, and Redis's clock (µs) when they were read, in one atomic step: every
+   * `join`/`leave` decided before it is in the list, every later one has a greater order stamp.
+   */
+  async topicMembersAt(app: string, topic: string): Promise<{ members: TopicMember[]; at: number }> {
+    const r = (await this.redis.multi().hgetall(this.subjects.topicConnsKey(app, topic)).time().exec()) as
+      | [[Error | null, Record<string, string>], [Error | null, [string, string]]]
+      | null;
+    if (r === null) throw new Error('the presence read was aborted');
+    const [[e1, got], [e2, time]] = r;
+    if (e1 !== null || e2 !== null) throw e1 ?? e2;
+    const at = Number(time[0]) * 1_000_000 + Number(time[1]);
+    return { members: await this.alive(got), at };
+  }
+
+  private async alive(all: Record<string, string>): Promise<TopicMember[]> {
     const members: TopicMember[] = [];
     for (const [conn, value] of Object.entries(all)) {
       const m = decodeTopicMember(conn, value);

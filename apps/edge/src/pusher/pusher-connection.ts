@@ -13,6 +13,7 @@ import type { TopicChannel } from '../topic-channels.js';
 import type { EdgeContext } from '../edge-context.js';
 import type { TopicSubscriber } from '../topic-presence.js';
 import { PUSHER_CLIENT_EVENT_MAX_BYTES, PUSHER_CODE, PUSHER_USER_INFO_MAX_BYTES } from './pusher-codes.js';
+import type { MemberWatch, PusherFanout } from './pusher-fanout.js';
 import type { PusherMembers } from './pusher-members.js';
 
 /** What a Pusher connection uses of its uWS WebSocket. */
@@ -30,6 +31,18 @@ export function pusherKey(liveKey: string): string {
   return `${liveKey}|pusher`;
 }
 
+/** The uWS pub/sub key of a presence channel's `member_added` / `member_removed`. */
+export function pusherMembersKey(liveKey: string): string {
+  return `${liveKey}|pusher-members`;
+}
+
+/**
+ * How long a new presence subscriber gets the member frames through its watch (by order) after
+ * its list, ms: a `join`/`leave` decided before the list was read can reach this edge later than
+ * the list (NATS against Redis); within this it is dropped, not sent as a change the list has.
+ */
+const MEMBER_WATCH_MS = 2000;
+
 /** One channel of a connection, from its `pusher:subscribe` until it is left. */
 interface ChannelSub {
   kind: PusherChannelKind;
@@ -39,12 +52,16 @@ interface ChannelSub {
   topicRef: boolean;
   /** Whether topic presence recorded it (to forget). */
   recorded: boolean;
+  /** Ends the member frames' watch of a presence subscriber still on it (PusherFanout.watch). */
+  unwatch?: (() => void) | undefined;
 }
 
 /** What the door hands each connection. */
 export interface PusherDoorContext {
   ctx: EdgeContext;
   members: PusherMembers;
+  /** Member frames to a presence subscriber getting its list. */
+  memberFrames: Pick<PusherFanout, 'watch'>;
   /** Seconds of silence after which a pusher-js client pings (`activity_timeout`). */
   activityTimeout: number;
   /** A connection signed in as a user (`pusher:signin`): a kick or terminate_connections of the user closes it. */
@@ -230,7 +247,11 @@ export class PusherConnection {
         if (cached !== undefined) this.sendRaw(cached);
         return;
       }
-      const presence = await this.door.members.list(this.app, channel);
+      // Member changes from now on reach it through the watch, ordered against the list.
+      const watch: MemberWatch = { user: member.user, held: [], at: 0, send: (f) => this.sendRaw(f) };
+      const unwatch = this.door.memberFrames.watch(ch.key, watch);
+      s.unwatch = unwatch;
+      const { presence, at } = await this.door.members.list(this.app, channel);
       if (!current()) return;
       if (!(member.user in presence.hash)) {
         presence.ids.push(member.user);
@@ -239,6 +260,18 @@ export class PusherConnection {
       presence.hash[member.user] = member.info ?? null;
       this.send('pusher_internal:subscription_succeeded', JSON.stringify({ presence }), channel);
       if (cached !== undefined) this.sendRaw(cached);
+      const held = watch.held ?? [];
+      watch.held = undefined;
+      watch.at = at;
+      for (const h of held) if (h.order === 0 || h.order > at) this.sendRaw(h.frame);
+      const membersKey = pusherMembersKey(ch.key);
+      setTimeout(() => {
+        if (!current() || s.unwatch !== unwatch) return;
+        // In the same turn: each frame after this reaches it by pub/sub, each before by the watch.
+        unwatch();
+        s.unwatch = undefined;
+        this.ws?.subscribe(membersKey);
+      }, MEMBER_WATCH_MS).unref();
     } catch (err) {
       const e = isPushError(err) ? err : new PushError('internal', undefined, { cause: err });
       ctx.metrics.errors.inc({ code: e.code });
@@ -306,7 +339,13 @@ export class PusherConnection {
     if (s === undefined) return;
     this.channels.delete(channel);
     ctx.metrics.topicSubscriptions.dec();
-    if (unsubscribeSocket && !this.closed) this.ws?.unsubscribe(pusherKey(ctx.subjects.liveTopic(this.app, channel)));
+    s.unwatch?.();
+    s.unwatch = undefined;
+    if (unsubscribeSocket && !this.closed) {
+      const key = ctx.subjects.liveTopic(this.app, channel);
+      this.ws?.unsubscribe(pusherKey(key));
+      if (s.kind === 'presence') this.ws?.unsubscribe(pusherMembersKey(key));
+    }
     if (s.topicRef) ctx.topics.leave(this.app, channel);
     if (s.recorded) ctx.topicPresence.left(s.subscriber, channel);
   }

@@ -58,7 +58,8 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
   const edgeConfig = ctx.config;
   const sockets = new Map<string, PusherConnection>();
   const members = new PusherMembers(opts.redis, ctx.subjects, ctx.presence);
-  opts.topics.observer = new PusherFanout(opts.fanout, sockets, members, ctx.log);
+  const memberFrames = new PusherFanout(opts.fanout, sockets, members, ctx.log);
+  opts.topics.observer = memberFrames;
   /** This edge's number in socket ids (`<edge>.<counter>`): random, so edges differ. */
   const edgeNumber = randomInt(1, 2 ** 31);
   let counter = 0;
@@ -70,6 +71,7 @@ export function mountPusherDoor(app: TemplatedApp, opts: PusherDoorOptions): Pus
   const door = {
     ctx,
     members,
+    memberFrames,
     activityTimeout,
     signedIn: (conn: PusherConnection) => {
       if (conn.user === undefined) return;

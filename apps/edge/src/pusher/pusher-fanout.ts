@@ -2,8 +2,24 @@ import { pusherFrameOf } from '@push/protocol';
 import type { Logger } from 'pino';
 import type { TopicStoredMessage } from '@push/nats';
 import type { TopicChannel, TopicFanout, TopicJoinerSocket, TopicObserver } from '../topic-channels.js';
-import { pusherKey, type PusherConnection } from './pusher-connection.js';
+import { pusherKey, pusherMembersKey, type PusherConnection } from './pusher-connection.js';
 import type { PusherMembers } from './pusher-members.js';
+
+/**
+ * A presence subscriber getting its member list: the channel's `member_added` / `member_removed`
+ * reach it through here, not pub/sub, until it subscribes to the members key. Until the list is
+ * read they are held; then those in the list (decided before it was read: order <= `at`) are
+ * dropped and the later ones sent, so it gets each change once, after the list that lacks it.
+ */
+export interface MemberWatch {
+  /** Its own member (the list has it; its own frames never go to it). */
+  readonly user: string;
+  /** Frames that came before the list, with their user and order; undefined once it was sent. */
+  held: Array<{ user: string; order: number; frame: string }> | undefined;
+  /** Order stamp of the list (Redis's clock when it was read). */
+  at: number;
+  send(frame: string): void;
+}
 
 /**
  * The Pusher door's half of topic fan-out: every message TopicChannels fans out (in order, once
@@ -16,6 +32,8 @@ import type { PusherMembers } from './pusher-members.js';
 export class PusherFanout implements TopicObserver {
   /** Per channel key, the presence frames waiting on a `user_info` read: they go out in order. */
   private readonly presenceQueues = new Map<string, Promise<void>>();
+  /** Per channel key, the subscribers getting their member list (MemberWatch). */
+  private readonly watches = new Map<string, Set<MemberWatch>>();
 
   constructor(
     private readonly fanout: TopicFanout,
@@ -33,9 +51,27 @@ export class PusherFanout implements TopicObserver {
     else this.fanout.publish(key, f.frame);
   }
 
-  presence(ch: TopicChannel, t: 'join' | 'leave', frame: string, joiner: TopicJoinerSocket | undefined): void {
-    const key = pusherKey(ch.key);
-    if (this.fanout.subscribers(key) === 0) return;
+  /** Sends the channel's member frames to `w` until the returned function is called. */
+  watch(liveKey: string, w: MemberWatch): () => void {
+    let set = this.watches.get(liveKey);
+    if (set === undefined) this.watches.set(liveKey, (set = new Set()));
+    const watching = set;
+    watching.add(w);
+    return () => {
+      watching.delete(w);
+      if (watching.size === 0 && this.watches.get(liveKey) === watching) this.watches.delete(liveKey);
+    };
+  }
+
+  presence(
+    ch: TopicChannel,
+    t: 'join' | 'leave',
+    frame: string,
+    joiner: TopicJoinerSocket | undefined,
+    order: number,
+  ): void {
+    const key = pusherMembersKey(ch.key);
+    if (this.fanout.subscribers(key) === 0 && !this.watches.has(ch.key)) return;
     let user: string;
     try {
       user = (JSON.parse(frame) as { user: string }).user;
@@ -54,6 +90,11 @@ export class PusherFanout implements TopicObserver {
         });
         const data = JSON.stringify({ user_id: user, user_info: info ?? null });
         out = `{"event":"pusher_internal:member_added","channel":${ch.topicJson},"data":${JSON.stringify(data)}}`;
+      }
+      for (const w of this.watches.get(ch.key) ?? []) {
+        if (w.user === user) continue;
+        if (w.held !== undefined) w.held.push({ user, order, frame: out });
+        else if (order === 0 || order > w.at) w.send(out);
       }
       if (joiner === undefined) {
         this.fanout.publish(key, out);

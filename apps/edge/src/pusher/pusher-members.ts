@@ -12,6 +12,12 @@ export interface PusherPresenceData {
   count: number;
 }
 
+/** The members, and when they were read (Redis's clock, µs: the order stamp of `join`/`leave`). */
+export interface PusherMembersRead {
+  presence: PusherPresenceData;
+  at: number;
+}
+
 /**
  * The Pusher `user_info` of presence channel members, in Redis next to topic presence (which
  * holds who is subscribed: libs/presence). Written before the member's subscription is
@@ -23,7 +29,7 @@ export class PusherMembers {
   constructor(
     private readonly redis: Redis,
     private readonly subjects: Subjects,
-    private readonly presence: Pick<PresenceRegistry, 'topicMembers'>,
+    private readonly presence: Pick<PresenceRegistry, 'topicMembersAt'>,
   ) {}
 
   async write(app: string, channel: string, user: string, info: unknown): Promise<void> {
@@ -41,9 +47,9 @@ export class PusherMembers {
     return v === null ? undefined : parse(v);
   }
 
-  /** The channel's members on live edges, with their `user_info`. */
-  async list(app: string, channel: string): Promise<PusherPresenceData> {
-    const members = await this.presence.topicMembers(app, channel);
+  /** The channel's members on live edges, with their `user_info`, and when they were read. */
+  async list(app: string, channel: string): Promise<PusherMembersRead> {
+    const { members, at } = await this.presence.topicMembersAt(app, channel);
     const ids = [...new Set(members.map((m) => m.user))];
     const hash: Record<string, unknown> = {};
     if (ids.length > 0) {
@@ -53,7 +59,7 @@ export class PusherMembers {
         hash[id] = v === null || v === undefined ? null : parse(v);
       });
     }
-    return { ids, hash, count: ids.length };
+    return { presence: { ids, hash, count: ids.length }, at };
   }
 }
 
