@@ -799,11 +799,11 @@ export class PresenceRegistry {
    */
   async topicMembersAt(app: string, topic: string): Promise<{ members: TopicMember[]; at: number }> {
     const r = (await this.redis.multi().hgetall(this.subjects.topicConnsKey(app, topic)).time().exec()) as
-      | [[Error | null, Record<string, string>], [Error | null, [string, string]]]
-      | null;
+      [[Error | null, Record<string, string>], [Error | null, [string, string]]] | null;
     if (r === null) throw new Error('the presence read was aborted');
     const [[e1, got], [e2, time]] = r;
-    if (e1 !== null || e2 !== null) throw e1 ?? e2;
+    const failed = e1 ?? e2;
+    if (failed !== null) throw failed;
     const at = Number(time[0]) * 1_000_000 + Number(time[1]);
     return { members: await this.alive(got), at };
   }
