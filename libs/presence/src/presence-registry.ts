@@ -790,7 +790,9 @@ export class PresenceRegistry {
 
   /** A topic's subscribed connections on edges that are alive (those of a dead edge hidden at once). */
   async topicMembers(app: string, topic: string): Promise<TopicMember[]> {
-    return (await this.topicMembersAt(app, topic)).members;
+    // A plain read, auto-pipelined in order with the counts a caller reads beside it (a MULTI
+    // goes out apart from them, so the two would see different moments).
+    return this.alive(await this.redis.hgetall(this.subjects.topicConnsKey(app, topic)));
   }
 
   /**
