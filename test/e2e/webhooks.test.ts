@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { headers } from '@nats-io/nats-core';
 import { createCoordinator, type Coordinator } from '@push/coordinator';
 import { createLogger } from '@push/logger';
@@ -583,6 +584,42 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     expect(lettered).to.have.members(ids);
     const short = ids.filter((id) => (receiver.tries.get(id) ?? 0) < 3).map((id) => [id, receiver.tries.get(id) ?? 0]);
     expect(short, 'dead-lettered after fewer than webhookMaxAttempts POSTs').to.deep.equal([]);
+  });
+
+  it('changes of one endpoint racing each other or its delete: the bucket the coordinators follow ends as Postgres', async function () {
+    const { app } = await setup();
+    const kv = await new Kvm(nc).open(subjects.webhooksBucket);
+    const inBucket = async (id: string): Promise<WebhookEndpoint | undefined> => {
+      const e = await kv.get(subjects.webhookKey(app.id, id));
+      return e === null || e.operation !== 'PUT' ? undefined : e.json<WebhookEndpoint>();
+    };
+    const base = `/v1/apps/${app.id}/webhooks`;
+    for (let round = 0; round < 6; round++) {
+      const made = await stack.http<{ webhook: WebhookEndpoint }>('POST', base, app.apiKey, {
+        url: 'http://127.0.0.1:9/a',
+        events: ['*'],
+      });
+      const path = `${base}/${made.body.webhook.id}`;
+      // Several settings at once, then each against a delete.
+      const patches = [
+        { url: `http://127.0.0.1:9/r${round}` },
+        { description: `round ${round}` },
+        { events: ['user_online'] },
+        { kinds: ['chat'] },
+        { disabled: true },
+      ];
+      await Promise.all(patches.map((p) => stack.http('PATCH', path, app.apiKey, p)));
+      const stored = (await stack.http<{ webhook: WebhookEndpoint }>('GET', path, app.apiKey)).body.webhook;
+      expect(stored).to.include({ url: `http://127.0.0.1:9/r${round}`, description: `round ${round}`, disabled: true });
+      expect(await inBucket(stored.id), `round ${round}: the bucket holds Postgres's endpoint`).to.deep.equal(stored);
+      await Promise.all([
+        ...patches.map((p) => stack.http('PATCH', path, app.apiKey, { ...p, disabled: false })),
+        stack.http('DELETE', path, app.apiKey),
+        stack.http('POST', `${path}/secret`, app.apiKey),
+      ]);
+      expect((await stack.http('GET', path, app.apiKey)).status).to.equal(404);
+      expect(await inBucket(stored.id), `round ${round}: a deleted endpoint back in the bucket`).to.equal(undefined);
+    }
   });
 
   it('kinds (or events) given by a change to an endpoint that had none bring only the items stored after the change', async function () {

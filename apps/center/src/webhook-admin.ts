@@ -106,26 +106,30 @@ export class WebhookAdmin {
   async update(app: string, id: string, body: unknown): Promise<WebhookEndpoint> {
     if (!isObject(body)) throw new PushError('bad_request', 'the body must be a JSON object');
     const b = updateBody.parse(body);
-    const current = await this.repo.get(app, id);
-    if ((b.events ?? current.events).length === 0 && (b.kinds ?? current.kinds).length === 0)
-      throw new PushError('bad_request', 'an endpoint must keep some events or kinds');
-    const patch: Parameters<WebhooksRepository['update']>[2] = {};
-    if (b.url !== undefined) patch.url = b.url;
-    if (b.events !== undefined) patch.events = b.events;
-    if (b.kinds !== undefined) patch.kinds = b.kinds;
-    if (b.disabled !== undefined) patch.disabled = b.disabled;
-    if (b.description !== undefined) patch.description = b.description;
-    if (b.format !== undefined) patch.format = b.format;
-    const ep = await this.repo.update(app, id, patch);
-    await this.directory.put(ep);
-    return ep;
+    // Holding the row: a change never writes the bucket over a later one, nor after a delete.
+    return this.repo.locked(app, id, async (repo, current) => {
+      if ((b.events ?? current.events).length === 0 && (b.kinds ?? current.kinds).length === 0)
+        throw new PushError('bad_request', 'an endpoint must keep some events or kinds');
+      const patch: Parameters<WebhooksRepository['update']>[2] = {};
+      if (b.url !== undefined) patch.url = b.url;
+      if (b.events !== undefined) patch.events = b.events;
+      if (b.kinds !== undefined) patch.kinds = b.kinds;
+      if (b.disabled !== undefined) patch.disabled = b.disabled;
+      if (b.description !== undefined) patch.description = b.description;
+      if (b.format !== undefined) patch.format = b.format;
+      const ep = await repo.update(app, id, patch);
+      await this.directory.put(ep);
+      return ep;
+    });
   }
 
   /** Adds a new signing secret; requests are signed with it and the previous one until the next rotation. */
   async rotateSecret(app: string, id: string): Promise<WebhookEndpoint> {
-    const ep = await this.repo.rotateSecret(app, id, generateWebhookSecret());
-    await this.directory.put(ep);
-    return ep;
+    return this.repo.locked(app, id, async (repo) => {
+      const ep = await repo.rotateSecret(app, id, generateWebhookSecret());
+      await this.directory.put(ep);
+      return ep;
+    });
   }
 
   /**
@@ -133,11 +137,12 @@ export class WebhookAdmin {
    * its dead letters, and its row. PushError `webhook_not_found`.
    */
   async delete(app: string, id: string): Promise<void> {
-    const ep = await this.repo.get(app, id);
-    await this.directory.delete(app, id);
-    await deleteWebhookConsumers(this.nc, this.subjects, ep);
-    await purgeDeadLetters(this.nc, this.subjects, app, id, { replays: true });
-    await this.repo.delete(app, id);
+    await this.repo.locked(app, id, async (repo, ep) => {
+      await this.directory.delete(app, id);
+      await deleteWebhookConsumers(this.nc, this.subjects, ep);
+      await purgeDeadLetters(this.nc, this.subjects, app, id, { replays: true });
+      await repo.delete(app, id);
+    });
   }
 
   /** The endpoint's dead letters, oldest first (at most `limit`, default and most MAX_DEAD_LETTERS_LISTED). */

@@ -103,6 +103,25 @@ export class WebhooksRepository {
     return toEndpoint(row);
   }
 
+  /**
+   * Runs `fn` in one transaction holding the endpoint's row (`SELECT ... FOR NO KEY UPDATE`), with
+   * a repository on that transaction and the endpoint as it is now: the changes of one endpoint and
+   * its delete, from any center or the CLI, run one at a time, and what each writes to the
+   * webhooks KV bucket after its write goes out in the same order. PushError `webhook_not_found`
+   * when there is none (also once a delete it waited for is done).
+   */
+  async locked<T>(
+    app: string,
+    id: string,
+    fn: (repo: WebhooksRepository, current: WebhookEndpoint) => Promise<T>,
+  ): Promise<T> {
+    return this.db.transaction(async (trx) => {
+      const row = await trx<WebhookRow>('webhook_endpoints').where({ id, app_id: app }).forNoKeyUpdate().first();
+      if (row === undefined) throw new PushError('webhook_not_found');
+      return fn(new WebhooksRepository(trx), toEndpoint(row));
+    });
+  }
+
   /** Changes an endpoint; PushError `webhook_not_found`. */
   async update(app: string, id: string, patch: WebhookPatch): Promise<WebhookEndpoint> {
     const changes: Record<string, unknown> = { updated_at: this.db.fn.now() };
