@@ -136,6 +136,40 @@ describe('DevicePolicy (simulated edges and NATS)', () => {
     expect(fresh.isClosed).to.equal(false);
   });
 
+  it('a connection whose presence record came back after a newer hello on another edge is still the older one (stamped at its hello)', async () => {
+    const w = new World(prng(7), 'single');
+    w.addEdge();
+    w.addEdge();
+    // The phone says hello first; its record in presence is slow to come back.
+    const phone: Conn = {
+      id: 'edge0-slow',
+      app: 'app',
+      user: 'fred',
+      device: 'phone',
+      isClosed: false,
+      closes: [],
+      replacedBy: [],
+      emit(_type, { by }) {
+        phone.replacedBy.push(by);
+      },
+      replace() {
+        phone.isClosed = true;
+        phone.closes.push({ code: 4006, reason: 'replaced' });
+        w.edges[0]!.policy.closed(phone);
+      },
+    };
+    w.all.push(phone);
+    const at = w.edges[0]!.policy.stamp();
+    w.now += 500;
+    // The laptop says hello later on the other edge and is recorded at once; its claim arrives first.
+    const laptop = w.open(1, 'fred', 'laptop');
+    await w.settle();
+    w.edges[0]!.policy.opened(phone, at);
+    await w.settle();
+    expect(phone.closes).to.deep.equal([{ code: CLOSE.REPLACED, reason: 'replaced' }]);
+    expect(laptop.isClosed).to.equal(false);
+  });
+
   it('single on the same edge: the older connection closes at once, before any claim comes back', () => {
     const w = new World(prng(2), 'single');
     w.addEdge();

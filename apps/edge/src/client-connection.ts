@@ -79,7 +79,7 @@ export interface ConnectionContext {
   /** Never-ack guard: told what a closing session leaves delivered and unacked (delivery-counts.ts). */
   deliveryCounts: Pick<DeliveryCounts, 'unacked'>;
   /** The app setting `devicePolicy`: told of every session after its greeting, and of its end. */
-  devicePolicy?: Pick<DevicePolicy, 'opened' | 'closed'>;
+  devicePolicy?: Pick<DevicePolicy, 'opened' | 'closed' | 'stamp'>;
   /** Presence of the sessions attached after the first (the edge records the first's itself). */
   edgePresence?: Pick<EdgePresence, 'opened' | 'closed'>;
 }

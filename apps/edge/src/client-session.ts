@@ -131,9 +131,11 @@ export abstract class ClientSession implements SessionHost, LiveReceiver {
       // (`user_online`), then devicePolicy, which may replace the user's older connections: only
       // once this one is recorded, so that the user is never without a connection in presence.
       this.emit('conn_open', {});
+      // Ordered among the user's connections by its hello, not by when its record came back.
+      const at = this.ctx.devicePolicy?.stamp();
       const recorded = this.ctx.edgePresence?.opened(this);
-      if (recorded === undefined) this.ctx.devicePolicy?.opened(this);
-      else void recorded.then(() => this.ctx.devicePolicy?.opened(this));
+      if (recorded === undefined) this.ctx.devicePolicy?.opened(this, at);
+      else void recorded.then(() => this.ctx.devicePolicy?.opened(this, at));
       // Read the backlog once the live subscription is active: no gap between the two.
       void subscribed.then(() => this.inbox.resync());
       // Registered for control messages above (channels.join), so a bind is seen by this read or

@@ -100,11 +100,14 @@ export class DevicePolicy {
     return this.users.size;
   }
 
-  /** A connection said `hello`: under a `single` policy, it replaces the user's older ones everywhere. */
-  opened(holder: PolicyHolder): void {
+  /**
+   * A connection said `hello` (and is recorded in presence): under a `single` policy, it replaces
+   * the user's older ones everywhere. `at`: its stamp, taken at its `hello` (`stamp()`), so that
+   * the order is the hellos' however long its presence write took.
+   */
+  opened(holder: PolicyHolder, at = this.stamp()): void {
     const policy = this.policyOf(this.deps.apps.get(holder.app));
     if (policy === 'multi' || holder.isClosed) return;
-    const at = this.stamp();
     this.entriesOf(holder.app, holder.user).entries.push({ holder, at });
     const claim: DeviceClaim = {
       conn: holder.id,
@@ -234,7 +237,8 @@ export class DevicePolicy {
   }
 
   /** A new stamp: the clock in ms, and always above every stamp issued or heard before. */
-  private stamp(): number {
+  /** A stamp for a connection saying `hello` now: the clock, raised past every stamp issued or heard. */
+  stamp(): number {
     this.clock = Math.max(this.now(), this.clock + 1);
     return this.clock;
   }
