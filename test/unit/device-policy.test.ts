@@ -74,6 +74,13 @@ class World {
 
   /** A connection said hello on an edge. */
   open(edge: number, user: string, device = 'd'): Conn {
+    const conn = this.make(edge, user, device);
+    this.edges[edge]!.policy.opened(conn);
+    return conn;
+  }
+
+  /** A connection of an edge, not registered with its policy yet (`opened` is the caller's). */
+  make(edge: number, user: string, device = 'd'): Conn {
     const e = this.edges[edge]!;
     const conn: Conn = {
       id: `${e.id}-${++e.conns}`,
@@ -94,7 +101,6 @@ class World {
       },
     };
     this.all.push(conn);
-    e.policy.opened(conn);
     return conn;
   }
 
@@ -141,24 +147,7 @@ describe('DevicePolicy (simulated edges and NATS)', () => {
     w.addEdge();
     w.addEdge();
     // The phone says hello first; its record in presence is slow to come back.
-    const phone: Conn = {
-      id: 'edge0-slow',
-      app: 'app',
-      user: 'fred',
-      device: 'phone',
-      isClosed: false,
-      closes: [],
-      replacedBy: [],
-      emit(_type, { by }) {
-        phone.replacedBy.push(by);
-      },
-      replace() {
-        phone.isClosed = true;
-        phone.closes.push({ code: 4006, reason: 'replaced' });
-        w.edges[0]!.policy.closed(phone);
-      },
-    };
-    w.all.push(phone);
+    const phone = w.make(0, 'fred', 'phone');
     const at = w.edges[0]!.policy.stamp();
     w.now += 500;
     // The laptop says hello later on the other edge and is recorded at once; its claim arrives first.
