@@ -174,6 +174,20 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
       events: ['nope'],
     });
     expect(badType.status).to.equal(400);
+    // A kind no client can send (`up` kinds are A-Z a-z 0-9 _ -) would never match.
+    for (const kinds of [['order.paid'], ['a b'], ['x'.repeat(65)]]) {
+      const badKind = await stack.http<{ error: { code: string; message: string } }>(
+        'POST',
+        `/v1/apps/${app.id}/webhooks`,
+        app.apiKey,
+        { url: receiver.url, kinds },
+      );
+      expect(badKind.status, kinds[0]).to.equal(400);
+      expect(badKind.body.error.code).to.equal('bad_request');
+      expect(badKind.body.error.message).to.contain('kinds');
+      const patched = await stack.http('PATCH', `/v1/apps/${app.id}/webhooks/${endpoint.id}`, app.apiKey, { kinds });
+      expect(patched.status, kinds[0]).to.equal(400);
+    }
     const missing = await stack.http('GET', `/v1/apps/${app.id}/webhooks/wh_nope`, stack.adminKey);
     expect(missing.status).to.equal(404);
     expect((missing.body as { error: { code: string } }).error.code).to.equal('webhook_not_found');

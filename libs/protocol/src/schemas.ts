@@ -829,10 +829,18 @@ const EventTypeFilter = note(
   }),
   { problem: `events must be an array of distinct event types (${EVENT_TYPES.join(', ')}) or ["*"]` },
 );
-/** Upstream kinds: ids like a user id (the client's `kind`), or `*` for every kind. */
+/**
+ * Upstream kinds: the client's `kind` (so only what an `up` frame may carry: a kind no client
+ * can send would never match), or `*` for every kind.
+ */
 const UpstreamKindFilter = note(
-  Type.Array(Type.Union([Type.Literal('*'), IdString('user')]), { maxItems: MAX_WEBHOOK_FILTERS, uniqueItems: true }),
-  { problem: `kinds must be an array of distinct upstream kinds or ["*"] (at most ${MAX_WEBHOOK_FILTERS})` },
+  Type.Array(Type.Union([Type.Literal('*'), Type.String({ pattern: UpKind.pattern })]), {
+    maxItems: MAX_WEBHOOK_FILTERS,
+    uniqueItems: true,
+  }),
+  {
+    problem: `kinds must be an array of distinct upstream kinds (1 to ${MAX_UP_KIND_LENGTH} characters of A-Z a-z 0-9 _ -) or ["*"] (at most ${MAX_WEBHOOK_FILTERS})`,
+  },
 );
 
 /** `POST /v1/apps/<app>/webhooks` body: at least one event type or upstream kind. */
