@@ -86,10 +86,16 @@ export class Stack {
   static async start(env: Record<string, string> = {}): Promise<Stack> {
     const s = new Stack(env);
     const cfg = s.config();
-    s.center = createCenter(cfg, { logger: createLogger({ level: cfg.log.level, name: 'center' }) });
-    await s.center.start();
-    await s.startEdge();
-    return s;
+    try {
+      s.center = createCenter(cfg, { logger: createLogger({ level: cfg.log.level, name: 'center' }) });
+      await s.center.start();
+      await s.startEdge();
+      return s;
+    } catch (err) {
+      // The caller never gets the stack to close: what did start must not keep the run alive.
+      await s.close().catch(reportCleanupFailure('close of a stack that failed to start'));
+      throw err;
+    }
   }
 
   /** Starts one more edge (extra env on top of the stack's). */
