@@ -527,11 +527,23 @@ describe('bad input', function () {
         ['POST', `/v1/apps/${a}/push/more`, 404, 'not_found'],
         ['GET', '/v1/admin/apps/x/keys/k/more', 404, 'not_found'],
         ['GET', '/v2/admin/apps', 404, 'not_found'],
+        ['POST', '/healthz', 405, 'method_not_allowed'],
+        ['DELETE', '/readyz', 405, 'method_not_allowed'],
+        ['POST', '/metrics', 405, 'method_not_allowed'],
       ];
       for (const [method, path, status, code] of cases) {
         const r = await stack.http(method, path, stack.adminKey);
         expect(r.status, `${method} ${path}`).to.equal(status);
         expect((r.body['error'] as { code: string }).code, `${method} ${path}`).to.equal(code);
+      }
+      // The health routes themselves, on the center and on an edge.
+      for (const base of [stack.httpUrl, `http://127.0.0.1:${stack.edge.port}`]) {
+        for (const path of ['/healthz', '/readyz', '/metrics']) {
+          expect((await fetch(`${base}${path}`)).status, `GET ${base}${path}`).to.equal(200);
+          const other = await fetch(`${base}${path}`, { method: 'PUT' });
+          expect(other.status, `PUT ${base}${path}`).to.equal(405);
+          expect(((await other.json()) as { error: { code: string } }).error.code).to.equal('method_not_allowed');
+        }
       }
     });
 

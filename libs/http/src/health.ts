@@ -1,4 +1,6 @@
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { PushError } from '@push/protocol';
+import { HttpExchange } from './http-exchange.js';
 import type { TemplatedApp } from './uws.js';
 
 /** A metrics registry per app instance (tests run several in one process). */
@@ -11,7 +13,7 @@ export function createRegistry(component: string): Registry {
 
 /**
  * Mounts `/healthz` (the process runs), `/readyz` (its dependencies answer, per `ready()`) and
- * `/metrics` (Prometheus text) on a uWS app.
+ * `/metrics` (Prometheus text) on a uWS app; another method on them answers 405 `method_not_allowed`.
  */
 export function mountHealth(app: TemplatedApp, registry: Registry, ready: () => boolean | string): void {
   app.get('/healthz', (res) => {
@@ -45,4 +47,7 @@ export function mountHealth(app: TemplatedApp, registry: Registry, ready: () => 
         });
       });
   });
+  // uWS prefers a route of the request's own method to `any` on the same path.
+  for (const path of ['/healthz', '/readyz', '/metrics'])
+    app.any(path, (res, req) => new HttpExchange(res, req).error(new PushError('method_not_allowed')));
 }
