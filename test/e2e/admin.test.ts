@@ -190,6 +190,14 @@ describe('admin API and CLI', function () {
 
     const unknown = await admin('PATCH', '/v1/admin/apps/no-such-app', { name: 'x' });
     expect(unknown.status).to.equal(404);
+
+    // "1 to 200 characters" counts characters as a reader does: 200 emoji fit, 201 do not.
+    const emoji = await admin<{ app: AdminApp }>('PATCH', `/v1/admin/apps/${id}`, { name: '😀'.repeat(200) });
+    expect(emoji.status).to.equal(200);
+    expect(emoji.body.app.name).to.equal('😀'.repeat(200));
+    const tooLong = await admin('PATCH', `/v1/admin/apps/${id}`, { name: '😀'.repeat(201) });
+    expect(tooLong.status).to.equal(400);
+    expect((tooLong.body['error'] as { code: string }).code).to.equal('bad_request');
   });
 
   it('rotating the secret keeps the previous one valid and refuses tokens of the one before (token_invalid)', async function () {

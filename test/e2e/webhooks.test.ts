@@ -188,6 +188,15 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
       const patched = await stack.http('PATCH', `/v1/apps/${app.id}/webhooks/${endpoint.id}`, app.apiKey, { kinds });
       expect(patched.status, kinds[0]).to.equal(400);
     }
+    // "at most 500 characters" counts characters, not UTF-16 units.
+    const described = await stack.http('PATCH', `/v1/apps/${app.id}/webhooks/${endpoint.id}`, app.apiKey, {
+      description: '😀'.repeat(500),
+    });
+    expect(described.status).to.equal(200);
+    const overDescribed = await stack.http('PATCH', `/v1/apps/${app.id}/webhooks/${endpoint.id}`, app.apiKey, {
+      description: '😀'.repeat(501),
+    });
+    expect(overDescribed.status).to.equal(400);
     const missing = await stack.http('GET', `/v1/apps/${app.id}/webhooks/wh_nope`, stack.adminKey);
     expect(missing.status).to.equal(404);
     expect((missing.body as { error: { code: string } }).error.code).to.equal('webhook_not_found');

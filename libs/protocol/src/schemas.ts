@@ -442,8 +442,16 @@ export const KickBodySchema = Type.Object({
 });
 export type KickBody = Static<typeof KickBodySchema>;
 
+/**
+ * Free text of `min` to `max` characters, counted as Unicode code points (an emoji is one, as a
+ * reader counts it; `maxLength` alone counts UTF-16 units). `maxLength` stays as a cheap first
+ * bound: no code point takes more than two units.
+ */
+const Text = (min: number, max: number) =>
+  Type.RegExp(new RegExp(`^[\\s\\S]{${min},${max}}$`, 'u'), { maxLength: 2 * max });
+
 /** An app's display name. */
-const AppName = note(Type.String({ minLength: 1, maxLength: 200 }), {
+const AppName = note(Text(1, 200), {
   problem: 'name must be a string of 1 to 200 characters',
 });
 
@@ -850,7 +858,7 @@ export const WebhookCreateSchema = Type.Object({
   kinds: Type.Optional(UpstreamKindFilter),
   disabled: Type.Optional(note(Type.Boolean(), { problem: 'disabled must be a boolean' })),
   description: Type.Optional(
-    note(Type.String({ maxLength: 500 }), { problem: 'description must be a string of at most 500 characters' }),
+    note(Text(0, 500), { problem: 'description must be a string of at most 500 characters' }),
   ),
   format: Type.Optional(
     note(Type.Union([Type.Literal('native'), Type.Literal('pusher')]), {
