@@ -96,5 +96,42 @@ describe('CLI in a new shell', function () {
     expect(down.stderr.trim().split('\n'), down.stderr).to.deep.equal([
       `cannot connect to NATS at ${nowhere} (connection refused): start one with scripts/services.sh up (it writes .data/services.env, which the CLI reads) or set PUSH_NATS_URL`,
     ]);
+    // A read of a database not set up yet, or of a Postgres not answering: stdout stays clean
+    // (no driver message nor stack for a script reading the JSON), one line on stderr.
+    for (const url of [`${stack.databaseUrl}_none`, `postgres://postgres@127.0.0.1:${await freePort()}/x`]) {
+      const r = await runCli(['apps', 'list'], { PUSH_PREFIX: stack.prefix, PUSH_DATABASE_URL: url }, cwd);
+      expect(r.code, url).to.equal(1);
+      expect(r.stdout, url).to.equal('');
+      expect(r.stderr.trim().split('\n'), r.stderr).to.have.length(1);
+    }
+  });
+
+  it('a command line it cannot run is a usage error: the problem and the help on stderr, exit 2', async () => {
+    const cases: Array<[string[], RegExp, string]> = [
+      [['apps', 'list', '--nope'], /^usage error: Unknown option '--nope'/, 'usage of apps:'],
+      [
+        ['push', app.id, 'u', '--data', '1', '--ttl', '-1'],
+        /^usage error: Option '--ttl' argument is ambiguous/,
+        'usage of push:',
+      ],
+      [['push', app.id, 'u', '--data'], /^usage error: Option '--data <value>' argument missing/, 'usage of push:'],
+      [['push', app.id, 'u'], /^usage error: missing --data/, 'usage of push:'],
+      [['apps', 'get'], /^usage error: missing ID/, 'usage of apps:'],
+      [['token', '--app', app.id], /^usage error: missing --user/, 'usage of'],
+      [
+        ['apps', 'update', app.id, '--disable', '--enable'],
+        /^usage error: give --disable or --enable, not both/,
+        'usage of apps:',
+      ],
+    ];
+    for (const [args, first, help] of cases) {
+      const r = await cli(...args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(2);
+      expect(r.stdout, args.join(' ')).to.equal('');
+      expect(r.stderr, args.join(' ')).to.match(first).and.contain(help);
+    }
+    // Nothing was changed by the refused update.
+    const got = await cli('apps', 'get', app.id);
+    expect(JSON.parse(got.stdout).app.disabled).to.equal(false);
   });
 });

@@ -15,6 +15,7 @@ import {
   createDatabase,
   ensureDatabase,
   migrate,
+  type DatabaseLog,
   type Knex,
 } from '@push/db';
 import {
@@ -198,6 +199,15 @@ function usageError(name: string): number {
   return 2;
 }
 
+/**
+ * A command line the CLI cannot run (an unknown option, an option without its value, an argument
+ * missing, two flags that exclude each other): its message and then the command's help (the usage
+ * when the command is not known) on stderr, exit status 2.
+ */
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
 /** The file `scripts/services.sh up` writes: the NATS to use (a private current one when the configured is too old). */
 const SERVICES_ENV = '.data/services.env';
 
@@ -243,6 +253,16 @@ async function openNats(config: Config, log: ReturnType<typeof createLogger>): P
   }
 }
 
+/**
+ * knex's own messages: stdout is the command's JSON, and a failure is one line on stderr, so its
+ * connection errors (each with a stack; the failure itself is reported) are dropped, and anything
+ * else it warns of goes to stderr.
+ */
+const DATABASE_LOG: DatabaseLog = {
+  debug: () => undefined,
+  warn: (_obj, message) => process.stderr.write(`knex: ${message}\n`),
+};
+
 /** Postgres SQLSTATEs of a database that does not exist yet, or has no tables yet. */
 const NOT_SET_UP = new Set(['3D000', '42P01']);
 
@@ -253,7 +273,7 @@ const NOT_SET_UP = new Set(['3D000', '42P01']);
  */
 async function withDatabase<T>(config: Config, opts: { migrate: boolean }, fn: (db: Knex) => Promise<T>): Promise<T> {
   if (opts.migrate) await ensureDatabase(config.databaseUrl);
-  const db = createDatabase(config.databaseUrl, { min: 0, max: 2 });
+  const db = createDatabase(config.databaseUrl, { min: 0, max: 2 }, DATABASE_LOG);
   try {
     if (opts.migrate) await migrate(db);
     return await fn(db);
@@ -329,8 +349,19 @@ async function token(app: AppRecord, user: string, device: string, ttl: number, 
   });
 }
 
-async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+/** `parseArgs`, its refusals (ERR_PARSE_ARGS_*: an unknown option, a value missing or ambiguous) as usage errors. */
+function parseCommandLine(argv: string[]): ReturnType<typeof parseOptions> {
+  try {
+    return parseOptions(argv);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) throw new UsageError((err as Error).message);
+    throw err;
+  }
+}
+
+function parseOptions(argv: string[]) {
+  return parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
@@ -359,6 +390,11 @@ async function run(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv);
+  if (values.disable === true && values.enable === true) throw new UsageError('give --disable or --enable, not both');
   const [cmd, sub, arg1, arg2] = positionals;
   if (values.help === true || cmd === undefined) {
     const help = cmd === undefined ? undefined : COMMANDS[cmd];
@@ -896,7 +932,7 @@ function ttlSeconds(value: string | undefined): number {
 }
 
 function need(value: string | undefined, what: string): string {
-  if (value === undefined || value === '') throw new PushError('bad_request', `missing ${what}`);
+  if (value === undefined || value === '') throw new UsageError(`missing ${what}`);
   return value;
 }
 
@@ -954,6 +990,11 @@ function failureLine(err: unknown): string {
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`usage error: ${err.message}\n\n`);
+      // The command is the first word that is no option (a flag's value before it is rare).
+      process.exit(usageError(process.argv.slice(2).find((a) => !a.startsWith('-')) ?? ''));
+    }
     process.stderr.write(`${failureLine(err)}\n`);
     process.exit(1);
   },
