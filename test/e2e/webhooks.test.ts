@@ -724,6 +724,37 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     slow.receiver.release();
   });
 
+  it("a POST waiting for one of the endpoint's sockets is not timed out: answers in time never fail, nothing is sent twice", async function () {
+    // Two sources (events, upstream) share one socket; every answer takes 65% of the timeout,
+    // so a batch that waits for the socket would run out of time if its wait counted.
+    const { app, receiver, endpoint } = await setup(
+      { upstream: true, webhookConcurrency: 1, webhookTimeoutMs: 1000, webhookMaxAttempts: 2, webhookRetryBaseMs: 20 },
+      { events: ['*'], kinds: ['*'] },
+    );
+    receiver.mode = { kind: 'slow', ms: 650 };
+    const want: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 5; i++) {
+        want.push(await publishEvent(nc, subjects, app.id, 'conn_open', { user: `u${round}-${i}` }));
+        want.push(await publishUp(nc, subjects, app.id, 'chat', { n: `${round}-${i}` }));
+      }
+      await sleep(100);
+    }
+    await receiver.waitFor(want, 30_000);
+    await sleep(1500); // a timed-out POST would be sent again by now
+    const letters = await stack.http<{ deadLetters: unknown[] }>(
+      'GET',
+      `/v1/apps/${app.id}/webhooks/${endpoint.id}/dead-letters`,
+      app.apiKey,
+    );
+    expect(letters.body.deadLetters).to.deep.equal([]);
+    expect(
+      [...receiver.tries.values()].filter((n) => n > 1),
+      'items POSTed more than once',
+    ).to.deep.equal([]);
+    expect(receiver.okIds()).to.have.members(want);
+  });
+
   it('a coordinator killed with SIGKILL during delivery loses nothing: another one delivers the rest', async function () {
     // This app's endpoint is served by coordinators in their own processes only.
     await coordinator?.stop();

@@ -63,9 +63,9 @@ const PENDING_POLL_MS = 5000;
 
 /**
  * How long a delivered message may stay unacked before JetStream hands it to another
- * coordinator (this one was killed): a message waits at most one linger and one POST before its
- * own POST starts (which resets the wait with `working()`), then one POST. So twice the timeout,
- * the linger and a margin.
+ * coordinator (this one was killed): a message waits at most one linger and one POST before the
+ * loop holds it (from then on `working()` resets the wait every quarter of it), then one POST. So
+ * twice the timeout, the linger and a margin.
  */
 export function ackWaitMs(settings: AppSettings, lingerMs: number): number {
   return 2 * settings.webhookTimeoutMs + lingerMs + 1000;
@@ -108,7 +108,7 @@ export class EndpointWorker {
   ) {
     this.ep = ep;
     this.builtWith = EndpointWorker.shape(ep, settings);
-    this.poster = new HttpPoster(settings.webhookConcurrency);
+    this.poster = new HttpPoster(settings.webhookConcurrency, true);
     const sources: Source[] = ['replay'];
     if (ep.kinds.length > 0) sources.push('up');
     if (ep.events.length > 0) sources.push('events');
@@ -149,6 +149,10 @@ class SourceLoop {
   private timer: NodeJS.Timeout | undefined;
   private readonly ready: JsMsg[][] = [];
   private readonly inFlight = new Set<Promise<void>>();
+  /** The batches of `inFlight`. */
+  private readonly sending = new Set<JsMsg[]>();
+  /** Tells JetStream every message held here is still being worked on (see `stillWorking`). */
+  private alive: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private running: Promise<void> | undefined;
   private poll: NodeJS.Timeout | undefined;
@@ -192,12 +196,26 @@ class SourceLoop {
     this.running = this.run();
     this.poll = setInterval(() => void this.readPending(), PENDING_POLL_MS);
     this.poll.unref();
+    this.alive = setInterval(() => this.stillWorking(), this.ackWait / 4);
+    this.alive.unref();
+  }
+
+  /**
+   * Resets the ack wait of every message this loop holds (gathering, cut and waiting for a slot,
+   * or being POSTed): the sources of an endpoint share its sockets, so a batch may wait for other
+   * sources' POSTs, and its POST's deadline starts only with a socket. While this process lives,
+   * JetStream must not hand them to another coordinator; once it is killed, they come back after
+   * the ack wait.
+   */
+  private stillWorking(): void {
+    for (const batch of [this.pending, ...this.ready, ...this.sending]) for (const m of batch) m.working();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.signalStop();
     clearInterval(this.poll);
+    clearInterval(this.alive);
     clearTimeout(this.timer);
     this.wake?.();
     await this.messages?.close().catch((err: unknown) => this.log.warn({ err }, 'consumer close failed'));
@@ -366,6 +384,7 @@ class SourceLoop {
     const concurrency = this.worker.deps.apps.get(this.worker.endpoint.app)?.settings.webhookConcurrency ?? 1;
     while (this.ready.length > 0 && this.inFlight.size < concurrency && !this.stopped) {
       const batch = this.ready.shift() as JsMsg[];
+      this.sending.add(batch);
       const p: Promise<void> = this.deliver(batch)
         .catch((err: unknown) => {
           this.log.error({ err }, 'webhook batch failed unexpectedly; handed back');
@@ -373,6 +392,7 @@ class SourceLoop {
         })
         .finally(() => {
           this.inFlight.delete(p);
+          this.sending.delete(batch);
           this.pump();
           const wake = this.wake;
           this.wake = undefined;

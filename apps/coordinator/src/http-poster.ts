@@ -32,7 +32,15 @@ export class HttpPoster {
   private readonly httpAgent: http.Agent;
   private readonly httpsAgent: https.Agent;
 
-  constructor(maxSockets: number) {
+  /**
+   * @param timeFromSocket start a POST's deadline when it gets its connection (webhooks: a batch
+   *   waiting for one of the endpoint's busy sockets has not been sent, so waiting is no part of
+   *   the endpoint's time to answer), not when it is called (RPC: the client is waiting).
+   */
+  constructor(
+    maxSockets: number,
+    private readonly timeFromSocket = false,
+  ) {
     const opts = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets, scheduling: 'lifo' as const };
     this.httpAgent = new http.Agent(opts);
     this.httpsAgent = new https.Agent(opts);
@@ -40,8 +48,8 @@ export class HttpPoster {
 
   /**
    * POSTs `body` as JSON. Resolves with the status for any HTTP answer; rejects with PostError
-   * when there is none within `timeoutMs` (connect to the answer's last byte) or the connection
-   * failed.
+   * when there is none within `timeoutMs` (from the call, or with `timeFromSocket` from getting a
+   * connection, to the answer's last byte) or the connection failed.
    */
   post(
     url: string,
@@ -94,7 +102,12 @@ export class HttpPoster {
           });
         },
       );
-      const timer = setTimeout(() => req.destroy(new PostError(`no answer within ${timeoutMs} ms`, true)), timeoutMs);
+      let timer: NodeJS.Timeout | undefined;
+      const arm = (): void => {
+        timer = setTimeout(() => req.destroy(new PostError(`no answer within ${timeoutMs} ms`, true)), timeoutMs);
+      };
+      if (this.timeFromSocket) req.once('socket', arm);
+      else arm();
       req.on('error', (err) => {
         clearTimeout(timer);
         reject(err instanceof PostError ? err : new PostError(err.message, false, { cause: err }));
