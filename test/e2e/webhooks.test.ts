@@ -789,4 +789,43 @@ describe('webhooks (issue 10): signed, batched, retried, dead-lettered, never lo
     expect(receiver.okIds()).to.include.members(want);
     expect(receiver.badSignatures).to.equal(0);
   });
+
+  it('an item whose last attempt was made by a coordinator killed before it dead-lettered it is dead-lettered, not POSTed again', async function () {
+    // Coordinators in their own processes only (the test above stopped the in-process one).
+    const { app, receiver, endpoint } = await setup({
+      webhookTimeoutMs: 2000,
+      webhookMaxAttempts: 3,
+      webhookRetryBaseMs: 20,
+      webhookRetryMaxMs: 50,
+    });
+    receiver.mode = { kind: 'hangFrom', request: 3 }; // two failures, then the last attempt hangs
+    const env = { PUSH_PREFIX: stack.prefix, PUSH_NATS_URL: stack.config().natsUrl, PUSH_WEBHOOK_LINGER_MS: '5' };
+    const first = new CoordinatorProcess();
+    await first.start(env);
+    const id = await publishEvent(nc, subjects, app.id, 'kicked', { user: 'last-try' });
+    const deadline = Date.now() + 10_000;
+    while ((receiver.tries.get(id) ?? 0) < 3) {
+      if (Date.now() > deadline) throw new Error(`no third attempt: ${first.output}`);
+      await sleep(5);
+    }
+    await first.kill(); // during its last attempt: nothing was dead-lettered
+    receiver.release();
+    receiver.mode = { kind: 'fail' };
+    const second = new CoordinatorProcess();
+    await second.start(env);
+    const path = `/v1/apps/${app.id}/webhooks/${endpoint.id}/dead-letters`;
+    let letters: Array<{ attempts: number; items: Array<{ id: string }> }> = [];
+    try {
+      const until = Date.now() + 15_000; // the ack wait (2 x 2 s + linger + 1 s), then the letter
+      while (letters.length === 0 && Date.now() < until) {
+        letters = (await stack.http<{ deadLetters: typeof letters }>('GET', path, app.apiKey)).body.deadLetters;
+        if (letters.length === 0) await sleep(100);
+      }
+      await sleep(500); // a fourth POST would come at once
+    } finally {
+      await second.kill();
+    }
+    expect(receiver.tries.get(id), 'POSTs of the item (webhookMaxAttempts 3)').to.equal(3);
+    expect(letters.map((l) => [l.attempts, l.items.map((i) => i.id)])).to.deep.equal([[3, [id]]]);
+  });
 });

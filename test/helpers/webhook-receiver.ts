@@ -16,7 +16,9 @@ export type ReceiverMode =
   /** Never answers (the coordinator's timeout fires). */
   | { kind: 'hang' }
   /** Answers 200 after `ms`. */
-  | { kind: 'slow'; ms: number };
+  | { kind: 'slow'; ms: number }
+  /** Answers 500 to the first `request - 1` requests (from this mode on), then never answers. */
+  | { kind: 'hangFrom'; request: number };
 
 /** One request the receiver got, after its signature was verified. */
 export interface Received {
@@ -45,6 +47,7 @@ export class WebhookReceiver {
   rpcAnswer: ((req: Record<string, unknown>) => unknown) | undefined;
   private readonly server: http.Server;
   private readonly hanging = new Set<http.ServerResponse>();
+  private hangFromSeen = 0;
 
   private constructor() {
     this.server = http.createServer((req, res) => {
@@ -94,7 +97,8 @@ export class WebhookReceiver {
     } catch {
       // Not a webhook batch (an RPC): no items to count.
     }
-    const mode = this.mode;
+    let mode = this.mode;
+    if (mode.kind === 'hangFrom') mode = ++this.hangFromSeen >= mode.request ? { kind: 'hang' } : { kind: 'fail' };
     if (this.rpcAnswer !== undefined && mode.kind === 'ok') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(this.rpcAnswer(JSON.parse(body) as Record<string, unknown>)));

@@ -453,6 +453,7 @@ class SourceLoop {
     const s = app.settings;
     for (const m of batch) m.working();
     const { items, kept, letter } = this.items(batch);
+    if (this.source !== 'replay') await this.retireSpent(items, kept, s);
     if (kept.length === 0) return;
     const source: WebhookSource = letter?.source ?? (this.source === 'replay' ? 'events' : this.source);
     const now = Date.now();
@@ -512,18 +513,58 @@ class SourceLoop {
     if (exhausted.length === 0) return;
     const exhaustedItems =
       this.source === 'replay' ? items : items.filter((_, i) => exhausted.includes(kept[i] as JsMsg));
+    await this.retire(exhausted, exhaustedItems, source, s, {
+      attempts: (letter?.attempts ?? 0) + Math.max(...attempts.filter((n) => n >= s.webhookMaxAttempts)),
+      lastStatus: status,
+      lastError: error,
+    });
+  }
+
+  /**
+   * Takes out of a batch (`items` and `kept`, in step) the messages whose POSTs were all made
+   * before this delivery, and dead-letters them unsent: a coordinator stopped after their last
+   * attempt (or killed while it held them, which counts one) and before it dead-lettered them.
+   * POSTing them again would pass `webhookMaxAttempts`. Only a message delivered more times than
+   * that can be one, so only those have their handbacks read.
+   */
+  private async retireSpent(items: Item[], kept: JsMsg[], s: AppSettings): Promise<void> {
+    const max = s.webhookMaxAttempts;
+    const over = kept.filter((m) => m.info.deliveryCount > max);
+    if (over.length === 0) return;
+    // `attempts` counts this delivery as one; it has not been POSTed.
+    const made = (await this.attempts(over, max)).map((n) => n - 1);
+    const spent = over.filter((_, i) => (made[i] as number) >= max);
+    if (spent.length === 0) return;
+    const spentItems = items.filter((_, i) => spent.includes(kept[i] as JsMsg));
+    for (let i = kept.length - 1; i >= 0; i--) {
+      if (!spent.includes(kept[i] as JsMsg)) continue;
+      kept.splice(i, 1);
+      items.splice(i, 1);
+    }
+    await this.retire(spent, spentItems, this.source === 'up' ? 'up' : 'events', s, {
+      attempts: Math.max(...made.filter((n) => n >= max)),
+      lastStatus: null,
+      lastError: 'no attempt left: the coordinator that made the last one stopped before it finished',
+    });
+  }
+
+  /** Dead-letters exhausted messages, then acks them (naks them for a retry when the letter cannot be stored). */
+  private async retire(
+    exhausted: JsMsg[],
+    items: Item[],
+    source: WebhookSource,
+    s: AppSettings,
+    why: { attempts: number; lastStatus: number | null; lastError: string },
+  ): Promise<void> {
     try {
-      const stored = await this.deadLetter(exhausted, exhaustedItems, source, {
-        attempts: (letter?.attempts ?? 0) + Math.max(...attempts.filter((n) => n >= s.webhookMaxAttempts)),
-        lastStatus: status,
-        lastError: error,
-      });
+      const stored = await this.deadLetter(exhausted, items, source, why);
       for (const m of exhausted) m.ack();
       if (this.source === 'replay') for (const m of exhausted) await this.dropReplay(m);
       // A duplicate was stored before (a coordinator killed between store and ack): counted then.
-      if (stored) deps.metrics.deadLetters.inc(this.labels, exhaustedItems.length);
+      if (stored) this.worker.deps.metrics.deadLetters.inc(this.labels, items.length);
     } catch (err) {
       this.log.error({ err }, 'dead-lettering failed; the batch is retried');
+      const policy = { baseMs: s.webhookRetryBaseMs, capMs: s.webhookRetryMaxMs };
       for (const m of exhausted) m.nak(retryDelay(s.webhookMaxAttempts, policy));
     }
   }
