@@ -130,6 +130,10 @@ describe('CLI in a new shell', function () {
       expect(r.stdout, args.join(' ')).to.equal('');
       expect(r.stderr, args.join(' ')).to.match(first).and.contain(help);
     }
+    // A bad setting: every problem, exit 2, as the apps.
+    const bad = await runCli(['apps', 'list'], { PUSH_PREFIX: 'Bad-Prefix', PUSH_REDIS_URL: 'nope' }, cwd);
+    expect(bad.code, bad.stderr).to.equal(2);
+    expect(bad.stderr).to.match(/^invalid configuration:\n {2}PUSH_PREFIX: .*\n {2}PUSH_REDIS_URL: /);
     // Nothing was changed by the refused update.
     const got = await cli('apps', 'get', app.id);
     expect(JSON.parse(got.stdout).app.disabled).to.equal(false);

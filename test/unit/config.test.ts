@@ -227,6 +227,35 @@ describe('config', () => {
     expect(loadConfig({ PUSH_EDGE_WINDOW: '1e3' }).edge.window).to.equal(1000);
   });
 
+  it("checks the URLs of the services, the dispatcher's edges, and the store's windows against each other", () => {
+    const bad: Array<[string, string, RegExp]> = [
+      ['PUSH_NATS_URL', 'not a url', /^PUSH_NATS_URL: expected a nats:\/\/ or tls:\/\/ URL/],
+      ['PUSH_NATS_URL', 'nats://a:4222,http://b:4222', /^PUSH_NATS_URL: .*got "http:\/\/b:4222"$/],
+      ['PUSH_NATS_URL', 'nats://a:4222,', /^PUSH_NATS_URL: .*got ""$/],
+      ['PUSH_REDIS_URL', 'not a url', /^PUSH_REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/],
+      ['PUSH_REDIS_URL', 'http://127.0.0.1:6379', /^PUSH_REDIS_URL: /],
+      ['PUSH_DATABASE_URL', 'not a url', /^PUSH_DATABASE_URL: expected a postgres:\/\/ or postgresql:\/\/ URL/],
+      ['PUSH_DISPATCHER_EDGES', 'foo,ws://a/ws', /^PUSH_DISPATCHER_EDGES: "foo" is not a ws:\/\/ or wss:\/\/ URL$/],
+      ['PUSH_DISPATCHER_EDGES', 'eu=http://x/y', /^PUSH_DISPATCHER_EDGES: "http:\/\/x\/y" is not a ws/],
+      ['PUSH_INBOX_MAX_AGE', '9007199254740991', /^PUSH_INBOX_MAX_AGE: must be at most 3153600000/],
+    ];
+    for (const [name, value, want] of bad) expect(problems({ [name]: value }), `${name}=${value}`).to.match(want);
+    expect(problems({ PUSH_DUPLICATE_WINDOW: '3600', PUSH_INBOX_MAX_AGE: '600' })).to.deep.equal([
+      'PUSH_DUPLICATE_WINDOW: must not exceed PUSH_INBOX_MAX_AGE (a message is not kept longer)',
+    ]);
+    expect(problems({ PUSH_JOB_LEASE: '120' })[0]).to.match(/^PUSH_JOB_LEASE: must be below PUSH_DUPLICATE_WINDOW/);
+    // What the clients take stays taken.
+    const good = loadConfig({
+      PUSH_NATS_URL: 'nats://a:4222, tls://b:4222,127.0.0.1:4223',
+      PUSH_REDIS_URL: 'rediss://user:pw@r.example:6380/2',
+      PUSH_DATABASE_URL: 'postgresql:///push?host=/var/run/postgresql',
+      PUSH_DISPATCHER_EDGES: 'eu=wss://eu1.example/ws,ws://127.0.0.1:8081/ws',
+      PUSH_JOB_LEASE: '119',
+    });
+    expect(good.natsUrl).to.equal('nats://a:4222, tls://b:4222,127.0.0.1:4223');
+    expect(good.dispatcher.edges).to.deep.equal(['wss://eu1.example/ws', 'ws://127.0.0.1:8081/ws']);
+  });
+
   it('lists every bad variable at once', () => {
     const p = problems({ PUSH_EDGE_PORT: 'abc', PUSH_EDGE_WINDOW: '-1', PUSH_LOG_LEVEL: 'loud' });
     expect(p.map((s) => s.split(':')[0]).sort()).to.deep.equal([

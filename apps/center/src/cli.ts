@@ -990,6 +990,11 @@ function failureLine(err: unknown): string {
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
+    if (err instanceof ConfigError) {
+      // As the apps: a bad setting is exit status 2, with every problem listed.
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
     if (err instanceof UsageError) {
       process.stderr.write(`usage error: ${err.message}\n\n`);
       // The command is the first word that is no option (a flag's value before it is rare).

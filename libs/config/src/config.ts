@@ -50,6 +50,33 @@ const withDefault =
   <T>(setting: Setting<T | undefined>, def: T): Setting<T> =>
   (raw) =>
     setting(raw) ?? def;
+/**
+ * A URL of one of `schemes` (without the colon); `list`: several, separated by commas (NATS
+ * cluster seeds). A NATS entry may leave out its scheme (`host:port`), as the client takes it.
+ * Checked here so that a bad one names its variable instead of failing later with a stack.
+ */
+const urls =
+  (def: string, schemes: readonly string[], opts: { list?: boolean; bare?: string } = {}): Setting<string> =>
+  (raw) => {
+    if (raw === undefined) return def;
+    const entries = opts.list === true ? raw.split(',').map((e) => e.trim()) : [raw];
+    for (const entry of entries) {
+      const text = opts.bare !== undefined && !entry.includes('://') ? `${opts.bare}://${entry}` : entry;
+      let url: URL | undefined;
+      try {
+        url = new URL(text);
+      } catch {
+        url = undefined;
+      }
+      if (url === undefined || !schemes.includes(url.protocol.slice(0, -1)) || /\s/.test(entry) || entry === '') {
+        const what = schemes.map((x) => `${x}://`).join(' or ');
+        throw new Error(
+          `expected a ${what} URL${opts.list === true ? ' (or several, comma-separated)' : ''}, got ${quoted(entry)}`,
+        );
+      }
+    }
+    return raw;
+  };
 /** Optional text of at least `min` characters. */
 const optional =
   (min = 1): Setting<string | undefined> =>
@@ -67,18 +94,19 @@ const schema = {
     matching(/^[a-z][a-z0-9_]{0,31}$/, 'a lowercase letter, then up to 31 lowercase letters, digits or _'),
     'push',
   ),
-  PUSH_NATS_URL: str('nats://127.0.0.1:4222'),
+  PUSH_NATS_URL: urls('nats://127.0.0.1:4222', ['nats', 'tls'], { list: true, bare: 'nats' }),
   PUSH_NATS_USER: optional(),
   PUSH_NATS_PASSWORD: optional(),
-  PUSH_REDIS_URL: str('redis://127.0.0.1:6379'),
-  PUSH_DATABASE_URL: str('postgres://postgres@127.0.0.1:5432/push'),
+  PUSH_REDIS_URL: urls('redis://127.0.0.1:6379', ['redis', 'rediss']),
+  PUSH_DATABASE_URL: urls('postgres://postgres@127.0.0.1:5432/push', ['postgres', 'postgresql']),
   PUSH_LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   PUSH_LOG_PRETTY: bool(false),
   PUSH_PRESENCE_LEASE: int(15, 1, 3600),
   PUSH_TOKEN_MAX_LIFETIME: int(30 * 24 * 3600, 60),
 
   PUSH_INBOX_MAX_PER_USER: int(10_000, 1, 1_000_000),
-  PUSH_INBOX_MAX_AGE: int(30 * 24 * 3600, 60),
+  // At most 100 years: JetStream's max age is int64 nanoseconds (about 292 years).
+  PUSH_INBOX_MAX_AGE: int(30 * 24 * 3600, 60, 100 * 365 * 24 * 3600),
   PUSH_DUPLICATE_WINDOW: int(120, 1, 24 * 3600),
   PUSH_REPLICAS: int(1, 1, 5),
   PUSH_STORE_TIMEOUT_MS: int(15_000, 100, 60_000),
@@ -275,6 +303,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (r.PUSH_EDGE_PING_DEFAULT < r.PUSH_EDGE_PING_MIN || r.PUSH_EDGE_PING_DEFAULT > r.PUSH_EDGE_PING_MAX) {
     problems.push('PUSH_EDGE_PING_DEFAULT: must lie between PUSH_EDGE_PING_MIN and PUSH_EDGE_PING_MAX');
   }
+  if (r.PUSH_DUPLICATE_WINDOW > r.PUSH_INBOX_MAX_AGE)
+    problems.push('PUSH_DUPLICATE_WINDOW: must not exceed PUSH_INBOX_MAX_AGE (a message is not kept longer)');
+  // A job's copies keep their idempotency ids; a center that takes over a job whose center died
+  // after its lease redoes the last chunk, which the window must still dedupe.
+  if (r.PUSH_JOB_LEASE >= r.PUSH_DUPLICATE_WINDOW)
+    problems.push(
+      'PUSH_JOB_LEASE: must be below PUSH_DUPLICATE_WINDOW (a resumed job relies on it to store nothing twice)',
+    );
   if ((r.PUSH_NATS_USER === undefined) !== (r.PUSH_NATS_PASSWORD === undefined)) {
     problems.push('PUSH_NATS_USER: set it together with PUSH_NATS_PASSWORD');
   }
@@ -363,6 +399,15 @@ function commaList(value: string): string[] {
     .filter((s) => s.length > 0);
 }
 
+function isWebSocketUrl(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return (u.protocol === 'ws:' || u.protocol === 'wss:') && u.hostname !== '' && !/\s/.test(text);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * PUSH_DISPATCHER_EDGES: edge URLs, each optionally labelled with its region (`eu=wss://a/ws`).
  * A label is 1-32 of `a-z 0-9 -`; an edge listed twice is a problem (rendezvous ranks URLs).
@@ -377,6 +422,8 @@ function labelledEdges(value: string, problems: string[]): Array<{ url: string; 
       problems.push(
         `PUSH_DISPATCHER_EDGES: ${JSON.stringify(entry)}: a region label is 1 to 32 of a-z 0-9 - (eu=wss://host/ws)`,
       );
+    } else if (!isWebSocketUrl(url)) {
+      problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is not a ws:// or wss:// URL`);
     } else if (out.some((e) => e.url === url)) {
       problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is listed twice`);
     } else out.push({ url, region });
