@@ -91,12 +91,18 @@ export class AppProcess {
     this.proc?.kill('SIGCONT');
   }
 
+  /** The exit status of the last process `stop` or `kill` ended (null: ended by a signal, or none yet). */
+  lastExitCode: number | null = null;
+
   private async signal(sig: NodeJS.Signals): Promise<void> {
     const p = this.proc;
     this.proc = undefined;
     if (p === undefined || p.exitCode !== null || p.signalCode !== null) return; // already gone: no exit event to wait for
     await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
+      p.once('exit', (code) => {
+        this.lastExitCode = code;
+        resolve();
+      });
       p.kill(sig);
     });
   }

@@ -10,7 +10,7 @@ import {
   migrate,
   type Knex,
 } from '@push/db';
-import { createRegistry, listen, loadUws, mountHealth, type Listening } from '@push/http';
+import { closeApp, createRegistry, listen, loadUws, mountHealth, type Listening, type TemplatedApp } from '@push/http';
 import { createLogger, type Logger } from '@push/logger';
 import {
   EventPublisher,
@@ -45,6 +45,7 @@ import { DatabaseWatch } from './database-watch.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { serveNatsApi } from './nats-api.js';
+import { InFlight } from './in-flight.js';
 import { WebhookAdmin } from './webhook-admin.js';
 import { UndeliverableAdmin, deleteDeliveryCounts } from './undeliverable-admin.js';
 import { PushService } from './push-service.js';
@@ -94,6 +95,8 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
   let runner: JobRunner | undefined;
   let stopping = false;
   let stopPromise: Promise<void> | undefined;
+  const inFlight = new InFlight();
+  let server: TemplatedApp | undefined;
 
   return {
     get port() {
@@ -231,9 +234,11 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         adminKey: config.center.adminKey,
         metrics,
         log,
+        inFlight,
       });
       await nc.flush(); // the API subscriptions are on the server before start() resolves
       const app = uws.App();
+      server = app;
       mountHealth(app, registry, () => {
         if (stopping) return 'stopping';
         const natsReady = natsReadiness(nc);
@@ -255,6 +260,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         metrics,
         log,
         maxBodyBytes: config.center.maxBodyBytes,
+        inFlight,
       });
       mountHttpApi(app, {
         push,
@@ -273,6 +279,7 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
         adminKey: config.center.adminKey,
         corsOrigins: config.center.corsOrigins,
         console: new ConsoleService(conn, subjects, apps, webhookDirectory, redis, pool, topicStore),
+        inFlight,
       });
       listening = await listen(app, config.center.host, config.center.port);
       log.info({ port: listening.port }, 'center listening');
@@ -284,8 +291,15 @@ export function createCenter(config: Config, opts: { logger?: Logger } = {}): Ce
     stop() {
       stopPromise ??= (async () => {
         stopping = true;
+        inFlight.stopping = true;
         listening?.close();
         for (const s of natsSubs) s.unsubscribe();
+        // Requests already taken are answered before what they use closes; meanwhile keep-alive
+        // connections are answered 503 shutting_down and closed. Then the idle ones close too,
+        // so that none is cut under a request at the exit.
+        if (!(await inFlight.idle(5000))) log.warn('API requests still in flight at the stop deadline');
+        await inFlight.quiet(100, 1000);
+        if (server !== undefined) closeApp(server);
         await database?.close();
         // Before the store closes: the jobs' last writes land and their progress is saved.
         await runner?.stop().catch((err: unknown) => log.warn({ err }, 'fan-out jobs not let go cleanly'));

@@ -1,3 +1,4 @@
+import type { InFlight } from './in-flight.js';
 import { CorsPolicy, HttpExchange, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
 import { PushError, decimal, idProblem, type AppRecord, type IdKind } from '@push/protocol';
 import type { Logger } from 'pino';
@@ -37,6 +38,8 @@ export interface HttpApiDeps {
   corsOrigins: readonly string[];
   /** The web console's summary and reads (issue 19). */
   console: ConsoleService;
+  /** Requests being answered; refuses new ones once the center stops. */
+  inFlight: InFlight;
 }
 
 /** What a route answers: a status, a JSON body (none for 204) and extra headers. */
@@ -643,6 +646,7 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
     const params = r.pattern.split('/').filter((p) => p.startsWith(':')).length;
     app[r.method](r.pattern, (res: HttpResponse, req: HttpRequest) => {
       const ex = new HttpExchange(res, req, ['authorization'], cors);
+      if (!deps.inFlight.admit(ex)) return;
       const ps: string[] = [];
       for (let i = 0; i < params; i++) ps.push(req.getParameter(i) ?? '');
       // uWS streams the body right away: start reading before any await.
@@ -652,11 +656,13 @@ export function mountHttpApi(app: TemplatedApp, deps: HttpApiDeps): void {
       body?.catch((err: unknown) => log.debug({ err, op: r.op }, 'request body not read'));
       r.handler(ex, ps, body).then(
         (reply) => {
+          deps.inFlight.answered(ex);
           metrics.requests.inc({ op: r.op, transport: 'http', status: reply.status });
           if (reply.status === 204) ex.send(204, '');
           else ex.json(reply.status, reply.body, reply.headers);
         },
         (err: unknown) => {
+          deps.inFlight.answered(ex);
           const e = deps.database.answer(err, r.op);
           metrics.requests.inc({ op: r.op, transport: 'http', status: e.status });
           metrics.errors.inc({ code: e.code });

@@ -1,3 +1,4 @@
+import type { InFlight } from './in-flight.js';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import {
   NatsAppDeleteRequestSchema,
@@ -174,6 +175,8 @@ export function serveNatsApi(
     adminKey: string | undefined;
     metrics: CenterMetrics;
     log: Logger;
+    /** Requests being answered; refuses new ones once the center stops. */
+    inFlight: InFlight;
   },
 ): Subscription[] {
   const handle = (op: ApiOperation, work: Work) =>
@@ -191,7 +194,10 @@ export function serveNatsApi(
   async function answer(msg: Msg, op: string, work: Work) {
     let reply: unknown;
     let status = 200;
+    deps.inFlight.begin();
     try {
+      // Taken before the unsubscribe of a stop: another center answers a retry.
+      if (deps.inFlight.stopping) throw new PushError('shutting_down');
       let req: unknown;
       try {
         req = JSON.parse(decoder.decode(msg.data));
@@ -211,6 +217,7 @@ export function serveNatsApi(
         ...(e instanceof ReplyError ? e.extra : {}),
       };
     }
+    deps.inFlight.end();
     deps.metrics.requests.inc({ op, transport: 'nats', status });
     if (msg.reply !== undefined && msg.reply !== '') msg.respond(JSON.stringify(reply));
   }

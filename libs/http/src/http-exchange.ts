@@ -56,6 +56,8 @@ export class HttpExchange {
    * made the kernel answer them with a reset, and a client still sending never read its 413.
    */
   private lingering = false;
+  /** Close the connection after the answer (`Connection: close`): the server is stopping. */
+  closeAfter = false;
   /** The refused body ended (or its bound was hit) before the answer was sent. */
   private lingerDone = false;
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -181,7 +183,7 @@ export class HttpExchange {
       if (open) {
         this.res.writeHeader('connection', 'close');
         this.res.write(body);
-      } else this.res.end(body, this.lingering);
+      } else this.res.end(body, this.lingering || this.closeAfter);
     });
     if (open) this.lingerTimer = setTimeout(() => this.endLinger(false), LINGER_MAX_MS).unref();
   }

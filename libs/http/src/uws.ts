@@ -39,3 +39,11 @@ export function loadUws(): Uws {
   cached = uws;
   return uws;
 }
+
+/**
+ * Closes every socket of an app: its listen sockets and every connection, idle keep-alive ones
+ * included (`App.close()`, which uWS 20.30's binary has and its typings lack).
+ */
+export function closeApp(app: UwsTypes.TemplatedApp): void {
+  (app as UwsTypes.TemplatedApp & { close(): void }).close();
+}

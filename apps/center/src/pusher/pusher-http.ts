@@ -1,3 +1,4 @@
+import type { InFlight } from '../in-flight.js';
 import type { AppDirectory } from '@push/apps';
 import { pusherChannelProblem } from '@push/apps';
 import { HttpExchange, type HttpRequest, type HttpResponse, type TemplatedApp } from '@push/http';
@@ -31,6 +32,8 @@ export interface PusherHttpDeps {
   metrics: CenterMetrics;
   log: Logger;
   maxBodyBytes: number;
+  /** Requests being answered; refuses new ones once the center stops. */
+  inFlight: InFlight;
 }
 
 /** A channel from the path; PushError `invalid_topic` when it is past Pusher's rules. */
@@ -282,6 +285,7 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
     const params = r.pattern.split('/').filter((p) => p.startsWith(':')).length;
     app[r.method](r.pattern, (res: HttpResponse, req: HttpRequest) => {
       const ex = new HttpExchange(res, req);
+      if (!deps.inFlight.admit(ex)) return;
       const ps: string[] = [];
       for (let i = 0; i < params; i++) ps.push(req.getParameter(i) ?? '');
       // uWS streams the body right away: start reading before any await.
@@ -312,10 +316,12 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
       };
       run().then(
         (answer) => {
+          deps.inFlight.answered(ex);
           deps.metrics.requests.inc({ op: r.op, transport: 'http', status: answer.status });
           ex.json(answer.status, answer.body);
         },
         (err: unknown) => {
+          deps.inFlight.answered(ex);
           const e = deps.database.answer(err, r.op);
           deps.metrics.requests.inc({ op: r.op, transport: 'http', status: e.status });
           deps.metrics.errors.inc({ code: e.code });
