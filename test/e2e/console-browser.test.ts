@@ -164,6 +164,21 @@ describe('web console in headless Chromium (issue 19)', function () {
     await page.screenshot({ path: path.join(SHOTS, 'console-user.png'), fullPage: false });
   });
 
+  it('looks a user up by the id as typed (spaces are part of it), and says why it cannot show "."', async function () {
+    const spaced = await a.connect('bob ', 'laptop');
+    clients.push(spaced);
+    await login(stack.adminKey);
+    await page.goto(`${stack.httpUrl}/console/#/app/${a.id}/users`);
+    await page.getByLabel('User id').fill('bob ');
+    await page.getByLabel('User id').press('Enter');
+    // "bob " is online; "bob" (what a trimmed lookup would show) has never connected.
+    await page.locator('#user-online').filter({ hasText: 'online' }).waitFor();
+    await page.locator('#user-connections').getByRole('cell', { name: 'laptop' }).waitFor();
+    await page.getByLabel('User id').fill('.');
+    await page.getByLabel('User id').press('Enter');
+    await page.getByRole('alert').filter({ hasText: 'cannot name the user "."' }).waitFor();
+  });
+
   it("publishes to a topic from the topic page and shows it, and the business's messages, in the live tail", async function () {
     await login(stack.adminKey);
     await page.goto(`${stack.httpUrl}/console/#/app/${a.id}/topics/news`);

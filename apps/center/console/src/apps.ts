@@ -35,7 +35,7 @@ export function appsList(main: HTMLElement): View {
     ev.preventDefault();
     error.textContent = '';
     const body: Record<string, string> = {};
-    if (idIn.value.trim() !== '') body['id'] = idIn.value.trim();
+    if (idIn.value.trim() !== '') body['id'] = idIn.value; // as typed: spaces are part of an id
     if (nameIn.value.trim() !== '') body['name'] = nameIn.value.trim();
     api<{ app: AppView; apiKey: string }>('POST', '/v1/admin/apps', body).then(
       (r) => {

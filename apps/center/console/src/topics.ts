@@ -22,8 +22,7 @@ export function topicsView(main: HTMLElement, app: string, topic: string | undef
   );
   lookup.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    if (topicIn.value.trim() !== '')
-      go(`#/app/${encodeURIComponent(app)}/topics/${encodeURIComponent(topicIn.value.trim())}`);
+    if (topicIn.value.trim() !== '') go(`#/app/${encodeURIComponent(app)}/topics/${encodeURIComponent(topicIn.value)}`);
   });
   const note = h(
     'p',

@@ -29,12 +29,26 @@ export function userView(main: HTMLElement, app: string, user: string | undefine
   );
   lookup.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    if (userIn.value.trim() !== '')
-      go(`#/app/${encodeURIComponent(app)}/users/${encodeURIComponent(userIn.value.trim())}`);
+    // As typed: spaces around an id are part of it (docs/api.md, Ids).
+    if (userIn.value.trim() !== '') go(`#/app/${encodeURIComponent(app)}/users/${encodeURIComponent(userIn.value)}`);
   });
   if (user === undefined) {
     fill(main, h('h1', {}, 'Users of ', h('code', {}, app)), lookup);
     userIn.focus();
+    return { stop: () => undefined };
+  }
+  if (user === '.' || user === '..') {
+    // A browser resolves these as steps of the URL's path, encoded or not (docs/api.md, Ids).
+    fill(
+      main,
+      h('h1', {}, 'Users of ', h('code', {}, app)),
+      lookup,
+      h(
+        'p',
+        { class: 'error', role: 'alert' },
+        `A browser cannot name the user "${user}" in a URL path: use the NATS API (push.api.user, push.api.kick) or an HTTP client that sends the path as it is (curl --path-as-is).`,
+      ),
+    );
     return { stop: () => undefined };
   }
   const base = `${appPath(app)}/users/${encodeURIComponent(user)}`;
