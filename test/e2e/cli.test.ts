@@ -136,6 +136,6 @@ describe('CLI in a new shell', function () {
     expect(bad.stderr).to.match(/^invalid configuration:\n {2}PUSH_PREFIX: .*\n {2}PUSH_REDIS_URL: /);
     // Nothing was changed by the refused update.
     const got = await cli('apps', 'get', app.id);
-    expect(JSON.parse(got.stdout).app.disabled).to.equal(false);
+    expect((JSON.parse(got.stdout) as { app: { disabled: boolean } }).app.disabled).to.equal(false);
   });
 });

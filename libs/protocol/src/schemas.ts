@@ -857,9 +857,7 @@ export const WebhookCreateSchema = Type.Object({
   events: Type.Optional(EventTypeFilter),
   kinds: Type.Optional(UpstreamKindFilter),
   disabled: Type.Optional(note(Type.Boolean(), { problem: 'disabled must be a boolean' })),
-  description: Type.Optional(
-    note(Text(0, 500), { problem: 'description must be a string of at most 500 characters' }),
-  ),
+  description: Type.Optional(note(Text(0, 500), { problem: 'description must be a string of at most 500 characters' })),
   format: Type.Optional(
     note(Type.Union([Type.Literal('native'), Type.Literal('pusher')]), {
       problem: 'format must be "native" or "pusher"',
