@@ -1,5 +1,6 @@
 import { PushError } from '@push/protocol';
 import type { HttpExchange } from '@push/http';
+import { IdleWaiters } from '@push/nats';
 
 /**
  * The API requests a center is answering (HTTP and NATS). On stop it is `stopping`: new requests
@@ -12,7 +13,7 @@ export class InFlight {
   private count = 0;
   /** When the last HTTP request came (ms). */
   private lastSeen = 0;
-  private waiters: Array<() => void> = [];
+  private readonly waiters = new IdleWaiters();
 
   /**
    * Takes an HTTP request; when stopping, answers it `503 shutting_down` on a closing connection
@@ -41,7 +42,7 @@ export class InFlight {
 
   end(): void {
     this.count--;
-    if (this.count === 0) for (const w of this.waiters.splice(0)) w();
+    if (this.count === 0) this.waiters.wake();
   }
 
   /**
@@ -60,17 +61,6 @@ export class InFlight {
 
   /** Resolves true once no request is in flight, false when `timeoutMs` passes first. */
   idle(timeoutMs: number): Promise<boolean> {
-    if (this.count === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve(false);
-      }, timeoutMs);
-      this.waiters.push(done);
-    });
+    return this.count === 0 ? Promise.resolve(true) : this.waiters.wait(timeoutMs);
   }
 }
