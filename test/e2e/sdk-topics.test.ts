@@ -86,6 +86,86 @@ describe('SDK (@push/client) topics, up and rpc against the real stack', functio
     expect(news.messages).to.have.length(2);
   });
 
+  it('a live-only subscribe() right after unsubscribe() of the topic gets nothing the one that left was sent', async function () {
+    // The client's socket is not read while 30 messages reach it, so that they are still coming
+    // when the subscription is left and made again.
+    const sockets: WebSocket[] = [];
+    class Tracked extends WebSocket {
+      constructor(url: string) {
+        super(url);
+        sockets.push(this);
+      }
+    }
+    const paused = (on: boolean): void => {
+      for (const ws of sockets) {
+        const raw = (ws as unknown as { _socket?: { pause(): void; resume(): void } })._socket;
+        if (on) raw?.pause();
+        else raw?.resume();
+      }
+    };
+    const c = new PushClient({
+      WebSocket: Tracked,
+      edges: [stack.wsUrl()],
+      token: () => app.token('resub', 'default', 3600, ['resub']),
+    });
+    clients.push(c);
+    const first = record(c.subscribe('resub'));
+    c.connect();
+    await until('subscribed', () => first.events.includes('subscribed'));
+    paused(true);
+    const before: number[] = [];
+    for (let i = 0; i < 30; i++) before.push(await app.publishTopicOk('resub', i));
+    await new Promise((r) => setTimeout(r, 300)); // they wait in this process's socket
+    c.subscribe('resub').unsubscribe();
+    const again = record(c.subscribe('resub'));
+    paused(false);
+    await until('subscribed again', () => again.events.includes('subscribed'));
+    const next = await app.publishTopicOk('resub', 'after');
+    await until('the next one', () => again.messages.some((m) => m.seq === next));
+    expect(again.messages.map((m) => m.seq)).to.deep.equal([next]);
+    expect(first.messages.filter((m) => !before.includes(m.seq))).to.deep.equal([]);
+  });
+
+  it("a resume past the topic's newest message (its app was created again) says lost and delivers what is new", async function () {
+    const id = `again-${Date.now()}`;
+    let again = await stack.createApp({}, id);
+    const c = client({ edges: [stack.wsUrl()], token: () => again.token('ag', 'default', 3600, ['news']) });
+    const news = record(c.subscribe('news'));
+    c.connect();
+    await until('subscribed', () => news.events.includes('subscribed'));
+    for (let i = 0; i < 5; i++) await again.publishTopicOk('news', i);
+    await until('5 messages', () => news.messages.length === 5);
+    expect((await stack.http('DELETE', `/v1/admin/apps/${id}`, stack.adminKey)).status).to.equal(204);
+    await until('closed: app gone', () => c.state === 'disconnected');
+    again = await stack.createApp({}, id);
+    c.connect();
+    await until('subscribed again', () => news.events.filter((e) => e === 'subscribed').length === 2);
+    const fresh = [await again.publishTopicOk('news', 'new 1'), await again.publishTopicOk('news', 'new 2')];
+    await until('the new ones', () => news.messages.length === 7);
+    expect(news.messages.slice(5).map((m) => m.seq)).to.deep.equal(fresh);
+    expect(news.events).to.include('lost 1');
+    expect(c.subscribe('news').lastSeq).to.equal(fresh[1]);
+  });
+
+  it('a subscription of a bound topic ends (unsubscribed) when the business unbinds it', async function () {
+    const path = `/v1/apps/${app.id}/users/ubu/topics/bound`;
+    expect((await stack.http('PUT', path, app.apiKey)).status).to.equal(200);
+    const c = client({ edges: [stack.wsUrl()], token: () => app.token('ubu') });
+    const sub = c.subscribe('bound');
+    const bound = record(sub);
+    c.connect();
+    await until('subscribed', () => bound.events.includes('subscribed'));
+    expect((await stack.http('DELETE', path, app.apiKey)).status).to.equal(200);
+    await until('unsubscribed', () => bound.events.includes('unsubscribed'));
+    expect(sub.state).to.equal('unsubscribed');
+    // Not subscribed again on the next connection (the token does not grant it).
+    c.disconnect();
+    c.connect();
+    await until('connected', () => c.state === 'connected');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(bound.events.filter((e) => e.startsWith('error'))).to.deep.equal([]);
+  });
+
   it('a sub the token does not grant ends with error topic_forbidden; a topic token grants it', async function () {
     const c = client({ edges: [stack.wsUrl()], token: () => app.token('tom') });
     const denied = record(c.subscribe('vip'));

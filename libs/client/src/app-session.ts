@@ -122,6 +122,8 @@ export class AppSession extends Emitter<AppSessionEvents> {
   private readonly seen = new Map<number, boolean>();
   private readonly pending = new Map<string, Pending>();
   private readonly subs = new Map<string, Subscription>();
+  /** `unsub`s in flight by topic: frames of the topic before their `unsubscribed` are of what left. */
+  private readonly leaving = new Map<string, number>();
   /** The app's broadcast (`_all`), received from each attach on. */
   readonly broadcasts: Subscription;
   /** Set by `detach()` or a final `detached`: never attached again. */
@@ -221,7 +223,8 @@ export class AppSession extends Emitter<AppSessionEvents> {
       this.current === 'attached' && this.host.write(JSON.stringify({ ...frame, app: this.app })),
     leave: (sub: Subscription, unsub: boolean): boolean => {
       if (this.subs.get(sub.topic) === sub) this.subs.delete(sub.topic);
-      if (unsub) this.host.write(JSON.stringify({ t: 'unsub', app: this.app, topic: sub.topic }));
+      if (unsub && this.host.write(JSON.stringify({ t: 'unsub', app: this.app, topic: sub.topic })))
+        this.leaving.set(sub.topic, (this.leaving.get(sub.topic) ?? 0) + 1);
       return false; // answered at once: the `unsubscribed` frame is not waited for
     },
     failed: (err: unknown, event: string): void => this.host.failed(err, `${this.app} ${event}`),
@@ -259,6 +262,7 @@ export class AppSession extends Emitter<AppSessionEvents> {
   /** The connection dropped: rpcs written on it reject; sends go again after the next `attached`. */
   connectionLost(): void {
     this.current = this.ended ? 'detached' : 'attaching';
+    this.leaving.clear(); // their `unsubscribed` will not come
     for (const [id, p] of this.pending) {
       if (p.rpc && p.sent)
         this.settle(id, new PushClientError('disconnected', 'the connection dropped before the answer'));
@@ -348,14 +352,24 @@ export class AppSession extends Emitter<AppSessionEvents> {
       case 'error':
         this.onError(f);
         return;
+      case 'unsubscribed':
+        if (typeof f.topic === 'string') {
+          const n = this.leaving.get(f.topic) ?? 0;
+          // Of an `unsub` (answered already), or unasked (an unbind): that subscription ends.
+          if (n > 1) this.leaving.set(f.topic, n - 1);
+          else if (n === 1) this.leaving.delete(f.topic);
+          else this.topicSub(f)?.onUnsubscribed();
+        }
+        return;
       default:
-        return; // `unsubscribed` (not waited for), and frame kinds of later versions
+        return; // frame kinds of later versions
     }
   }
 
+  /** The subscription a topic frame is for; none while an `unsub` of the topic is in flight. */
   private topicSub(f: SessionFrameIn): Subscription | undefined {
     if (f.topic === BROADCAST_TOPIC) return this.broadcasts;
-    return typeof f.topic === 'string' ? this.subs.get(f.topic) : undefined;
+    return typeof f.topic === 'string' && !this.leaving.has(f.topic) ? this.subs.get(f.topic) : undefined;
   }
 
   private topicMessage(f: SessionFrameIn, topic: string, seq: number): void {

@@ -50,8 +50,4 @@ export class Emitter<M extends { [K in keyof M]: unknown[] }> {
   protected listenerFailed(_err: unknown, _event: keyof M): void {
     // Overridden by PushClient, which emits it as an `error` event.
   }
-
-  protected hasListeners(event: keyof M): boolean {
-    return (this.listeners.get(event)?.size ?? 0) > 0;
-  }
 }

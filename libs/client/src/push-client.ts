@@ -522,11 +522,7 @@ export class PushClient extends Emitter<PushClientEvents> {
       this.leaving.set(sub.topic, waiting);
       return true;
     },
-    failed: (err: unknown, event: string): void =>
-      this.emit('error', {
-        type: 'listener',
-        error: new PushClientError('listener', `a ${event} listener threw: ${String(err)}`, { cause: err }),
-      }),
+    failed: (err: unknown, event: string): void => this.listenerFailed(err, event as keyof PushClientEvents),
     self: (): string | undefined => this.user,
     // The options are set in the constructor, after this field: read them when asked.
     membersFetcher: (): ((topic: string) => unknown) | undefined => this.opts.fetchMembers,
@@ -828,11 +824,15 @@ export class PushClient extends Emitter<PushClientEvents> {
     else r.resolve(outcome.data);
   }
 
-  /** The subscription a topic frame is for (`_all` included). */
+  /**
+   * The subscription a topic frame is for (`_all` included). None while an `unsub` of the topic
+   * is in flight: what comes before its `unsubscribed` is of the subscription that left, not of
+   * one made since.
+   */
   private topicSub(f: ServerFrame): Subscription | undefined {
     return f.topic === BROADCAST_TOPIC
       ? this.broadcasts
-      : typeof f.topic === 'string'
+      : typeof f.topic === 'string' && !this.leaving.get(f.topic)?.length
         ? this.subs.get(f.topic)
         : undefined;
   }
@@ -908,7 +908,8 @@ export class PushClient extends Emitter<PushClientEvents> {
         if (typeof f.first === 'number') this.topicSub(f)?.onLost(f.first);
         break;
       case 'unsubscribed':
-        if (typeof f.topic === 'string') this.leaving.get(f.topic)?.shift()?.onUnsubscribed();
+        // Of an `unsubscribe()`, or unasked (an unbind): that subscription ends.
+        if (typeof f.topic === 'string') (this.leaving.get(f.topic)?.shift() ?? this.topicSub(f))?.onUnsubscribed();
         break;
       case 'error':
         this.onError(f);

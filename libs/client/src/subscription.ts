@@ -201,6 +201,9 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   onSubscribed(seq: number): void {
     if (this.current === 'unsubscribed') return;
     this.refilling = false;
+    // Below what was delivered: the topic is not the one resumed (its app was created again, or
+    // its whole history expired): what comes next is new, and what came after `last` may be lost.
+    if (seq < (this.last ?? seq)) this.onLost(seq + 1, seq);
     // Nothing delivered yet: a later resume starts where the live feed started.
     this.last ??= seq;
     this.current = 'subscribed';
@@ -263,10 +266,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       });
   }
 
-  onLost(first: number): void {
+  onLost(first: number, last = Math.max(this.last ?? 0, first - 1)): void {
     if (this.current === 'unsubscribed') return;
     // What comes next starts at `first`: its `prev` points into what is gone, and is no gap.
-    this.last = Math.max(this.last ?? 0, first - 1);
+    this.last = last;
     this.emit('lost', { first });
   }
 
@@ -290,7 +293,12 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     clearTimeout(this.fetchRetry);
   }
 
+  /** The edge's `unsubscribed`: of an `unsubscribe()`, or unasked (the topic was unbound). */
   onUnsubscribed(): void {
+    if (this.current !== 'unsubscribed') {
+      this.end();
+      this.host.leave(this, false);
+    }
     this.emit('unsubscribed');
   }
 
