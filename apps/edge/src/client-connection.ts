@@ -294,7 +294,8 @@ export class ClientConnection extends ClientSession {
           : err instanceof TopicFrameError && err.topic !== undefined
             ? { topic: err.topic }
             : undefined;
-      if (session !== undefined) session.sendError(err, extra);
+      // A refused `attach` is the connection's: it names no session (the token's app is unread).
+      if (session !== undefined && r.connection !== true) session.sendError(err, extra);
       else this.connectionError(err, r.app, extra);
       return;
     }

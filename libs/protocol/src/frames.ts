@@ -232,9 +232,12 @@ export function parseClientFrame(text: string): ClientFrame {
   return clientFrameOf(jsonObject(text));
 }
 
-/** A client frame read with the app it names (`app`, a string, or undefined), or why it was refused. */
+/**
+ * A client frame read with the app it names (`app`, a string, or undefined), or why it was
+ * refused; `connection`: a refused `attach`, which is about the connection, not a session.
+ */
 export type AppFrameResult =
-  { app: string | undefined; frame: ClientFrame } | { app: string | undefined; error: unknown };
+  { app: string | undefined; frame: ClientFrame } | { app: string | undefined; error: unknown; connection?: true };
 
 /**
  * Reads a client frame and the app it is about (its `app` field, on a connection holding several
@@ -255,7 +258,7 @@ export function parseAppFrame(text: string): AppFrameResult {
   try {
     return { app, frame: clientFrameOf(value) };
   } catch (error) {
-    return { app, error };
+    return value['t'] === 'attach' ? { app: undefined, error, connection: true } : { app, error };
   }
 }
 
