@@ -373,6 +373,9 @@ end
 return 1
 `;
 
+/** How long readers reuse a `CLIENT LIST` when they find a lapsed lease (see `deadEdges`), ms. */
+const CLIENTS_CACHE_MS = 1000;
+
 /**
  * The names of the clients connected to Redis now (`CLIENT LIST`), each with how many carry it;
  * undefined when Redis refuses the command (CLIENT disabled on some managed services).
@@ -477,6 +480,8 @@ export class PresenceRegistry {
   private readonly leaseSeconds: number;
   /** How long a stalled edge's lapsed lease is held for it (`sweep`), ms. */
   private readonly stallMaxMs: number;
+  /** The last `CLIENT LIST` read for `deadEdges`. */
+  private clients: { at: number; names: Promise<Map<string, number> | undefined> } | undefined;
   private readonly opts: PresenceOptions;
   private timer: NodeJS.Timeout | undefined;
   /** The presence epoch this edge recorded its connections under (undefined before `start`). */
@@ -817,10 +822,26 @@ export class PresenceRegistry {
       if (m !== undefined) members.push({ conn, edge: m.edge, user: m.user, device: m.device, since: m.since });
     }
     if (members.length === 0) return members;
-    const edges = [...new Set(members.map((e) => e.edge))];
-    const alive = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
-    const dead = new Set(edges.filter((_, i) => alive[i] === null));
+    const dead = await this.deadEdges(members.map((e) => e.edge));
     return dead.size === 0 ? members : members.filter((m) => !dead.has(m.edge));
+  }
+
+  /**
+   * Of these edges, those taken for dead: the lease lapsed and the edge's presence connection to
+   * Redis is closed. One whose connection is still open is stalled, and counts as alive, as the
+   * sweep holds its lease for it (see `sweep`); until the next sweep writes that hold, this reads
+   * the clients (`CLIENT LIST`, at most once a second; refused, every lapsed edge is dead).
+   */
+  private async deadEdges(of: string[]): Promise<Set<string>> {
+    const edges = [...new Set(of)];
+    const leases = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
+    const lapsed = edges.filter((_, i) => leases[i] === null);
+    if (lapsed.length === 0) return new Set();
+    const now = Date.now();
+    if (this.clients === undefined || now - this.clients.at > CLIENTS_CACHE_MS)
+      this.clients = { at: now, names: clientNames(this.redis) };
+    const names = await this.clients.names;
+    return new Set(names === undefined ? lapsed : lapsed.filter((e) => !names.has(presenceClientName(e))));
   }
 
   /**
@@ -895,9 +916,7 @@ export class PresenceRegistry {
     const all = await this.redis.hgetall(key);
     const entries = Object.entries(all).map(([conn, value]) => decodePresence(conn, value));
     if (entries.length === 0) return entries;
-    const edges = [...new Set(entries.map((e) => e.edge))];
-    const alive = await this.redis.mget(edges.map((e) => this.subjects.edgeAliveKey(e)));
-    const dead = new Set(edges.filter((_, i) => alive[i] === null));
+    const dead = await this.deadEdges(entries.map((e) => e.edge));
     if (dead.size === 0) return entries;
     // Hidden, not removed: the sweep removes them and reports the users it takes offline.
     return entries.filter((e) => !dead.has(e.edge));
