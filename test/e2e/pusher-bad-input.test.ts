@@ -187,12 +187,28 @@ describe('Pusher door: bad input gets Pusher’s codes and stores nothing (issue
           { name: 'e', data: 'x', channels: ['h-bad'], info: 'user_count' },
         ],
         ['users of a public channel', 'GET', `/apps/${app.id}/channels/h-bad/users`, undefined],
+        ['an info attribute of neither kind', 'GET', `/apps/${app.id}/channels/h-bad`, undefined, { info: 'foo' }],
+        ['an info attribute of neither kind, listed', 'GET', `/apps/${app.id}/channels`, undefined, { info: 'foo' }],
       ];
       for (const [what, method, path, body, params] of cases) {
         const r = await pusherRequest(stack, app, method, path, { body, ...(params ? { params } : {}) });
         expect([r.status, r.body.error?.code], what).to.deep.equal([400, 'bad_request']);
       }
       expect(await lastSeq('h-bad')).to.equal(0);
+    });
+
+    it('a topic presenceTopics makes a presence one is a presence channel for user_count and users alike', async function () {
+      const rooms = await stack.createApp({ presenceTopics: ['room-*'] });
+      const member = await rooms.connectWithTopics('rita', ['room-*']);
+      natives.push(member);
+      member.send({ t: 'sub', topic: 'room-1' });
+      await member.waitFor((f) => f.t === 'subscribed');
+      const count = await pusherRequest(stack, rooms, 'GET', `/apps/${rooms.id}/channels/room-1`, {
+        params: { info: 'user_count' },
+      });
+      expect([count.status, count.body]).to.deep.equal([200, { occupied: true, user_count: 1 }]);
+      const users = await pusherRequest(stack, rooms, 'GET', `/apps/${rooms.id}/channels/room-1/users`);
+      expect([users.status, users.body]).to.deep.equal([200, { users: [{ id: 'rita' }] }]);
     });
   });
 

@@ -232,6 +232,16 @@ describe('Pusher door: pusher-js and the pusher server SDK (issue 18)', function
     await server.trigger('cache-scores', 'goal', { score: 3 });
     await until(() => got.length === 2, 'the next event live');
     expect(got[1]).to.deep.equal({ event: 'goal', data: { score: 3 } });
+
+    // A socket left out of the last event (socket_id) is not sent it as the cache: a miss.
+    const left = clients.connect();
+    await connected(left);
+    await server.trigger('cache-others', 'goal', { score: 9 }, { socket_id: left.connection.socket_id });
+    let leftMissed = 0;
+    const leftGot = record(left.subscribe('cache-others'));
+    left.channel('cache-others').bind('pusher:cache_miss', () => leftMissed++);
+    await until(() => leftMissed === 1, 'pusher:cache_miss for the socket left out');
+    expect(leftGot).to.deep.equal([]);
   });
 
   it('cross-door: our HTTP API reaches pusher-js; a pusher trigger reaches our SDK topic subscriber', async function () {

@@ -112,13 +112,7 @@ async function storeEvents(deps: PusherHttpDeps, app: AppRecord, events: PusherE
 function triggerInfo(raw: unknown, channel: string, app: AppRecord): Set<string> {
   if (raw === undefined) return new Set();
   if (typeof raw !== 'string') throw new PushError('bad_request', 'info must be a comma-separated string');
-  const info = infoFields(new URLSearchParams({ info: raw }), isPresenceTopic(app.settings.presenceTopics, channel));
-  for (const f of info) {
-    if (f !== 'subscription_count' && f !== 'user_count') {
-      throw new PushError('bad_request', `info ${JSON.stringify(f)} is not subscription_count or user_count`);
-    }
-  }
-  return info;
+  return infoFields(new URLSearchParams({ info: raw }), isPresenceTopic(app.settings.presenceTopics, channel));
 }
 
 /** The attributes `info` asks for of a channel, after the trigger. */
@@ -136,9 +130,17 @@ async function channelAttributes(
   return out;
 }
 
-/** `info` of the channel routes, a comma-separated list; PushError when user_count is asked of a non-presence channel. */
+/**
+ * `info` of a trigger or a channel route, a comma-separated list of `subscription_count` and
+ * `user_count`; PushError `bad_request` for another name, or user_count of a non-presence channel.
+ */
 function infoFields(params: URLSearchParams, presence: boolean): Set<string> {
   const info = new Set((params.get('info') ?? '').split(',').filter((s) => s !== ''));
+  for (const f of info) {
+    if (f !== 'subscription_count' && f !== 'user_count') {
+      throw new PushError('bad_request', `info ${JSON.stringify(f)} is not subscription_count or user_count`);
+    }
+  }
   if (info.has('user_count') && !presence) {
     throw new PushError('bad_request', 'user_count is only available for presence channels');
   }
@@ -260,8 +262,9 @@ export function mountPusherHttp(app: TemplatedApp, deps: PusherHttpDeps): void {
       op: 'pusher.users',
       handler: async (record, _params, _body, [raw]) => {
         const channel = channelParam(raw);
-        if (!channel.startsWith('presence-')) {
-          throw new PushError('bad_request', 'users are only listed for presence- channels');
+        // As user_count: `presence-` channels, and the topics `presenceTopics` makes presence ones.
+        if (!isPresenceTopic(record.settings.presenceTopics, channel)) {
+          throw new PushError('bad_request', 'users are only listed for presence channels');
         }
         const members = await deps.presence.topicMembers(record.id, channel);
         return { status: 200, body: { users: [...new Set(members.map((m) => m.user))].map((id) => ({ id })) } };

@@ -329,7 +329,9 @@ export class PusherConnection {
     });
     const m = messages[0];
     if (m === undefined || m.seq !== seq || m.malformed === true || m.expires <= Date.now()) return undefined;
-    return pusherFrameOf(ch.topicJson, m.bytes, m.binary).frame;
+    // An event this socket was left out of (`socket_id`: its own client event, say) is no cache for it.
+    const { frame, exclude } = pusherFrameOf(ch.topicJson, m.bytes, m.binary);
+    return exclude === this.socketId ? undefined : frame;
   }
 
   /** Leaves a channel (`pusher:unsubscribe`, a failed subscribe, or the close). */
