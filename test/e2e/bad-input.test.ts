@@ -545,6 +545,9 @@ describe('bad input', function () {
           expect(((await other.json()) as { error: { code: string } }).error.code).to.equal('method_not_allowed');
         }
       }
+      // A CORS preflight is the preflight's, on these paths too (docs: "to any path").
+      for (const path of ['/healthz', '/readyz', '/metrics'])
+        expect((await fetch(`${stack.httpUrl}${path}`, { method: 'OPTIONS' })).status, `OPTIONS ${path}`).to.equal(204);
     });
 
     it('answers rate-limited pushes with 429', async function () {

@@ -13,7 +13,8 @@ export function createRegistry(component: string): Registry {
 
 /**
  * Mounts `/healthz` (the process runs), `/readyz` (its dependencies answer, per `ready()`) and
- * `/metrics` (Prometheus text) on a uWS app; another method on them answers 405 `method_not_allowed`.
+ * `/metrics` (Prometheus text) on a uWS app; POST, PUT, PATCH or DELETE on them answers 405
+ * `method_not_allowed`.
  */
 export function mountHealth(app: TemplatedApp, registry: Registry, ready: () => boolean | string): void {
   app.get('/healthz', (res) => {
@@ -47,7 +48,8 @@ export function mountHealth(app: TemplatedApp, registry: Registry, ready: () => 
         });
       });
   });
-  // uWS prefers a route of the request's own method to `any` on the same path.
+  // Not `any`: an OPTIONS is left to the app's CORS preflight (`/*`), which answers every path.
   for (const path of ['/healthz', '/readyz', '/metrics'])
-    app.any(path, (res, req) => new HttpExchange(res, req).error(new PushError('method_not_allowed')));
+    for (const method of ['post', 'put', 'patch', 'del'] as const)
+      app[method](path, (res, req) => new HttpExchange(res, req).error(new PushError('method_not_allowed')));
 }
