@@ -438,6 +438,21 @@ describe('PushClient with a scripted edge (no I/O)', function () {
     expect(timers(), 'a timer left behind (it keeps Node running)').to.be.at.most(before);
   });
 
+  it('a token living less than the refresh margin is refreshed at half of its life, not every second', async function () {
+    // 4 s tokens, a margin of 30 s: each is asked again about 2 s after it came.
+    let asked = 0;
+    const c = make({ token: () => (asked++, tokenExpiringIn(4)) });
+    c.connect();
+    await tick();
+    last().hello();
+    expect(asked).to.equal(1);
+    await tick(1500);
+    expect(asked, 'asked again within 1.5 s').to.equal(1);
+    await tick(1000);
+    expect(asked, 'asked again at half of its life').to.equal(2);
+    c.disconnect();
+  });
+
   it('up: settled by upsent, retried with the same id after rate_limited and after a reconnect', async function () {
     const c = make();
     c.connect();

@@ -125,7 +125,7 @@ export class EdgeRoutes {
     }
     const edges = (body as { edges?: unknown } | null)?.edges;
     if (!Array.isArray(edges) || !edges.every((e) => typeof e === 'string') || edges.length === 0) {
-      throw new PushClientError('dispatcher', 'the dispatcher answered no edge list');
+      throw new PushClientError('dispatcher', 'the dispatcher gave no edge list');
     }
     return edges;
   }

@@ -367,7 +367,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     // Undefined on Node 20, whatever the DOM types say.
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (WS === undefined) {
-      throw new PushClientError('no_websocket', 'no global WebSocket: pass the WebSocket option');
+      throw new PushClientError('no_websocket', 'no global WebSocket: pass one as WebSocket');
     }
     this.WS = WS;
     this.beat = new HeartbeatPolicy({ startSeconds: this.opts.pingSeconds, ...options.heartbeat });
@@ -661,7 +661,11 @@ export class PushClient extends Emitter<PushClientEvents> {
     clearTimeout(this.refreshTimer);
     // A token that came after disconnect(): nothing to refresh (and no timer to keep Node alive).
     if (exp === undefined || typeof this.opts.token === 'string' || this.current === 'disconnected') return;
-    const inMs = (exp - this.opts.tokenRefreshMarginSeconds) * 1000 - Date.now();
+    // The margin before `exp`; a token living less than that, at half of what is left (not every
+    // second, which is what the floor below would do with each such token).
+    const left = exp * 1000 - Date.now();
+    let inMs = left - this.opts.tokenRefreshMarginSeconds * 1000;
+    if (inMs < 1000) inMs = left / 2;
     const gen = this.generation;
     this.refreshTimer = setTimeout(
       () => {
@@ -857,7 +861,7 @@ export class PushClient extends Emitter<PushClientEvents> {
     } catch (err) {
       this.emit('error', {
         type: 'server',
-        error: new PushClientError('bad_frame', 'a frame from the edge is not JSON', { cause: err }),
+        error: new PushClientError('bad_frame', 'a frame of the edge is not JSON', { cause: err }),
       });
       return;
     }

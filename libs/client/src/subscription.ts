@@ -122,7 +122,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (options.since !== undefined && options.since > 0) this.last = options.since;
     if (options.presence === true) {
       if (host.membersFetcher() === undefined) {
-        throw new PushClientError('no_fetch_members', 'presence needs the fetchMembers option of the client');
+        throw new PushClientError('no_fetch_members', 'presence needs the fetchMembers option');
       }
       this.roster = new PresenceRoster();
     }
