@@ -88,6 +88,8 @@ export class AckBatcher {
   private held = 0;
   private closed = false;
   private readonly stalled = new Map<string, Stalled>();
+  /** Per app, how many times it was forgotten (`forget`): an answer of an older epoch is dropped. */
+  private readonly epochs = new Map<string, number>();
   /** Acks waiting for a delete slot, per app, in the order the apps got them. */
   private readonly queues = new Map<string, Queue>();
   private inFlight = 0;
@@ -139,6 +141,28 @@ export class AckBatcher {
     }
     if (this.take(app, seq)) this.held++;
     return true;
+  }
+
+  /**
+   * Drops every ack of the app held here: the app was deleted (and may be created again with its
+   * id, whose new stream numbers from 1 again: an old delete sent there would remove a new app's
+   * message). A delete in flight is not sent again, whatever its answer.
+   */
+  forget(app: string): void {
+    this.epochs.set(app, (this.epochs.get(app) ?? 0) + 1);
+    let n = this.turn.get(app)?.size ?? 0;
+    this.turn.delete(app);
+    const q = this.queues.get(app);
+    if (q !== undefined) n += q.seqs.length - q.head;
+    this.queues.delete(app);
+    const s = this.stalled.get(app);
+    if (s !== undefined) {
+      clearTimeout(s.timer);
+      n += s.seqs.size;
+    }
+    this.stalled.delete(app);
+    for (; n > 0; n--) this.done();
+    if (this.idleWaiters.length > 0 && this.quiet()) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** Sends what this turn gathered now, as far as slots allow (tests, shutdown). */
@@ -229,8 +253,17 @@ export class AckBatcher {
   private remove(app: string, seq: number, probe: boolean): void {
     this.counters.ackRequests.inc();
     this.inFlight++;
+    const epoch = this.epochs.get(app);
+    const forgotten = (): boolean => {
+      if (this.epochs.get(app) === epoch) return false;
+      this.inFlight--;
+      this.done();
+      this.pump();
+      return true;
+    };
     this.store.remove(app, seq).then(
       (removed) => {
+        if (forgotten()) return;
         this.inFlight--;
         this.done();
         if (removed) this.counters.removed.inc();
@@ -238,6 +271,7 @@ export class AckBatcher {
         this.pump();
       },
       (err: unknown) => {
+        if (forgotten()) return;
         this.inFlight--;
         this.failed(err, app, seq, probe);
         this.pump();

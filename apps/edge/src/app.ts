@@ -268,6 +268,8 @@ async function startEdge(base: EdgeBase): Promise<StartedEdge> {
     opened.push(() => apps.close());
     apps.onChange((id, record) => {
       late.devicePolicy?.appChanged(id, record, connections);
+      // Its acks held here must not reach a new app given its id (its stream numbers anew).
+      if (record === undefined) acks.forget(id);
       if (record !== undefined && !record.disabled) return;
       connections.endApp(id);
       late.pusher?.endApp(id);

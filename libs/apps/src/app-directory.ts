@@ -60,8 +60,16 @@ export class AppDirectory {
     }
     const id = record?.id ?? this.findIdByKey(key);
     if (id === undefined) return;
-    const current = this.apps.get(id);
+    let current = this.apps.get(id);
     if (current !== undefined && current.revision >= revision) return;
+    const created = current?.record.createdAt;
+    if (current !== undefined && record !== undefined && created !== undefined && record.createdAt !== created) {
+      // Deleted and created again while this watch lagged: the old app is gone first, for
+      // the listeners (edges close its connections) and for `holds`.
+      this.apps.delete(id);
+      current = undefined;
+      for (const l of this.listeners) l(id, undefined);
+    }
     if (record === undefined) this.apps.delete(id);
     else this.apps.set(id, { record, revision, born: current?.born ?? revision });
     for (const l of this.listeners) l(id, record);

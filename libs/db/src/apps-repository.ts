@@ -10,6 +10,7 @@ interface AppRow {
   name: string;
   disabled: boolean;
   settings: AppSettings;
+  created_at: Date;
   updated_at: Date;
 }
 
@@ -179,6 +180,7 @@ export class AppsRepository {
       settings: { ...DEFAULT_APP_SETTINGS, ...row.settings },
       secrets: secrets.map((s): AppSecret => ({ kid: s.kid, secret: s.secret, createdAt: s.created_at.toISOString() })),
       apiKeys: keys.map((k) => ({ id: k.id, hash: k.hash })),
+      createdAt: row.created_at.toISOString(),
       updatedAt: row.updated_at.toISOString(),
     };
   }

@@ -169,5 +169,11 @@ export interface AppRecord {
   settings: AppSettings;
   /** SHA-256 hashes of the app's API keys (never the keys), so centers verify without Postgres. */
   apiKeys: Array<{ id: string; hash: string }>;
+  /**
+   * When the app was created: an app deleted and created again with its id has another, which
+   * tells a process that missed the delete (its watch lagged both) that this is a new app.
+   * Absent in records written before it existed.
+   */
+  createdAt?: string;
   updatedAt: string;
 }
