@@ -250,6 +250,29 @@ describe('never-ack loops: maxDeliveries and the undeliverable list (issue 17 pa
     expect([bad.status, bad.body.error?.code]).to.deep.equal([400, 'bad_request']);
   });
 
+  it('replays at once put each message back once, and each is counted in one answer', async function () {
+    const once = await stack.createApp({ maxDeliveries: 1 });
+    const [e0] = stack.edges as [Edge];
+    for (let i = 0; i < 20; i++) await once.pushOk('rho', { i });
+    const c = await connect(once, 'rho', e0);
+    await c.waitForMessages(20);
+    c.close();
+    await c.waitClosed();
+    await waitListed(once, 20);
+    const answers = await Promise.all(
+      [1, 2, 3].map(() =>
+        stack.http<{ replayed: number; expired: number }>('POST', path(once, '/replay'), once.apiKey),
+      ),
+    );
+    expect(answers.map((a) => a.status)).to.deep.equal([200, 200, 200]);
+    expect(
+      answers.reduce((n, a) => n + a.body.replayed, 0),
+      'replayed, summed over the answers',
+    ).to.equal(20);
+    expect(await list(once)).to.deep.equal([]);
+    await once.waitPending('rho', 20);
+  });
+
   it('lists, replays and purges over NATS request/reply, with the same codes', async function () {
     const [e0, e1] = stack.edges as [Edge, Edge];
     const seq = await app.pushOk('eve', { text: 'over nats' });

@@ -259,7 +259,8 @@ export class UndeliverableStore {
         const env = decodeEnvelope(m.data);
         const subject = m.headers?.get('Nats-Subject') ?? '';
         const now = Date.now();
-        if (env !== undefined && env.meta.expires > now) {
+        const live = env !== undefined && env.meta.expires > now;
+        if (live) {
           const owner = decodeToken(subject.slice(subject.lastIndexOf('.') + 1));
           const kind: InboxKind = env.meta.from === undefined ? 'b' : 'c';
           const h = headers();
@@ -270,19 +271,23 @@ export class UndeliverableStore {
           if (ack.headers?.code === 503 || r.error !== undefined || typeof r.seq !== 'number') {
             throw new PushError('store_unavailable', `replay refused: ${r.error?.description ?? 'no inbox stream'}`);
           }
-          replayed++;
-        } else {
-          expired++;
         }
-        await this.deleteOne(stream, seq);
+        // Counted by the replay that removes it from the list: replays at once each put it back
+        // (stored once), and each message counts in one answer only.
+        if (!(await this.deleteOne(stream, seq))) continue;
+        if (live) replayed++;
+        else expired++;
       }
     }
   }
 
-  private async deleteOne(stream: string, seq: number): Promise<void> {
+  /** Deletes one message of the list: true, or false when it was gone already (another replay or purge). */
+  private async deleteOne(stream: string, seq: number): Promise<boolean> {
     const del = await this.request(`$JS.API.STREAM.MSG.DELETE.${stream}`, JSON.stringify({ seq, no_erase: true }));
     const r = parseJson(del) as { success?: boolean; error?: { err_code?: number; description?: string } };
-    if (r.success === true || r.error?.err_code === 10057) return;
+    if (r.success === true) return true;
+    if (r.error?.err_code === 10057 || /no message found|sequence \d+ not found/i.test(r.error?.description ?? ''))
+      return false;
     throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
   }
 
