@@ -162,7 +162,7 @@ export class AckBatcher {
     }
     this.stalled.delete(app);
     for (; n > 0; n--) this.done();
-    if (this.idleWaiters.length > 0 && this.quiet()) for (const w of this.idleWaiters.splice(0)) w();
+    this.pump(); // wakes `idle` callers when nothing is left
   }
 
   /** Sends what this turn gathered now, as far as slots allow (tests, shutdown). */
@@ -253,27 +253,22 @@ export class AckBatcher {
   private remove(app: string, seq: number, probe: boolean): void {
     this.counters.ackRequests.inc();
     this.inFlight++;
+    // An answer after a `forget` of the app is dropped: neither counted nor retried.
     const epoch = this.epochs.get(app);
-    const forgotten = (): boolean => {
-      if (this.epochs.get(app) === epoch) return false;
-      this.inFlight--;
-      this.done();
-      this.pump();
-      return true;
-    };
     this.store.remove(app, seq).then(
       (removed) => {
-        if (forgotten()) return;
         this.inFlight--;
         this.done();
-        if (removed) this.counters.removed.inc();
-        this.answered(app, probe);
+        if (this.epochs.get(app) === epoch) {
+          if (removed) this.counters.removed.inc();
+          this.answered(app, probe);
+        }
         this.pump();
       },
       (err: unknown) => {
-        if (forgotten()) return;
         this.inFlight--;
-        this.failed(err, app, seq, probe);
+        if (this.epochs.get(app) === epoch) this.failed(err, app, seq, probe);
+        else this.done();
         this.pump();
       },
     );

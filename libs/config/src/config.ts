@@ -62,13 +62,7 @@ const urls =
     const entries = opts.list === true ? raw.split(',').map((e) => e.trim()) : [raw];
     for (const entry of entries) {
       const text = opts.bare !== undefined && !entry.includes('://') ? `${opts.bare}://${entry}` : entry;
-      let url: URL | undefined;
-      try {
-        url = new URL(text);
-      } catch {
-        url = undefined;
-      }
-      if (url === undefined || !schemes.includes(url.protocol.slice(0, -1)) || /\s/.test(entry) || entry === '') {
+      if (entry === '' || !isUrlOf(text, schemes)) {
         const what = schemes.map((x) => `${x}://`).join(' or ');
         throw new Error(
           `expected a ${what} URL${opts.list === true ? ' (or several, comma-separated)' : ''}, got ${quoted(entry)}`,
@@ -77,6 +71,16 @@ const urls =
     }
     return raw;
   };
+/** Whether `text` is a URL (no whitespace) of one of `schemes` (without the colon). */
+function isUrlOf(text: string, schemes: readonly string[]): boolean {
+  if (/\s/.test(text)) return false;
+  try {
+    return schemes.includes(new URL(text).protocol.slice(0, -1));
+  } catch {
+    return false;
+  }
+}
+
 /** Optional text of at least `min` characters. */
 const optional =
   (min = 1): Setting<string | undefined> =>
@@ -399,15 +403,6 @@ function commaList(value: string): string[] {
     .filter((s) => s.length > 0);
 }
 
-function isWebSocketUrl(text: string): boolean {
-  try {
-    const u = new URL(text);
-    return (u.protocol === 'ws:' || u.protocol === 'wss:') && u.hostname !== '' && !/\s/.test(text);
-  } catch {
-    return false;
-  }
-}
-
 /**
  * PUSH_DISPATCHER_EDGES: edge URLs, each optionally labelled with its region (`eu=wss://a/ws`).
  * A label is 1-32 of `a-z 0-9 -`; an edge listed twice is a problem (rendezvous ranks URLs).
@@ -422,7 +417,7 @@ function labelledEdges(value: string, problems: string[]): Array<{ url: string; 
       problems.push(
         `PUSH_DISPATCHER_EDGES: ${JSON.stringify(entry)}: a region label is 1 to 32 of a-z 0-9 - (eu=wss://host/ws)`,
       );
-    } else if (!isWebSocketUrl(url)) {
+    } else if (!isUrlOf(url, ['ws', 'wss'])) {
       problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is not a ws:// or wss:// URL`);
     } else if (out.some((e) => e.url === url)) {
       problems.push(`PUSH_DISPATCHER_EDGES: ${JSON.stringify(url)} is listed twice`);

@@ -226,6 +226,15 @@ interface JsApiError {
   description?: string;
 }
 
+/**
+ * Whether a `STREAM.MSG.DELETE` refusal says the message was not there (deleted already):
+ * 10057, no message found at that sequence. nats-server 2.15 answers "sequence N not found" (a
+ * 10057 too, or without a code) for a sequence already purged below the stream's first.
+ */
+export function deletedNothing(error: { err_code?: number; description?: string } | undefined): boolean {
+  return error?.err_code === 10057 || /no message found|sequence \d+ not found/i.test(error?.description ?? '');
+}
+
 /** Deletes in flight at once: enough to keep the server busy, few enough not to crowd reads. */
 const REMOVALS_IN_FLIGHT = 1024;
 /** Deadline of a delete, from when it is sent (`PUSH_STORE_TIMEOUT_MS` when larger). */
@@ -513,12 +522,8 @@ export class InboxStore {
     }
     const r = this.apiAnswer(reply) as { success?: boolean; error?: JsApiError };
     if (r.success === true) return true;
-    // 10057: no message found at that sequence. nats-server 2.15 answers "sequence N not found"
-    // (a 10057 too, or without a code) for a sequence already purged below the stream's first.
     // 10059: the app's stream is gone (the app was deleted), and its messages with it.
-    const code = r.error?.err_code;
-    if (code === 10057 || code === 10059 || /no message found|sequence \d+ not found/i.test(r.error?.description ?? ''))
-      return false;
+    if (deletedNothing(r.error) || r.error?.err_code === 10059) return false;
     throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
   }
 

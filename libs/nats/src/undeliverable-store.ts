@@ -1,7 +1,7 @@
 import { jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { PushError, decodeEnvelope, decodeToken, type InboxKind, type Subjects } from '@push/protocol';
-import { parseJson, storeError } from './inbox-store.js';
+import { deletedNothing, parseJson, storeError } from './inbox-store.js';
 import { upsertStream } from './streams.js';
 
 const NANOS = 1_000_000_000;
@@ -159,7 +159,7 @@ export class UndeliverableStore {
     const del = await this.request(`$JS.API.STREAM.MSG.DELETE.${inboxStream}`, JSON.stringify({ seq, no_erase: true }));
     const r = parseJson(del) as { success?: boolean; error?: { err_code?: number; description?: string } };
     if (r.success === true) return 'moved';
-    if (r.error?.err_code === 10057 || /no message found/i.test(r.error?.description ?? '')) return 'gone';
+    if (deletedNothing(r.error)) return 'gone';
     throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
   }
 
@@ -286,8 +286,7 @@ export class UndeliverableStore {
     const del = await this.request(`$JS.API.STREAM.MSG.DELETE.${stream}`, JSON.stringify({ seq, no_erase: true }));
     const r = parseJson(del) as { success?: boolean; error?: { err_code?: number; description?: string } };
     if (r.success === true) return true;
-    if (r.error?.err_code === 10057 || /no message found|sequence \d+ not found/i.test(r.error?.description ?? ''))
-      return false;
+    if (deletedNothing(r.error)) return false;
     throw new PushError('store_unavailable', `delete failed: ${r.error?.description ?? 'unknown'}`);
   }
 
